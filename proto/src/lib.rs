@@ -1,0 +1,68 @@
+//! The fedledger wire protocol (`fedledger.v1`): generated tonic/prost types, plus the constants
+//! both ends must agree on. No logic lives here.
+//!
+//! The protocol is described in `proto/fedledger/v1/fedledger.proto`.
+
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+mod generated {
+    tonic::include_proto!("fedledger.v1");
+}
+
+pub use generated::*;
+
+/// Values per parameter chunk: 256 Ki f32 = 1 MiB of payload, well under tonic's 4 MiB limit.
+pub const CHUNK_FLOATS: usize = 256 * 1024;
+
+/// Decode limit set on both ends: one chunk plus headroom for the header fields.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Domain-separation prefix of the message a participant signs over an update.
+pub const UPDATE_DOMAIN: &str = "fedledger/update/v1";
+/// Domain-separation prefix of the registration challenge signature.
+pub const REGISTER_DOMAIN: &str = "fedledger/register/v1";
+/// Domain-separation prefix of a signed decline.
+pub const DECLINE_DOMAIN: &str = "fedledger/decline/v1";
+
+/// The UTF-8 message a participant signs over its update:
+/// `"fedledger/update/v1\n<federation>\n<round>\n<update_sha256>\n"`.
+pub fn update_message(federation: &str, round: u64, update_sha256_hex: &str) -> String {
+    format!("{UPDATE_DOMAIN}\n{federation}\n{round}\n{update_sha256_hex}\n")
+}
+
+/// The UTF-8 message a participant signs to prove possession of its key at registration.
+pub fn register_message(federation: &str, challenge: &[u8]) -> String {
+    let hex: String = challenge.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{REGISTER_DOMAIN}\n{federation}\n{hex}\n")
+}
+
+/// The UTF-8 message a participant signs when it declines a round.
+pub fn decline_message(federation: &str, round: u64, reason: &str) -> String {
+    format!("{DECLINE_DOMAIN}\n{federation}\n{round}\n{reason}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_message_matches_design() {
+        assert_eq!(
+            update_message("fed", 3, "ab"),
+            "fedledger/update/v1\nfed\n3\nab\n"
+        );
+    }
+
+    #[test]
+    fn register_message_hex_encodes_challenge() {
+        assert_eq!(
+            register_message("fed", &[0x00, 0xff, 0x10]),
+            "fedledger/register/v1\nfed\n00ff10\n"
+        );
+    }
+
+    #[test]
+    fn chunk_fits_limit() {
+        assert!(CHUNK_FLOATS * 4 < 4 * 1024 * 1024);
+        assert!(CHUNK_FLOATS * 5 < MAX_MESSAGE_BYTES);
+    }
+}
