@@ -1,0 +1,641 @@
+//! Gaussian noise that is safe on real floating point: an exact discrete Gaussian on a `2^k` grid.
+//!
+//! # What this module does
+//!
+//! [`SecureGaussian::add_noise_f32`] and [`SecureGaussian::add_noise_f64`] add noise of standard
+//! deviation (at least) `std_dev` to every coordinate of a vector, the way OpenDP's
+//! `make_gaussian` on a `VectorDomain<AtomDomain<f64>>` under `L2Distance` does:
+//!
+//! 1. each coordinate `x` is rounded to the nearest multiple of `2^k` (ties up), giving an integer
+//!    `r = round(x / 2^k)`;
+//! 2. an integer `n` is drawn from the discrete Gaussian `N_Z(0, S^2)` with
+//!    `S = ceil(std_dev / 2^k)` grid units, exactly, by the algorithm of Canonne, Kamath and
+//!    Steinke (2020), "The Discrete Gaussian for Differential Privacy", algorithms 1 to 3: a
+//!    discrete Laplace proposal, accepted with probability `exp(-(|y| - S^2/t)^2 / (2 S^2))`;
+//!    every Bernoulli decision compares a uniform integer with an integer numerator, so no
+//!    floating-point number enters any sampling decision;
+//! 3. the exact lattice point `z = r + n` is converted back to a float, `z * 2^k`.
+//!
+//! The default grid puts `S` in `[2^29, 2^30]`, so the noise is a lattice Gaussian with more
+//! than five hundred million points per standard deviation.
+//!
+//! # Soundness argument
+//!
+//! **Floating-point attacks.** Mironov (2012) showed that textbook samplers leak: `x + Laplace`
+//! computed in floating point can only produce a set of doubles that depends on `x`, so an
+//! observer who sees the output's low-order bits learns `x`; Box-Muller Gaussians have the same
+//! porous support. Here the mechanism's real output is the integer `z = r + n`. Its distribution
+//! is exactly `r + N_Z(0, S^2)`: the sampler draws uniform integers from the generator and
+//! decides with integer comparisons, so nothing about the support or the probabilities depends on
+//! floating-point rounding. The final float `z * 2^k` is a deterministic function of `z` alone
+//! (`i128 -> f64` rounds to nearest, then an exact power-of-two scaling; `f32` outputs round that
+//! `f64` once more), hence post-processing, which cannot weaken differential privacy. (For inputs
+//! with `|x| >= 2^(k+53)` the float is `x + n * 2^k`, still a function of `z` because `n * 2^k` is
+//! exact while `|n| < 2^53`, i.e. for all but a `exp(-2^44)` fraction of draws.)
+//!
+//! **Rounding is charged to the sensitivity.** Rounding moves each coordinate by at most
+//! `2^(k-1)`, so two inputs at L2 distance `d` are rounded to lattice points at distance at most
+//! `d + sqrt(n) * 2^k` (each of the two vectors moves by at most `sqrt(n) * 2^(k-1)`). This is
+//! OpenDP's charge (`get_rounding_distance`: `(2^k - 2^k_min) * sqrt(n)`; we do not subtract the
+//! input granularity, which only makes ours larger). [`SecureGaussian::sensitivity_with_rounding`]
+//! returns `l2 + sqrt(n) * 2^k`, rounded up, and
+//! [`SecureGaussian::effective_noise_multiplier`] returns `S * 2^k` divided by it, rounded down:
+//! that ratio is the noise multiplier to give the accountant. At the default grid the charge is at
+//! most `sqrt(n) * std_dev * 2^-29`, about `2e-6 * std_dev` for a million coordinates.
+//!
+//! **Why the Gaussian accountant applies to a lattice Gaussian.** For a shift `mu` on the lattice,
+//! `N_Z(0, S^2)` and `N_Z(mu, S^2)` have the same normalising constant, and the privacy loss at
+//! `x` is the continuous one, `(2 x mu - mu^2) / (2 S^2)`. For integer orders the Renyi divergence
+//! of the (subsampled) mixture expands, by the binomial theorem, into a finite sum of Gaussian
+//! functions of width `S`; by Poisson summation, a sum of such a function over `Z` equals its
+//! integral times `1 + theta` with `|theta| <= 2 sum_{m>=1} exp(-2 pi^2 S^2 m^2)`, below
+//! `10^(-10^18)` for `S >= 2^29`, and the same factor appears in the normaliser. The discrete
+//! mechanism therefore has the continuous Gaussian's RDP up to an additive term far below `f64`
+//! resolution (also coordinate-wise in many dimensions, where the sums factor). CKS 2020 show the
+//! same for the unsampled case (the discrete Gaussian satisfies `mu^2 / (2 S^2)`-zCDP, like the
+//! continuous one). This is why the grid is fine: a coarse grid (small `S`, e.g. with an explicit
+//! `k`) is still exact as a sampler, but then the `1 + theta` argument needs `S` of at least a few.
+//!
+//! **Randomness and parallelism.** The caller hands in a cryptographically secure generator
+//! (production: `ChaCha20Rng` seeded from the operating system). One call draws a fresh 32-byte
+//! key from it; the vector is cut into chunks of [`CHUNK_LEN`] coordinates and chunk `i` draws
+//! from `ChaCha20` under that key with stream id (nonce) `i`. ChaCha20 is a pseudorandom function
+//! of (key, nonce, block counter): distinct nonces give keystreams that are computationally
+//! independent and uniform, so the chunks' noise is independent; each chunk uses far fewer than
+//! the `2^64` blocks of its stream, so no block is ever reused. Since the chunking does not depend
+//! on the number of threads, the output is a deterministic function of the key and the input,
+//! whatever rayon's scheduling.
+//!
+//! **Why not OpenDP's own sampler.** OpenDP is our reference in tests and benchmarks only. It
+//! draws from `rand 0.7`'s `thread_rng` when built without `use-openssl` (its docs call that
+//! non-secure); with the feature it builds a vendored OpenSSL. Neither matters for production,
+//! whose randomness is the caller's `ChaCha20Rng`, so the workspace keeps OpenDP a
+//! dev-dependency without `use-openssl` (faster builds, no OpenSSL in the tree).
+
+use chacha20::ChaCha20Rng;
+use rand_core::{CryptoRng, Rng, SeedableRng};
+use rayon::prelude::*;
+
+use crate::PrivacyError;
+
+/// Coordinates per independent ChaCha20 stream (and per rayon task).
+pub const CHUNK_LEN: usize = 4096;
+
+/// Default grid: `std_dev / 2^k` lies in `[2^DEFAULT_GRID_BITS, 2^(DEFAULT_GRID_BITS + 1))`.
+pub const DEFAULT_GRID_BITS: i32 = 29;
+
+/// Largest supported noise scale in grid units (keeps all sampler integers within 256 bits).
+pub const MAX_GRID_UNITS: u64 = 1 << 30;
+
+/// Exact discrete Gaussian noise on a `2^k` grid, for vectors of `f32` or `f64`.
+///
+/// See the [module documentation](self) for the algorithm and its soundness argument.
+#[derive(Debug, Clone)]
+pub struct SecureGaussian {
+    std_dev: f64,
+    k: i32,
+    sampler: LatticeSampler,
+}
+
+impl SecureGaussian {
+    /// Noise of standard deviation at least `std_dev` on the grid `2^k`.
+    ///
+    /// `k = None` picks `k = floor(log2(std_dev)) - 29`, so that the noise spans `2^29` to `2^30`
+    /// grid points per standard deviation and the rounding charge is negligible. An explicit `k`
+    /// must leave at most [`MAX_GRID_UNITS`] grid points per standard deviation; a coarse `k`
+    /// rounds the noise scale up to a whole number of grid units (see
+    /// [`effective_std_dev`](Self::effective_std_dev)).
+    pub fn new(std_dev: f64, k: Option<i32>) -> Result<Self, PrivacyError> {
+        if !(std_dev.is_finite() && std_dev > 0.0) {
+            return Err(PrivacyError::InvalidParameter {
+                name: "std_dev",
+                value: std_dev,
+                reason: "must be finite and > 0",
+            });
+        }
+        let k = match k {
+            Some(k) if !(MIN_K..=MAX_K).contains(&k) => {
+                return Err(PrivacyError::InvalidParameter {
+                    name: "k",
+                    value: f64::from(k),
+                    reason: "grid exponent must lie in [-1074, 1023]",
+                });
+            }
+            Some(k) => k,
+            None => (libm::ilogb(std_dev) - DEFAULT_GRID_BITS).max(MIN_K),
+        };
+        let grid_units = mul_pow2(std_dev, -k);
+        #[allow(clippy::cast_precision_loss)]
+        let max = MAX_GRID_UNITS as f64;
+        if grid_units > max {
+            return Err(PrivacyError::GridTooFine {
+                std_dev,
+                k,
+                grid_units,
+                max,
+            });
+        }
+        // ceil of a value in (0, 2^30] is exact; a product that underflowed to 0 still has a
+        // true ceiling of 1 because std_dev > 0.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let scale = (grid_units.ceil() as u64).max(1);
+        Ok(Self {
+            std_dev,
+            k,
+            sampler: LatticeSampler::new(scale),
+        })
+    }
+
+    /// The requested standard deviation.
+    pub fn std_dev(&self) -> f64 {
+        self.std_dev
+    }
+
+    /// The grid exponent `k`: outputs are multiples of `2^k`.
+    pub fn grid_exponent(&self) -> i32 {
+        self.k
+    }
+
+    /// Noise scale in grid units, `S = ceil(std_dev / 2^k)`.
+    pub fn grid_units(&self) -> u64 {
+        self.sampler.scale
+    }
+
+    /// The standard deviation actually used, `S * 2^k >= std_dev`.
+    pub fn effective_std_dev(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)] // S <= 2^30 is exact
+        mul_pow2(self.sampler.scale as f64, self.k)
+    }
+
+    /// L2 sensitivity after rounding to the grid: `l2_sensitivity + sqrt(len) * 2^k`, rounded up.
+    ///
+    /// Two inputs at L2 distance `l2_sensitivity` are rounded to grid points at most this far
+    /// apart, so this, not `l2_sensitivity`, is the sensitivity the noise protects.
+    pub fn sensitivity_with_rounding(&self, l2_sensitivity: f64, len: usize) -> f64 {
+        #[allow(clippy::cast_precision_loss)] // rounded up below
+        let n = len as f64;
+        let mut root = n.sqrt();
+        if root * root < n {
+            root = root.next_up();
+        }
+        (l2_sensitivity + mul_pow2(root, self.k)).next_up()
+    }
+
+    /// Noise multiplier to account for: effective std dev over the sensitivity with rounding,
+    /// rounded down (a smaller multiplier means a larger, never smaller, reported epsilon).
+    pub fn effective_noise_multiplier(&self, l2_sensitivity: f64, len: usize) -> f64 {
+        (self.effective_std_dev() / self.sensitivity_with_rounding(l2_sensitivity, len)).next_down()
+    }
+
+    /// Adds noise to every coordinate of `values` in place.
+    ///
+    /// Draws one 32-byte key from `rng`; see the module docs for the per-chunk streams. Refuses
+    /// (before drawing any randomness or changing anything) a vector with NaN or an infinity.
+    pub fn add_noise_f32<R>(&self, values: &mut [f32], rng: &mut R) -> Result<(), PrivacyError>
+    where
+        R: CryptoRng + ?Sized,
+    {
+        self.add_noise(values, rng)
+    }
+
+    /// Adds noise to every coordinate of `values` in place; see [`Self::add_noise_f32`].
+    pub fn add_noise_f64<R>(&self, values: &mut [f64], rng: &mut R) -> Result<(), PrivacyError>
+    where
+        R: CryptoRng + ?Sized,
+    {
+        self.add_noise(values, rng)
+    }
+
+    fn add_noise<T: GridFloat, R: CryptoRng + ?Sized>(
+        &self,
+        values: &mut [T],
+        rng: &mut R,
+    ) -> Result<(), PrivacyError> {
+        if let Some((index, value)) = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i, v.to_f64()))
+            .find(|(_, v)| !v.is_finite())
+        {
+            return Err(PrivacyError::NonFiniteInput { index, value });
+        }
+        let mut key = [0u8; 32];
+        rng.fill_bytes(&mut key);
+        let grid = Grid::new(self.k);
+        values
+            .par_chunks_mut(CHUNK_LEN)
+            .enumerate()
+            .for_each(|(chunk, values)| {
+                let mut stream = ChaCha20Rng::from_seed(key);
+                stream.set_stream(chunk as u64);
+                for v in values.iter_mut() {
+                    let noise = self.sampler.sample(&mut stream);
+                    *v = T::from_f64(grid.add(v.to_f64(), noise));
+                }
+            });
+        Ok(())
+    }
+}
+
+const MIN_K: i32 = -1074;
+const MAX_K: i32 = 1023;
+
+/// Float types the noise is defined for; inputs convert to `f64` exactly.
+trait GridFloat: Copy + Send + Sync {
+    fn to_f64(self) -> f64;
+    fn from_f64(x: f64) -> Self;
+}
+
+impl GridFloat for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+}
+
+impl GridFloat for f32 {
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    #[allow(clippy::cast_possible_truncation)] // post-processing of the exact lattice output
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+}
+
+/// `x * 2^e` computed by exact power-of-two steps (exact unless the result over- or underflows).
+fn mul_pow2(mut x: f64, mut e: i32) -> f64 {
+    while e > 1000 {
+        x *= pow2(1000);
+        e -= 1000;
+    }
+    while e < -1000 {
+        x *= pow2(-1000);
+        e += 1000;
+    }
+    x * pow2(e)
+}
+
+/// `2^e` for `e` in `[-1022, 1023]`.
+fn pow2(e: i32) -> f64 {
+    debug_assert!((-1022..=1023).contains(&e));
+    #[allow(clippy::cast_sign_loss)]
+    f64::from_bits(((e + 1023) as u64) << 52)
+}
+
+/// Rounding to and from the `2^k` grid.
+#[derive(Clone, Copy)]
+struct Grid {
+    k: i32,
+    /// Values with `|x| >= on_grid` are already multiples of `2^k` (their ulp is at least `2^k`).
+    on_grid: f64,
+}
+
+impl Grid {
+    fn new(k: i32) -> Self {
+        let on_grid = if k + 53 > MAX_K {
+            f64::INFINITY
+        } else {
+            mul_pow2(1.0, k + 53)
+        };
+        Self { k, on_grid }
+    }
+
+    /// `round(x / 2^k) * 2^k + noise * 2^k` as a float: the exact lattice point, rounded once.
+    fn add(self, x: f64, noise: i128) -> f64 {
+        if x.abs() < self.on_grid {
+            let y = mul_pow2(x, -self.k); // exact: |y| < 2^53
+            let floor = y.floor();
+            let r = if y - floor >= 0.5 { floor + 1.0 } else { floor }; // ties up, as OpenDP
+            #[allow(clippy::cast_possible_truncation)] // |r| <= 2^53, an integer
+            let z = r as i128 + noise;
+            #[allow(clippy::cast_precision_loss)] // round to nearest: post-processing of z
+            mul_pow2(z as f64, self.k)
+        } else {
+            #[allow(clippy::cast_precision_loss)] // exact while |noise| < 2^53
+            let n = noise as f64;
+            x + mul_pow2(n, self.k)
+        }
+    }
+}
+
+/// Exact sampler of `N_Z(0, S^2)` (CKS 2020, algorithm 3) for an integer scale `S <= 2^30`.
+///
+/// Bounds that keep every integer in range: `t = S + 1 <= 2^30 + 1`; a discrete Laplace draw is
+/// `u + t v` with `u < t` and `v < 2^64`, so `|y| < 2^95`, `|y| t < 2^126`,
+/// `(|y| t - S^2)^2 < 2^252` and `2 S^2 t^2 < 2^122`.
+#[derive(Debug, Clone)]
+struct LatticeSampler {
+    scale: u64,
+    t: u64,
+    scale_sq: u128,
+    two_scale_sq_t_sq: u128,
+}
+
+impl LatticeSampler {
+    fn new(scale: u64) -> Self {
+        debug_assert!((1..=MAX_GRID_UNITS).contains(&scale));
+        let t = scale + 1;
+        let scale_sq = u128::from(scale) * u128::from(scale);
+        let t_sq = u128::from(t) * u128::from(t);
+        Self {
+            scale,
+            t,
+            scale_sq,
+            two_scale_sq_t_sq: 2 * scale_sq * t_sq,
+        }
+    }
+
+    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> i128 {
+        loop {
+            let (positive, magnitude) = discrete_laplace(rng, self.t);
+            // Accept with probability exp(-(|y| - S^2/t)^2 / (2 S^2))
+            //                       = exp(-(|y| t - S^2)^2 / (2 S^2 t^2)).
+            let a = (magnitude * u128::from(self.t)).abs_diff(self.scale_sq);
+            if bernoulli_exp(rng, U256::mul(a, a), self.two_scale_sq_t_sq) {
+                #[allow(clippy::cast_possible_wrap)] // magnitude < 2^95
+                let m = magnitude as i128;
+                return if positive { m } else { -m };
+            }
+        }
+    }
+}
+
+/// Discrete Laplace with scale `t` (CKS 2020 algorithm 2 with `s = 1`), as (sign, magnitude);
+/// `-0` is rejected so that 0 has the right probability.
+fn discrete_laplace<R: Rng + ?Sized>(rng: &mut R, t: u64) -> (bool, u128) {
+    loop {
+        let positive = rng.next_u32() & 1 == 1;
+        // Geometric(1 - exp(-1/t)) as u + t v: u uniform in [0, t) accepted with exp(-u/t),
+        // v the number of successes of Bernoulli(exp(-1)) before the first failure.
+        let mut u = uniform_below_u64(rng, t);
+        while !bernoulli_exp_frac(rng, u128::from(u), u128::from(t)) {
+            u = uniform_below_u64(rng, t);
+        }
+        let mut v: u64 = 0;
+        while bernoulli_exp_frac(rng, 1, 1) {
+            v += 1;
+        }
+        let magnitude = u128::from(v) * u128::from(t) + u128::from(u);
+        if positive || magnitude != 0 {
+            return (positive, magnitude);
+        }
+    }
+}
+
+/// Bernoulli(exp(-num/den)) for any `num / den >= 0` (CKS 2020 algorithm 1, with the integer
+/// part peeled off as independent Bernoulli(exp(-1)) draws).
+fn bernoulli_exp<R: Rng + ?Sized>(rng: &mut R, mut num: U256, den: u128) -> bool {
+    let den_wide = U256::from(den);
+    while num > den_wide {
+        if !bernoulli_exp_frac(rng, 1, 1) {
+            return false;
+        }
+        num = num.sub(den_wide);
+    }
+    // num <= den < 2^128 here.
+    bernoulli_exp_frac(rng, num.lo, den)
+}
+
+/// Bernoulli(exp(-num/den)) for `0 <= num <= den`, `den > 0` (CKS 2020 algorithm 1): count the
+/// successes `K` of Bernoulli(gamma/1), Bernoulli(gamma/2), ... and return whether `K` is even.
+fn bernoulli_exp_frac<R: Rng + ?Sized>(rng: &mut R, num: u128, den: u128) -> bool {
+    let num_wide = U256::from(num);
+    let mut k: u128 = 1;
+    loop {
+        // Bernoulli(num / (den k)): a uniform integer below den k is below num.
+        if uniform_below_u256(rng, U256::mul(den, k)) < num_wide {
+            k += 1;
+        } else {
+            return k % 2 == 1;
+        }
+    }
+}
+
+/// Uniform integer in `[0, m)`, `m > 0`, exactly (Lemire's multiply-and-reject).
+fn uniform_below_u64<R: Rng + ?Sized>(rng: &mut R, m: u64) -> u64 {
+    debug_assert!(m > 0);
+    let mut product = u128::from(rng.next_u64()) * u128::from(m);
+    #[allow(clippy::cast_possible_truncation)] // low half
+    let mut low = product as u64;
+    if low < m {
+        let threshold = m.wrapping_neg() % m;
+        while low < threshold {
+            product = u128::from(rng.next_u64()) * u128::from(m);
+            #[allow(clippy::cast_possible_truncation)]
+            {
+                low = product as u64;
+            }
+        }
+    }
+    #[allow(clippy::cast_possible_truncation)] // high half
+    let high = (product >> 64) as u64;
+    high
+}
+
+fn next_u128<R: Rng + ?Sized>(rng: &mut R) -> u128 {
+    (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())
+}
+
+/// Uniform integer in `[0, m)`, `m > 0`, exactly.
+fn uniform_below_u128<R: Rng + ?Sized>(rng: &mut R, m: u128) -> u128 {
+    if let Ok(small) = u64::try_from(m) {
+        return u128::from(uniform_below_u64(rng, small));
+    }
+    let mask = u128::MAX >> m.leading_zeros();
+    loop {
+        let x = next_u128(rng) & mask;
+        if x < m {
+            return x;
+        }
+    }
+}
+
+/// Uniform integer in `[0, m)`, `m > 0`, exactly.
+fn uniform_below_u256<R: Rng + ?Sized>(rng: &mut R, m: U256) -> U256 {
+    if m.hi == 0 {
+        return U256::from(uniform_below_u128(rng, m.lo));
+    }
+    let mask = u128::MAX >> m.hi.leading_zeros();
+    loop {
+        let x = U256 {
+            hi: next_u128(rng) & mask,
+            lo: next_u128(rng),
+        };
+        if x < m {
+            return x;
+        }
+    }
+}
+
+/// Just enough 256-bit arithmetic for the acceptance test. Field order makes the derived
+/// ordering numeric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct U256 {
+    hi: u128,
+    lo: u128,
+}
+
+impl From<u128> for U256 {
+    fn from(lo: u128) -> Self {
+        Self { hi: 0, lo }
+    }
+}
+
+impl U256 {
+    /// Full product of two 128-bit integers.
+    fn mul(a: u128, b: u128) -> Self {
+        const MASK: u128 = u64::MAX as u128;
+        let (a1, a0) = (a >> 64, a & MASK);
+        let (b1, b0) = (b >> 64, b & MASK);
+        let (p00, p01, p10, p11) = (a0 * b0, a0 * b1, a1 * b0, a1 * b1);
+        let mid = (p00 >> 64) + (p01 & MASK) + (p10 & MASK); // < 3 * 2^64
+        Self {
+            hi: p11 + (p01 >> 64) + (p10 >> 64) + (mid >> 64),
+            lo: (p00 & MASK) | (mid << 64),
+        }
+    }
+
+    /// `self - other` for `self >= other`.
+    fn sub(self, other: Self) -> Self {
+        let (lo, borrow) = self.lo.overflowing_sub(other.lo);
+        Self {
+            hi: self.hi - other.hi - u128::from(borrow),
+            lo,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn seeded(seed: u64) -> ChaCha20Rng {
+        ChaCha20Rng::seed_from_u64(seed)
+    }
+
+    proptest! {
+        #[test]
+        fn u256_mul_matches_u128_when_small(a in any::<u64>(), b in any::<u64>()) {
+            let p = U256::mul(u128::from(a), u128::from(b));
+            prop_assert_eq!(p, U256::from(u128::from(a) * u128::from(b)));
+        }
+
+        #[test]
+        fn u256_mul_distributes(a in any::<u128>(), b in any::<u128>()) {
+            // (a * b) - (a * (b - 1)) == a, checked through sub.
+            prop_assume!(b > 0);
+            let diff = U256::mul(a, b).sub(U256::mul(a, b - 1));
+            prop_assert_eq!(diff, U256::from(a));
+        }
+
+        #[test]
+        fn rounding_is_to_nearest_grid_point(x in -1.0e6f64..1.0e6, k in -40i32..4) {
+            let grid = Grid::new(k);
+            let out = grid.add(x, 0);
+            let step = mul_pow2(1.0, k);
+            prop_assert!((out - x).abs() <= step / 2.0);
+            prop_assert_eq!((out / step).fract(), 0.0);
+        }
+    }
+
+    #[test]
+    fn u256_mul_extremes() {
+        let p = U256::mul(u128::MAX, u128::MAX);
+        // (2^128 - 1)^2 = 2^256 - 2^129 + 1
+        assert_eq!(
+            p,
+            U256 {
+                hi: u128::MAX - 1,
+                lo: 1
+            }
+        );
+    }
+
+    #[test]
+    fn uniform_below_is_in_range_and_covers() {
+        let mut rng = seeded(7);
+        let mut seen = [0u32; 7];
+        for _ in 0..7000 {
+            let x = uniform_below_u64(&mut rng, 7);
+            seen[usize::try_from(x).unwrap()] += 1;
+        }
+        assert!(seen.iter().all(|&c| (800..1200).contains(&c)), "{seen:?}");
+        let big = (1u128 << 100) + 3;
+        for _ in 0..1000 {
+            assert!(uniform_below_u128(&mut rng, big) < big);
+        }
+        let huge = U256 { hi: 5, lo: 0 };
+        for _ in 0..1000 {
+            assert!(uniform_below_u256(&mut rng, huge) < huge);
+        }
+    }
+
+    #[test]
+    fn bernoulli_exp_frequencies() {
+        // gamma = 1/2 and gamma = 5/2 (the latter via the integer peel-off).
+        let mut rng = seeded(11);
+        let n = 40_000;
+        for (num, den, p) in [(1u128, 2u128, (-0.5f64).exp()), (5, 2, (-2.5f64).exp())] {
+            let hits = (0..n)
+                .filter(|_| bernoulli_exp(&mut rng, U256::from(num), den))
+                .count();
+            #[allow(clippy::cast_precision_loss)]
+            let freq = hits as f64 / f64::from(n);
+            let sd = (p * (1.0 - p) / f64::from(n)).sqrt();
+            assert!(
+                (freq - p).abs() < 6.0 * sd,
+                "gamma {num}/{den}: {freq} vs {p}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_grid_has_2_pow_29_units_per_std_dev() {
+        for sd in [1e-3, 0.37, 1.0, 3.0, 1234.5] {
+            let g = SecureGaussian::new(sd, None).unwrap();
+            assert!(
+                (1 << 29..=1 << 30).contains(&g.grid_units()),
+                "{sd}: {}",
+                g.grid_units()
+            );
+            assert!(g.effective_std_dev() >= sd);
+            assert!(g.effective_std_dev() <= sd * (1.0 + 1e-8));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_parameters_and_non_finite_inputs() {
+        assert!(SecureGaussian::new(0.0, None).is_err());
+        assert!(SecureGaussian::new(f64::NAN, None).is_err());
+        assert!(matches!(
+            SecureGaussian::new(1.0, Some(-40)),
+            Err(PrivacyError::GridTooFine { .. })
+        ));
+        let g = SecureGaussian::new(1.0, None).unwrap();
+        let mut v = vec![0.0f32, 1.0, f32::INFINITY, f32::NAN];
+        let before = v.clone();
+        let err = g.add_noise_f32(&mut v, &mut seeded(1)).unwrap_err();
+        assert_eq!(
+            err,
+            PrivacyError::NonFiniteInput {
+                index: 2,
+                value: f64::INFINITY
+            }
+        );
+        assert_eq!(v[..2], before[..2]);
+    }
+
+    #[test]
+    fn sensitivity_charges_sqrt_n_grid_steps() {
+        let g = SecureGaussian::new(1.0, Some(-10)).unwrap();
+        let s = g.sensitivity_with_rounding(1.0, 10_000);
+        assert!(s >= 1.0 + 100.0 / 1024.0);
+        assert!(s < 1.0 + 100.0 / 1024.0 + 1e-12);
+        let z = g.effective_noise_multiplier(1.0, 10_000);
+        assert!(z * s <= g.effective_std_dev());
+    }
+}
