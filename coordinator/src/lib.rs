@@ -1,1 +1,124 @@
-//! placeholder
+//! The fedledger coordinator: runs a federation's rounds over gRPC.
+//!
+//! Reading order:
+//! - [`config`]: `coordinator.toml` and its validation.
+//! - [`round`]: the round state machine (registration, tasks, updates, declines, closing),
+//!   plain Rust that tests drive without sockets.
+//! - [`aggregate`]: aggregation strategies behind one trait; [`dp_fedavg`] wraps any of them
+//!   with participant-level differential privacy.
+//! - [`valuation`]: Shapley estimators, abuse flags and reward splitting (pure).
+//! - [`contrib`]: applies them to a completed round.
+//! - [`anchor`]: the genesis and round records appended to the signed Merkle log.
+//! - [`store`]: sled metadata plus content-addressed blobs; nothing is acknowledged before it is
+//!   durable.
+//! - [`service`]: the gRPC handlers (translation only) and the task that closes rounds.
+//! - [`serve`]: start it all on a listener.
+
+pub mod aggregate;
+pub mod anchor;
+pub mod config;
+pub mod contrib;
+pub mod dp_fedavg;
+pub mod error;
+pub mod replay;
+pub mod round;
+pub mod service;
+pub mod store;
+pub mod transfer;
+pub mod valuation;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::{ConfigFile, FederationConfig};
+pub use error::CoordinatorError;
+pub use round::{Coordinator, Phase, Progress, RoundOutcome};
+
+/// A running coordinator.
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The state machine, for in-process inspection (examples, tests).
+    pub coordinator: Arc<Coordinator>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    driver: JoinHandle<()>,
+}
+
+impl Running {
+    /// Wait until every round has run.
+    pub async fn wait_done(&self) {
+        let mut rx = self.coordinator.subscribe();
+        // An error means the sender is gone, which only happens when the coordinator is dropped.
+        let _ = rx.wait_for(|p| p.phase == Phase::Done).await;
+    }
+
+    /// Stop serving and wait for the server to finish.
+    pub async fn shutdown(self) -> Result<(), CoordinatorError> {
+        let _ = self.shutdown.send(true);
+        let _ = self.driver.await;
+        self.server
+            .await
+            .map_err(|e| CoordinatorError::Internal(format!("server task: {e}")))?
+            .map_err(|e| CoordinatorError::Internal(format!("server: {e}")))
+    }
+}
+
+/// How long a `GetTask` with nothing to do waits for news before answering WAIT.
+const LONG_POLL: Duration = Duration::from_secs(5);
+
+/// Open the coordinator's state and serve it on `listener` (or on the configured address).
+pub async fn serve(
+    cfg: FederationConfig,
+    listener: Option<TcpListener>,
+) -> Result<Running, CoordinatorError> {
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| CoordinatorError::Internal(format!("bind {}: {e}", cfg.listen)))?,
+    };
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CoordinatorError::Internal(format!("listener address: {e}")))?;
+    let coordinator = {
+        let cfg = cfg.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || Coordinator::open(cfg))
+                .await
+                .map_err(|e| CoordinatorError::Internal(format!("open: {e}")))??,
+        )
+    };
+    let wake = Arc::new(Notify::new());
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    let svc = service::Service::new(coordinator.clone(), wake.clone(), LONG_POLL);
+    let grpc = fedledger_proto::coordinator_server::CoordinatorServer::new(svc)
+        .max_decoding_message_size(fedledger_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(fedledger_proto::MAX_MESSAGE_BYTES);
+    let mut rx_server = rx.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(grpc)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = rx_server.wait_for(|s| *s).await;
+            }),
+    );
+    let mut rx_driver = rx;
+    let driver = tokio::spawn(service::drive_rounds(
+        coordinator.clone(),
+        wake,
+        async move {
+            let _ = rx_driver.wait_for(|s| *s).await;
+        },
+    ));
+    tracing::info!(%addr, federation = %cfg.federation, "coordinator listening");
+    Ok(Running {
+        addr,
+        coordinator,
+        shutdown,
+        server,
+        driver,
+    })
+}

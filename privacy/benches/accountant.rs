@@ -1,6 +1,6 @@
 //! Accountant cost: epsilon of 10,000 DP-SGD steps (q = 0.01, sigma = 1.1, delta = 1e-5) over the
-//! 156 default orders, against the closed-form full-batch case (q = 1) as the same-run baseline,
-//! and one inverse-planner call.
+//! 156 default orders (exact fractional orders, and dp_accounting's series), against the
+//! closed-form full-batch case (q = 1) as the same-run baseline, and one inverse-planner call.
 
 use std::hint::black_box;
 
@@ -14,6 +14,18 @@ fn accountant(c: &mut Criterion) {
         b.iter(|| {
             epsilon_for(
                 AccountantKind::Rdp,
+                black_box(1.1),
+                black_box(0.01),
+                10_000,
+                1e-5,
+            )
+            .expect("epsilon")
+        });
+    });
+    group.bench_function("epsilon_subsampled_1e4_steps_dp_accounting_series", |b| {
+        b.iter(|| {
+            epsilon_for(
+                AccountantKind::RdpDpAccounting,
                 black_box(1.1),
                 black_box(0.01),
                 10_000,

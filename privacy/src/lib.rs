@@ -7,14 +7,42 @@
 //! In reading order:
 //! - [`noise`]: exact discrete Gaussian noise on a `2^k` grid, safe on real floating point
 //!   ([`SecureGaussian`]), with its soundness argument;
-//! - [`accountant`]: Renyi-DP accounting of the Poisson-subsampled Gaussian mechanism, the
-//!   `(epsilon, delta)` conversion and the inverse planner;
+//! - [`accountant`]: Renyi-DP accounting of the Poisson-subsampled Gaussian mechanism (exact
+//!   fractional orders by default, or dp_accounting 0.6's figures), the `(epsilon, delta)`
+//!   conversion and the inverse planner;
 //! - [`clip`]: L2 clipping whose result is really inside the ball;
 //! - [`budget`]: hard budgets and the cost of the next round as the increase of the cumulative
 //!   epsilon;
 //! - [`fedavg`]: participant-level DP pieces for the coordinator's DP-FedAvg wrapper (aggregate
 //!   noise, adaptive clipping, accounting);
 //! - [`error`]: the crate's error type [`PrivacyError`].
+//!
+//! One DP-SGD step and its budget check, as the participant does it (production seeds the
+//! generator from the operating system, e.g. `ChaCha20Rng::try_from_rng(&mut rand::rngs::SysRng)`;
+//! this crate never does I/O itself):
+//!
+//! ```
+//! use chacha20::ChaCha20Rng;
+//! use fedledger_privacy::{Budget, PoissonGaussian, SecureGaussian, clip_l2};
+//! use rand_core::SeedableRng;
+//!
+//! let (clip, noise_multiplier) = (1.0, 1.1);
+//! let mut sum = vec![0.0f32; 4];
+//! for mut grad in [vec![3.0f32, 0.0, 4.0, 0.0], vec![0.1, 0.2, 0.0, 0.0]] {
+//!     clip_l2(&mut grad, clip)?; // per-example clipping
+//!     sum.iter_mut().zip(&grad).for_each(|(s, g)| *s += g);
+//! }
+//! let noise = SecureGaussian::new(noise_multiplier * clip, None)?;
+//! let mut rng = ChaCha20Rng::seed_from_u64(7);
+//! noise.add_noise_f32(&mut sum, &mut rng)?;
+//! // Account with the multiplier that includes the grid-rounding charge.
+//! let z = noise.effective_noise_multiplier(clip, sum.len());
+//! let budget = Budget::new(8.0, 1e-5)?;
+//! let next = PoissonGaussian { noise_multiplier: z, sampling_rate: 0.01, steps: 100 };
+//! let cost = budget.admit(&[], &next)?; // Err(BudgetExhausted { .. }) if over the limit
+//! assert!(cost.epsilon_after <= 8.0 && cost.increase == cost.epsilon_after);
+//! # Ok::<(), fedledger_privacy::PrivacyError>(())
+//! ```
 
 pub mod accountant;
 pub mod budget;

@@ -543,6 +543,26 @@ mod tests {
     }
 
     #[test]
+    fn large_inputs_take_the_float_path_and_agree_with_the_lattice() {
+        let grid = Grid::new(-10);
+        for x in [2f64.powi(43), 3.0 * 2f64.powi(45), -(2f64.powi(50)), 1e300] {
+            assert!(x.abs() >= grid.on_grid);
+            for n in [-5i128, 0, 7, 1 << 40] {
+                let got = grid.add(x, n);
+                let want = if x.abs() < 1e30 {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let r = mul_pow2(x, 10) as i128;
+                    #[allow(clippy::cast_precision_loss)]
+                    mul_pow2((r + n) as f64, -10)
+                } else {
+                    x // |n| 2^-10 is far below half an ulp of 1e300
+                };
+                assert_eq!(got, want, "x={x} n={n}");
+            }
+        }
+    }
+
+    #[test]
     fn u256_mul_extremes() {
         let p = U256::mul(u128::MAX, u128::MAX);
         // (2^128 - 1)^2 = 2^256 - 2^129 + 1

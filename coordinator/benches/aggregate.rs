@@ -1,0 +1,54 @@
+//! Weighted FedAvg of 32 updates x 1M parameters (128 MB) against one plain read pass over the
+//! same bytes, both on all cores. Goal: FedAvg within 1.3x of the read pass.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use fedledger_coordinator::aggregate::{Aggregator, FedAvg, WeightedUpdate};
+use rayon::prelude::*;
+use std::hint::black_box;
+
+const UPDATES: usize = 32;
+const PARAMS: usize = 1 << 20;
+
+fn bench(c: &mut Criterion) {
+    let global: Vec<f32> = (0..PARAMS).map(|i| (i % 97) as f32 * 1e-3).collect();
+    let updates: Vec<Vec<f32>> = (0..UPDATES)
+        .map(|u| {
+            (0..PARAMS)
+                .map(|i| ((i * 31 + u) % 101) as f32 * 1e-4)
+                .collect()
+        })
+        .collect();
+    let views: Vec<WeightedUpdate<'_>> = updates
+        .iter()
+        .enumerate()
+        .map(|(i, d)| WeightedUpdate {
+            examples: 10 + i as u64,
+            delta: d,
+        })
+        .collect();
+    let mut g = c.benchmark_group("aggregate_32x1M");
+    g.sample_size(30);
+    g.bench_function("read_pass_baseline", |b| {
+        b.iter(|| {
+            // Touch every byte of every update once, in parallel chunks like FedAvg does.
+            let s: f32 = (0..PARAMS.div_ceil(16 * 1024))
+                .into_par_iter()
+                .map(|c| {
+                    let (lo, hi) = (c * 16 * 1024, ((c + 1) * 16 * 1024).min(PARAMS));
+                    updates
+                        .iter()
+                        .map(|u| u[lo..hi].iter().sum::<f32>())
+                        .sum::<f32>()
+                })
+                .sum();
+            black_box(s)
+        })
+    });
+    g.bench_function("fedavg", |b| {
+        b.iter(|| black_box(FedAvg.aggregate(black_box(&global), black_box(&views))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,211 @@
+//! Aggregation strategies. Each turns the round's global parameters and accepted updates into the
+//! next global parameters; they share one trait so robust alternatives, and privacy wrappers, can
+//! be swapped in without touching the round logic.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// One accepted update as aggregation sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightedUpdate<'a> {
+    /// Example count the participant claimed (FedAvg weight).
+    pub examples: u64,
+    /// The parameter delta (local parameters minus global).
+    pub delta: &'a [f32],
+}
+
+/// A server-side aggregation rule.
+pub trait Aggregator: Send + Sync {
+    /// Short name, recorded with the round.
+    fn name(&self) -> &'static str;
+    /// The next global parameters. `updates` is non-empty and every delta has `global.len()`
+    /// values (the round logic checks both).
+    fn aggregate(&self, global: &[f32], updates: &[WeightedUpdate<'_>]) -> Vec<f32>;
+    /// What a differential-privacy wrapper did in the last aggregation (None for plain
+    /// strategies).
+    fn server_dp(&self) -> Option<crate::dp_fedavg::ServerDpReport> {
+        None
+    }
+}
+
+/// Which strategy a federation uses (`[aggregation] strategy`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyKind {
+    /// Weighted FedAvg by example count (McMahan et al. 2017).
+    #[default]
+    Fedavg,
+    /// Coordinate-wise median of the deltas (robust to a minority of arbitrary updates).
+    Median,
+    /// Coordinate-wise mean after dropping the largest and smallest 10% per coordinate.
+    TrimmedMean,
+}
+
+impl StrategyKind {
+    /// The strategy object.
+    pub fn build(self) -> Box<dyn Aggregator> {
+        match self {
+            StrategyKind::Fedavg => Box::new(FedAvg),
+            StrategyKind::Median => Box::new(CoordinateMedian),
+            StrategyKind::TrimmedMean => Box::new(TrimmedMean { fraction: 0.1 }),
+        }
+    }
+}
+
+/// Coordinates per parallel work item: large enough to amortise scheduling, small enough that
+/// each item's slice of every update stays in cache while it is summed.
+const CHUNK: usize = 16 * 1024;
+
+/// Weighted FedAvg: `w + sum_i (n_i / n) * delta_i`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FedAvg;
+
+impl Aggregator for FedAvg {
+    fn name(&self) -> &'static str {
+        "fedavg"
+    }
+
+    fn aggregate(&self, global: &[f32], updates: &[WeightedUpdate<'_>]) -> Vec<f32> {
+        let total: f64 = updates.iter().map(|u| u.examples as f64).sum();
+        let weights: Vec<f32> = updates
+            .iter()
+            .map(|u| {
+                if total > 0.0 {
+                    (u.examples as f64 / total) as f32
+                } else {
+                    1.0 / updates.len() as f32
+                }
+            })
+            .collect();
+        let mut out = global.to_vec();
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
+            let start = c * CHUNK;
+            for (u, &w) in updates.iter().zip(&weights) {
+                let src = &u.delta[start..start + dst.len()];
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d += w * s;
+                }
+            }
+        });
+        out
+    }
+}
+
+fn per_coordinate(
+    global: &[f32],
+    updates: &[WeightedUpdate<'_>],
+    reduce: impl Fn(&mut [f32]) -> f32 + Sync,
+) -> Vec<f32> {
+    let mut out = global.to_vec();
+    out.par_chunks_mut(CHUNK).enumerate().for_each_init(
+        || vec![0f32; updates.len()],
+        |column, (c, dst)| {
+            let start = c * CHUNK;
+            for (j, d) in dst.iter_mut().enumerate() {
+                for (slot, u) in column.iter_mut().zip(updates) {
+                    *slot = u.delta[start + j];
+                }
+                *d += reduce(column);
+            }
+        },
+    );
+    out
+}
+
+/// Coordinate-wise median of the deltas (unweighted).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoordinateMedian;
+
+impl Aggregator for CoordinateMedian {
+    fn name(&self) -> &'static str {
+        "median"
+    }
+
+    fn aggregate(&self, global: &[f32], updates: &[WeightedUpdate<'_>]) -> Vec<f32> {
+        per_coordinate(global, updates, |col| {
+            col.sort_unstable_by(f32::total_cmp);
+            let n = col.len();
+            if n % 2 == 1 {
+                col[n / 2]
+            } else {
+                0.5 * (col[n / 2 - 1] + col[n / 2])
+            }
+        })
+    }
+}
+
+/// Coordinate-wise trimmed mean of the deltas (unweighted).
+#[derive(Clone, Copy, Debug)]
+pub struct TrimmedMean {
+    /// Fraction dropped at each end, per coordinate.
+    pub fraction: f64,
+}
+
+impl Aggregator for TrimmedMean {
+    fn name(&self) -> &'static str {
+        "trimmed-mean"
+    }
+
+    fn aggregate(&self, global: &[f32], updates: &[WeightedUpdate<'_>]) -> Vec<f32> {
+        let n = updates.len();
+        let cut = ((n as f64 * self.fraction).floor() as usize).min((n - 1) / 2);
+        per_coordinate(global, updates, |col| {
+            col.sort_unstable_by(f32::total_cmp);
+            let kept = &col[cut..n - cut];
+            kept.iter().sum::<f32>() / kept.len() as f32
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upd(examples: u64, delta: &[f32]) -> WeightedUpdate<'_> {
+        WeightedUpdate { examples, delta }
+    }
+
+    #[test]
+    fn fedavg_weights_by_examples() {
+        let g = vec![1.0f32; 3];
+        let a = [1.0f32, 0.0, -2.0];
+        let b = [4.0f32, 2.0, 1.0];
+        let out = FedAvg.aggregate(&g, &[upd(1, &a), upd(3, &b)]);
+        let expect = [1.0 + 0.25 + 3.0, 1.0 + 1.5, 1.0 - 0.5 + 0.75];
+        for (o, e) in out.iter().zip(expect) {
+            assert!((o - e).abs() < 1e-6, "{o} vs {e}");
+        }
+    }
+
+    #[test]
+    fn fedavg_spans_many_chunks() {
+        let n = CHUNK * 3 + 17;
+        let g: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let a: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+        let out = FedAvg.aggregate(&g, &[upd(5, &a)]);
+        for i in [0, CHUNK - 1, CHUNK, n - 1] {
+            assert_eq!(out[i], g[i] + a[i]);
+        }
+    }
+
+    #[test]
+    fn median_ignores_one_outlier() {
+        let g = vec![0.0f32; 2];
+        let ups = [[1.0f32, 1.0], [1.1, 0.9], [1000.0, -1000.0]];
+        let views: Vec<_> = ups.iter().map(|d| upd(1, d)).collect();
+        let out = CoordinateMedian.aggregate(&g, &views);
+        assert_eq!(out, vec![1.1, 0.9]);
+    }
+
+    #[test]
+    fn trimmed_mean_drops_extremes() {
+        let g = vec![0.0f32];
+        let ups: Vec<[f32; 1]> = (0..10).map(|i| [i as f32]).collect();
+        let mut views: Vec<_> = ups.iter().map(|d| upd(1, d)).collect();
+        let outlier = [1e6f32];
+        views[9] = upd(1, &outlier);
+        let out = TrimmedMean { fraction: 0.1 }.aggregate(&g, &views);
+        // drops 0 and 1e6, keeps 1..=8
+        assert!((out[0] - 4.5).abs() < 1e-6);
+    }
+}

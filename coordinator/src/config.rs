@@ -1,0 +1,484 @@
+//! `coordinator.toml`: what an operator writes, and the validated configuration the coordinator
+//! runs with.
+//!
+//! ```toml
+//! federation = "breast-cancer-2026"     # the ledger's origin; letters, digits, . _ - /
+//! listen = "127.0.0.1:50051"
+//! state_dir = "coordinator-state"       # sled store and blobs
+//! key = "coordinator.key"               # Ed25519 key (PKCS#8); created on first start if absent
+//!
+//! [model]
+//! kind = "logreg"                       # or "mlp" (with hidden = [64])
+//! features = 30
+//! classes = 2
+//!
+//! [data]
+//! label_column = "malignant"
+//! validation = "validation.csv"         # the coordinator's own labelled data
+//! standardisation = "reference"         # or "site": each hospital uses its own statistics
+//!
+//! [rounds]
+//! total = 20
+//! quorum = 3                            # minimum updates for a round to complete
+//! deadline_secs = 120
+//!
+//! [training]
+//! local_epochs = 2
+//! batch_size = 32
+//! learning_rate = 0.1
+//!
+//! [valuation]
+//! estimator = "auto"                    # exact up to 12 participants, else gtg
+//! reward_pool_per_round = 1000000       # integer base units
+//!
+//! [aggregation]
+//! strategy = "fedavg"                   # fedavg | median | trimmed-mean
+//! max_update_norm = 0.0                 # refuse larger updates (0: off)
+//! # dp = { noise_multiplier = 1.0, clip_norm = 0.5, adaptive = true }   # DP-FedAvg
+//!
+//! [privacy]                             # the plan recorded in the genesis record
+//! epsilon_budget = 8.0
+//! delta = 1e-5
+//!
+//! [ledger]
+//! witnesses = []                        # cosignature/v1 verifier keys of the witnesses
+//!
+//! [[participant]]
+//! name = "hospital-a"
+//! public_key = "<64 hex digits>"
+//! ```
+
+use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
+
+use fedledger_model::{Dataset, ModelSpec, Standardiser};
+use serde::{Deserialize, Serialize};
+
+use crate::{aggregate::StrategyKind, contrib::ValuationSection};
+
+/// The file format, as written by an operator.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub federation: String,
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    pub model: ModelSpec,
+    pub data: DataSection,
+    pub rounds: RoundsSection,
+    #[serde(default)]
+    pub training: TrainingSection,
+    #[serde(default)]
+    pub aggregation: AggregationSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub valuation: ValuationSection,
+    #[serde(default)]
+    pub privacy: PrivacyPlanSection,
+    #[serde(default)]
+    pub ledger: LedgerSection,
+    #[serde(rename = "participant", default)]
+    pub participants: Vec<ParticipantEntry>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50051))
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub label_column: String,
+    pub validation: PathBuf,
+    #[serde(default)]
+    pub standardisation: StandardisationMode,
+}
+
+/// How sites standardise their features.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StandardisationMode {
+    /// Each site uses the statistics of its own data (nothing leaves the site).
+    #[default]
+    Site,
+    /// The task carries reference means and standard deviations, computed by the coordinator
+    /// from its own validation data; every site standardises alike.
+    Reference,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundsSection {
+    pub total: u64,
+    pub quorum: u32,
+    #[serde(default = "default_deadline")]
+    pub deadline_secs: u64,
+}
+
+fn default_deadline() -> u64 {
+    120
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSection {
+    pub local_epochs: u32,
+    pub batch_size: u32,
+    pub learning_rate: f64,
+    /// DP-SGD clipping norm C (0: no DP-SGD).
+    pub clip_norm: f64,
+    /// DP-SGD noise multiplier (0: no DP-SGD).
+    pub noise_multiplier: f64,
+    /// Seed of the initial global model.
+    pub init_seed: u64,
+}
+
+impl Default for TrainingSection {
+    fn default() -> Self {
+        Self {
+            local_epochs: 2,
+            batch_size: 32,
+            learning_rate: 0.1,
+            clip_norm: 0.0,
+            noise_multiplier: 0.0,
+            init_seed: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationSection {
+    #[serde(default)]
+    pub strategy: StrategyKind,
+    /// Refuse updates whose L2 norm exceeds this bound (0: no bound).
+    #[serde(default)]
+    pub max_update_norm: f64,
+    /// Participant-level DP (DP-FedAvg) around the strategy; absent: off.
+    #[serde(default)]
+    pub dp: Option<crate::dp_fedavg::ServerDpSection>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest example count a participant may claim.
+    pub max_examples: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_examples: 100_000_000,
+        }
+    }
+}
+
+/// The privacy budget the federation is planned for (recorded in the genesis record; every
+/// hospital enforces its own budget locally whatever this says).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyPlanSection {
+    pub epsilon_budget: f64,
+    pub delta: f64,
+}
+
+impl Default for PrivacyPlanSection {
+    fn default() -> Self {
+        Self {
+            epsilon_budget: 8.0,
+            delta: 1e-5,
+        }
+    }
+}
+
+/// `[ledger]`: who witnesses the log.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSection {
+    /// Witnesses' cosignature/v1 verifier keys (`name+keyid+base64(0x04 || key)`).
+    #[serde(default)]
+    pub witnesses: Vec<String>,
+    /// Cosignatures needed to call a round anchored (default: a majority of the witnesses).
+    #[serde(default)]
+    pub witness_quorum: Option<u64>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantEntry {
+    pub name: String,
+    pub public_key: String,
+}
+
+/// An enrolled participant, with its key decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enrolled {
+    pub name: String,
+    pub public_key: [u8; 32],
+    pub public_key_hex: String,
+}
+
+/// A validated configuration: everything the coordinator needs, checked once at start-up.
+#[derive(Clone, Debug)]
+pub struct FederationConfig {
+    pub federation: String,
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub key: PathBuf,
+    pub model: ModelSpec,
+    pub label_column: String,
+    pub validation_path: PathBuf,
+    pub validation: Dataset,
+    /// SHA-256 (hex) of the validation file's bytes.
+    pub validation_sha256: String,
+    pub standardisation: Option<Standardiser>,
+    pub rounds: u64,
+    pub quorum: u32,
+    pub deadline: Duration,
+    pub training: TrainingSection,
+    pub strategy: StrategyKind,
+    pub max_update_norm: Option<f64>,
+    pub server_dp: Option<crate::dp_fedavg::ServerDpSection>,
+    pub max_examples: u64,
+    pub valuation: ValuationSection,
+    pub privacy_plan: PrivacyPlanSection,
+    pub witnesses: Vec<String>,
+    pub witness_quorum: u64,
+    pub participants: Vec<Enrolled>,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parse {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("validation data: {0}")]
+    Validation(#[from] fedledger_model::ModelError),
+}
+
+impl ConfigFile {
+    /// Read and parse a TOML file; relative paths inside it are resolved against its folder.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut file: ConfigFile = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        if let Some(base) = path.parent() {
+            file.resolve_paths(base);
+        }
+        Ok(file)
+    }
+
+    fn resolve_paths(&mut self, base: &std::path::Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.state_dir);
+        fix(&mut self.data.validation);
+        if let Some(k) = self.key.as_mut() {
+            fix(k);
+        }
+    }
+
+    /// Check every field and load the validation data.
+    pub fn validate(self) -> Result<FederationConfig, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !valid_origin(&self.federation) {
+            return bad(format!(
+                "federation name {:?} must be 1-128 characters of letters, digits, '.', '_', '-', '/'",
+                self.federation
+            ));
+        }
+        self.model
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("model: {e}")))?;
+        if self.rounds.total == 0 {
+            return bad("rounds.total must be at least 1".into());
+        }
+        if self.participants.is_empty() {
+            return bad("no [[participant]] enrolled".into());
+        }
+        if self.rounds.quorum == 0 || self.rounds.quorum as usize > self.participants.len() {
+            return bad(format!(
+                "rounds.quorum must be between 1 and the number of participants ({}), got {}",
+                self.participants.len(),
+                self.rounds.quorum
+            ));
+        }
+        if self.rounds.deadline_secs == 0 {
+            return bad("rounds.deadline_secs must be at least 1".into());
+        }
+        let t = &self.training;
+        if t.local_epochs == 0 || t.batch_size == 0 {
+            return bad("training.local_epochs and training.batch_size must be at least 1".into());
+        }
+        if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
+            return bad(format!(
+                "training.learning_rate must be > 0, got {}",
+                t.learning_rate
+            ));
+        }
+        for (name, v) in [
+            ("clip_norm", t.clip_norm),
+            ("noise_multiplier", t.noise_multiplier),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("training.{name} must be finite and >= 0, got {v}"));
+            }
+        }
+        if (t.noise_multiplier > 0.0) != (t.clip_norm > 0.0) {
+            return bad("DP-SGD needs both training.clip_norm and training.noise_multiplier > 0 (or both 0)".into());
+        }
+        let max_norm = self.aggregation.max_update_norm;
+        if !(max_norm.is_finite() && max_norm >= 0.0) {
+            return bad(format!(
+                "aggregation.max_update_norm must be >= 0, got {max_norm}"
+            ));
+        }
+        self.valuation.validate().map_err(ConfigError::Invalid)?;
+        let plan = &self.privacy;
+        if !(plan.epsilon_budget.is_finite() && plan.epsilon_budget >= 0.0)
+            || !(plan.delta.is_finite() && (0.0..1.0).contains(&plan.delta))
+        {
+            return bad(format!(
+                "privacy.epsilon_budget must be >= 0 and privacy.delta in [0, 1), got {} and {}",
+                plan.epsilon_budget, plan.delta
+            ));
+        }
+        for w in &self.ledger.witnesses {
+            fedledger_ledger::note::VerifierKey::parse(w)
+                .map_err(|e| ConfigError::Invalid(format!("ledger.witnesses: {w:?}: {e}")))?;
+        }
+        let n_witnesses = self.ledger.witnesses.len() as u64;
+        let witness_quorum = self
+            .ledger
+            .witness_quorum
+            .unwrap_or(n_witnesses / 2 + u64::from(n_witnesses > 0));
+        if witness_quorum > n_witnesses {
+            return bad(format!(
+                "ledger.witness_quorum {witness_quorum} exceeds the {n_witnesses} witnesses"
+            ));
+        }
+        if self.aggregation.dp.is_some() && self.aggregation.strategy != StrategyKind::Fedavg {
+            return bad(format!(
+                "aggregation.dp needs strategy = \"fedavg\" (the DP guarantee assumes a mean), got {:?}",
+                self.aggregation.strategy
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
+        let mut participants = Vec::new();
+        for p in &self.participants {
+            if p.name.is_empty() || p.name.len() > 64 || p.name.chars().any(|c| c.is_control()) {
+                return bad(format!(
+                    "participant name {:?} must be 1-64 printable characters",
+                    p.name
+                ));
+            }
+            let key = decode_public_key(&p.public_key)
+                .map_err(|e| ConfigError::Invalid(format!("participant {}: {e}", p.name)))?;
+            if !names.insert(p.name.clone()) {
+                return bad(format!("participant name {} enrolled twice", p.name));
+            }
+            if !keys.insert(key) {
+                return bad(format!("participant {}: public key enrolled twice", p.name));
+            }
+            participants.push(Enrolled {
+                name: p.name.clone(),
+                public_key: key,
+                public_key_hex: hex::encode(key),
+            });
+        }
+        let bytes = std::fs::read(&self.data.validation).map_err(|source| ConfigError::Read {
+            path: self.data.validation.clone(),
+            source,
+        })?;
+        let validation_sha256 = fedledger_model::digest::sha256_hex(&bytes);
+        let mut validation = Dataset::from_csv_reader(bytes.as_slice(), &self.data.label_column)?;
+        if validation.n_features() != self.model.features {
+            return bad(format!(
+                "validation file has {} feature columns but model.features = {}",
+                validation.n_features(),
+                self.model.features
+            ));
+        }
+        if let Some(&y) = validation
+            .y
+            .iter()
+            .find(|&&y| y as usize >= self.model.classes)
+        {
+            return bad(format!(
+                "validation file has label {y} but model.classes = {}",
+                self.model.classes
+            ));
+        }
+        validation.classes = self.model.classes;
+        let standardisation = match self.data.standardisation {
+            StandardisationMode::Site => None,
+            StandardisationMode::Reference => Some(Standardiser::fit(&validation)),
+        };
+        Ok(FederationConfig {
+            key: self
+                .key
+                .unwrap_or_else(|| self.state_dir.join("coordinator.key")),
+            federation: self.federation,
+            listen: self.listen,
+            state_dir: self.state_dir,
+            model: self.model,
+            label_column: self.data.label_column,
+            validation_path: self.data.validation,
+            validation,
+            validation_sha256,
+            standardisation,
+            rounds: self.rounds.total,
+            quorum: self.rounds.quorum,
+            deadline: Duration::from_secs(self.rounds.deadline_secs),
+            training: self.training,
+            strategy: self.aggregation.strategy,
+            max_update_norm: (max_norm > 0.0).then_some(max_norm),
+            server_dp: self.aggregation.dp,
+            max_examples: self.limits.max_examples,
+            valuation: self.valuation,
+            privacy_plan: self.privacy,
+            witnesses: self.ledger.witnesses,
+            witness_quorum,
+            participants,
+        })
+    }
+}
+
+/// A federation name is the ledger's origin line: printable, no spaces.
+pub fn valid_origin(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+}
+
+/// Decode a lowercase-or-uppercase hex Ed25519 public key.
+pub fn decode_public_key(s: &str) -> Result<[u8; 32], String> {
+    let bytes = hex::decode(s.trim()).map_err(|e| format!("public key is not hex: {e}"))?;
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("public key must be 32 bytes, got {}", b.len()))
+}

@@ -1,0 +1,241 @@
+//! Contribution accounting for a completed round: Shapley values of the round's game, abuse
+//! flags, and the reward split. Glue between the round state machine and [`crate::valuation`].
+
+use fedledger_model::{Dataset, ModelSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    aggregate::WeightedUpdate,
+    config::FederationConfig,
+    error::CoordinatorError,
+    valuation::{
+        AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, Participation,
+        RewardEntry, default_estimator, detect, estimator_by_name, split_rewards, value_nano,
+    },
+};
+
+/// What the ledger records about how a round was valued.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RoundValuation {
+    pub estimator: String,
+    pub seed: u64,
+    pub evaluations: u64,
+    /// The utility: `neg_log_loss` (negative validation log-loss) or `accuracy`.
+    pub utility: String,
+}
+
+/// Per-contribution results, in the order of the updates passed in.
+pub struct ValuedRound {
+    pub values: Vec<f64>,
+    pub value_nano: Vec<i64>,
+    pub rewards: Vec<u64>,
+    pub flags: Vec<Vec<String>>,
+    pub reward_pool: u64,
+    pub summary: RoundValuation,
+}
+
+/// The utility a coalition's model is scored with.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UtilityKind {
+    /// Negative validation log-loss (default: accuracy is coarse and hides harm).
+    #[default]
+    NegLogLoss,
+    /// Validation accuracy.
+    Accuracy,
+}
+
+impl UtilityKind {
+    fn name(self) -> &'static str {
+        match self {
+            UtilityKind::NegLogLoss => "neg_log_loss",
+            UtilityKind::Accuracy => "accuracy",
+        }
+    }
+}
+
+/// `[valuation]` in `coordinator.toml`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ValuationSection {
+    /// `auto` (exact up to 12 participants, else gtg), `exact`, `gtg`, `kernelshap` or `loo`.
+    pub estimator: String,
+    /// Most distinct coalitions an approximate estimator may evaluate (0: its default).
+    pub max_evaluations: u64,
+    pub utility: UtilityKind,
+    /// Integer base units split among a round's contributors.
+    pub reward_pool_per_round: u64,
+    /// Mixed with the federation and round number into each round's estimator seed.
+    pub seed: u64,
+    /// Cosine similarity at or above which the later of two updates is flagged a copy.
+    pub copy_cosine: f64,
+}
+
+impl Default for ValuationSection {
+    fn default() -> Self {
+        Self {
+            estimator: "auto".into(),
+            max_evaluations: 0,
+            utility: UtilityKind::NegLogLoss,
+            reward_pool_per_round: 1_000_000,
+            seed: 0,
+            copy_cosine: AbuseConfig::default().copy_cosine,
+        }
+    }
+}
+
+impl ValuationSection {
+    /// The utility's name as recorded (`neg_log_loss` or `accuracy`).
+    pub fn utility_name(&self) -> String {
+        self.utility.name().to_owned()
+    }
+
+    /// Check the names and ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.estimator != "auto" {
+            estimator_by_name(&self.estimator, None)
+                .map_err(|e| format!("valuation.estimator: {e}"))?;
+        }
+        if !(self.copy_cosine > 0.0 && self.copy_cosine <= 1.0) {
+            return Err(format!(
+                "valuation.copy_cosine must be in (0, 1], got {}",
+                self.copy_cosine
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Values contributions and splits the reward pool.
+pub struct Valuer {
+    settings: ValuationSection,
+    federation: String,
+    abuse: AbuseConfig,
+}
+
+/// The estimator seed of a round: SHA-256 of the federation, round and configured seed, so
+/// anyone holding the record can recompute it.
+pub fn round_seed(federation: &str, round: u64, seed: u64) -> u64 {
+    let d = fedledger_model::digest::sha256_hex(
+        format!("fedledger/valuation-seed/v1\n{federation}\n{round}\n{seed}\n").as_bytes(),
+    );
+    u64::from_str_radix(&d[..16], 16).expect("hex digest")
+}
+
+impl Valuer {
+    pub fn from_config(cfg: &FederationConfig) -> Self {
+        Self::with_settings(&cfg.federation, cfg.valuation.clone())
+    }
+
+    pub fn with_settings(federation: &str, settings: ValuationSection) -> Self {
+        Self {
+            abuse: AbuseConfig {
+                copy_cosine: settings.copy_cosine,
+                ..AbuseConfig::default()
+            },
+            settings,
+            federation: federation.to_owned(),
+        }
+    }
+
+    fn estimator(&self, players: usize) -> Result<Box<dyn Estimator>, CoordinatorError> {
+        let budget = (self.settings.max_evaluations > 0).then_some(self.settings.max_evaluations);
+        if self.settings.estimator == "auto" {
+            return Ok(default_estimator(players));
+        }
+        estimator_by_name(&self.settings.estimator, budget)
+            .map_err(|e| CoordinatorError::Internal(format!("valuation: {e}")))
+    }
+
+    /// Value the round's updates (in arrival order), flag abuse, split the pool.
+    #[allow(clippy::too_many_arguments)]
+    pub fn value_round(
+        &self,
+        round: u64,
+        spec: &ModelSpec,
+        validation: &Dataset,
+        global: &[f32],
+        updates: &[WeightedUpdate<'_>],
+        names: &[&str],
+        keys: &[&str],
+    ) -> Result<ValuedRound, CoordinatorError> {
+        let seed = round_seed(&self.federation, round, self.settings.seed);
+        self.value_round_seeded(round, seed, spec, validation, global, updates, names, keys)
+    }
+
+    /// [`Self::value_round`] with an explicit estimator seed (replay uses the recorded one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn value_round_seeded(
+        &self,
+        round: u64,
+        seed: u64,
+        spec: &ModelSpec,
+        validation: &Dataset,
+        global: &[f32],
+        updates: &[WeightedUpdate<'_>],
+        names: &[&str],
+        keys: &[&str],
+    ) -> Result<ValuedRound, CoordinatorError> {
+        let utility = self.settings.utility;
+        let score = |params: &[f32]| match fedledger_model::evaluate(spec, params, validation) {
+            Ok(m) => match utility {
+                UtilityKind::NegLogLoss => -m.log_loss,
+                UtilityKind::Accuracy => m.accuracy,
+            },
+            Err(_) => f64::NAN,
+        };
+        let deltas: Vec<&[f32]> = updates.iter().map(|u| u.delta).collect();
+        let examples: Vec<u64> = updates.iter().map(|u| u.examples).collect();
+        let internal = |e: crate::valuation::ValuationError| {
+            CoordinatorError::Internal(format!("valuation of round {round}: {e}"))
+        };
+        let game =
+            LinearCombinationGame::new(global, &deltas, &examples, score).map_err(internal)?;
+        let valuation = self
+            .estimator(updates.len())?
+            .estimate(&game, seed)
+            .map_err(internal)?;
+        if let Some(i) = valuation.values.iter().position(|v| !v.is_finite()) {
+            return Err(CoordinatorError::Internal(format!(
+                "valuation of round {round}: value of {} is not finite",
+                names[i]
+            )));
+        }
+        let participations: Vec<Participation<'_>> = names
+            .iter()
+            .zip(&deltas)
+            .enumerate()
+            .map(|(i, (name, d))| Participation {
+                name,
+                update: Some(d),
+                received: i as u64,
+            })
+            .collect();
+        let flags = detect(&participations, &self.abuse).map_err(internal)?;
+        let value_nano: Vec<i64> = valuation.values.iter().map(|v| value_nano(*v)).collect();
+        let entries: Vec<RewardEntry<'_>> = keys
+            .iter()
+            .zip(&value_nano)
+            .zip(&flags)
+            .map(|((k, v), f)| RewardEntry {
+                participant_key_hex: k,
+                value_nano: *v,
+                eligible: !f.iter().any(|f| f.starts_with(FLAG_COPY_OF_PREFIX)),
+            })
+            .collect();
+        let split = split_rewards(self.settings.reward_pool_per_round, &entries);
+        Ok(ValuedRound {
+            values: valuation.values,
+            value_nano,
+            rewards: split.rewards,
+            flags,
+            reward_pool: split.recorded_pool,
+            summary: RoundValuation {
+                estimator: valuation.estimator,
+                seed,
+                evaluations: valuation.evaluations,
+                utility: utility.name().to_owned(),
+            },
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! `fedledger-coordinator`: serve a federation from one config file.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Coordinator of a fedledger federation: runs the rounds over gRPC, aggregates the hospitals'
+/// updates, values their contributions and records every round.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the federation described by a config file until every round has run.
+    ///
+    /// Example: fedledger-coordinator serve --config coordinator.toml
+    Serve {
+        /// Path of coordinator.toml (see the README's configuration reference).
+        #[arg(long)]
+        config: PathBuf,
+        /// Keep serving round results after the last round instead of exiting.
+        #[arg(long)]
+        stay: bool,
+    },
+    /// Recompute a finished round from the inputs kept by digest (global model, updates,
+    /// validation file) and compare the aggregate, every value and every reward with the
+    /// record. Exits non-zero on any difference. Run it on a stopped coordinator's state (or a
+    /// copy of it).
+    ///
+    /// Example: fedledger-coordinator replay --config coordinator.toml --round 3
+    Replay {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        round: u64,
+    },
+    /// Check a config file (and its validation data) without starting anything.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config, stay } => {
+            let cfg = load(&config)?;
+            let running = fedledger_coordinator::serve(cfg, None)
+                .await
+                .context("start the coordinator")?;
+            println!("listening on {}", running.addr);
+            tokio::select! {
+                _ = running.wait_done(), if !stay => {
+                    println!("all rounds finished");
+                }
+                r = tokio::signal::ctrl_c() => {
+                    r.context("wait for ctrl-c")?;
+                    println!("interrupted; state is saved, a restart resumes the round in flight");
+                }
+            }
+            running.shutdown().await.context("stop the server")?;
+        }
+        Command::Replay { config, round } => {
+            let cfg = load(&config)?;
+            let store =
+                fedledger_coordinator::store::Store::open(&cfg.state_dir).with_context(|| {
+                    format!(
+                        "open the coordinator store in {} (stop the coordinator, or replay a copy)",
+                        cfg.state_dir.display()
+                    )
+                })?;
+            let recorded = store
+                .outcome(round)
+                .context("read the round's record")?
+                .with_context(|| format!("round {round} has no record in this store"))?;
+            let report = fedledger_coordinator::replay::replay(&cfg, &store, &recorded)
+                .with_context(|| format!("replay round {round}"))?;
+            for c in &report.checked {
+                println!("ok      {c}");
+            }
+            for s in &report.skipped {
+                println!("skipped {s}");
+            }
+            for d in &report.differences {
+                println!(
+                    "DIFFERS {}: recorded {}, recomputed {}",
+                    d.what, d.recorded, d.recomputed
+                );
+            }
+            if !report.ok() {
+                anyhow::bail!(
+                    "round {round}: {} recomputed figure(s) differ from the record",
+                    report.differences.len()
+                );
+            }
+            println!("round {round}: every recomputed figure matches the record");
+        }
+        Command::CheckConfig { config } => {
+            let cfg = load(&config)?;
+            println!(
+                "ok: federation {} with {} participants, model {:?} ({} parameters), {} rounds, quorum {}, {} validation rows",
+                cfg.federation,
+                cfg.participants.len(),
+                cfg.model.kind,
+                cfg.model.num_params(),
+                cfg.rounds,
+                cfg.quorum,
+                cfg.validation.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<fedledger_coordinator::FederationConfig> {
+    fedledger_coordinator::ConfigFile::load(path)
+        .and_then(|f| f.validate())
+        .with_context(|| format!("load config {}", path.display()))
+}

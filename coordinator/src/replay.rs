@@ -1,0 +1,169 @@
+//! Recompute a finished round from the inputs kept by digest (global model, every update, the
+//! validation file) and compare with what was recorded: the aggregate's digest, every
+//! `value_nano`, every reward.
+
+use fedledger_model::{Dataset, Standardiser};
+
+use crate::{
+    aggregate::WeightedUpdate,
+    config::FederationConfig,
+    contrib::Valuer,
+    error::CoordinatorError,
+    round::{RoundOutcome, RoundStatus},
+    store::Store,
+};
+
+/// One recomputed figure that differs from the record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Difference {
+    pub what: String,
+    pub recorded: String,
+    pub recomputed: String,
+}
+
+/// The result of a replay.
+#[derive(Clone, Debug)]
+pub struct ReplayReport {
+    pub round: u64,
+    pub checked: Vec<String>,
+    pub differences: Vec<Difference>,
+    /// Checks that could not be made, with the reason.
+    pub skipped: Vec<String>,
+}
+
+impl ReplayReport {
+    pub fn ok(&self) -> bool {
+        self.differences.is_empty()
+    }
+}
+
+/// Replay `round` from the store in `cfg.state_dir` against `recorded` (the round's outcome as
+/// anchored; by default the coordinator's own record of it).
+pub fn replay(
+    cfg: &FederationConfig,
+    store: &Store,
+    recorded: &RoundOutcome,
+) -> Result<ReplayReport, CoordinatorError> {
+    let round = recorded.round;
+    let mut report = ReplayReport {
+        round,
+        checked: Vec::new(),
+        differences: Vec::new(),
+        skipped: Vec::new(),
+    };
+    if recorded.status == RoundStatus::Abandoned {
+        report.checked.push(format!(
+            "round {round} was abandoned ({}); nothing to recompute",
+            recorded.reason.as_deref().unwrap_or("no reason recorded")
+        ));
+        return Ok(report);
+    }
+    let global = store.get_vector(&recorded.model_before)?;
+    let validation_bytes = store.get_blob(&recorded.validation_sha256)?;
+    let mut validation = Dataset::from_csv_reader(validation_bytes.as_slice(), &cfg.label_column)?;
+    validation.classes = cfg.model.classes;
+    Standardiser::fit(&validation).apply(&mut validation)?;
+
+    let mut contributions = recorded.contributions.clone();
+    contributions.sort_by_key(|c| c.seq);
+    let deltas: Vec<Vec<f32>> = contributions
+        .iter()
+        .map(|c| store.get_vector(&c.update_sha256))
+        .collect::<Result<_, _>>()?;
+    for c in &contributions {
+        report.checked.push(format!(
+            "update of {} hashes to {}",
+            c.name, c.update_sha256
+        ));
+    }
+    let views: Vec<WeightedUpdate<'_>> = contributions
+        .iter()
+        .zip(&deltas)
+        .map(|(c, d)| WeightedUpdate {
+            examples: c.examples,
+            delta: d,
+        })
+        .collect();
+
+    if recorded.server_dp.is_some() {
+        report.skipped.push(
+            "aggregate: DP-FedAvg noise is drawn fresh and not recorded, so the model digest \
+             cannot be recomputed"
+                .into(),
+        );
+    } else {
+        let after = cfg.strategy.build().aggregate(&global, &views);
+        let sha = fedledger_model::digest::vector_sha256(&after);
+        if sha == recorded.model_after {
+            report.checked.push(format!("aggregate hashes to {sha}"));
+        } else {
+            report.differences.push(Difference {
+                what: "model.after".into(),
+                recorded: recorded.model_after.clone(),
+                recomputed: sha,
+            });
+        }
+    }
+
+    let Some(val) = &recorded.valuation else {
+        report.skipped.push("valuation: none recorded".into());
+        return Ok(report);
+    };
+    let mut settings = cfg.valuation.clone();
+    settings.estimator = val.estimator.clone();
+    let valuer = Valuer::with_settings(&cfg.federation, settings);
+    let names: Vec<&str> = contributions.iter().map(|c| c.name.as_str()).collect();
+    let keys: Vec<&str> = contributions
+        .iter()
+        .map(|c| c.public_key.as_str())
+        .collect();
+    let valued = valuer.value_round_seeded(
+        round,
+        val.seed,
+        &cfg.model,
+        &validation,
+        &global,
+        &views,
+        &names,
+        &keys,
+    )?;
+    if valued.summary.evaluations != val.evaluations {
+        report.differences.push(Difference {
+            what: "valuation.evaluations".into(),
+            recorded: val.evaluations.to_string(),
+            recomputed: valued.summary.evaluations.to_string(),
+        });
+    }
+    if valued.reward_pool != recorded.reward_pool {
+        report.differences.push(Difference {
+            what: "reward_pool".into(),
+            recorded: recorded.reward_pool.to_string(),
+            recomputed: valued.reward_pool.to_string(),
+        });
+    }
+    for (i, c) in contributions.iter().enumerate() {
+        for (what, rec, got) in [
+            (
+                "value_nano",
+                c.value_nano.to_string(),
+                valued.value_nano[i].to_string(),
+            ),
+            (
+                "reward",
+                c.reward.to_string(),
+                valued.rewards[i].to_string(),
+            ),
+        ] {
+            if rec == got {
+                report.checked.push(format!("{what} of {} = {rec}", c.name));
+            } else {
+                report.differences.push(Difference {
+                    what: format!("{what} of {}", c.name),
+                    recorded: rec,
+                    recomputed: got,
+                });
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,243 @@
+//! Durable coordinator state: sled for metadata, content-addressed files for large vectors.
+//!
+//! Everything the coordinator acknowledges is on disk first: an update's vector is written to
+//! `blobs/<sha256>` and fsynced, then its metadata is inserted into sled and flushed, and only then
+//! does the participant get its receipt. Closing a round writes the round's result and the next
+//! round's state in one sled transaction.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::{Serialize, de::DeserializeOwned};
+use sled::Transactional;
+
+use fedledger_model::digest::{sha256_hex, vector_from_bytes, vector_sha256, vector_to_bytes};
+
+use crate::round::{DeclineMeta, PersistedState, RoundOutcome, UpdateMeta};
+
+/// Storage failures. A failure to persist means the request is refused, never half-applied.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("blob {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("blob {sha256} is corrupt: its bytes hash to {actual}")]
+    CorruptBlob { sha256: String, actual: String },
+    #[error("blob {0} is missing")]
+    MissingBlob(String),
+    #[error("record {key} cannot be decoded: {reason}")]
+    Decode { key: String, reason: String },
+    #[error("transaction: {0}")]
+    Transaction(String),
+}
+
+/// The coordinator's store in `state_dir`.
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    updates: sled::Tree,
+    declines: sled::Tree,
+    results: sled::Tree,
+    blobs: PathBuf,
+}
+
+const STATE_KEY: &[u8] = b"state";
+
+fn round_key(round: u64, participant: usize) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&round.to_be_bytes());
+    k[8..].copy_from_slice(&(participant as u64).to_be_bytes());
+    k
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("in-memory records always serialise")
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let blobs = dir.join("blobs");
+        fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
+        let db = sled::open(dir.join("state.sled"))?;
+        Ok(Self {
+            meta: db.open_tree("meta")?,
+            updates: db.open_tree("updates")?,
+            declines: db.open_tree("declines")?,
+            results: db.open_tree("results")?,
+            db,
+            blobs,
+        })
+    }
+
+    /// Write bytes under their SHA-256, durably (fsync of the file and of the folder).
+    /// Returns the digest. Writing the same content twice is a no-op.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        let sha = sha256_hex(bytes);
+        let path = self.blobs.join(&sha);
+        if path.exists() {
+            return Ok(sha);
+        }
+        let tmp = self.blobs.join(format!("{sha}.tmp"));
+        {
+            let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+            f.write_all(bytes).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        fs::File::open(&self.blobs)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.blobs))?;
+        Ok(sha)
+    }
+
+    /// Store a flat vector; its key is the SHA-256 of its little-endian bytes.
+    pub fn put_vector(&self, values: &[f32]) -> Result<String, StoreError> {
+        self.put_blob(&vector_to_bytes(values))
+    }
+
+    /// Read a blob and check it still hashes to its name.
+    pub fn get_blob(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.blobs.join(sha256);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingBlob(sha256.to_owned()));
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let actual = sha256_hex(&bytes);
+        if actual != sha256 {
+            return Err(StoreError::CorruptBlob {
+                sha256: sha256.to_owned(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Read a stored vector by digest.
+    pub fn get_vector(&self, sha256: &str) -> Result<Vec<f32>, StoreError> {
+        let bytes = self.get_blob(sha256)?;
+        let v = vector_from_bytes(&bytes).ok_or_else(|| StoreError::Decode {
+            key: sha256.to_owned(),
+            reason: "length is not a multiple of 4".into(),
+        })?;
+        debug_assert_eq!(vector_sha256(&v), sha256);
+        Ok(v)
+    }
+
+    /// Delete a blob (retention). Missing blobs are fine.
+    pub fn delete_blob(&self, sha256: &str) -> Result<(), StoreError> {
+        let path = self.blobs.join(sha256);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    pub fn load_state(&self) -> Result<Option<PersistedState>, StoreError> {
+        self.meta
+            .get(STATE_KEY)?
+            .map(|b| decode("state", &b))
+            .transpose()
+    }
+
+    pub fn save_state(&self, state: &PersistedState) -> Result<(), StoreError> {
+        self.meta.insert(STATE_KEY, encode(state))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Record an accepted update (its vector must already be stored) and flush.
+    pub fn record_update(&self, meta: &UpdateMeta) -> Result<(), StoreError> {
+        self.updates
+            .insert(round_key(meta.round, meta.participant), encode(meta))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Record a decline and flush.
+    pub fn record_decline(&self, meta: &DeclineMeta) -> Result<(), StoreError> {
+        self.declines
+            .insert(round_key(meta.round, meta.participant), encode(meta))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn scan<T: DeserializeOwned>(tree: &sled::Tree, round: u64) -> Result<Vec<T>, StoreError> {
+        tree.scan_prefix(round.to_be_bytes())
+            .map(|kv| {
+                let (_, v) = kv?;
+                decode(&format!("round {round}"), &v)
+            })
+            .collect()
+    }
+
+    pub fn updates_for(&self, round: u64) -> Result<Vec<UpdateMeta>, StoreError> {
+        Self::scan(&self.updates, round)
+    }
+
+    pub fn declines_for(&self, round: u64) -> Result<Vec<DeclineMeta>, StoreError> {
+        Self::scan(&self.declines, round)
+    }
+
+    /// Atomically store a finished round's outcome and the state that follows it, then flush.
+    pub fn finish_round(
+        &self,
+        outcome: &RoundOutcome,
+        next: &PersistedState,
+    ) -> Result<(), StoreError> {
+        let value = encode(outcome);
+        let state = encode(next);
+        (&self.results, &self.meta)
+            .transaction(|(results, meta)| {
+                results.insert(&outcome.round.to_be_bytes(), value.as_slice())?;
+                meta.insert(STATE_KEY, state.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| StoreError::Transaction(format!("{e:?}")))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn outcome(&self, round: u64) -> Result<Option<RoundOutcome>, StoreError> {
+        self.results
+            .get(round.to_be_bytes())?
+            .map(|b| decode(&format!("result {round}"), &b))
+            .transpose()
+    }
+
+    /// All finished rounds, in order.
+    pub fn outcomes(&self) -> Result<Vec<RoundOutcome>, StoreError> {
+        self.results
+            .iter()
+            .map(|kv| {
+                let (_, v) = kv?;
+                decode("result", &v)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,144 @@
+//! Reassembly of a chunked vector from the wire, with every check that can be made before the
+//! whole vector has arrived: chunk size, order, total length, finiteness; the digest is computed
+//! on the fly so a vector is never hashed twice.
+
+use fedledger_model::digest::VectorHasher;
+
+use crate::error::CoordinatorError;
+
+/// Collects the chunks of one vector of known length.
+pub struct Assembler {
+    expected: u64,
+    max_chunk: usize,
+    values: Vec<f32>,
+    hasher: VectorHasher,
+    sum_sq: f64,
+}
+
+impl Assembler {
+    /// Expect exactly `expected` values in chunks of at most `max_chunk`.
+    pub fn new(expected: u64, max_chunk: usize) -> Self {
+        Self {
+            expected,
+            max_chunk,
+            values: Vec::with_capacity(expected as usize),
+            hasher: VectorHasher::default(),
+            sum_sq: 0.0,
+        }
+    }
+
+    /// Append the chunk that starts at `offset`.
+    pub fn push(&mut self, offset: u64, chunk: &[f32]) -> Result<(), CoordinatorError> {
+        let have = self.values.len() as u64;
+        if chunk.len() > self.max_chunk {
+            return Err(CoordinatorError::ChunkTooLarge {
+                offset,
+                len: chunk.len(),
+                max: self.max_chunk,
+            });
+        }
+        if offset != have {
+            return Err(CoordinatorError::ChunkOutOfOrder {
+                got: offset,
+                expected: have,
+            });
+        }
+        if have + chunk.len() as u64 > self.expected {
+            return Err(CoordinatorError::DimensionMismatch {
+                got: have + chunk.len() as u64,
+                expected: self.expected,
+            });
+        }
+        let mut sq = 0.0f64;
+        for (i, v) in chunk.iter().enumerate() {
+            if !v.is_finite() {
+                return Err(CoordinatorError::NonFinite {
+                    index: have + i as u64,
+                });
+            }
+            sq += f64::from(*v) * f64::from(*v);
+        }
+        self.sum_sq += sq;
+        self.hasher.update(chunk);
+        self.values.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The complete vector, its SHA-256 (hex) and its L2 norm.
+    pub fn finish(self) -> Result<Received, CoordinatorError> {
+        let got = self.values.len() as u64;
+        if got != self.expected {
+            return Err(CoordinatorError::Truncated {
+                got,
+                expected: self.expected,
+            });
+        }
+        Ok(Received {
+            sha256: self.hasher.finish_hex(),
+            norm: self.sum_sq.sqrt(),
+            values: self.values,
+        })
+    }
+}
+
+/// A fully received vector.
+pub struct Received {
+    pub values: Vec<f32>,
+    pub sha256: String,
+    pub norm: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fedledger_model::digest::vector_sha256;
+
+    #[test]
+    fn reassembles_in_order() {
+        let v: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        let mut a = Assembler::new(10, 4);
+        for (i, c) in v.chunks(4).enumerate() {
+            a.push((i * 4) as u64, c).unwrap();
+        }
+        let r = a.finish().unwrap();
+        assert_eq!(r.values, v);
+        assert_eq!(r.sha256, vector_sha256(&v));
+        assert!((r.norm - 285f64.sqrt()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn refuses_bad_chunks() {
+        let mut a = Assembler::new(10, 4);
+        assert!(matches!(
+            a.push(0, &[0.0; 5]),
+            Err(CoordinatorError::ChunkTooLarge { .. })
+        ));
+        assert!(matches!(
+            a.push(4, &[0.0; 4]),
+            Err(CoordinatorError::ChunkOutOfOrder {
+                got: 4,
+                expected: 0
+            })
+        ));
+        assert!(matches!(
+            a.push(0, &[0.0, f32::NAN]),
+            Err(CoordinatorError::NonFinite { index: 1 })
+        ));
+        a.push(0, &[0.0; 4]).unwrap();
+        a.push(4, &[0.0; 4]).unwrap();
+        assert!(matches!(
+            a.push(8, &[0.0; 4]),
+            Err(CoordinatorError::DimensionMismatch {
+                got: 12,
+                expected: 10
+            })
+        ));
+        assert!(matches!(
+            a.finish(),
+            Err(CoordinatorError::Truncated {
+                got: 8,
+                expected: 10
+            })
+        ));
+    }
+}

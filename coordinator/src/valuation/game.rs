@@ -1,0 +1,248 @@
+//! The cooperative game of a round: utility of a coalition of updates.
+
+use std::cell::RefCell;
+
+use super::{Coalition, MAX_PLAYERS, ValuationError};
+
+/// A cooperative game over at most 64 players.
+pub trait Utility: Sync {
+    /// The number of players (at most [`MAX_PLAYERS`]).
+    fn players(&self) -> usize;
+
+    /// The utility of `coalition`. Must be a pure function of the coalition: estimators memoise it
+    /// and rely on repeated calls giving the same number.
+    fn utility(&self, coalition: Coalition) -> f64;
+
+    /// Players known to be null (their presence never changes the utility). Estimators give them
+    /// exactly 0. The default knows of none.
+    fn null_players(&self) -> Coalition {
+        Coalition::EMPTY
+    }
+}
+
+/// The design's game: `U(S) = score(w + sum over i in S of a_i * u_i)` with fixed weights
+/// `a_i = n_i / n_all` over all participants of the round (no renormalisation inside `S`).
+///
+/// The combination is accumulated in `f64` in ascending player order, then rounded once to `f32`
+/// for the score, in a per-thread scratch buffer reused across calls. Players whose update is all
+/// zeros, or whose weight is zero, are skipped, so they are null players whose value is exactly 0.
+pub struct LinearCombinationGame<F> {
+    base: Vec<f32>,
+    /// Row-major `players x dim` matrix of updates.
+    updates: Vec<f32>,
+    weights: Vec<f64>,
+    dim: usize,
+    players: usize,
+    null: Coalition,
+    score: F,
+}
+
+/// Per-thread scratch: the `f64` accumulator and the `f32` parameters handed to the score.
+#[derive(Default)]
+struct Scratch {
+    acc: Vec<f64>,
+    params: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl<F> LinearCombinationGame<F>
+where
+    F: Fn(&[f32]) -> f64 + Sync,
+{
+    /// Builds the game of a round from the global parameters `base`, each participant's update and
+    /// example count (all participants of the round), and the score (higher is better; the
+    /// coordinator passes the negative validation log-loss).
+    pub fn new(
+        base: &[f32],
+        updates: &[&[f32]],
+        example_counts: &[u64],
+        score: F,
+    ) -> Result<Self, ValuationError> {
+        if example_counts.len() != updates.len() {
+            return Err(ValuationError::LengthMismatch {
+                what: "example counts",
+                found: example_counts.len(),
+                expected: updates.len(),
+            });
+        }
+        let total: u128 = example_counts.iter().map(|&n| u128::from(n)).sum();
+        if total == 0 && !updates.is_empty() {
+            return Err(ValuationError::NoExamples);
+        }
+        let weights = example_counts
+            .iter()
+            .map(|&n| n as f64 / total as f64)
+            .collect();
+        Self::with_weights(base, updates, weights, score)
+    }
+
+    /// Builds the game with explicit weights `a_i` instead of `n_i / n_all`.
+    pub fn with_weights(
+        base: &[f32],
+        updates: &[&[f32]],
+        weights: Vec<f64>,
+        score: F,
+    ) -> Result<Self, ValuationError> {
+        let players = updates.len();
+        if players > MAX_PLAYERS {
+            return Err(ValuationError::TooManyPlayers {
+                players,
+                max: MAX_PLAYERS,
+            });
+        }
+        if weights.len() != players {
+            return Err(ValuationError::LengthMismatch {
+                what: "weights",
+                found: weights.len(),
+                expected: players,
+            });
+        }
+        if weights.iter().any(|w| !w.is_finite()) {
+            return Err(ValuationError::NonFiniteInput { what: "weights" });
+        }
+        if base.iter().any(|x| !x.is_finite()) {
+            return Err(ValuationError::NonFiniteInput {
+                what: "base parameters",
+            });
+        }
+        let dim = base.len();
+        let mut flat = Vec::with_capacity(players * dim);
+        let mut null = Coalition::EMPTY;
+        for (i, u) in updates.iter().enumerate() {
+            if u.len() != dim {
+                return Err(ValuationError::LengthMismatch {
+                    what: "update",
+                    found: u.len(),
+                    expected: dim,
+                });
+            }
+            if u.iter().any(|x| !x.is_finite()) {
+                return Err(ValuationError::NonFiniteInput { what: "update" });
+            }
+            if weights[i] == 0.0 || u.iter().all(|&x| x == 0.0) {
+                null = null.with(i);
+            }
+            flat.extend_from_slice(u);
+        }
+        Ok(Self {
+            base: base.to_vec(),
+            updates: flat,
+            weights,
+            dim,
+            players,
+            null,
+            score,
+        })
+    }
+
+    /// The weight `a_i` of each player.
+    pub fn weights(&self) -> &[f64] {
+        &self.weights
+    }
+
+    /// The parameters of coalition `coalition`'s model, `w + sum over i in S of a_i * u_i`.
+    pub fn parameters(&self, coalition: Coalition) -> Vec<f32> {
+        let mut scratch = Scratch::default();
+        self.combine(coalition, &mut scratch);
+        scratch.params
+    }
+
+    fn combine(&self, coalition: Coalition, scratch: &mut Scratch) {
+        scratch.acc.clear();
+        scratch.acc.extend(self.base.iter().map(|&x| f64::from(x)));
+        for i in coalition
+            .minus(self.null)
+            .members()
+            .filter(|&i| i < self.players)
+        {
+            let a = self.weights[i];
+            let u = &self.updates[i * self.dim..(i + 1) * self.dim];
+            for (acc, &x) in scratch.acc.iter_mut().zip(u) {
+                *acc += a * f64::from(x);
+            }
+        }
+        scratch.params.clear();
+        scratch.params.extend(scratch.acc.iter().map(|&x| x as f32));
+    }
+}
+
+impl<F> Utility for LinearCombinationGame<F>
+where
+    F: Fn(&[f32]) -> f64 + Sync,
+{
+    fn players(&self) -> usize {
+        self.players
+    }
+
+    fn utility(&self, coalition: Coalition) -> f64 {
+        // Take the buffer out of the thread-local rather than holding a borrow across the score:
+        // a score that itself uses rayon may re-enter `utility` on this thread while it waits.
+        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        self.combine(coalition, &mut scratch);
+        let value = (self.score)(&scratch.params);
+        SCRATCH.with(|s| *s.borrow_mut() = scratch);
+        value
+    }
+
+    fn null_players(&self) -> Coalition {
+        self.null
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combines_with_fixed_weights() {
+        let base = [1.0f32, 2.0];
+        let u0 = [1.0f32, 0.0];
+        let u1 = [0.0f32, 4.0];
+        let zero = [0.0f32, 0.0];
+        let game =
+            LinearCombinationGame::new(&base, &[&u0[..], &u1, &zero], &[1, 1, 2], |p: &[f32]| {
+                f64::from(p[0] + p[1])
+            })
+            .unwrap();
+        assert_eq!(game.weights(), &[0.25, 0.25, 0.5]);
+        assert_eq!(
+            game.parameters(Coalition::full(3).unwrap()),
+            vec![1.25, 3.0]
+        );
+        assert_eq!(game.utility(Coalition::EMPTY), 3.0);
+        assert_eq!(game.utility(Coalition::EMPTY.with(1)), 4.0);
+        assert_eq!(game.null_players(), Coalition::EMPTY.with(2));
+        assert_eq!(
+            game.utility(Coalition::EMPTY.with(2)),
+            game.utility(Coalition::EMPTY)
+        );
+    }
+
+    #[test]
+    fn refuses_bad_inputs() {
+        let score = |_: &[f32]| 0.0;
+        let base = [0.0f32; 2];
+        let short = [0.0f32; 1];
+        assert!(matches!(
+            LinearCombinationGame::new(&base, &[&short], &[1], score),
+            Err(ValuationError::LengthMismatch { what: "update", .. })
+        ));
+        let nan = [f32::NAN, 0.0];
+        assert!(matches!(
+            LinearCombinationGame::new(&base, &[&nan], &[1], score),
+            Err(ValuationError::NonFiniteInput { .. })
+        ));
+        assert!(matches!(
+            LinearCombinationGame::new(&base, &[&base], &[0], score),
+            Err(ValuationError::NoExamples)
+        ));
+        let many: Vec<&[f32]> = vec![&base; 65];
+        assert!(matches!(
+            LinearCombinationGame::new(&base, &many, &[1; 65], score),
+            Err(ValuationError::TooManyPlayers { players: 65, .. })
+        ));
+    }
+}

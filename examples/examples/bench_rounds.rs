@@ -1,0 +1,295 @@
+//! Foundation figures, each against a baseline measured in the same run:
+//!
+//! - upload of a 16M-parameter (64 MiB) update through the real coordinator over loopback gRPC
+//!   (client-side hashing and signing, chunked streaming, server checks, durable write, receipt)
+//!   versus a raw tokio TCP copy of the same bytes;
+//! - round overhead: five participant agents that do no training, time from round open to the
+//!   aggregated model, over 20 rounds.
+//!
+//! ```text
+//! cargo run --release --example bench_rounds
+//! ```
+
+use std::{sync::Arc, time::Instant};
+
+use anyhow::Context;
+use fedledger_coordinator::{
+    ConfigFile, Phase,
+    config::{DataSection, ParticipantEntry, RoundsSection, StandardisationMode, TrainingSection},
+};
+use fedledger_examples::{BREAST_CANCER_CSV, sources::ZeroSource};
+use fedledger_model::{Dataset, ModelKind, ModelSpec};
+use fedledger_participant::{ParticipantConfig, client::Client, config::PrivacySection, keys};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        upload().await?;
+        overhead().await
+    })
+}
+
+fn write_wide_validation(
+    path: &std::path::Path,
+    features: usize,
+    classes: usize,
+) -> anyhow::Result<()> {
+    let mut s: String = (0..features).map(|j| format!("f{j},")).collect();
+    s.push_str("label\n");
+    for i in 0..4 {
+        for j in 0..features {
+            s.push_str(&format!("{},", (i + j) % 5));
+        }
+        s.push_str(&format!("{}\n", i % classes));
+    }
+    std::fs::write(path, s)?;
+    Ok(())
+}
+
+async fn raw_tcp_copy(bytes: Arc<Vec<u8>>) -> anyhow::Result<f64> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let n = bytes.len();
+    let server = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0usize;
+        while got < n {
+            let k = sock.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        sock.write_all(b"k").await?;
+        anyhow::Ok(got)
+    });
+    let t = Instant::now();
+    let mut sock = tokio::net::TcpStream::connect(addr).await?;
+    sock.set_nodelay(true)?;
+    sock.write_all(&bytes).await?;
+    let mut ack = [0u8; 1];
+    sock.read_exact(&mut ack).await?;
+    let secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(server.await?? == n, "raw copy truncated");
+    Ok(secs)
+}
+
+async fn upload() -> anyhow::Result<()> {
+    const SAMPLES: usize = 5;
+    let dir = tempfile::tempdir()?;
+    let (features, classes) = (4000usize, 4000usize);
+    let vpath = dir.path().join("validation.csv");
+    write_wide_validation(&vpath, features, classes)?;
+    let mut key_paths = Vec::new();
+    let mut entries = Vec::new();
+    for i in 0..SAMPLES {
+        let p = dir.path().join(format!("k{i}.key"));
+        let k = keys::generate_key_file(&p)?;
+        entries.push(ParticipantEntry {
+            name: format!("h{i}"),
+            public_key: keys::public_key_hex(&k),
+        });
+        key_paths.push(p);
+    }
+    let cfg = ConfigFile {
+        federation: "bench-upload".into(),
+        listen: "127.0.0.1:0".parse()?,
+        state_dir: dir.path().join("state"),
+        key: None,
+        model: ModelSpec {
+            kind: ModelKind::Logreg,
+            features,
+            classes,
+            hidden: vec![],
+        },
+        data: DataSection {
+            label_column: "label".into(),
+            validation: vpath,
+            standardisation: StandardisationMode::Site,
+        },
+        rounds: RoundsSection {
+            total: 1,
+            quorum: SAMPLES as u32,
+            deadline_secs: 3600,
+        },
+        training: TrainingSection::default(),
+        aggregation: Default::default(),
+        limits: Default::default(),
+        valuation: Default::default(),
+        privacy: Default::default(),
+        ledger: Default::default(),
+        participants: entries,
+    }
+    .validate()?;
+    let params = cfg.model.num_params();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = fedledger_coordinator::serve(cfg, Some(listener)).await?;
+    let url = format!("http://{}", running.addr);
+    let mut clients = Vec::new();
+    for p in &key_paths {
+        clients.push(Client::connect(&url, Arc::new(keys::load_key(p)?)).await?);
+    }
+    let delta: Vec<f32> = (0..params).map(|i| ((i % 1000) as f32) * 1e-4).collect();
+    let bytes = Arc::new(fedledger_model::digest::vector_to_bytes(&delta));
+    let mb = bytes.len() as f64 / 1e6;
+    let mut grpc = Vec::new();
+    let mut raw = Vec::new();
+    let mut down = Vec::new();
+    for c in clients.iter_mut() {
+        let t = Instant::now();
+        let task = c.task().await?;
+        down.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(task.params.len() == params);
+        // The last upload completes the round; keep it out of the timing so closing (which
+        // aggregates and values) does not count as transport.
+        let t = Instant::now();
+        c.submit(task.header.round, 100, &delta, None).await?;
+        grpc.push(t.elapsed().as_secs_f64());
+        raw.push(raw_tcp_copy(bytes.clone()).await?);
+    }
+    running.wait_done().await;
+    running.shutdown().await?;
+    let (g, r, d) = (median(&mut grpc), median(&mut raw), median(&mut down));
+    println!(
+        "upload 16M params ({mb:.1} MB), median of {SAMPLES}: gRPC submit {:.1} ms = {:.0} MB/s; raw TCP copy {:.1} ms = {:.0} MB/s; ratio gRPC/raw throughput {:.2}",
+        g * 1e3,
+        mb / g,
+        r * 1e3,
+        mb / r,
+        r / g
+    );
+    println!(
+        "download 16M params (task pull, digest checked), median: {:.1} ms = {:.0} MB/s",
+        d * 1e3,
+        mb / d
+    );
+    Ok(())
+}
+
+async fn overhead() -> anyhow::Result<()> {
+    const ROUNDS: u64 = 20;
+    let dir = tempfile::tempdir()?;
+    let data = Dataset::from_csv_reader(BREAST_CANCER_CSV.as_bytes(), "malignant")?;
+    let vpath = dir.path().join("validation.csv");
+    data.subset(&(0..143).collect::<Vec<_>>())
+        .write_csv(&vpath)?;
+    let mut entries = Vec::new();
+    let mut pcfgs = Vec::new();
+    for i in 0..5 {
+        let p = dir.path().join(format!("k{i}.key"));
+        let k = keys::generate_key_file(&p)?;
+        entries.push(ParticipantEntry {
+            name: format!("h{i}"),
+            public_key: keys::public_key_hex(&k),
+        });
+        pcfgs.push(ParticipantConfig {
+            coordinator: String::new(),
+            key: p,
+            data: vpath.clone(),
+            label_column: None,
+            state_dir: dir.path().join(format!("h{i}")),
+            privacy: PrivacySection {
+                require_dp: false,
+                ..Default::default()
+            },
+            reconnect_patience_secs: 10,
+        });
+    }
+    let cfg = ConfigFile {
+        federation: "bench-overhead".into(),
+        listen: "127.0.0.1:0".parse()?,
+        state_dir: dir.path().join("state"),
+        key: None,
+        model: ModelSpec {
+            kind: ModelKind::Logreg,
+            features: 30,
+            classes: 2,
+            hidden: vec![],
+        },
+        data: DataSection {
+            label_column: "malignant".into(),
+            validation: vpath,
+            standardisation: StandardisationMode::Reference,
+        },
+        rounds: RoundsSection {
+            total: ROUNDS,
+            quorum: 5,
+            deadline_secs: 60,
+        },
+        training: TrainingSection::default(),
+        aggregation: Default::default(),
+        limits: Default::default(),
+        valuation: Default::default(),
+        privacy: Default::default(),
+        ledger: Default::default(),
+        participants: entries,
+    }
+    .validate()
+    .context("config")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = fedledger_coordinator::serve(cfg, Some(listener)).await?;
+    let mut watch = running.coordinator.subscribe();
+    let url = format!("http://{}", running.addr);
+    let agents: Vec<_> = pcfgs
+        .into_iter()
+        .map(|mut p| {
+            p.coordinator = url.clone();
+            tokio::spawn(fedledger_participant::run_with_source(
+                p,
+                false,
+                Box::new(ZeroSource { rows: 50 }),
+            ))
+        })
+        .collect();
+    let mut opened: Option<(u64, Instant)> = None;
+    let mut times = Vec::new();
+    loop {
+        let p = *watch.borrow_and_update();
+        let now = Instant::now();
+        if p.phase == Phase::Open && opened.map(|(r, _)| r) != Some(p.round) {
+            opened = Some((p.round, now));
+        }
+        if let Some((r, t)) = opened
+            && p.completed >= r
+            && times.len() < r as usize
+        {
+            times.push(now.duration_since(t).as_secs_f64());
+        }
+        if p.phase == Phase::Done {
+            break;
+        }
+        watch.changed().await?;
+    }
+    for a in agents {
+        a.await??;
+    }
+    let close: Vec<f64> = running
+        .coordinator
+        .store()
+        .outcomes()?
+        .iter()
+        .map(|o| o.close_micros as f64 / 1e3)
+        .collect();
+    running.shutdown().await?;
+    let n = times.len();
+    let med = median(&mut times) * 1e3;
+    let p90 = percentile(&mut times, 0.9) * 1e3;
+    let mut close = close;
+    println!(
+        "round overhead, 5 participants, no training, {n} rounds: median {med:.1} ms, p90 {p90:.1} ms (of which closing: aggregate + evaluate + exact Shapley, median {:.2} ms); goal < 50 ms",
+        median(&mut close)
+    );
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! A whole federation on loopback: one coordinator and a participant agent per hospital in one
+//! process, talking real gRPC on 127.0.0.1, on real data.
+//!
+//! ```text
+//! cargo run --release --example hospitals
+//! cargo run --release --example hospitals -- --data digits --rounds 30
+//! cargo run --release --example hospitals -- --scenario examples/scenarios/valuation-8.toml --no-dp
+//! ```
+
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use fedledger_coordinator::RoundOutcome;
+use fedledger_examples::run::{Options, run_federation, summary, totals};
+
+fn main() -> anyhow::Result<()> {
+    let args = Options::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| if args.verbose { "info" } else { "warn" }.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    println!(
+        "fedledger hospitals: data {}, {} rounds, {}",
+        args.data,
+        args.rounds,
+        if args.no_dp {
+            "no DP".to_owned()
+        } else {
+            format!(
+                "DP-SGD (epsilon {} / delta {:e} per hospital, clip {})",
+                args.epsilon, args.delta, args.clip_norm
+            )
+        }
+    );
+    let run = run_federation(&args).await?;
+    if !args.no_dp {
+        println!(
+            "noise multiplier planned for the budget: {:.4}",
+            run.noise_multiplier
+        );
+    }
+    println!(
+        "model {:?} ({} parameters), {} hospitals",
+        run.spec.kind,
+        run.spec.num_params(),
+        run.hospital_rows.len()
+    );
+    print_rounds(&run.outcomes);
+    let m = &run.final_metrics;
+    println!(
+        "\nfinal model on the held-out test set ({} rows): accuracy {:.4}, log-loss {:.4}, AUC {}",
+        run.test_rows,
+        m.accuracy,
+        m.log_loss,
+        fmt_auc(m.auc)
+    );
+    print_participants(&run.outcomes, &run.reports, &run.hospital_rows);
+    let path = args.out.join("summary.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&summary(&args, &run))?)
+        .with_context(|| format!("write {}", path.display()))?;
+    println!(
+        "\nwrote {} ({:.1} s in all)",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn fmt_auc(a: Option<f64>) -> String {
+    a.map(|a| format!("{a:.4}")).unwrap_or_else(|| "-".into())
+}
+
+fn print_rounds(outcomes: &[RoundOutcome]) {
+    println!("\nround  status      updates  accuracy  log-loss  AUC     close");
+    for o in outcomes {
+        let m = o.metrics.as_ref();
+        println!(
+            "{:>5}  {:<10}  {:>7}  {:>8}  {:>8}  {:<6}  {:>5.1} ms",
+            o.round,
+            o.status.as_str(),
+            o.contributions.len(),
+            m.map(|m| format!("{:.4}", m.accuracy))
+                .unwrap_or_else(|| "-".into()),
+            m.map(|m| format!("{:.4}", m.log_loss))
+                .unwrap_or_else(|| "-".into()),
+            fmt_auc(m.and_then(|m| m.auc)),
+            o.close_micros as f64 / 1000.0,
+        );
+    }
+}
+
+fn print_participants(
+    outcomes: &[RoundOutcome],
+    reports: &[fedledger_participant::AgentReport],
+    rows: &[(String, usize, String)],
+) {
+    println!("\nhospital      rows  behaviour   epsilon   value       reward  flags");
+    for (name, n, behaviour) in rows {
+        let t = totals(outcomes, name);
+        let eps = reports
+            .iter()
+            .find(|r| &r.name == name)
+            .map_or(0.0, |r| r.epsilon_spent);
+        println!(
+            "{name:<12}  {n:>4}  {behaviour:<10}  {eps:>7.3}  {:>+10.5}  {:>7}  {}",
+            t.value,
+            t.reward,
+            t.flags.join(",")
+        );
+    }
+}

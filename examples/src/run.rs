@@ -1,0 +1,445 @@
+//! One whole federation on loopback, as the `hospitals` example runs it: options, set-up (split,
+//! hospitals' files and keys, coordinator configuration, simulated behaviours), the run itself,
+//! and the summary. Tests run exactly this code.
+
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use fedledger_coordinator::{
+    ConfigFile, RoundOutcome,
+    aggregate::StrategyKind,
+    config::{
+        AggregationSection, DataSection, LimitsSection, ParticipantEntry, RoundsSection,
+        StandardisationMode, TrainingSection,
+    },
+};
+use fedledger_model::{Dataset, Metrics, ModelKind, ModelSpec, Standardiser};
+use fedledger_participant::{
+    AgentReport, LocalTrainer, ParticipantConfig, UpdateSource, config::PrivacySection, keys,
+};
+use serde_json::json;
+
+use crate::{
+    load_data,
+    scenario::{Behaviour, Scenario},
+    sources::{Board, CopySource, RandomSource, Recording, ZeroSource},
+    split,
+};
+
+/// Run a federation of hospitals on loopback and report per-round and final metrics.
+#[derive(Parser, Debug)]
+#[command(about, long_about = None)]
+pub struct Options {
+    /// Number of rounds.
+    #[arg(long, default_value_t = 20)]
+    pub rounds: u64,
+    /// breast_cancer, digits, or a CSV path (then --label is required).
+    #[arg(long, default_value = "breast_cancer")]
+    pub data: String,
+    /// logreg or mlp (default: logreg for breast_cancer, mlp for digits).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Hidden layer widths of the MLP, comma-separated.
+    #[arg(long, default_value = "64", value_delimiter = ',')]
+    pub hidden: Vec<usize>,
+    /// Label column (default: the built-in data set's).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Output folder for summary.json, the hospitals' files and the state.
+    #[arg(long, default_value = "target/hospitals")]
+    pub out: PathBuf,
+    /// Seed of the split, the initial model and the simulated behaviours.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Scenario file with [[hospital]] tables (default: five honest hospitals of unequal size
+    /// and class balance).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Local epochs per round.
+    #[arg(long, default_value_t = 2)]
+    pub local_epochs: u32,
+    /// Local batch size.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: u32,
+    /// Local learning rate.
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Train without differential privacy (hospitals then allow non-private training).
+    #[arg(long)]
+    pub no_dp: bool,
+    /// Per-hospital epsilon budget for DP-SGD (the noise multiplier is planned to fit it).
+    #[arg(long, default_value_t = 8.0)]
+    pub epsilon: f64,
+    /// Per-hospital delta.
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// DP-SGD per-example clipping norm.
+    #[arg(long, default_value_t = 1.0)]
+    pub clip_norm: f64,
+    /// Print the coordinator's and participants' logs.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+pub(crate) struct Prepared {
+    coordinator: ConfigFile,
+    participants: Vec<(ParticipantConfig, Box<dyn UpdateSource>)>,
+    test: Dataset,
+    validation: Dataset,
+    hospital_rows: Vec<(String, usize, String)>,
+    spec: ModelSpec,
+    noise_multiplier: f64,
+}
+
+/// What a finished federation produced.
+pub struct FederationRun {
+    pub outcomes: Vec<RoundOutcome>,
+    /// The final model on the held-out test set.
+    pub final_metrics: Metrics,
+    pub final_params: Vec<f32>,
+    pub reports: Vec<AgentReport>,
+    /// (name, rows, behaviour) per hospital.
+    pub hospital_rows: Vec<(String, usize, String)>,
+    pub noise_multiplier: f64,
+    pub spec: ModelSpec,
+    pub test_rows: usize,
+    /// The coordinator's state folder (store and ledger).
+    pub coordinator_state: PathBuf,
+}
+
+/// Set up and run the federation `opts` describes, to the end.
+pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
+    let prepared = prepare(opts)?;
+    let spec = prepared.spec.clone();
+    let cfg = prepared
+        .coordinator
+        .clone()
+        .validate()
+        .context("validate the coordinator configuration")?;
+    let coordinator_state = cfg.state_dir.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("bind a loopback port")?;
+    let running = fedledger_coordinator::serve(cfg, Some(listener))
+        .await
+        .context("start the coordinator")?;
+    let url = format!("http://{}", running.addr);
+    let mut agents = Vec::new();
+    for (mut pcfg, source) in prepared.participants {
+        pcfg.coordinator = url.clone();
+        agents.push(tokio::spawn(fedledger_participant::run_with_source(
+            pcfg, false, source,
+        )));
+    }
+    let mut reports = Vec::new();
+    for a in agents {
+        reports.push(
+            a.await
+                .context("participant task")?
+                .context("participant")?,
+        );
+    }
+    running.wait_done().await;
+    let coord = running.coordinator.clone();
+    let outcomes = coord.store().outcomes().context("read round outcomes")?;
+    let final_params = coord.global().to_vec();
+    drop(coord);
+    running.shutdown().await.context("stop the coordinator")?;
+
+    let mut test = prepared.test;
+    Standardiser::fit(&prepared.validation).apply(&mut test)?;
+    let final_metrics = fedledger_model::evaluate(&spec, &final_params, &test)?;
+    Ok(FederationRun {
+        outcomes,
+        final_metrics,
+        final_params,
+        reports,
+        hospital_rows: prepared.hospital_rows,
+        noise_multiplier: prepared.noise_multiplier,
+        spec,
+        test_rows: test.len(),
+        coordinator_state,
+    })
+}
+
+pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
+    let choice = load_data(&args.data, args.label.as_deref())?;
+    let data = choice.data;
+    let kind = match args.model.as_deref().unwrap_or(choice.default_model) {
+        "logreg" => ModelKind::Logreg,
+        "mlp" => ModelKind::Mlp,
+        other => bail!("--model must be logreg or mlp, got {other}"),
+    };
+    let spec = ModelSpec {
+        kind,
+        features: data.n_features(),
+        classes: data.classes,
+        hidden: if kind == ModelKind::Mlp {
+            args.hidden.clone()
+        } else {
+            Vec::new()
+        },
+    };
+    spec.validate()?;
+    let out = &args.out;
+    if out.exists() {
+        // Each run starts a new federation: old keys, state and ledgers would not match it.
+        for sub in ["coordinator", "hospitals", "keys", "ledger"] {
+            let p = out.join(sub);
+            if p.exists() {
+                std::fs::remove_dir_all(&p).with_context(|| format!("clear {}", p.display()))?;
+            }
+        }
+    }
+    for sub in ["coordinator", "hospitals", "keys"] {
+        std::fs::create_dir_all(out.join(sub))
+            .with_context(|| format!("create {}", out.join(sub).display()))?;
+    }
+    let s = split::stratified(&data, 0.2, 0.15, args.seed);
+    let scenario = match &args.scenario {
+        Some(p) => Scenario::load(p)?,
+        None => Scenario::default_five(s.pool.len()),
+    };
+    let rows = split::assign(&data, &s.pool, &scenario.hospitals)?;
+    let validation = data.subset(&s.validation);
+    let test = data.subset(&s.test);
+    let validation_path = out.join("coordinator/validation.csv");
+    validation.write_csv(&validation_path)?;
+
+    let honest_count = scenario.hospitals.iter().filter(|h| h.trains()).count();
+    let board = Arc::new(Board::default());
+    let min_rows = rows
+        .iter()
+        .filter(|r| !r.is_empty())
+        .map(Vec::len)
+        .min()
+        .unwrap_or(1);
+    let noise_multiplier = if args.no_dp {
+        0.0
+    } else {
+        plan_noise(args, min_rows)?
+    };
+    let mut participants = Vec::new();
+    let mut entries = Vec::new();
+    let mut hospital_rows = Vec::new();
+    for (i, (h, r)) in scenario.hospitals.iter().zip(&rows).enumerate() {
+        let key_path = out.join(format!("keys/{}.key", h.name));
+        let key = keys::generate_key_file(&key_path)?;
+        entries.push(ParticipantEntry {
+            name: h.name.clone(),
+            public_key: keys::public_key_hex(&key),
+        });
+        let data_path = out.join(format!("hospitals/{}.csv", h.name));
+        let mut local = data.subset(r);
+        split::flip_labels(&mut local, h.label_noise, args.seed ^ (i as u64 + 1));
+        local.write_csv(&data_path)?;
+        hospital_rows.push((h.name.clone(), h.rows, h.behaviour.to_string()));
+        let privacy = PrivacySection {
+            epsilon_budget: h.epsilon_budget.unwrap_or(args.epsilon),
+            delta: args.delta,
+            require_dp: !args.no_dp,
+        };
+        let pcfg = ParticipantConfig {
+            coordinator: String::new(),
+            key: key_path,
+            data: data_path.clone(),
+            label_column: None,
+            state_dir: out.join(format!("hospitals/{}-state", h.name)),
+            privacy: privacy.clone(),
+            reconnect_patience_secs: 30,
+        };
+        let rows_claimed = h.rows as u64;
+        let source: Box<dyn UpdateSource> = match &h.behaviour {
+            Behaviour::Honest => Box::new(Recording {
+                inner: Box::new(LocalTrainer::new(data_path, None, privacy)),
+                name: h.name.clone(),
+                board: board.clone(),
+            }),
+            Behaviour::Zero => Box::new(ZeroSource { rows: rows_claimed }),
+            Behaviour::Random => Box::new(RandomSource {
+                rows: rows_claimed,
+                honest: honest_count,
+                board: board.clone(),
+                seed: args.seed ^ (i as u64 + 101),
+            }),
+            Behaviour::Copy(target) => Box::new(CopySource {
+                rows: rows_claimed,
+                target: target.clone(),
+                board: board.clone(),
+            }),
+        };
+        participants.push((pcfg, source));
+    }
+    let learning_rate = args.learning_rate.unwrap_or(match kind {
+        ModelKind::Logreg => 0.1,
+        ModelKind::Mlp => 0.05,
+    });
+    let coordinator = ConfigFile {
+        federation: format!(
+            "fedledger-example-{}",
+            choice.name.replace(['\\', ' ', ':'], "_")
+        ),
+        listen: "127.0.0.1:0".parse()?,
+        state_dir: out.join("coordinator/state"),
+        key: Some(out.join("keys/coordinator.key")),
+        model: spec.clone(),
+        data: DataSection {
+            label_column: data.label_column.clone(),
+            validation: validation_path,
+            standardisation: StandardisationMode::Reference,
+        },
+        rounds: RoundsSection {
+            total: args.rounds,
+            quorum: (scenario.hospitals.len() as u32).div_ceil(2),
+            deadline_secs: 300,
+        },
+        training: TrainingSection {
+            local_epochs: args.local_epochs,
+            batch_size: args.batch_size,
+            learning_rate,
+            clip_norm: if args.no_dp { 0.0 } else { args.clip_norm },
+            noise_multiplier,
+            init_seed: args.seed,
+        },
+        aggregation: AggregationSection {
+            strategy: StrategyKind::Fedavg,
+            max_update_norm: 0.0,
+            dp: None,
+        },
+        limits: LimitsSection::default(),
+        valuation: Default::default(),
+        privacy: Default::default(),
+        ledger: Default::default(),
+        participants: entries,
+    };
+    Ok(Prepared {
+        coordinator,
+        participants,
+        test,
+        validation,
+        hospital_rows,
+        spec,
+        noise_multiplier,
+    })
+}
+
+/// The smallest noise multiplier that keeps the hospital with the fewest rows (the largest
+/// sampling rate) within its budget over all rounds.
+fn plan_noise(args: &Options, min_rows: usize) -> anyhow::Result<f64> {
+    let (q, per_round) = fedledger_model::DpSgdConfig::schedule(
+        min_rows,
+        args.batch_size as usize,
+        args.local_epochs as usize,
+    );
+    let steps = per_round * args.rounds;
+    // Leave a sliver of the budget unplanned so rounding in the accountant never tips a
+    // hospital over its limit in the last round.
+    let target = args.epsilon * 0.99;
+    fedledger_privacy::accountant::noise_multiplier_for(
+        target,
+        q,
+        steps,
+        args.delta,
+        fedledger_privacy::accountant::AccountantKind::Rdp,
+    )
+    .context("plan the DP-SGD noise multiplier")
+}
+
+/// A hospital's totals over all rounds.
+pub struct Totals {
+    pub value: f64,
+    pub reward: u64,
+    pub flags: Vec<String>,
+}
+
+/// Sum a hospital's values and rewards over the rounds; collect its flags.
+pub fn totals(outcomes: &[RoundOutcome], name: &str) -> Totals {
+    let mut t = Totals {
+        value: 0.0,
+        reward: 0,
+        flags: Vec::new(),
+    };
+    for o in outcomes {
+        for c in o.contributions.iter().filter(|c| c.name == name) {
+            t.value += c.value;
+            t.reward += c.reward;
+            for f in &c.flags {
+                if !t.flags.contains(f) {
+                    t.flags.push(f.clone());
+                }
+            }
+        }
+        if o.declined.iter().any(|d| d.name == name) && !t.flags.iter().any(|f| f == "declined") {
+            t.flags.push("declined".into());
+        }
+    }
+    t
+}
+
+fn metrics_json(m: Option<&Metrics>) -> serde_json::Value {
+    match m {
+        Some(m) => json!({"accuracy": m.accuracy, "log_loss": m.log_loss, "auc": m.auc}),
+        None => json!({"accuracy": null, "log_loss": null, "auc": null}),
+    }
+}
+
+/// `summary.json`.
+pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
+    let (outcomes, final_metrics, reports, rows, noise_multiplier) = (
+        &run.outcomes,
+        &run.final_metrics,
+        &run.reports,
+        &run.hospital_rows,
+        run.noise_multiplier,
+    );
+    let rounds: Vec<_> = outcomes
+        .iter()
+        .map(|o| {
+            let mut r = json!({
+                "round": o.round,
+                "status": o.status.as_str(),
+                "participants": o.contributions.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+                "noise_multiplier": noise_multiplier,
+                "values": o.contributions.iter().map(|c| (c.name.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
+                "rewards": o.contributions.iter().map(|c| (c.name.clone(), json!(c.reward))).collect::<serde_json::Map<_, _>>(),
+                "estimator": o.valuation.as_ref().map(|v| v.estimator.clone()),
+                "evaluations": o.valuation.as_ref().map(|v| v.evaluations),
+                "seed": o.valuation.as_ref().map(|v| v.seed),
+            });
+            let m = metrics_json(o.metrics.as_ref());
+            if let (Some(obj), Some(mo)) = (r.as_object_mut(), m.as_object()) {
+                obj.extend(mo.clone());
+            }
+            r
+        })
+        .collect();
+    let participants: Vec<_> = rows
+        .iter()
+        .map(|(name, n, behaviour)| {
+            let t = totals(outcomes, name);
+            let eps = reports
+                .iter()
+                .find(|r| &r.name == name)
+                .map_or(0.0, |r| r.epsilon_spent);
+            json!({
+                "name": name,
+                "rows": n,
+                "behaviour": behaviour,
+                "epsilon_spent": eps,
+                "delta": args.delta,
+                "value_total": t.value,
+                "reward_total": t.reward,
+                "flags": t.flags,
+            })
+        })
+        .collect();
+    json!({
+        "data": args.data,
+        "seed": args.seed,
+        "dp": !args.no_dp,
+        "rounds": rounds,
+        "final": metrics_json(Some(final_metrics)),
+        "participants": participants,
+    })
+}

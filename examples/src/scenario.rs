@@ -1,0 +1,243 @@
+//! Scenario files: who the hospitals are and how they behave.
+//!
+//! ```toml
+//! [[hospital]]
+//! name = "A"
+//! rows = 120               # drawn from the training split (honest hospitals only)
+//! label_noise = 0.0        # fraction of its labels flipped (default 0)
+//! behaviour = "honest"     # honest | zero | random | copy:<name>
+//! prefer_class = 1         # optional: take `preference` of its rows from this class
+//! preference = 0.7
+//! epsilon_budget = 8.0     # optional: this hospital's DP budget (default: the example's)
+//! ```
+//!
+//! Only honest hospitals draw rows from the data; the others only claim `rows` as their
+//! example count. `zero` sends an all-zero update; `random` a random direction with the norm of
+//! the honest updates of the round; `copy:<name>` resends that hospital's update of the round.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// How a hospital behaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    Honest,
+    Zero,
+    Random,
+    Copy(String),
+}
+
+impl std::fmt::Display for Behaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Behaviour::Honest => f.write_str("honest"),
+            Behaviour::Zero => f.write_str("zero"),
+            Behaviour::Random => f.write_str("random"),
+            Behaviour::Copy(n) => write!(f, "copy:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Behaviour {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "honest" => Behaviour::Honest,
+            "zero" => Behaviour::Zero,
+            "random" => Behaviour::Random,
+            _ => match s.strip_prefix("copy:") {
+                Some(n) if !n.is_empty() => Behaviour::Copy(n.to_owned()),
+                _ => {
+                    return Err(format!(
+                        "unknown behaviour {s:?}: expected honest, zero, random or copy:<name>"
+                    ));
+                }
+            },
+        })
+    }
+}
+
+impl Serialize for Behaviour {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Behaviour {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn honest() -> Behaviour {
+    Behaviour::Honest
+}
+
+fn default_preference() -> f64 {
+    0.7
+}
+
+/// One hospital of a scenario.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Hospital {
+    pub name: String,
+    pub rows: usize,
+    #[serde(default)]
+    pub label_noise: f64,
+    #[serde(default = "honest")]
+    pub behaviour: Behaviour,
+    #[serde(default)]
+    pub prefer_class: Option<usize>,
+    #[serde(default = "default_preference")]
+    pub preference: f64,
+    #[serde(default)]
+    pub epsilon_budget: Option<f64>,
+}
+
+impl Hospital {
+    /// An honest hospital with `rows` rows.
+    pub fn honest(name: &str, rows: usize) -> Self {
+        Self {
+            name: name.to_owned(),
+            rows,
+            label_noise: 0.0,
+            behaviour: Behaviour::Honest,
+            prefer_class: None,
+            preference: default_preference(),
+            epsilon_budget: None,
+        }
+    }
+
+    /// Take `share` of the rows from `class`.
+    pub fn with_preference(mut self, class: usize, share: f64) -> Self {
+        self.prefer_class = Some(class);
+        self.preference = share;
+        self
+    }
+
+    /// Whether this hospital trains on rows of its own.
+    pub fn trains(&self) -> bool {
+        self.behaviour == Behaviour::Honest
+    }
+}
+
+/// A whole scenario.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(rename = "hospital")]
+    pub hospitals: Vec<Hospital>,
+}
+
+impl Scenario {
+    /// Read and check a scenario file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read scenario {}", path.display()))?;
+        let s: Scenario =
+            toml::from_str(&text).with_context(|| format!("parse scenario {}", path.display()))?;
+        s.check()?;
+        Ok(s)
+    }
+
+    /// Five hospitals of unequal size and class balance, sized for a pool of `pool` rows.
+    pub fn default_five(pool: usize) -> Self {
+        let shares = [0.34, 0.24, 0.18, 0.14, 0.10];
+        let names = ["st-mary", "riverside", "northgate", "hillcrest", "lakeside"];
+        let prefs = [Some((1, 0.6)), None, Some((0, 0.8)), None, Some((1, 0.7))];
+        let hospitals = names
+            .iter()
+            .zip(shares)
+            .zip(prefs)
+            .map(|((n, s), p)| {
+                let h = Hospital::honest(n, ((pool as f64) * s).floor() as usize);
+                match p {
+                    Some((c, share)) => h.with_preference(c, share),
+                    None => h,
+                }
+            })
+            .collect();
+        Scenario { hospitals }
+    }
+
+    /// Names unique, rows positive, copies name an existing honest hospital.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.hospitals.is_empty() {
+            bail!("scenario has no [[hospital]]");
+        }
+        let mut names = std::collections::HashSet::new();
+        for h in &self.hospitals {
+            if !names.insert(h.name.as_str()) {
+                bail!("hospital name {} appears twice", h.name);
+            }
+            if h.rows == 0 {
+                bail!("hospital {}: rows must be at least 1", h.name);
+            }
+            if !(0.0..=1.0).contains(&h.label_noise) || !(0.0..=1.0).contains(&h.preference) {
+                bail!(
+                    "hospital {}: label_noise and preference must be in [0, 1]",
+                    h.name
+                );
+            }
+        }
+        for h in &self.hospitals {
+            if let Behaviour::Copy(target) = &h.behaviour {
+                match self.hospitals.iter().find(|o| &o.name == target) {
+                    Some(o) if o.behaviour == Behaviour::Honest => {}
+                    Some(_) => bail!("hospital {} copies {target}, which is not honest", h.name),
+                    None => bail!(
+                        "hospital {} copies {target}, which is not in the scenario",
+                        h.name
+                    ),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_behaviours_and_rejects_bad_ones() {
+        let s: Scenario = toml::from_str(
+            r#"
+            [[hospital]]
+            name = "B"
+            rows = 60
+            [[hospital]]
+            name = "D"
+            rows = 60
+            behaviour = "copy:B"
+            "#,
+        )
+        .unwrap();
+        s.check().unwrap();
+        assert_eq!(s.hospitals[1].behaviour, Behaviour::Copy("B".into()));
+        assert!(
+            toml::from_str::<Scenario>("[[hospital]]\nname='x'\nrows=1\nbehaviour='evil'").is_err()
+        );
+        let bad = Scenario {
+            hospitals: vec![Hospital {
+                behaviour: Behaviour::Copy("nobody".into()),
+                ..Hospital::honest("x", 1)
+            }],
+        };
+        assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn default_fits_the_pool() {
+        let s = Scenario::default_five(310);
+        s.check().unwrap();
+        assert!(s.hospitals.iter().map(|h| h.rows).sum::<usize>() <= 310);
+        let sizes: std::collections::HashSet<_> = s.hospitals.iter().map(|h| h.rows).collect();
+        assert_eq!(sizes.len(), 5, "sizes are unequal");
+    }
+}

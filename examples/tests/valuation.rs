@@ -1,0 +1,71 @@
+//! The valuation acceptance scenario, through the real federation (coordinator, agents, gRPC):
+//! eight hospitals on breast cancer (clean 120/60/20, a copy of B, 30% and 100% flipped labels,
+//! a zero update, a random update), without DP, exact Shapley values.
+
+use clap::Parser;
+use fedledger_examples::run::{Options, run_federation, totals};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_hospitals_are_valued_fairly() {
+    let out = tempfile::tempdir().unwrap();
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/valuation-8.toml");
+    let opts = Options::parse_from([
+        "hospitals",
+        "--scenario",
+        scenario,
+        "--no-dp",
+        "--rounds",
+        "4",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let run = run_federation(&opts).await.unwrap();
+    assert_eq!(run.outcomes.len(), 4);
+    for o in &run.outcomes {
+        assert_eq!(o.status.as_str(), "completed", "round {}", o.round);
+        assert_eq!(o.contributions.len(), 8, "round {}", o.round);
+        let v = o.valuation.as_ref().unwrap();
+        assert_eq!(v.estimator, "exact");
+        // Efficiency: values sum to U(all) - U(none) (negative validation log-loss).
+        let before = o.metrics_before.as_ref().unwrap().log_loss;
+        let after = o.metrics.as_ref().unwrap().log_loss;
+        let sum: f64 = o.contributions.iter().map(|c| c.value).sum();
+        assert!(
+            (sum - (before - after)).abs() < 1e-5,
+            "round {}: sum of values {sum} vs U(all) - U(none) {}",
+            o.round,
+            before - after
+        );
+        let by = |n: &str| o.contributions.iter().find(|c| c.name == n).unwrap();
+        // Symmetry: D resends B's update with B's weight.
+        assert!(
+            (by("B").value - by("D").value).abs() < 1e-9,
+            "round {}",
+            o.round
+        );
+        // Null player: a zero update is worth exactly nothing.
+        assert_eq!(by("G").value, 0.0);
+        assert_eq!(by("G").reward, 0);
+        // The copy is flagged and unpaid.
+        assert!(
+            by("D").flags.iter().any(|f| f == "copy_of:B"),
+            "{:?}",
+            by("D").flags
+        );
+        assert_eq!(by("D").reward, 0);
+        assert!(by("G").flags.iter().any(|f| f == "free_rider"));
+        // Rewards conserve the pool exactly.
+        assert_eq!(
+            o.contributions.iter().map(|c| c.reward).sum::<u64>(),
+            o.reward_pool
+        );
+    }
+    let t = |n: &str| totals(&run.outcomes, n).value;
+    let (a, b, c, e, f) = (t("A"), t("B"), t("C"), t("E"), t("F"));
+    assert!(a > b && b > c, "A {a} > B {b} > C {c}");
+    assert!(b > e, "B {b} > E {e}");
+    assert!(f < 0.0, "F {f} is negative");
+    for other in ["A", "B", "C", "D", "E", "G", "H"] {
+        assert!(f < t(other), "F {f} is lowest, below {other} {}", t(other));
+    }
+}

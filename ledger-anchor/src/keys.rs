@@ -1,0 +1,102 @@
+//! Ed25519 identities on disk, shared by every fedledger binary.
+//!
+//! A key file is exactly the PKCS#8 v2 document that `ring` generates (binary DER), written with
+//! mode 0600. The participant, the coordinator and ledger nodes all use these helpers so that one
+//! file format holds every identity.
+
+use std::io::Write;
+use std::path::Path;
+
+use ring::rand::SystemRandom;
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+
+use crate::error::LedgerError;
+
+/// Generates a new Ed25519 key, writes it to `path` (PKCS#8 v2, mode 0600, refusing to overwrite
+/// an existing file) and returns it.
+pub fn generate_key_file(path: &Path) -> Result<Ed25519KeyPair, LedgerError> {
+    let rng = SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+        .map_err(|e| LedgerError::Key(format!("generate Ed25519 key: {e}")))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let ctx = || format!("write key file {}", path.display());
+    let mut f = opts.open(path).map_err(|e| LedgerError::io(ctx(), e))?;
+    f.write_all(pkcs8.as_ref())
+        .map_err(|e| LedgerError::io(ctx(), e))?;
+    f.sync_all().map_err(|e| LedgerError::io(ctx(), e))?;
+    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .map_err(|e| LedgerError::Key(format!("reparse generated key: {e}")))
+}
+
+/// Loads an Ed25519 key written by [`generate_key_file`].
+pub fn load_key(path: &Path) -> Result<Ed25519KeyPair, LedgerError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| LedgerError::io(format!("read key file {}", path.display()), e))?;
+    Ed25519KeyPair::from_pkcs8(&bytes).map_err(|e| {
+        LedgerError::Key(format!(
+            "{} is not a PKCS#8 Ed25519 key: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Loads the key at `path`, generating it first if the file does not exist.
+pub fn load_or_generate_key(path: &Path) -> Result<Ed25519KeyPair, LedgerError> {
+    if path.exists() {
+        load_key(path)
+    } else {
+        generate_key_file(path)
+    }
+}
+
+/// The 32-byte public key of a key pair.
+pub fn public_key(key: &Ed25519KeyPair) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(key.public_key().as_ref());
+    out
+}
+
+/// The public key in lowercase hex, as records name participants.
+pub fn public_key_hex(key: &Ed25519KeyPair) -> String {
+    hex::encode(key.public_key().as_ref())
+}
+
+/// Verifies an Ed25519 signature; `false` on any malformed input.
+pub fn verify_ed25519(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(message, signature)
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_round_trips_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id.key");
+        let k = generate_key_file(&path).unwrap();
+        let l = load_key(&path).unwrap();
+        assert_eq!(public_key(&k), public_key(&l));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(
+            generate_key_file(&path).is_err(),
+            "must not overwrite an existing key"
+        );
+        let sig = l.sign(b"hello");
+        assert!(verify_ed25519(&public_key(&k), b"hello", sig.as_ref()));
+        assert!(!verify_ed25519(&public_key(&k), b"hellO", sig.as_ref()));
+    }
+}

@@ -1,0 +1,756 @@
+//! The sled-backed log: entries, perfect-subtree hashes, signed checkpoints and evidence.
+//!
+//! One sled tree holds entries (`e` + index), perfect subtree hashes (`n` + level + index) and
+//! the size (`m/size`); every append writes them in one atomic batch and flushes before it
+//! returns. Checkpoints live in their own tree keyed by size, each with the cosignatures
+//! gathered so far; evidence of equivocation in a third.
+//!
+//! A `Log` opened with [`Log::open`] is the writer (it holds the log key and signs checkpoints);
+//! one opened with [`Log::open_replica`] only accepts entries that come with a log-signed
+//! checkpoint whose root they reproduce.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::LedgerError;
+use crate::merkle::{self, Hash, SubtreeSource};
+use crate::note::{
+    Checkpoint, NoteSignature, NoteSigner, SignedCheckpoint, SignedNote, VerifierKey,
+};
+use crate::records;
+
+const SIZE_KEY: &[u8] = b"m/size";
+const ORIGIN_KEY: &[u8] = b"m/origin";
+const LOG_KEY_KEY: &[u8] = b"m/log_key";
+
+fn entry_key(index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'e';
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn node_key(level: u32, index: u64) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[0] = b'n';
+    k[1] = level as u8;
+    k[2..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// Two signed checkpoints of one log that cannot both hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Why they conflict.
+    pub reason: String,
+    /// The first signed note, verbatim.
+    pub first: String,
+    /// The second signed note, verbatim.
+    pub second: String,
+}
+
+impl std::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "EQUIVOCATION: {}\n--- first note ---\n{}--- second note ---\n{}",
+            self.reason, self.first, self.second
+        )
+    }
+}
+
+impl Evidence {
+    /// Checks the evidence on its own: both notes signed by `log_key`, and either the same size
+    /// with different roots, or (given a consistency proof) no valid consistency between them.
+    pub fn check_self_evident(&self, log_key: &VerifierKey) -> Result<(), LedgerError> {
+        let a = SignedCheckpoint::open(self.first.as_bytes(), log_key)?;
+        let b = SignedCheckpoint::open(self.second.as_bytes(), log_key)?;
+        if a.checkpoint.size == b.checkpoint.size && a.checkpoint.root != b.checkpoint.root {
+            Ok(())
+        } else {
+            Err(LedgerError::Equivocation(
+                "the two notes do not conflict on their own".into(),
+            ))
+        }
+    }
+}
+
+/// What a replica made of a checkpoint it was shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// Consistent with what this replica holds (and covered by its entries).
+    Consistent,
+    /// Larger than this replica: it must fetch entries up to `size`.
+    Ahead {
+        /// The checkpoint's size.
+        size: u64,
+    },
+}
+
+struct State {
+    size: u64,
+    /// Pending left subtree at each level (bit `l` of `size` set).
+    frontier: Vec<Option<Hash>>,
+}
+
+impl State {
+    fn root(&self) -> Hash {
+        let mut acc: Option<Hash> = None;
+        for h in self.frontier.iter().flatten() {
+            acc = Some(match acc {
+                None => *h,
+                Some(a) => merkle::node_hash(h, &a),
+            });
+        }
+        acc.unwrap_or_else(merkle::empty_root)
+    }
+
+    /// Adds one leaf; pushes every completed perfect subtree to `out`.
+    fn push(&mut self, leaf: Hash, out: &mut Vec<(u32, u64, Hash)>) {
+        let mut h = leaf;
+        let mut level = 0u32;
+        let mut index = self.size;
+        loop {
+            out.push((level, index, h));
+            let l = level as usize;
+            if self.frontier.len() <= l {
+                self.frontier.push(None);
+            }
+            match self.frontier[l].take() {
+                Some(left) => {
+                    h = merkle::node_hash(&left, &h);
+                    level += 1;
+                    index /= 2;
+                }
+                None => {
+                    self.frontier[l] = Some(h);
+                    break;
+                }
+            }
+        }
+        self.size += 1;
+    }
+}
+
+struct Inner {
+    db: sled::Db,
+    log: sled::Tree,
+    checkpoints: sled::Tree,
+    evidence: sled::Tree,
+    origin: String,
+    log_key: VerifierKey,
+    signer: Option<NoteSigner>,
+    state: Mutex<State>,
+}
+
+/// A Merkle log in a sled database. Cheap to clone; all clones share one store.
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Log({}, size {})", self.inner.origin, self.size())
+    }
+}
+
+struct Nodes<'a>(&'a sled::Tree);
+
+impl SubtreeSource for Nodes<'_> {
+    fn perfect(&self, level: u32, index: u64) -> Result<Hash, LedgerError> {
+        let v = self.0.get(node_key(level, index))?.ok_or_else(|| {
+            LedgerError::Corrupt(format!(
+                "missing subtree hash at level {level} index {index}"
+            ))
+        })?;
+        v.as_ref().try_into().map_err(|_| {
+            LedgerError::Corrupt(format!(
+                "subtree hash at level {level} index {index} is not 32 bytes"
+            ))
+        })
+    }
+}
+
+impl Log {
+    /// Opens (or creates) the writer's log in `dir`. `signer` is the log key; its name must be
+    /// the origin, i.e. the federation name.
+    pub fn open(
+        dir: &std::path::Path,
+        origin: &str,
+        signer: NoteSigner,
+    ) -> Result<Self, LedgerError> {
+        if signer.name() != origin {
+            return Err(LedgerError::Key(format!(
+                "log key is named {:?}, not the origin {origin:?}",
+                signer.name()
+            )));
+        }
+        let key = signer.verifier_key().clone();
+        Self::open_inner(dir, key, Some(signer))
+    }
+
+    /// Opens (or creates) a replica of the log whose key is `log_key` (origin = key name).
+    pub fn open_replica(dir: &std::path::Path, log_key: VerifierKey) -> Result<Self, LedgerError> {
+        Self::open_inner(dir, log_key, None)
+    }
+
+    fn open_inner(
+        dir: &std::path::Path,
+        log_key: VerifierKey,
+        signer: Option<NoteSigner>,
+    ) -> Result<Self, LedgerError> {
+        let db = sled::open(dir)?;
+        let log = db.open_tree("log")?;
+        let checkpoints = db.open_tree("checkpoints")?;
+        let evidence = db.open_tree("evidence")?;
+        let origin = log_key.name.clone();
+        match log.get(ORIGIN_KEY)? {
+            Some(o) if o.as_ref() != origin.as_bytes() => {
+                return Err(LedgerError::Corrupt(format!(
+                    "store holds log {:?}, not {origin:?}",
+                    String::from_utf8_lossy(&o)
+                )));
+            }
+            Some(_) => {}
+            None => {
+                log.insert(ORIGIN_KEY, origin.as_bytes())?;
+            }
+        }
+        let vk = log_key.to_string();
+        match log.get(LOG_KEY_KEY)? {
+            Some(k) if k.as_ref() != vk.as_bytes() => {
+                return Err(LedgerError::Corrupt(format!(
+                    "store holds a log with key {}",
+                    String::from_utf8_lossy(&k)
+                )));
+            }
+            Some(_) => {}
+            None => {
+                log.insert(LOG_KEY_KEY, vk.as_bytes())?;
+            }
+        }
+        let size = match log.get(SIZE_KEY)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| LedgerError::Corrupt("size is not 8 bytes".into()))?,
+            ),
+            None => 0,
+        };
+        let nodes = Nodes(&log);
+        let mut frontier = Vec::new();
+        for level in 0..64u32 {
+            if size >> level == 0 {
+                break;
+            }
+            frontier.push(if (size >> level) & 1 == 1 {
+                Some(nodes.perfect(level, (size >> level) - 1)?)
+            } else {
+                None
+            });
+        }
+        db.flush()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                log,
+                checkpoints,
+                evidence,
+                origin,
+                log_key,
+                signer,
+                state: Mutex::new(State { size, frontier }),
+            }),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The log's origin.
+    pub fn origin(&self) -> &str {
+        &self.inner.origin
+    }
+
+    /// The log's verifier key.
+    pub fn log_key(&self) -> &VerifierKey {
+        &self.inner.log_key
+    }
+
+    /// Number of entries.
+    pub fn size(&self) -> u64 {
+        self.state().size
+    }
+
+    /// Current root hash.
+    pub fn root(&self) -> Hash {
+        self.state().root()
+    }
+
+    /// Validates and appends one record; returns its index. Durable when it returns.
+    pub fn append(&self, entry: &[u8]) -> Result<u64, LedgerError> {
+        self.append_batch(&[entry])
+    }
+
+    /// Validates and appends records atomically (all or none); returns the first index.
+    pub fn append_batch<B: AsRef<[u8]>>(&self, entries: &[B]) -> Result<u64, LedgerError> {
+        let mut st = self.state();
+        let first = st.size;
+        self.write_entries(&mut st, entries, None)?;
+        Ok(first)
+    }
+
+    /// Validates, hashes and writes entries plus (optionally) a checkpoint in one batch.
+    fn write_entries<B: AsRef<[u8]>>(
+        &self,
+        st: &mut State,
+        entries: &[B],
+        expect: Option<&SignedCheckpoint>,
+    ) -> Result<(), LedgerError> {
+        let mut next = State {
+            size: st.size,
+            frontier: st.frontier.clone(),
+        };
+        let mut batch = sled::Batch::default();
+        let mut nodes = Vec::with_capacity(entries.len() * 2 + 64);
+        for e in entries {
+            let e = e.as_ref();
+            records::validate_entry(next.size, &self.inner.origin, e)?;
+            batch.insert(&entry_key(next.size), e);
+            next.push(merkle::leaf_hash(e), &mut nodes);
+        }
+        for (level, index, h) in &nodes {
+            batch.insert(&node_key(*level, *index), &h[..]);
+        }
+        batch.insert(SIZE_KEY, &next.size.to_be_bytes());
+        if let Some(cp) = expect
+            && (cp.checkpoint.size != next.size || cp.checkpoint.root != next.root())
+        {
+            {
+                return Err(LedgerError::ProofInvalid(format!(
+                    "entries up to {} do not reproduce the signed checkpoint at size {}",
+                    next.size, cp.checkpoint.size
+                )));
+            }
+        }
+        self.inner.log.apply_batch(batch)?;
+        if let Some(cp) = expect {
+            self.store_checkpoint(cp)?;
+        }
+        self.inner.db.flush()?;
+        *st = next;
+        Ok(())
+    }
+
+    /// Signs (or returns the stored) checkpoint at the current size. Writer only.
+    pub fn checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {
+        let signer = self
+            .inner
+            .signer
+            .as_ref()
+            .ok_or_else(|| LedgerError::Key("a replica cannot sign checkpoints".into()))?;
+        let st = self.state();
+        if let Some(cp) = self.checkpoint_at(st.size)? {
+            return Ok(cp);
+        }
+        let cp = SignedCheckpoint::sign(
+            Checkpoint::new(&self.inner.origin, st.size, st.root()),
+            signer,
+        );
+        self.inner
+            .checkpoints
+            .insert(st.size.to_be_bytes(), cp.encode().as_bytes())?;
+        self.inner.db.flush()?;
+        Ok(cp)
+    }
+
+    /// Appends a batch and signs the checkpoint covering it, in one call.
+    pub fn append_and_checkpoint<B: AsRef<[u8]>>(
+        &self,
+        entries: &[B],
+    ) -> Result<(u64, SignedCheckpoint), LedgerError> {
+        let first = self.append_batch(entries)?;
+        Ok((first, self.checkpoint()?))
+    }
+
+    fn store_checkpoint(&self, cp: &SignedCheckpoint) -> Result<(), LedgerError> {
+        let key = cp.checkpoint.size.to_be_bytes();
+        let merged = match self.checkpoint_at(cp.checkpoint.size)? {
+            Some(mut old) => {
+                if old.checkpoint.root != cp.checkpoint.root {
+                    let ev = Evidence {
+                        reason: format!("two roots for size {}", cp.checkpoint.size),
+                        first: old.encode(),
+                        second: cp.encode(),
+                    };
+                    self.record_evidence(&ev)?;
+                    return Err(LedgerError::Equivocation(ev.to_string()));
+                }
+                for s in &cp.note.signatures {
+                    old.note.add_signature(s.clone());
+                }
+                old
+            }
+            None => cp.clone(),
+        };
+        self.inner
+            .checkpoints
+            .insert(key, merged.encode().as_bytes())?;
+        Ok(())
+    }
+
+    /// Adds a witness's cosignature to the stored checkpoint of `size` after verifying it.
+    pub fn add_cosignature(
+        &self,
+        size: u64,
+        witness: &VerifierKey,
+        sig: NoteSignature,
+    ) -> Result<SignedCheckpoint, LedgerError> {
+        let _st = self.state();
+        let mut cp = self
+            .checkpoint_at(size)?
+            .ok_or_else(|| LedgerError::Corrupt(format!("no checkpoint at size {size}")))?;
+        if !sig.is_by(witness) {
+            return Err(LedgerError::Signature(format!(
+                "cosignature is not by {}",
+                witness.name
+            )));
+        }
+        crate::note::verify_cosignature_payload(witness, &cp.note.text, &sig.payload)?;
+        cp.note.signatures.retain(|s| !s.is_by(witness));
+        cp.note.signatures.push(sig);
+        self.inner
+            .checkpoints
+            .insert(size.to_be_bytes(), cp.encode().as_bytes())?;
+        self.inner.db.flush()?;
+        Ok(cp)
+    }
+
+    /// The stored checkpoint at `size`, with the cosignatures gathered so far.
+    pub fn checkpoint_at(&self, size: u64) -> Result<Option<SignedCheckpoint>, LedgerError> {
+        match self.inner.checkpoints.get(size.to_be_bytes())? {
+            Some(b) => Ok(Some(SignedCheckpoint::open(&b, &self.inner.log_key)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The largest stored checkpoint.
+    pub fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, LedgerError> {
+        match self.inner.checkpoints.last()? {
+            Some((_, b)) => Ok(Some(SignedCheckpoint::open(&b, &self.inner.log_key)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every stored checkpoint, by increasing size.
+    pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, LedgerError> {
+        self.inner
+            .checkpoints
+            .iter()
+            .map(|kv| {
+                let (_, b) = kv?;
+                SignedCheckpoint::open(&b, &self.inner.log_key)
+            })
+            .collect()
+    }
+
+    /// Entry bytes at `index`.
+    pub fn entry(&self, index: u64) -> Result<Vec<u8>, LedgerError> {
+        let size = self.size();
+        if index >= size {
+            return Err(LedgerError::OutOfRange { index, size });
+        }
+        self.inner
+            .log
+            .get(entry_key(index))?
+            .map(|v| v.to_vec())
+            .ok_or_else(|| LedgerError::Corrupt(format!("missing entry {index}")))
+    }
+
+    /// Entries `[start, end)`.
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
+        let size = self.size();
+        if start > end || end > size {
+            return Err(LedgerError::OutOfRange { index: end, size });
+        }
+        let mut out = Vec::with_capacity((end - start) as usize);
+        for kv in self.inner.log.range(entry_key(start)..entry_key(end)) {
+            out.push(kv?.1.to_vec());
+        }
+        if out.len() as u64 != end - start {
+            return Err(LedgerError::Corrupt(format!(
+                "entries {start}..{end} incomplete"
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Root hash of the first `size` entries.
+    pub fn root_at(&self, size: u64) -> Result<Hash, LedgerError> {
+        let cur = self.size();
+        if size > cur {
+            return Err(LedgerError::OutOfRange {
+                index: size,
+                size: cur,
+            });
+        }
+        merkle::root(&Nodes(&self.inner.log), size)
+    }
+
+    /// Inclusion proof of `index` in the tree of `size` entries.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LedgerError> {
+        let cur = self.size();
+        if size > cur {
+            return Err(LedgerError::OutOfRange {
+                index: size,
+                size: cur,
+            });
+        }
+        merkle::inclusion_proof(&Nodes(&self.inner.log), index, size)
+    }
+
+    /// Consistency proof from `old` to `new` entries.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, LedgerError> {
+        let cur = self.size();
+        if new > cur {
+            return Err(LedgerError::OutOfRange {
+                index: new,
+                size: cur,
+            });
+        }
+        merkle::consistency_proof(&Nodes(&self.inner.log), old, new)
+    }
+
+    /// Replica: appends `entries` starting at `first` that together reproduce the signed
+    /// checkpoint `note`, atomically with it. Entries already held are compared byte for byte.
+    pub fn append_verified(
+        &self,
+        first: u64,
+        entries: &[Vec<u8>],
+        note: &[u8],
+    ) -> Result<SignedCheckpoint, LedgerError> {
+        let cp = SignedCheckpoint::open(note, &self.inner.log_key)?;
+        let mut st = self.state();
+        if first > st.size {
+            return Err(LedgerError::OutOfRange {
+                index: first,
+                size: st.size,
+            });
+        }
+        let overlap = usize::try_from(st.size - first)
+            .unwrap_or(usize::MAX)
+            .min(entries.len());
+        for (i, e) in entries[..overlap].iter().enumerate() {
+            let idx = first + i as u64;
+            let held = self
+                .inner
+                .log
+                .get(entry_key(idx))?
+                .ok_or_else(|| LedgerError::Corrupt(format!("missing entry {idx}")))?;
+            if held.as_ref() != e.as_slice() {
+                return Err(LedgerError::ProofInvalid(format!(
+                    "entry {idx} differs from the one held"
+                )));
+            }
+        }
+        let fresh = &entries[overlap..];
+        if fresh.is_empty() {
+            drop(st);
+            self.observe_checkpoint(note)?;
+            return Ok(cp);
+        }
+        if let Err(e) = self.write_entries(&mut st, fresh, Some(&cp)) {
+            drop(st);
+            // A signed checkpoint the entries do not reproduce may be a fork: keep it if it is.
+            let _ = self.observe_checkpoint(note);
+            return Err(e);
+        }
+        Ok(cp)
+    }
+
+    /// Checks a log-signed checkpoint against what this store holds. Conflicts are stored as
+    /// evidence and returned as [`LedgerError::Equivocation`].
+    pub fn observe_checkpoint(&self, note: &[u8]) -> Result<Observation, LedgerError> {
+        let cp = SignedCheckpoint::open(note, &self.inner.log_key)?;
+        let size = self.size();
+        if let Some(held) = self.checkpoint_at(cp.checkpoint.size)?
+            && held.checkpoint.root != cp.checkpoint.root
+        {
+            {
+                let ev = Evidence {
+                    reason: format!("two roots for size {}", cp.checkpoint.size),
+                    first: held.encode(),
+                    second: cp.encode(),
+                };
+                self.record_evidence(&ev)?;
+                return Err(LedgerError::Equivocation(ev.to_string()));
+            }
+        }
+        if cp.checkpoint.size > size {
+            return Ok(Observation::Ahead {
+                size: cp.checkpoint.size,
+            });
+        }
+        if self.root_at(cp.checkpoint.size)? != cp.checkpoint.root {
+            // Show it against the smallest held checkpoint that covers its size.
+            let held = self
+                .checkpoints()?
+                .into_iter()
+                .find(|h| h.checkpoint.size >= cp.checkpoint.size);
+            let first = held.map(|h| h.encode()).unwrap_or_default();
+            let ev = Evidence {
+                reason: format!(
+                    "checkpoint at size {} is not consistent with the log held here",
+                    cp.checkpoint.size
+                ),
+                first,
+                second: cp.encode(),
+            };
+            self.record_evidence(&ev)?;
+            return Err(LedgerError::Equivocation(ev.to_string()));
+        }
+        self.store_checkpoint(&cp)?;
+        self.inner.db.flush()?;
+        Ok(Observation::Consistent)
+    }
+
+    /// Stores evidence (idempotent).
+    pub fn record_evidence(&self, ev: &Evidence) -> Result<(), LedgerError> {
+        let bytes = serde_json::to_vec(ev)
+            .map_err(|e| LedgerError::Corrupt(format!("encode evidence: {e}")))?;
+        let key = merkle::sha256_bytes(&bytes);
+        self.inner.evidence.insert(key, bytes)?;
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// All stored evidence of equivocation.
+    pub fn evidence(&self) -> Result<Vec<Evidence>, LedgerError> {
+        self.inner
+            .evidence
+            .iter()
+            .map(|kv| {
+                let (_, v) = kv?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| LedgerError::Corrupt(format!("evidence: {e}")))
+            })
+            .collect()
+    }
+
+    /// Parses the signed note of the latest checkpoint, if any (convenience for status output).
+    pub fn latest_note(&self) -> Result<Option<SignedNote>, LedgerError> {
+        Ok(self.latest_checkpoint()?.map(|c| c.note))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::encode_canonical;
+    use crate::records::tests::{genesis, round};
+
+    pub(crate) fn signer(origin: &str) -> NoteSigner {
+        let rng = ring::rand::SystemRandom::new();
+        let pk = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        NoteSigner::log(
+            origin,
+            ring::signature::Ed25519KeyPair::from_pkcs8(pk.as_ref()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn records(origin: &str, n: u64) -> Vec<Vec<u8>> {
+        let mut v = vec![encode_canonical(&genesis(origin)).unwrap()];
+        for i in 1..n {
+            v.push(encode_canonical(&round(origin, i)).unwrap());
+        }
+        v
+    }
+
+    #[test]
+    fn append_prove_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = signer("fed");
+        let recs = records("fed", 40);
+        let tree = merkle::MemoryTree::from_entries(&recs);
+        {
+            let log = Log::open(dir.path(), "fed", s.clone()).unwrap();
+            assert_eq!(log.append(&recs[0]).unwrap(), 0);
+            assert!(
+                log.append(&recs[2]).is_err(),
+                "round 2 at entry 1 is refused"
+            );
+            assert_eq!(log.append_batch(&recs[1..17]).unwrap(), 1);
+            let cp = log.checkpoint().unwrap();
+            assert_eq!(cp.checkpoint.size, 17);
+            assert_eq!(cp.checkpoint.root, tree.root_at(17).unwrap());
+        }
+        let log = Log::open(dir.path(), "fed", s.clone()).unwrap();
+        assert_eq!(log.size(), 17);
+        assert_eq!(log.root(), tree.root_at(17).unwrap());
+        log.append_batch(&recs[17..]).unwrap();
+        let cp = log.checkpoint().unwrap();
+        assert_eq!(cp.checkpoint.root, tree.root_at(40).unwrap());
+        assert_eq!(log.checkpoints().unwrap().len(), 2);
+        for n in [1u64, 17, 31, 32, 33, 40] {
+            assert_eq!(log.root_at(n).unwrap(), tree.root_at(n).unwrap());
+            for i in 0..n {
+                assert_eq!(
+                    log.inclusion_proof(i, n).unwrap(),
+                    merkle::inclusion_proof(&tree, i, n).unwrap()
+                );
+            }
+            assert_eq!(
+                log.consistency_proof(n.min(17), n).unwrap(),
+                merkle::consistency_proof(&tree, n.min(17), n).unwrap()
+            );
+        }
+        assert_eq!(log.entry(5).unwrap(), recs[5]);
+        assert_eq!(log.entries(3, 9).unwrap(), recs[3..9].to_vec());
+        assert!(Log::open(dir.path(), "other", signer("other")).is_err());
+    }
+
+    #[test]
+    fn replica_accepts_only_what_the_checkpoint_signs_and_keeps_forks() {
+        let (d1, d2, d3) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let s = signer("fed");
+        let recs = records("fed", 10);
+        let log = Log::open(d1.path(), "fed", s.clone()).unwrap();
+        let (_, cp6) = log.append_and_checkpoint(&recs[..6]).unwrap();
+        let replica = Log::open_replica(d2.path(), s.verifier_key().clone()).unwrap();
+        assert!(
+            replica
+                .append_verified(0, &recs[..5], cp6.encode().as_bytes())
+                .is_err()
+        );
+        assert_eq!(replica.size(), 0);
+        replica
+            .append_verified(0, &recs[..6], cp6.encode().as_bytes())
+            .unwrap();
+        assert_eq!(replica.root(), log.root());
+        // A fork: the same key signs a different history of the same size.
+        let fork = Log::open(d3.path(), "fed", s.clone()).unwrap();
+        let mut other = recs[..6].to_vec();
+        let mut r5 = round("fed", 5);
+        r5.valuation.seed = 99;
+        other[5] = encode_canonical(&r5).unwrap();
+        let (_, bad) = fork.append_and_checkpoint(&other).unwrap();
+        assert!(matches!(
+            replica.observe_checkpoint(bad.encode().as_bytes()),
+            Err(LedgerError::Equivocation(_))
+        ));
+        let ev = replica.evidence().unwrap();
+        assert_eq!(ev.len(), 1);
+        ev[0].check_self_evident(s.verifier_key()).unwrap();
+    }
+}

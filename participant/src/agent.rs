@@ -1,0 +1,315 @@
+//! The participant's main loop: pull a task, answer it (train, or decline), persist the privacy
+//! spend, sign and send, until the federation is done.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use fedledger_proto as pb;
+use indicatif::{ProgressBar, ProgressStyle};
+use ring::signature::Ed25519KeyPair;
+use tonic::Code;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::{
+    client::{Client, ClientError, Task},
+    source::{UpdateSource, Work, spend_to_wire},
+    store::{LocalStore, RoundRecord, SpendRecord},
+};
+
+/// Failures that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("producing the update for round {round}: {source}")]
+    Source {
+        round: u64,
+        source: crate::source::SourceError,
+    },
+    #[error("coordinator unreachable for {secs} s: {last}")]
+    Unreachable { secs: u64, last: String },
+    #[error("training task failed: {0}")]
+    Join(String),
+}
+
+/// How the agent runs.
+pub struct AgentOptions {
+    pub coordinator: String,
+    pub reconnect_patience: Duration,
+    /// Show a progress bar (when a person watches a terminal).
+    pub progress: bool,
+}
+
+/// What the agent did, for reporting.
+#[derive(Clone, Debug, Default)]
+pub struct AgentReport {
+    pub name: String,
+    pub federation: String,
+    pub rounds_sent: Vec<u64>,
+    pub rounds_declined: Vec<(u64, String)>,
+    /// The final global model, when the federation finished.
+    pub final_params: Vec<f32>,
+    pub epsilon_spent: f64,
+}
+
+/// Run until the coordinator says the federation is done.
+pub async fn run_agent(
+    opts: AgentOptions,
+    key: Arc<Ed25519KeyPair>,
+    store: LocalStore,
+    source: Box<dyn UpdateSource>,
+) -> Result<AgentReport, AgentError> {
+    let client = connect_patiently(&opts, key).await?;
+    let report = AgentReport {
+        name: client.name().to_owned(),
+        federation: client.federation().to_owned(),
+        ..Default::default()
+    };
+    let span = info_span!("participant", name = %report.name);
+    info!(parent: &span, federation = %report.federation, "registered");
+    drive(client, store, source, report, opts)
+        .instrument(span)
+        .await
+}
+
+async fn drive(
+    mut client: Client,
+    store: LocalStore,
+    mut source: Box<dyn UpdateSource>,
+    mut report: AgentReport,
+    opts: AgentOptions,
+) -> Result<AgentReport, AgentError> {
+    let bar = opts.progress.then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] round {pos}/{len} {msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        b.set_prefix(report.name.clone());
+        b
+    });
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        let task = match client.task().await {
+            Ok(t) => {
+                unreachable_since = None;
+                t
+            }
+            Err(e) => {
+                recover(&mut client, e, &mut unreachable_since, &opts).await?;
+                continue;
+            }
+        };
+        if let Some(b) = &bar {
+            b.set_length(task.header.total_rounds);
+        }
+        match task.state() {
+            pb::TaskState::Done => {
+                report.final_params = task.params;
+                if let Some(b) = &bar {
+                    b.finish_with_message("federation finished");
+                }
+                info!(rounds = report.rounds_sent.len(), "federation finished");
+                return Ok(report);
+            }
+            pb::TaskState::Train => {
+                let round = task.header.round;
+                let spent = store.spends()?;
+                let (back, work) = answer(source, task.clone(), spent).await?;
+                source = back;
+                let work = work.map_err(|source| AgentError::Source { round, source })?;
+                let msg = handle(&mut client, &store, &task, work, &mut report).await?;
+                if let Some(b) = &bar {
+                    b.set_position(round);
+                    b.set_message(msg);
+                }
+            }
+            _ => {
+                let wait = task.header.retry_after_ms.clamp(10, 5_000);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+        }
+    }
+}
+
+async fn answer(
+    mut source: Box<dyn UpdateSource>,
+    task: Task,
+    spent: Vec<SpendRecord>,
+) -> Result<
+    (
+        Box<dyn UpdateSource>,
+        Result<Work, crate::source::SourceError>,
+    ),
+    AgentError,
+> {
+    // Training is CPU-bound: keep it off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let w = source.work(&task, &spent);
+        (source, w)
+    })
+    .await
+    .map_err(|e| AgentError::Join(e.to_string()))
+}
+
+async fn handle(
+    client: &mut Client,
+    store: &LocalStore,
+    task: &Task,
+    work: Work,
+    report: &mut AgentReport,
+) -> Result<String, AgentError> {
+    let round = task.header.round;
+    let federation = client.federation().to_owned();
+    match work {
+        Work::Decline(reason) => {
+            let reason = reason.replace('\n', " ");
+            warn!(round, %reason, "declining round");
+            match client.decline(round, &reason).await {
+                Ok(()) => {}
+                Err(e) if tolerable(&e) => warn!(round, error = %e, "decline not recorded"),
+                Err(e) => return Err(e.into()),
+            }
+            store.record_round(&RoundRecord {
+                round,
+                federation,
+                action: "declined".into(),
+                update_sha256: None,
+                reason: Some(reason.clone()),
+            })?;
+            report.rounds_declined.push((round, reason.clone()));
+            Ok(format!("declined: {reason}"))
+        }
+        Work::Update {
+            delta,
+            examples,
+            spend,
+        } => {
+            // Privacy first: the spend is on disk before a single byte of the update leaves.
+            if let Some(s) = &spend {
+                store.record_spend(&SpendRecord {
+                    round,
+                    noise_multiplier: s.noise_multiplier,
+                    sampling_rate: s.sampling_rate,
+                    steps: s.steps,
+                    delta: s.delta,
+                    epsilon_total: s.epsilon_total,
+                    accountant: s.accountant.clone(),
+                    federation: federation.clone(),
+                })?;
+                report.epsilon_spent = s.epsilon_total;
+            }
+            let wire = spend.as_ref().map(spend_to_wire);
+            let receipt = match client.submit(round, examples, &delta, wire.clone()).await {
+                Err(e) if e.code() == Some(Code::Unauthenticated) => {
+                    client.register().await?;
+                    client.submit(round, examples, &delta, wire).await
+                }
+                other => other,
+            };
+            match receipt {
+                Ok(r) => {
+                    store.record_round(&RoundRecord {
+                        round,
+                        federation,
+                        action: "sent".into(),
+                        update_sha256: Some(r.update_sha256.clone()),
+                        reason: None,
+                    })?;
+                    report.rounds_sent.push(round);
+                    let eps = spend
+                        .as_ref()
+                        .map(|s| format!(", epsilon {:.3}", s.epsilon_total))
+                        .unwrap_or_default();
+                    info!(
+                        round,
+                        examples,
+                        accepted = r.accepted,
+                        quorum = r.quorum,
+                        "update sent{eps}"
+                    );
+                    Ok(format!("sent ({} of quorum {}){eps}", r.accepted, r.quorum))
+                }
+                Err(e) if tolerable(&e) => {
+                    warn!(round, error = %e, "update not accepted; waiting for the next round");
+                    Ok("update too late".into())
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Refusals that mean "the round moved on", not "something is wrong with us".
+fn tolerable(e: &ClientError) -> bool {
+    matches!(
+        e.code(),
+        Some(Code::FailedPrecondition | Code::AlreadyExists)
+    )
+}
+
+async fn connect_patiently(
+    opts: &AgentOptions,
+    key: Arc<Ed25519KeyPair>,
+) -> Result<Client, AgentError> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match Client::connect(&opts.coordinator, key.clone()).await {
+            Ok(c) => return Ok(c),
+            Err(e) if retryable(&e) && start.elapsed() < opts.reconnect_patience => {
+                warn!(error = %e, "coordinator not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) if retryable(&e) => {
+                return Err(AgentError::Unreachable {
+                    secs: opts.reconnect_patience.as_secs(),
+                    last: e.to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn retryable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. } => true,
+        ClientError::Refused { code, .. } => matches!(code, Code::Unavailable | Code::Unknown),
+        ClientError::Protocol { .. } => false,
+    }
+}
+
+async fn recover(
+    client: &mut Client,
+    e: ClientError,
+    unreachable_since: &mut Option<Instant>,
+    opts: &AgentOptions,
+) -> Result<(), AgentError> {
+    if e.code() == Some(Code::Unauthenticated) {
+        info!("session expired (coordinator restarted?); registering again");
+        match client.register().await {
+            Ok(()) => return Ok(()),
+            Err(e2) if retryable(&e2) => {}
+            Err(e2) => return Err(e2.into()),
+        }
+    } else if !retryable(&e) {
+        return Err(e.into());
+    }
+    let since = *unreachable_since.get_or_insert_with(Instant::now);
+    if since.elapsed() > opts.reconnect_patience {
+        return Err(AgentError::Unreachable {
+            secs: opts.reconnect_patience.as_secs(),
+            last: e.to_string(),
+        });
+    }
+    warn!(error = %e, "coordinator unreachable; retrying");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! The participant's side of the wire protocol: register with a signed challenge, pull tasks,
+//! push signed updates in chunks, decline rounds. Always dials out.
+
+use fedledger_proto as pb;
+use pb::coordinator_client::CoordinatorClient;
+use std::sync::Arc;
+
+use ring::signature::Ed25519KeyPair;
+use tonic::{Code, transport::Channel};
+
+use fedledger_model::digest::vector_sha256;
+
+use crate::keys::public_key_hex;
+
+/// Protocol-level failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connect to coordinator {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("coordinator refused {call}: {code:?}: {message}")]
+    Refused {
+        call: &'static str,
+        code: Code,
+        message: String,
+    },
+    #[error("protocol error in {call}: {reason}")]
+    Protocol { call: &'static str, reason: String },
+}
+
+impl ClientError {
+    fn refused(call: &'static str, s: tonic::Status) -> Self {
+        ClientError::Refused {
+            call,
+            code: s.code(),
+            message: s.message().to_owned(),
+        }
+    }
+
+    /// The gRPC code when the coordinator refused the call.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A task as the participant sees it.
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub header: pb::TaskHeader,
+    /// The global parameters (empty for WAIT).
+    pub params: Vec<f32>,
+}
+
+impl Task {
+    pub fn state(&self) -> pb::TaskState {
+        pb::TaskState::try_from(self.header.state).unwrap_or(pb::TaskState::Unspecified)
+    }
+}
+
+/// The privacy figures sent with an update.
+pub type PrivacySpend = pb::PrivacySpend;
+
+/// A connected, registered participant.
+pub struct Client {
+    rpc: CoordinatorClient<Channel>,
+    key: Arc<Ed25519KeyPair>,
+    federation: String,
+    name: String,
+    session: Vec<u8>,
+}
+
+impl Client {
+    /// Dial the coordinator and register with `key`.
+    pub async fn connect(addr: &str, key: Arc<Ed25519KeyPair>) -> Result<Self, ClientError> {
+        let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_owned(),
+                source,
+            })?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        let rpc = CoordinatorClient::new(channel)
+            .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(pb::MAX_MESSAGE_BYTES);
+        let mut c = Self {
+            rpc,
+            key,
+            federation: String::new(),
+            name: String::new(),
+            session: Vec::new(),
+        };
+        c.register().await?;
+        Ok(c)
+    }
+
+    /// Prove possession of the key and open a session (again, after a coordinator restart).
+    pub async fn register(&mut self) -> Result<(), ClientError> {
+        let public_key = public_key_hex(&self.key);
+        let ch = self
+            .rpc
+            .challenge(pb::ChallengeRequest {
+                public_key: public_key.clone(),
+            })
+            .await
+            .map_err(|s| ClientError::refused("Challenge", s))?
+            .into_inner();
+        let msg = pb::register_message(&ch.federation, &ch.challenge);
+        let signature = self.key.sign(msg.as_bytes()).as_ref().to_vec();
+        let reg = self
+            .rpc
+            .register(pb::RegisterRequest {
+                public_key,
+                challenge: ch.challenge,
+                signature,
+            })
+            .await
+            .map_err(|s| ClientError::refused("Register", s))?
+            .into_inner();
+        self.federation = reg.federation;
+        self.name = reg.name;
+        self.session = reg.session;
+        Ok(())
+    }
+
+    /// The federation this client registered with.
+    pub fn federation(&self) -> &str {
+        &self.federation
+    }
+
+    /// The name the coordinator enrolled this participant under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Pull the current task (header, then the parameters when there are any).
+    pub async fn task(&mut self) -> Result<Task, ClientError> {
+        let mut stream = self
+            .rpc
+            .get_task(pb::TaskRequest {
+                session: self.session.clone(),
+            })
+            .await
+            .map_err(|s| ClientError::refused("GetTask", s))?
+            .into_inner();
+        let proto = |reason: String| ClientError::Protocol {
+            call: "GetTask",
+            reason,
+        };
+        let header = match stream
+            .message()
+            .await
+            .map_err(|s| ClientError::refused("GetTask", s))?
+        {
+            Some(pb::TaskMessage {
+                msg: Some(pb::task_message::Msg::Header(h)),
+            }) => h,
+            _ => return Err(proto("stream did not start with a header".into())),
+        };
+        let mut params = Vec::new();
+        let state = pb::TaskState::try_from(header.state).unwrap_or(pb::TaskState::Unspecified);
+        if matches!(state, pb::TaskState::Train | pb::TaskState::Done) {
+            let n = usize::try_from(header.num_params)
+                .map_err(|_| proto(format!("num_params {} too large", header.num_params)))?;
+            params.reserve_exact(n);
+            while let Some(msg) = stream
+                .message()
+                .await
+                .map_err(|s| ClientError::refused("GetTask", s))?
+            {
+                match msg.msg {
+                    Some(pb::task_message::Msg::Chunk(c)) => {
+                        if c.offset != params.len() as u64 || params.len() + c.values.len() > n {
+                            return Err(proto(format!(
+                                "chunk at offset {} of {} values does not fit after {} of {n}",
+                                c.offset,
+                                c.values.len(),
+                                params.len()
+                            )));
+                        }
+                        params.extend_from_slice(&c.values);
+                    }
+                    _ => return Err(proto("unexpected message after the header".into())),
+                }
+            }
+            if params.len() != n {
+                return Err(proto(format!(
+                    "received {} of {n} parameters",
+                    params.len()
+                )));
+            }
+            let sha = vector_sha256(&params);
+            if sha != header.model_sha256 {
+                return Err(proto(format!(
+                    "global parameters hash to {sha}, header says {}",
+                    header.model_sha256
+                )));
+            }
+            if let Some(i) = params.iter().position(|v| !v.is_finite()) {
+                return Err(proto(format!("global parameter {i} is not finite")));
+            }
+        }
+        Ok(Task { header, params })
+    }
+
+    /// Sign and send an update (the delta) for `round`. Returns the coordinator's receipt.
+    pub async fn submit(
+        &mut self,
+        round: u64,
+        examples: u64,
+        delta: &[f32],
+        privacy: Option<PrivacySpend>,
+    ) -> Result<pb::SubmitReceipt, ClientError> {
+        let sha = vector_sha256(delta);
+        let msg = pb::update_message(&self.federation, round, &sha);
+        let signature = self.key.sign(msg.as_bytes()).as_ref().to_vec();
+        let header = pb::UpdateHeader {
+            session: self.session.clone(),
+            round,
+            examples,
+            num_params: delta.len() as u64,
+            update_sha256: sha,
+            signature,
+            privacy,
+        };
+        let chunks: Vec<pb::UpdateMessage> = std::iter::once(pb::UpdateMessage {
+            msg: Some(pb::update_message::Msg::Header(header)),
+        })
+        .chain(
+            delta
+                .chunks(pb::CHUNK_FLOATS)
+                .enumerate()
+                .map(|(i, c)| pb::UpdateMessage {
+                    msg: Some(pb::update_message::Msg::Chunk(pb::ParamChunk {
+                        offset: (i * pb::CHUNK_FLOATS) as u64,
+                        values: c.to_vec(),
+                    })),
+                }),
+        )
+        .collect();
+        self.rpc
+            .submit_update(tokio_stream::iter(chunks))
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| ClientError::refused("SubmitUpdate", s))
+    }
+
+    /// Decline `round`, signed, with a one-line reason.
+    pub async fn decline(&mut self, round: u64, reason: &str) -> Result<(), ClientError> {
+        let msg = pb::decline_message(&self.federation, round, reason);
+        let signature = self.key.sign(msg.as_bytes()).as_ref().to_vec();
+        self.rpc
+            .decline(pb::DeclineRequest {
+                session: self.session.clone(),
+                round,
+                reason: reason.to_owned(),
+                signature,
+            })
+            .await
+            .map_err(|s| ClientError::refused("Decline", s))?;
+        Ok(())
+    }
+
+    /// The result of a finished round.
+    pub async fn round_result(&mut self, round: u64) -> Result<pb::RoundResult, ClientError> {
+        self.rpc
+            .get_round_result(pb::RoundResultRequest {
+                session: self.session.clone(),
+                round,
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| ClientError::refused("GetRoundResult", s))
+    }
+}

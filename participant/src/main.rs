@@ -1,0 +1,217 @@
+//! `fedledger-participant`: the hospital-side agent.
+
+use std::{io::IsTerminal, path::PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fedledger_participant::{ParticipantConfig, keys};
+use fedledger_privacy::accountant::{self, AccountantKind};
+
+/// Participant agent of a fedledger federation. Runs next to a hospital's private data, trains
+/// locally with differential privacy, and only ever dials out to the coordinator.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an Ed25519 key file (mode 0600) and print its public key for enrolment.
+    ///
+    /// Example: fedledger-participant keygen --out hospital-a.key
+    Keygen {
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of an existing key file.
+    Pubkey {
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Epsilon of DP-SGD (Poisson-subsampled Gaussian) over `steps` steps, or with
+    /// --target-epsilon the smallest noise multiplier that meets it.
+    ///
+    /// Example: fedledger-participant epsilon --noise-multiplier 1.1 --sampling-rate 0.01 --steps 1000 --delta 1e-5
+    Epsilon {
+        /// Noise multiplier sigma (noise std / clipping norm).
+        #[arg(
+            long,
+            required_unless_present = "target_epsilon",
+            conflicts_with = "target_epsilon"
+        )]
+        noise_multiplier: Option<f64>,
+        /// Instead of --noise-multiplier: print the smallest noise multiplier whose epsilon is
+        /// at most this.
+        #[arg(long)]
+        target_epsilon: Option<f64>,
+        /// Poisson sampling rate q (expected batch size / rows).
+        #[arg(long)]
+        sampling_rate: f64,
+        /// Number of DP-SGD steps.
+        #[arg(long)]
+        steps: u64,
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        /// Accountant: rdp (Renyi DP over dp_accounting's default orders).
+        #[arg(long, default_value = "rdp")]
+        accountant: String,
+        /// Print JSON: {"epsilon":..,"delta":..,"accountant":..,"order":..}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the privacy budget spent and remaining, from the local store.
+    ///
+    /// Example: fedledger-participant budget --config participant.toml
+    Budget {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take part in the federation until it finishes.
+    ///
+    /// Example: fedledger-participant run --config participant.toml
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    run(Cli::parse())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen { out } => {
+            let key = keys::generate_key_file(&out)
+                .with_context(|| format!("create key file {}", out.display()))?;
+            println!("{}", keys::public_key_hex(&key));
+            eprintln!(
+                "wrote {} (keep it secret); give the public key above to the coordinator operator",
+                out.display()
+            );
+        }
+        Command::Pubkey { key } => {
+            let key = keys::load_key(&key).context("load key")?;
+            println!("{}", keys::public_key_hex(&key));
+        }
+        Command::Epsilon {
+            noise_multiplier,
+            target_epsilon,
+            sampling_rate,
+            steps,
+            delta,
+            accountant,
+            json,
+        } => {
+            let kind: AccountantKind = accountant.parse().context("--accountant")?;
+            if let Some(target) = target_epsilon {
+                let sigma =
+                    accountant::noise_multiplier_for(target, sampling_rate, steps, delta, kind)
+                        .context("plan the noise multiplier")?;
+                let report = accountant::epsilon_for(kind, sigma, sampling_rate, steps, delta)
+                    .context("compute epsilon")?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "noise_multiplier": sigma,
+                            "epsilon": report.epsilon,
+                            "delta": report.delta,
+                            "accountant": report.accountant.name(),
+                            "order": report.order,
+                        })
+                    );
+                } else {
+                    println!(
+                        "noise multiplier {sigma} gives epsilon {:.6} at delta {delta:e} ({} order {})",
+                        report.epsilon, report.accountant, report.order
+                    );
+                }
+            } else {
+                let sigma = noise_multiplier.context("--noise-multiplier or --target-epsilon")?;
+                let report = accountant::epsilon_for(kind, sigma, sampling_rate, steps, delta)
+                    .context("compute epsilon")?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!(
+                        "epsilon {:.6} at delta {delta:e} ({} accountant, order {})",
+                        report.epsilon, report.accountant, report.order
+                    );
+                }
+            }
+        }
+        Command::Budget { config, json } => {
+            let cfg = ParticipantConfig::load(&config)
+                .with_context(|| format!("load config {}", config.display()))?;
+            let store = fedledger_participant::store::LocalStore::open(&cfg.state_dir)
+                .context("open the local store")?;
+            let spends = store.spends().context("read spends")?;
+            let spent =
+                fedledger_participant::dp::cumulative_epsilon(&spends, None, cfg.privacy.delta)
+                    .context("account the recorded spends")?;
+            let limit = cfg.privacy.epsilon_budget;
+            let remaining = (limit - spent).max(0.0);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "epsilon_spent": spent,
+                        "epsilon_budget": limit,
+                        "epsilon_remaining": remaining,
+                        "delta": cfg.privacy.delta,
+                        "releases": spends.len(),
+                    })
+                );
+            } else {
+                println!(
+                    "epsilon spent {spent:.4} of {limit:.4} (remaining {remaining:.4}) at delta {:e}, over {} DP-SGD releases",
+                    cfg.privacy.delta,
+                    spends.len()
+                );
+                for s in &spends {
+                    println!(
+                        "  {} round {}: sigma {:.4}, q {:.4}, {} steps -> cumulative epsilon {:.4}",
+                        s.federation,
+                        s.round,
+                        s.noise_multiplier,
+                        s.sampling_rate,
+                        s.steps,
+                        s.epsilon_total
+                    );
+                }
+            }
+        }
+        Command::Run { config } => {
+            let cfg = ParticipantConfig::load(&config)
+                .with_context(|| format!("load config {}", config.display()))?;
+            let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
+            let report = rt
+                .block_on(fedledger_participant::run(
+                    cfg,
+                    std::io::stderr().is_terminal(),
+                ))
+                .context("take part in the federation")?;
+            println!(
+                "{}: federation {} finished; sent {} updates, declined {} rounds, epsilon spent {:.4}",
+                report.name,
+                report.federation,
+                report.rounds_sent.len(),
+                report.rounds_declined.len(),
+                report.epsilon_spent
+            );
+        }
+    }
+    Ok(())
+}

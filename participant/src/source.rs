@@ -1,0 +1,228 @@
+//! Where an update comes from. The agent loop (registration, budget persistence, signing,
+//! sending) is the same for everyone; what produces the update is an [`UpdateSource`]. The real
+//! one, [`LocalTrainer`], trains on the hospital's private CSV.
+
+use std::path::PathBuf;
+
+use fedledger_model::{Dataset, ModelKind, ModelSpec, Standardiser, TrainConfig};
+use fedledger_proto as pb;
+
+use crate::{client::Task, store::SpendRecord};
+
+/// Failures while producing an update.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("data: {0}")]
+    Data(#[from] fedledger_model::ModelError),
+    #[error("task: {0}")]
+    Task(String),
+    #[error("privacy: {0}")]
+    Privacy(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The privacy cost of an update, to be persisted before it is sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spend {
+    pub noise_multiplier: f64,
+    pub sampling_rate: f64,
+    pub steps: u64,
+    pub delta: f64,
+    pub epsilon_total: f64,
+    pub epsilon_round: f64,
+    pub accountant: String,
+}
+
+/// What to do with an open round.
+#[derive(Debug)]
+pub enum Work {
+    /// Send this delta, claiming `examples`, after persisting `spend`.
+    Update {
+        delta: Vec<f32>,
+        examples: u64,
+        spend: Option<Spend>,
+    },
+    /// Decline the round with this one-line reason.
+    Decline(String),
+}
+
+/// Produces a participant's answer to an open round.
+pub trait UpdateSource: Send {
+    /// `spent` is every spend recorded so far on this machine.
+    fn work(&mut self, task: &Task, spent: &[SpendRecord]) -> Result<Work, SourceError>;
+}
+
+/// Convert the wire model description into the model crate's.
+pub fn model_spec(task: &Task) -> Result<ModelSpec, SourceError> {
+    let m = task
+        .header
+        .model
+        .as_ref()
+        .ok_or_else(|| SourceError::Task("task has no model".into()))?;
+    let kind = match m.kind.as_str() {
+        "logreg" => ModelKind::Logreg,
+        "mlp" => ModelKind::Mlp,
+        other => return Err(SourceError::Task(format!("unknown model kind {other:?}"))),
+    };
+    let spec = ModelSpec {
+        kind,
+        features: m.features as usize,
+        classes: m.classes as usize,
+        hidden: m.hidden.iter().map(|h| *h as usize).collect(),
+    };
+    spec.validate()?;
+    if spec.num_params() as u64 != task.header.num_params {
+        return Err(SourceError::Task(format!(
+            "model {:?} has {} parameters but the task carries {}",
+            spec.kind,
+            spec.num_params(),
+            task.header.num_params
+        )));
+    }
+    Ok(spec)
+}
+
+/// Trains on the hospital's own CSV (honest participant).
+pub struct LocalTrainer {
+    data_path: PathBuf,
+    label_override: Option<String>,
+    data: Option<Dataset>,
+    privacy: crate::config::PrivacySection,
+}
+
+impl LocalTrainer {
+    pub fn new(
+        data_path: PathBuf,
+        label_override: Option<String>,
+        privacy: crate::config::PrivacySection,
+    ) -> Self {
+        Self {
+            data_path,
+            label_override,
+            data: None,
+            privacy,
+        }
+    }
+
+    fn data(&mut self, task: &Task) -> Result<Dataset, SourceError> {
+        if self.data.is_none() {
+            let label = self
+                .label_override
+                .clone()
+                .unwrap_or_else(|| task.header.label_column.clone());
+            self.data = Some(Dataset::load_csv(&self.data_path, &label)?);
+        }
+        Ok(self.data.clone().expect("loaded above"))
+    }
+}
+
+impl UpdateSource for LocalTrainer {
+    fn work(&mut self, task: &Task, spent: &[SpendRecord]) -> Result<Work, SourceError> {
+        let spec = model_spec(task)?;
+        let mut data = self.data(task)?;
+        if data.feature_names != task.header.feature_names {
+            return Ok(Work::Decline(format!(
+                "local data columns do not match the task's {} feature columns",
+                task.header.feature_names.len()
+            )));
+        }
+        if let Some(&y) = data.y.iter().find(|&&y| y as usize >= spec.classes) {
+            return Ok(Work::Decline(format!(
+                "local data has label {y} but the model has {} classes",
+                spec.classes
+            )));
+        }
+        data.classes = spec.classes;
+        let standardiser = match &task.header.standardisation {
+            Some(s) if !s.mean.is_empty() => Standardiser {
+                mean: s.mean.clone(),
+                std: s.std.clone(),
+            },
+            _ => Standardiser::fit(&data),
+        };
+        standardiser.apply(&mut data)?;
+        let hyper = task
+            .header
+            .hyper
+            .clone()
+            .ok_or_else(|| SourceError::Task("task has no hyper-parameters".into()))?;
+        let plan = crate::dp::plan(&hyper, data.len(), spec.num_params(), &self.privacy, spent)?;
+        if let crate::dp::Plan::Decline(reason) = plan {
+            return Ok(Work::Decline(reason));
+        }
+        let cfg = TrainConfig {
+            epochs: hyper.local_epochs as usize,
+            batch_size: hyper.batch_size as usize,
+            learning_rate: hyper.learning_rate,
+            seed: task.header.round,
+            dp: match &plan {
+                crate::dp::Plan::Private { dp, .. } => Some(dp.clone()),
+                _ => None,
+            },
+        };
+        let outcome = crate::dp::train(&spec, &task.params, &data, &cfg)?;
+        let delta: Vec<f32> = outcome
+            .params
+            .iter()
+            .zip(&task.params)
+            .map(|(n, g)| n - g)
+            .collect();
+        let spend = match plan {
+            crate::dp::Plan::Private { spend, .. } => Some(spend),
+            _ => None,
+        };
+        Ok(Work::Update {
+            delta,
+            examples: data.len() as u64,
+            spend,
+        })
+    }
+}
+
+/// The wire form of a spend.
+pub fn spend_to_wire(s: &Spend) -> pb::PrivacySpend {
+    pb::PrivacySpend {
+        epsilon_total: s.epsilon_total,
+        epsilon_round: s.epsilon_round,
+        delta: s.delta,
+        noise_multiplier: s.noise_multiplier,
+        sampling_rate: s.sampling_rate,
+        steps: s.steps,
+        accountant: s.accountant.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(kind: &str, num_params: u64) -> Task {
+        Task {
+            header: pb::TaskHeader {
+                model: Some(pb::ModelSpec {
+                    kind: kind.into(),
+                    features: 3,
+                    classes: 2,
+                    hidden: vec![],
+                }),
+                num_params,
+                ..Default::default()
+            },
+            params: vec![],
+        }
+    }
+
+    #[test]
+    fn model_spec_checks_kind_and_size() {
+        assert_eq!(model_spec(&task("logreg", 4)).unwrap().num_params(), 4);
+        assert!(matches!(
+            model_spec(&task("svm", 4)),
+            Err(SourceError::Task(_))
+        ));
+        assert!(matches!(
+            model_spec(&task("logreg", 5)),
+            Err(SourceError::Task(_))
+        ));
+    }
+}
