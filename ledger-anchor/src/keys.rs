@@ -74,9 +74,82 @@ pub fn verify_ed25519(public_key: &[u8], message: &[u8], signature: &[u8]) -> bo
         .is_ok()
 }
 
+/// Verifies many Ed25519 signatures `(public key, message, signature)`; returns one verdict
+/// each. Chunks are batch-verified (ed25519-dalek, in parallel with rayon); a chunk whose batch
+/// fails is re-checked one by one with `ring`, so the verdicts name exactly the bad signatures.
+pub fn verify_ed25519_many(items: &[(&[u8], &[u8], &[u8])]) -> Vec<bool> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 64;
+    items
+        .par_chunks(CHUNK)
+        .flat_map_iter(|chunk| {
+            if batch_ok(chunk) {
+                vec![true; chunk.len()]
+            } else {
+                chunk
+                    .iter()
+                    .map(|(pk, m, s)| verify_ed25519(pk, m, s))
+                    .collect()
+            }
+        })
+        .collect()
+}
+
+fn batch_ok(chunk: &[(&[u8], &[u8], &[u8])]) -> bool {
+    let mut keys = Vec::with_capacity(chunk.len());
+    let mut sigs = Vec::with_capacity(chunk.len());
+    let mut msgs = Vec::with_capacity(chunk.len());
+    for (pk, m, s) in chunk {
+        let Ok(pk) = <[u8; 32]>::try_from(*pk) else {
+            return false;
+        };
+        let Ok(s) = <[u8; 64]>::try_from(*s) else {
+            return false;
+        };
+        let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&pk) else {
+            return false;
+        };
+        if vk.is_weak() {
+            return false;
+        }
+        keys.push(vk);
+        sigs.push(ed25519_dalek::Signature::from_bytes(&s));
+        msgs.push(*m);
+    }
+    ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_signatures_are_judged_one_by_one() {
+        let ks: Vec<Ed25519KeyPair> = (0..5u8)
+            .map(|i| Ed25519KeyPair::from_seed_unchecked(&[i; 32]).unwrap())
+            .collect();
+        let msgs: Vec<Vec<u8>> = (0..300)
+            .map(|i: u32| format!("message {i}").into_bytes())
+            .collect();
+        let pks: Vec<[u8; 32]> = ks.iter().map(public_key).collect();
+        let mut sigs: Vec<Vec<u8>> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ks[i % 5].sign(m).as_ref().to_vec())
+            .collect();
+        sigs[7][3] ^= 1;
+        sigs[250][60] ^= 0x80;
+        let items: Vec<(&[u8], &[u8], &[u8])> = (0..300)
+            .map(|i| (&pks[i % 5][..], &msgs[i][..], &sigs[i][..]))
+            .collect();
+        let v = verify_ed25519_many(&items);
+        for (i, ok) in v.iter().enumerate() {
+            assert_eq!(*ok, i != 7 && i != 250, "signature {i}");
+        }
+        // A signature checked against the wrong key.
+        let wrong = [(&pks[1][..], &msgs[0][..], &sigs[0][..])];
+        assert_eq!(verify_ed25519_many(&wrong), vec![false]);
+    }
 
     #[test]
     fn key_file_round_trips_with_private_mode() {

@@ -9,12 +9,54 @@
 //! - [`records`]: the record schemas (genesis and round records), their canonical JSON encoding
 //!   and validation.
 //! - [`store`]: the sled-backed [`Log`] (writer and replica), checkpoints and evidence.
+//! - [`witness`]: a C2SP tlog-witness style cosigner with persisted state.
+//! - [`node`]: libp2p replication (gossipsub + request-response catch-up), witnessing and
+//!   equivocation gossip, behind a cloneable [`node::NodeHandle`].
+//! - [`export`] and [`verify`]: the auditor's files and their verification.
+//! - [`cli`]: the `fedledger-ledger` command line (the binary only parses and calls it).
+//!
+//! # How the coordinator anchors a federation
+//!
+//! ```no_run
+//! use fedledger_ledger::{Log, keys, node, note::NoteSigner, records::*};
+//! # async fn demo(data_dir: &std::path::Path, genesis: FederationRecord, round_1: RoundRecord)
+//! #     -> Result<(), fedledger_ledger::LedgerError> {
+//! let origin = "fl.example.org/fed-01";
+//! // The coordinator's Ed25519 identity is a key file shared with the rest of fedledger.
+//! let key = keys::load_or_generate_key(&data_dir.join("coordinator.key"))?;
+//! let log = Log::open(&data_dir.join("ledger"), origin, NoteSigner::log(origin, key)?)?;
+//! if log.size() == 0 {
+//!     log.append(&encode_canonical(&genesis)?)?; // entry 0, validated before it is written
+//!     log.checkpoint()?;
+//! }
+//! // Serve the log: replicas catch up from it and witnesses cosign its checkpoints.
+//! let net = node::NodeConfig { listen: vec!["/ip4/0.0.0.0/tcp/4001".parse().unwrap()], ..Default::default() };
+//! let handle = node::spawn(net, libp2p::identity::Keypair::generate_ed25519(), log.clone(), None).await?;
+//! let (witnesses, quorum) = node::genesis_witnesses(&log)?;
+//! // After each round: append its record (entry i = round i), sign, gossip, collect cosignatures.
+//! let old = log.size();
+//! log.append(&encode_canonical(&round_1)?)?;
+//! let checkpoint = log.checkpoint()?; // signed note, flushed to disk
+//! handle.publish_since(old).await?;
+//! let cosigned = handle.collect_cosignatures(checkpoint.checkpoint.size, &witnesses).await?;
+//! let anchored = cosigned as u64 >= quorum;
+//! # let _ = anchored; Ok(()) }
+//! ```
+//!
+//! Participants verify the update message they sign with
+//! [`records::update_signing_message`]; auditors run `fedledger-ledger node` (replica and
+//! witness), `export` and `verify`.
+pub mod cli;
 pub mod error;
+pub mod export;
 pub mod keys;
 pub mod merkle;
+pub mod node;
 pub mod note;
 pub mod records;
 pub mod store;
+pub mod verify;
+pub mod witness;
 
 mod canonical;
 

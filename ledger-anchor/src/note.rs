@@ -607,3 +607,64 @@ pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
 pub fn b64_encode(b: &[u8]) -> String {
     B64.encode(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::merkle::{self, MemoryTree};
+    use proptest::prelude::*;
+
+    fn signer() -> NoteSigner {
+        NoteSigner::log(
+            "log.test",
+            Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn witness() -> NoteSigner {
+        NoteSigner::witness(
+            "w.test",
+            Ed25519KeyPair::from_seed_unchecked(&[8; 32]).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn check(
+        text: &[u8],
+        entry: &[u8],
+        log: &VerifierKey,
+        w: &VerifierKey,
+    ) -> Result<(), LedgerError> {
+        let p = TlogProof::parse(text)?;
+        let cp = p.verify(entry, log)?;
+        cp.note.verify_cosignature(w)?;
+        if cp.note.signatures.len() != 2 {
+            return Err(LedgerError::Signature("unexpected signature line".into()));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn any_one_bit_change_of_a_cosigned_proof_fails(n in 1u64..200, i in 0u64..200, bit in 0usize..100_000) {
+            let i = i % n;
+            let entries: Vec<Vec<u8>> = (0..n).map(|k| format!("entry {k}").into_bytes()).collect();
+            let tree = MemoryTree::from_entries(&entries);
+            let (s, w) = (signer(), witness());
+            let mut cp = SignedCheckpoint::sign(Checkpoint::new("log.test", n, tree.root_at(n).unwrap()), &s);
+            cp.note.add_signature(w.cosign(&cp.note.text, 1_700_000_000));
+            let proof = TlogProof { extra: None, index: i, proof: merkle::inclusion_proof(&tree, i, n).unwrap(), checkpoint: cp.encode().into_bytes() };
+            let text = proof.encode().into_bytes();
+            prop_assert!(check(&text, &entries[i as usize], s.verifier_key(), w.verifier_key()).is_ok());
+            let mut bad = text.clone();
+            let b = bit % (bad.len() * 8);
+            bad[b / 8] ^= 1 << (b % 8);
+            prop_assert!(check(&bad, &entries[i as usize], s.verifier_key(), w.verifier_key()).is_err(), "bit {} of\n{}", b, String::from_utf8_lossy(&text));
+            let mut e = entries[i as usize].clone();
+            let eb = bit % (e.len() * 8);
+            e[eb / 8] ^= 1 << (eb % 8);
+            prop_assert!(check(&text, &e, s.verifier_key(), w.verifier_key()).is_err());
+        }
+    }
+}

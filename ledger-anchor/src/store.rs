@@ -142,6 +142,7 @@ struct Inner {
     log_key: VerifierKey,
     signer: Option<NoteSigner>,
     state: Mutex<State>,
+    witnesses: std::sync::OnceLock<Vec<VerifierKey>>,
 }
 
 /// A Merkle log in a sled database. Cheap to clone; all clones share one store.
@@ -153,6 +154,28 @@ pub struct Log {
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Log({}, size {})", self.inner.origin, self.size())
+    }
+}
+
+/// Opens sled, waiting briefly for a previous handle's lock to be released (sled lets go of
+/// its file lock a moment after the last handle is dropped).
+fn open_db(dir: &std::path::Path) -> Result<sled::Db, LedgerError> {
+    let mut tries = 0;
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock") =>
+            {
+                tries += 1;
+                if tries > 50 {
+                    return Err(sled::Error::Io(e).into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -196,12 +219,38 @@ impl Log {
         Self::open_inner(dir, log_key, None)
     }
 
+    /// Opens an existing store read-and-replicate, taking the log key recorded in it (for
+    /// tools such as `status` and `export` that are not told the key).
+    pub fn open_existing(dir: &std::path::Path) -> Result<Self, LedgerError> {
+        if !dir.exists() {
+            return Err(LedgerError::Corrupt(format!(
+                "no ledger store at {}",
+                dir.display()
+            )));
+        }
+        let db = open_db(dir)?;
+        let key = db.open_tree("log")?.get(LOG_KEY_KEY)?.ok_or_else(|| {
+            LedgerError::Corrupt(format!("{} is not a ledger store", dir.display()))
+        })?;
+        let key = std::str::from_utf8(&key)
+            .map_err(|_| LedgerError::Corrupt("stored log key is not UTF-8".into()))?;
+        let key = VerifierKey::parse(key)?;
+        Self::from_db(db, key, None)
+    }
+
     fn open_inner(
         dir: &std::path::Path,
         log_key: VerifierKey,
         signer: Option<NoteSigner>,
     ) -> Result<Self, LedgerError> {
-        let db = sled::open(dir)?;
+        Self::from_db(open_db(dir)?, log_key, signer)
+    }
+
+    fn from_db(
+        db: sled::Db,
+        log_key: VerifierKey,
+        signer: Option<NoteSigner>,
+    ) -> Result<Self, LedgerError> {
         let log = db.open_tree("log")?;
         let checkpoints = db.open_tree("checkpoints")?;
         let evidence = db.open_tree("evidence")?;
@@ -262,6 +311,7 @@ impl Log {
                 log_key,
                 signer,
                 state: Mutex::new(State { size, frontier }),
+                witnesses: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -299,7 +349,7 @@ impl Log {
     }
 
     /// Validates and appends records atomically (all or none); returns the first index.
-    pub fn append_batch<B: AsRef<[u8]>>(&self, entries: &[B]) -> Result<u64, LedgerError> {
+    pub fn append_batch<B: AsRef<[u8]> + Sync>(&self, entries: &[B]) -> Result<u64, LedgerError> {
         let mut st = self.state();
         let first = st.size;
         self.write_entries(&mut st, entries, None)?;
@@ -307,11 +357,11 @@ impl Log {
     }
 
     /// Validates, hashes and writes entries plus (optionally) a checkpoint in one batch.
-    fn write_entries<B: AsRef<[u8]>>(
+    fn write_entries<B: AsRef<[u8]> + Sync>(
         &self,
         st: &mut State,
         entries: &[B],
-        expect: Option<&SignedCheckpoint>,
+        expect: Option<(&SignedCheckpoint, &[Hash])>,
     ) -> Result<(), LedgerError> {
         let mut next = State {
             size: st.size,
@@ -319,28 +369,52 @@ impl Log {
         };
         let mut batch = sled::Batch::default();
         let mut nodes = Vec::with_capacity(entries.len() * 2 + 64);
-        for e in entries {
-            let e = e.as_ref();
-            records::validate_entry(next.size, &self.inner.origin, e)?;
-            batch.insert(&entry_key(next.size), e);
-            next.push(merkle::leaf_hash(e), &mut nodes);
+        // Schema checks and leaf hashes are independent per entry: do them in parallel.
+        let base = next.size;
+        let leaves: Vec<Hash> = {
+            use rayon::prelude::*;
+            entries
+                .par_iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let e = e.as_ref();
+                    records::validate_entry(base + i as u64, &self.inner.origin, e)?;
+                    Ok(merkle::leaf_hash(e))
+                })
+                .collect::<Result<_, LedgerError>>()?
+        };
+        for (e, leaf) in entries.iter().zip(leaves) {
+            batch.insert(&entry_key(next.size), e.as_ref());
+            next.push(leaf, &mut nodes);
         }
         for (level, index, h) in &nodes {
             batch.insert(&node_key(*level, *index), &h[..]);
         }
         batch.insert(SIZE_KEY, &next.size.to_be_bytes());
-        if let Some(cp) = expect
-            && (cp.checkpoint.size != next.size || cp.checkpoint.root != next.root())
-        {
-            {
+        if let Some((cp, proof)) = expect {
+            let ok = if cp.checkpoint.size == next.size {
+                cp.checkpoint.root == next.root()
+            } else {
+                merkle::verify_consistency(
+                    next.size,
+                    cp.checkpoint.size,
+                    &next.root(),
+                    &cp.checkpoint.root,
+                    proof,
+                )
+                .is_ok()
+            };
+            if !ok {
                 return Err(LedgerError::ProofInvalid(format!(
-                    "entries up to {} do not reproduce the signed checkpoint at size {}",
+                    "entries up to {} are not a prefix of the signed checkpoint at size {}",
                     next.size, cp.checkpoint.size
                 )));
             }
         }
         self.inner.log.apply_batch(batch)?;
-        if let Some(cp) = expect {
+        if let Some((cp, _)) = expect
+            && cp.checkpoint.size == next.size
+        {
             self.store_checkpoint(cp)?;
         }
         self.inner.db.flush()?;
@@ -371,12 +445,52 @@ impl Log {
     }
 
     /// Appends a batch and signs the checkpoint covering it, in one call.
-    pub fn append_and_checkpoint<B: AsRef<[u8]>>(
+    pub fn append_and_checkpoint<B: AsRef<[u8]> + Sync>(
         &self,
         entries: &[B],
     ) -> Result<(u64, SignedCheckpoint), LedgerError> {
         let first = self.append_batch(entries)?;
         Ok((first, self.checkpoint()?))
+    }
+
+    /// The witness keys of the genesis record, once entry 0 is held.
+    pub fn witness_keys(&self) -> Vec<VerifierKey> {
+        if let Some(k) = self.inner.witnesses.get() {
+            return k.clone();
+        }
+        let Ok(e) = self.inner.log.get(entry_key(0)) else {
+            return Vec::new();
+        };
+        let Some(e) = e else { return Vec::new() };
+        let keys = match records::validate_entry(0, &self.inner.origin, &e) {
+            Ok(records::Record::Federation(g)) => g
+                .witnesses
+                .keys
+                .iter()
+                .filter_map(|k| VerifierKey::parse(k).ok())
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.inner.witnesses.get_or_init(|| keys).clone()
+    }
+
+    /// Signature lines of `cp` worth keeping: the log's, and cosignatures by genesis witnesses
+    /// that verify. Anything else (unknown or bad lines) is dropped before storing.
+    fn trusted_lines(&self, cp: &SignedCheckpoint) -> Vec<NoteSignature> {
+        let witnesses = self.witness_keys();
+        cp.note
+            .signatures
+            .iter()
+            .filter(|s| {
+                s.is_by(&self.inner.log_key)
+                    || witnesses.iter().any(|w| {
+                        s.is_by(w)
+                            && crate::note::verify_cosignature_payload(w, &cp.note.text, &s.payload)
+                                .is_ok()
+                    })
+            })
+            .cloned()
+            .collect()
     }
 
     fn store_checkpoint(&self, cp: &SignedCheckpoint) -> Result<(), LedgerError> {
@@ -392,12 +506,16 @@ impl Log {
                     self.record_evidence(&ev)?;
                     return Err(LedgerError::Equivocation(ev.to_string()));
                 }
-                for s in &cp.note.signatures {
-                    old.note.add_signature(s.clone());
+                for s in self.trusted_lines(cp) {
+                    old.note.add_signature(s);
                 }
                 old
             }
-            None => cp.clone(),
+            None => {
+                let mut fresh = cp.clone();
+                fresh.note.signatures = self.trusted_lines(cp);
+                fresh
+            }
         };
         self.inner
             .checkpoints
@@ -535,6 +653,19 @@ impl Log {
         entries: &[Vec<u8>],
         note: &[u8],
     ) -> Result<SignedCheckpoint, LedgerError> {
+        self.append_proven(first, entries, note, &[])
+    }
+
+    /// Replica: appends `entries` starting at `first` when, together with what is held, they
+    /// form a prefix of the signed checkpoint `note`: equal to it, or proven by `consistency`
+    /// (a proof from the new size to the checkpoint's size). Lets catch-up stream in chunks.
+    pub fn append_proven(
+        &self,
+        first: u64,
+        entries: &[Vec<u8>],
+        note: &[u8],
+        consistency: &[Hash],
+    ) -> Result<SignedCheckpoint, LedgerError> {
         let cp = SignedCheckpoint::open(note, &self.inner.log_key)?;
         let mut st = self.state();
         if first > st.size {
@@ -565,7 +696,7 @@ impl Log {
             self.observe_checkpoint(note)?;
             return Ok(cp);
         }
-        if let Err(e) = self.write_entries(&mut st, fresh, Some(&cp)) {
+        if let Err(e) = self.write_entries(&mut st, fresh, Some((&cp, consistency))) {
             drop(st);
             // A signed checkpoint the entries do not reproduce may be a fork: keep it if it is.
             let _ = self.observe_checkpoint(note);

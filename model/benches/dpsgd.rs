@@ -11,15 +11,15 @@ use chacha20::ChaCha20Rng;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use fedledger_model::{Dataset, DpSgdConfig, GradientNoise, ModelSpec, Trainer, init_params};
 use rand_core::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
 
-/// Box-Muller normal from a seeded ChaCha20: a stand-in for the secure sampler (bench only).
+/// Standard normal (rand_distr's ziggurat) over a seeded ChaCha20: a fast stand-in for the
+/// secure sampler of the privacy crate (bench only; not safe for real DP).
 struct SeededNormal(ChaCha20Rng);
 
 impl SeededNormal {
     fn normal(&mut self) -> f64 {
-        let u1 = ((self.0.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-        let u2 = (self.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        StandardNormal.sample(&mut self.0)
     }
 }
 
@@ -86,6 +86,29 @@ fn bench(c: &mut Criterion) {
                     )
                     .unwrap()
             })
+        });
+        // the same step with sigma = 0 (the noise source is then not called): clipping alone
+        let mut clip_only = Trainer::new(&spec, &params, 1e-6).unwrap();
+        let no_noise = DpSgdConfig {
+            noise_multiplier: 0.0,
+            ..dp
+        };
+        group.bench_function(BenchmarkId::new("dp_sgd_ghost_sigma0", name), |b| {
+            b.iter(|| {
+                clip_only
+                    .dp_sgd_step(
+                        black_box(&data),
+                        black_box(&rows),
+                        &no_noise,
+                        batch as f64,
+                        &mut noise,
+                    )
+                    .unwrap()
+            })
+        });
+        let mut buf = vec![0f32; spec.num_params()];
+        group.bench_function(BenchmarkId::new("noise_only", name), |b| {
+            b.iter(|| noise.add_gaussian(black_box(&mut buf), 1.0))
         });
         if with_microbatch {
             let t = Trainer::new(&spec, &params, 1e-6).unwrap();

@@ -41,13 +41,19 @@ pub(crate) fn logits(
             let (w, b) = params[off..off + n_in * n_out + n_out].split_at(n_in * n_out);
             off += n_in * n_out + n_out;
             z.clear();
-            z.extend(b.iter().map(|&v| f64::from(v)));
-            for (k, &hk) in h.iter().enumerate() {
-                if hk == 0.0 {
-                    continue;
-                }
-                for (zj, &wkj) in z.iter_mut().zip(&w[k * n_out..(k + 1) * n_out]) {
-                    *zj += hk * f64::from(wkj);
+            if n_out == 1 {
+                // one output: a dot product over the contiguous weight column
+                let dot: f64 = h.iter().zip(w).map(|(&hk, &wk)| hk * f64::from(wk)).sum();
+                z.push(f64::from(b[0]) + dot);
+            } else {
+                z.extend(b.iter().map(|&v| f64::from(v)));
+                for (k, &hk) in h.iter().enumerate() {
+                    if hk == 0.0 {
+                        continue;
+                    }
+                    for (zj, &wkj) in z.iter_mut().zip(&w[k * n_out..(k + 1) * n_out]) {
+                        *zj += hk * f64::from(wkj);
+                    }
                 }
             }
             if l + 1 < dims.len() {
@@ -135,7 +141,7 @@ pub fn roc_auc(scores: &[f64], labels: &[u32]) -> Option<f64> {
         return None;
     }
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    order.sort_unstable_by(|&a, &b| scores[a].total_cmp(&scores[b]));
     let mut rank_sum_pos = 0.0f64;
     let mut i = 0;
     while i < n {

@@ -34,13 +34,13 @@ pub(crate) struct ClippedSum {
 
 fn data_vec(t: Tensor<2>) -> Result<Vec<f32>, ModelError> {
     t.into_data()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .map_err(|e| ModelError::Tensor(format!("{e:?}")))
 }
 
 fn data_vec1(t: Tensor<1>) -> Result<Vec<f32>, ModelError> {
     t.into_data()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .map_err(|e| ModelError::Tensor(format!("{e:?}")))
 }
 

@@ -147,7 +147,7 @@ impl Trainer {
         let (x, _) = self.net.batch(data, rows);
         let z = self.net.logits(x);
         z.into_data()
-            .into_vec::<f32>()
+            .try_into_vec::<f32>()
             .map_err(|e| ModelError::Tensor(format!("{e:?}")))
     }
 

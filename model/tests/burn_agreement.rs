@@ -11,6 +11,7 @@ fn specs() -> Vec<ModelSpec> {
         ModelSpec::logreg(7, 4),
         ModelSpec::mlp(7, vec![9], 2),
         ModelSpec::mlp(7, vec![9, 5], 3),
+        ModelSpec::mlp(7, vec![1, 4], 2),
     ]
 }
 
@@ -71,4 +72,14 @@ fn plain_rust_inference_is_bit_reproducible() {
         a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
         b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn public_types_can_move_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<fedledger_model::Dataset>();
+    send_sync::<fedledger_model::ModelSpec>();
+    send_sync::<fedledger_model::ModelError>();
+    fn send<T: Send>() {}
+    send::<Trainer>();
 }

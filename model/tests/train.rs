@@ -50,15 +50,15 @@ fn centralised_logreg_on_breast_cancer() {
         &spec,
         &global,
         &tr,
-        &cfg(5, None),
+        &cfg(20, None),
         &mut ChaCha20Rng::seed_from_u64(1),
         None,
     )
     .unwrap();
-    assert_eq!(out.steps, 5 * 15); // ceil(455 / 32) = 15 per epoch
+    assert_eq!(out.steps, 20 * 15); // ceil(455 / 32) = 15 per epoch
     assert_eq!(out.examples, 455);
     let m = evaluate(&spec, &out.params, &te).unwrap();
-    println!("breast cancer logreg, 5 epochs: {m:?}");
+    println!("breast cancer logreg, 20 epochs: {m:?}");
     assert!(m.accuracy >= 0.95, "{m:?}");
     assert!(m.log_loss < before.log_loss);
     assert!(m.auc.unwrap() > 0.98, "{m:?}");

@@ -31,7 +31,7 @@ impl GradientNoise for SeededNormal {
 pub fn synthetic(n: usize, d: usize, classes: usize, scale: f64, seed: u64) -> Dataset {
     let mut g = SeededNormal::new(seed);
     let x = (0..n * d).map(|_| (g.normal() * scale) as f32).collect();
-    let y = (0..n).map(|_| (g.0.next_u32() % classes as u32)).collect();
+    let y = (0..n).map(|_| g.0.next_u32() % classes as u32).collect();
     Dataset {
         feature_names: (0..d).map(|j| format!("f{j}")).collect(),
         label_column: "y".into(),

@@ -1,0 +1,650 @@
+//! Verification of an exported ledger directory (see [`crate::export`]), from files alone.
+//!
+//! Checks every signature (log, cosignatures, participants' update signatures, in parallel),
+//! every inclusion proof, the recomputed root of every checkpoint, consistency between all
+//! checkpoints, every record's schema, contiguous round numbers, rewards against pools, and —
+//! when an [`EpsilonAccountant`] is plugged in — each contribution's epsilon figures against its
+//! recorded `dp` parameters. Stored evidence of equivocation is a failure, shown with both notes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::merkle::{self, MemoryTree};
+use crate::note::{
+    KEY_TYPE_COSIGNATURE, KEY_TYPE_ED25519, SignedCheckpoint, TlogProof, VerifierKey,
+};
+use crate::records::{self, DpRecord, FederationRecord, Record, RoundRecord, RoundStatus};
+use crate::store::Evidence;
+
+/// Recomputes cumulative epsilon from recorded DP parameters. The ledger does not know any
+/// accountant; the privacy crate provides one and the caller plugs it in.
+pub trait EpsilonAccountant: Sync {
+    /// Cumulative epsilon of one participant after the rounds whose parameters are `history`
+    /// (in round order).
+    fn cumulative_epsilon(&self, history: &[DpRecord]) -> Result<f64, String>;
+}
+
+/// Options of [`verify_dir`].
+#[derive(Default, Clone, Copy)]
+pub struct VerifyOptions<'a> {
+    /// Cosignatures required on the latest checkpoint; default: the genesis record's quorum.
+    pub quorum: Option<u64>,
+    /// Accountant for the epsilon check; `None` reports that check as skipped.
+    pub accountant: Option<&'a dyn EpsilonAccountant>,
+}
+
+/// One failed check: the file concerned and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Path relative to the export directory.
+    pub file: String,
+    /// What failed.
+    pub what: String,
+}
+
+/// The outcome of [`verify_dir`].
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Checks that passed, one line each.
+    pub passed: Vec<String>,
+    /// Checks that could not run, with why.
+    pub skipped: Vec<String>,
+    /// Failures; empty means the ledger verifies.
+    pub failures: Vec<Failure>,
+    /// Evidence of equivocation found (also listed as failures).
+    pub evidence: Vec<Evidence>,
+}
+
+impl VerifyReport {
+    /// True if nothing failed.
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    fn fail(&mut self, file: impl Into<String>, what: impl Into<String>) {
+        self.failures.push(Failure {
+            file: file.into(),
+            what: what.into(),
+        });
+    }
+}
+
+impl std::fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for p in &self.passed {
+            writeln!(f, "ok      {p}")?;
+        }
+        for s in &self.skipped {
+            writeln!(f, "SKIPPED {s}")?;
+        }
+        for e in &self.evidence {
+            writeln!(f, "{e}")?;
+        }
+        for x in &self.failures {
+            writeln!(f, "FAILED  {}: {}", x.file, x.what)?;
+        }
+        if self.ok() {
+            writeln!(f, "ledger verifies")
+        } else {
+            writeln!(
+                f,
+                "ledger does NOT verify: {} failure(s)",
+                self.failures.len()
+            )
+        }
+    }
+}
+
+fn read(dir: &Path, rel: &str, report: &mut VerifyReport) -> Option<Vec<u8>> {
+    match std::fs::read(dir.join(rel)) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            report.fail(rel, format!("cannot read: {e}"));
+            None
+        }
+    }
+}
+
+/// Numeric file names in `dir/sub`, sorted; non-numeric names are failures.
+fn numbered(dir: &Path, sub: &str, report: &mut VerifyReport) -> Vec<u64> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir.join(sub)) {
+        Ok(rd) => rd,
+        Err(e) => {
+            report.fail(sub, format!("cannot list: {e}"));
+            return out;
+        }
+    };
+    for ent in rd.flatten() {
+        let name = ent.file_name().to_string_lossy().into_owned();
+        match name.parse::<u64>() {
+            Ok(n) if n.to_string() == name => out.push(n),
+            _ => report.fail(
+                format!("{sub}/{name}"),
+                "unexpected file name (expected a decimal index)",
+            ),
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Verifies an export directory. Never stops at the first failure.
+pub fn verify_dir(dir: &Path, opts: VerifyOptions<'_>) -> VerifyReport {
+    let mut r = VerifyReport::default();
+    // Keys.
+    let Some(log_key) = read(dir, "log.vkey", &mut r).and_then(|b| {
+        let parsed = std::str::from_utf8(&b)
+            .ok()
+            .map(|s| VerifierKey::parse(s.trim_end_matches('\n')));
+        match parsed {
+            Some(Ok(k))
+                if k.key_type == KEY_TYPE_ED25519
+                    && b.ends_with(b"\n")
+                    && b.iter().filter(|c| **c == b'\n').count() == 1 =>
+            {
+                Some(k)
+            }
+            Some(Ok(_)) => {
+                r.fail("log.vkey", "not a single type-0x01 verifier key line");
+                None
+            }
+            Some(Err(e)) => {
+                r.fail("log.vkey", e.to_string());
+                None
+            }
+            None => {
+                r.fail("log.vkey", "not UTF-8");
+                None
+            }
+        }
+    }) else {
+        return r;
+    };
+    // Latest checkpoint.
+    let Some(latest_bytes) = read(dir, "checkpoint", &mut r) else {
+        return r;
+    };
+    let latest = match SignedCheckpoint::open(&latest_bytes, &log_key) {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail("checkpoint", e.to_string());
+            return r;
+        }
+    };
+    r.passed.push(format!(
+        "checkpoint: log signature by {} (size {})",
+        log_key.name, latest.checkpoint.size
+    ));
+    let size = latest.checkpoint.size;
+    let origin = log_key.name.clone();
+
+    // Entries and the recomputed tree.
+    let indices = numbered(dir, "entries", &mut r);
+    if indices.len() as u64 != size || indices.iter().enumerate().any(|(i, n)| *n != i as u64) {
+        r.fail(
+            "entries",
+            format!(
+                "expected entries 0..{size} exactly, found {} file(s)",
+                indices.len()
+            ),
+        );
+    }
+    let mut entries: Vec<Vec<u8>> = Vec::with_capacity(indices.len());
+    for i in 0..size {
+        entries.push(read(dir, &format!("entries/{i}"), &mut r).unwrap_or_default());
+    }
+    let tree = MemoryTree::from_entries(&entries);
+    match tree.root_at(size) {
+        Ok(root) if root == latest.checkpoint.root => r
+            .passed
+            .push(format!("checkpoint: root recomputed from {size} entries")),
+        _ => r.fail(
+            "checkpoint",
+            "root does not match the root recomputed from entries/",
+        ),
+    }
+
+    // Records.
+    let mut genesis: Option<FederationRecord> = None;
+    let mut rounds: Vec<(u64, RoundRecord)> = Vec::new();
+    let mut schema_ok = true;
+    for (i, e) in entries.iter().enumerate() {
+        match records::validate_entry(i as u64, &origin, e) {
+            Ok(Record::Federation(g)) => genesis = Some(*g),
+            Ok(Record::Round(rr)) => rounds.push((i as u64, *rr)),
+            Err(err) => {
+                schema_ok = false;
+                r.fail(format!("entries/{i}"), err.to_string());
+            }
+        }
+    }
+    if schema_ok {
+        r.passed.push(format!(
+            "entries: {size} records match their schema; round numbers contiguous 1..{}",
+            size.saturating_sub(1)
+        ));
+    }
+
+    // Witness keys and cosignatures.
+    let witnesses = check_witnesses(dir, genesis.as_ref(), &mut r);
+    let quorum = opts
+        .quorum
+        .or(genesis.as_ref().map(|g| g.witnesses.quorum))
+        .unwrap_or(0);
+    let cosigners = check_cosignatures("checkpoint", &latest, &log_key, &witnesses, &mut r);
+    if (cosigners as u64) < quorum {
+        r.fail(
+            "checkpoint",
+            format!("{cosigners} valid cosignature(s), {quorum} required"),
+        );
+    } else {
+        r.passed.push(format!(
+            "checkpoint: {cosigners} valid cosignature(s), {quorum} required"
+        ));
+    }
+
+    // Every published checkpoint: signature, recomputed root, consistency with the latest.
+    let sizes = numbered(dir, "checkpoints", &mut r);
+    let mut cps_ok = true;
+    let mut published: Vec<SignedCheckpoint> = Vec::new();
+    for s in &sizes {
+        let rel = format!("checkpoints/{s}");
+        let Some(b) = read(dir, &rel, &mut r) else {
+            continue;
+        };
+        let cp = match SignedCheckpoint::open(&b, &log_key) {
+            Ok(c) => c,
+            Err(e) => {
+                cps_ok = false;
+                r.fail(&rel, e.to_string());
+                continue;
+            }
+        };
+        check_cosignatures(&rel, &cp, &log_key, &witnesses, &mut r);
+        if cp.checkpoint.size != *s {
+            cps_ok = false;
+            r.fail(
+                &rel,
+                format!(
+                    "file name says size {s}, checkpoint says {}",
+                    cp.checkpoint.size
+                ),
+            );
+            continue;
+        }
+        if *s > size {
+            cps_ok = false;
+            r.fail(
+                &rel,
+                format!("size {s} beyond the latest checkpoint ({size})"),
+            );
+            continue;
+        }
+        let root = tree.root_at(*s).ok();
+        if root != Some(cp.checkpoint.root) {
+            cps_ok = false;
+            let ev = Evidence {
+                reason: format!(
+                    "{rel} is signed by the log but inconsistent with the entries under checkpoint"
+                ),
+                first: String::from_utf8_lossy(&latest_bytes).into_owned(),
+                second: cp.encode(),
+            };
+            r.fail(
+                &rel,
+                "root differs from the root recomputed from entries/ (equivocation)",
+            );
+            r.evidence.push(ev);
+            continue;
+        }
+        let proof = merkle::consistency_proof(&tree, *s, size).unwrap_or_default();
+        if let Err(e) = merkle::verify_consistency(
+            *s,
+            size,
+            &cp.checkpoint.root,
+            &latest.checkpoint.root,
+            &proof,
+        ) {
+            cps_ok = false;
+            r.fail(&rel, format!("not consistent with checkpoint: {e}"));
+        }
+        published.push(cp);
+    }
+    if !sizes.contains(&size) {
+        cps_ok = false;
+        r.fail(
+            "checkpoints",
+            format!("the latest checkpoint (size {size}) is not among checkpoints/"),
+        );
+    }
+    if cps_ok {
+        r.passed.push(format!(
+            "checkpoints: {} signed, roots recomputed, all consistent",
+            sizes.len()
+        ));
+    }
+
+    // Inclusion proofs.
+    let proof_indices = numbered(dir, "proofs", &mut r);
+    if proof_indices.len() as u64 != size {
+        r.fail(
+            "proofs",
+            format!(
+                "expected proofs 0..{size}, found {} file(s)",
+                proof_indices.len()
+            ),
+        );
+    }
+    let proof_failures: Vec<Failure> = (0..size)
+        .into_par_iter()
+        .filter_map(|i| {
+            let rel = format!("proofs/{i}");
+            let b = match std::fs::read(dir.join(&rel)) {
+                Ok(b) => b,
+                Err(e) => {
+                    return Some(Failure {
+                        file: rel,
+                        what: format!("cannot read: {e}"),
+                    });
+                }
+            };
+            let what = match TlogProof::parse(&b) {
+                Err(e) => e.to_string(),
+                Ok(p) if p.index != i => format!("proves index {} instead of {i}", p.index),
+                Ok(p) if p.checkpoint != latest_bytes => {
+                    "embeds a checkpoint other than checkpoint".into()
+                }
+                Ok(p) => match p.verify(
+                    entries.get(i as usize).map_or(&[][..], Vec::as_slice),
+                    &log_key,
+                ) {
+                    Ok(_) => return None,
+                    Err(e) => format!("entries/{i} not proven: {e}"),
+                },
+            };
+            Some(Failure { file: rel, what })
+        })
+        .collect();
+    if proof_failures.is_empty() && proof_indices.len() as u64 == size {
+        r.passed.push(format!(
+            "proofs: {size} inclusion proofs verify against checkpoint"
+        ));
+    }
+    r.failures.extend(proof_failures);
+
+    // Cross-record checks.
+    match &genesis {
+        Some(g) => check_rounds(g, &rounds, opts.accountant, &mut r),
+        None if size > 0 => r.fail("entries/0", "no valid genesis record"),
+        None => {}
+    }
+
+    // Evidence recorded by the store.
+    if let Ok(rd) = std::fs::read_dir(dir.join("evidence")) {
+        for ent in rd.flatten() {
+            let rel = format!("evidence/{}", ent.file_name().to_string_lossy());
+            match std::fs::read(ent.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Evidence>(&b).ok())
+            {
+                Some(ev) => {
+                    r.fail(&rel, format!("equivocation recorded: {}", ev.reason));
+                    r.evidence.push(ev);
+                }
+                None => r.fail(&rel, "unreadable evidence file"),
+            }
+        }
+    }
+    r
+}
+
+fn check_witnesses(
+    dir: &Path,
+    genesis: Option<&FederationRecord>,
+    r: &mut VerifyReport,
+) -> Vec<VerifierKey> {
+    let mut keys = Vec::new();
+    let Some(b) = read(dir, "witnesses.vkeys", r) else {
+        return keys;
+    };
+    let Ok(text) = std::str::from_utf8(&b) else {
+        r.fail("witnesses.vkeys", "not UTF-8");
+        return keys;
+    };
+    for (n, line) in text.lines().enumerate() {
+        match VerifierKey::parse(line) {
+            Ok(k) if k.key_type == KEY_TYPE_COSIGNATURE && k.to_string() == line => keys.push(k),
+            Ok(_) => r.fail(
+                "witnesses.vkeys",
+                format!("line {}: not a cosignature/v1 (0x04) key", n + 1),
+            ),
+            Err(e) => r.fail("witnesses.vkeys", format!("line {}: {e}", n + 1)),
+        }
+    }
+    if let Some(g) = genesis {
+        let listed: BTreeSet<&str> = text.lines().collect();
+        let enrolled: BTreeSet<&str> = g.witnesses.keys.iter().map(String::as_str).collect();
+        if listed != enrolled {
+            r.fail(
+                "witnesses.vkeys",
+                "differs from the witness keys in the genesis record (entries/0)",
+            );
+        }
+    }
+    keys
+}
+
+/// Verifies the cosignatures by known witnesses; returns how many are valid. Lines by keys that
+/// are neither the log's nor a known witness's are failures: an export carries no others.
+fn check_cosignatures(
+    rel: &str,
+    cp: &SignedCheckpoint,
+    log_key: &VerifierKey,
+    witnesses: &[VerifierKey],
+    r: &mut VerifyReport,
+) -> usize {
+    for s in &cp.note.signatures {
+        let known = s.is_by(log_key) || witnesses.iter().any(|w| s.is_by(w));
+        if !known {
+            r.fail(
+                rel,
+                format!(
+                    "signature line by unknown key {} ({})",
+                    s.name,
+                    hex::encode(s.key_id)
+                ),
+            );
+        }
+    }
+    let mut valid = 0;
+    for w in witnesses {
+        if cp.note.signatures.iter().any(|s| s.is_by(w)) {
+            match cp.note.verify_cosignature(w) {
+                Ok(_) => valid += 1,
+                Err(e) => r.fail(rel, e.to_string()),
+            }
+        }
+    }
+    valid
+}
+
+/// Public key, message and signature of one update.
+type SignedMessage = (Vec<u8>, String, Vec<u8>);
+
+fn check_rounds(
+    g: &FederationRecord,
+    rounds: &[(u64, RoundRecord)],
+    accountant: Option<&dyn EpsilonAccountant>,
+    r: &mut VerifyReport,
+) {
+    let enrolled: BTreeMap<&str, &str> = g
+        .participants
+        .iter()
+        .map(|p| (p.public_key.as_str(), p.name.as_str()))
+        .collect();
+    let before = r.failures.len();
+    // Update signatures, in parallel.
+    let jobs: Vec<(u64, usize, &records::ContributionRecord)> = rounds
+        .iter()
+        .flat_map(|(i, rr)| {
+            rr.contributions
+                .iter()
+                .enumerate()
+                .map(move |(j, c)| (*i, j, c))
+        })
+        .collect();
+    let prepared: Vec<Option<SignedMessage>> = jobs
+        .iter()
+        .map(|(i, _, c)| {
+            let pk = hex::decode(&c.participant).ok()?;
+            let sig = crate::note::b64_decode(&c.signature)?;
+            Some((
+                pk,
+                records::update_signing_message(&g.federation, *i, &c.update_sha256),
+                sig,
+            ))
+        })
+        .collect();
+    let items: Vec<(&[u8], &[u8], &[u8])> = prepared
+        .iter()
+        .map(|p| {
+            p.as_ref()
+                .map_or((&[][..], &[][..], &[][..]), |(pk, m, s)| {
+                    (&pk[..], m.as_bytes(), &s[..])
+                })
+        })
+        .collect();
+    let verdicts = crate::keys::verify_ed25519_many(&items);
+    let sig_failures: Vec<Failure> = jobs
+        .iter()
+        .zip(verdicts)
+        .filter(|(_, ok)| !ok)
+        .map(|((i, j, c), _)| Failure {
+            file: format!("entries/{i}"),
+            what: format!(
+                "contributions[{j}].signature does not verify for {}",
+                c.participant
+            ),
+        })
+        .collect();
+    let sig_ok = sig_failures.is_empty();
+    r.failures.extend(sig_failures);
+    if sig_ok {
+        r.passed.push(format!(
+            "signatures: {} participant update signatures verify",
+            jobs.len()
+        ));
+    }
+    let mut prev_after: Option<&str> = None;
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for (i, rr) in rounds {
+        let file = format!("entries/{i}");
+        for (j, c) in rr.contributions.iter().enumerate() {
+            match enrolled.get(c.participant.as_str()) {
+                None => r.fail(
+                    &file,
+                    format!("contributions[{j}].participant is not enrolled in the genesis record"),
+                ),
+                Some(name) if *name != c.name => r.fail(
+                    &file,
+                    format!(
+                        "contributions[{j}].name {:?} differs from the enrolled name {name:?}",
+                        c.name
+                    ),
+                ),
+                Some(_) => {}
+            }
+            let prev = totals
+                .insert(c.participant.as_str(), c.epsilon_total_micro)
+                .unwrap_or(0);
+            if c.epsilon_total_micro < prev {
+                r.fail(
+                    &file,
+                    format!("contributions[{j}].epsilon_total_micro decreased from {prev}"),
+                );
+            }
+        }
+        for (j, d) in rr.declined.iter().enumerate() {
+            if !enrolled.contains_key(d.participant.as_str()) {
+                r.fail(&file, format!("declined[{j}].participant is not enrolled"));
+            }
+        }
+        if rr.status == RoundStatus::Completed && rr.reward_pool != g.reward.pool_per_round {
+            r.fail(
+                &file,
+                format!(
+                    "reward_pool {} differs from the genesis pool_per_round {}",
+                    rr.reward_pool, g.reward.pool_per_round
+                ),
+            );
+        }
+        if rr.model.params != g.model.params {
+            r.fail(
+                &file,
+                format!(
+                    "model.params {} differs from the genesis model ({})",
+                    rr.model.params, g.model.params
+                ),
+            );
+        }
+        if rr.validation.sha256 != g.validation.sha256 {
+            r.fail(
+                &file,
+                "validation.sha256 differs from the genesis validation digest",
+            );
+        }
+        if let Some(p) = prev_after
+            && p != rr.model.before
+        {
+            r.fail(
+                &file,
+                "model.before is not the previous round's model.after",
+            );
+        }
+        prev_after = Some(&rr.model.after);
+    }
+    if r.failures.len() == before {
+        r.passed.push(format!("rounds: {} rounds, enrolled contributors, rewards sum to their pools, model digests chained", rounds.len()));
+    }
+    match accountant {
+        None => r.skipped.push("epsilon: no accountant plugged in; epsilon figures were not recomputed from dp parameters".into()),
+        Some(acc) => check_epsilon(acc, rounds, r),
+    }
+}
+
+fn check_epsilon(acc: &dyn EpsilonAccountant, rounds: &[(u64, RoundRecord)], r: &mut VerifyReport) {
+    let before = r.failures.len();
+    let mut history: BTreeMap<&str, (Vec<DpRecord>, f64)> = BTreeMap::new();
+    let micro = |eps: f64| (eps * 1e6).ceil();
+    for (i, rr) in rounds {
+        for (j, c) in rr.contributions.iter().enumerate() {
+            let (h, prev) = history.entry(c.participant.as_str()).or_default();
+            h.push(c.dp.clone());
+            match acc.cumulative_epsilon(h) {
+                Ok(eps) => {
+                    let total = micro(eps);
+                    let inc = micro(eps - *prev);
+                    // One micro-unit of slack for floating-point rounding at the ceiling.
+                    if (total - c.epsilon_total_micro as f64).abs() > 1.0 {
+                        r.fail(format!("entries/{i}"), format!("contributions[{j}].epsilon_total_micro {} but the accountant gives {total}", c.epsilon_total_micro));
+                    }
+                    if (inc - c.epsilon_micro as f64).abs() > 1.0 {
+                        r.fail(format!("entries/{i}"), format!("contributions[{j}].epsilon_micro {} but the accountant gives {inc}", c.epsilon_micro));
+                    }
+                    *prev = eps;
+                }
+                Err(e) => r.fail(
+                    format!("entries/{i}"),
+                    format!("contributions[{j}].dp: accountant refused: {e}"),
+                ),
+            }
+        }
+    }
+    if r.failures.len() == before {
+        r.passed
+            .push("epsilon: every contribution's epsilon recomputed from its dp parameters".into());
+    }
+}
