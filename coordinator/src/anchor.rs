@@ -299,3 +299,50 @@ fn base64_signature(hex_sig: &str) -> String {
     let bytes = hex::decode(hex_sig).unwrap_or_default();
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// Gossip each newly anchored round to the ledger network and collect the witnesses'
+/// cosignatures, in order, without holding up training. A round counts as anchored once the
+/// genesis quorum of witnesses has cosigned its checkpoint.
+pub async fn publish_rounds(
+    coordinator: std::sync::Arc<crate::round::Coordinator>,
+    node: fedledger_ledger::node::NodeHandle,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let log = coordinator.ledger().clone();
+    let (witnesses, quorum) = match fedledger_ledger::node::genesis_witnesses(&log) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the witnesses from the genesis record");
+            return;
+        }
+    };
+    let mut progress = coordinator.subscribe();
+    // Entries up to `published` have been gossiped.
+    let mut published = 0u64;
+    loop {
+        let size = log.size();
+        if size > published {
+            if let Err(e) = node.publish_since(published).await {
+                tracing::debug!(error = %e, "gossip of new entries failed (no peers yet?)");
+            }
+            published = size;
+            if !witnesses.is_empty() {
+                match node.collect_cosignatures(size, &witnesses).await {
+                    Ok(n) => tracing::info!(
+                        size,
+                        cosigned = n,
+                        quorum,
+                        anchored = n as u64 >= quorum,
+                        "checkpoint witnessed"
+                    ),
+                    Err(e) => tracing::warn!(size, error = %e, "collecting cosignatures failed"),
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            r = progress.changed() => if r.is_err() { return },
+        }
+    }
+}

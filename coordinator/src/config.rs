@@ -42,6 +42,7 @@
 //!
 //! [ledger]
 //! witnesses = []                        # cosignature/v1 verifier keys of the witnesses
+//! listen = ["/ip4/0.0.0.0/tcp/4001"]    # libp2p: witnesses and replicas dial in here
 //!
 //! [[participant]]
 //! name = "hospital-a"
@@ -205,6 +206,10 @@ pub struct LedgerSection {
     /// Cosignatures needed to call a round anchored (default: a majority of the witnesses).
     #[serde(default)]
     pub witness_quorum: Option<u64>,
+    /// libp2p addresses the coordinator's ledger node listens on, for witnesses and replicas
+    /// (e.g. "/ip4/0.0.0.0/tcp/4001"). Empty: the ledger is kept locally only.
+    #[serde(default)]
+    pub listen: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -248,6 +253,7 @@ pub struct FederationConfig {
     pub privacy_plan: PrivacyPlanSection,
     pub witnesses: Vec<String>,
     pub witness_quorum: u64,
+    pub ledger_listen: Vec<libp2p::Multiaddr>,
     pub participants: Vec<Enrolled>,
 }
 
@@ -369,6 +375,15 @@ impl ConfigFile {
             fedledger_ledger::note::VerifierKey::parse(w)
                 .map_err(|e| ConfigError::Invalid(format!("ledger.witnesses: {w:?}: {e}")))?;
         }
+        let ledger_listen = self
+            .ledger
+            .listen
+            .iter()
+            .map(|a| {
+                a.parse::<libp2p::Multiaddr>()
+                    .map_err(|e| ConfigError::Invalid(format!("ledger.listen: {a:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let n_witnesses = self.ledger.witnesses.len() as u64;
         let witness_quorum = self
             .ledger
@@ -462,6 +477,7 @@ impl ConfigFile {
             privacy_plan: self.privacy,
             witnesses: self.ledger.witnesses,
             witness_quorum,
+            ledger_listen,
             participants,
         })
     }

@@ -42,9 +42,12 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The state machine, for in-process inspection (examples, tests).
     pub coordinator: Arc<Coordinator>,
+    /// The ledger's libp2p node, when `[ledger] listen` is set.
+    pub ledger_node: Option<fedledger_ledger::node::NodeHandle>,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     driver: JoinHandle<()>,
+    publisher: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -59,6 +62,12 @@ impl Running {
     pub async fn shutdown(self) -> Result<(), CoordinatorError> {
         let _ = self.shutdown.send(true);
         let _ = self.driver.await;
+        if let Some(p) = self.publisher {
+            let _ = p.await;
+        }
+        if let Some(n) = &self.ledger_node {
+            n.shutdown().await;
+        }
         self.server
             .await
             .map_err(|e| CoordinatorError::Internal(format!("server task: {e}")))?
@@ -113,12 +122,38 @@ pub async fn serve(
             let _ = rx_driver.wait_for(|s| *s).await;
         },
     ));
+    let (ledger_node, publisher) = if cfg.ledger_listen.is_empty() {
+        (None, None)
+    } else {
+        let node = fedledger_ledger::node::spawn(
+            fedledger_ledger::node::NodeConfig {
+                listen: cfg.ledger_listen.clone(),
+                ..Default::default()
+            },
+            libp2p::identity::Keypair::generate_ed25519(),
+            coordinator.ledger().clone(),
+            None,
+        )
+        .await
+        .map_err(|e| CoordinatorError::Ledger(format!("start the ledger node: {e}")))?;
+        let mut rx_pub = shutdown.subscribe();
+        let publisher = tokio::spawn(anchor::publish_rounds(
+            coordinator.clone(),
+            node.clone(),
+            async move {
+                let _ = rx_pub.wait_for(|s| *s).await;
+            },
+        ));
+        (Some(node), Some(publisher))
+    };
     tracing::info!(%addr, federation = %cfg.federation, "coordinator listening");
     Ok(Running {
         addr,
         coordinator,
+        ledger_node,
         shutdown,
         server,
         driver,
+        publisher,
     })
 }

@@ -66,7 +66,12 @@ pub enum Command {
 }
 
 /// Runs a parsed command line. Returns an error (non-zero exit) when verification fails.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// `accountant` recomputes epsilon figures in `verify` (the binary plugs in the privacy crate's;
+/// without one that check is reported as skipped).
+pub fn run(
+    cli: Cli,
+    accountant: Option<&dyn crate::verify::EpsilonAccountant>,
+) -> anyhow::Result<()> {
     match cli.command {
         Command::Keygen { out, name, witness } => {
             let key = crate::keys::generate_key_file(&out)
@@ -123,13 +128,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { dir, quorum } => {
-            let report = verify_dir(
-                &dir,
-                VerifyOptions {
-                    quorum,
-                    accountant: None,
-                },
-            );
+            let report = verify_dir(&dir, VerifyOptions { quorum, accountant });
             print!("{report}");
             if report.ok() {
                 Ok(())

@@ -446,20 +446,31 @@ impl NodeHandle {
         };
         let cp = SignedCheckpoint::open(note.as_bytes(), self.log.log_key())?;
         let target = cp.checkpoint.size;
-        while self.log.size() < target {
-            let start = self.log.size();
+        // Pipelined: the next chunk is in flight while this one is checked and stored.
+        let fetch = |start: u64| {
+            let h = self.clone();
             let end = (start + CHUNK).min(target);
-            match self
-                .request(
-                    peer,
-                    SyncRequest::Entries {
-                        start,
-                        end,
-                        proof_to: target,
-                    },
-                )
-                .await?
-            {
+            tokio::spawn(async move {
+                let r = h
+                    .request(
+                        peer,
+                        SyncRequest::Entries {
+                            start,
+                            end,
+                            proof_to: target,
+                        },
+                    )
+                    .await;
+                (start, end, r)
+            })
+        };
+        let mut in_flight = (self.log.size() < target).then(|| fetch(self.log.size()));
+        while let Some(task) = in_flight.take() {
+            let (start, end, resp) = task.await.map_err(net)?;
+            if end < target {
+                in_flight = Some(fetch(end));
+            }
+            match resp? {
                 SyncResponse::Entries {
                     entries,
                     consistency,

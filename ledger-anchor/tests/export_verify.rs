@@ -181,12 +181,26 @@ fn the_command_line_exports_and_verifies() {
     drop(fed.build_log(store.path(), 2));
     let dest = out.path().join("ledger");
     let (s, d) = (store.path().to_str().unwrap(), dest.to_str().unwrap());
-    run(Cli::try_parse_from(["fedledger-ledger", "status", "--store", s]).unwrap()).unwrap();
-    run(Cli::try_parse_from(["fedledger-ledger", "export", "--store", s, "--out", d]).unwrap())
-        .unwrap();
-    run(Cli::try_parse_from(["fedledger-ledger", "verify", d]).unwrap()).unwrap();
+    run(
+        Cli::try_parse_from(["fedledger-ledger", "status", "--store", s]).unwrap(),
+        None,
+    )
+    .unwrap();
+    run(
+        Cli::try_parse_from(["fedledger-ledger", "export", "--store", s, "--out", d]).unwrap(),
+        None,
+    )
+    .unwrap();
+    run(
+        Cli::try_parse_from(["fedledger-ledger", "verify", d]).unwrap(),
+        None,
+    )
+    .unwrap();
     assert!(
-        run(Cli::try_parse_from(["fedledger-ledger", "verify", d, "--quorum", "2"]).unwrap())
-            .is_err()
+        run(
+            Cli::try_parse_from(["fedledger-ledger", "verify", d, "--quorum", "2"]).unwrap(),
+            None
+        )
+        .is_err()
     );
 }

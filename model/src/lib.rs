@@ -50,8 +50,8 @@
 //! sampler must be safe on floating point), computations are `f32`, and the accounting itself
 //! lives in the privacy crate.
 
-pub mod digest;
 mod data;
+pub mod digest;
 mod error;
 mod eval;
 mod net;
