@@ -65,6 +65,22 @@ async fn run(args: Options) -> anyhow::Result<()> {
         fmt_auc(m.auc)
     );
     print_participants(&run.outcomes, &run.reports, &run.hospital_rows);
+    let l = &run.ledger;
+    println!(
+        "\nledger: {} entries; latest checkpoint cosigned by {} of {} witnesses (quorum {}); \
+         late auditor node caught up {} entries (its log has {}); exported to {}; verify: {}",
+        l.entries,
+        l.cosigned,
+        l.witnesses,
+        l.quorum,
+        l.auditor_caught_up,
+        l.auditor_size,
+        l.export_dir.display(),
+        if l.verify_ok { "ok" } else { "FAILED" }
+    );
+    if !l.verify_ok {
+        print!("{}", l.verify_text);
+    }
     let path = args.out.join("summary.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&summary(&args, &run))?)
         .with_context(|| format!("write {}", path.display()))?;

@@ -2,7 +2,7 @@
 //! hospitals' files and keys, coordinator configuration, simulated behaviours), the run itself,
 //! and the summary. Tests run exactly this code.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -14,6 +14,7 @@ use fedledger_coordinator::{
         StandardisationMode, TrainingSection,
     },
 };
+use fedledger_ledger::note::NoteSigner;
 use fedledger_model::{Dataset, Metrics, ModelKind, ModelSpec, Standardiser};
 use fedledger_participant::{
     AgentReport, LocalTrainer, ParticipantConfig, UpdateSource, config::PrivacySection, keys,
@@ -82,7 +83,15 @@ pub struct Options {
     pub verbose: bool,
 }
 
+/// A hospital that also runs a ledger witness node.
+pub(crate) struct WitnessSetup {
+    name: String,
+    key: PathBuf,
+    dir: PathBuf,
+}
+
 pub(crate) struct Prepared {
+    witnesses: Vec<WitnessSetup>,
     coordinator: ConfigFile,
     participants: Vec<(ParticipantConfig, Box<dyn UpdateSource>)>,
     test: Dataset,
@@ -106,6 +115,155 @@ pub struct FederationRun {
     pub test_rows: usize,
     /// The coordinator's state folder (store and ledger).
     pub coordinator_state: PathBuf,
+    /// What the ledger network and the auditor saw.
+    pub ledger: LedgerReport,
+}
+
+fn args_out(opts: &Options) -> PathBuf {
+    opts.out.clone()
+}
+
+/// The ledger side of a run: witnesses, the late auditor, the export and its verification.
+#[derive(Clone, Debug)]
+pub struct LedgerReport {
+    pub entries: u64,
+    /// Witnesses whose cosignature is on the latest checkpoint, and the genesis quorum.
+    pub cosigned: usize,
+    pub witnesses: usize,
+    pub quorum: u64,
+    /// Entries the late auditor node fetched and verified while catching up.
+    pub auditor_caught_up: u64,
+    pub auditor_size: u64,
+    /// `fedledger-ledger verify` on the export, as text, and whether it passed.
+    pub verify_ok: bool,
+    pub verify_text: String,
+    pub export_dir: PathBuf,
+}
+
+struct LedgerNet {
+    witnesses: Vec<fedledger_ledger::node::NodeHandle>,
+}
+
+impl LedgerNet {
+    /// Start the hospitals' witness nodes, dialling out to the coordinator's ledger node, and
+    /// wait until they are connected.
+    async fn start(
+        running: &fedledger_coordinator::Running,
+        setups: &[WitnessSetup],
+    ) -> anyhow::Result<Self> {
+        use fedledger_ledger::{Log, node, witness::Witness};
+        let coord = running
+            .ledger_node
+            .as_ref()
+            .context("the coordinator runs no ledger node")?;
+        let addrs = coord.listen_addrs(Duration::from_secs(10)).await?;
+        let log_key = running.coordinator.ledger().log_key().clone();
+        let mut witnesses = Vec::new();
+        for w in setups {
+            let replica = Log::open_replica(&w.dir.join("log"), log_key.clone())?;
+            let signer = NoteSigner::witness(&w.name, keys::load_key(&w.key)?)?;
+            let witness = Witness::open(&w.dir.join("witness"), signer, log_key.clone())?;
+            let handle = node::spawn(
+                node::NodeConfig {
+                    dial: addrs.clone(),
+                    ..Default::default()
+                },
+                libp2p::identity::Keypair::generate_ed25519(),
+                replica,
+                Some(witness),
+            )
+            .await?;
+            witnesses.push(handle);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while coord.peers().await?.len() < setups.len() {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "witness nodes did not connect to the coordinator's ledger node"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Self { witnesses })
+    }
+
+    /// Wait for the last checkpoint's cosignatures, let a late auditor node catch up, export
+    /// the coordinator's log and verify the export.
+    async fn finish(
+        self,
+        running: &fedledger_coordinator::Running,
+        export_dir: &std::path::Path,
+        auditor_dir: &std::path::Path,
+    ) -> anyhow::Result<LedgerReport> {
+        use fedledger_ledger::{Log, node, verify};
+        let log = running.coordinator.ledger().clone();
+        let coord = running
+            .ledger_node
+            .as_ref()
+            .context("the coordinator runs no ledger node")?;
+        let (witness_keys, quorum) = node::genesis_witnesses(&log)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let cosigned = loop {
+            let cp = log.latest_checkpoint()?.context("no checkpoint")?;
+            let n = cp.note.valid_cosigners(&witness_keys).len();
+            if (n as u64 >= quorum && cp.checkpoint.size == log.size())
+                || tokio::time::Instant::now() > deadline
+            {
+                break n;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // An auditor joins late, catches up from the coordinator and checks what it receives.
+        if auditor_dir.exists() {
+            std::fs::remove_dir_all(auditor_dir)?;
+        }
+        let auditor_log = Log::open_replica(auditor_dir, log.log_key().clone())?;
+        let auditor = node::spawn(
+            node::NodeConfig {
+                dial: coord.listen_addrs(Duration::from_secs(5)).await?,
+                ..Default::default()
+            },
+            libp2p::identity::Keypair::generate_ed25519(),
+            auditor_log.clone(),
+            None,
+        )
+        .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !auditor.peers().await?.contains(&coord.peer_id()) {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "auditor could not connect"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let caught_up = auditor.catch_up_from(coord.peer_id()).await?;
+        let auditor_size = auditor_log.size();
+        auditor.shutdown().await;
+        for w in &self.witnesses {
+            w.shutdown().await;
+        }
+        if export_dir.exists() {
+            std::fs::remove_dir_all(export_dir)?;
+        }
+        let summary = fedledger_ledger::export::export(&log, export_dir)?;
+        let report = verify::verify_dir(
+            export_dir,
+            verify::VerifyOptions {
+                quorum: None,
+                accountant: Some(&fedledger_ledger_cli::PrivacyAccountant),
+            },
+        );
+        Ok(LedgerReport {
+            entries: summary.entries,
+            cosigned,
+            witnesses: witness_keys.len(),
+            quorum,
+            auditor_caught_up: caught_up,
+            auditor_size,
+            verify_ok: report.ok(),
+            verify_text: report.to_string(),
+            export_dir: export_dir.to_owned(),
+        })
+    }
 }
 
 /// Set up and run the federation `opts` describes, to the end.
@@ -125,6 +283,7 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
         .await
         .context("start the coordinator")?;
     let url = format!("http://{}", running.addr);
+    let ledger = LedgerNet::start(&running, &prepared.witnesses).await?;
     let mut agents = Vec::new();
     for (mut pcfg, source) in prepared.participants {
         pcfg.coordinator = url.clone();
@@ -141,6 +300,13 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
         );
     }
     running.wait_done().await;
+    let ledger_report = ledger
+        .finish(
+            &running,
+            &args_out(opts).join("ledger"),
+            &args_out(opts).join("auditor-ledger"),
+        )
+        .await?;
     let coord = running.coordinator.clone();
     let outcomes = coord.store().outcomes().context("read round outcomes")?;
     let final_params = coord.global().to_vec();
@@ -160,6 +326,7 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
         spec,
         test_rows: test.len(),
         coordinator_state,
+        ledger: ledger_report,
     })
 }
 
@@ -251,11 +418,11 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
         };
         let rows_claimed = h.rows as u64;
         let source: Box<dyn UpdateSource> = match &h.behaviour {
-            Behaviour::Honest => Box::new(Recording {
-                inner: Box::new(LocalTrainer::new(data_path, None, privacy)),
-                name: h.name.clone(),
-                board: board.clone(),
-            }),
+            Behaviour::Honest => Box::new(Recording::new(
+                Box::new(LocalTrainer::new(data_path, None, privacy)),
+                &h.name,
+                board.clone(),
+            )),
             Behaviour::Zero => Box::new(ZeroSource { rows: rows_claimed }),
             Behaviour::Random => Box::new(RandomSource {
                 rows: rows_claimed,
@@ -270,6 +437,19 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             }),
         };
         participants.push((pcfg, source));
+    }
+    // Two honest hospitals also run ledger witness nodes (dial-out only) that cosign checkpoints.
+    let mut witnesses = Vec::new();
+    let mut witness_vkeys = Vec::new();
+    for h in scenario.hospitals.iter().filter(|h| h.trains()).take(2) {
+        let key = out.join(format!("keys/{}.witness.key", h.name));
+        let signer = NoteSigner::witness(&h.name, keys::generate_key_file(&key)?)?;
+        witness_vkeys.push(signer.verifier_key().to_string());
+        witnesses.push(WitnessSetup {
+            name: h.name.clone(),
+            key,
+            dir: out.join(format!("hospitals/{}-ledger", h.name)),
+        });
     }
     let learning_rate = args.learning_rate.unwrap_or(match kind {
         ModelKind::Logreg => 0.1,
@@ -310,10 +490,15 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
         limits: LimitsSection::default(),
         valuation: Default::default(),
         privacy: Default::default(),
-        ledger: Default::default(),
+        ledger: fedledger_coordinator::config::LedgerSection {
+            witnesses: witness_vkeys,
+            witness_quorum: None,
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+        },
         participants: entries,
     };
     Ok(Prepared {
+        witnesses,
         coordinator,
         participants,
         test,
@@ -440,6 +625,15 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
         "dp": !args.no_dp,
         "rounds": rounds,
         "final": metrics_json(Some(final_metrics)),
+        "ledger": {
+            "entries": run.ledger.entries,
+            "cosigned": run.ledger.cosigned,
+            "witnesses": run.ledger.witnesses,
+            "quorum": run.ledger.quorum,
+            "auditor_caught_up": run.ledger.auditor_caught_up,
+            "verify_ok": run.ledger.verify_ok,
+            "export": run.ledger.export_dir,
+        },
         "participants": participants,
     })
 }

@@ -62,20 +62,42 @@ impl Board {
 /// How long a simulated hospital waits for the honest updates it imitates.
 const WAIT: Duration = Duration::from_secs(120);
 
-/// An honest source that also posts its update on the board.
+/// An honest source that also posts its update on the board once the coordinator has it, so
+/// an imitator's update always arrives after the one it imitates.
 pub struct Recording {
     pub inner: Box<dyn UpdateSource>,
     pub name: String,
     pub board: Arc<Board>,
+    pub last: Option<(u64, Vec<f32>)>,
+}
+
+impl Recording {
+    pub fn new(inner: Box<dyn UpdateSource>, name: &str, board: Arc<Board>) -> Self {
+        Self {
+            inner,
+            name: name.to_owned(),
+            board,
+            last: None,
+        }
+    }
 }
 
 impl UpdateSource for Recording {
     fn work(&mut self, task: &Task, spent: &[SpendRecord]) -> Result<Work, SourceError> {
         let w = self.inner.work(task, spent)?;
-        if let Work::Update { delta, .. } = &w {
-            self.board.post(task.header.round, &self.name, delta);
-        }
+        self.last = match &w {
+            Work::Update { delta, .. } => Some((task.header.round, delta.clone())),
+            Work::Decline(_) => None,
+        };
         Ok(w)
+    }
+
+    fn submitted(&mut self, round: u64) {
+        if let Some((r, delta)) = self.last.take()
+            && r == round
+        {
+            self.board.post(round, &self.name, &delta);
+        }
     }
 }
 

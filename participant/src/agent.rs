@@ -123,7 +123,11 @@ async fn drive(
                 let (back, work) = answer(source, task.clone(), spent).await?;
                 source = back;
                 let work = work.map_err(|source| AgentError::Source { round, source })?;
+                let sent_before = report.rounds_sent.len();
                 let msg = handle(&mut client, &store, &task, work, &mut report).await?;
+                if report.rounds_sent.len() > sent_before {
+                    source.submitted(round);
+                }
                 if let Some(b) = &bar {
                     b.set_position(round);
                     b.set_message(msg);

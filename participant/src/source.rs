@@ -51,6 +51,9 @@ pub enum Work {
 pub trait UpdateSource: Send {
     /// `spent` is every spend recorded so far on this machine.
     fn work(&mut self, task: &Task, spent: &[SpendRecord]) -> Result<Work, SourceError>;
+
+    /// Called after the coordinator acknowledged this source's update for `round`.
+    fn submitted(&mut self, _round: u64) {}
 }
 
 /// Convert the wire model description into the model crate's.
