@@ -363,9 +363,11 @@ impl ConfigFile {
         }
         self.valuation.validate().map_err(ConfigError::Invalid)?;
         let plan = &self.privacy;
-        if !(plan.epsilon_budget.is_finite() && plan.epsilon_budget >= 0.0)
-            || !(plan.delta.is_finite() && (0.0..1.0).contains(&plan.delta))
-        {
+        let plan_ok = plan.epsilon_budget.is_finite()
+            && plan.epsilon_budget >= 0.0
+            && plan.delta.is_finite()
+            && (0.0..1.0).contains(&plan.delta);
+        if !plan_ok {
             return bad(format!(
                 "privacy.epsilon_budget must be >= 0 and privacy.delta in [0, 1), got {} and {}",
                 plan.epsilon_budget, plan.delta

@@ -1,18 +1,18 @@
 //! The fedledger coordinator: runs a federation's rounds over gRPC.
 //!
 //! Reading order:
-//! - [`config`]: `coordinator.toml` and its validation.
-//! - [`round`]: the round state machine (registration, tasks, updates, declines, closing),
+//! - [`config`] - `coordinator.toml` and its validation.
+//! - [`round`] - the round state machine (registration, tasks, updates, declines, closing),
 //!   plain Rust that tests drive without sockets.
-//! - [`aggregate`]: aggregation strategies behind one trait; [`dp_fedavg`] wraps any of them
+//! - [`aggregate`] - aggregation strategies behind one trait; [`dp_fedavg`] wraps any of them
 //!   with participant-level differential privacy.
-//! - [`valuation`]: Shapley estimators, abuse flags and reward splitting (pure).
-//! - [`contrib`]: applies them to a completed round.
-//! - [`anchor`]: the genesis and round records appended to the signed Merkle log.
-//! - [`store`]: sled metadata plus content-addressed blobs; nothing is acknowledged before it is
+//! - [`valuation`] - Shapley estimators, abuse flags and reward splitting (pure).
+//! - [`contrib`] - applies them to a completed round.
+//! - [`anchor`] - the genesis and round records appended to the signed Merkle log.
+//! - [`store`] - sled metadata plus content-addressed blobs; nothing is acknowledged before it is
 //!   durable.
-//! - [`service`]: the gRPC handlers (translation only) and the task that closes rounds.
-//! - [`serve`]: start it all on a listener.
+//! - [`service`] - the gRPC handlers (translation only) and the task that closes rounds.
+//! - [`serve`] - start it all on a listener.
 
 pub mod aggregate;
 pub mod anchor;

@@ -17,10 +17,13 @@ use fedledger_participant::{
 };
 use rand::{RngExt, SeedableRng};
 
+/// Updates by (round, hospital name).
+type Posted = HashMap<(u64, String), Arc<Vec<f32>>>;
+
 /// Honest updates of each round, by hospital name.
 #[derive(Default)]
 pub struct Board {
-    updates: Mutex<HashMap<(u64, String), Arc<Vec<f32>>>>,
+    updates: Mutex<Posted>,
     posted: Condvar,
 }
 

@@ -3,13 +3,13 @@
 //! update it sends. It never sends data, and never accepts inbound connections.
 //!
 //! Reading order:
-//! - [`config`]: `participant.toml`.
-//! - [`keys`]: the Ed25519 identity file.
-//! - [`client`]: the wire protocol, participant side.
-//! - [`source`]: where updates come from ([`source::LocalTrainer`] trains on the private CSV).
-//! - [`dp`]: the privacy gate: cost of a round, budget check, DP-SGD with secure noise.
-//! - [`store`]: local sled store of spends and answered rounds (flushed before sending).
-//! - [`agent`]: the loop tying them together.
+//! - [`config`] - `participant.toml`.
+//! - [`keys`] - the Ed25519 identity file.
+//! - [`client`] - the wire protocol, participant side.
+//! - [`source`] - where updates come from; `LocalTrainer` trains on the private CSV.
+//! - [`dp`] - the privacy gate: cost of a round, budget check, DP-SGD with secure noise.
+//! - [`store`] - local sled store of spends and answered rounds (flushed before sending).
+//! - [`agent`] - the loop tying them together.
 
 pub mod agent;
 pub mod client;

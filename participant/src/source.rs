@@ -148,7 +148,6 @@ impl UpdateSource for LocalTrainer {
         let hyper = task
             .header
             .hyper
-            .clone()
             .ok_or_else(|| SourceError::Task("task has no hyper-parameters".into()))?;
         let plan = crate::dp::plan(&hyper, data.len(), spec.num_params(), &self.privacy, spent)?;
         if let crate::dp::Plan::Decline(reason) = plan {
@@ -160,7 +159,7 @@ impl UpdateSource for LocalTrainer {
             learning_rate: hyper.learning_rate,
             seed: task.header.round,
             dp: match &plan {
-                crate::dp::Plan::Private { dp, .. } => Some(dp.clone()),
+                crate::dp::Plan::Private { dp, .. } => Some(*dp),
                 _ => None,
             },
         };
