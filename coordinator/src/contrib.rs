@@ -147,7 +147,8 @@ impl Valuer {
             .map_err(|e| CoordinatorError::Internal(format!("valuation: {e}")))
     }
 
-    /// Value the round's updates (in arrival order), flag abuse, split the pool.
+    /// Value the round's updates (in arrival order), flag abuse, split the pool. `noisy`: the
+    /// updates carry DP noise (then only zero or near-zero updates count as free riding).
     #[allow(clippy::too_many_arguments)]
     pub fn value_round(
         &self,
@@ -158,9 +159,12 @@ impl Valuer {
         updates: &[WeightedUpdate<'_>],
         names: &[&str],
         keys: &[&str],
+        noisy: bool,
     ) -> Result<ValuedRound, CoordinatorError> {
         let seed = round_seed(&self.federation, round, self.settings.seed);
-        self.value_round_seeded(round, seed, spec, validation, global, updates, names, keys)
+        self.value_round_seeded(
+            round, seed, spec, validation, global, updates, names, keys, noisy,
+        )
     }
 
     /// [`Self::value_round`] with an explicit estimator seed (replay uses the recorded one).
@@ -175,6 +179,7 @@ impl Valuer {
         updates: &[WeightedUpdate<'_>],
         names: &[&str],
         keys: &[&str],
+        noisy: bool,
     ) -> Result<ValuedRound, CoordinatorError> {
         let utility = self.settings.utility;
         let score = |params: &[f32]| match fedledger_model::evaluate(spec, params, validation) {
@@ -211,7 +216,11 @@ impl Valuer {
                 received: i as u64,
             })
             .collect();
-        let flags = detect(&participations, &self.abuse).map_err(internal)?;
+        let abuse = AbuseConfig {
+            check_uncorrelated: !noisy,
+            ..self.abuse.clone()
+        };
+        let flags = detect(&participations, &abuse).map_err(internal)?;
         let value_nano: Vec<i64> = valuation.values.iter().map(|v| value_nano(*v)).collect();
         let entries: Vec<RewardEntry<'_>> = keys
             .iter()

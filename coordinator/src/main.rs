@@ -89,8 +89,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .outcome(round)
                 .context("read the round's record")?
                 .with_context(|| format!("round {round} has no record in this store"))?;
-            let report = fedledger_coordinator::replay::replay(&cfg, &store, &recorded)
-                .with_context(|| format!("replay round {round}"))?;
+            // Compare with the anchored ledger entry (what auditors hold), not only the
+            // coordinator's own record.
+            let anchor = fedledger_coordinator::anchor::Anchor::open(&cfg)
+                .context("open the coordinator's ledger")?;
+            let bytes = anchor
+                .log()
+                .entry(round)
+                .with_context(|| format!("round {round} is not in the ledger"))?;
+            let record =
+                match fedledger_ledger::records::validate_entry(round, &cfg.federation, &bytes)
+                    .context("read the anchored record")?
+                {
+                    fedledger_ledger::records::Record::Round(r) => r,
+                    _ => anyhow::bail!("ledger entry {round} is not a round record"),
+                };
+            let against = fedledger_coordinator::replay::Figures::from_record(&record);
+            let report =
+                fedledger_coordinator::replay::replay_against(&cfg, &store, &recorded, &against)
+                    .with_context(|| format!("replay round {round} against the ledger"))?;
             for c in &report.checked {
                 println!("ok      {c}");
             }

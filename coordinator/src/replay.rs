@@ -37,12 +37,59 @@ impl ReplayReport {
     }
 }
 
-/// Replay `round` from the store in `cfg.state_dir` against `recorded` (the round's outcome as
-/// anchored; by default the coordinator's own record of it).
+/// The figures a record states, to compare a replay with: from the anchored ledger entry
+/// ([`Figures::from_record`]) or from the coordinator's own outcome ([`Figures::from_outcome`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figures {
+    pub model_after: String,
+    pub reward_pool: u64,
+    /// (participant key, value_nano, reward)
+    pub contributions: Vec<(String, i64, u64)>,
+}
+
+impl Figures {
+    pub fn from_outcome(o: &RoundOutcome) -> Self {
+        Self {
+            model_after: o.model_after.clone(),
+            reward_pool: o.reward_pool,
+            contributions: o
+                .contributions
+                .iter()
+                .map(|c| (c.public_key.clone(), c.value_nano, c.reward))
+                .collect(),
+        }
+    }
+
+    pub fn from_record(r: &fedledger_ledger::records::RoundRecord) -> Self {
+        Self {
+            model_after: r.model.after.clone(),
+            reward_pool: r.reward_pool,
+            contributions: r
+                .contributions
+                .iter()
+                .map(|c| (c.participant.clone(), c.value_nano, c.reward))
+                .collect(),
+        }
+    }
+}
+
+/// Replay a round from the inputs in `store` (named by the coordinator's outcome `inputs`) and
+/// compare with the coordinator's own outcome.
 pub fn replay(
     cfg: &FederationConfig,
     store: &Store,
     recorded: &RoundOutcome,
+) -> Result<ReplayReport, CoordinatorError> {
+    replay_against(cfg, store, recorded, &Figures::from_outcome(recorded))
+}
+
+/// Replay a round from the inputs named by `recorded` and compare with `against` (the anchored
+/// ledger record's figures, for an audit).
+pub fn replay_against(
+    cfg: &FederationConfig,
+    store: &Store,
+    recorded: &RoundOutcome,
+    against: &Figures,
 ) -> Result<ReplayReport, CoordinatorError> {
     let round = recorded.round;
     let mut report = ReplayReport {
@@ -94,12 +141,12 @@ pub fn replay(
     } else {
         let after = cfg.strategy.build().aggregate(&global, &views);
         let sha = fedledger_model::digest::vector_sha256(&after);
-        if sha == recorded.model_after {
+        if sha == against.model_after {
             report.checked.push(format!("aggregate hashes to {sha}"));
         } else {
             report.differences.push(Difference {
                 what: "model.after".into(),
-                recorded: recorded.model_after.clone(),
+                recorded: against.model_after.clone(),
                 recomputed: sha,
             });
         }
@@ -126,6 +173,9 @@ pub fn replay(
         &views,
         &names,
         &keys,
+        contributions
+            .iter()
+            .any(|c| c.privacy.as_ref().is_some_and(|p| p.noise_multiplier > 0.0)),
     )?;
     if valued.summary.evaluations != val.evaluations {
         report.differences.push(Difference {

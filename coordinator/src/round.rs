@@ -948,6 +948,9 @@ impl Coordinator {
                 .map(|(m, _)| self.participant(m.participant).public_key_hex.as_str())
                 .collect::<Vec<_>>()
                 .as_slice(),
+            updates
+                .iter()
+                .any(|(m, _)| m.privacy.as_ref().is_some_and(|p| p.noise_multiplier > 0.0)),
         )?;
         let mut contributions: Vec<ContributionOutcome> = updates
             .iter()

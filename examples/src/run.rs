@@ -117,6 +117,8 @@ pub struct FederationRun {
     pub coordinator_state: PathBuf,
     /// What the ledger network and the auditor saw.
     pub ledger: LedgerReport,
+    /// The coordinator's validated configuration (for replay).
+    pub config: fedledger_coordinator::FederationConfig,
 }
 
 fn args_out(opts: &Options) -> PathBuf {
@@ -276,6 +278,7 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
         .validate()
         .context("validate the coordinator configuration")?;
     let coordinator_state = cfg.state_dir.clone();
+    let config = cfg.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("bind a loopback port")?;
@@ -327,6 +330,7 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
         test_rows: test.len(),
         coordinator_state,
         ledger: ledger_report,
+        config,
     })
 }
 
