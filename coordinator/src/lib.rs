@@ -30,7 +30,7 @@ pub mod valuation;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 
 pub use config::{ConfigFile, FederationConfig};
 pub use error::CoordinatorError;
@@ -107,10 +107,18 @@ pub async fn serve(
         .max_decoding_message_size(fedledger_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(fedledger_proto::MAX_MESSAGE_BYTES);
     let mut rx_server = rx.clone();
+    // Small messages (task headers, receipts) must not wait for delayed ACKs.
+    let incoming = TcpListenerStream::new(listener).map(|s| {
+        s.inspect(|sock| {
+            if let Err(e) = sock.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        })
+    });
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(grpc)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = rx_server.wait_for(|s| *s).await;
             }),
     );

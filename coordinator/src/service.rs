@@ -202,7 +202,7 @@ impl pb::coordinator_server::Coordinator for Service {
                 Ok(pb::TaskMessage {
                     msg: Some(pb::task_message::Msg::Chunk(pb::ParamChunk {
                         offset: start as u64,
-                        values: global[start..end].to_vec(),
+                        data: pb::f32_to_le_bytes(&global[start..end]).into(),
                     })),
                 })
             });
@@ -237,7 +237,7 @@ impl pb::coordinator_server::Coordinator for Service {
         while let Some(msg) = stream.message().await? {
             match msg.msg {
                 Some(pb::update_message::Msg::Chunk(c)) => {
-                    pending.assembler.push(c.offset, &c.values)?
+                    pending.assembler.push(c.offset, &c.data)?
                 }
                 Some(pb::update_message::Msg::Header(_)) => {
                     return Err(CoordinatorError::DuplicateHeader.into());

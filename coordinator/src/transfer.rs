@@ -27,9 +27,30 @@ impl Assembler {
         }
     }
 
-    /// Append the chunk that starts at `offset`.
-    pub fn push(&mut self, offset: u64, chunk: &[f32]) -> Result<(), CoordinatorError> {
+    /// Append the chunk (little-endian f32 bytes) that starts at value `offset`.
+    pub fn push(&mut self, offset: u64, bytes: &[u8]) -> Result<(), CoordinatorError> {
         let have = self.values.len() as u64;
+        if !bytes.len().is_multiple_of(4) {
+            return Err(CoordinatorError::InvalidField {
+                field: "data",
+                reason: format!(
+                    "chunk at offset {offset} has {} bytes, not a whole number of f32 values",
+                    bytes.len()
+                ),
+            });
+        }
+        if bytes.len() / 4 > self.max_chunk {
+            return Err(CoordinatorError::ChunkTooLarge {
+                offset,
+                len: bytes.len() / 4,
+                max: self.max_chunk,
+            });
+        }
+        let chunk: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let chunk = chunk.as_slice();
         if chunk.len() > self.max_chunk {
             return Err(CoordinatorError::ChunkTooLarge {
                 offset,
@@ -59,7 +80,7 @@ impl Assembler {
             sq += f64::from(*v) * f64::from(*v);
         }
         self.sum_sq += sq;
-        self.hasher.update(chunk);
+        self.hasher.update_bytes(bytes);
         self.values.extend_from_slice(chunk);
         Ok(())
     }
@@ -93,12 +114,16 @@ mod tests {
     use super::*;
     use fedledger_model::digest::vector_sha256;
 
+    fn bytes(v: &[f32]) -> Vec<u8> {
+        fedledger_proto::f32_to_le_bytes(v)
+    }
+
     #[test]
     fn reassembles_in_order() {
         let v: Vec<f32> = (0..10).map(|i| i as f32).collect();
         let mut a = Assembler::new(10, 4);
         for (i, c) in v.chunks(4).enumerate() {
-            a.push((i * 4) as u64, c).unwrap();
+            a.push((i * 4) as u64, &bytes(c)).unwrap();
         }
         let r = a.finish().unwrap();
         assert_eq!(r.values, v);
@@ -110,24 +135,28 @@ mod tests {
     fn refuses_bad_chunks() {
         let mut a = Assembler::new(10, 4);
         assert!(matches!(
-            a.push(0, &[0.0; 5]),
+            a.push(0, &[0u8; 7]),
+            Err(CoordinatorError::InvalidField { .. })
+        ));
+        assert!(matches!(
+            a.push(0, &bytes(&[0.0; 5])),
             Err(CoordinatorError::ChunkTooLarge { .. })
         ));
         assert!(matches!(
-            a.push(4, &[0.0; 4]),
+            a.push(4, &bytes(&[0.0; 4])),
             Err(CoordinatorError::ChunkOutOfOrder {
                 got: 4,
                 expected: 0
             })
         ));
         assert!(matches!(
-            a.push(0, &[0.0, f32::NAN]),
+            a.push(0, &bytes(&[0.0, f32::NAN])),
             Err(CoordinatorError::NonFinite { index: 1 })
         ));
-        a.push(0, &[0.0; 4]).unwrap();
-        a.push(4, &[0.0; 4]).unwrap();
+        a.push(0, &bytes(&[0.0; 4])).unwrap();
+        a.push(4, &bytes(&[0.0; 4])).unwrap();
         assert!(matches!(
-            a.push(8, &[0.0; 4]),
+            a.push(8, &bytes(&[0.0; 4])),
             Err(CoordinatorError::DimensionMismatch {
                 got: 12,
                 expected: 10

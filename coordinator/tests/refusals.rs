@@ -128,7 +128,7 @@ async fn every_bad_input_is_refused_precisely_and_changes_nothing() {
     big[1] = pb::UpdateMessage {
         msg: Some(pb::update_message::Msg::Chunk(pb::ParamChunk {
             offset: 0,
-            values: vec![0.0; pb::CHUNK_FLOATS + 1],
+            data: vec![0u8; pb::CHUNK_BYTES + 4].into(),
         })),
     };
     assert_refused(

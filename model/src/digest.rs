@@ -27,6 +27,11 @@ impl VectorHasher {
         }
     }
 
+    /// Feed bytes that are already the little-endian encoding of f32 values.
+    pub fn update_bytes(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
     pub fn finish_hex(self) -> String {
         hex::encode(self.0.finish())
     }

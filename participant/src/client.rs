@@ -179,15 +179,21 @@ impl Client {
             {
                 match msg.msg {
                     Some(pb::task_message::Msg::Chunk(c)) => {
-                        if c.offset != params.len() as u64 || params.len() + c.values.len() > n {
+                        let values = pb::le_bytes_to_f32(&c.data).ok_or_else(|| {
+                            proto(format!(
+                                "chunk at offset {} is not whole f32 values",
+                                c.offset
+                            ))
+                        })?;
+                        if c.offset != params.len() as u64 || params.len() + values.len() > n {
                             return Err(proto(format!(
                                 "chunk at offset {} of {} values does not fit after {} of {n}",
                                 c.offset,
-                                c.values.len(),
+                                values.len(),
                                 params.len()
                             )));
                         }
-                        params.extend_from_slice(&c.values);
+                        params.extend_from_slice(&values);
                     }
                     _ => return Err(proto("unexpected message after the header".into())),
                 }
@@ -242,7 +248,7 @@ impl Client {
                 .map(|(i, c)| pb::UpdateMessage {
                     msg: Some(pb::update_message::Msg::Chunk(pb::ParamChunk {
                         offset: (i * pb::CHUNK_FLOATS) as u64,
-                        values: c.to_vec(),
+                        data: pb::f32_to_le_bytes(c).into(),
                     })),
                 }),
         )

@@ -151,8 +151,8 @@ pub async fn task(
         match m.msg.unwrap() {
             pb::task_message::Msg::Chunk(c) => {
                 assert_eq!(c.offset as usize, params.len());
-                assert!(c.values.len() <= pb::CHUNK_FLOATS);
-                params.extend(c.values);
+                assert!(c.data.len() <= pb::CHUNK_BYTES);
+                params.extend(pb::le_bytes_to_f32(&c.data).unwrap());
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -190,7 +190,7 @@ pub fn update_messages(
         msgs.push(pb::UpdateMessage {
             msg: Some(pb::update_message::Msg::Chunk(pb::ParamChunk {
                 offset: (i * pb::CHUNK_FLOATS) as u64,
-                values: c.to_vec(),
+                data: pb::f32_to_le_bytes(c).into(),
             })),
         });
     }
