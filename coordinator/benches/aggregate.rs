@@ -30,17 +30,24 @@ fn bench(c: &mut Criterion) {
     g.sample_size(30);
     g.bench_function("read_pass_baseline", |b| {
         b.iter(|| {
-            // Touch every byte of every update once, in parallel chunks like FedAvg does.
-            let s: f32 = (0..PARAMS.div_ceil(16 * 1024))
+            // Touch every byte of every update once, in parallel chunks like FedAvg does. An
+            // integer XOR over eight lanes vectorises; a plain float sum is a serial dependency
+            // chain and would measure the adder's latency, not memory.
+            let s: u32 = (0..PARAMS.div_ceil(16 * 1024))
                 .into_par_iter()
                 .map(|c| {
                     let (lo, hi) = (c * 16 * 1024, ((c + 1) * 16 * 1024).min(PARAMS));
-                    updates
-                        .iter()
-                        .map(|u| u[lo..hi].iter().sum::<f32>())
-                        .sum::<f32>()
+                    let mut acc = [0u32; 8];
+                    for u in &updates {
+                        for chunk in u[lo..hi].chunks_exact(8) {
+                            for (a, v) in acc.iter_mut().zip(chunk) {
+                                *a ^= v.to_bits();
+                            }
+                        }
+                    }
+                    acc.iter().fold(0u32, |a, b| a ^ b)
                 })
-                .sum();
+                .reduce(|| 0, |a, b| a ^ b);
             black_box(s)
         })
     });

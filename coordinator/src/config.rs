@@ -168,12 +168,17 @@ pub struct AggregationSection {
 pub struct LimitsSection {
     /// Largest example count a participant may claim.
     pub max_examples: u64,
+    /// Keep the inputs (updates, models) of the last this many rounds for replay; older ones are
+    /// deleted once nothing newer refers to them. 0 keeps everything.
+    #[serde(default)]
+    pub retain_rounds: u64,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             max_examples: 100_000_000,
+            retain_rounds: 0,
         }
     }
 }
@@ -249,6 +254,7 @@ pub struct FederationConfig {
     pub max_update_norm: Option<f64>,
     pub server_dp: Option<crate::dp_fedavg::ServerDpSection>,
     pub max_examples: u64,
+    pub retain_rounds: u64,
     pub valuation: ValuationSection,
     pub privacy_plan: PrivacyPlanSection,
     pub witnesses: Vec<String>,
@@ -475,6 +481,7 @@ impl ConfigFile {
             max_update_norm: (max_norm > 0.0).then_some(max_norm),
             server_dp: self.aggregation.dp,
             max_examples: self.limits.max_examples,
+            retain_rounds: self.limits.retain_rounds,
             valuation: self.valuation,
             privacy_plan: self.privacy,
             witnesses: self.ledger.witnesses,

@@ -820,6 +820,17 @@ impl Coordinator {
             self.notify(&inner);
             return Err(e.into());
         }
+        if self.cfg.retain_rounds > 0 && round > self.cfg.retain_rounds {
+            let old = round - self.cfg.retain_rounds;
+            match self.store.prune_round(old, round) {
+                Ok(n) => info!(
+                    round = old,
+                    blobs = n,
+                    "pruned inputs past the retention window"
+                ),
+                Err(e) => warn!(round = old, error = %e, "pruning old inputs failed"),
+            }
+        }
         // The outcome is durable; the ledger follows it (and catches up at the next start if
         // this fails).
         match self.anchor.anchor(&self.cfg, &outcome) {

@@ -230,6 +230,32 @@ impl Store {
             .transpose()
     }
 
+    /// Delete the inputs of `round` (its updates and the model it started from) that no round
+    /// after it, up to `latest`, refers to. Returns how many blobs were deleted.
+    pub fn prune_round(&self, round: u64, latest: u64) -> Result<usize, StoreError> {
+        let Some(old) = self.outcome(round)? else {
+            return Ok(0);
+        };
+        let mut keep = std::collections::HashSet::new();
+        for r in round + 1..=latest {
+            if let Some(o) = self.outcome(r)? {
+                keep.insert(o.model_before.clone());
+                keep.insert(o.model_after.clone());
+                keep.extend(o.contributions.iter().map(|c| c.update_sha256.clone()));
+            }
+        }
+        let mut deleted = 0;
+        let candidates = std::iter::once(old.model_before.clone())
+            .chain(old.contributions.iter().map(|c| c.update_sha256.clone()));
+        for sha in candidates {
+            if !keep.contains(&sha) && self.blobs.join(&sha).exists() {
+                self.delete_blob(&sha)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// All finished rounds, in order.
     pub fn outcomes(&self) -> Result<Vec<RoundOutcome>, StoreError> {
         self.results

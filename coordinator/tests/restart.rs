@@ -73,3 +73,40 @@ async fn task_now(
         .await
         .expect("task answered")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_prunes_inputs_outside_the_window_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keypair();
+    let mut cfg = config(dir.path(), &[&k], 3, 2, 3, 1);
+    cfg.retain_rounds = 1;
+    let fed = cfg.federation.clone();
+    let running = start(cfg.clone()).await;
+    let mut c = client(&running).await;
+    let s = register(&mut c, &k).await;
+    for round in 1..=3u64 {
+        let (h, _) = task(&mut c, &s).await;
+        assert_eq!(h.round, round);
+        let d = vec![round as f32; 4];
+        submit(&mut c, update_messages(&fed, &k, &s, round, 5, &d))
+            .await
+            .unwrap();
+        let mut p = running.coordinator.subscribe();
+        p.wait_for(|p| p.completed >= round).await.unwrap();
+    }
+    let store = running.coordinator.store();
+    let outcomes = store.outcomes().unwrap();
+    // Rounds 1 and 2 fell out of the one-round window: their updates are gone ...
+    for o in &outcomes[..2] {
+        let sha = &o.contributions[0].update_sha256;
+        assert!(
+            store.get_vector(sha).is_err(),
+            "round {} update kept",
+            o.round
+        );
+    }
+    // ... while round 3 can still be replayed, and the models round 3 needs are kept.
+    let report = fedledger_coordinator::replay::replay(&cfg, store, &outcomes[2]).unwrap();
+    assert!(report.ok(), "{:?}", report.differences);
+    running.shutdown().await.unwrap();
+}

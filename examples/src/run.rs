@@ -457,7 +457,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
     }
     let learning_rate = args.learning_rate.unwrap_or(match kind {
         ModelKind::Logreg => 0.1,
-        ModelKind::Mlp => 0.05,
+        ModelKind::Mlp => 0.1,
     });
     let coordinator = ConfigFile {
         federation: format!(
