@@ -80,8 +80,23 @@ impl Aggregator for FedAvg {
         let mut out = global.to_vec();
         out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
             let start = c * CHUNK;
-            for (u, &w) in updates.iter().zip(&weights) {
-                let src = &u.delta[start..start + dst.len()];
+            let end = start + dst.len();
+            // Four updates per pass over `dst`: a quarter of the accumulator's loads and stores,
+            // so the pass is bound by reading the updates alone.
+            for (u, w) in updates.chunks_exact(4).zip(weights.chunks_exact(4)) {
+                let (a, b, e, f) = (
+                    &u[0].delta[start..end],
+                    &u[1].delta[start..end],
+                    &u[2].delta[start..end],
+                    &u[3].delta[start..end],
+                );
+                for (j, d) in dst.iter_mut().enumerate() {
+                    *d += w[0] * a[j] + w[1] * b[j] + w[2] * e[j] + w[3] * f[j];
+                }
+            }
+            let done = updates.len() / 4 * 4;
+            for (u, &w) in updates[done..].iter().zip(&weights[done..]) {
+                let src = &u.delta[start..end];
                 for (d, s) in dst.iter_mut().zip(src) {
                     *d += w * s;
                 }
@@ -174,6 +189,38 @@ mod tests {
         let expect = [1.0 + 0.25 + 3.0, 1.0 + 1.5, 1.0 - 0.5 + 0.75];
         for (o, e) in out.iter().zip(expect) {
             assert!((o - e).abs() < 1e-6, "{o} vs {e}");
+        }
+    }
+
+    #[test]
+    fn fedavg_groups_of_four_and_remainder_agree_with_the_formula() {
+        let g: Vec<f32> = (0..37).map(|i| i as f32 * 0.1).collect();
+        let ups: Vec<Vec<f32>> = (0..7)
+            .map(|u| {
+                (0..37)
+                    .map(|i| ((i * 3 + u * 5) % 11) as f32 - 5.0)
+                    .collect()
+            })
+            .collect();
+        let views: Vec<_> = ups
+            .iter()
+            .enumerate()
+            .map(|(i, d)| upd(1 + i as u64, d))
+            .collect();
+        let out = FedAvg.aggregate(&g, &views);
+        let total: f64 = (1..=7).map(f64::from).sum();
+        for j in 0..37 {
+            let want: f64 = f64::from(g[j])
+                + ups
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (i as f64 + 1.0) / total * f64::from(d[j]))
+                    .sum::<f64>();
+            assert!(
+                (f64::from(out[j]) - want).abs() < 1e-4,
+                "{j}: {} vs {want}",
+                out[j]
+            );
         }
     }
 
