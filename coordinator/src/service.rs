@@ -202,7 +202,7 @@ impl pb::coordinator_server::Coordinator for Service {
                 Ok(pb::TaskMessage {
                     msg: Some(pb::task_message::Msg::Chunk(pb::ParamChunk {
                         offset: start as u64,
-                        data: pb::f32_to_le_bytes(&global[start..end]).into(),
+                        data: fedledger_model::digest::vector_to_bytes(&global[start..end]).into(),
                     })),
                 })
             });

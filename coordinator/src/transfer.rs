@@ -115,7 +115,7 @@ mod tests {
     use fedledger_model::digest::vector_sha256;
 
     fn bytes(v: &[f32]) -> Vec<u8> {
-        fedledger_proto::f32_to_le_bytes(v)
+        fedledger_model::digest::vector_to_bytes(v)
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::federation;
+use common::{federation, serve};
 use fedledger_model::DpSgdConfig;
 use fedledger_participant::{dp::cumulative_epsilon, store::LocalStore};
 use fedledger_privacy::accountant::{AccountantKind, PoissonGaussian, epsilon_of_history};
@@ -34,21 +34,7 @@ async fn budget_is_never_exceeded_across_a_restart() {
         p.privacy.epsilon_budget = budget;
     }
     fed.coordinator.rounds.quorum = 1;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running =
-        fedledger_coordinator::serve(fed.coordinator.clone().validate().unwrap(), Some(listener))
-            .await
-            .unwrap();
-    let url = format!("http://{}", running.addr);
-    let cfgs: Vec<_> = fed
-        .participants
-        .iter()
-        .cloned()
-        .map(|mut p| {
-            p.coordinator = url.clone();
-            p
-        })
-        .collect();
+    let (running, cfgs) = serve(&fed).await;
 
     // h0 runs until round 1 is closed, then is killed (its task aborted mid-flight).
     let victim = tokio::spawn(fedledger_participant::run(cfgs[0].clone(), false));

@@ -5,27 +5,18 @@ mod common;
 
 use std::sync::Arc;
 
-use common::federation;
+use common::{federation, serve};
 use fedledger_coordinator::Phase;
 use fedledger_model::Standardiser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hospitals_train_a_good_model_over_loopback() {
     let fed = federation(3, 5, None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running =
-        fedledger_coordinator::serve(fed.coordinator.clone().validate().unwrap(), Some(listener))
-            .await
-            .unwrap();
-    let url = format!("http://{}", running.addr);
-    let agents: Vec<_> = fed
-        .participants
+    let (running, cfgs) = serve(&fed).await;
+    let agents: Vec<_> = cfgs
         .iter()
         .cloned()
-        .map(|mut p| {
-            p.coordinator = url.clone();
-            tokio::spawn(fedledger_participant::run(p, false))
-        })
+        .map(|p| tokio::spawn(fedledger_participant::run(p, false)))
         .collect();
     for a in agents {
         let report = a.await.unwrap().unwrap();
@@ -57,21 +48,12 @@ async fn a_hospital_that_requires_dp_declines_a_non_private_task() {
     let mut fed = federation(2, 1, None);
     fed.participants[1].privacy.require_dp = true;
     fed.coordinator.rounds.quorum = 1;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running =
-        fedledger_coordinator::serve(fed.coordinator.clone().validate().unwrap(), Some(listener))
-            .await
-            .unwrap();
-    let url = format!("http://{}", running.addr);
+    let (running, cfgs) = serve(&fed).await;
     let mut reports = Vec::new();
-    let agents: Vec<_> = fed
-        .participants
+    let agents: Vec<_> = cfgs
         .iter()
         .cloned()
-        .map(|mut p| {
-            p.coordinator = url.clone();
-            tokio::spawn(fedledger_participant::run(p, false))
-        })
+        .map(|p| tokio::spawn(fedledger_participant::run(p, false)))
         .collect();
     for a in agents {
         reports.push(a.await.unwrap().unwrap());

@@ -76,6 +76,14 @@ mod tests {
     }
 
     #[test]
+    fn bytes_roundtrip_little_endian() {
+        let v = [1.0f32, -0.5, f32::MIN_POSITIVE, 3.25e7];
+        let b = vector_to_bytes(&v);
+        assert_eq!(&b[..4], &[0x00, 0x00, 0x80, 0x3f]);
+        assert_eq!(vector_from_bytes(&b).unwrap(), v);
+    }
+
+    #[test]
     fn known_digest_of_one_float() {
         // 1.0f32 little-endian = 00 00 80 3f
         assert_eq!(vector_sha256(&[1.0]), sha256_hex(&[0x00, 0x00, 0x80, 0x3f]));

@@ -179,12 +179,13 @@ impl Client {
             {
                 match msg.msg {
                     Some(pb::task_message::Msg::Chunk(c)) => {
-                        let values = pb::le_bytes_to_f32(&c.data).ok_or_else(|| {
-                            proto(format!(
-                                "chunk at offset {} is not whole f32 values",
-                                c.offset
-                            ))
-                        })?;
+                        let values = fedledger_model::digest::vector_from_bytes(&c.data)
+                            .ok_or_else(|| {
+                                proto(format!(
+                                    "chunk at offset {} is not whole f32 values",
+                                    c.offset
+                                ))
+                            })?;
                         if c.offset != params.len() as u64 || params.len() + values.len() > n {
                             return Err(proto(format!(
                                 "chunk at offset {} of {} values does not fit after {} of {n}",
@@ -248,7 +249,7 @@ impl Client {
                 .map(|(i, c)| pb::UpdateMessage {
                     msg: Some(pb::update_message::Msg::Chunk(pb::ParamChunk {
                         offset: (i * pb::CHUNK_FLOATS) as u64,
-                        data: pb::f32_to_le_bytes(c).into(),
+                        data: fedledger_model::digest::vector_to_bytes(c).into(),
                     })),
                 }),
         )

@@ -24,28 +24,6 @@ pub const CHUNK_BYTES: usize = CHUNK_FLOATS * 4;
 const _: () = assert!(CHUNK_BYTES < 4 * 1024 * 1024);
 const _: () = assert!(CHUNK_BYTES + 1024 < MAX_MESSAGE_BYTES);
 
-/// Encode f32 values as the little-endian bytes of a chunk.
-pub fn f32_to_le_bytes(values: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * 4);
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
-}
-
-/// Decode a chunk's little-endian bytes; `None` when the length is not a multiple of 4.
-pub fn le_bytes_to_f32(bytes: &[u8]) -> Option<Vec<f32>> {
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    Some(
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    )
-}
-
 /// Domain-separation prefix of the message a participant signs over an update.
 pub const UPDATE_DOMAIN: &str = "fedledger/update/v1";
 /// Domain-separation prefix of the registration challenge signature.
@@ -80,15 +58,6 @@ mod tests {
             update_message("fed", 3, "ab"),
             "fedledger/update/v1\nfed\n3\nab\n"
         );
-    }
-
-    #[test]
-    fn chunk_bytes_roundtrip() {
-        let v = [1.0f32, -0.5, f32::MIN_POSITIVE, 3.25e7];
-        let b = f32_to_le_bytes(&v);
-        assert_eq!(&b[..4], &[0x00, 0x00, 0x80, 0x3f]);
-        assert_eq!(le_bytes_to_f32(&b).unwrap(), v);
-        assert!(le_bytes_to_f32(&b[..5]).is_none());
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub async fn task(
             pb::task_message::Msg::Chunk(c) => {
                 assert_eq!(c.offset as usize, params.len());
                 assert!(c.data.len() <= pb::CHUNK_BYTES);
-                params.extend(pb::le_bytes_to_f32(&c.data).unwrap());
+                params.extend(fedledger_model::digest::vector_from_bytes(&c.data).unwrap());
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -190,7 +190,7 @@ pub fn update_messages(
         msgs.push(pb::UpdateMessage {
             msg: Some(pb::update_message::Msg::Chunk(pb::ParamChunk {
                 offset: (i * pb::CHUNK_FLOATS) as u64,
-                data: pb::f32_to_le_bytes(c).into(),
+                data: fedledger_model::digest::vector_to_bytes(c).into(),
             })),
         });
     }

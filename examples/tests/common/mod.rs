@@ -97,3 +97,24 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
         participants,
     }
 }
+
+/// Serve the federation's coordinator on a free loopback port and point every participant
+/// configuration at it.
+pub async fn serve(fed: &Fed) -> (fedledger_coordinator::Running, Vec<ParticipantConfig>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running =
+        fedledger_coordinator::serve(fed.coordinator.clone().validate().unwrap(), Some(listener))
+            .await
+            .unwrap();
+    let url = format!("http://{}", running.addr);
+    let cfgs = fed
+        .participants
+        .iter()
+        .cloned()
+        .map(|mut p| {
+            p.coordinator = url.clone();
+            p
+        })
+        .collect();
+    (running, cfgs)
+}
