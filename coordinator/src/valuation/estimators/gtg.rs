@@ -122,7 +122,7 @@ impl Estimator for GtgShapley {
             let estimate: Vec<f64> = sums.iter().map(|s| s / permutations as f64).collect();
             if let Some(prev) = &previous
                 && round + 1 >= self.min_rounds
-                && relative_change(prev, &estimate) < self.convergence_tolerance
+                && crate::valuation::relative_l2(prev, &estimate) < self.convergence_tolerance
             {
                 break;
             }
@@ -190,23 +190,5 @@ impl GtgShapley {
             estimator: self.name().to_owned(),
             seed,
         }
-    }
-}
-
-/// `||new - old|| / ||new||` (0 when both are zero).
-fn relative_change(old: &[f64], new: &[f64]) -> f64 {
-    let diff: f64 = old
-        .iter()
-        .zip(new)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum::<f64>()
-        .sqrt();
-    let norm: f64 = new.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if diff == 0.0 {
-        0.0
-    } else if norm == 0.0 {
-        f64::INFINITY
-    } else {
-        diff / norm
     }
 }
