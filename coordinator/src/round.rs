@@ -738,12 +738,15 @@ impl Coordinator {
         inner.updates.len() + inner.declines.len() >= self.cfg.participants.len()
     }
 
-    /// Whether the open round should close now (everyone answered, or the deadline passed).
-    pub fn due(&self, now_ms: u64) -> bool {
-        let inner = self.lock();
+    fn is_due(&self, inner: &Inner, now_ms: u64) -> bool {
         inner.state.phase == Phase::Open
             && !inner.closing
-            && (self.all_responded(&inner) || now_ms >= inner.state.deadline_ms)
+            && (self.all_responded(inner) || now_ms >= inner.state.deadline_ms)
+    }
+
+    /// Whether the open round should close now (everyone answered, or the deadline passed).
+    pub fn due(&self, now_ms: u64) -> bool {
+        self.is_due(&self.lock(), now_ms)
     }
 
     /// Milliseconds until the open round's deadline (None when no round is open).
@@ -758,10 +761,7 @@ impl Coordinator {
         let now = now_ms();
         let (round, opened_at_ms, global, global_sha, updates, declines) = {
             let mut inner = self.lock();
-            if !(inner.state.phase == Phase::Open
-                && !inner.closing
-                && (self.all_responded(&inner) || now >= inner.state.deadline_ms))
-            {
+            if !self.is_due(&inner, now) {
                 return Ok(None);
             }
             inner.closing = true;

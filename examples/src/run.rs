@@ -121,10 +121,6 @@ pub struct FederationRun {
     pub config: fedledger_coordinator::FederationConfig,
 }
 
-fn args_out(opts: &Options) -> PathBuf {
-    opts.out.clone()
-}
-
 /// The ledger side of a run: witnesses, the late auditor, the export and its verification.
 #[derive(Clone, Debug)]
 pub struct LedgerReport {
@@ -306,8 +302,8 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
     let ledger_report = ledger
         .finish(
             &running,
-            &args_out(opts).join("ledger"),
-            &args_out(opts).join("auditor-ledger"),
+            &opts.out.join("ledger"),
+            &opts.out.join("auditor-ledger"),
         )
         .await?;
     let coord = running.coordinator.clone();
