@@ -59,4 +59,4 @@ pub use budget::{Budget, RoundCost};
 pub use clip::{clip_factor, clip_l2, l2_norm};
 pub use error::PrivacyError;
 pub use fedavg::{AdaptiveClip, AdaptiveClipStep, add_aggregate_noise, dp_fedavg_epsilon};
-pub use noise::SecureGaussian;
+pub use noise::{LatticeNoise, SecureGaussian};

@@ -207,3 +207,47 @@ fn independent_of_the_number_of_threads() {
     assert_eq!(one, run(3));
     assert_eq!(one, run(8));
 }
+
+#[test]
+fn drawing_ahead_then_applying_equals_adding_directly() {
+    let g = SecureGaussian::new(0.9, None).unwrap();
+    let n = 2 * CHUNK_LEN + 3;
+    let input: Vec<f32> = (0..n).map(|i| (i as f32 * 0.01).cos()).collect();
+    let mut direct = input.clone();
+    g.add_noise_f32(&mut direct, &mut ChaCha20Rng::seed_from_u64(5))
+        .unwrap();
+    let noise = g.draw(n, &mut ChaCha20Rng::seed_from_u64(5));
+    assert_eq!(noise.len(), n);
+    let mut later = input.clone();
+    g.apply_f32(&mut later, &noise).unwrap();
+    assert_eq!(direct, later);
+
+    // Noise of another length or from another sampler is refused and changes nothing.
+    let mut short = input[..n - 1].to_vec();
+    let before = short.clone();
+    let err = g.apply_f32(&mut short, &noise).unwrap_err();
+    assert!(err.to_string().contains("another length"), "{err}");
+    assert_eq!(short, before);
+    let other = SecureGaussian::new(3.0, None).unwrap();
+    let mut v = input.clone();
+    let err = other.apply_f32(&mut v, &noise).unwrap_err();
+    assert!(err.to_string().contains("another grid or scale"), "{err}");
+    assert_eq!(v, input);
+}
+
+#[test]
+fn coarse_and_fine_scales_both_have_the_requested_variance() {
+    // 1000 grid units per sd uses the CKS sampler, 5000 the binned one (switch at 2048).
+    for (units, seed) in [(1000.0f64, 21u64), (5000.0, 22)] {
+        let n = 40_000;
+        let samples = ours(units, Some(0), n, seed);
+        #[allow(clippy::cast_precision_loss)]
+        let nf = n as f64;
+        let var = samples.iter().map(|x| x * x).sum::<f64>() / nf;
+        let want = units * units;
+        assert!(
+            (var - want).abs() < 6.0 * want * (2.0 / nf).sqrt(),
+            "{units} units: variance {var} vs {want}"
+        );
+    }
+}

@@ -78,6 +78,10 @@ use rayon::prelude::*;
 
 use crate::PrivacyError;
 
+mod binned;
+mod cks;
+mod exact;
+
 /// Coordinates per independent ChaCha20 stream (and per rayon task).
 pub const CHUNK_LEN: usize = 4096;
 
@@ -94,7 +98,8 @@ pub const MAX_GRID_UNITS: u64 = 1 << 30;
 pub struct SecureGaussian {
     std_dev: f64,
     k: i32,
-    sampler: LatticeSampler,
+    scale: u64,
+    sampler: Lattice,
 }
 
 impl SecureGaussian {
@@ -142,7 +147,8 @@ impl SecureGaussian {
         Ok(Self {
             std_dev,
             k,
-            sampler: LatticeSampler::new(scale),
+            scale,
+            sampler: Lattice::new(scale),
         })
     }
 
@@ -158,13 +164,13 @@ impl SecureGaussian {
 
     /// Noise scale in grid units, `S = ceil(std_dev / 2^k)`.
     pub fn grid_units(&self) -> u64 {
-        self.sampler.scale
+        self.scale
     }
 
     /// The standard deviation actually used, `S * 2^k >= std_dev`.
     pub fn effective_std_dev(&self) -> f64 {
         #[allow(clippy::cast_precision_loss)] // S <= 2^30 is exact
-        mul_pow2(self.sampler.scale as f64, self.k)
+        mul_pow2(self.scale as f64, self.k)
     }
 
     /// L2 sensitivity after rounding to the grid: `l2_sensitivity + sqrt(len) * 2^k`, rounded up.
@@ -206,34 +212,169 @@ impl SecureGaussian {
         self.add_noise(values, rng)
     }
 
+    /// Draws the noise for a vector of `len` coordinates without applying it.
+    ///
+    /// The noise does not depend on the data, so it can be drawn ahead of time (for example on
+    /// another core while the gradient it will protect is computed) and applied later with
+    /// [`Self::apply_f32`]. Drawing and then applying gives exactly what
+    /// [`Self::add_noise_f32`] gives for the same generator state.
+    pub fn draw<R: CryptoRng + ?Sized>(&self, len: usize, rng: &mut R) -> LatticeNoise {
+        let key = draw_key(rng);
+        let mut units = vec![0i64; len];
+        units
+            .par_chunks_mut(CHUNK_LEN)
+            .enumerate()
+            .for_each(|(chunk, units)| {
+                let mut stream = chunk_stream(key, chunk);
+                for u in units.iter_mut() {
+                    *u = to_units(self.sampler.sample(&mut stream));
+                }
+            });
+        LatticeNoise {
+            k: self.k,
+            scale: self.scale,
+            units,
+        }
+    }
+
+    /// Applies noise drawn by [`Self::draw`] to `values`: each coordinate is rounded to the grid
+    /// and moved by its drawn number of grid steps.
+    ///
+    /// Refuses, changing nothing, noise of another length or from a sampler with another grid or
+    /// scale, and a vector with NaN or an infinity.
+    pub fn apply_f32(&self, values: &mut [f32], noise: &LatticeNoise) -> Result<(), PrivacyError> {
+        self.apply(values, noise)
+    }
+
+    /// Applies noise drawn by [`Self::draw`] to `values`; see [`Self::apply_f32`].
+    pub fn apply_f64(&self, values: &mut [f64], noise: &LatticeNoise) -> Result<(), PrivacyError> {
+        self.apply(values, noise)
+    }
+
+    fn apply<T: GridFloat>(&self, values: &mut [T], noise: &LatticeNoise) -> Result<(), PrivacyError> {
+        if noise.k != self.k || noise.scale != self.scale {
+            return Err(PrivacyError::InvalidParameter {
+                name: "noise grid units",
+                #[allow(clippy::cast_precision_loss)]
+                value: noise.scale as f64,
+                reason: "noise was drawn by a sampler with another grid or scale",
+            });
+        }
+        if noise.units.len() != values.len() {
+            return Err(PrivacyError::InvalidParameter {
+                name: "noise length",
+                #[allow(clippy::cast_precision_loss)]
+                value: noise.units.len() as f64,
+                reason: "noise was drawn for a vector of another length",
+            });
+        }
+        check_finite(values)?;
+        let grid = Grid::new(self.k);
+        values
+            .par_chunks_mut(CHUNK_LEN)
+            .zip(noise.units.par_chunks(CHUNK_LEN))
+            .for_each(|(values, units)| {
+                for (v, &n) in values.iter_mut().zip(units) {
+                    *v = T::from_f64(grid.add(v.to_f64(), i128::from(n)));
+                }
+            });
+        Ok(())
+    }
+
     fn add_noise<T: GridFloat, R: CryptoRng + ?Sized>(
         &self,
         values: &mut [T],
         rng: &mut R,
     ) -> Result<(), PrivacyError> {
-        if let Some((index, value)) = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i, v.to_f64()))
-            .find(|(_, v)| !v.is_finite())
-        {
-            return Err(PrivacyError::NonFiniteInput { index, value });
-        }
-        let mut key = [0u8; 32];
-        rng.fill_bytes(&mut key);
+        check_finite(values)?;
+        let key = draw_key(rng);
         let grid = Grid::new(self.k);
         values
             .par_chunks_mut(CHUNK_LEN)
             .enumerate()
             .for_each(|(chunk, values)| {
-                let mut stream = ChaCha20Rng::from_seed(key);
-                stream.set_stream(chunk as u64);
+                let mut stream = chunk_stream(key, chunk);
                 for v in values.iter_mut() {
-                    let noise = self.sampler.sample(&mut stream);
+                    let noise = i128::from(to_units(self.sampler.sample(&mut stream)));
                     *v = T::from_f64(grid.add(v.to_f64(), noise));
                 }
             });
         Ok(())
+    }
+}
+
+/// Noise drawn by [`SecureGaussian::draw`]: one integer number of grid steps per coordinate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatticeNoise {
+    k: i32,
+    scale: u64,
+    units: Vec<i64>,
+}
+
+impl LatticeNoise {
+    /// Number of coordinates.
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    /// Whether the noise has no coordinates.
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+}
+
+fn check_finite<T: GridFloat>(values: &[T]) -> Result<(), PrivacyError> {
+    match values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i, v.to_f64()))
+        .find(|(_, v)| !v.is_finite())
+    {
+        Some((index, value)) => Err(PrivacyError::NonFiniteInput { index, value }),
+        None => Ok(()),
+    }
+}
+
+fn draw_key<R: CryptoRng + ?Sized>(rng: &mut R) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    rng.fill_bytes(&mut key);
+    key
+}
+
+fn chunk_stream(key: [u8; 32], chunk: usize) -> ChaCha20Rng {
+    let mut stream = ChaCha20Rng::from_seed(key);
+    stream.set_stream(chunk as u64);
+    stream
+}
+
+/// A draw as grid steps. `|n| >= 2^63` would need a draw `2^32` standard deviations out
+/// (probability below `exp(-2^63)`); it is refused rather than wrapped.
+fn to_units(n: i128) -> i64 {
+    i64::try_from(n).expect("a discrete Gaussian draw beyond 2^63 grid steps")
+}
+
+/// The exact lattice sampler for a scale: CKS 2020 on coarse grids, the binned sampler (the
+/// same distribution, about twenty times faster) from [`binned::MIN_SCALE`] grid units up.
+#[derive(Debug, Clone)]
+enum Lattice {
+    Cks(cks::Cks),
+    Binned(std::sync::Arc<binned::Binned>),
+}
+
+impl Lattice {
+    fn new(scale: u64) -> Self {
+        if scale >= binned::MIN_SCALE {
+            Self::Binned(std::sync::Arc::new(binned::Binned::new(scale)))
+        } else {
+            Self::Cks(cks::Cks::new(scale))
+        }
+    }
+
+    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> i128 {
+        match self {
+            Self::Cks(s) => s.sample(rng),
+            Self::Binned(s) => s.sample(rng),
+        }
     }
 }
 
@@ -321,193 +462,6 @@ impl Grid {
     }
 }
 
-/// Exact sampler of `N_Z(0, S^2)` (CKS 2020, algorithm 3) for an integer scale `S <= 2^30`.
-///
-/// Bounds that keep every integer in range: `t = S + 1 <= 2^30 + 1`; a discrete Laplace draw is
-/// `u + t v` with `u < t` and `v < 2^64`, so `|y| < 2^95`, `|y| t < 2^126`,
-/// `(|y| t - S^2)^2 < 2^252` and `2 S^2 t^2 < 2^122`.
-#[derive(Debug, Clone)]
-struct LatticeSampler {
-    scale: u64,
-    t: u64,
-    scale_sq: u128,
-    two_scale_sq_t_sq: u128,
-}
-
-impl LatticeSampler {
-    fn new(scale: u64) -> Self {
-        debug_assert!((1..=MAX_GRID_UNITS).contains(&scale));
-        let t = scale + 1;
-        let scale_sq = u128::from(scale) * u128::from(scale);
-        let t_sq = u128::from(t) * u128::from(t);
-        Self {
-            scale,
-            t,
-            scale_sq,
-            two_scale_sq_t_sq: 2 * scale_sq * t_sq,
-        }
-    }
-
-    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> i128 {
-        loop {
-            let (positive, magnitude) = discrete_laplace(rng, self.t);
-            // Accept with probability exp(-(|y| - S^2/t)^2 / (2 S^2))
-            //                       = exp(-(|y| t - S^2)^2 / (2 S^2 t^2)).
-            let a = (magnitude * u128::from(self.t)).abs_diff(self.scale_sq);
-            if bernoulli_exp(rng, U256::mul(a, a), self.two_scale_sq_t_sq) {
-                #[allow(clippy::cast_possible_wrap)] // magnitude < 2^95
-                let m = magnitude as i128;
-                return if positive { m } else { -m };
-            }
-        }
-    }
-}
-
-/// Discrete Laplace with scale `t` (CKS 2020 algorithm 2 with `s = 1`), as (sign, magnitude);
-/// `-0` is rejected so that 0 has the right probability.
-fn discrete_laplace<R: Rng + ?Sized>(rng: &mut R, t: u64) -> (bool, u128) {
-    loop {
-        let positive = rng.next_u32() & 1 == 1;
-        // Geometric(1 - exp(-1/t)) as u + t v: u uniform in [0, t) accepted with exp(-u/t),
-        // v the number of successes of Bernoulli(exp(-1)) before the first failure.
-        let mut u = uniform_below_u64(rng, t);
-        while !bernoulli_exp_frac(rng, u128::from(u), u128::from(t)) {
-            u = uniform_below_u64(rng, t);
-        }
-        let mut v: u64 = 0;
-        while bernoulli_exp_frac(rng, 1, 1) {
-            v += 1;
-        }
-        let magnitude = u128::from(v) * u128::from(t) + u128::from(u);
-        if positive || magnitude != 0 {
-            return (positive, magnitude);
-        }
-    }
-}
-
-/// Bernoulli(exp(-num/den)) for any `num / den >= 0` (CKS 2020 algorithm 1, with the integer
-/// part peeled off as independent Bernoulli(exp(-1)) draws).
-fn bernoulli_exp<R: Rng + ?Sized>(rng: &mut R, mut num: U256, den: u128) -> bool {
-    let den_wide = U256::from(den);
-    while num > den_wide {
-        if !bernoulli_exp_frac(rng, 1, 1) {
-            return false;
-        }
-        num = num.sub(den_wide);
-    }
-    // num <= den < 2^128 here.
-    bernoulli_exp_frac(rng, num.lo, den)
-}
-
-/// Bernoulli(exp(-num/den)) for `0 <= num <= den`, `den > 0` (CKS 2020 algorithm 1): count the
-/// successes `K` of Bernoulli(gamma/1), Bernoulli(gamma/2), ... and return whether `K` is even.
-fn bernoulli_exp_frac<R: Rng + ?Sized>(rng: &mut R, num: u128, den: u128) -> bool {
-    let num_wide = U256::from(num);
-    let mut k: u128 = 1;
-    loop {
-        // Bernoulli(num / (den k)): a uniform integer below den k is below num.
-        if uniform_below_u256(rng, U256::mul(den, k)) < num_wide {
-            k += 1;
-        } else {
-            return k % 2 == 1;
-        }
-    }
-}
-
-/// Uniform integer in `[0, m)`, `m > 0`, exactly (Lemire's multiply-and-reject).
-fn uniform_below_u64<R: Rng + ?Sized>(rng: &mut R, m: u64) -> u64 {
-    debug_assert!(m > 0);
-    let mut product = u128::from(rng.next_u64()) * u128::from(m);
-    #[allow(clippy::cast_possible_truncation)] // low half
-    let mut low = product as u64;
-    if low < m {
-        let threshold = m.wrapping_neg() % m;
-        while low < threshold {
-            product = u128::from(rng.next_u64()) * u128::from(m);
-            #[allow(clippy::cast_possible_truncation)]
-            {
-                low = product as u64;
-            }
-        }
-    }
-    #[allow(clippy::cast_possible_truncation)] // high half
-    let high = (product >> 64) as u64;
-    high
-}
-
-fn next_u128<R: Rng + ?Sized>(rng: &mut R) -> u128 {
-    (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())
-}
-
-/// Uniform integer in `[0, m)`, `m > 0`, exactly.
-fn uniform_below_u128<R: Rng + ?Sized>(rng: &mut R, m: u128) -> u128 {
-    if let Ok(small) = u64::try_from(m) {
-        return u128::from(uniform_below_u64(rng, small));
-    }
-    let mask = u128::MAX >> m.leading_zeros();
-    loop {
-        let x = next_u128(rng) & mask;
-        if x < m {
-            return x;
-        }
-    }
-}
-
-/// Uniform integer in `[0, m)`, `m > 0`, exactly.
-fn uniform_below_u256<R: Rng + ?Sized>(rng: &mut R, m: U256) -> U256 {
-    if m.hi == 0 {
-        return U256::from(uniform_below_u128(rng, m.lo));
-    }
-    let mask = u128::MAX >> m.hi.leading_zeros();
-    loop {
-        let x = U256 {
-            hi: next_u128(rng) & mask,
-            lo: next_u128(rng),
-        };
-        if x < m {
-            return x;
-        }
-    }
-}
-
-/// Just enough 256-bit arithmetic for the acceptance test. Field order makes the derived
-/// ordering numeric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct U256 {
-    hi: u128,
-    lo: u128,
-}
-
-impl From<u128> for U256 {
-    fn from(lo: u128) -> Self {
-        Self { hi: 0, lo }
-    }
-}
-
-impl U256 {
-    /// Full product of two 128-bit integers.
-    fn mul(a: u128, b: u128) -> Self {
-        const MASK: u128 = u64::MAX as u128;
-        let (a1, a0) = (a >> 64, a & MASK);
-        let (b1, b0) = (b >> 64, b & MASK);
-        let (p00, p01, p10, p11) = (a0 * b0, a0 * b1, a1 * b0, a1 * b1);
-        let mid = (p00 >> 64) + (p01 & MASK) + (p10 & MASK); // < 3 * 2^64
-        Self {
-            hi: p11 + (p01 >> 64) + (p10 >> 64) + (mid >> 64),
-            lo: (p00 & MASK) | (mid << 64),
-        }
-    }
-
-    /// `self - other` for `self >= other`.
-    fn sub(self, other: Self) -> Self {
-        let (lo, borrow) = self.lo.overflowing_sub(other.lo);
-        Self {
-            hi: self.hi - other.hi - u128::from(borrow),
-            lo,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,20 +472,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn u256_mul_matches_u128_when_small(a in any::<u64>(), b in any::<u64>()) {
-            let p = U256::mul(u128::from(a), u128::from(b));
-            prop_assert_eq!(p, U256::from(u128::from(a) * u128::from(b)));
-        }
-
-        #[test]
-        fn u256_mul_distributes(a in any::<u128>(), b in any::<u128>()) {
-            // (a * b) - (a * (b - 1)) == a, checked through sub.
-            prop_assume!(b > 0);
-            let diff = U256::mul(a, b).sub(U256::mul(a, b - 1));
-            prop_assert_eq!(diff, U256::from(a));
-        }
-
         #[test]
         fn rounding_is_to_nearest_grid_point(x in -1.0e6f64..1.0e6, k in -40i32..4) {
             let grid = Grid::new(k);
@@ -559,57 +499,6 @@ mod tests {
                 };
                 assert_eq!(got, want, "x={x} n={n}");
             }
-        }
-    }
-
-    #[test]
-    fn u256_mul_extremes() {
-        let p = U256::mul(u128::MAX, u128::MAX);
-        // (2^128 - 1)^2 = 2^256 - 2^129 + 1
-        assert_eq!(
-            p,
-            U256 {
-                hi: u128::MAX - 1,
-                lo: 1
-            }
-        );
-    }
-
-    #[test]
-    fn uniform_below_is_in_range_and_covers() {
-        let mut rng = seeded(7);
-        let mut seen = [0u32; 7];
-        for _ in 0..7000 {
-            let x = uniform_below_u64(&mut rng, 7);
-            seen[usize::try_from(x).unwrap()] += 1;
-        }
-        assert!(seen.iter().all(|&c| (800..1200).contains(&c)), "{seen:?}");
-        let big = (1u128 << 100) + 3;
-        for _ in 0..1000 {
-            assert!(uniform_below_u128(&mut rng, big) < big);
-        }
-        let huge = U256 { hi: 5, lo: 0 };
-        for _ in 0..1000 {
-            assert!(uniform_below_u256(&mut rng, huge) < huge);
-        }
-    }
-
-    #[test]
-    fn bernoulli_exp_frequencies() {
-        // gamma = 1/2 and gamma = 5/2 (the latter via the integer peel-off).
-        let mut rng = seeded(11);
-        let n = 40_000;
-        for (num, den, p) in [(1u128, 2u128, (-0.5f64).exp()), (5, 2, (-2.5f64).exp())] {
-            let hits = (0..n)
-                .filter(|_| bernoulli_exp(&mut rng, U256::from(num), den))
-                .count();
-            #[allow(clippy::cast_precision_loss)]
-            let freq = hits as f64 / f64::from(n);
-            let sd = (p * (1.0 - p) / f64::from(n)).sqrt();
-            assert!(
-                (freq - p).abs() < 6.0 * sd,
-                "gamma {num}/{den}: {freq} vs {p}"
-            );
         }
     }
 
@@ -659,3 +548,4 @@ mod tests {
         assert!(z * s <= g.effective_std_dev());
     }
 }
+
