@@ -28,7 +28,7 @@
 //! is exactly `r + N_Z(0, S^2)`: the sampler draws uniform integers from the generator and
 //! decides with integer comparisons, so nothing about the support or the probabilities depends on
 //! floating-point rounding. The final float `z * 2^k` is a deterministic function of `z` alone
-//! (`i128 -> f64` rounds to nearest, then an exact power-of-two scaling; `f32` outputs round that
+//! (integer `-> f64` rounds to nearest, then an exact power-of-two scaling; `f32` outputs round that
 //! `f64` once more), hence post-processing, which cannot weaken differential privacy. (For inputs
 //! with `|x| >= 2^(k+53)` the float is `x + n * 2^k`, still a function of `z` because `n * 2^k` is
 //! exact while `|n| < 2^53`, i.e. for all but a `exp(-2^44)` fraction of draws.)
@@ -275,7 +275,7 @@ impl SecureGaussian {
             .zip(noise.units.par_chunks(CHUNK_LEN))
             .for_each(|(values, units)| {
                 for (v, &n) in values.iter_mut().zip(units) {
-                    *v = T::from_f64(grid.add(v.to_f64(), i128::from(n)));
+                    *v = T::from_f64(grid.add(v.to_f64(), n));
                 }
             });
         Ok(())
@@ -295,7 +295,7 @@ impl SecureGaussian {
             .for_each(|(chunk, values)| {
                 let mut stream = chunk_stream(key, chunk);
                 for v in values.iter_mut() {
-                    let noise = i128::from(to_units(self.sampler.sample(&mut stream)));
+                    let noise = to_units(self.sampler.sample(&mut stream));
                     *v = T::from_f64(grid.add(v.to_f64(), noise));
                 }
             });
@@ -432,6 +432,8 @@ struct Grid {
     k: i32,
     /// Values with `|x| >= on_grid` are already multiples of `2^k` (their ulp is at least `2^k`).
     on_grid: f64,
+    /// `(2^-k, 2^k)` when both are normal floats, so that scaling is one exact multiplication.
+    factors: Option<(f64, f64)>,
 }
 
 impl Grid {
@@ -441,23 +443,49 @@ impl Grid {
         } else {
             mul_pow2(1.0, k + 53)
         };
-        Self { k, on_grid }
+        let factors = (-1022..=1022).contains(&k).then(|| (pow2(-k), pow2(k)));
+        Self {
+            k,
+            on_grid,
+            factors,
+        }
+    }
+
+    fn to_units(self, x: f64) -> f64 {
+        match self.factors {
+            Some((down, _)) => x * down,
+            None => mul_pow2(x, -self.k),
+        }
+    }
+
+    fn from_units(self, z: f64) -> f64 {
+        match self.factors {
+            Some((_, up)) => z * up,
+            None => mul_pow2(z, self.k),
+        }
     }
 
     /// `round(x / 2^k) * 2^k + noise * 2^k` as a float: the exact lattice point, rounded once.
-    fn add(self, x: f64, noise: i128) -> f64 {
+    fn add(self, x: f64, noise: i64) -> f64 {
         if x.abs() < self.on_grid {
-            let y = mul_pow2(x, -self.k); // exact: |y| < 2^53
-            let floor = y.floor();
-            let r = if y - floor >= 0.5 { floor + 1.0 } else { floor }; // ties up, as OpenDP
-            #[allow(clippy::cast_possible_truncation)] // |r| <= 2^53, an integer
-            let z = r as i128 + noise;
-            #[allow(clippy::cast_precision_loss)] // round to nearest: post-processing of z
-            mul_pow2(z as f64, self.k)
+            let y = self.to_units(x); // exact: |y| < 2^53
+            // Nearest integer, ties up as OpenDP: truncate, then fix with the exact fraction.
+            #[allow(clippy::cast_possible_truncation)] // |y| < 2^53
+            let t = y as i64;
+            #[allow(clippy::cast_precision_loss)] // |t| < 2^53: exact
+            let frac = y - t as f64;
+            let r = t + i64::from(frac >= 0.5) - i64::from(frac < -0.5);
+            // Round to nearest: post-processing of the exact lattice point z.
+            #[allow(clippy::cast_precision_loss)]
+            let z = match r.checked_add(noise) {
+                Some(z) => z as f64,
+                None => (i128::from(r) + i128::from(noise)) as f64,
+            };
+            self.from_units(z)
         } else {
             #[allow(clippy::cast_precision_loss)] // exact while |noise| < 2^53
             let n = noise as f64;
-            x + mul_pow2(n, self.k)
+            x + self.from_units(n)
         }
     }
 }
@@ -483,15 +511,31 @@ mod tests {
     }
 
     #[test]
+    fn ties_round_up_like_opendp() {
+        let grid = Grid::new(-1); // steps of 0.5: x / 2^k = 2x
+        for (x, want) in [
+            (1.25, 1.5),   // 2.5 -> 3
+            (-1.25, -1.0), // -2.5 -> -2
+            (-0.25, 0.0),  // -0.5 -> 0
+            (0.25, 0.5),   // 0.5 -> 1
+            (-0.3, -0.5),  // -0.6 -> -1
+            (0.2, 0.0),
+        ] {
+            assert_eq!(grid.add(x, 0), want, "{x}");
+        }
+        assert_eq!(grid.add(1.25, -3), 0.0);
+    }
+
+    #[test]
     fn large_inputs_take_the_float_path_and_agree_with_the_lattice() {
         let grid = Grid::new(-10);
         for x in [2f64.powi(43), 3.0 * 2f64.powi(45), -(2f64.powi(50)), 1e300] {
             assert!(x.abs() >= grid.on_grid);
-            for n in [-5i128, 0, 7, 1 << 40] {
+            for n in [-5i64, 0, 7, 1 << 40] {
                 let got = grid.add(x, n);
                 let want = if x.abs() < 1e30 {
                     #[allow(clippy::cast_possible_truncation)]
-                    let r = mul_pow2(x, 10) as i128;
+                    let r = mul_pow2(x, 10) as i64;
                     #[allow(clippy::cast_precision_loss)]
                     mul_pow2((r + n) as f64, -10)
                 } else {
