@@ -1,8 +1,10 @@
 //! The participant's privacy gate: what a round would cost, whether it fits the local budget,
 //! and DP-SGD training with noise from a cryptographic generator.
 
+use std::sync::mpsc;
+
 use fedledger_model::{Dataset, DpSgdConfig, GradientNoise, ModelSpec, TrainConfig, TrainOutcome};
-use fedledger_privacy::{accountant::RdpAccountant, noise::SecureGaussian};
+use fedledger_privacy::{LatticeNoise, SecureGaussian, accountant::RdpAccountant};
 use fedledger_proto as pb;
 use rand::{SeedableRng, rngs::SysRng};
 
@@ -100,18 +102,120 @@ pub fn plan(
     })
 }
 
-/// Gaussian noise from the privacy crate's exact sampler over ChaCha20 seeded by the OS.
-struct SecureNoise {
-    rng: chacha20::ChaCha20Rng,
+/// DP-SGD noise from the privacy crate's exact sampler, drawn one step ahead on a worker thread.
+///
+/// The noise of a step does not depend on the data, so while the model computes step `t`'s
+/// clipped gradients on one core, the worker draws step `t + 1`'s noise on the other; the step
+/// itself only rounds to the grid and adds. Both generators are ChaCha20 seeded from the
+/// operating system. The sampler (its tables cost tens of microseconds) is built once per
+/// standard deviation, not once per step. If the worker thread is gone, the noise is drawn
+/// inline instead: never skipped.
+pub struct SecureNoise {
+    sampler: Option<SecureGaussian>,
+    inline_rng: chacha20::ChaCha20Rng,
+    worker: Option<NoiseWorker>,
+}
+
+struct NoiseWorker {
+    requests: mpsc::Sender<(SecureGaussian, usize)>,
+    results: mpsc::Receiver<LatticeNoise>,
+    /// The request in flight: the standard deviation and length it was made for.
+    pending: Option<(f64, usize)>,
+}
+
+impl SecureNoise {
+    /// A noise source with generators seeded from the operating system and a prefetch worker.
+    pub fn from_os() -> Result<Self, SourceError> {
+        Self::new(os_chacha()?, Some(os_chacha()?))
+    }
+
+    /// A noise source over the given generators; `worker_rng: None` draws every step inline.
+    /// (Tests and benchmarks pass seeded generators; production uses [`Self::from_os`].)
+    pub fn new(
+        inline_rng: chacha20::ChaCha20Rng,
+        worker_rng: Option<chacha20::ChaCha20Rng>,
+    ) -> Result<Self, SourceError> {
+        let worker = match worker_rng {
+            None => None,
+            Some(mut rng) => {
+                let (requests, jobs) = mpsc::channel::<(SecureGaussian, usize)>();
+                let (done, results) = mpsc::channel();
+                std::thread::Builder::new()
+                    .name("dp-noise".into())
+                    .spawn(move || {
+                        for (sampler, len) in jobs {
+                            if done.send(sampler.draw(len, &mut rng)).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .map_err(|e| SourceError::Privacy(format!("noise worker thread: {e}")))?;
+                Some(NoiseWorker {
+                    requests,
+                    results,
+                    pending: None,
+                })
+            }
+        };
+        Ok(Self {
+            sampler: None,
+            inline_rng,
+            worker,
+        })
+    }
+
+    fn sampler_for(&mut self, std_dev: f64) -> SecureGaussian {
+        match &self.sampler {
+            Some(s) if s.std_dev() == std_dev => s.clone(),
+            _ => {
+                let s = SecureGaussian::new(std_dev, None).expect("std_dev validated positive");
+                self.sampler = Some(s.clone());
+                s
+            }
+        }
+    }
+
+    /// This step's noise: the prefetched draw if it was made for this shape, else a fresh one;
+    /// then the next step's draw is requested.
+    fn next_noise(&mut self, sampler: &SecureGaussian, std_dev: f64, len: usize) -> LatticeNoise {
+        if let Some(worker) = &mut self.worker {
+            let ready = match worker.pending.take() {
+                Some(shape) => match worker.results.recv() {
+                    Ok(noise) if shape == (std_dev, len) => Some(noise),
+                    Ok(_) => None, // drawn for another shape: discarded, never reused
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            let noise = ready.or_else(|| {
+                worker.requests.send((sampler.clone(), len)).ok()?;
+                worker.results.recv().ok()
+            });
+            if worker.requests.send((sampler.clone(), len)).is_ok() {
+                worker.pending = Some((std_dev, len));
+            }
+            if let Some(noise) = noise {
+                return noise;
+            }
+            self.worker = None; // the worker is gone: draw inline from now on
+        }
+        sampler.draw(len, &mut self.inline_rng)
+    }
 }
 
 impl GradientNoise for SecureNoise {
     fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64) {
-        let sampler = SecureGaussian::new(std_dev, None).expect("std_dev validated positive");
+        let sampler = self.sampler_for(std_dev);
+        let noise = self.next_noise(&sampler, std_dev, values.len());
         sampler
-            .add_noise_f32(values, &mut self.rng)
-            .expect("gradients are finite");
+            .apply_f32(values, &noise)
+            .expect("gradients are finite and the noise has their length");
     }
+}
+
+fn os_chacha() -> Result<chacha20::ChaCha20Rng, SourceError> {
+    chacha20::ChaCha20Rng::try_from_rng(&mut SysRng)
+        .map_err(|e| SourceError::Privacy(format!("OS randomness unavailable: {e}")))
 }
 
 /// Train locally; with `cfg.dp` set, DP-SGD with secure noise and CSPRNG batch sampling.
@@ -121,13 +225,9 @@ pub fn train(
     data: &Dataset,
     cfg: &TrainConfig,
 ) -> Result<TrainOutcome, SourceError> {
-    let mut rng = chacha20::ChaCha20Rng::try_from_rng(&mut SysRng)
-        .map_err(|e| SourceError::Privacy(format!("OS randomness unavailable: {e}")))?;
+    let mut rng = os_chacha()?;
     let outcome = if cfg.dp.is_some() {
-        let mut noise = SecureNoise {
-            rng: chacha20::ChaCha20Rng::try_from_rng(&mut SysRng)
-                .map_err(|e| SourceError::Privacy(format!("OS randomness unavailable: {e}")))?,
-        };
+        let mut noise = SecureNoise::from_os()?;
         fedledger_model::train(spec, global, data, cfg, &mut rng, Some(&mut noise))?
     } else {
         fedledger_model::train(spec, global, data, cfg, &mut rng, None)?

@@ -8,28 +8,29 @@
 //! - **Core.** `[0, L)` is cut into `B` bins of `w = 2^b` integers (`w` about `S / 32`,
 //!   `L = B w >= 12 S`). Bin `i` gets an integer weight `W_i >= K exp(-gamma(i w))`, the bin's
 //!   largest target value times a constant `K`. A bin is drawn from these weights by an alias
-//!   table whose integer thresholds make the bin probabilities exactly `W_i / 2^64`, then a
+//!   table whose integer thresholds make the bin probabilities exactly `W_i / 2^32`, then a
 //!   uniform offset in the bin.
 //! - **Tail.** `m >= L` is proposed, with weight `W_T`, as `L + g` for `g` geometric with
 //!   ratio `rho = exp(-1/t)`, `t = ceil(S^2 / L)`, drawn exactly by CKS 2020 algorithm 2. Since
 //!   `gamma(m) - gamma(L) >= (m - L) L / S^2 >= (m - L) / t`, the target decays at least as fast
 //!   as the proposal.
-//! - **Padding.** The weights fall short of `2^64` by about 1%; that mass proposes nothing (the
+//! - **Padding.** The weights fall short of `2^32` by about 1%; that mass proposes nothing (the
 //!   attempt restarts).
 //!
 //! A proposed `m` is accepted with probability `a(m) = K exp(-gamma(m)) / W_i` in bin `i`, and
 //! `K exp(-gamma(m)) / (w W_T (1 - rho) rho^(m - L))` in the tail. Proposal probability times
-//! acceptance is `K exp(-gamma(m)) / (2^64 w)` for every `m`: the accepted `m` follows the target
+//! acceptance is `K exp(-gamma(m)) / (2^32 w)` for every `m`: the accepted `m` follows the target
 //! exactly. `a(m) <= 1` holds by the choice of `W_i` (the target is largest at the bin's start)
 //! and of `W_T >= 2 t K exp(-gamma(L)) / w` (since `1 - rho >= 1 / (2t)`). A uniform sign, with
 //! `-0` rejected, gives `x`.
 //!
 //! # Exactness of each acceptance decision
 //!
-//! Every decision is `1{u < a(m)}` for a uniform real `u`. From 64 random bits (alias column and
-//! threshold) and 64 more (offset, sign, and the first `63 - b` digits of `u`) the decision is
-//! usually settled with floating point, but only when a rigorous interval around `a(m)` does not
-//! contain the interval of reals that `u`'s digits leave open:
+//! Every decision is `1{u < a(m)}` for a uniform real `u`. One 64-bit word gives the alias
+//! column and threshold (32 bits), the sign, the offset (`b` bits) and the first `31 - b` digits
+//! of `u`; when those digits are too few, a second word extends them to 52. The decision is
+//! settled with floating point, but only when a rigorous interval around `a(m)` does not contain
+//! the interval of reals that `u`'s digits leave open:
 //!
 //! 1. `c_i = K exp(-gamma(i w)) / W_i` is bracketed at construction with a relative slack of
 //!    `2^-40` around its `f64` value (`libm`'s `exp` is within 1 ulp, `2^-52`; the argument's
@@ -38,13 +39,13 @@
 //!    computed with relative error below `2^-48`, is bracketed by `1 - d <= exp(-d) <= 1 - d +
 //!    d^2/2` (no transcendental function at all), widened by the same slack;
 //! 3. if that is undecided (probability about `d^2 / 2`), by `libm::exp(-d)` with the slack;
-//! 4. if still undecided (probability about `2^-38`), or in the tail (probability below
-//!    `2^-64`), exactly: [`super::exact`] draws more digits of `u` and brackets `a(m)` with integer
+//! 4. if still undecided with 52 digits (probability about `2^-38`), or in the tail (probability
+//!    below `2^-32`), exactly: [`super::exact`] draws more digits of `u` and brackets `a(m)` with integer
 //!    arithmetic at growing precision until the comparison is settled.
 //!
 //! Steps 1 to 3 only ever answer when the answer is certain; step 4 always answers correctly.
 //! The sampler is therefore exact, like the CKS sampler it replaces for fine grids, at about
-//! a twentieth of the cost (two generator words and no loops in almost every draw).
+//! a tenth of the cost (one generator word and no loops in almost every draw).
 
 use std::fmt;
 
@@ -61,6 +62,12 @@ pub(super) const MIN_SCALE: u64 = 1 << 11;
 
 /// The core covers `[0, TAIL_SDS * S)`; beyond, the tail proposal.
 const TAIL_SDS: u64 = 12;
+
+/// Bits of probability mass in the alias table: entries are drawn with probability `W / 2^32`.
+const MASS_BITS: u32 = 32;
+
+/// Digits of `u` after the second word: as many as an `f64` holds exactly.
+const LONG_DIGITS: u32 = 52;
 
 /// Relative slack around every floating-point bracket (`2^-40`).
 const EPS: f64 = 1.0 / 1_099_511_627_776.0;
@@ -147,8 +154,8 @@ impl Binned {
         let bin_exp_up: Vec<f64> = (0..nbins).map(|i| exp_up(i * width)).collect();
         let tail_need = 2.0 * tail_t as f64 * exp_up(tail_start) / width as f64;
         let total: f64 = bin_exp_up.iter().sum::<f64>() + tail_need;
-        let k_f = (18_446_744_073_709_551_616.0 * 0.99 / total).floor();
-        assert!(k_f >= 9_007_199_254_740_992.0, "K = {k_f} must be an f64 integer");
+        let k_f = (4_294_967_296.0 * 0.99 / total).floor();
+        assert!(k_f >= 1e6, "K = {k_f} too coarse");
         let k = k_f as u64;
         // W >= K * need, with 2^-50 covering the roundings of the product.
         let weight = |need: f64| ((k_f * need * (1.0 + ROUND)).ceil() as u64).max(1);
@@ -171,8 +178,8 @@ impl Binned {
         // Entries: bins 0..B, tail B, padding B + 1, then zero-weight fillers.
         let used: u128 =
             weights.iter().map(|&w| u128::from(w)).sum::<u128>() + u128::from(tail_weight);
-        let total_mass = 1u128 << 64;
-        assert!(used <= total_mass, "weights exceed 2^64");
+        let total_mass = 1u128 << MASS_BITS;
+        assert!(used <= total_mass, "weights exceed 2^32");
         let mut entries: Vec<u128> = weights.iter().map(|&w| u128::from(w)).collect();
         entries.push(u128::from(tail_weight));
         entries.push(total_mass - used);
@@ -197,30 +204,31 @@ impl Binned {
 
     /// One exact draw from `N_Z(0, S^2)`.
     pub(super) fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> i128 {
-        let low_mask = u64::MAX >> self.column_bits;
+        let low_mask = (1u64 << (MASS_BITS - self.column_bits)) - 1;
         loop {
             let r = rng.next_u64();
+            let alias = r >> 32;
             #[allow(clippy::cast_possible_truncation)] // < 2^column_bits
-            let column = (r >> (64 - self.column_bits)) as usize;
+            let column = (alias >> (MASS_BITS - self.column_bits)) as usize;
             let c = self.columns[column];
-            let entry = if r & low_mask < c.threshold {
+            let entry = if alias & low_mask < c.threshold {
                 column
             } else {
                 c.entry as usize
             };
-            let r2 = rng.next_u64();
-            let positive = r2 & 1 == 1;
+            let low = r & 0xffff_ffff;
+            let positive = low & 1 == 1;
             let magnitude = if entry < self.bins.len() {
-                let offset = (r2 >> 1) & ((1 << self.width_bits) - 1);
-                let u_bits = 63 - self.width_bits;
-                let u = r2 >> (1 + self.width_bits);
+                let offset = (low >> 1) & ((1 << self.width_bits) - 1);
+                let u_bits = 31 - self.width_bits;
+                let u = low >> (1 + self.width_bits);
                 if !self.accept_core(entry, offset, u, u_bits, rng) {
                     continue;
                 }
                 u128::from(self.bins[entry].base + offset)
             } else if entry == self.bins.len() {
                 let m = u128::from(self.tail_start) + cks::geometric(rng, self.tail_t);
-                if !self.accept_tail(m, r2 >> 1, 63, rng) {
+                if !self.accept_tail(m, low >> 1, 31, rng) {
                     continue;
                 }
                 m
@@ -236,6 +244,7 @@ impl Binned {
     }
 
     /// `1{u < K exp(-gamma(m)) / W_i}` for `m = base_i + offset`; `u`'s first digits are `u`.
+    #[inline]
     fn accept_core<R: Rng + ?Sized>(
         &self,
         entry: usize,
@@ -244,11 +253,18 @@ impl Binned {
         u_bits: u32,
         rng: &mut R,
     ) -> bool {
-        self.decide_core_fast(entry, offset, u, u_bits)
-            .unwrap_or_else(|| self.decide_core_exact(entry, offset, u, u_bits, rng))
+        if let Some(decided) = self.decide_core_fast(entry, offset, u, u_bits) {
+            return decided;
+        }
+        // Extend u to 52 digits (still exact as an f64) and try again.
+        let more = LONG_DIGITS - u_bits;
+        let u = (u << more) | (rng.next_u64() >> (64 - more));
+        self.decide_core_fast(entry, offset, u, LONG_DIGITS)
+            .unwrap_or_else(|| self.decide_core_exact(entry, offset, u, LONG_DIGITS, rng))
     }
 
     /// Steps 1 to 3 of the module docs: the decision if floating point settles it for certain.
+    #[inline]
     fn decide_core_fast(&self, entry: usize, offset: u64, u: u64, u_bits: u32) -> Option<bool> {
         let bin = self.bins[entry];
         // d = offset (2 base + offset) / (2 S^2); the product is below 2^62, exact as an integer.
@@ -256,7 +272,7 @@ impl Binned {
         let d = (offset * (2 * bin.base + offset)) as f64 * self.inv_two_s2;
         let (d_lo, d_hi) = (d * (1.0 - D_ERR), d * (1.0 + D_ERR));
         let ulp = pow2_neg(u_bits);
-        #[allow(clippy::cast_precision_loss)] // u < 2^57: exact
+        #[allow(clippy::cast_precision_loss)] // u < 2^52: exact
         let (u_lo, u_hi) = (u as f64 * ulp, (u + 1) as f64 * ulp);
         if u_hi <= bin.c_lo * (1.0 - d_hi) * (1.0 - EPS) {
             return Some(true);
@@ -327,13 +343,13 @@ fn ceil_div(a: &BigUint, b: &BigUint) -> BigUint {
     (a + b - 1u32) / b
 }
 
-/// Alias table over `2^column_bits` columns of capacity `2^(64 - column_bits)` each, for integer
-/// weights summing to `2^64`, built by Vose's method in exact integer arithmetic: entry `i` is
-/// drawn with probability exactly `weights[i] / 2^64`.
+/// Alias table over `2^column_bits` columns of capacity `2^(32 - column_bits)` each, for integer
+/// weights summing to `2^32`, built by Vose's method in exact integer arithmetic: entry `i` is
+/// drawn with probability exactly `weights[i] / 2^32`.
 fn alias_table(weights: &[u128], column_bits: u32) -> Vec<Column> {
     debug_assert_eq!(weights.len(), 1 << column_bits);
-    debug_assert_eq!(weights.iter().sum::<u128>(), 1 << 64);
-    let cap = 1u128 << (64 - column_bits);
+    debug_assert_eq!(weights.iter().sum::<u128>(), 1 << MASS_BITS);
+    let cap = 1u128 << (MASS_BITS - column_bits);
     let mut rest = weights.to_vec();
     let (mut small, mut large): (Vec<usize>, Vec<usize>) =
         (0..weights.len()).partition(|&i| rest[i] < cap);
@@ -346,7 +362,7 @@ fn alias_table(weights: &[u128], column_bits: u32) -> Vec<Column> {
         .collect();
     while let (Some(&s), Some(&l)) = (small.last(), large.last()) {
         small.pop();
-        #[allow(clippy::cast_possible_truncation)] // rest[s] < cap <= 2^63
+        #[allow(clippy::cast_possible_truncation)] // rest[s] < cap <= 2^31
         {
             columns[s] = Column {
                 threshold: rest[s] as u64,
@@ -372,7 +388,7 @@ mod tests {
 
     /// Probability mass of each entry implied by the table, in units of 2^-64.
     fn implied(columns: &[Column], column_bits: u32) -> Vec<u128> {
-        let cap = 1u128 << (64 - column_bits);
+        let cap = 1u128 << (MASS_BITS - column_bits);
         let mut mass = vec![0u128; columns.len()];
         for (j, c) in columns.iter().enumerate() {
             mass[j] += u128::from(c.threshold);
@@ -388,12 +404,12 @@ mod tests {
             let mut want: Vec<u128> = b.weights.iter().map(|&w| u128::from(w)).collect();
             want.push(u128::from(b.tail_weight));
             let used: u128 = want.iter().sum();
-            want.push((1u128 << 64) - used);
+            want.push((1u128 << MASS_BITS) - used);
             want.resize(b.columns.len(), 0);
             assert_eq!(implied(&b.columns, b.column_bits), want, "scale {scale}");
             // About 1% padding, as designed.
             #[allow(clippy::cast_precision_loss)]
-            let padding = ((1u128 << 64) - used) as f64 / 2f64.powi(64);
+            let padding = ((1u128 << MASS_BITS) - used) as f64 / 2f64.powi(32);
             assert!((0.005..0.02).contains(&padding), "padding {padding}");
         }
     }
@@ -435,9 +451,9 @@ mod tests {
         for scale in [MIN_SCALE, 12_345, 1 << 29] {
             let b = Binned::new(scale);
             let width = 1u64 << b.width_bits;
-            let u_bits = 63 - b.width_bits;
             let (mut decided, mut open) = (0u32, 0u32);
             for trial in 0..3000u64 {
+                let u_bits = if trial % 2 == 0 { 31 - b.width_bits } else { LONG_DIGITS };
                 let entry = usize::try_from(rng.next_u64() % b.bins.len() as u64).unwrap();
                 let offset = rng.next_u64() % width;
                 // Every third trial puts u's digits within a few units of the exact threshold.

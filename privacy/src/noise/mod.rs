@@ -83,7 +83,7 @@ mod cks;
 mod exact;
 
 /// Coordinates per independent ChaCha20 stream (and per rayon task).
-pub const CHUNK_LEN: usize = 4096;
+pub const CHUNK_LEN: usize = 1024;
 
 /// Default grid: `std_dev / 2^k` lies in `[2^DEFAULT_GRID_BITS, 2^(DEFAULT_GRID_BITS + 1))`.
 pub const DEFAULT_GRID_BITS: i32 = 29;
@@ -349,6 +349,7 @@ fn chunk_stream(key: [u8; 32], chunk: usize) -> ChaCha20Rng {
 
 /// A draw as grid steps. `|n| >= 2^63` would need a draw `2^32` standard deviations out
 /// (probability below `exp(-2^63)`); it is refused rather than wrapped.
+#[inline]
 fn to_units(n: i128) -> i64 {
     i64::try_from(n).expect("a discrete Gaussian draw beyond 2^63 grid steps")
 }
@@ -451,6 +452,7 @@ impl Grid {
         }
     }
 
+    #[inline]
     fn to_units(self, x: f64) -> f64 {
         match self.factors {
             Some((down, _)) => x * down,
@@ -458,6 +460,7 @@ impl Grid {
         }
     }
 
+    #[inline]
     fn from_units(self, z: f64) -> f64 {
         match self.factors {
             Some((_, up)) => z * up,
@@ -466,6 +469,7 @@ impl Grid {
     }
 
     /// `round(x / 2^k) * 2^k + noise * 2^k` as a float: the exact lattice point, rounded once.
+    #[inline]
     fn add(self, x: f64, noise: i64) -> f64 {
         if x.abs() < self.on_grid {
             let y = self.to_units(x); // exact: |y| < 2^53
