@@ -46,7 +46,10 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("plain_sgd", name), |b| {
             b.iter(|| plain.sgd_step(black_box(&data), &rows).expect("step"))
         });
-        for (label, worker) in [("dp_sgd_secure_noise", true), ("dp_sgd_inline_noise", false)] {
+        for (label, worker) in [
+            ("dp_sgd_secure_noise", true),
+            ("dp_sgd_inline_noise", false),
+        ] {
             let mut private = Trainer::new(&spec, &params, 1e-6).expect("valid model");
             let mut noise = SecureNoise::new(
                 ChaCha20Rng::seed_from_u64(7),

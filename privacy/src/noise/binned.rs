@@ -39,9 +39,10 @@
 //!    computed with relative error below `2^-48`, is bracketed by `1 - d <= exp(-d) <= 1 - d +
 //!    d^2/2` (no transcendental function at all), widened by the same slack;
 //! 3. if that is undecided (probability about `d^2 / 2`), by `libm::exp(-d)` with the slack;
-//! 4. if still undecided with 52 digits (probability about `2^-38`), or in the tail (probability
-//!    below `2^-32`), exactly: [`super::exact`] draws more digits of `u` and brackets `a(m)` with integer
-//!    arithmetic at growing precision until the comparison is settled.
+//! 4. if still undecided with 52 digits (probability about `2^-38`), or in the tail
+//!    (probability below `2^-32`), exactly: [`super::exact`] draws more digits of `u` and
+//!    brackets `a(m)` with integer arithmetic at growing precision until the comparison is
+//!    settled.
 //!
 //! Steps 1 to 3 only ever answer when the answer is certain; step 4 always answers correctly.
 //! The sampler is therefore exact, like the CKS sampler it replaces for fine grids, at about
@@ -453,7 +454,11 @@ mod tests {
             let width = 1u64 << b.width_bits;
             let (mut decided, mut open) = (0u32, 0u32);
             for trial in 0..3000u64 {
-                let u_bits = if trial % 2 == 0 { 31 - b.width_bits } else { LONG_DIGITS };
+                let u_bits = if trial % 2 == 0 {
+                    31 - b.width_bits
+                } else {
+                    LONG_DIGITS
+                };
                 let entry = usize::try_from(rng.next_u64() % b.bins.len() as u64).unwrap();
                 let offset = rng.next_u64() % width;
                 // Every third trial puts u's digits within a few units of the exact threshold.
@@ -462,7 +467,9 @@ mod tests {
                     let (lo, _) = exp_neg_bounds(&(&m * &m), &b.two_s2, u64::from(u_bits) + 72);
                     let a = BigUint::from(b.k) * lo / (BigUint::from(b.weights[entry]) << 72u32);
                     let a = u64::try_from(&a).unwrap_or(u64::MAX >> (64 - u_bits));
-                    (a + (rng.next_u64() % 5)).saturating_sub(2).min((1 << u_bits) - 1)
+                    (a + (rng.next_u64() % 5))
+                        .saturating_sub(2)
+                        .min((1 << u_bits) - 1)
                 } else {
                     rng.next_u64() >> (64 - u_bits)
                 };
@@ -470,13 +477,19 @@ mod tests {
                     Some(fast) => {
                         decided += 1;
                         let exact = b.decide_core_exact(entry, offset, u, u_bits, &mut rng);
-                        assert_eq!(fast, exact, "scale {scale} bin {entry} offset {offset} u {u}");
+                        assert_eq!(
+                            fast, exact,
+                            "scale {scale} bin {entry} offset {offset} u {u}"
+                        );
                     }
                     None => open += 1,
                 }
             }
             // Random digits are all settled by floating point; only near-threshold ones stay open.
-            assert!(decided >= 2000 && open <= 1000, "{decided} decided, {open} open");
+            assert!(
+                decided >= 2000 && open <= 1000,
+                "{decided} decided, {open} open"
+            );
         }
     }
 
@@ -538,7 +551,10 @@ mod tests {
             let c = 2.0 / (9.0 * df);
             let bound = df * (1.0 - c + 6.0 * c.sqrt()).powi(3);
             assert!(cells.len() > 50, "{} cells", cells.len());
-            assert!(chi2 < bound, "tail at {tail_sds} sds: chi2 {chi2} over {df} df");
+            assert!(
+                chi2 < bound,
+                "tail at {tail_sds} sds: chi2 {chi2} over {df} df"
+            );
             if tail_sds == 1 {
                 // P(|x| >= L) with L just above S is about 0.31.
                 #[allow(clippy::cast_precision_loss)]

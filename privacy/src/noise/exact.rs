@@ -162,7 +162,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn exp_bounds_bracket_the_float_value(num in 0u64..5_000_000, den in 1u64..100_000, p in 8u64..200) {
+        fn exp_bounds_bracket_the_float_value(
+            num in 0u64..5_000_000,
+            den in 1u64..100_000,
+            p in 8u64..200,
+        ) {
             let (lo, hi) = exp_neg_bounds(&BigUint::from(num), &BigUint::from(den), p);
             prop_assert!(lo <= hi);
             prop_assert!(&hi - &lo <= BigUint::from(4u32), "width {}", &hi - &lo);
@@ -183,7 +187,11 @@ mod tests {
         for p in [64u64, 128, 300] {
             let (lo, hi) = exp_neg_bounds(&num, &den, p);
             assert!(&hi - &lo <= BigUint::from(4u32));
-            assert!(lo.bits() == p, "exp(-1/3) = 0.71..: {} bits at p = {p}", lo.bits());
+            assert!(
+                lo.bits() == p,
+                "exp(-1/3) = 0.71..: {} bits at p = {p}",
+                lo.bits()
+            );
         }
         // Huge exponents are bracketed by (0, 1).
         let (lo, hi) = exp_neg_bounds(&BigUint::from(1000u32), &BigUint::from(1u32), 64);

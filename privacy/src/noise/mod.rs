@@ -8,16 +8,27 @@
 //!
 //! 1. each coordinate `x` is rounded to the nearest multiple of `2^k` (ties up), giving an integer
 //!    `r = round(x / 2^k)`;
-//! 2. an integer `n` is drawn from the discrete Gaussian `N_Z(0, S^2)` with
-//!    `S = ceil(std_dev / 2^k)` grid units, exactly, by the algorithm of Canonne, Kamath and
-//!    Steinke (2020), "The Discrete Gaussian for Differential Privacy", algorithms 1 to 3: a
-//!    discrete Laplace proposal, accepted with probability `exp(-(|y| - S^2/t)^2 / (2 S^2))`;
-//!    every Bernoulli decision compares a uniform integer with an integer numerator, so no
-//!    floating-point number enters any sampling decision;
+//! 2. an integer `n` is drawn exactly from the discrete Gaussian `N_Z(0, S^2)` with
+//!    `S = ceil(std_dev / 2^k)` grid units;
 //! 3. the exact lattice point `z = r + n` is converted back to a float, `z * 2^k`.
 //!
 //! The default grid puts `S` in `[2^29, 2^30]`, so the noise is a lattice Gaussian with more
 //! than five hundred million points per standard deviation.
+//!
+//! Two exact samplers draw `n`, chosen by `S`:
+//!
+//! - `S >= 2048` (every default grid): the binned sampler (`noise/binned.rs`), rejection
+//!   sampling from an alias-table proposal over bins of width about `S / 32` plus a geometric
+//!   tail. It uses one 64-bit generator word per draw in almost every case and decides
+//!   acceptances with floating point only when a rigorous interval settles them; otherwise
+//!   (`noise/exact.rs`) it draws more random digits and compares in big-integer arithmetic at
+//!   growing precision.
+//! - `S < 2048` (coarse explicit grids): the algorithm of Canonne, Kamath and Steinke (2020),
+//!   "The Discrete Gaussian for Differential Privacy", algorithms 1 to 3 (`noise/cks.rs`): a
+//!   discrete Laplace proposal, accepted with probability `exp(-(|y| - S^2/t)^2 / (2 S^2))`;
+//!   every Bernoulli decision compares a uniform integer with an integer numerator.
+//!
+//! Both produce `N_Z(0, S^2)` exactly; the binned sampler is about fifteen times faster.
 //!
 //! # Soundness argument
 //!
@@ -25,13 +36,20 @@
 //! computed in floating point can only produce a set of doubles that depends on `x`, so an
 //! observer who sees the output's low-order bits learns `x`; Box-Muller Gaussians have the same
 //! porous support. Here the mechanism's real output is the integer `z = r + n`. Its distribution
-//! is exactly `r + N_Z(0, S^2)`: the sampler draws uniform integers from the generator and
-//! decides with integer comparisons, so nothing about the support or the probabilities depends on
-//! floating-point rounding. The final float `z * 2^k` is a deterministic function of `z` alone
-//! (integer `-> f64` rounds to nearest, then an exact power-of-two scaling; `f32` outputs round that
-//! `f64` once more), hence post-processing, which cannot weaken differential privacy. (For inputs
-//! with `|x| >= 2^(k+53)` the float is `x + n * 2^k`, still a function of `z` because `n * 2^k` is
-//! exact while `|n| < 2^53`, i.e. for all but a `exp(-2^44)` fraction of draws.)
+//! is exactly `r + N_Z(0, S^2)`: the samplers draw uniform bits from the generator, and every
+//! decision they make is the exact value of a comparison between a uniform real and a
+//! probability. Floating point is used only to *certify* a comparison whose outcome a rigorous
+//! interval already determines (the binned sampler's fast path; its error analysis is in
+//! `noise/binned.rs`); an undecided comparison is finished in integer arithmetic. So the support
+//! and the probabilities of `n` do not depend on floating-point rounding, and `n` is drawn
+//! independently of `x`. The final float `z * 2^k` is a deterministic function of `z` alone
+//! (integer `-> f64` rounds to nearest, then an exact power-of-two scaling; `f32` outputs round
+//! that `f64` once more), hence post-processing, which cannot weaken differential privacy. (For
+//! inputs with `|x| >= 2^(k+53)` the float is `x + n * 2^k`, still a function of `z` because
+//! `n * 2^k` is exact while `|n| < 2^53`, i.e. for all but a `exp(-2^44)` fraction of draws.)
+//!
+//! **Timing.** How long a draw takes depends only on the generator's bits, never on `x`, so
+//! drawing noise ahead ([`SecureGaussian::draw`]) or inline reveals nothing about the data.
 //!
 //! **Rounding is charged to the sensitivity.** Rounding moves each coordinate by at most
 //! `2^(k-1)`, so two inputs at L2 distance `d` are rounded to lattice points at distance at most
@@ -251,7 +269,11 @@ impl SecureGaussian {
         self.apply(values, noise)
     }
 
-    fn apply<T: GridFloat>(&self, values: &mut [T], noise: &LatticeNoise) -> Result<(), PrivacyError> {
+    fn apply<T: GridFloat>(
+        &self,
+        values: &mut [T],
+        noise: &LatticeNoise,
+    ) -> Result<(), PrivacyError> {
         if noise.k != self.k || noise.scale != self.scale {
             return Err(PrivacyError::InvalidParameter {
                 name: "noise grid units",
@@ -596,4 +618,3 @@ mod tests {
         assert!(z * s <= g.effective_std_dev());
     }
 }
-
