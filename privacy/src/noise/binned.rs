@@ -88,7 +88,7 @@ struct Bin {
 
 #[derive(Clone, Copy)]
 struct Column {
-    threshold: u64,
+    threshold: u32,
     entry: u32,
 }
 
@@ -212,7 +212,7 @@ impl Binned {
             #[allow(clippy::cast_possible_truncation)] // < 2^column_bits
             let column = (alias >> (MASS_BITS - self.column_bits)) as usize;
             let c = self.columns[column];
-            let entry = if alias & low_mask < c.threshold {
+            let entry = if alias & low_mask < u64::from(c.threshold) {
                 column
             } else {
                 c.entry as usize
@@ -357,16 +357,16 @@ fn alias_table(weights: &[u128], column_bits: u32) -> Vec<Column> {
     #[allow(clippy::cast_possible_truncation)]
     let mut columns: Vec<Column> = (0..weights.len())
         .map(|i| Column {
-            threshold: cap as u64,
+            threshold: cap as u32,
             entry: i as u32,
         })
         .collect();
     while let (Some(&s), Some(&l)) = (small.last(), large.last()) {
         small.pop();
-        #[allow(clippy::cast_possible_truncation)] // rest[s] < cap <= 2^31
+        #[allow(clippy::cast_possible_truncation)] // rest[s] < cap <= 2^30
         {
             columns[s] = Column {
-                threshold: rest[s] as u64,
+                threshold: rest[s] as u32,
                 entry: l as u32,
             };
         }
