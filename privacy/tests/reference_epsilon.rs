@@ -84,7 +84,7 @@ fn dp_accounting_mode_reproduces_the_table() {
         // Rounding up: never below the reference by more than float noise.
         assert!(
             report.epsilon >= row.eps_rdp * (1.0 - 1e-9),
-            "sigma={} q={} steps={}: ours {} (order {}) vs {} (order {})",
+            "sigma={} q={} steps={}: ours {} (order {:?}) vs {} (order {})",
             row.sigma,
             row.q,
             row.steps,
@@ -97,7 +97,8 @@ fn dp_accounting_mode_reproduces_the_table() {
             assert!(report.epsilon >= row.eps_pld_optimistic);
         }
         assert_eq!(
-            report.order, row.order,
+            report.order,
+            Some(row.order),
             "sigma={} q={} steps={}: attained order",
             row.sigma, row.q, row.steps
         );
@@ -111,7 +112,7 @@ fn exact_mode_is_valid_and_no_looser_than_dp_accounting() {
         let ours =
             epsilon_for(AccountantKind::Rdp, row.sigma, row.q, row.steps, row.delta).unwrap();
         let label = format!(
-            "sigma={} q={} steps={}: ours {} (order {}) vs dp_accounting {} (order {})",
+            "sigma={} q={} steps={}: ours {} (order {:?}) vs dp_accounting {} (order {})",
             row.sigma, row.q, row.steps, ours.epsilon, ours.order, row.eps_rdp, row.order
         );
         if !row.eps_pld_optimistic.is_nan() {
@@ -125,8 +126,78 @@ fn exact_mode_is_valid_and_no_looser_than_dp_accounting() {
         } else {
             assert!(rel <= 0.01, "{label}");
         }
-        if ours.order != row.order {
+        if ours.order != Some(row.order) {
             eprintln!("attained order differs: {label}");
         }
     }
+}
+
+/// Checks the PLD accountant on `rows`: never below dp_accounting's optimistic PLD figure (a
+/// lower bound on the true epsilon), within `PLD_TOLERANCE` of its pessimistic one. Returns the
+/// largest relative deviation and the smallest margin above the optimistic figure.
+fn check_pld(rows: &[Row]) -> (f64, f64) {
+    let (mut max_dev, mut min_margin) = (0.0f64, f64::INFINITY);
+    for row in rows {
+        let started = std::time::Instant::now();
+        let ours =
+            epsilon_for(AccountantKind::Pld, row.sigma, row.q, row.steps, row.delta).unwrap();
+        let dev = (ours.epsilon - row.eps_pld_pessimistic) / row.eps_pld_pessimistic;
+        let label = format!(
+            "sigma={} q={} steps={}: pld {} vs dp_accounting pessimistic {} ({:+.4}%), optimistic {} ({:.2?})",
+            row.sigma,
+            row.q,
+            row.steps,
+            ours.epsilon,
+            row.eps_pld_pessimistic,
+            dev * 100.0,
+            row.eps_pld_optimistic,
+            started.elapsed()
+        );
+        eprintln!("{label}");
+        assert_eq!(ours.order, None);
+        assert_eq!(ours.accountant, AccountantKind::Pld);
+        if !row.eps_pld_optimistic.is_nan() {
+            assert!(ours.epsilon >= row.eps_pld_optimistic, "{label}");
+            min_margin = min_margin.min(ours.epsilon - row.eps_pld_optimistic);
+        }
+        assert!(dev.abs() <= PLD_TOLERANCE, "{label}");
+        max_dev = max_dev.max(dev.abs());
+    }
+    eprintln!("max |relative deviation| {max_dev:e}, min margin above optimistic {min_margin:e}");
+    (max_dev, min_margin)
+}
+
+/// Largest relative deviation from dp_accounting's pessimistic PLD figure allowed.
+const PLD_TOLERANCE: f64 = 0.01;
+
+/// Rows cheap enough for a debug build (composed windows of at most a few hundred thousand
+/// buckets); the full table is [`pld_matches_the_whole_table`].
+#[test]
+fn pld_matches_a_representative_subset() {
+    let subset: Vec<Row> = rows()
+        .into_iter()
+        .filter(|r| {
+            [
+                (0.8, 0.001, 1000),
+                (0.8, 0.01, 100),
+                (0.8, 0.1, 10),
+                (0.8, 1.0, 10_000),
+                (2.0, 0.001, 10_000),
+                (2.0, 0.01, 1000),
+                (2.0, 0.1, 100),
+                (2.0, 1.0, 1),
+            ]
+            .contains(&(r.sigma, r.q, r.steps))
+        })
+        .collect();
+    assert_eq!(subset.len(), 8);
+    check_pld(&subset);
+}
+
+/// The whole table; slow in a debug build: `cargo test --release -p fedledger-privacy --test
+/// reference_epsilon -- --ignored`.
+#[test]
+#[ignore = "slow in debug builds; run with --release -- --ignored"]
+fn pld_matches_the_whole_table() {
+    check_pld(&rows());
 }
