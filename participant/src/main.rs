@@ -181,9 +181,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let store = fedledger_participant::store::LocalStore::open(&cfg.state_dir)
                 .context("open the local store")?;
             let spends = store.spends().context("read spends")?;
-            let spent =
-                fedledger_participant::dp::cumulative_epsilon(&spends, None, cfg.privacy.delta)
-                    .context("account the recorded spends")?;
+            let spent = fedledger_participant::dp::cumulative_epsilon(
+                &spends,
+                None,
+                cfg.privacy.delta,
+                cfg.privacy.accountant,
+            )
+            .context("account the recorded spends")?;
             let limit = cfg.privacy.epsilon_budget;
             let remaining = (limit - spent).max(0.0);
             if json {

@@ -95,7 +95,7 @@ fn invalid_parameters_are_refused_with_the_parameter_named() {
             "noise_multiplier",
         ),
         (
-            &["--target-epsilon", "-1", "--sampling-rate", "0.1"],
+            &["--target-epsilon=-1", "--sampling-rate", "0.1"],
             "target_epsilon",
         ),
         (

@@ -810,10 +810,10 @@ mod tests {
             let m = fft_length(n);
             assert!(m >= n && m < 2 * n.max(1) + 1);
             let mut r = m;
-            while r % 2 == 0 {
+            while r.is_multiple_of(2) {
                 r /= 2;
             }
-            while r % 3 == 0 {
+            while r.is_multiple_of(3) {
                 r /= 3;
             }
             assert_eq!(r, 1);
