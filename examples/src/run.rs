@@ -406,6 +406,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             epsilon_budget: h.epsilon_budget.unwrap_or(args.epsilon),
             delta: args.delta,
             require_dp: !args.no_dp,
+            ..Default::default()
         };
         let pcfg = ParticipantConfig {
             coordinator: String::new(),

@@ -70,7 +70,7 @@ async fn budget_is_never_exceeded_across_a_restart() {
 
     let store = LocalStore::open(&cfgs[0].state_dir).unwrap();
     let spends = store.spends().unwrap();
-    let total = cumulative_epsilon(&spends, None, 1e-5).unwrap();
+    let total = cumulative_epsilon(&spends, None, 1e-5, AccountantKind::Rdp).unwrap();
     assert!(total <= budget, "spent {total} > budget {budget}");
     assert!(
         spends.len() <= 2,

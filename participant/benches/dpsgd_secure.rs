@@ -39,8 +39,16 @@ fn bench(c: &mut Criterion) {
     for (name, spec, batch) in [
         ("logreg 30-1 b64", ModelSpec::logreg(30, 2), 64),
         ("mlp 64-[64]-10 b64", ModelSpec::mlp(64, vec![64], 10), 64),
-        ("mlp 784-[128]-10 b64", ModelSpec::mlp(784, vec![128], 10), 64),
-        ("mlp 784-[128]-10 b512", ModelSpec::mlp(784, vec![128], 10), 512),
+        (
+            "mlp 784-[128]-10 b64",
+            ModelSpec::mlp(784, vec![128], 10),
+            64,
+        ),
+        (
+            "mlp 784-[128]-10 b512",
+            ModelSpec::mlp(784, vec![128], 10),
+            512,
+        ),
     ] {
         let data = data(batch, &spec);
         let rows: Vec<usize> = (0..batch).collect();

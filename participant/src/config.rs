@@ -11,10 +11,12 @@
 //! epsilon_budget = 8.0                     # hard limit over the whole federation
 //! delta = 1e-5
 //! require_dp = true                        # decline rounds that would train without noise
+//! accountant = "rdp"                       # or "pld" (tighter); keep it for the state_dir's life
 //! ```
 
 use std::path::{Path, PathBuf};
 
+use fedledger_privacy::AccountantKind;
 use serde::{Deserialize, Serialize};
 
 /// The file format.
@@ -48,6 +50,11 @@ pub struct PrivacySection {
     /// off only for data that is not personal.
     #[serde(default = "yes")]
     pub require_dp: bool,
+    /// The accountant of the budget gate: `rdp` (default) or `pld` (tighter, slower). Rounds are
+    /// declined if the local store holds spends accounted by another one, so that the ledger's
+    /// records of this participant name one accountant.
+    #[serde(default)]
+    pub accountant: AccountantKind,
 }
 
 fn yes() -> bool {
@@ -60,6 +67,7 @@ impl Default for PrivacySection {
             epsilon_budget: 8.0,
             delta: 1e-5,
             require_dp: true,
+            accountant: AccountantKind::Rdp,
         }
     }
 }

@@ -4,7 +4,9 @@
 use std::sync::mpsc;
 
 use fedledger_model::{Dataset, DpSgdConfig, GradientNoise, ModelSpec, TrainConfig, TrainOutcome};
-use fedledger_privacy::{LatticeNoise, SecureGaussian, accountant::RdpAccountant};
+use fedledger_privacy::{
+    AccountantKind, LatticeNoise, PoissonGaussian, SecureGaussian, accountant::epsilon_of_history,
+};
 use fedledger_proto as pb;
 use rand::{SeedableRng, rngs::SysRng};
 
@@ -25,25 +27,28 @@ pub enum Plan {
     Decline(String),
 }
 
-/// Cumulative epsilon of the recorded releases plus an optional next one, at `delta`.
+/// Cumulative epsilon of the recorded releases plus an optional next one, at `delta`, by
+/// `accountant`.
 pub fn cumulative_epsilon(
     spent: &[SpendRecord],
     next: Option<(f64, f64, u64)>,
     delta: f64,
+    accountant: AccountantKind,
 ) -> Result<f64, SourceError> {
-    let mut acc = RdpAccountant::new();
-    for s in spent {
-        acc.compose_poisson_gaussian(s.noise_multiplier, s.sampling_rate, s.steps)
-            .map_err(|e| SourceError::Privacy(e.to_string()))?;
-    }
-    if let Some((sigma, q, steps)) = next {
-        acc.compose_poisson_gaussian(sigma, q, steps)
-            .map_err(|e| SourceError::Privacy(e.to_string()))?;
-    }
-    if spent.is_empty() && next.is_none() {
+    let history: Vec<PoissonGaussian> = spent
+        .iter()
+        .map(|s| (s.noise_multiplier, s.sampling_rate, s.steps))
+        .chain(next)
+        .map(|(noise_multiplier, sampling_rate, steps)| PoissonGaussian {
+            noise_multiplier,
+            sampling_rate,
+            steps,
+        })
+        .collect();
+    if history.is_empty() {
         return Ok(0.0);
     }
-    acc.epsilon(delta)
+    epsilon_of_history(accountant, &history, delta)
         .map(|r| r.epsilon)
         .map_err(|e| SourceError::Privacy(e.to_string()))
 }
@@ -76,8 +81,16 @@ pub fn plan(
     let sampler = SecureGaussian::new(hyper.noise_multiplier * hyper.clip_norm, None)
         .map_err(|e| SourceError::Privacy(e.to_string()))?;
     let sigma = sampler.effective_noise_multiplier(hyper.clip_norm, num_params);
-    let before = cumulative_epsilon(spent, None, privacy.delta)?;
-    let after = cumulative_epsilon(spent, Some((sigma, q, t)), privacy.delta)?;
+    let accountant = privacy.accountant;
+    if let Some(other) = spent.iter().find(|s| s.accountant != accountant.name()) {
+        return Ok(Plan::Decline(format!(
+            "the local store holds spends accounted by {:?} (round {}) but the configured \
+             accountant is {accountant}; a participant's accountant cannot change",
+            other.accountant, other.round
+        )));
+    }
+    let before = cumulative_epsilon(spent, None, privacy.delta, accountant)?;
+    let after = cumulative_epsilon(spent, Some((sigma, q, t)), privacy.delta, accountant)?;
     if after > privacy.epsilon_budget {
         return Ok(Plan::Decline(format!(
             "privacy budget exhausted: spent epsilon {before:.4}, this round would bring it to \
@@ -97,7 +110,7 @@ pub fn plan(
             delta: privacy.delta,
             epsilon_total: after,
             epsilon_round: (after - before).max(0.0),
-            accountant: "rdp".into(),
+            accountant: accountant.name().into(),
         },
     })
 }
@@ -297,5 +310,82 @@ mod tests {
         let mut big = vec![0.0f32; 4096];
         inline.add_gaussian(&mut big, 1.0);
         assert!((sd(&big) - 1.0).abs() < 0.08, "sd {}", sd(&big));
+    }
+
+    fn hyper() -> pb::HyperParameters {
+        pb::HyperParameters {
+            local_epochs: 1,
+            batch_size: 10,
+            learning_rate: 0.1,
+            clip_norm: 1.0,
+            noise_multiplier: 1.1,
+        }
+    }
+
+    fn spend_of(plan: Plan) -> Spend {
+        match plan {
+            Plan::Private { spend, .. } => spend,
+            other => panic!("expected a private round, got {other:?}"),
+        }
+    }
+
+    fn privacy(accountant: AccountantKind) -> PrivacySection {
+        PrivacySection {
+            accountant,
+            ..PrivacySection::default()
+        }
+    }
+
+    #[test]
+    fn the_configured_accountant_gates_and_is_recorded() {
+        let pld = spend_of(plan(&hyper(), 1000, 10, &privacy(AccountantKind::Pld), &[]).unwrap());
+        let rdp = spend_of(plan(&hyper(), 1000, 10, &privacy(AccountantKind::Rdp), &[]).unwrap());
+        assert_eq!(pld.accountant, "pld");
+        assert_eq!(rdp.accountant, "rdp");
+        let run = (pld.noise_multiplier, pld.sampling_rate, pld.steps);
+        let want = cumulative_epsilon(&[], Some(run), 1e-5, AccountantKind::Pld).unwrap();
+        assert_eq!(pld.epsilon_total, want);
+        assert!(pld.epsilon_total < rdp.epsilon_total, "{pld:?} vs {rdp:?}");
+    }
+
+    #[test]
+    fn spends_of_another_accountant_decline_the_round() {
+        let earlier = SpendRecord {
+            round: 1,
+            noise_multiplier: 1.1,
+            sampling_rate: 0.01,
+            steps: 100,
+            delta: 1e-5,
+            epsilon_total: 0.5,
+            accountant: "rdp".into(),
+            federation: "f".into(),
+        };
+        let p = plan(
+            &hyper(),
+            1000,
+            10,
+            &privacy(AccountantKind::Pld),
+            &[earlier],
+        )
+        .unwrap();
+        assert!(
+            matches!(&p, Plan::Decline(reason) if reason.contains("cannot change")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn config_names_the_accountant_and_defaults_to_rdp() {
+        let parse = |extra: &str| {
+            toml::from_str::<PrivacySection>(&format!(
+                "epsilon_budget = 8.0\ndelta = 1e-5\n{extra}"
+            ))
+        };
+        assert_eq!(parse("").unwrap().accountant, AccountantKind::Rdp);
+        assert_eq!(
+            parse("accountant = \"pld\"").unwrap().accountant,
+            AccountantKind::Pld
+        );
+        assert!(parse("accountant = \"gdp\"").is_err());
     }
 }

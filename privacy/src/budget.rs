@@ -29,8 +29,8 @@ pub struct RoundCost {
     pub epsilon_after: f64,
     /// `epsilon_after - epsilon_before` (never negative): this round's epsilon.
     pub increase: f64,
-    /// The Renyi order that attained `epsilon_after`.
-    pub order: f64,
+    /// The Renyi order that attained `epsilon_after` (`None` for the PLD accountant).
+    pub order: Option<f64>,
     /// The delta of both epsilons.
     pub delta: f64,
     /// The accountant that computed them.

@@ -51,8 +51,8 @@ pub enum PrivacyError {
         /// Increase of the cumulative epsilon the round would cause.
         requested: f64,
     },
-    /// An accountant name that is not one of `rdp`, `rdp-dp-accounting`.
-    #[error("unknown accountant {name:?} (expected \"rdp\" or \"rdp-dp-accounting\")")]
+    /// An accountant name that is not one of `rdp`, `rdp-dp-accounting`, `pld`.
+    #[error("unknown accountant {name:?} (expected \"rdp\", \"rdp-dp-accounting\" or \"pld\")")]
     UnknownAccountant {
         /// The name that was given.
         name: String,

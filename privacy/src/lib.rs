@@ -9,7 +9,10 @@
 //!   ([`SecureGaussian`]), with its soundness argument;
 //! - [`accountant`]: Renyi-DP accounting of the Poisson-subsampled Gaussian mechanism (exact
 //!   fractional orders by default, or dp_accounting 0.6's figures), the `(epsilon, delta)`
-//!   conversion and the inverse planner;
+//!   conversion and the inverse planner, for either accountant;
+//! - [`pld`]: the tighter privacy-loss-distribution accountant of the same mechanism
+//!   (pessimistic discretisation, FFT composition, add and remove directions), with its
+//!   soundness argument;
 //! - [`clip`]: L2 clipping whose result is really inside the ball;
 //! - [`budget`]: hard budgets and the cost of the next round as the increase of the cumulative
 //!   epsilon;
@@ -50,6 +53,7 @@ pub mod clip;
 pub mod error;
 pub mod fedavg;
 pub mod noise;
+pub mod pld;
 
 pub use accountant::{
     AccountantKind, EpsilonReport, PoissonGaussian, RdpAccountant, epsilon_for,
@@ -60,3 +64,4 @@ pub use clip::{clip_factor, clip_l2, l2_norm};
 pub use error::PrivacyError;
 pub use fedavg::{AdaptiveClip, AdaptiveClipStep, add_aggregate_noise, dp_fedavg_epsilon};
 pub use noise::{LatticeNoise, SecureGaussian};
+pub use pld::PldAccountant;

@@ -49,6 +49,7 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
                 epsilon_budget: dp.map_or(1.0, |d| d.0),
                 delta: 1e-5,
                 require_dp: dp.is_some(),
+                ..Default::default()
             },
             reconnect_patience_secs: 20,
         });

@@ -6,8 +6,8 @@
 use fedledger_ledger::{records::DpRecord, verify::EpsilonAccountant};
 use fedledger_privacy::accountant::{AccountantKind, PoissonGaussian, epsilon_of_history};
 
-/// Recomputes cumulative epsilon with the accountant each record names (`rdp`, or
-/// `rdp-dp-accounting`); contributions trained without DP (`none`) spend nothing.
+/// Recomputes cumulative epsilon with the accountant each record names (`rdp`,
+/// `rdp-dp-accounting` or `pld`); contributions trained without DP (`none`) spend nothing.
 pub struct PrivacyAccountant;
 
 fn number(field: &str, s: &str) -> Result<f64, String> {

@@ -328,8 +328,8 @@ impl Binned {
             let full = &one << q;
             let (d_lo, d_hi) = (&full - e_hi, &full - e_lo);
             (
-                (&k * x_lo << p) / (&w_wt * d_hi),
-                ceil_div(&(&k * x_hi << p), &(&w_wt * d_lo)),
+                ((&k * x_lo) << p) / (&w_wt * d_hi),
+                ceil_div(&((&k * x_hi) << p), &(&w_wt * d_lo)),
             )
         })
     }

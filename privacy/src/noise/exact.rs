@@ -53,8 +53,8 @@ impl LazyUniform {
         loop {
             self.extend_to(p, rng);
             let (lo, hi) = bracket(p);
-            // u lies in [prefix, prefix + 1) * 2^-p.
-            if &self.prefix + 1u32 <= lo {
+            // u lies in [prefix, prefix + 1) * 2^-p: below v if prefix + 1 <= lo.
+            if self.prefix < lo {
                 return true;
             }
             if self.prefix >= hi {
@@ -107,7 +107,7 @@ fn exp_neg_frac(num: &BigUint, den: &BigUint, w: u64) -> (BigUint, BigUint) {
     let mut k: u32 = 0;
     loop {
         k += 1;
-        t_lo = (t_lo * &f_lo >> w) / k;
+        t_lo = ((t_lo * &f_lo) >> w) / k;
         t_hi = ceil_div(&ceil_shr(t_hi * &f_hi, w), &BigUint::from(k));
         if t_hi <= BigUint::from(1u32) {
             // Remainder after term k - 1 is at most t_k <= t_hi (alternating, decreasing terms).

@@ -475,7 +475,7 @@ impl Grid {
     }
 
     #[inline]
-    fn to_units(self, x: f64) -> f64 {
+    fn scale_down(self, x: f64) -> f64 {
         match self.factors {
             Some((down, _)) => x * down,
             None => mul_pow2(x, -self.k),
@@ -483,7 +483,7 @@ impl Grid {
     }
 
     #[inline]
-    fn from_units(self, z: f64) -> f64 {
+    fn scale_up(self, z: f64) -> f64 {
         match self.factors {
             Some((_, up)) => z * up,
             None => mul_pow2(z, self.k),
@@ -494,7 +494,7 @@ impl Grid {
     #[inline]
     fn add(self, x: f64, noise: i64) -> f64 {
         if x.abs() < self.on_grid {
-            let y = self.to_units(x); // exact: |y| < 2^53
+            let y = self.scale_down(x); // exact: |y| < 2^53
             // Nearest integer, ties up as OpenDP: truncate, then fix with the exact fraction.
             #[allow(clippy::cast_possible_truncation)] // |y| < 2^53
             let t = y as i64;
@@ -507,11 +507,11 @@ impl Grid {
                 Some(z) => z as f64,
                 None => (i128::from(r) + i128::from(noise)) as f64,
             };
-            self.from_units(z)
+            self.scale_up(z)
         } else {
             #[allow(clippy::cast_precision_loss)] // exact while |noise| < 2^53
             let n = noise as f64;
-            x + self.from_units(n)
+            x + self.scale_up(n)
         }
     }
 }
