@@ -45,6 +45,10 @@ fn secure(c: &mut Criterion) {
             BatchSize::LargeInput,
         );
     });
+    // A small model's gradient (MLP 64-[64]-10): per-call costs show here.
+    group.throughput(Throughput::Elements(4810));
+    group.bench_function("draw_4810", |b| b.iter(|| g.draw(4810, &mut rng)));
+    group.throughput(Throughput::Elements(N as u64));
     let one_thread = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()

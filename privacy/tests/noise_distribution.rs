@@ -190,7 +190,7 @@ fn deterministic_given_the_seed_and_f32_is_f64_rounded() {
 #[test]
 fn independent_of_the_number_of_threads() {
     let g = SecureGaussian::new(2.0, None).unwrap();
-    let n = 5 * CHUNK_LEN + 17;
+    let n = 9 * CHUNK_LEN + 17; // long enough for the parallel path
     let run = |threads| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
