@@ -228,11 +228,10 @@ impl Binned {
                 }
                 u128::from(self.bins[entry].base + offset)
             } else if entry == self.bins.len() {
-                let m = u128::from(self.tail_start) + cks::geometric(rng, self.tail_t);
-                if !self.accept_tail(m, low >> 1, 31, rng) {
-                    continue;
+                match self.tail_draw(low >> 1, rng) {
+                    Some(m) => m,
+                    None => continue,
                 }
-                m
             } else {
                 continue; // padding
             };
@@ -257,6 +256,20 @@ impl Binned {
         if let Some(decided) = self.decide_core_fast(entry, offset, u, u_bits) {
             return decided;
         }
+        self.accept_core_slow(entry, offset, u, u_bits, rng)
+    }
+
+    /// The rare continuation of [`Self::accept_core`], kept out of the hot loop.
+    #[cold]
+    #[inline(never)]
+    fn accept_core_slow<R: Rng + ?Sized>(
+        &self,
+        entry: usize,
+        offset: u64,
+        u: u64,
+        u_bits: u32,
+        rng: &mut R,
+    ) -> bool {
         // Extend u to 52 digits (still exact as an f64) and try again.
         let more = LONG_DIGITS - u_bits;
         let u = (u << more) | (rng.next_u64() >> (64 - more));
@@ -308,6 +321,14 @@ impl Binned {
             let (x_lo, x_hi) = exp_neg_bounds(&num, &self.two_s2, p + 72);
             (&k * x_lo / &div, ceil_div(&(&k * x_hi), &div))
         })
+    }
+
+    /// A tail proposal `m = L + g` and its acceptance (probability below `2^-32` per attempt).
+    #[cold]
+    #[inline(never)]
+    fn tail_draw<R: Rng + ?Sized>(&self, u: u64, rng: &mut R) -> Option<u128> {
+        let m = u128::from(self.tail_start) + cks::geometric(rng, self.tail_t);
+        self.accept_tail(m, u, 31, rng).then_some(m)
     }
 
     /// `1{u < K exp(-gamma(m)) / (w W_T (1 - rho) rho^(m - L))}`, exactly.
