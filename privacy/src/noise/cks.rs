@@ -195,6 +195,7 @@ impl U256 {
         }
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
