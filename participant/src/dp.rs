@@ -199,14 +199,11 @@ impl SecureNoise {
             return sampler.draw(len, &mut self.inline_rng);
         }
         if let Some(worker) = &mut self.worker {
-            let ready = match worker.pending.take() {
-                Some(shape) => match worker.results.recv() {
-                    Ok(noise) if shape == (std_dev, len) => Some(noise),
-                    Ok(_) => None, // drawn for another shape: discarded, never reused
-                    Err(_) => None,
-                },
-                None => None,
-            };
+            // A draw made for another shape is discarded, never reused.
+            let ready = worker.pending.take().and_then(|shape| {
+                let noise = worker.results.recv().ok()?;
+                (shape == (std_dev, len)).then_some(noise)
+            });
             let noise = ready.or_else(|| {
                 worker.requests.send((sampler.clone(), len)).ok()?;
                 worker.results.recv().ok()

@@ -55,7 +55,8 @@ use rand_core::Rng;
 
 use super::{
     cks,
-    exact::{LazyUniform, exp_neg_bounds},
+    exact::{LazyUniform, ceil_div, exp_neg_bounds},
+    pow2,
 };
 
 /// Smallest scale (grid units per standard deviation) the binned sampler is used for.
@@ -285,7 +286,8 @@ impl Binned {
         #[allow(clippy::cast_precision_loss)]
         let d = (offset * (2 * bin.base + offset)) as f64 * self.inv_two_s2;
         let (d_lo, d_hi) = (d * (1.0 - D_ERR), d * (1.0 + D_ERR));
-        let ulp = pow2_neg(u_bits);
+        #[allow(clippy::cast_possible_wrap)] // u_bits <= 52
+        let ulp = pow2(-(u_bits as i32));
         #[allow(clippy::cast_precision_loss)] // u < 2^52: exact
         let (u_lo, u_hi) = (u as f64 * ulp, (u + 1) as f64 * ulp);
         if u_hi <= bin.c_lo * (1.0 - d_hi) * (1.0 - EPS) {
@@ -354,15 +356,6 @@ impl Binned {
             )
         })
     }
-}
-
-/// `2^-e` for `e <= 64`.
-fn pow2_neg(e: u32) -> f64 {
-    f64::from_bits(u64::from(1023 - e) << 52)
-}
-
-fn ceil_div(a: &BigUint, b: &BigUint) -> BigUint {
-    (a + b - 1u32) / b
 }
 
 /// Alias table over `2^column_bits` columns of capacity `2^(32 - column_bits)` each, for integer

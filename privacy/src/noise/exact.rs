@@ -131,7 +131,8 @@ fn to_unsigned(x: BigInt) -> BigUint {
     x.to_biguint().unwrap_or_default()
 }
 
-fn ceil_div(a: &BigUint, b: &BigUint) -> BigUint {
+/// `ceil(a / b)` for `b > 0`.
+pub(super) fn ceil_div(a: &BigUint, b: &BigUint) -> BigUint {
     (a + b - 1u32) / b
 }
 
