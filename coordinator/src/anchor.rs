@@ -17,12 +17,11 @@ use fedledger_ledger::{
         validate_entry,
     },
 };
-use fedledger_model::ModelKind;
 
 use crate::{
     config::FederationConfig,
     error::CoordinatorError,
-    round::{RoundOutcome, RoundStatus as Status, now_ms},
+    round::{RoundOutcome, now_ms},
 };
 
 fn ledger_err(e: fedledger_ledger::LedgerError) -> CoordinatorError {
@@ -53,7 +52,7 @@ pub fn micro_up(x: f64) -> u64 {
 }
 
 fn nano(x: f64) -> i64 {
-    crate::valuation::value_nano(x)
+    fedledger_valuation::value_nano(x)
 }
 
 /// The coordinator's log.
@@ -151,10 +150,7 @@ pub fn genesis(cfg: &FederationConfig) -> FederationRecord {
         created_at: rfc3339(now_ms()),
         participants,
         model: ModelSpecRecord {
-            kind: match cfg.model.kind {
-                ModelKind::Logreg => "logreg".into(),
-                ModelKind::Mlp => "mlp".into(),
-            },
+            kind: cfg.model.kind.as_str().into(),
             features: cfg.model.features as u64,
             classes: cfg.model.classes as u64,
             hidden: cfg.model.hidden.iter().map(|h| *h as u64).collect(),
@@ -195,7 +191,7 @@ pub fn genesis(cfg: &FederationConfig) -> FederationRecord {
 
 /// Entry `round`: what the round produced, who contributed, what each was paid and spent.
 pub fn round_record(cfg: &FederationConfig, o: &RoundOutcome) -> RoundRecord {
-    let completed = o.status == Status::Completed;
+    let completed = o.status == RoundStatus::Completed;
     let mut contributions: Vec<ContributionRecord> = o
         .contributions
         .iter()
@@ -216,10 +212,7 @@ pub fn round_record(cfg: &FederationConfig, o: &RoundOutcome) -> RoundRecord {
                     sampling_rate: decimal(p.map_or(0.0, |p| p.sampling_rate)),
                     steps: p.map_or(0, |p| p.steps),
                     delta: decimal(p.map_or(0.0, |p| p.delta)),
-                    accountant: p
-                        .map(|p| p.accountant.clone())
-                        .filter(|a| !a.is_empty())
-                        .unwrap_or_else(|| "none".into()),
+                    accountant: p.map_or("none", |p| p.accountant.name()).into(),
                 },
                 flags: c.flags.clone(),
             }
@@ -253,11 +246,7 @@ pub fn round_record(cfg: &FederationConfig, o: &RoundOutcome) -> RoundRecord {
         record_type: ROUND_TYPE.into(),
         federation: cfg.federation.clone(),
         round: o.round,
-        status: if completed {
-            RoundStatus::Completed
-        } else {
-            RoundStatus::Abandoned
-        },
+        status: o.status,
         reason: if completed {
             None
         } else {

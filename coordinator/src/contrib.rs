@@ -4,14 +4,10 @@
 use fedledger_model::{Dataset, ModelSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    aggregate::WeightedUpdate,
-    config::FederationConfig,
-    error::CoordinatorError,
-    valuation::{
-        AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, Participation,
-        RewardEntry, default_estimator, detect, estimator_by_name, split_rewards, value_nano,
-    },
+use crate::{aggregate::WeightedUpdate, config::FederationConfig, error::CoordinatorError};
+use fedledger_valuation::{
+    AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, Participation, RewardEntry,
+    default_estimator, detect, estimator_by_name, split_rewards, value_nano,
 };
 
 /// What the ledger records about how a round was valued.
@@ -191,7 +187,7 @@ impl Valuer {
         };
         let deltas: Vec<&[f32]> = updates.iter().map(|u| u.delta).collect();
         let examples: Vec<u64> = updates.iter().map(|u| u.examples).collect();
-        let internal = |e: crate::valuation::ValuationError| {
+        let internal = |e: fedledger_valuation::ValuationError| {
             CoordinatorError::Internal(format!("valuation of round {round}: {e}"))
         };
         let game =

@@ -25,7 +25,6 @@ pub mod round;
 pub mod service;
 pub mod store;
 pub mod transfer;
-pub mod valuation;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -76,17 +76,7 @@ pub struct PersistedState {
     pub deadline_ms: u64,
 }
 
-/// A participant's privacy accounting as reported with its update.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct PrivacyReport {
-    pub epsilon_total: f64,
-    pub epsilon_round: f64,
-    pub delta: f64,
-    pub noise_multiplier: f64,
-    pub sampling_rate: f64,
-    pub steps: u64,
-    pub accountant: String,
-}
+pub use fedledger_privacy::PrivacySpend;
 
 /// An accepted update's metadata (the vector is a blob named by `update_sha256`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -97,7 +87,7 @@ pub struct UpdateMeta {
     pub update_sha256: String,
     /// Hex of the Ed25519 signature.
     pub signature: String,
-    pub privacy: Option<PrivacyReport>,
+    pub privacy: Option<PrivacySpend>,
     pub received_at_ms: u64,
     /// Arrival order within the round (0-based).
     pub seq: u64,
@@ -114,22 +104,7 @@ pub struct DeclineMeta {
     pub received_at_ms: u64,
 }
 
-/// How a round ended.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RoundStatus {
-    Completed,
-    Abandoned,
-}
-
-impl RoundStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RoundStatus::Completed => "completed",
-            RoundStatus::Abandoned => "abandoned",
-        }
-    }
-}
+pub use fedledger_ledger::records::RoundStatus;
 
 /// One participant's line in a finished round.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -142,7 +117,7 @@ pub struct ContributionOutcome {
     pub examples: u64,
     pub update_sha256: String,
     pub signature: String,
-    pub privacy: Option<PrivacyReport>,
+    pub privacy: Option<PrivacySpend>,
     pub value: f64,
     pub value_nano: i64,
     pub reward: u64,
@@ -214,7 +189,7 @@ pub struct PendingUpdate {
     examples: u64,
     claimed_sha256: String,
     signature: Vec<u8>,
-    privacy: Option<PrivacyReport>,
+    privacy: Option<PrivacySpend>,
     /// The chunk reassembler.
     pub assembler: Assembler,
 }
@@ -236,7 +211,7 @@ pub struct UpdateHeader {
     pub num_params: u64,
     pub update_sha256: String,
     pub signature: Vec<u8>,
-    pub privacy: Option<PrivacyReport>,
+    pub privacy: Option<PrivacySpend>,
 }
 
 struct Accepted {
@@ -608,7 +583,7 @@ impl Coordinator {
         if let Some(p) = &header.privacy {
             check_privacy(p)?;
         }
-        let msg = fedledger_proto::update_message(
+        let msg = fedledger_ledger::records::update_signing_message(
             &self.cfg.federation,
             header.round,
             &header.update_sha256,
@@ -714,7 +689,8 @@ impl Coordinator {
         let idx = self.session(&inner, session)?;
         self.check_open_round(&inner, idx, round)?;
         let who = self.participant(idx);
-        let msg = fedledger_proto::decline_message(&self.cfg.federation, round, reason);
+        let msg =
+            fedledger_ledger::records::decline_signing_message(&self.cfg.federation, round, reason);
         if !verify(&who.public_key, msg.as_bytes(), signature) {
             return Err(CoordinatorError::BadDeclineSignature {
                 name: who.name.clone(),
@@ -1060,34 +1036,7 @@ fn verify(public_key: &[u8; 32], msg: &[u8], signature: &[u8]) -> bool {
         .is_ok()
 }
 
-fn check_privacy(p: &PrivacyReport) -> Result<(), CoordinatorError> {
-    let bad = |m: String| Err(CoordinatorError::BadPrivacyReport(m));
-    for (name, v) in [
-        ("epsilon_total", p.epsilon_total),
-        ("epsilon_round", p.epsilon_round),
-        ("noise_multiplier", p.noise_multiplier),
-    ] {
-        if !(v.is_finite() && v >= 0.0) {
-            return bad(format!("{name} must be finite and >= 0, got {v}"));
-        }
-    }
-    if p.epsilon_round > p.epsilon_total + 1e-9 {
-        return bad(format!(
-            "epsilon_round {} exceeds epsilon_total {}",
-            p.epsilon_round, p.epsilon_total
-        ));
-    }
-    if !(p.delta.is_finite() && (0.0..1.0).contains(&p.delta)) {
-        return bad(format!("delta must be in [0, 1), got {}", p.delta));
-    }
-    if !(p.sampling_rate.is_finite() && (0.0..=1.0).contains(&p.sampling_rate)) {
-        return bad(format!(
-            "sampling_rate must be in [0, 1], got {}",
-            p.sampling_rate
-        ));
-    }
-    if !matches!(p.accountant.as_str(), "" | "rdp" | "pld") {
-        return bad(format!("unknown accountant {:?}", p.accountant));
-    }
-    Ok(())
+fn check_privacy(p: &PrivacySpend) -> Result<(), CoordinatorError> {
+    p.validate()
+        .map_err(|e| CoordinatorError::BadPrivacyReport(e.to_string()))
 }

@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use crate::{
     error::CoordinatorError,
-    round::{Coordinator, Phase, PrivacyReport, RoundOutcome, UpdateHeader},
+    round::{Coordinator, Phase, PrivacySpend, RoundOutcome, UpdateHeader},
 };
 
 /// The tonic service.
@@ -44,16 +44,20 @@ impl Service {
     }
 }
 
-fn privacy_from_wire(p: pb::PrivacySpend) -> PrivacyReport {
-    PrivacyReport {
+fn privacy_from_wire(p: pb::PrivacySpend) -> Result<PrivacySpend, CoordinatorError> {
+    let accountant = p
+        .accountant
+        .parse()
+        .map_err(|e| CoordinatorError::BadPrivacyReport(format!("{e}")))?;
+    Ok(PrivacySpend {
         epsilon_total: p.epsilon_total,
         epsilon_round: p.epsilon_round,
         delta: p.delta,
         noise_multiplier: p.noise_multiplier,
         sampling_rate: p.sampling_rate,
         steps: p.steps,
-        accountant: p.accountant,
-    }
+        accountant,
+    })
 }
 
 fn outcome_to_wire(o: &RoundOutcome) -> pb::RoundResult {
@@ -157,10 +161,7 @@ impl pb::coordinator_server::Coordinator for Service {
             federation: cfg.federation.clone(),
             round: view.round,
             model: Some(pb::ModelSpec {
-                kind: match cfg.model.kind {
-                    fedledger_model::ModelKind::Logreg => "logreg".into(),
-                    fedledger_model::ModelKind::Mlp => "mlp".into(),
-                },
+                kind: cfg.model.kind.as_str().into(),
                 features: cfg.model.features as u32,
                 classes: cfg.model.classes as u32,
                 hidden: cfg.model.hidden.iter().map(|h| *h as u32).collect(),
@@ -229,7 +230,7 @@ impl pb::coordinator_server::Coordinator for Service {
             num_params: header.num_params,
             update_sha256: header.update_sha256,
             signature: header.signature,
-            privacy: header.privacy.map(privacy_from_wire),
+            privacy: header.privacy.map(privacy_from_wire).transpose()?,
         };
         let mut pending = self
             .blocking(move |c| c.begin_update(&session, domain))

@@ -170,7 +170,9 @@ async fn every_bad_input_is_refused_precisely_and_changes_nothing() {
             round: 1,
             reason: reason.into(),
             signature: k0
-                .sign(pb::decline_message(&fed, 1, reason).as_bytes())
+                .sign(
+                    fedledger_ledger::records::decline_signing_message(&fed, 1, reason).as_bytes(),
+                )
                 .as_ref()
                 .to_vec(),
         })

@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use fedledger_coordinator::{
     ConfigFile, RoundOutcome,
@@ -333,11 +333,12 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
 pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
     let choice = load_data(&args.data, args.label.as_deref())?;
     let data = choice.data;
-    let kind = match args.model.as_deref().unwrap_or(choice.default_model) {
-        "logreg" => ModelKind::Logreg,
-        "mlp" => ModelKind::Mlp,
-        other => bail!("--model must be logreg or mlp, got {other}"),
-    };
+    let kind: ModelKind = args
+        .model
+        .as_deref()
+        .unwrap_or(choice.default_model)
+        .parse()
+        .context("--model")?;
     let spec = ModelSpec {
         kind,
         features: data.n_features(),

@@ -10,10 +10,7 @@ use std::{
 };
 
 use fedledger_participant::{
-    UpdateSource, Work,
-    client::Task,
-    source::{SourceError, Spend},
-    store::SpendRecord,
+    UpdateSource, Work, client::Task, source::SourceError, store::SpendRecord,
 };
 use rand::{RngExt, SeedableRng};
 
@@ -105,7 +102,7 @@ impl UpdateSource for Recording {
 }
 
 /// The privacy figures a simulated site reports: it trains on nothing, so it spends nothing.
-fn no_spend() -> Option<Spend> {
+fn no_spend() -> Option<fedledger_privacy::PrivacySpend> {
     None
 }
 

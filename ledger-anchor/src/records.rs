@@ -53,9 +53,16 @@ pub const ROUND_TYPE: &str = "fedledger.round/v1";
 pub const REWARD_RULE: &str = "shapley-proportional/v1";
 
 /// The message a participant signs for its update:
-/// `"fedledger/update/v1\n<federation>\n<round>\n<update_sha256>\n"`.
+/// `"fedledger/update/v1\n<federation>\n<round>\n<update_sha256>\n"`. The one definition: the
+/// participant signs it, the coordinator checks it, `verify` checks the recorded signature.
 pub fn update_signing_message(federation: &str, round: u64, update_sha256: &str) -> String {
     format!("fedledger/update/v1\n{federation}\n{round}\n{update_sha256}\n")
+}
+
+/// The message a participant signs when it declines a round:
+/// `"fedledger/decline/v1\n<federation>\n<round>\n<reason>\n"` (the reason is one line).
+pub fn decline_signing_message(federation: &str, round: u64, reason: &str) -> String {
+    format!("fedledger/decline/v1\n{federation}\n{round}\n{reason}\n")
 }
 
 /// An enrolled participant.
@@ -183,6 +190,16 @@ pub enum RoundStatus {
     Completed,
     /// Given up (reason recorded); no rewards.
     Abandoned,
+}
+
+impl RoundStatus {
+    /// `"completed"` or `"abandoned"`, as recorded.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoundStatus::Completed => "completed",
+            RoundStatus::Abandoned => "abandoned",
+        }
+    }
 }
 
 /// Model digests around a round.
@@ -751,6 +768,18 @@ pub(crate) mod tests {
             }
             other => panic!("expected schema error on {field}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn signing_messages_match_the_design() {
+        assert_eq!(
+            update_signing_message("fed", 3, "ab"),
+            "fedledger/update/v1\nfed\n3\nab\n"
+        );
+        assert_eq!(
+            decline_signing_message("fed", 3, "budget exhausted"),
+            "fedledger/decline/v1\nfed\n3\nbudget exhausted\n"
+        );
     }
 
     #[test]

@@ -16,6 +16,36 @@ pub enum ModelKind {
     Mlp,
 }
 
+impl ModelKind {
+    /// The name used in configs, tasks and ledger records (`"logreg"`, `"mlp"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Logreg => "logreg",
+            ModelKind::Mlp => "mlp",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ModelKind {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "logreg" => Ok(ModelKind::Logreg),
+            "mlp" => Ok(ModelKind::Mlp),
+            other => Err(ModelError::InvalidSpec {
+                reason: format!("unknown model kind {other:?} (logreg or mlp)"),
+            }),
+        }
+    }
+}
+
 /// What model to train; serialises as e.g. `{ kind = "mlp", features = 64, classes = 10, hidden = [64] }`.
 ///
 /// `classes == 2` gives a single logit with a sigmoid; `classes > 2` gives `classes` logits with a

@@ -13,8 +13,9 @@ use tonic::Code;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
+    client::spend_to_wire,
     client::{Client, ClientError, Task},
-    source::{UpdateSource, Work, spend_to_wire},
+    source::{UpdateSource, Work},
     store::{LocalStore, RoundRecord, SpendRecord},
 };
 
@@ -197,14 +198,9 @@ async fn handle(
             // Privacy first: the spend is on disk before a single byte of the update leaves.
             if let Some(s) = &spend {
                 store.record_spend(&SpendRecord {
-                    round,
-                    noise_multiplier: s.noise_multiplier,
-                    sampling_rate: s.sampling_rate,
-                    steps: s.steps,
-                    delta: s.delta,
-                    epsilon_total: s.epsilon_total,
-                    accountant: s.accountant.clone(),
                     federation: federation.clone(),
+                    round,
+                    spend: s.clone(),
                 })?;
                 report.epsilon_spent = s.epsilon_total;
             }

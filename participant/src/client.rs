@@ -62,8 +62,18 @@ impl Task {
     }
 }
 
-/// The privacy figures sent with an update.
-pub type PrivacySpend = pb::PrivacySpend;
+/// The wire form of a spend (built here, at the edge, from the one domain type).
+pub fn spend_to_wire(s: &fedledger_privacy::PrivacySpend) -> pb::PrivacySpend {
+    pb::PrivacySpend {
+        epsilon_total: s.epsilon_total,
+        epsilon_round: s.epsilon_round,
+        delta: s.delta,
+        noise_multiplier: s.noise_multiplier,
+        sampling_rate: s.sampling_rate,
+        steps: s.steps,
+        accountant: s.accountant.name().to_owned(),
+    }
+}
 
 /// A connected, registered participant.
 pub struct Client {
@@ -225,10 +235,10 @@ impl Client {
         round: u64,
         examples: u64,
         delta: &[f32],
-        privacy: Option<PrivacySpend>,
+        privacy: Option<pb::PrivacySpend>,
     ) -> Result<pb::SubmitReceipt, ClientError> {
         let sha = vector_sha256(delta);
-        let msg = pb::update_message(&self.federation, round, &sha);
+        let msg = fedledger_ledger::records::update_signing_message(&self.federation, round, &sha);
         let signature = self.key.sign(msg.as_bytes()).as_ref().to_vec();
         let header = pb::UpdateHeader {
             session: self.session.clone(),
@@ -263,7 +273,8 @@ impl Client {
 
     /// Decline `round`, signed, with a one-line reason.
     pub async fn decline(&mut self, round: u64, reason: &str) -> Result<(), ClientError> {
-        let msg = pb::decline_message(&self.federation, round, reason);
+        let msg =
+            fedledger_ledger::records::decline_signing_message(&self.federation, round, reason);
         let signature = self.key.sign(msg.as_bytes()).as_ref().to_vec();
         self.rpc
             .decline(pb::DeclineRequest {

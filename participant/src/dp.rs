@@ -5,16 +5,13 @@ use std::sync::mpsc;
 
 use fedledger_model::{Dataset, DpSgdConfig, GradientNoise, ModelSpec, TrainConfig, TrainOutcome};
 use fedledger_privacy::{
-    AccountantKind, LatticeNoise, PoissonGaussian, SecureGaussian, accountant::epsilon_of_history,
+    AccountantKind, LatticeNoise, PoissonGaussian, PrivacySpend, SecureGaussian,
+    accountant::epsilon_of_history,
 };
 use fedledger_proto as pb;
 use rand::{SeedableRng, rngs::SysRng};
 
-use crate::{
-    config::PrivacySection,
-    source::{SourceError, Spend},
-    store::SpendRecord,
-};
+use crate::{config::PrivacySection, source::SourceError, store::SpendRecord};
 
 /// The decision for one round.
 #[derive(Debug)]
@@ -22,7 +19,10 @@ pub enum Plan {
     /// Train without noise (only when the participant allows it).
     NonPrivate,
     /// Train with DP-SGD; `spend` is what it costs.
-    Private { dp: DpSgdConfig, spend: Spend },
+    Private {
+        dp: DpSgdConfig,
+        spend: PrivacySpend,
+    },
     /// Do not train; the reason is sent to the coordinator.
     Decline(String),
 }
@@ -37,13 +37,14 @@ pub fn cumulative_epsilon(
 ) -> Result<f64, SourceError> {
     let history: Vec<PoissonGaussian> = spent
         .iter()
-        .map(|s| (s.noise_multiplier, s.sampling_rate, s.steps))
-        .chain(next)
-        .map(|(noise_multiplier, sampling_rate, steps)| PoissonGaussian {
-            noise_multiplier,
-            sampling_rate,
-            steps,
-        })
+        .map(|s| s.spend.run())
+        .chain(
+            next.map(|(noise_multiplier, sampling_rate, steps)| PoissonGaussian {
+                noise_multiplier,
+                sampling_rate,
+                steps,
+            }),
+        )
         .collect();
     if history.is_empty() {
         return Ok(0.0);
@@ -82,11 +83,11 @@ pub fn plan(
         .map_err(|e| SourceError::Privacy(e.to_string()))?;
     let sigma = sampler.effective_noise_multiplier(hyper.clip_norm, num_params);
     let accountant = privacy.accountant;
-    if let Some(other) = spent.iter().find(|s| s.accountant != accountant.name()) {
+    if let Some(other) = spent.iter().find(|s| s.spend.accountant != accountant) {
         return Ok(Plan::Decline(format!(
-            "the local store holds spends accounted by {:?} (round {}) but the configured \
+            "the local store holds spends accounted by {} (round {}) but the configured \
              accountant is {accountant}; a participant's accountant cannot change",
-            other.accountant, other.round
+            other.spend.accountant, other.round
         )));
     }
     let before = cumulative_epsilon(spent, None, privacy.delta, accountant)?;
@@ -103,14 +104,14 @@ pub fn plan(
             clip_norm: hyper.clip_norm,
             noise_multiplier: hyper.noise_multiplier,
         },
-        spend: Spend {
+        spend: PrivacySpend {
             noise_multiplier: sigma,
             sampling_rate: q,
             steps: t,
             delta: privacy.delta,
             epsilon_total: after,
             epsilon_round: (after - before).max(0.0),
-            accountant: accountant.name().into(),
+            accountant,
         },
     })
 }
@@ -319,7 +320,7 @@ mod tests {
         }
     }
 
-    fn spend_of(plan: Plan) -> Spend {
+    fn spend_of(plan: Plan) -> PrivacySpend {
         match plan {
             Plan::Private { spend, .. } => spend,
             other => panic!("expected a private round, got {other:?}"),
@@ -337,8 +338,8 @@ mod tests {
     fn the_configured_accountant_gates_and_is_recorded() {
         let pld = spend_of(plan(&hyper(), 1000, 10, &privacy(AccountantKind::Pld), &[]).unwrap());
         let rdp = spend_of(plan(&hyper(), 1000, 10, &privacy(AccountantKind::Rdp), &[]).unwrap());
-        assert_eq!(pld.accountant, "pld");
-        assert_eq!(rdp.accountant, "rdp");
+        assert_eq!(pld.accountant, AccountantKind::Pld);
+        assert_eq!(rdp.accountant, AccountantKind::Rdp);
         let run = (pld.noise_multiplier, pld.sampling_rate, pld.steps);
         let want = cumulative_epsilon(&[], Some(run), 1e-5, AccountantKind::Pld).unwrap();
         assert_eq!(pld.epsilon_total, want);
@@ -348,14 +349,17 @@ mod tests {
     #[test]
     fn spends_of_another_accountant_decline_the_round() {
         let earlier = SpendRecord {
-            round: 1,
-            noise_multiplier: 1.1,
-            sampling_rate: 0.01,
-            steps: 100,
-            delta: 1e-5,
-            epsilon_total: 0.5,
-            accountant: "rdp".into(),
             federation: "f".into(),
+            round: 1,
+            spend: PrivacySpend {
+                noise_multiplier: 1.1,
+                sampling_rate: 0.01,
+                steps: 100,
+                delta: 1e-5,
+                epsilon_total: 0.5,
+                epsilon_round: 0.5,
+                accountant: AccountantKind::Rdp,
+            },
         };
         let p = plan(
             &hyper(),

@@ -212,10 +212,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         "  {} round {}: sigma {:.4}, q {:.4}, {} steps -> cumulative epsilon {:.4}",
                         s.federation,
                         s.round,
-                        s.noise_multiplier,
-                        s.sampling_rate,
-                        s.steps,
-                        s.epsilon_total
+                        s.spend.noise_multiplier,
+                        s.spend.sampling_rate,
+                        s.spend.steps,
+                        s.spend.epsilon_total
                     );
                 }
             }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use fedledger_model::{Dataset, ModelKind, ModelSpec, Standardiser, TrainConfig};
-use fedledger_proto as pb;
+use fedledger_privacy::PrivacySpend;
 
 use crate::{client::Task, store::SpendRecord};
 
@@ -22,18 +22,6 @@ pub enum SourceError {
     Other(String),
 }
 
-/// The privacy cost of an update, to be persisted before it is sent.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Spend {
-    pub noise_multiplier: f64,
-    pub sampling_rate: f64,
-    pub steps: u64,
-    pub delta: f64,
-    pub epsilon_total: f64,
-    pub epsilon_round: f64,
-    pub accountant: String,
-}
-
 /// What to do with an open round.
 #[derive(Debug)]
 pub enum Work {
@@ -41,7 +29,7 @@ pub enum Work {
     Update {
         delta: Vec<f32>,
         examples: u64,
-        spend: Option<Spend>,
+        spend: Option<PrivacySpend>,
     },
     /// Decline the round with this one-line reason.
     Decline(String),
@@ -63,11 +51,10 @@ pub fn model_spec(task: &Task) -> Result<ModelSpec, SourceError> {
         .model
         .as_ref()
         .ok_or_else(|| SourceError::Task("task has no model".into()))?;
-    let kind = match m.kind.as_str() {
-        "logreg" => ModelKind::Logreg,
-        "mlp" => ModelKind::Mlp,
-        other => return Err(SourceError::Task(format!("unknown model kind {other:?}"))),
-    };
+    let kind: ModelKind = m
+        .kind
+        .parse()
+        .map_err(|e| SourceError::Task(format!("{e}")))?;
     let spec = ModelSpec {
         kind,
         features: m.features as usize,
@@ -182,22 +169,10 @@ impl UpdateSource for LocalTrainer {
     }
 }
 
-/// The wire form of a spend.
-pub fn spend_to_wire(s: &Spend) -> pb::PrivacySpend {
-    pb::PrivacySpend {
-        epsilon_total: s.epsilon_total,
-        epsilon_round: s.epsilon_round,
-        delta: s.delta,
-        noise_multiplier: s.noise_multiplier,
-        sampling_rate: s.sampling_rate,
-        steps: s.steps,
-        accountant: s.accountant.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fedledger_proto as pb;
 
     fn task(kind: &str, num_params: u64) -> Task {
         Task {

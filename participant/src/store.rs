@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use fedledger_privacy::PrivacySpend;
 use serde::{Deserialize, Serialize};
 
 /// Local-store failures.
@@ -15,18 +16,13 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
 }
 
-/// One DP release, as spent.
+/// One DP release, as spent: where, and what it cost (stored flat, one JSON object).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SpendRecord {
-    pub round: u64,
-    pub noise_multiplier: f64,
-    pub sampling_rate: f64,
-    pub steps: u64,
-    pub delta: f64,
-    /// Cumulative epsilon after this release.
-    pub epsilon_total: f64,
-    pub accountant: String,
     pub federation: String,
+    pub round: u64,
+    #[serde(flatten)]
+    pub spend: PrivacySpend,
 }
 
 /// What the participant did in a round.
@@ -89,7 +85,7 @@ impl LocalStore {
                 })
             })
             .collect::<Result<_, _>>()?;
-        out.sort_by(|a, b| a.epsilon_total.total_cmp(&b.epsilon_total));
+        out.sort_by(|a, b| a.spend.epsilon_total.total_cmp(&b.spend.epsilon_total));
         Ok(out)
     }
 

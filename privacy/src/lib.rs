@@ -16,6 +16,8 @@
 //! - [`clip`]: L2 clipping whose result is really inside the ball;
 //! - [`budget`]: hard budgets and the cost of the next round as the increase of the cumulative
 //!   epsilon;
+//! - [`spend`]: [`PrivacySpend`], the cost of one release as participant, coordinator and ledger
+//!   see it;
 //! - [`fedavg`]: participant-level DP pieces for the coordinator's DP-FedAvg wrapper (aggregate
 //!   noise, adaptive clipping, accounting);
 //! - [`error`]: the crate's error type [`PrivacyError`].
@@ -54,6 +56,7 @@ pub mod error;
 pub mod fedavg;
 pub mod noise;
 pub mod pld;
+pub mod spend;
 
 pub use accountant::{
     AccountantKind, EpsilonReport, PoissonGaussian, RdpAccountant, epsilon_for,
@@ -65,3 +68,4 @@ pub use error::PrivacyError;
 pub use fedavg::{AdaptiveClip, AdaptiveClipStep, add_aggregate_noise, dp_fedavg_epsilon};
 pub use noise::{LatticeNoise, SecureGaussian};
 pub use pld::PldAccountant;
+pub use spend::PrivacySpend;

@@ -24,18 +24,10 @@ pub const CHUNK_BYTES: usize = CHUNK_FLOATS * 4;
 const _: () = assert!(CHUNK_BYTES < 4 * 1024 * 1024);
 const _: () = assert!(CHUNK_BYTES + 1024 < MAX_MESSAGE_BYTES);
 
-/// Domain-separation prefix of the message a participant signs over an update.
-pub const UPDATE_DOMAIN: &str = "fedledger/update/v1";
-/// Domain-separation prefix of the registration challenge signature.
+/// Domain-separation prefix of the registration challenge signature. (The messages signed over
+/// updates and declines are recorded in the ledger, so they are defined once, by the ledger's
+/// `records` module.)
 pub const REGISTER_DOMAIN: &str = "fedledger/register/v1";
-/// Domain-separation prefix of a signed decline.
-pub const DECLINE_DOMAIN: &str = "fedledger/decline/v1";
-
-/// The UTF-8 message a participant signs over its update:
-/// `"fedledger/update/v1\n<federation>\n<round>\n<update_sha256>\n"`.
-pub fn update_message(federation: &str, round: u64, update_sha256_hex: &str) -> String {
-    format!("{UPDATE_DOMAIN}\n{federation}\n{round}\n{update_sha256_hex}\n")
-}
 
 /// The UTF-8 message a participant signs to prove possession of its key at registration.
 pub fn register_message(federation: &str, challenge: &[u8]) -> String {
@@ -43,22 +35,9 @@ pub fn register_message(federation: &str, challenge: &[u8]) -> String {
     format!("{REGISTER_DOMAIN}\n{federation}\n{hex}\n")
 }
 
-/// The UTF-8 message a participant signs when it declines a round.
-pub fn decline_message(federation: &str, round: u64, reason: &str) -> String {
-    format!("{DECLINE_DOMAIN}\n{federation}\n{round}\n{reason}\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn update_message_matches_design() {
-        assert_eq!(
-            update_message("fed", 3, "ab"),
-            "fedledger/update/v1\nfed\n3\nab\n"
-        );
-    }
 
     #[test]
     fn register_message_hex_encodes_challenge() {

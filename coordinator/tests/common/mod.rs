@@ -172,7 +172,7 @@ pub fn update_messages(
 ) -> Vec<pb::UpdateMessage> {
     let sha = fedledger_model::digest::vector_sha256(delta);
     let sig = key
-        .sign(pb::update_message(federation, round, &sha).as_bytes())
+        .sign(fedledger_ledger::records::update_signing_message(federation, round, &sha).as_bytes())
         .as_ref()
         .to_vec();
     let mut msgs = vec![pb::UpdateMessage {

@@ -4,7 +4,7 @@
 #[path = "valuation_support.rs"]
 mod support;
 
-use fedledger_coordinator::valuation::{
+use fedledger_valuation::{
     AbuseConfig, Coalition, Estimator, Exact, GtgShapley, KernelShap, LeaveOneOut,
     LinearCombinationGame, Participation, RewardEntry, Utility, Valuation, ValuationError, cosine,
     detect, estimator_by_name, relative_l2, spearman, split_rewards,

@@ -1,7 +1,7 @@
 //! Leave-one-out values, for comparison with the Shapley estimators.
 
 use super::{Estimator, Memo, Reduced, Stop, Valuation};
-use crate::valuation::{Utility, ValuationError};
+use crate::{Utility, ValuationError};
 
 /// Leave-one-out: `U(all) - U(all - i)`. Needs `m + 1` evaluations for `m` non-null players. Not a
 /// Shapley value (no efficiency; two copies of the same update both get about 0).

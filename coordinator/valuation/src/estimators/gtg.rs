@@ -1,7 +1,7 @@
 //! GTG-Shapley-style guided permutation sampling with conservative truncation.
 
 use super::{Estimator, Memo, Reduced, Stop, Valuation, guided_permutation, seeded};
-use crate::valuation::{Utility, ValuationError};
+use crate::{Utility, ValuationError};
 
 /// GTG-Shapley-style permutation sampling (Liu et al., "GTG-Shapley: Efficient and Accurate
 /// Participant Contribution Evaluation in Federated Learning", 2022), without its between-round
@@ -122,7 +122,7 @@ impl Estimator for GtgShapley {
             let estimate: Vec<f64> = sums.iter().map(|s| s / permutations as f64).collect();
             if let Some(prev) = &previous
                 && round + 1 >= self.min_rounds
-                && crate::valuation::relative_l2(prev, &estimate) < self.convergence_tolerance
+                && crate::relative_l2(prev, &estimate) < self.convergence_tolerance
             {
                 break;
             }

@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 
 use super::{Estimator, Memo, Reduced, Stop, Valuation, binomial, random_subset, seeded};
-use crate::valuation::rng::shuffle;
-use crate::valuation::{Utility, ValuationError};
+use crate::rng::shuffle;
+use crate::{Utility, ValuationError};
 
 /// Paired KernelSHAP (Lundberg and Lee 2017; paired sampling as in Covert and Lee 2021) with the
 /// efficiency constraint `sum phi = U(all) - U(none)`.
@@ -283,9 +283,7 @@ fn solve(
     let mut b = vec![0.0f64; m];
     for ((&c, &w), &u) in design.coalitions.iter().zip(&design.weights).zip(utilities) {
         let y = u - empty;
-        let members: Vec<usize> = crate::valuation::Coalition::from_bits(c)
-            .members()
-            .collect();
+        let members: Vec<usize> = crate::Coalition::from_bits(c).members().collect();
         for &i in &members {
             b[i] += w * y;
             for &j in &members {

@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::Criterion;
-use fedledger_coordinator::valuation::{
+use fedledger_valuation::{
     Coalition, Estimator, Exact, GtgShapley, KernelShap, LeaveOneOut, Utility, cosine, relative_l2,
     spearman,
 };

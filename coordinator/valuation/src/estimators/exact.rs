@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::{Estimator, Reduced, Valuation, binomial};
-use crate::valuation::{Utility, ValuationError};
+use crate::{Utility, ValuationError};
 
 /// Exact enumeration is the default up to this many players.
 pub const EXACT_DEFAULT_MAX_PLAYERS: usize = 12;

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use fedledger_coordinator::valuation::{LinearCombinationGame, rng_for_seed};
+use fedledger_valuation::{LinearCombinationGame, rng_for_seed};
 use rand::Rng;
 
 /// Rows of features (row-major) and 0/1 labels.
@@ -74,7 +74,7 @@ pub fn synthetic(seed: u64, rows: usize) -> Dataset {
 pub fn breast_cancer() -> Option<Dataset> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../examples/data/breast_cancer.csv"
+        "/../../examples/data/breast_cancer.csv"
     );
     let text = std::fs::read_to_string(path).ok()?;
     let mut lines = text.lines();
