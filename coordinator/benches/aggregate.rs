@@ -2,7 +2,10 @@
 //! same bytes, both on all cores. Goal: FedAvg within 1.3x of the read pass.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fedledger_coordinator::aggregate::{Aggregator, FedAvg, WeightedUpdate};
+use fedledger_coordinator::{
+    aggregate::{Aggregator, FedAvg},
+    types::WeightedUpdate,
+};
 use rayon::prelude::*;
 use std::hint::black_box;
 

@@ -18,11 +18,7 @@ use fedledger_ledger::{
     },
 };
 
-use crate::{
-    config::FederationConfig,
-    error::CoordinatorError,
-    round::{RoundOutcome, now_ms},
-};
+use crate::{config::FederationConfig, error::CoordinatorError, types::RoundOutcome};
 
 fn ledger_err(e: fedledger_ledger::LedgerError) -> CoordinatorError {
     CoordinatorError::Ledger(e.to_string())
@@ -63,14 +59,14 @@ pub struct Anchor {
 impl Anchor {
     /// Open (or create, with its genesis record) the log in `<state_dir>/ledger`, signed with
     /// the coordinator's key (created on first start).
-    pub fn open(cfg: &FederationConfig) -> Result<Self, CoordinatorError> {
+    pub fn open(cfg: &FederationConfig, now_ms: u64) -> Result<Self, CoordinatorError> {
         let key = load_or_generate_key(&cfg.key).map_err(ledger_err)?;
         let signer = NoteSigner::log(&cfg.federation, key).map_err(ledger_err)?;
         let log = Log::open(&cfg.state_dir.join("ledger"), &cfg.federation, signer)
             .map_err(ledger_err)?;
         let anchor = Self { log };
         if anchor.log.size() == 0 {
-            let bytes = encode_canonical(&genesis(cfg)).map_err(ledger_err)?;
+            let bytes = encode_canonical(&genesis(cfg, now_ms)).map_err(ledger_err)?;
             validate_entry(0, &cfg.federation, &bytes).map_err(ledger_err)?;
             anchor
                 .log
@@ -106,10 +102,16 @@ impl Anchor {
         }
         let bytes = encode_canonical(&round_record(cfg, outcome)).map_err(ledger_err)?;
         validate_entry(outcome.round, &cfg.federation, &bytes).map_err(ledger_err)?;
+        fail::fail_point!("coordinator::ledger::before_append", |_| Err(
+            CoordinatorError::Ledger("injected failure: coordinator::ledger::before_append".into())
+        ));
         let (_, cp) = self
             .log
             .append_and_checkpoint(std::slice::from_ref(&bytes))
             .map_err(ledger_err)?;
+        fail::fail_point!("coordinator::ledger::after_append", |_| Err(
+            CoordinatorError::Ledger("injected failure: coordinator::ledger::after_append".into())
+        ));
         Ok((bytes, cp))
     }
 
@@ -131,8 +133,8 @@ impl Anchor {
     }
 }
 
-/// Entry 0: the federation as configured.
-pub fn genesis(cfg: &FederationConfig) -> FederationRecord {
+/// Entry 0: the federation as configured, created at `created_at_ms`.
+pub fn genesis(cfg: &FederationConfig, created_at_ms: u64) -> FederationRecord {
     let mut participants: Vec<ParticipantRecord> = cfg
         .participants
         .iter()
@@ -147,7 +149,7 @@ pub fn genesis(cfg: &FederationConfig) -> FederationRecord {
         v: RECORD_VERSION,
         record_type: FEDERATION_TYPE.into(),
         federation: cfg.federation.clone(),
-        created_at: rfc3339(now_ms()),
+        created_at: rfc3339(created_at_ms),
         participants,
         model: ModelSpecRecord {
             kind: cfg.model.kind.as_str().into(),
@@ -165,7 +167,7 @@ pub fn genesis(cfg: &FederationConfig) -> FederationRecord {
             aggregation: if cfg.server_dp.is_some() {
                 "dp-fedavg".into()
             } else {
-                cfg.strategy.build().name().into()
+                cfg.strategy.as_str().into()
             },
         },
         privacy: PrivacyRecord {
@@ -173,7 +175,14 @@ pub fn genesis(cfg: &FederationConfig) -> FederationRecord {
             delta: decimal(cfg.privacy_plan.delta),
             clip_norm: decimal(t.clip_norm),
             noise_multiplier: decimal(t.noise_multiplier),
-            accountant: "rdp".into(),
+            // The accountants whose spends this federation records, comma-separated.
+            accountant: cfg
+                .privacy_plan
+                .accountants
+                .iter()
+                .map(|a| a.name())
+                .collect::<Vec<_>>()
+                .join(","),
         },
         witnesses: WitnessesRecord {
             keys: cfg.witnesses.clone(),
@@ -287,51 +296,4 @@ fn base64_signature(hex_sig: &str) -> String {
     use base64::Engine;
     let bytes = hex::decode(hex_sig).unwrap_or_default();
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Gossip each newly anchored round to the ledger network and collect the witnesses'
-/// cosignatures, in order, without holding up training. A round counts as anchored once the
-/// genesis quorum of witnesses has cosigned its checkpoint.
-pub async fn publish_rounds(
-    coordinator: std::sync::Arc<crate::round::Coordinator>,
-    node: fedledger_ledger::node::NodeHandle,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    let log = coordinator.ledger().clone();
-    let (witnesses, quorum) = match fedledger_ledger::node::genesis_witnesses(&log) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the witnesses from the genesis record");
-            return;
-        }
-    };
-    let mut progress = coordinator.subscribe();
-    // Entries up to `published` have been gossiped.
-    let mut published = 0u64;
-    loop {
-        let size = log.size();
-        if size > published {
-            if let Err(e) = node.publish_since(published).await {
-                tracing::debug!(error = %e, "gossip of new entries failed (no peers yet?)");
-            }
-            published = size;
-            if !witnesses.is_empty() {
-                match node.collect_cosignatures(size, &witnesses).await {
-                    Ok(n) => tracing::info!(
-                        size,
-                        cosigned = n,
-                        quorum,
-                        anchored = n as u64 >= quorum,
-                        "checkpoint witnessed"
-                    ),
-                    Err(e) => tracing::warn!(size, error = %e, "collecting cosignatures failed"),
-                }
-            }
-        }
-        tokio::select! {
-            _ = &mut shutdown => return,
-            r = progress.changed() => if r.is_err() { return },
-        }
-    }
 }

@@ -54,7 +54,7 @@ use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
 use fedledger_model::{Dataset, ModelSpec, Standardiser};
 use serde::{Deserialize, Serialize};
 
-use crate::{aggregate::StrategyKind, contrib::ValuationSection};
+use fedledger_privacy::AccountantKind;
 
 /// The file format, as written by an operator.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -160,7 +160,173 @@ pub struct AggregationSection {
     pub max_update_norm: f64,
     /// Participant-level DP (DP-FedAvg) around the strategy; absent: off.
     #[serde(default)]
-    pub dp: Option<crate::dp_fedavg::ServerDpSection>,
+    pub dp: Option<ServerDpSection>,
+}
+
+/// Which strategy a federation uses (`[aggregation] strategy`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyKind {
+    /// Weighted FedAvg by example count (McMahan et al. 2017).
+    #[default]
+    Fedavg,
+    /// Coordinate-wise median of the deltas (robust to a minority of arbitrary updates).
+    Median,
+    /// Coordinate-wise mean after dropping the largest and smallest 10% per coordinate.
+    TrimmedMean,
+}
+
+impl StrategyKind {
+    /// The name recorded in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrategyKind::Fedavg => "fedavg",
+            StrategyKind::Median => "median",
+            StrategyKind::TrimmedMean => "trimmed-mean",
+        }
+    }
+}
+
+/// `[aggregation.dp]`: participant-level DP (DP-FedAvg) around the strategy.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerDpSection {
+    /// Noise multiplier `z` of the aggregate.
+    pub noise_multiplier: f64,
+    /// Clipping bound `C` (initial bound when adaptive).
+    pub clip_norm: f64,
+    /// Follow a target quantile of the update norms instead of a fixed bound.
+    #[serde(default)]
+    pub adaptive: bool,
+    #[serde(default = "half")]
+    pub target_quantile: f64,
+    #[serde(default = "point_two")]
+    pub clip_learning_rate: f64,
+    /// Noise on the private count of unclipped updates (adaptive only).
+    #[serde(default)]
+    pub count_noise_std: f64,
+    /// Delta at which the federation-level epsilon is reported in each round's outcome.
+    #[serde(default = "default_server_delta")]
+    pub delta: f64,
+}
+
+fn half() -> f64 {
+    0.5
+}
+fn point_two() -> f64 {
+    0.2
+}
+fn default_server_delta() -> f64 {
+    1e-5
+}
+
+impl ServerDpSection {
+    fn validate(&self) -> Result<(), String> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("aggregation.dp.{name} must be > 0, got {v}"))
+            }
+        };
+        positive("noise_multiplier", self.noise_multiplier)?;
+        positive("clip_norm", self.clip_norm)?;
+        if !(self.delta.is_finite() && self.delta > 0.0 && self.delta < 1.0) {
+            return Err(format!(
+                "aggregation.dp.delta must be in (0, 1), got {}",
+                self.delta
+            ));
+        }
+        if self.adaptive {
+            if !(self.target_quantile > 0.0 && self.target_quantile < 1.0) {
+                return Err(format!(
+                    "aggregation.dp.target_quantile must be in (0, 1), got {}",
+                    self.target_quantile
+                ));
+            }
+            positive("clip_learning_rate", self.clip_learning_rate)?;
+            if !(self.count_noise_std.is_finite() && self.count_noise_std >= 0.0) {
+                return Err(format!(
+                    "aggregation.dp.count_noise_std must be >= 0, got {}",
+                    self.count_noise_std
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The utility a coalition's model is scored with.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UtilityKind {
+    /// Negative validation log-loss (default: accuracy is coarse and hides harm).
+    #[default]
+    NegLogLoss,
+    /// Validation accuracy.
+    Accuracy,
+}
+
+impl UtilityKind {
+    /// The name recorded in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UtilityKind::NegLogLoss => "neg_log_loss",
+            UtilityKind::Accuracy => "accuracy",
+        }
+    }
+}
+
+/// `[valuation]` in `coordinator.toml`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ValuationSection {
+    /// `auto` (exact up to 12 participants, else gtg), `exact`, `gtg`, `kernelshap` or `loo`.
+    pub estimator: String,
+    /// Most distinct coalitions an approximate estimator may evaluate (0: its default).
+    pub max_evaluations: u64,
+    pub utility: UtilityKind,
+    /// Integer base units split among a round's contributors.
+    pub reward_pool_per_round: u64,
+    /// Mixed with the federation and round number into each round's estimator seed.
+    pub seed: u64,
+    /// Cosine similarity at or above which the later of two updates is flagged a copy.
+    pub copy_cosine: f64,
+}
+
+impl Default for ValuationSection {
+    fn default() -> Self {
+        Self {
+            estimator: "auto".into(),
+            max_evaluations: 0,
+            utility: UtilityKind::NegLogLoss,
+            reward_pool_per_round: 1_000_000,
+            seed: 0,
+            copy_cosine: fedledger_valuation::AbuseConfig::default().copy_cosine,
+        }
+    }
+}
+
+impl ValuationSection {
+    /// The utility's name as recorded (`neg_log_loss` or `accuracy`).
+    pub fn utility_name(&self) -> String {
+        self.utility.as_str().to_owned()
+    }
+
+    /// Check the names and ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.estimator != "auto" {
+            fedledger_valuation::estimator_by_name(&self.estimator, None)
+                .map_err(|e| format!("valuation.estimator: {e}"))?;
+        }
+        if !(self.copy_cosine > 0.0 && self.copy_cosine <= 1.0) {
+            return Err(format!(
+                "valuation.copy_cosine must be in (0, 1], got {}",
+                self.copy_cosine
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -190,6 +356,19 @@ impl Default for LimitsSection {
 pub struct PrivacyPlanSection {
     pub epsilon_budget: f64,
     pub delta: f64,
+    /// The accountants whose spends this federation records (and `verify` recomputes). A
+    /// participant accounting with another one declines before spending; an update reporting
+    /// another one is refused. Default: all three.
+    #[serde(default = "all_accountants")]
+    pub accountants: Vec<AccountantKind>,
+}
+
+fn all_accountants() -> Vec<AccountantKind> {
+    vec![
+        AccountantKind::Rdp,
+        AccountantKind::Pld,
+        AccountantKind::RdpDpAccounting,
+    ]
 }
 
 impl Default for PrivacyPlanSection {
@@ -197,6 +376,7 @@ impl Default for PrivacyPlanSection {
         Self {
             epsilon_budget: 8.0,
             delta: 1e-5,
+            accountants: all_accountants(),
         }
     }
 }
@@ -252,7 +432,7 @@ pub struct FederationConfig {
     pub training: TrainingSection,
     pub strategy: StrategyKind,
     pub max_update_norm: Option<f64>,
-    pub server_dp: Option<crate::dp_fedavg::ServerDpSection>,
+    pub server_dp: Option<ServerDpSection>,
     pub max_examples: u64,
     pub retain_rounds: u64,
     pub valuation: ValuationSection,
@@ -312,8 +492,18 @@ impl ConfigFile {
         }
     }
 
-    /// Check every field and load the validation data.
+    /// Check every field and load the validation data from its file.
     pub fn validate(self) -> Result<FederationConfig, ConfigError> {
+        let bytes = std::fs::read(&self.data.validation).map_err(|source| ConfigError::Read {
+            path: self.data.validation.clone(),
+            source,
+        })?;
+        self.validate_with(&bytes)
+    }
+
+    /// Check every field, with the validation file's bytes already read (`data.validation`
+    /// names where they came from).
+    pub fn validate_with(self, bytes: &[u8]) -> Result<FederationConfig, ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if !valid_origin(&self.federation) {
             return bad(format!(
@@ -402,6 +592,12 @@ impl ConfigFile {
                 "ledger.witness_quorum {witness_quorum} exceeds the {n_witnesses} witnesses"
             ));
         }
+        if plan.accountants.is_empty() {
+            return bad("privacy.accountants must name at least one of \"rdp\", \"pld\", \"rdp-dp-accounting\"".into());
+        }
+        if let Some(dp) = &self.aggregation.dp {
+            dp.validate().map_err(ConfigError::Invalid)?;
+        }
         if self.aggregation.dp.is_some() && self.aggregation.strategy != StrategyKind::Fedavg {
             return bad(format!(
                 "aggregation.dp needs strategy = \"fedavg\" (the DP guarantee assumes a mean), got {:?}",
@@ -432,12 +628,8 @@ impl ConfigFile {
                 public_key_hex: hex::encode(key),
             });
         }
-        let bytes = std::fs::read(&self.data.validation).map_err(|source| ConfigError::Read {
-            path: self.data.validation.clone(),
-            source,
-        })?;
-        let validation_sha256 = fedledger_model::digest::sha256_hex(&bytes);
-        let mut validation = Dataset::from_csv_reader(bytes.as_slice(), &self.data.label_column)?;
+        let validation_sha256 = fedledger_model::digest::sha256_hex(bytes);
+        let mut validation = Dataset::from_csv_reader(bytes, &self.data.label_column)?;
         if validation.n_features() != self.model.features {
             return bad(format!(
                 "validation file has {} feature columns but model.features = {}",

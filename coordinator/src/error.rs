@@ -1,4 +1,5 @@
-//! The coordinator's domain errors, and their one translation into gRPC statuses.
+//! The coordinator's errors: domain refusals and storage failures. Plain types; the gRPC layer
+//! translates them into statuses in one place (`service`).
 
 use thiserror::Error;
 
@@ -16,12 +17,18 @@ pub enum CoordinatorError {
     BadRegistrationSignature { key: String },
     #[error("session is unknown or expired; register again")]
     NoSession,
-    #[error("update is for round {got} but round {open} is open")]
-    WrongRound { got: u64, open: u64 },
+    #[error("{request} is for round {got} but round {open} is open")]
+    WrongRound {
+        request: &'static str,
+        got: u64,
+        open: u64,
+    },
     #[error("no round is open (state: {state})")]
     NoOpenRound { state: &'static str },
     #[error("{name} already submitted an update or declined in round {round}")]
     AlreadySubmitted { name: String, round: u64 },
+    #[error("{name} already has an update or decline for round {round} in flight; wait for its answer")]
+    InFlight { name: String, round: u64 },
     #[error("update has {got} parameters but the model has {expected}")]
     DimensionMismatch { got: u64, expected: u64 },
     #[error("update value at index {index} is not finite")]
@@ -59,7 +66,7 @@ pub enum CoordinatorError {
     #[error("round {round} does not exist")]
     NoSuchRound { round: u64 },
     #[error("store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     #[error("model: {0}")]
     Model(#[from] fedledger_model::ModelError),
     #[error("ledger: {0}")]
@@ -68,37 +75,24 @@ pub enum CoordinatorError {
     Internal(String),
 }
 
-impl From<CoordinatorError> for tonic::Status {
-    fn from(e: CoordinatorError) -> Self {
-        use CoordinatorError as E;
-        use tonic::Code;
-        let code = match &e {
-            E::NotEnrolled { .. }
-            | E::BadUpdateSignature { .. }
-            | E::BadDeclineSignature { .. } => Code::PermissionDenied,
-            E::BadChallenge | E::BadRegistrationSignature { .. } | E::NoSession => {
-                Code::Unauthenticated
-            }
-            E::WrongRound { .. } | E::NoOpenRound { .. } | E::RoundNotFinished { .. } => {
-                Code::FailedPrecondition
-            }
-            E::AlreadySubmitted { .. } => Code::AlreadyExists,
-            E::NoSuchRound { .. } => Code::NotFound,
-            E::ChunkTooLarge { .. } => Code::ResourceExhausted,
-            E::MalformedKey(_)
-            | E::DimensionMismatch { .. }
-            | E::NonFinite { .. }
-            | E::ChunkOutOfOrder { .. }
-            | E::Truncated { .. }
-            | E::MissingHeader
-            | E::DuplicateHeader
-            | E::DigestMismatch { .. }
-            | E::NormTooLarge { .. }
-            | E::BadExampleCount { .. }
-            | E::BadPrivacyReport(_)
-            | E::InvalidField { .. } => Code::InvalidArgument,
-            E::Store(_) | E::Model(_) | E::Ledger(_) | E::Internal(_) => Code::Internal,
-        };
-        tonic::Status::new(code, e.to_string())
-    }
+/// Storage failures. A failure to persist means the request is refused, never half-applied.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("sled: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("blob {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("blob {sha256} is corrupt: its bytes hash to {actual}")]
+    CorruptBlob { sha256: String, actual: String },
+    #[error("blob {0} is missing")]
+    MissingBlob(String),
+    #[error("record {key} cannot be decoded: {reason}")]
+    Decode { key: String, reason: String },
+    #[error("transaction: {0}")]
+    Transaction(String),
+    #[error("injected failure: {0}")]
+    Injected(String),
 }

@@ -1,46 +1,69 @@
 //! The fedledger coordinator: runs a federation's rounds over gRPC.
 //!
-//! Reading order:
-//! - [`config`] - `coordinator.toml` and its validation.
-//! - [`round`] - the round state machine (registration, tasks, updates, declines, closing),
-//!   plain Rust that tests drive without sockets.
-//! - [`aggregate`] - aggregation strategies behind one trait; [`dp_fedavg`] wraps any of them
-//!   with participant-level differential privacy.
-//! - [`valuation`] - Shapley estimators, abuse flags and reward splitting (pure).
-//! - [`contrib`] - applies them to a completed round.
-//! - [`anchor`] - the genesis and round records appended to the signed Merkle log.
-//! - [`store`] - sled metadata plus content-addressed blobs; nothing is acknowledged before it is
-//!   durable.
-//! - [`service`] - the gRPC handlers (translation only) and the task that closes rounds.
-//! - [`serve`] - start it all on a listener.
+//! Layers, bottom first (each module imports only from layers below it; ARCHITECTURE.md lists
+//! them and a test checks every `crate::` path against that list):
+//!
+//! 1. [`types`] (plain data: state, updates, outcomes) and [`error`] (refusals and storage
+//!    failures).
+//! 2. [`config`]: `coordinator.toml` and its validation; owns every section.
+//! 3. [`aggregate`] (strategies behind one trait; the DP-FedAvg wrapper), [`value`] (Shapley
+//!    values and rewards of a round through the pure `fedledger-valuation` crate), [`transfer`]
+//!    (chunk reassembly).
+//! 4. [`store`] (sled metadata plus content-addressed blobs) and [`anchor`] (ledger records
+//!    built from outcomes, appended to the signed log).
+//! 5. [`machine`]: the round state machine, sans-IO: requests and the clock in, replies and
+//!    jobs out; closing a round is a pure function of its inputs ([`machine::close`]). Start
+//!    reading here.
+//! 6. [`engine`]: the one place that performs effects in order (blob, sled, ledger).
+//! 7. [`service`] (gRPC translation), [`driver`] (carries out due phase changes; gossips
+//!    anchored rounds), [`replay`] (recomputes a recorded round, read-only).
+//! 8. [`serve`] here, and the binary.
+//!
+//! Fault injection: with the non-default `failpoints` feature, named points (fail-rs) let tests
+//! hold or fail the effects: `coordinator::blob::after_fsync`, `coordinator::update::after_flush`,
+//! `coordinator::close::before_flush`, `coordinator::close::after_flush`,
+//! `coordinator::ledger::before_append`, `coordinator::ledger::after_append`. Without the feature
+//! they compile to nothing ([`FAILPOINTS`] says which build this is).
+
+pub mod error;
+pub mod types;
+
+pub mod config;
 
 pub mod aggregate;
-pub mod anchor;
-pub mod config;
-pub mod contrib;
-pub mod dp_fedavg;
-pub mod error;
-pub mod replay;
-pub mod round;
-pub mod service;
-pub mod store;
 pub mod transfer;
+pub mod value;
+
+pub mod anchor;
+pub mod store;
+
+pub mod machine;
+
+pub mod engine;
+
+pub mod driver;
+pub mod replay;
+pub mod service;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 
 pub use config::{ConfigFile, FederationConfig};
+pub use engine::Engine;
 pub use error::CoordinatorError;
-pub use round::{Coordinator, Phase, Progress, RoundOutcome};
+pub use types::{Phase, Progress, RoundOutcome};
+
+/// True when this build carries the test-only fault-injection points.
+pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
 
 /// A running coordinator.
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
-    /// The state machine, for in-process inspection (examples, tests).
-    pub coordinator: Arc<Coordinator>,
+    /// The engine, for in-process inspection (examples, tests).
+    pub coordinator: Arc<Engine>,
     /// The ledger's libp2p node, when `[ledger] listen` is set.
     pub ledger_node: Option<fedledger_ledger::node::NodeHandle>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -94,14 +117,13 @@ pub async fn serve(
     let coordinator = {
         let cfg = cfg.clone();
         Arc::new(
-            tokio::task::spawn_blocking(move || Coordinator::open(cfg))
+            tokio::task::spawn_blocking(move || Engine::open(cfg))
                 .await
                 .map_err(|e| CoordinatorError::Internal(format!("open: {e}")))??,
         )
     };
-    let wake = Arc::new(Notify::new());
     let (shutdown, rx) = tokio::sync::watch::channel(false);
-    let svc = service::Service::new(coordinator.clone(), wake.clone(), LONG_POLL);
+    let svc = service::Service::new(coordinator.clone(), LONG_POLL);
     let grpc = fedledger_proto::coordinator_server::CoordinatorServer::new(svc)
         .max_decoding_message_size(fedledger_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(fedledger_proto::MAX_MESSAGE_BYTES);
@@ -122,9 +144,8 @@ pub async fn serve(
             }),
     );
     let mut rx_driver = rx;
-    let driver = tokio::spawn(service::drive_rounds(
+    let driver = tokio::spawn(driver::drive_rounds(
         coordinator.clone(),
-        wake,
         async move {
             let _ = rx_driver.wait_for(|s| *s).await;
         },
@@ -144,7 +165,7 @@ pub async fn serve(
         .await
         .map_err(|e| CoordinatorError::Ledger(format!("start the ledger node: {e}")))?;
         let mut rx_pub = shutdown.subscribe();
-        let publisher = tokio::spawn(anchor::publish_rounds(
+        let publisher = tokio::spawn(driver::publish_rounds(
             coordinator.clone(),
             node.clone(),
             async move {

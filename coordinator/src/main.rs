@@ -78,23 +78,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Replay { config, round } => {
             let cfg = load(&config)?;
-            let store =
-                fedledger_coordinator::store::Store::open(&cfg.state_dir).with_context(|| {
+            // A copy of the metadata and ledger: the state directory is only read.
+            let snapshot = fedledger_coordinator::replay::Snapshot::open(&cfg.state_dir)
+                .with_context(|| {
                     format!(
-                        "open the coordinator store in {} (stop the coordinator, or replay a copy)",
+                        "open the coordinator state in {} (stop the coordinator, or replay a copy)",
                         cfg.state_dir.display()
                     )
                 })?;
+            let store = &snapshot.store;
             let recorded = store
                 .outcome(round)
                 .context("read the round's record")?
                 .with_context(|| format!("round {round} has no record in this store"))?;
             // Compare with the anchored ledger entry (what auditors hold), not only the
             // coordinator's own record.
-            let anchor = fedledger_coordinator::anchor::Anchor::open(&cfg)
-                .context("open the coordinator's ledger")?;
-            let bytes = anchor
-                .log()
+            let bytes = snapshot
+                .ledger
                 .entry(round)
                 .with_context(|| format!("round {round} is not in the ledger"))?;
             let record =
@@ -106,7 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 };
             let against = fedledger_coordinator::replay::Figures::from_record(&record);
             let report =
-                fedledger_coordinator::replay::replay_against(&cfg, &store, &recorded, &against)
+                fedledger_coordinator::replay::replay_against(&cfg, store, &recorded, &against)
                     .with_context(|| format!("replay round {round} against the ledger"))?;
             for c in &report.checked {
                 println!("ok      {c}");

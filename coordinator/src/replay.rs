@@ -1,16 +1,20 @@
 //! Recompute a finished round from the inputs kept by digest (global model, every update, the
 //! validation file) and compare with what was recorded: the aggregate's digest, every
-//! `value_nano`, every reward.
+//! `value_nano`, every reward. Replay only reads: it works on a [`Snapshot`], a temporary copy of
+//! a state directory's metadata and ledger, and reads blobs in place, so the state directory may
+//! be read-only and is never changed (no key, no genesis entry is ever created).
+
+use std::path::{Path, PathBuf};
 
 use fedledger_model::{Dataset, Standardiser};
 
 use crate::{
-    aggregate::WeightedUpdate,
+    aggregate,
     config::FederationConfig,
-    contrib::Valuer,
-    error::CoordinatorError,
-    round::{RoundOutcome, RoundStatus},
+    error::{CoordinatorError, StoreError},
     store::Store,
+    types::{RoundOutcome, RoundStatus, WeightedUpdate},
+    value::Valuer,
 };
 
 /// One recomputed figure that differs from the record.
@@ -34,6 +38,77 @@ pub struct ReplayReport {
 impl ReplayReport {
     pub fn ok(&self) -> bool {
         self.differences.is_empty()
+    }
+}
+
+/// A read-only view of a coordinator's state directory: its sled metadata and its ledger copied
+/// into a temporary directory (removed on drop), its blobs read where they are.
+pub struct Snapshot {
+    pub store: Store,
+    pub ledger: fedledger_ledger::Log,
+    tmp: PathBuf,
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+impl Snapshot {
+    /// Copy `state_dir`'s metadata and ledger aside and open the copies. Works on a stopped
+    /// coordinator's state (a running one may change it while it is copied).
+    pub fn open(state_dir: &Path) -> Result<Self, CoordinatorError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CoordinatorError::Store(StoreError::Io { path, source })
+        };
+        for part in ["state.sled", "ledger", "blobs"] {
+            if !state_dir.join(part).is_dir() {
+                return Err(CoordinatorError::Internal(format!(
+                    "{} has no {part}: not a coordinator state directory",
+                    state_dir.display()
+                )));
+            }
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tmp = std::env::temp_dir().join(format!(
+            "fedledger-replay-{}-{nanos}",
+            std::process::id()
+        ));
+        let snapshot = |tmp: &Path| -> Result<(Store, fedledger_ledger::Log), CoordinatorError> {
+            copy_dir(&state_dir.join("state.sled"), &tmp.join("state.sled"))
+                .map_err(io(&state_dir.join("state.sled")))?;
+            copy_dir(&state_dir.join("ledger"), &tmp.join("ledger"))
+                .map_err(io(&state_dir.join("ledger")))?;
+            let store = Store::open_parts(&tmp.join("state.sled"), state_dir.join("blobs"))?;
+            let ledger = fedledger_ledger::Log::open_existing(&tmp.join("ledger"))
+                .map_err(|e| CoordinatorError::Ledger(e.to_string()))?;
+            Ok((store, ledger))
+        };
+        match snapshot(&tmp) {
+            Ok((store, ledger)) => Ok(Self { store, ledger, tmp }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
 
@@ -73,8 +148,7 @@ impl Figures {
     }
 }
 
-/// Replay a round from the inputs in `store` (named by the coordinator's outcome `inputs`) and
-/// compare with the coordinator's own outcome.
+/// Replay a round from the inputs in `store` and compare with the coordinator's own outcome.
 pub fn replay(
     cfg: &FederationConfig,
     store: &Store,
@@ -139,7 +213,9 @@ pub fn replay_against(
                 .into(),
         );
     } else {
-        let after = cfg.strategy.build().aggregate(&global, &views);
+        let after = aggregate::strategy(cfg.strategy)
+            .aggregate(&global, &views)?
+            .params;
         let sha = fedledger_model::digest::vector_sha256(&after);
         if sha == against.model_after {
             report.checked.push(format!("aggregate hashes to {sha}"));

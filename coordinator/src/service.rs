@@ -1,43 +1,38 @@
-//! The gRPC face of the coordinator: translates wire messages to the round state machine's
-//! domain calls and back, and nothing more.
+//! The gRPC face of the coordinator: translates wire messages to the engine's domain calls and
+//! back, and nothing more; domain errors become gRPC statuses here, in one place.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use fedledger_proto as pb;
 use futures::{Stream, StreamExt, stream};
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, warn};
 
 use crate::{
+    engine::Engine,
     error::CoordinatorError,
-    round::{Coordinator, Phase, PrivacySpend, RoundOutcome, UpdateHeader},
+    types::{Phase, PrivacySpend, RoundOutcome, UpdateHeader},
 };
 
 /// The tonic service.
 pub struct Service {
-    coord: Arc<Coordinator>,
-    wake: Arc<Notify>,
+    engine: Arc<Engine>,
     long_poll: Duration,
 }
 
 impl Service {
-    /// `wake` is notified when a round may be ready to close; `long_poll` is how long a `GetTask`
-    /// with nothing to do waits for the next round before answering WAIT.
-    pub fn new(coord: Arc<Coordinator>, wake: Arc<Notify>, long_poll: Duration) -> Self {
-        Self {
-            coord,
-            wake,
-            long_poll,
-        }
+    /// `long_poll` is how long a `GetTask` with nothing to do waits for the next round before
+    /// answering WAIT.
+    pub fn new(engine: Arc<Engine>, long_poll: Duration) -> Self {
+        Self { engine, long_poll }
     }
 
+    /// Run an engine call that may block on disk off the async workers.
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Coordinator) -> Result<T, CoordinatorError> + Send + 'static,
+        f: impl FnOnce(&Engine) -> Result<T, CoordinatorError> + Send + 'static,
     ) -> Result<T, Status> {
-        let c = self.coord.clone();
-        tokio::task::spawn_blocking(move || f(&c))
+        let e = self.engine.clone();
+        tokio::task::spawn_blocking(move || f(&e))
             .await
             .map_err(|e| Status::internal(format!("worker failed: {e}")))?
             .map_err(Status::from)
@@ -106,11 +101,11 @@ impl pb::coordinator_server::Coordinator for Service {
         req: Request<pb::ChallengeRequest>,
     ) -> Result<Response<pb::ChallengeResponse>, Status> {
         let key = req.into_inner().public_key;
-        let (challenge, expires) = self.coord.challenge(&key)?;
+        let c = self.engine.challenge(&key)?;
         Ok(Response::new(pb::ChallengeResponse {
-            federation: self.coord.config().federation.clone(),
-            challenge: challenge.to_vec(),
-            expires_unix_ms: expires,
+            federation: self.engine.config().federation.clone(),
+            challenge: c.challenge.to_vec(),
+            expires_unix_ms: c.expires_ms,
         }))
     }
 
@@ -119,13 +114,13 @@ impl pb::coordinator_server::Coordinator for Service {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = req.into_inner();
-        let (session, name) = self
-            .blocking(move |c| c.register(&r.public_key, &r.challenge, &r.signature))
-            .await?;
+        let reg = self
+            .engine
+            .register(&r.public_key, &r.challenge, &r.signature)?;
         Ok(Response::new(pb::RegisterResponse {
-            session: session.to_vec(),
-            name,
-            federation: self.coord.config().federation.clone(),
+            session: reg.session.to_vec(),
+            name: reg.name,
+            federation: self.engine.config().federation.clone(),
         }))
     }
 
@@ -136,20 +131,20 @@ impl pb::coordinator_server::Coordinator for Service {
         req: Request<pb::TaskRequest>,
     ) -> Result<Response<Self::GetTaskStream>, Status> {
         let session = req.into_inner().session;
-        let mut watch = self.coord.subscribe();
-        let mut view = self.coord.task(&session)?;
+        let mut watch = self.engine.subscribe();
+        let (mut view, mut global) = self.engine.task(&session)?;
         if !view.train && view.phase != Phase::Done {
             // Long poll: answer as soon as something changes, so a new round reaches waiting
             // participants at once instead of at their next poll.
             let deadline = tokio::time::Instant::now() + self.long_poll;
             while !view.train && view.phase != Phase::Done {
                 match tokio::time::timeout_at(deadline, watch.changed()).await {
-                    Ok(Ok(())) => view = self.coord.task(&session)?,
+                    Ok(Ok(())) => (view, global) = self.engine.task(&session)?,
                     _ => break,
                 }
             }
         }
-        let cfg = self.coord.config();
+        let cfg = self.engine.config();
         let state = match (view.phase, view.train) {
             (_, true) => pb::TaskState::Train,
             (Phase::Done, _) => pb::TaskState::Done,
@@ -179,13 +174,19 @@ impl pb::coordinator_server::Coordinator for Service {
                 mean: s.mean.clone(),
                 std: s.std.clone(),
             }),
-            num_params: view.global.len() as u64,
+            num_params: global.len() as u64,
             model_sha256: view.global_sha256.clone(),
             deadline_unix_ms: view.deadline_ms,
             retry_after_ms: if state == pb::TaskState::Wait { 200 } else { 0 },
             chunk_floats: fedledger_proto::CHUNK_FLOATS as u32,
             total_rounds: cfg.rounds,
             detail: view.detail.clone(),
+            accountants: cfg
+                .privacy_plan
+                .accountants
+                .iter()
+                .map(|a| a.name().to_owned())
+                .collect(),
         };
         let head = stream::once(async move {
             Ok(pb::TaskMessage {
@@ -195,7 +196,6 @@ impl pb::coordinator_server::Coordinator for Service {
         let out: TaskStream = if state == pb::TaskState::Wait {
             Box::pin(head)
         } else {
-            let global = view.global.clone();
             let chunks = (global.len()).div_ceil(fedledger_proto::CHUNK_FLOATS);
             let body = stream::iter(0..chunks).map(move |i| {
                 let start = i * fedledger_proto::CHUNK_FLOATS;
@@ -232,14 +232,10 @@ impl pb::coordinator_server::Coordinator for Service {
             signature: header.signature,
             privacy: header.privacy.map(privacy_from_wire).transpose()?,
         };
-        let mut pending = self
-            .blocking(move |c| c.begin_update(&session, domain))
-            .await?;
+        let mut upload = self.engine.begin_upload(&session, domain)?;
         while let Some(msg) = stream.message().await? {
             match msg.msg {
-                Some(pb::update_message::Msg::Chunk(c)) => {
-                    pending.assembler.push(c.offset, &c.data)?
-                }
+                Some(pb::update_message::Msg::Chunk(c)) => upload.push(c.offset, &c.data)?,
                 Some(pb::update_message::Msg::Header(_)) => {
                     return Err(CoordinatorError::DuplicateHeader.into());
                 }
@@ -252,10 +248,9 @@ impl pb::coordinator_server::Coordinator for Service {
                 }
             }
         }
-        let (receipt, close) = self.blocking(move |c| c.commit_update(pending)).await?;
-        if close {
-            self.wake.notify_one();
-        }
+        let receipt = tokio::task::spawn_blocking(move || upload.finish())
+            .await
+            .map_err(|e| Status::internal(format!("worker failed: {e}")))??;
         Ok(Response::new(pb::SubmitReceipt {
             round: receipt.round,
             update_sha256: receipt.update_sha256,
@@ -270,12 +265,8 @@ impl pb::coordinator_server::Coordinator for Service {
     ) -> Result<Response<pb::DeclineReceipt>, Status> {
         let r = req.into_inner();
         let round = r.round;
-        let close = self
-            .blocking(move |c| c.decline(&r.session, r.round, &r.reason, &r.signature))
+        self.blocking(move |e| e.decline(&r.session, r.round, &r.reason, &r.signature))
             .await?;
-        if close {
-            self.wake.notify_one();
-        }
         Ok(Response::new(pb::DeclineReceipt { round }))
     }
 
@@ -284,7 +275,7 @@ impl pb::coordinator_server::Coordinator for Service {
         req: Request<pb::RoundResultRequest>,
     ) -> Result<Response<pb::RoundResult>, Status> {
         let r = req.into_inner();
-        self.coord.check_session(&r.session)?;
+        self.engine.check_session(&r.session)?;
         let (outcome, record) = self
             .blocking(move |c| Ok((c.outcome(r.round)?, c.ledger_record(r.round))))
             .await?;
@@ -294,37 +285,38 @@ impl pb::coordinator_server::Coordinator for Service {
     }
 }
 
-/// Close rounds when they are due: woken by the service when everyone has answered, and by a
-/// timer at the deadline. Runs until `shutdown` resolves.
-pub async fn drive_rounds(
-    coord: Arc<Coordinator>,
-    wake: Arc<Notify>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        let now = crate::round::now_ms();
-        if coord.due(now) {
-            let c = coord.clone();
-            match tokio::task::spawn_blocking(move || c.close_if_due()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    warn!(error = %e, "closing the round failed; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => warn!(error = %e, "round closing task panicked"),
+/// The one translation of domain errors into gRPC statuses.
+impl From<CoordinatorError> for tonic::Status {
+    fn from(e: CoordinatorError) -> Self {
+        use CoordinatorError as E;
+        use tonic::Code;
+        let code = match &e {
+            E::NotEnrolled { .. }
+            | E::BadUpdateSignature { .. }
+            | E::BadDeclineSignature { .. } => Code::PermissionDenied,
+            E::BadChallenge | E::BadRegistrationSignature { .. } | E::NoSession => {
+                Code::Unauthenticated
             }
-            continue;
-        }
-        let wait = coord
-            .until_deadline(now)
-            .map_or(Duration::from_secs(1), |ms| {
-                Duration::from_millis(ms.clamp(1, 1000))
-            });
-        tokio::select! {
-            _ = &mut shutdown => { debug!("round driver stopping"); return; }
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
+            E::WrongRound { .. } | E::NoOpenRound { .. } | E::RoundNotFinished { .. } => {
+                Code::FailedPrecondition
+            }
+            E::AlreadySubmitted { .. } | E::InFlight { .. } => Code::AlreadyExists,
+            E::NoSuchRound { .. } => Code::NotFound,
+            E::ChunkTooLarge { .. } => Code::ResourceExhausted,
+            E::MalformedKey(_)
+            | E::DimensionMismatch { .. }
+            | E::NonFinite { .. }
+            | E::ChunkOutOfOrder { .. }
+            | E::Truncated { .. }
+            | E::MissingHeader
+            | E::DuplicateHeader
+            | E::DigestMismatch { .. }
+            | E::NormTooLarge { .. }
+            | E::BadExampleCount { .. }
+            | E::BadPrivacyReport(_)
+            | E::InvalidField { .. } => Code::InvalidArgument,
+            E::Store(_) | E::Model(_) | E::Ledger(_) | E::Internal(_) => Code::Internal,
+        };
+        tonic::Status::new(code, e.to_string())
     }
 }

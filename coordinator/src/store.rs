@@ -16,27 +16,10 @@ use sled::Transactional;
 
 use fedledger_model::digest::{sha256_hex, vector_from_bytes, vector_sha256, vector_to_bytes};
 
-use crate::round::{DeclineMeta, PersistedState, RoundOutcome, UpdateMeta};
-
-/// Storage failures. A failure to persist means the request is refused, never half-applied.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("sled: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("blob {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("blob {sha256} is corrupt: its bytes hash to {actual}")]
-    CorruptBlob { sha256: String, actual: String },
-    #[error("blob {0} is missing")]
-    MissingBlob(String),
-    #[error("record {key} cannot be decoded: {reason}")]
-    Decode { key: String, reason: String },
-    #[error("transaction: {0}")]
-    Transaction(String),
-}
+use crate::{
+    error::StoreError,
+    types::{DeclineMeta, PersistedState, RoundOutcome, UpdateMeta},
+};
 
 /// The coordinator's store in `state_dir`.
 pub struct Store {
@@ -80,7 +63,13 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let blobs = dir.join("blobs");
         fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
-        let db = sled::open(dir.join("state.sled"))?;
+        Self::open_parts(&dir.join("state.sled"), blobs)
+    }
+
+    /// Open the metadata at `sled_dir` with blobs read from (and written to) `blobs`. Replay
+    /// opens a copy of a state directory's metadata this way and only reads blobs in place.
+    pub fn open_parts(sled_dir: &Path, blobs: PathBuf) -> Result<Self, StoreError> {
+        let db = sled::open(sled_dir)?;
         Ok(Self {
             meta: db.open_tree("meta")?,
             updates: db.open_tree("updates")?,
@@ -105,6 +94,9 @@ impl Store {
             f.write_all(bytes).map_err(io_err(&tmp))?;
             f.sync_all().map_err(io_err(&tmp))?;
         }
+        fail::fail_point!("coordinator::blob::after_fsync", |_| Err(
+            StoreError::Injected("coordinator::blob::after_fsync".into())
+        ));
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
         fs::File::open(&self.blobs)
             .and_then(|d| d.sync_all())
@@ -176,6 +168,9 @@ impl Store {
         self.updates
             .insert(round_key(meta.round, meta.participant), encode(meta))?;
         self.db.flush()?;
+        fail::fail_point!("coordinator::update::after_flush", |_| Err(
+            StoreError::Injected("coordinator::update::after_flush".into())
+        ));
         Ok(())
     }
 
@@ -219,7 +214,13 @@ impl Store {
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|e| StoreError::Transaction(format!("{e:?}")))?;
+        fail::fail_point!("coordinator::close::before_flush", |_| Err(
+            StoreError::Injected("coordinator::close::before_flush".into())
+        ));
         self.db.flush()?;
+        fail::fail_point!("coordinator::close::after_flush", |_| Err(
+            StoreError::Injected("coordinator::close::after_flush".into())
+        ));
         Ok(())
     }
 

@@ -8,10 +8,9 @@ use anyhow::Context;
 use clap::Parser;
 use fedledger_coordinator::{
     ConfigFile, RoundOutcome,
-    aggregate::StrategyKind,
     config::{
         AggregationSection, DataSection, LimitsSection, ParticipantEntry, RoundsSection,
-        StandardisationMode, TrainingSection,
+        StandardisationMode, StrategyKind, TrainingSection,
     },
 };
 use fedledger_ledger::note::NoteSigner;

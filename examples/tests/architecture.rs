@@ -61,6 +61,15 @@ fn code_of(text: &str) -> String {
         if t.starts_with("#[cfg(test)]")
             && lines
                 .peek()
+                .is_some_and(|n| n.trim_end().ends_with(';') && n.contains("mod "))
+        {
+            // `mod tests;`: the module lives in its own file, which is not listed.
+            lines.next();
+            continue;
+        }
+        if t.starts_with("#[cfg(test)]")
+            && lines
+                .peek()
                 .is_some_and(|n| n.trim_start().starts_with("mod ") || n.contains(" mod "))
         {
             // Skip the test module: count braces from its opening line.

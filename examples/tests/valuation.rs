@@ -62,9 +62,10 @@ async fn eight_hospitals_are_valued_fairly() {
     }
     // Replay: every round's aggregate, values and rewards recompute exactly from the inputs the
     // coordinator kept by digest.
-    let store = fedledger_coordinator::store::Store::open(&run.coordinator_state).unwrap();
+    let snapshot = fedledger_coordinator::replay::Snapshot::open(&run.coordinator_state).unwrap();
+    let store = &snapshot.store;
     for o in &run.outcomes {
-        let report = fedledger_coordinator::replay::replay(&run.config, &store, o).unwrap();
+        let report = fedledger_coordinator::replay::replay(&run.config, store, o).unwrap();
         assert!(report.ok(), "round {}: {:?}", o.round, report.differences);
         assert!(
             report
@@ -74,9 +75,8 @@ async fn eight_hospitals_are_valued_fairly() {
         );
     }
     // The same against the anchored ledger records, as an auditor would.
-    let anchor = fedledger_coordinator::anchor::Anchor::open(&run.config).unwrap();
     for o in &run.outcomes {
-        let bytes = anchor.log().entry(o.round).unwrap();
+        let bytes = snapshot.ledger.entry(o.round).unwrap();
         let fedledger_ledger::records::Record::Round(rec) =
             fedledger_ledger::records::validate_entry(o.round, &run.config.federation, &bytes)
                 .unwrap()
@@ -85,7 +85,7 @@ async fn eight_hospitals_are_valued_fairly() {
         };
         let against = fedledger_coordinator::replay::Figures::from_record(&rec);
         let report =
-            fedledger_coordinator::replay::replay_against(&run.config, &store, o, &against)
+            fedledger_coordinator::replay::replay_against(&run.config, store, o, &against)
                 .unwrap();
         assert!(
             report.ok(),
@@ -97,7 +97,7 @@ async fn eight_hospitals_are_valued_fairly() {
     // And a tampered record is caught.
     let mut forged = run.outcomes[0].clone();
     forged.contributions[0].value_nano += 1;
-    let report = fedledger_coordinator::replay::replay(&run.config, &store, &forged).unwrap();
+    let report = fedledger_coordinator::replay::replay(&run.config, store, &forged).unwrap();
     assert_eq!(report.differences.len(), 1, "{:?}", report.differences);
     // The exported ledger verifies, epsilon figures and signatures included.
     assert!(run.ledger.verify_ok, "{}", run.ledger.verify_text);

@@ -1,24 +1,18 @@
 //! Contribution accounting for a completed round: Shapley values of the round's game, abuse
-//! flags, and the reward split. Glue between the round state machine and [`crate::valuation`].
+//! flags, and the reward split, from the pure `fedledger-valuation` crate and the model's
+//! evaluation on the coordinator's validation data.
 
 use fedledger_model::{Dataset, ModelSpec};
-use serde::{Deserialize, Serialize};
-
-use crate::{aggregate::WeightedUpdate, config::FederationConfig, error::CoordinatorError};
 use fedledger_valuation::{
-    AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, Participation, RewardEntry,
-    default_estimator, detect, estimator_by_name, split_rewards, value_nano,
+    AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, Participation,
+    RewardEntry, default_estimator, detect, estimator_by_name, split_rewards, value_nano,
 };
 
-/// What the ledger records about how a round was valued.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct RoundValuation {
-    pub estimator: String,
-    pub seed: u64,
-    pub evaluations: u64,
-    /// The utility: `neg_log_loss` (negative validation log-loss) or `accuracy`.
-    pub utility: String,
-}
+use crate::{
+    config::{FederationConfig, UtilityKind, ValuationSection},
+    error::CoordinatorError,
+    types::{RoundValuation, WeightedUpdate},
+};
 
 /// Per-contribution results, in the order of the updates passed in.
 pub struct ValuedRound {
@@ -28,78 +22,6 @@ pub struct ValuedRound {
     pub flags: Vec<Vec<String>>,
     pub reward_pool: u64,
     pub summary: RoundValuation,
-}
-
-/// The utility a coalition's model is scored with.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum UtilityKind {
-    /// Negative validation log-loss (default: accuracy is coarse and hides harm).
-    #[default]
-    NegLogLoss,
-    /// Validation accuracy.
-    Accuracy,
-}
-
-impl UtilityKind {
-    fn name(self) -> &'static str {
-        match self {
-            UtilityKind::NegLogLoss => "neg_log_loss",
-            UtilityKind::Accuracy => "accuracy",
-        }
-    }
-}
-
-/// `[valuation]` in `coordinator.toml`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ValuationSection {
-    /// `auto` (exact up to 12 participants, else gtg), `exact`, `gtg`, `kernelshap` or `loo`.
-    pub estimator: String,
-    /// Most distinct coalitions an approximate estimator may evaluate (0: its default).
-    pub max_evaluations: u64,
-    pub utility: UtilityKind,
-    /// Integer base units split among a round's contributors.
-    pub reward_pool_per_round: u64,
-    /// Mixed with the federation and round number into each round's estimator seed.
-    pub seed: u64,
-    /// Cosine similarity at or above which the later of two updates is flagged a copy.
-    pub copy_cosine: f64,
-}
-
-impl Default for ValuationSection {
-    fn default() -> Self {
-        Self {
-            estimator: "auto".into(),
-            max_evaluations: 0,
-            utility: UtilityKind::NegLogLoss,
-            reward_pool_per_round: 1_000_000,
-            seed: 0,
-            copy_cosine: AbuseConfig::default().copy_cosine,
-        }
-    }
-}
-
-impl ValuationSection {
-    /// The utility's name as recorded (`neg_log_loss` or `accuracy`).
-    pub fn utility_name(&self) -> String {
-        self.utility.name().to_owned()
-    }
-
-    /// Check the names and ranges.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.estimator != "auto" {
-            estimator_by_name(&self.estimator, None)
-                .map_err(|e| format!("valuation.estimator: {e}"))?;
-        }
-        if !(self.copy_cosine > 0.0 && self.copy_cosine <= 1.0) {
-            return Err(format!(
-                "valuation.copy_cosine must be in (0, 1], got {}",
-                self.copy_cosine
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// Values contributions and splits the reward pool.
@@ -239,7 +161,7 @@ impl Valuer {
                 estimator: valuation.estimator,
                 seed,
                 evaluations: valuation.evaluations,
-                utility: utility.name().to_owned(),
+                utility: utility.as_str().to_owned(),
             },
         })
     }

@@ -1,56 +1,9 @@
-//! Aggregation strategies. Each turns the round's global parameters and accepted updates into the
-//! next global parameters; they share one trait so robust alternatives, and privacy wrappers, can
-//! be swapped in without touching the round logic.
+//! The plain strategies: weighted FedAvg and the robust coordinate-wise median and trimmed mean.
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-/// One accepted update as aggregation sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct WeightedUpdate<'a> {
-    /// Example count the participant claimed (FedAvg weight).
-    pub examples: u64,
-    /// The parameter delta (local parameters minus global).
-    pub delta: &'a [f32],
-}
-
-/// A server-side aggregation rule.
-pub trait Aggregator: Send + Sync {
-    /// Short name, recorded with the round.
-    fn name(&self) -> &'static str;
-    /// The next global parameters. `updates` is non-empty and every delta has `global.len()`
-    /// values (the round logic checks both).
-    fn aggregate(&self, global: &[f32], updates: &[WeightedUpdate<'_>]) -> Vec<f32>;
-    /// What a differential-privacy wrapper did in the last aggregation (None for plain
-    /// strategies).
-    fn server_dp(&self) -> Option<crate::dp_fedavg::ServerDpReport> {
-        None
-    }
-}
-
-/// Which strategy a federation uses (`[aggregation] strategy`).
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum StrategyKind {
-    /// Weighted FedAvg by example count (McMahan et al. 2017).
-    #[default]
-    Fedavg,
-    /// Coordinate-wise median of the deltas (robust to a minority of arbitrary updates).
-    Median,
-    /// Coordinate-wise mean after dropping the largest and smallest 10% per coordinate.
-    TrimmedMean,
-}
-
-impl StrategyKind {
-    /// The strategy object.
-    pub fn build(self) -> Box<dyn Aggregator> {
-        match self {
-            StrategyKind::Fedavg => Box::new(FedAvg),
-            StrategyKind::Median => Box::new(CoordinateMedian),
-            StrategyKind::TrimmedMean => Box::new(TrimmedMean { fraction: 0.1 }),
-        }
-    }
-}
+use super::{Aggregate, Aggregator};
+use crate::{error::CoordinatorError, types::WeightedUpdate};
 
 /// Coordinates per parallel work item: large enough to amortise scheduling, small enough that
 /// each item's slice of every update stays in cache while it is summed.
@@ -65,45 +18,54 @@ impl Aggregator for FedAvg {
         "fedavg"
     }
 
-    fn aggregate(&self, global: &[f32], updates: &[WeightedUpdate<'_>]) -> Vec<f32> {
-        let total: f64 = updates.iter().map(|u| u.examples as f64).sum();
-        let weights: Vec<f32> = updates
-            .iter()
-            .map(|u| {
-                if total > 0.0 {
-                    (u.examples as f64 / total) as f32
-                } else {
-                    1.0 / updates.len() as f32
-                }
-            })
-            .collect();
-        let mut out = global.to_vec();
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
-            let start = c * CHUNK;
-            let end = start + dst.len();
-            // Four updates per pass over `dst`: a quarter of the accumulator's loads and stores,
-            // so the pass is bound by reading the updates alone.
-            for (u, w) in updates.chunks_exact(4).zip(weights.chunks_exact(4)) {
-                let (a, b, e, f) = (
-                    &u[0].delta[start..end],
-                    &u[1].delta[start..end],
-                    &u[2].delta[start..end],
-                    &u[3].delta[start..end],
-                );
-                for (j, d) in dst.iter_mut().enumerate() {
-                    *d += w[0] * a[j] + w[1] * b[j] + w[2] * e[j] + w[3] * f[j];
-                }
-            }
-            let done = updates.len() / 4 * 4;
-            for (u, &w) in updates[done..].iter().zip(&weights[done..]) {
-                let src = &u.delta[start..end];
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d += w * s;
-                }
-            }
-        });
-        out
+    fn aggregate(
+        &self,
+        global: &[f32],
+        updates: &[WeightedUpdate<'_>],
+    ) -> Result<Aggregate, CoordinatorError> {
+        Ok(Aggregate::plain(fedavg(global, updates)))
     }
+}
+
+/// `w + sum_i (n_i / n) * delta_i`, four updates per pass over the accumulator.
+pub fn fedavg(global: &[f32], updates: &[WeightedUpdate<'_>]) -> Vec<f32> {
+    let total: f64 = updates.iter().map(|u| u.examples as f64).sum();
+    let weights: Vec<f32> = updates
+        .iter()
+        .map(|u| {
+            if total > 0.0 {
+                (u.examples as f64 / total) as f32
+            } else {
+                1.0 / updates.len() as f32
+            }
+        })
+        .collect();
+    let mut out = global.to_vec();
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
+        let start = c * CHUNK;
+        let end = start + dst.len();
+        // Four updates per pass over `dst`: a quarter of the accumulator's loads and stores,
+        // so the pass is bound by reading the updates alone.
+        for (u, w) in updates.chunks_exact(4).zip(weights.chunks_exact(4)) {
+            let (a, b, e, f) = (
+                &u[0].delta[start..end],
+                &u[1].delta[start..end],
+                &u[2].delta[start..end],
+                &u[3].delta[start..end],
+            );
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d += w[0] * a[j] + w[1] * b[j] + w[2] * e[j] + w[3] * f[j];
+            }
+        }
+        let done = updates.len() / 4 * 4;
+        for (u, &w) in updates[done..].iter().zip(&weights[done..]) {
+            let src = &u.delta[start..end];
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d += w * s;
+            }
+        }
+    });
+    out
 }
 
 fn per_coordinate(
@@ -136,8 +98,12 @@ impl Aggregator for CoordinateMedian {
         "median"
     }
 
-    fn aggregate(&self, global: &[f32], updates: &[WeightedUpdate<'_>]) -> Vec<f32> {
-        per_coordinate(global, updates, |col| {
+    fn aggregate(
+        &self,
+        global: &[f32],
+        updates: &[WeightedUpdate<'_>],
+    ) -> Result<Aggregate, CoordinatorError> {
+        Ok(Aggregate::plain(per_coordinate(global, updates, |col| {
             col.sort_unstable_by(f32::total_cmp);
             let n = col.len();
             if n % 2 == 1 {
@@ -145,7 +111,7 @@ impl Aggregator for CoordinateMedian {
             } else {
                 0.5 * (col[n / 2 - 1] + col[n / 2])
             }
-        })
+        })))
     }
 }
 
@@ -161,14 +127,18 @@ impl Aggregator for TrimmedMean {
         "trimmed-mean"
     }
 
-    fn aggregate(&self, global: &[f32], updates: &[WeightedUpdate<'_>]) -> Vec<f32> {
+    fn aggregate(
+        &self,
+        global: &[f32],
+        updates: &[WeightedUpdate<'_>],
+    ) -> Result<Aggregate, CoordinatorError> {
         let n = updates.len();
         let cut = ((n as f64 * self.fraction).floor() as usize).min((n - 1) / 2);
-        per_coordinate(global, updates, |col| {
+        Ok(Aggregate::plain(per_coordinate(global, updates, |col| {
             col.sort_unstable_by(f32::total_cmp);
             let kept = &col[cut..n - cut];
             kept.iter().sum::<f32>() / kept.len() as f32
-        })
+        })))
     }
 }
 
@@ -185,7 +155,7 @@ mod tests {
         let g = vec![1.0f32; 3];
         let a = [1.0f32, 0.0, -2.0];
         let b = [4.0f32, 2.0, 1.0];
-        let out = FedAvg.aggregate(&g, &[upd(1, &a), upd(3, &b)]);
+        let out = FedAvg.aggregate(&g, &[upd(1, &a), upd(3, &b)]).unwrap().params;
         let expect = [1.0 + 0.25 + 3.0, 1.0 + 1.5, 1.0 - 0.5 + 0.75];
         for (o, e) in out.iter().zip(expect) {
             assert!((o - e).abs() < 1e-6, "{o} vs {e}");
@@ -207,7 +177,7 @@ mod tests {
             .enumerate()
             .map(|(i, d)| upd(1 + i as u64, d))
             .collect();
-        let out = FedAvg.aggregate(&g, &views);
+        let out = FedAvg.aggregate(&g, &views).unwrap().params;
         let total: f64 = (1..=7).map(f64::from).sum();
         for j in 0..37 {
             let want: f64 = f64::from(g[j])
@@ -229,7 +199,7 @@ mod tests {
         let n = CHUNK * 3 + 17;
         let g: Vec<f32> = (0..n).map(|i| i as f32).collect();
         let a: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
-        let out = FedAvg.aggregate(&g, &[upd(5, &a)]);
+        let out = FedAvg.aggregate(&g, &[upd(5, &a)]).unwrap().params;
         for i in [0, CHUNK - 1, CHUNK, n - 1] {
             assert_eq!(out[i], g[i] + a[i]);
         }
@@ -240,7 +210,7 @@ mod tests {
         let g = vec![0.0f32; 2];
         let ups = [[1.0f32, 1.0], [1.1, 0.9], [1000.0, -1000.0]];
         let views: Vec<_> = ups.iter().map(|d| upd(1, d)).collect();
-        let out = CoordinateMedian.aggregate(&g, &views);
+        let out = CoordinateMedian.aggregate(&g, &views).unwrap().params;
         assert_eq!(out, vec![1.1, 0.9]);
     }
 
@@ -251,7 +221,10 @@ mod tests {
         let mut views: Vec<_> = ups.iter().map(|d| upd(1, d)).collect();
         let outlier = [1e6f32];
         views[9] = upd(1, &outlier);
-        let out = TrimmedMean { fraction: 0.1 }.aggregate(&g, &views);
+        let out = TrimmedMean { fraction: 0.1 }
+            .aggregate(&g, &views)
+            .unwrap()
+            .params;
         // drops 0 and 1e6, keeps 1..=8
         assert!((out[0] - 4.5).abs() < 1e-6);
     }

@@ -1,0 +1,73 @@
+//! Aggregation: each strategy turns the round's global parameters and accepted updates into the
+//! next global parameters. They share one trait so robust alternatives, and the server-side
+//! differential-privacy wrapper ([`dp`]), are swapped in without touching the round logic. An
+//! aggregation returns what a wrapper did together with the parameters, never through a later
+//! call.
+
+pub mod dp;
+pub mod strategies;
+
+use chacha20::ChaCha20Rng;
+
+pub use dp::{DpAggregator, federation_epsilon};
+pub use strategies::{CoordinateMedian, FedAvg, TrimmedMean, fedavg};
+
+use crate::{
+    config::{ServerDpSection, StrategyKind},
+    error::CoordinatorError,
+    types::{ServerDpReport, WeightedUpdate},
+};
+
+/// The result of one aggregation.
+#[derive(Clone, Debug)]
+pub struct Aggregate {
+    /// The next global parameters.
+    pub params: Vec<f32>,
+    /// What a differential-privacy wrapper did (None for the plain strategies).
+    pub server_dp: Option<ServerDpReport>,
+}
+
+impl Aggregate {
+    /// Parameters from a strategy without a privacy wrapper.
+    pub fn plain(params: Vec<f32>) -> Self {
+        Self {
+            params,
+            server_dp: None,
+        }
+    }
+}
+
+/// A server-side aggregation rule.
+pub trait Aggregator: Send + Sync {
+    /// Short name, recorded with the round.
+    fn name(&self) -> &'static str;
+    /// The next global parameters. `updates` is non-empty and every delta has `global.len()`
+    /// values (the round logic checks both).
+    fn aggregate(
+        &self,
+        global: &[f32],
+        updates: &[WeightedUpdate<'_>],
+    ) -> Result<Aggregate, CoordinatorError>;
+}
+
+/// The plain strategy object of `kind`.
+pub fn strategy(kind: StrategyKind) -> Box<dyn Aggregator> {
+    match kind {
+        StrategyKind::Fedavg => Box::new(FedAvg),
+        StrategyKind::Median => Box::new(CoordinateMedian),
+        StrategyKind::TrimmedMean => Box::new(TrimmedMean { fraction: 0.1 }),
+    }
+}
+
+/// The federation's aggregator: the strategy, wrapped in DP-FedAvg when `server_dp` is set
+/// (whose noise is drawn from `rng`).
+pub fn build(
+    kind: StrategyKind,
+    server_dp: Option<&ServerDpSection>,
+    rng: ChaCha20Rng,
+) -> Result<Box<dyn Aggregator>, CoordinatorError> {
+    Ok(match server_dp {
+        Some(dp) => Box::new(DpAggregator::new(strategy(kind), dp, rng)?),
+        None => strategy(kind),
+    })
+}

@@ -1,0 +1,96 @@
+//! The round driver: carries out the machine's phase changes (open, close) when they are due,
+//! woken by the engine when everyone has answered and by a timer at the deadline; and the
+//! publisher that gossips each newly anchored round to the ledger network and collects the
+//! witnesses' cosignatures.
+
+use std::{sync::Arc, time::Duration};
+
+use tracing::{debug, warn};
+
+use crate::{
+    engine::{Engine, Step},
+    types::Phase,
+};
+
+/// Close rounds when they are due. Runs until `shutdown` resolves.
+pub async fn drive_rounds(engine: Arc<Engine>, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let e = engine.clone();
+        match tokio::task::spawn_blocking(move || e.step()).await {
+            Ok(Ok(Some(Step::Opened { .. } | Step::Closed(_)))) => continue,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                warn!(error = %e, "a round's phase change failed; retrying in 1 s");
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            Err(e) => warn!(error = %e, "the round driver's worker panicked"),
+        }
+        if engine.progress().phase == Phase::Done {
+            debug!("every round has run; the driver stops");
+            let _ = (&mut shutdown).await;
+            return;
+        }
+        let wait = engine
+            .next_wake()
+            .map_or(Duration::from_secs(1), |ms| {
+                Duration::from_millis(ms.clamp(1, 1000))
+            });
+        tokio::select! {
+            _ = &mut shutdown => { debug!("round driver stopping"); return; }
+            _ = engine.woken() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Gossip each newly anchored round to the ledger network and collect the witnesses'
+/// cosignatures, in order, without holding up training. A round counts as anchored once the
+/// genesis quorum of witnesses has cosigned its checkpoint.
+pub async fn publish_rounds(
+    engine: Arc<Engine>,
+    node: fedledger_ledger::node::NodeHandle,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let log = engine.ledger().clone();
+    let (witnesses, quorum) = match fedledger_ledger::node::genesis_witnesses(&log) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the witnesses from the genesis record");
+            return;
+        }
+    };
+    let mut progress = engine.subscribe();
+    // Entries up to `published` have been gossiped.
+    let mut published = 0u64;
+    loop {
+        let size = log.size();
+        if size > published {
+            if let Err(e) = node.publish_since(published).await {
+                debug!(error = %e, "gossip of new entries failed (no peers yet?)");
+            }
+            published = size;
+            if !witnesses.is_empty() {
+                match node.collect_cosignatures(size, &witnesses).await {
+                    Ok(n) => tracing::info!(
+                        size,
+                        cosigned = n,
+                        quorum,
+                        anchored = n as u64 >= quorum,
+                        "checkpoint witnessed"
+                    ),
+                    Err(e) => warn!(size, error = %e, "collecting cosignatures failed"),
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            r = progress.changed() => if r.is_err() { return },
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! The one place that performs effects, in order: an update's blob (fsynced), then its sled
+//! record (flushed), then the acknowledgement; a closed round's model blob, then its outcome and
+//! the next state in one sled transaction, then the ledger append. It feeds the round state
+//! machine ([`crate::machine`]) with requests and the clock and carries out what it asks.
+//!
+//! The machine's lock is held only for its pure calls (microseconds): never across a blob
+//! write, a sled flush, a signature or a ledger append, so a handler never waits on disk work of
+//! another request or of a close. Every method here may block on disk: async callers run them
+//! with `spawn_blocking`.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, RwLock},
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use chacha20::ChaCha20Rng;
+use fedledger_model::{Dataset, Standardiser};
+use rand::SeedableRng;
+use tokio::sync::{Notify, watch};
+use tracing::{info, info_span, warn};
+
+use crate::{
+    aggregate::{self, Aggregator},
+    anchor::Anchor,
+    config::FederationConfig,
+    error::CoordinatorError,
+    machine::{
+        Job, Received, RoundMachine, TaskInfo, UploadTicket,
+        close::{CloseInputs, close_round, next_state},
+    },
+    store::Store,
+    transfer::Assembler,
+    types::{Phase, PersistedState, Progress, Receipt, RoundOutcome, UpdateHeader},
+    value::Valuer,
+};
+
+/// Milliseconds since the Unix epoch (the engine's clock; the machine is handed it).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn os_rng() -> Result<ChaCha20Rng, CoordinatorError> {
+    ChaCha20Rng::try_from_rng(&mut rand::rngs::SysRng)
+        .map_err(|e| CoordinatorError::Internal(format!("OS randomness unavailable: {e}")))
+}
+
+/// What one [`Engine::step`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// The first round opened.
+    Opened { round: u64 },
+    /// A round closed (its outcome is durable; anchored unless the ledger refused, in which
+    /// case anchoring is retried at the next step).
+    Closed(Box<RoundOutcome>),
+}
+
+/// A running federation's state and effects.
+pub struct Engine {
+    cfg: Arc<FederationConfig>,
+    machine: Mutex<RoundMachine>,
+    store: Store,
+    anchor: Anchor,
+    aggregator: Box<dyn Aggregator>,
+    valuer: Valuer,
+    validation: Dataset,
+    /// The current global parameters (their digest is the machine's `global_sha256`).
+    global: RwLock<Arc<Vec<f32>>>,
+    /// The open round's accepted update vectors by digest (the close reads them from here, or
+    /// from the store after a restart).
+    received: Mutex<HashMap<String, Arc<Vec<f32>>>>,
+    /// Effective noise multipliers of the rounds aggregated with server-side DP so far.
+    server_dp_history: Mutex<Vec<f64>>,
+    /// Rounds stored but not yet in the ledger (the ledger refused an append).
+    unanchored: Mutex<Vec<u64>>,
+    progress: watch::Sender<Progress>,
+    wake: Notify,
+}
+
+impl Engine {
+    /// Open the store and resume where the federation was, or start it.
+    pub fn open(cfg: FederationConfig) -> Result<Self, CoordinatorError> {
+        let cfg = Arc::new(cfg);
+        let store = Store::open(&cfg.state_dir)?;
+        let mut validation = cfg.validation.clone();
+        let standardiser = cfg
+            .standardisation
+            .clone()
+            .unwrap_or_else(|| Standardiser::fit(&validation));
+        standardiser.apply(&mut validation)?;
+        store.put_blob(&std::fs::read(&cfg.validation_path).map_err(|e| {
+            CoordinatorError::Internal(format!(
+                "read validation file {}: {e}",
+                cfg.validation_path.display()
+            ))
+        })?)?;
+
+        let (state, global, updates, declines) = match store.load_state()? {
+            Some(state) => {
+                let global = store.get_vector(&state.global_sha256)?;
+                let (updates, declines) = if state.phase == Phase::Open {
+                    (
+                        store.updates_for(state.round)?,
+                        store.declines_for(state.round)?,
+                    )
+                } else {
+                    (Vec::new(), Vec::new())
+                };
+                info!(
+                    round = state.round,
+                    phase = state.phase.as_str(),
+                    updates = updates.len(),
+                    "resumed federation from store"
+                );
+                (state, global, updates, declines)
+            }
+            None => {
+                let global = fedledger_model::init_params(&cfg.model, cfg.training.init_seed);
+                let sha = store.put_vector(&global)?;
+                let state = PersistedState {
+                    phase: Phase::Waiting,
+                    round: 0,
+                    global_sha256: sha,
+                    opened_at_ms: 0,
+                    deadline_ms: 0,
+                };
+                store.save_state(&state)?;
+                (state, global, Vec::new(), Vec::new())
+            }
+        };
+        let outcomes = store.outcomes()?;
+        let server_dp_history: Vec<f64> = outcomes
+            .iter()
+            .filter_map(|o| o.server_dp.as_ref().map(|d| d.noise_multiplier))
+            .collect();
+        let anchor = Anchor::open(&cfg, now_ms())?;
+        let caught_up = anchor.catch_up(&cfg, &outcomes)?;
+        if caught_up > 0 {
+            warn!(
+                rounds = caught_up,
+                "anchored rounds that were stored but not yet in the ledger"
+            );
+        }
+        let mut received = HashMap::new();
+        for u in &updates {
+            received.insert(
+                u.update_sha256.clone(),
+                Arc::new(store.get_vector(&u.update_sha256)?),
+            );
+        }
+        let machine = RoundMachine::new(
+            cfg.clone(),
+            state,
+            updates,
+            declines,
+            outcomes.len() as u64,
+            os_rng()?,
+        );
+        let progress = watch::Sender::new(machine.progress());
+        Ok(Self {
+            aggregator: aggregate::build(cfg.strategy, cfg.server_dp.as_ref(), os_rng()?)?,
+            valuer: Valuer::from_config(&cfg),
+            machine: Mutex::new(machine),
+            anchor,
+            validation,
+            store,
+            global: RwLock::new(Arc::new(global)),
+            received: Mutex::new(received),
+            server_dp_history: Mutex::new(server_dp_history),
+            unanchored: Mutex::new(Vec::new()),
+            progress,
+            wake: Notify::new(),
+            cfg,
+        })
+    }
+
+    fn machine(&self) -> MutexGuard<'_, RoundMachine> {
+        // Every machine call leaves it consistent before returning; a panic elsewhere while
+        // holding the lock cannot leave it half-changed.
+        self.machine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, m: &RoundMachine) {
+        let now = m.progress();
+        self.progress.send_if_modified(|p| {
+            let changed = *p != now;
+            *p = now;
+            changed
+        });
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &FederationConfig {
+        &self.cfg
+    }
+
+    /// The store (for replay and reporting).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The validation data, standardised as the participants' data is.
+    pub fn validation(&self) -> &Dataset {
+        &self.validation
+    }
+
+    /// The ledger (the coordinator's log).
+    pub fn ledger(&self) -> &fedledger_ledger::Log {
+        self.anchor.log()
+    }
+
+    /// Watch the federation's progress.
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// The current progress.
+    pub fn progress(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    /// The current global parameters.
+    pub fn global(&self) -> Arc<Vec<f32>> {
+        self.global.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Resolves when something may be due (everyone answered; a job may be ready).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Milliseconds until the open round's deadline, when one is running.
+    pub fn next_wake(&self) -> Option<u64> {
+        self.machine().next_wake(now_ms())
+    }
+
+    /// Step 1 of registration.
+    pub fn challenge(&self, key_hex: &str) -> Result<crate::machine::Challenge, CoordinatorError> {
+        self.machine().challenge(now_ms(), key_hex)
+    }
+
+    /// Step 2 of registration.
+    pub fn register(
+        &self,
+        key_hex: &str,
+        challenge: &[u8],
+        signature: &[u8],
+    ) -> Result<crate::machine::Registered, CoordinatorError> {
+        let r = self
+            .machine()
+            .register(now_ms(), key_hex, challenge, signature)?;
+        info!(participant = %r.name, "registered");
+        self.wake.notify_one();
+        Ok(r)
+    }
+
+    /// Check a session token (for calls that only read); returns the participant's name.
+    pub fn check_session(&self, session: &[u8]) -> Result<String, CoordinatorError> {
+        let m = self.machine();
+        let idx = m.session(session)?;
+        Ok(m.enrolled(idx).name.clone())
+    }
+
+    /// What the participant behind `session` should do now, with the global parameters.
+    pub fn task(&self, session: &[u8]) -> Result<(TaskInfo, Arc<Vec<f32>>), CoordinatorError> {
+        let m = self.machine();
+        let info = m.task(session)?;
+        // Read under the machine's lock: the parameters match the digest in `info`.
+        let global = self.global();
+        Ok((info, global))
+    }
+
+    /// Check an update's header; the returned upload collects its chunks.
+    pub fn begin_upload(
+        self: &Arc<Self>,
+        session: &[u8],
+        header: UpdateHeader,
+    ) -> Result<Upload, CoordinatorError> {
+        let ticket = self.machine().begin_upload(session, header)?;
+        Ok(Upload {
+            assembler: Assembler::new(ticket.num_params, fedledger_proto::CHUNK_FLOATS),
+            engine: self.clone(),
+            ticket,
+            reserved: true,
+        })
+    }
+
+    /// Record a signed decline of the open round, durably.
+    pub fn decline(
+        &self,
+        session: &[u8],
+        round: u64,
+        reason: &str,
+        signature: &[u8],
+    ) -> Result<(), CoordinatorError> {
+        let meta = self
+            .machine()
+            .decline(now_ms(), session, round, reason, signature)?;
+        if let Err(e) = self.store.record_decline(&meta) {
+            self.machine().release(meta.participant);
+            return Err(e.into());
+        }
+        let mut m = self.machine();
+        info!(round, participant = %m.enrolled(meta.participant).name, reason, "round declined");
+        m.commit_decline(meta);
+        drop(m);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// A finished round's outcome.
+    pub fn outcome(&self, round: u64) -> Result<RoundOutcome, CoordinatorError> {
+        if let Some(o) = self.store.outcome(round)? {
+            return Ok(o);
+        }
+        let st = self.machine().state().clone();
+        if round >= 1 && round <= st.round && st.phase != Phase::Done {
+            Err(CoordinatorError::RoundNotFinished { round })
+        } else {
+            Err(CoordinatorError::NoSuchRound { round })
+        }
+    }
+
+    /// The anchored record of `round`, when it is in the log.
+    pub fn ledger_record(&self, round: u64) -> Option<Vec<u8>> {
+        let log = self.anchor.log();
+        (round < log.size()).then(|| log.entry(round).ok()).flatten()
+    }
+
+    /// Carry out the phase change that is due now, if any: open the first round, or close the
+    /// open one (compute, then model blob, then sled, then ledger). Also retries anchoring that
+    /// the ledger refused earlier.
+    pub fn step(&self) -> Result<Option<Step>, CoordinatorError> {
+        self.retry_anchoring();
+        let now = now_ms();
+        let job = {
+            let mut m = self.machine();
+            let job = m.poll(now);
+            if job.is_some() {
+                self.publish(&m);
+            }
+            job
+        };
+        let result = match job {
+            None => return Ok(None),
+            Some(Job::Open(state)) => self.open_round(state),
+            Some(Job::Close(job)) => self.close(job),
+        };
+        if result.is_err() {
+            let mut m = self.machine();
+            m.job_failed();
+            self.publish(&m);
+        }
+        result.map(Some)
+    }
+
+    fn open_round(&self, state: PersistedState) -> Result<Step, CoordinatorError> {
+        self.store.save_state(&state)?;
+        let round = state.round;
+        let mut m = self.machine();
+        m.opened(state);
+        info!(round, "round opened");
+        self.publish(&m);
+        Ok(Step::Opened { round })
+    }
+
+    fn close(&self, job: crate::machine::CloseJob) -> Result<Step, CoordinatorError> {
+        let span = info_span!("close", round = job.round);
+        let _enter = span.enter();
+        let started = Instant::now();
+        let global = self.global();
+        let deltas = {
+            let cache = self.received.lock().unwrap_or_else(|p| p.into_inner());
+            job.updates
+                .iter()
+                .map(|u| match cache.get(&u.update_sha256) {
+                    Some(v) => Ok(v.clone()),
+                    None => self.store.get_vector(&u.update_sha256).map(Arc::new),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let slices: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
+        let history = self
+            .server_dp_history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let closed = close_round(CloseInputs {
+            cfg: &self.cfg,
+            validation: &self.validation,
+            job: &job,
+            global: &global,
+            deltas: &slices,
+            aggregator: self.aggregator.as_ref(),
+            valuer: &self.valuer,
+            server_dp_history: &history,
+        })?;
+        let mut outcome = closed.outcome;
+        outcome.close_micros = started.elapsed().as_micros() as u64;
+        let next = next_state(&self.cfg, &outcome, now_ms());
+        // Effects in order: the model blob, then the outcome and next state in sled, then the
+        // ledger.
+        if let Some(g) = &closed.new_global {
+            self.store.put_vector(g)?;
+        }
+        self.store.finish_round(&outcome, &next)?;
+        self.prune(outcome.round);
+        self.anchor_round(&outcome);
+        if let Some(d) = &outcome.server_dp {
+            self.server_dp_history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(d.noise_multiplier);
+        }
+        let mut m = self.machine();
+        if let Some(g) = closed.new_global {
+            *self.global.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(g);
+        }
+        self.received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        let done = next.phase == Phase::Done;
+        m.closed(next);
+        self.publish(&m);
+        drop(m);
+        log_close(&outcome, done);
+        Ok(Step::Closed(Box::new(outcome)))
+    }
+
+    fn prune(&self, round: u64) {
+        let keep = self.cfg.retain_rounds;
+        if keep > 0 && round > keep {
+            let old = round - keep;
+            match self.store.prune_round(old, round) {
+                Ok(n) => info!(
+                    round = old,
+                    blobs = n,
+                    "pruned inputs past the retention window"
+                ),
+                Err(e) => warn!(round = old, error = %e, "pruning old inputs failed"),
+            }
+        }
+    }
+
+    /// Append the round to the ledger; a refusal is logged and retried at the next step (and
+    /// at the next start), since the outcome is durable in the store.
+    fn anchor_round(&self, outcome: &RoundOutcome) {
+        let mut backlog = self.unanchored.lock().unwrap_or_else(|p| p.into_inner());
+        if !backlog.is_empty() {
+            backlog.push(outcome.round);
+            return;
+        }
+        match self.anchor.anchor(&self.cfg, outcome) {
+            Ok((_, cp)) => info!(size = cp.checkpoint.size, "round anchored in the ledger"),
+            Err(e) => {
+                warn!(error = %e, "anchoring the round failed; retrying at the next step");
+                backlog.push(outcome.round);
+            }
+        }
+    }
+
+    fn retry_anchoring(&self) {
+        let mut backlog = self.unanchored.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(&round) = backlog.first() {
+            let anchored = self
+                .store
+                .outcome(round)
+                .map_err(CoordinatorError::from)
+                .and_then(|o| {
+                    o.ok_or(CoordinatorError::NoSuchRound { round })
+                        .and_then(|o| self.anchor.anchor(&self.cfg, &o))
+                });
+            match anchored {
+                Ok(_) => {
+                    info!(round, "anchored a round the ledger refused earlier");
+                    backlog.remove(0);
+                }
+                Err(e) => {
+                    warn!(round, error = %e, "anchoring still fails");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn log_close(outcome: &RoundOutcome, done: bool) {
+    match &outcome.metrics {
+        Some(m) => info!(
+            status = outcome.status.as_str(),
+            updates = outcome.contributions.len(),
+            accuracy = format!("{:.4}", m.accuracy),
+            log_loss = format!("{:.4}", m.log_loss),
+            auc = m
+                .auc
+                .map(|a| format!("{a:.4}"))
+                .unwrap_or_else(|| "-".into()),
+            "round closed"
+        ),
+        None => warn!(
+            status = outcome.status.as_str(),
+            reason = outcome.reason.as_deref().unwrap_or(""),
+            "round closed"
+        ),
+    }
+    if !done {
+        info!(round = outcome.round + 1, "round opened");
+    }
+}
+
+/// An update whose header was accepted, collecting its chunks. Dropping it before
+/// [`Upload::finish`] (the stream broke off, a chunk was refused) releases the participant's
+/// reservation, so it can send again.
+pub struct Upload {
+    engine: Arc<Engine>,
+    ticket: UploadTicket,
+    assembler: Assembler,
+    reserved: bool,
+}
+
+impl Upload {
+    /// Append the chunk (little-endian f32 bytes) that starts at value `offset`.
+    pub fn push(&mut self, offset: u64, bytes: &[u8]) -> Result<(), CoordinatorError> {
+        self.assembler.push(offset, bytes)
+    }
+
+    /// All chunks are in: check, write the blob (fsync), record the update (flush), then
+    /// acknowledge. Blocks on disk.
+    pub fn finish(mut self) -> Result<Receipt, CoordinatorError> {
+        let assembler = std::mem::replace(&mut self.assembler, Assembler::new(0, 1));
+        let values = assembler.finish()?;
+        let received = Received {
+            sha256: values.sha256.clone(),
+            norm: values.norm,
+        };
+        let engine = self.engine.clone();
+        // From here on the machine owns the reservation (a refusal drops it there).
+        self.reserved = false;
+        let meta = engine
+            .machine()
+            .finish_upload(now_ms(), &self.ticket, &received)?;
+        let persisted = engine
+            .store
+            .put_vector(&values.values)
+            .and_then(|_| engine.store.record_update(&meta));
+        if let Err(e) = persisted {
+            engine.machine().release(meta.participant);
+            return Err(e.into());
+        }
+        engine
+            .received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(meta.update_sha256.clone(), Arc::new(values.values));
+        let mut m = engine.machine();
+        let name = m.enrolled(meta.participant).name.clone();
+        let norm = meta.norm;
+        let receipt = m.commit_update(meta);
+        drop(m);
+        let _span = info_span!("update", round = receipt.round, participant = %name).entered();
+        info!(
+            examples = self.ticket.examples,
+            norm = format!("{norm:.4}"),
+            "update accepted"
+        );
+        engine.wake.notify_one();
+        Ok(receipt)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.reserved {
+            self.engine.machine().release(self.ticket.participant);
+        }
+    }
+}

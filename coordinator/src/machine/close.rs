@@ -1,0 +1,240 @@
+//! Closing a round as a pure function of its inputs: the model it started from, the accepted
+//! updates, the declines, the validation data, the strategy and the valuation settings. It
+//! aggregates (or abandons below quorum), evaluates, values and splits the reward pool; it
+//! writes nothing. The engine persists what it returns; replay calls the same pieces to
+//! recompute a recorded round.
+
+use fedledger_model::{Dataset, digest::vector_sha256};
+
+use super::CloseJob;
+use crate::{
+    aggregate::{Aggregator, federation_epsilon},
+    config::FederationConfig,
+    error::CoordinatorError,
+    types::{
+        ContributionOutcome, DeclinedOutcome, Phase, PersistedState, RoundOutcome, RoundStatus,
+        UpdateMeta, WeightedUpdate,
+    },
+    value::Valuer,
+};
+
+/// Everything a close reads.
+pub struct CloseInputs<'a> {
+    pub cfg: &'a FederationConfig,
+    /// The validation data, standardised as the participants' data is.
+    pub validation: &'a Dataset,
+    pub job: &'a CloseJob,
+    /// The global parameters the round started from.
+    pub global: &'a [f32],
+    /// The update vectors, in the order of `job.updates`.
+    pub deltas: &'a [&'a [f32]],
+    pub aggregator: &'a dyn Aggregator,
+    pub valuer: &'a Valuer,
+    /// Effective noise multipliers of the earlier rounds aggregated with server-side DP.
+    pub server_dp_history: &'a [f64],
+}
+
+/// A round's outcome and, when it completed, the new global parameters.
+pub struct Closed {
+    pub outcome: RoundOutcome,
+    pub new_global: Option<Vec<f32>>,
+}
+
+/// The record line of one accepted update.
+pub fn contribution(
+    cfg: &FederationConfig,
+    m: &UpdateMeta,
+    value: f64,
+    value_nano: i64,
+    reward: u64,
+    flags: Vec<String>,
+) -> ContributionOutcome {
+    let p = &cfg.participants[m.participant];
+    ContributionOutcome {
+        participant: m.participant,
+        seq: m.seq,
+        name: p.name.clone(),
+        public_key: p.public_key_hex.clone(),
+        examples: m.examples,
+        update_sha256: m.update_sha256.clone(),
+        signature: m.signature.clone(),
+        privacy: m.privacy.clone(),
+        value,
+        value_nano,
+        reward,
+        flags,
+    }
+}
+
+/// True when any update carries DP-SGD noise (then only zero or near-zero updates count as free
+/// riding).
+pub fn noisy(updates: &[UpdateMeta]) -> bool {
+    updates
+        .iter()
+        .any(|m| m.privacy.as_ref().is_some_and(|p| p.noise_multiplier > 0.0))
+}
+
+/// Close the round: abandon it below quorum, else aggregate, evaluate and value.
+pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
+    let CloseInputs {
+        cfg,
+        validation,
+        job,
+        global,
+        deltas,
+        aggregator,
+        valuer,
+        server_dp_history,
+    } = i;
+    if deltas.len() != job.updates.len() {
+        return Err(CoordinatorError::Internal(format!(
+            "close of round {}: {} update vectors for {} updates",
+            job.round,
+            deltas.len(),
+            job.updates.len()
+        )));
+    }
+    let declined: Vec<DeclinedOutcome> = job
+        .declines
+        .iter()
+        .map(|d| {
+            let p = &cfg.participants[d.participant];
+            DeclinedOutcome {
+                participant: d.participant,
+                name: p.name.clone(),
+                public_key: p.public_key_hex.clone(),
+                reason: d.reason.clone(),
+            }
+        })
+        .collect();
+    let metrics_before = Some(fedledger_model::evaluate(&cfg.model, global, validation)?);
+    let mut outcome = RoundOutcome {
+        round: job.round,
+        status: RoundStatus::Abandoned,
+        reason: None,
+        opened_at_ms: job.opened_at_ms,
+        closed_at_ms: job.now_ms,
+        model_before: job.model_before.clone(),
+        model_after: job.model_before.clone(),
+        validation_sha256: cfg.validation_sha256.clone(),
+        aggregator: aggregator.name().to_owned(),
+        params: global.len() as u64,
+        metrics_before,
+        metrics: None,
+        contributions: Vec::new(),
+        declined,
+        valuation: None,
+        server_dp: None,
+        reward_pool: 0,
+        close_micros: 0,
+    };
+    if job.updates.len() < cfg.quorum as usize {
+        outcome.reason = Some(format!(
+            "{} update(s) by the deadline, quorum is {}",
+            job.updates.len(),
+            cfg.quorum
+        ));
+        // The updates that did arrive are still recorded (their privacy was spent), unpaid.
+        outcome.contributions = job
+            .updates
+            .iter()
+            .map(|m| contribution(cfg, m, 0.0, 0, 0, Vec::new()))
+            .collect();
+        outcome
+            .contributions
+            .sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        return Ok(Closed {
+            outcome,
+            new_global: None,
+        });
+    }
+    let views: Vec<WeightedUpdate<'_>> = job
+        .updates
+        .iter()
+        .zip(deltas)
+        .map(|(m, d)| WeightedUpdate {
+            examples: m.examples,
+            delta: d,
+        })
+        .collect();
+    let aggregate = aggregator.aggregate(global, &views)?;
+    let new_global = aggregate.params;
+    outcome.server_dp = match aggregate.server_dp {
+        Some(mut report) => {
+            let mut history = server_dp_history.to_vec();
+            history.push(report.noise_multiplier);
+            report.epsilon = federation_epsilon(&history, report.delta)?;
+            Some(report)
+        }
+        None => None,
+    };
+    let metrics = fedledger_model::evaluate(&cfg.model, &new_global, validation)?;
+    let names: Vec<&str> = job
+        .updates
+        .iter()
+        .map(|m| cfg.participants[m.participant].name.as_str())
+        .collect();
+    let keys: Vec<&str> = job
+        .updates
+        .iter()
+        .map(|m| cfg.participants[m.participant].public_key_hex.as_str())
+        .collect();
+    let valuation = valuer.value_round(
+        job.round,
+        &cfg.model,
+        validation,
+        global,
+        &views,
+        &names,
+        &keys,
+        noisy(&job.updates),
+    )?;
+    let mut contributions: Vec<ContributionOutcome> = job
+        .updates
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            contribution(
+                cfg,
+                m,
+                valuation.values[i],
+                valuation.value_nano[i],
+                valuation.rewards[i],
+                valuation.flags[i].clone(),
+            )
+        })
+        .collect();
+    contributions.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+    outcome.status = RoundStatus::Completed;
+    outcome.model_after = vector_sha256(&new_global);
+    outcome.metrics = Some(metrics);
+    outcome.reward_pool = valuation.reward_pool;
+    outcome.valuation = Some(valuation.summary);
+    outcome.contributions = contributions;
+    Ok(Closed {
+        outcome,
+        new_global: Some(new_global),
+    })
+}
+
+/// The state that follows a closed round: the next round opens at `now_ms` from the round's
+/// resulting model, or the federation is done after the last round.
+pub fn next_state(cfg: &FederationConfig, outcome: &RoundOutcome, now_ms: u64) -> PersistedState {
+    if outcome.round >= cfg.rounds {
+        PersistedState {
+            phase: Phase::Done,
+            round: outcome.round,
+            global_sha256: outcome.model_after.clone(),
+            opened_at_ms: 0,
+            deadline_ms: 0,
+        }
+    } else {
+        PersistedState {
+            phase: Phase::Open,
+            round: outcome.round + 1,
+            global_sha256: outcome.model_after.clone(),
+            opened_at_ms: now_ms,
+            deadline_ms: now_ms + cfg.deadline.as_millis() as u64,
+        }
+    }
+}

@@ -1,0 +1,655 @@
+//! The round state machine, sans-IO: requests and the clock go in, replies and the jobs to
+//! perform come out. No sockets, no disk, no async, no sleeping: the engine feeds it and carries
+//! out what it asks, in order, and every rule is unit-tested here without any of those.
+//!
+//! Life of a federation: `Waiting` until `quorum` enrolled participants have registered, then
+//! rounds `1..=total` are `Open` one after another, then `Done`. A round closes as soon as every
+//! enrolled participant has either sent an update or declined, or at its deadline: with at least
+//! `quorum` updates it completes (aggregate, evaluate, value: [`close`]), otherwise it is
+//! abandoned and the next round starts from the same model.
+//!
+//! Anything that must be durable before it is acknowledged happens in two steps. A request is
+//! first checked and reserved (`begin_upload` / `finish_upload`, `decline`): the participant has
+//! one answer *in flight* and may not send another; the engine persists it; then `commit_*`
+//! applies it (or `release` drops the reservation when persisting failed, leaving the state as
+//! before). Phase changes are jobs: [`RoundMachine::poll`] hands out at most one at a time (open
+//! a round, close a round), the engine persists and performs it, then reports back with
+//! [`RoundMachine::opened`] / [`RoundMachine::closed`] or [`RoundMachine::job_failed`]. A round
+//! never starts closing while an answer is being persisted, so an acknowledged update always
+//! belongs to the round that records it.
+
+pub mod close;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use chacha20::ChaCha20Rng;
+use rand::RngExt;
+use ring::signature::{ED25519, UnparsedPublicKey};
+
+use crate::{
+    config::{Enrolled, FederationConfig, decode_public_key},
+    error::CoordinatorError,
+    types::{
+        DeclineMeta, Phase, PersistedState, PrivacySpend, Progress, Receipt, UpdateHeader,
+        UpdateMeta,
+    },
+};
+
+/// How long a registration challenge stays valid.
+pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
+/// Outstanding challenges kept at most (older ones are dropped first).
+const MAX_CHALLENGES: usize = 4096;
+
+/// A registration challenge handed to a participant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    pub challenge: [u8; 32],
+    pub expires_ms: u64,
+}
+
+/// A successful registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registered {
+    pub session: [u8; 32],
+    pub name: String,
+}
+
+/// What a participant is told to do next (the engine adds the parameters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskInfo {
+    pub phase: Phase,
+    /// True when this participant should train now (round open and it has not answered).
+    pub train: bool,
+    pub round: u64,
+    pub global_sha256: String,
+    pub deadline_ms: u64,
+    pub detail: String,
+}
+
+/// An upload whose header was accepted; its chunks may now arrive.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UploadTicket {
+    pub participant: usize,
+    pub round: u64,
+    pub examples: u64,
+    pub claimed_sha256: String,
+    pub signature: Vec<u8>,
+    pub privacy: Option<PrivacySpend>,
+    /// Values the update must carry.
+    pub num_params: u64,
+}
+
+/// What the chunks of an upload added up to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Received {
+    pub sha256: String,
+    pub norm: f64,
+}
+
+/// A phase change for the engine to carry out.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Job {
+    /// Persist `state` (the first round opening), then report [`RoundMachine::opened`].
+    Open(PersistedState),
+    /// Close the round: compute its outcome from these inputs ([`close`]), persist it with the
+    /// state that follows ([`close::next_state`]), anchor it, then report
+    /// [`RoundMachine::closed`].
+    Close(CloseJob),
+}
+
+/// The inputs of closing a round, frozen when the close starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CloseJob {
+    pub round: u64,
+    pub opened_at_ms: u64,
+    /// Digest of the model the round started from.
+    pub model_before: String,
+    /// Accepted updates in arrival order.
+    pub updates: Vec<UpdateMeta>,
+    pub declines: Vec<DeclineMeta>,
+    /// When the close started.
+    pub now_ms: u64,
+}
+
+/// Where an answer of a participant stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flight {
+    /// An upload's chunks are arriving.
+    Receiving,
+    /// An update or decline is being persisted; the round may not close meanwhile.
+    Committing,
+}
+
+/// One federation's rules and state.
+pub struct RoundMachine {
+    cfg: Arc<FederationConfig>,
+    state: PersistedState,
+    updates: Vec<UpdateMeta>,
+    declines: Vec<DeclineMeta>,
+    next_seq: u64,
+    in_flight: HashMap<usize, Flight>,
+    /// A job handed out and not yet reported back.
+    busy: bool,
+    completed: u64,
+    challenges: HashMap<[u8; 32], (usize, u64)>,
+    sessions: HashMap<[u8; 32], usize>,
+    registered: HashSet<usize>,
+    rng: ChaCha20Rng,
+}
+
+fn verify(public_key: &[u8; 32], msg: &[u8], signature: &[u8]) -> bool {
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(msg, signature)
+        .is_ok()
+}
+
+impl RoundMachine {
+    /// A machine in `state` (fresh, or as persisted), with the open round's accepted updates and
+    /// declines as persisted, and `completed` rounds behind it. `rng` makes challenges and
+    /// session tokens (the engine seeds it from the operating system).
+    pub fn new(
+        cfg: Arc<FederationConfig>,
+        state: PersistedState,
+        mut updates: Vec<UpdateMeta>,
+        declines: Vec<DeclineMeta>,
+        completed: u64,
+        rng: ChaCha20Rng,
+    ) -> Self {
+        updates.sort_by_key(|u| u.seq);
+        let next_seq = updates.last().map_or(0, |u| u.seq + 1);
+        Self {
+            cfg,
+            state,
+            updates,
+            declines,
+            next_seq,
+            in_flight: HashMap::new(),
+            busy: false,
+            completed,
+            challenges: HashMap::new(),
+            sessions: HashMap::new(),
+            registered: HashSet::new(),
+            rng,
+        }
+    }
+
+    /// The durable part of the state.
+    pub fn state(&self) -> &PersistedState {
+        &self.state
+    }
+
+    /// The open round's accepted updates, in arrival order.
+    pub fn updates(&self) -> &[UpdateMeta] {
+        &self.updates
+    }
+
+    /// What waiting participants watch.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            phase: self.state.phase,
+            round: self.state.round,
+            completed: self.completed,
+            closing: self.closing(),
+        }
+    }
+
+    fn closing(&self) -> bool {
+        self.busy && self.state.phase == Phase::Open
+    }
+
+    fn participant(&self, idx: usize) -> &Enrolled {
+        &self.cfg.participants[idx]
+    }
+
+    /// The enrolled participant behind `idx`.
+    pub fn enrolled(&self, idx: usize) -> &Enrolled {
+        self.participant(idx)
+    }
+
+    fn enrolled_index(&self, key_hex: &str) -> Result<usize, CoordinatorError> {
+        let key = decode_public_key(key_hex).map_err(CoordinatorError::MalformedKey)?;
+        self.cfg
+            .participants
+            .iter()
+            .position(|p| p.public_key == key)
+            .ok_or_else(|| CoordinatorError::NotEnrolled {
+                key: hex::encode(key),
+                federation: self.cfg.federation.clone(),
+            })
+    }
+
+    /// The participant a session token belongs to.
+    pub fn session(&self, token: &[u8]) -> Result<usize, CoordinatorError> {
+        let token: [u8; 32] = token.try_into().map_err(|_| CoordinatorError::NoSession)?;
+        self.sessions
+            .get(&token)
+            .copied()
+            .ok_or(CoordinatorError::NoSession)
+    }
+
+    /// Step 1 of registration: a fresh single-use challenge for an enrolled key.
+    pub fn challenge(&mut self, now_ms: u64, key_hex: &str) -> Result<Challenge, CoordinatorError> {
+        let idx = self.enrolled_index(key_hex)?;
+        let challenge: [u8; 32] = self.rng.random();
+        let expires_ms = now_ms + CHALLENGE_TTL.as_millis() as u64;
+        self.challenges.retain(|_, (_, exp)| *exp > now_ms);
+        if self.challenges.len() >= MAX_CHALLENGES {
+            let oldest = self
+                .challenges
+                .iter()
+                .min_by_key(|(_, (_, exp))| *exp)
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.challenges.remove(&k);
+            }
+        }
+        self.challenges.insert(challenge, (idx, expires_ms));
+        Ok(Challenge {
+            challenge,
+            expires_ms,
+        })
+    }
+
+    /// Step 2: check the signature over the challenge and open a session bound to the key. The
+    /// first round opens (a [`Job::Open`] from [`Self::poll`]) once a quorum has registered.
+    pub fn register(
+        &mut self,
+        now_ms: u64,
+        key_hex: &str,
+        challenge: &[u8],
+        signature: &[u8],
+    ) -> Result<Registered, CoordinatorError> {
+        let idx = self.enrolled_index(key_hex)?;
+        let challenge: [u8; 32] = challenge
+            .try_into()
+            .map_err(|_| CoordinatorError::BadChallenge)?;
+        match self.challenges.get(&challenge) {
+            Some(&(owner, exp)) if owner == idx && exp > now_ms => {}
+            _ => return Err(CoordinatorError::BadChallenge),
+        }
+        let msg = fedledger_proto::register_message(&self.cfg.federation, &challenge);
+        if !verify(&self.participant(idx).public_key, msg.as_bytes(), signature) {
+            return Err(CoordinatorError::BadRegistrationSignature {
+                key: self.participant(idx).public_key_hex.clone(),
+            });
+        }
+        self.challenges.remove(&challenge);
+        let session: [u8; 32] = self.rng.random();
+        self.sessions.retain(|_, p| *p != idx);
+        self.sessions.insert(session, idx);
+        self.registered.insert(idx);
+        Ok(Registered {
+            session,
+            name: self.participant(idx).name.clone(),
+        })
+    }
+
+    fn responded(&self, idx: usize) -> bool {
+        self.updates.iter().any(|u| u.participant == idx)
+            || self.declines.iter().any(|d| d.participant == idx)
+    }
+
+    /// What the participant behind `session` should do now.
+    pub fn task(&self, session: &[u8]) -> Result<TaskInfo, CoordinatorError> {
+        let idx = self.session(session)?;
+        let st = &self.state;
+        let (train, detail) = match st.phase {
+            Phase::Waiting => (
+                false,
+                format!(
+                    "waiting for registrations ({} of quorum {})",
+                    self.registered.len(),
+                    self.cfg.quorum
+                ),
+            ),
+            Phase::Open if self.closing() => (false, format!("round {} is closing", st.round)),
+            Phase::Open if self.responded(idx) || self.in_flight.contains_key(&idx) => (
+                false,
+                format!("round {} answered; waiting for the next round", st.round),
+            ),
+            Phase::Open => (true, format!("round {} open", st.round)),
+            Phase::Done => (false, "federation finished".to_owned()),
+        };
+        Ok(TaskInfo {
+            phase: st.phase,
+            train,
+            round: st.round,
+            global_sha256: st.global_sha256.clone(),
+            deadline_ms: st.deadline_ms,
+            detail,
+        })
+    }
+
+    fn check_open_round(
+        &self,
+        request: &'static str,
+        idx: usize,
+        round: u64,
+    ) -> Result<(), CoordinatorError> {
+        if self.state.phase != Phase::Open || self.closing() {
+            return Err(CoordinatorError::NoOpenRound {
+                state: if self.closing() {
+                    "closing"
+                } else {
+                    self.state.phase.as_str()
+                },
+            });
+        }
+        if round != self.state.round {
+            return Err(CoordinatorError::WrongRound {
+                request,
+                got: round,
+                open: self.state.round,
+            });
+        }
+        if self.responded(idx) {
+            return Err(CoordinatorError::AlreadySubmitted {
+                name: self.participant(idx).name.clone(),
+                round,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_not_in_flight(&self, idx: usize, round: u64) -> Result<(), CoordinatorError> {
+        if self.in_flight.contains_key(&idx) {
+            return Err(CoordinatorError::InFlight {
+                name: self.participant(idx).name.clone(),
+                round,
+            });
+        }
+        Ok(())
+    }
+
+    /// Check an update's header before any chunk is accepted: session, round, one answer per
+    /// participant, dimension, example count, privacy report, and the signature over the
+    /// claimed digest. On success the participant's answer is in flight until
+    /// [`Self::commit_update`] or [`Self::release`].
+    pub fn begin_upload(
+        &mut self,
+        session: &[u8],
+        header: UpdateHeader,
+    ) -> Result<UploadTicket, CoordinatorError> {
+        let idx = self.session(session)?;
+        self.check_open_round("update", idx, header.round)?;
+        self.check_not_in_flight(idx, header.round)?;
+        let expected = self.cfg.model.num_params() as u64;
+        if header.num_params != expected {
+            return Err(CoordinatorError::DimensionMismatch {
+                got: header.num_params,
+                expected,
+            });
+        }
+        if header.examples == 0 || header.examples > self.cfg.max_examples {
+            return Err(CoordinatorError::BadExampleCount {
+                got: header.examples,
+                max: self.cfg.max_examples,
+            });
+        }
+        let sha = &header.update_sha256;
+        if sha.len() != 64
+            || !sha
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return Err(CoordinatorError::InvalidField {
+                field: "update_sha256",
+                reason: "must be 64 lowercase hex digits".into(),
+            });
+        }
+        if let Some(p) = &header.privacy {
+            p.validate()
+                .map_err(|e| CoordinatorError::BadPrivacyReport(e.to_string()))?;
+            if !self.cfg.privacy_plan.accountants.contains(&p.accountant) {
+                return Err(CoordinatorError::BadPrivacyReport(format!(
+                    "accountant {} is not one this federation records ({})",
+                    p.accountant,
+                    self.accountant_names()
+                )));
+            }
+        }
+        let msg = fedledger_ledger::records::update_signing_message(
+            &self.cfg.federation,
+            header.round,
+            &header.update_sha256,
+        );
+        let who = self.participant(idx);
+        if !verify(&who.public_key, msg.as_bytes(), &header.signature) {
+            return Err(CoordinatorError::BadUpdateSignature {
+                name: who.name.clone(),
+                round: header.round,
+                digest: header.update_sha256,
+            });
+        }
+        self.in_flight.insert(idx, Flight::Receiving);
+        Ok(UploadTicket {
+            participant: idx,
+            round: header.round,
+            examples: header.examples,
+            claimed_sha256: header.update_sha256,
+            signature: header.signature,
+            privacy: header.privacy,
+            num_params: expected,
+        })
+    }
+
+    /// The accountants the federation records, comma-separated.
+    pub fn accountant_names(&self) -> String {
+        self.cfg
+            .privacy_plan
+            .accountants
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// All chunks have arrived: check the digest and the norm, and that the round is still
+    /// open. Returns the metadata to persist (the participant's answer stays in flight, and the
+    /// round cannot close, until [`Self::commit_update`] or [`Self::release`]). On a refusal the
+    /// reservation is dropped.
+    pub fn finish_upload(
+        &mut self,
+        now_ms: u64,
+        ticket: &UploadTicket,
+        received: &Received,
+    ) -> Result<UpdateMeta, CoordinatorError> {
+        let refused = |m: &mut Self, e| {
+            m.release(ticket.participant);
+            Err(e)
+        };
+        if self.in_flight.get(&ticket.participant) != Some(&Flight::Receiving) {
+            return Err(CoordinatorError::Internal(
+                "an upload finished without its reservation".into(),
+            ));
+        }
+        if received.sha256 != ticket.claimed_sha256 {
+            return refused(
+                self,
+                CoordinatorError::DigestMismatch {
+                    claimed: ticket.claimed_sha256.clone(),
+                    actual: received.sha256.clone(),
+                },
+            );
+        }
+        if let Some(bound) = self.cfg.max_update_norm
+            && received.norm > bound
+        {
+            return refused(
+                self,
+                CoordinatorError::NormTooLarge {
+                    norm: received.norm,
+                    bound,
+                },
+            );
+        }
+        // The round may have moved on while the chunks arrived.
+        if let Err(e) = self.check_open_round("update", ticket.participant, ticket.round) {
+            return refused(self, e);
+        }
+        self.in_flight.insert(ticket.participant, Flight::Committing);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Ok(UpdateMeta {
+            round: ticket.round,
+            participant: ticket.participant,
+            examples: ticket.examples,
+            update_sha256: received.sha256.clone(),
+            signature: hex::encode(&ticket.signature),
+            privacy: ticket.privacy.clone(),
+            received_at_ms: now_ms,
+            seq,
+            norm: received.norm,
+        })
+    }
+
+    /// The update is durable: count it and acknowledge it.
+    pub fn commit_update(&mut self, meta: UpdateMeta) -> Receipt {
+        self.in_flight.remove(&meta.participant);
+        let receipt = Receipt {
+            round: meta.round,
+            update_sha256: meta.update_sha256.clone(),
+            accepted: self.updates.len() as u32 + 1,
+            quorum: self.cfg.quorum,
+        };
+        self.updates.push(meta);
+        receipt
+    }
+
+    /// Drop a participant's answer in flight (its upload broke off, or persisting failed):
+    /// the state is as before it started.
+    pub fn release(&mut self, participant: usize) {
+        self.in_flight.remove(&participant);
+    }
+
+    /// Check a signed decline of the open round. Returns the record to persist; the
+    /// participant's answer is in flight until [`Self::commit_decline`] or [`Self::release`].
+    pub fn decline(
+        &mut self,
+        now_ms: u64,
+        session: &[u8],
+        round: u64,
+        reason: &str,
+        signature: &[u8],
+    ) -> Result<DeclineMeta, CoordinatorError> {
+        if reason.is_empty() || reason.len() > 1024 || reason.chars().any(|c| c == '\n') {
+            return Err(CoordinatorError::InvalidField {
+                field: "reason",
+                reason: "a decline's reason must be 1-1024 bytes on one line".into(),
+            });
+        }
+        let idx = self.session(session)?;
+        self.check_open_round("decline", idx, round)?;
+        self.check_not_in_flight(idx, round)?;
+        let who = self.participant(idx);
+        let msg =
+            fedledger_ledger::records::decline_signing_message(&self.cfg.federation, round, reason);
+        if !verify(&who.public_key, msg.as_bytes(), signature) {
+            return Err(CoordinatorError::BadDeclineSignature {
+                name: who.name.clone(),
+                round,
+            });
+        }
+        self.in_flight.insert(idx, Flight::Committing);
+        Ok(DeclineMeta {
+            round,
+            participant: idx,
+            reason: reason.to_owned(),
+            signature: hex::encode(signature),
+            received_at_ms: now_ms,
+        })
+    }
+
+    /// The decline is durable: count it.
+    pub fn commit_decline(&mut self, meta: DeclineMeta) {
+        self.in_flight.remove(&meta.participant);
+        self.declines.push(meta);
+    }
+
+    fn all_answered(&self) -> bool {
+        self.updates.len() + self.declines.len() >= self.cfg.participants.len()
+    }
+
+    fn committing(&self) -> bool {
+        self.in_flight.values().any(|f| *f == Flight::Committing)
+    }
+
+    /// The next phase change to carry out now, if any (at most one at a time): open the first
+    /// round once a quorum has registered; close the open round when everyone has answered or
+    /// its deadline has passed (never while an answer is being persisted).
+    pub fn poll(&mut self, now_ms: u64) -> Option<Job> {
+        if self.busy {
+            return None;
+        }
+        let job = match self.state.phase {
+            Phase::Waiting if self.registered.len() >= self.cfg.quorum as usize => {
+                Job::Open(self.open_state(1, self.state.global_sha256.clone(), now_ms))
+            }
+            Phase::Open
+                if (self.all_answered() || now_ms >= self.state.deadline_ms)
+                    && !self.committing() =>
+            {
+                Job::Close(CloseJob {
+                    round: self.state.round,
+                    opened_at_ms: self.state.opened_at_ms,
+                    model_before: self.state.global_sha256.clone(),
+                    updates: self.updates.clone(),
+                    declines: self.declines.clone(),
+                    now_ms,
+                })
+            }
+            _ => return None,
+        };
+        self.busy = true;
+        Some(job)
+    }
+
+    /// Milliseconds until something may become due without a request (the open round's
+    /// deadline); None when only a request can change anything.
+    pub fn next_wake(&self, now_ms: u64) -> Option<u64> {
+        (self.state.phase == Phase::Open && !self.busy)
+            .then(|| self.state.deadline_ms.saturating_sub(now_ms))
+    }
+
+    fn open_state(&self, round: u64, global_sha256: String, now_ms: u64) -> PersistedState {
+        PersistedState {
+            phase: Phase::Open,
+            round,
+            global_sha256,
+            opened_at_ms: now_ms,
+            deadline_ms: now_ms + self.cfg.deadline.as_millis() as u64,
+        }
+    }
+
+    /// The first round's state is durable: the round is open.
+    pub fn opened(&mut self, state: PersistedState) {
+        self.busy = false;
+        self.state = state;
+        self.updates.clear();
+        self.declines.clear();
+        self.next_seq = 0;
+    }
+
+    /// The close's outcome and `next` state are durable: move on.
+    pub fn closed(&mut self, next: PersistedState) {
+        self.busy = false;
+        self.state = next;
+        self.updates.clear();
+        self.declines.clear();
+        self.next_seq = 0;
+        self.completed += 1;
+    }
+
+    /// The job handed out could not be carried out; the state is as before and a later
+    /// [`Self::poll`] hands it out again.
+    pub fn job_failed(&mut self) {
+        self.busy = false;
+    }
+}
+
+#[cfg(test)]
+mod tests;

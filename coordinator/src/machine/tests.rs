@@ -1,0 +1,625 @@
+//! The round machine driven directly: no socket, no disk, no sleep. Time is a number passed in;
+//! keys are derived from fixed seeds.
+
+use std::sync::Arc;
+
+use chacha20::ChaCha20Rng;
+use fedledger_model::{ModelKind, ModelSpec, digest::vector_sha256};
+use fedledger_privacy::AccountantKind;
+use rand::SeedableRng;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+
+use super::{
+    CloseJob, Job, Received, RoundMachine, UploadTicket,
+    close::{CloseInputs, close_round, next_state},
+};
+use crate::{
+    aggregate,
+    config::{
+        ConfigFile, DataSection, FederationConfig, ParticipantEntry, PrivacyPlanSection,
+        RoundsSection, StandardisationMode, StrategyKind,
+    },
+    error::CoordinatorError,
+    types::{Phase, PersistedState, PrivacySpend, RoundStatus, UpdateHeader, UpdateMeta},
+    value::Valuer,
+};
+
+const T0: u64 = 1_700_000_000_000;
+const FEATURES: usize = 3;
+const PARAMS: u64 = FEATURES as u64 + 1;
+
+fn key(i: u8) -> Ed25519KeyPair {
+    Ed25519KeyPair::from_seed_unchecked(&[i + 1; 32]).unwrap()
+}
+
+fn hex_of(k: &Ed25519KeyPair) -> String {
+    hex::encode(k.public_key().as_ref())
+}
+
+fn validation_csv() -> Vec<u8> {
+    let mut s = String::from("a,b,c,label\n");
+    for i in 0..12 {
+        s.push_str(&format!(
+            "{},{},{},{}\n",
+            (i % 5) as f32 / 5.0,
+            (i % 3) as f32,
+            (i * 7 % 11) as f32 / 11.0,
+            i % 2
+        ));
+    }
+    s.into_bytes()
+}
+
+/// Three enrolled keys, quorum 2, 3 rounds, deadline 60 s, norm bound 100.
+fn config() -> Arc<FederationConfig> {
+    let file = ConfigFile {
+        federation: "machine-test".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        state_dir: "unused".into(),
+        key: None,
+        model: ModelSpec {
+            kind: ModelKind::Logreg,
+            features: FEATURES,
+            classes: 2,
+            hidden: vec![],
+        },
+        data: DataSection {
+            label_column: "label".into(),
+            validation: "validation.csv".into(),
+            standardisation: StandardisationMode::Site,
+        },
+        rounds: RoundsSection {
+            total: 3,
+            quorum: 2,
+            deadline_secs: 60,
+        },
+        training: Default::default(),
+        aggregation: crate::config::AggregationSection {
+            max_update_norm: 100.0,
+            ..Default::default()
+        },
+        limits: Default::default(),
+        valuation: Default::default(),
+        privacy: PrivacyPlanSection {
+            accountants: vec![AccountantKind::Rdp, AccountantKind::Pld],
+            ..Default::default()
+        },
+        ledger: Default::default(),
+        participants: (0..3)
+            .map(|i| ParticipantEntry {
+                name: format!("h{i}"),
+                public_key: hex_of(&key(i)),
+            })
+            .collect(),
+    };
+    Arc::new(file.validate_with(&validation_csv()).unwrap())
+}
+
+fn fresh() -> RoundMachine {
+    RoundMachine::new(
+        config(),
+        PersistedState {
+            phase: Phase::Waiting,
+            round: 0,
+            global_sha256: vector_sha256(&[0.0; PARAMS as usize]),
+            opened_at_ms: 0,
+            deadline_ms: 0,
+        },
+        Vec::new(),
+        Vec::new(),
+        0,
+        ChaCha20Rng::seed_from_u64(1),
+    )
+}
+
+fn register(m: &mut RoundMachine, i: u8, now: u64) -> [u8; 32] {
+    let k = key(i);
+    let c = m.challenge(now, &hex_of(&k)).unwrap();
+    let msg = fedledger_proto::register_message("machine-test", &c.challenge);
+    let sig = k.sign(msg.as_bytes());
+    m.register(now, &hex_of(&k), &c.challenge, sig.as_ref())
+        .unwrap()
+        .session
+}
+
+/// A machine with round 1 open (h0 and h1 registered; h2 registered too when `all`).
+fn open(all: bool) -> (RoundMachine, Vec<[u8; 32]>) {
+    let mut m = fresh();
+    let mut sessions = vec![register(&mut m, 0, T0), register(&mut m, 1, T0)];
+    if all {
+        sessions.push(register(&mut m, 2, T0));
+    }
+    match m.poll(T0) {
+        Some(Job::Open(state)) => m.opened(state),
+        other => panic!("expected the first round to open, got {other:?}"),
+    }
+    (m, sessions)
+}
+
+fn delta(i: u8) -> Vec<f32> {
+    (0..PARAMS).map(|j| (i as f32 + 1.0) * 0.01 * j as f32).collect()
+}
+
+fn header(i: u8, round: u64, d: &[f32]) -> UpdateHeader {
+    let sha = vector_sha256(d);
+    let msg = fedledger_ledger::records::update_signing_message("machine-test", round, &sha);
+    UpdateHeader {
+        round,
+        examples: 10,
+        num_params: PARAMS,
+        update_sha256: sha,
+        signature: key(i).sign(msg.as_bytes()).as_ref().to_vec(),
+        privacy: None,
+    }
+}
+
+fn received(d: &[f32]) -> Received {
+    Received {
+        sha256: vector_sha256(d),
+        norm: d
+            .iter()
+            .map(|v| f64::from(*v) * f64::from(*v))
+            .sum::<f64>()
+            .sqrt(),
+    }
+}
+
+/// Send and commit h`i`'s update for the open round.
+fn submit(m: &mut RoundMachine, session: &[u8; 32], i: u8, now: u64) -> UpdateMeta {
+    let d = delta(i);
+    let round = m.state().round;
+    let ticket = m.begin_upload(session, header(i, round, &d)).unwrap();
+    let meta = m.finish_upload(now, &ticket, &received(&d)).unwrap();
+    m.commit_update(meta.clone());
+    meta
+}
+
+fn decline(
+    m: &mut RoundMachine,
+    session: &[u8; 32],
+    i: u8,
+    round: u64,
+    reason: &str,
+) -> Result<super::DeclineMeta, CoordinatorError> {
+    let msg = fedledger_ledger::records::decline_signing_message("machine-test", round, reason);
+    let sig = key(i).sign(msg.as_bytes());
+    m.decline(T0, session, round, reason, sig.as_ref())
+}
+
+/// What a refusal must leave unchanged.
+fn snapshot(m: &RoundMachine) -> (PersistedState, Vec<UpdateMeta>, usize, crate::types::Progress) {
+    (
+        m.state().clone(),
+        m.updates().to_vec(),
+        m.declines.len(),
+        m.progress(),
+    )
+}
+
+#[test]
+fn registration_refusals_name_what_is_wrong_and_change_nothing() {
+    let mut m = fresh();
+    let k0 = key(0);
+    assert!(matches!(
+        m.challenge(T0, "not hex"),
+        Err(CoordinatorError::MalformedKey(_))
+    ));
+    let stranger = key(9);
+    assert!(matches!(
+        m.challenge(T0, &hex_of(&stranger)),
+        Err(CoordinatorError::NotEnrolled { .. })
+    ));
+    let c = m.challenge(T0, &hex_of(&k0)).unwrap();
+    assert_eq!(c.expires_ms, T0 + super::CHALLENGE_TTL.as_millis() as u64);
+    let sig = |k: &Ed25519KeyPair, ch: &[u8]| {
+        k.sign(fedledger_proto::register_message("machine-test", ch).as_bytes())
+            .as_ref()
+            .to_vec()
+    };
+    // Someone else's signature over the right challenge.
+    assert!(matches!(
+        m.register(T0, &hex_of(&k0), &c.challenge, &sig(&key(1), &c.challenge)),
+        Err(CoordinatorError::BadRegistrationSignature { .. })
+    ));
+    // The challenge of another key.
+    assert!(matches!(
+        m.register(T0, &hex_of(&key(1)), &c.challenge, &sig(&key(1), &c.challenge)),
+        Err(CoordinatorError::BadChallenge)
+    ));
+    // Not 32 bytes; unknown.
+    assert!(matches!(
+        m.register(T0, &hex_of(&k0), &[1, 2, 3], &sig(&k0, &[1, 2, 3])),
+        Err(CoordinatorError::BadChallenge)
+    ));
+    assert!(matches!(
+        m.register(T0, &hex_of(&k0), &[7; 32], &sig(&k0, &[7; 32])),
+        Err(CoordinatorError::BadChallenge)
+    ));
+    // Expired.
+    let late = T0 + super::CHALLENGE_TTL.as_millis() as u64;
+    assert!(matches!(
+        m.register(late, &hex_of(&k0), &c.challenge, &sig(&k0, &c.challenge)),
+        Err(CoordinatorError::BadChallenge)
+    ));
+    // None of that registered anyone or used the challenge.
+    assert_eq!(m.registered.len(), 0);
+    let s1 = m
+        .register(T0, &hex_of(&k0), &c.challenge, &sig(&k0, &c.challenge))
+        .unwrap();
+    assert_eq!(s1.name, "h0");
+    // A challenge is single-use.
+    assert!(matches!(
+        m.register(T0, &hex_of(&k0), &c.challenge, &sig(&k0, &c.challenge)),
+        Err(CoordinatorError::BadChallenge)
+    ));
+    // Registering again replaces the session.
+    let s2 = register(&mut m, 0, T0);
+    assert!(matches!(
+        m.task(&s1.session),
+        Err(CoordinatorError::NoSession)
+    ));
+    assert!(m.task(&s2).is_ok());
+    assert!(matches!(m.task(&[0; 5]), Err(CoordinatorError::NoSession)));
+}
+
+#[test]
+fn the_first_round_opens_at_quorum_once_its_state_is_durable() {
+    let mut m = fresh();
+    let s0 = register(&mut m, 0, T0);
+    assert_eq!(m.poll(T0), None, "one of quorum 2");
+    let t = m.task(&s0).unwrap();
+    assert!(!t.train && t.phase == Phase::Waiting && t.detail.contains("1 of quorum 2"));
+    register(&mut m, 1, T0);
+    let Some(Job::Open(state)) = m.poll(T0 + 5) else {
+        panic!("quorum reached")
+    };
+    assert_eq!((state.phase, state.round), (Phase::Open, 1));
+    assert_eq!(state.deadline_ms, T0 + 5 + 60_000);
+    // One job at a time; a failed one is handed out again.
+    assert_eq!(m.poll(T0 + 5), None);
+    m.job_failed();
+    assert_eq!(m.state().phase, Phase::Waiting);
+    let Some(Job::Open(state)) = m.poll(T0 + 6) else {
+        panic!("retried")
+    };
+    m.opened(state);
+    assert_eq!(m.state().phase, Phase::Open);
+    assert!(m.task(&s0).unwrap().train);
+    assert_eq!(m.next_wake(T0 + 6), Some(60_000));
+}
+
+#[test]
+fn every_update_refusal_names_the_request_and_changes_nothing() {
+    let (mut m, s) = open(false);
+    let before = snapshot(&m);
+    let d = delta(0);
+    let refuse = |m: &mut RoundMachine, session: &[u8], h: UpdateHeader| {
+        let e = m.begin_upload(session, h).unwrap_err();
+        assert!(!m.in_flight.contains_key(&0), "{e}: left a reservation");
+        e
+    };
+    assert!(matches!(
+        refuse(&mut m, &[9; 32], header(0, 1, &d)),
+        CoordinatorError::NoSession
+    ));
+    let e = refuse(&mut m, &s[0], header(0, 2, &d));
+    assert!(
+        matches!(e, CoordinatorError::WrongRound { got: 2, open: 1, .. })
+            && e.to_string().starts_with("update is for round 2"),
+        "{e}"
+    );
+    let mut h = header(0, 1, &d);
+    h.num_params = PARAMS + 1;
+    assert!(matches!(
+        refuse(&mut m, &s[0], h),
+        CoordinatorError::DimensionMismatch { .. }
+    ));
+    for examples in [0, 100_000_001] {
+        let mut h = header(0, 1, &d);
+        h.examples = examples;
+        assert!(matches!(
+            refuse(&mut m, &s[0], h),
+            CoordinatorError::BadExampleCount { .. }
+        ));
+    }
+    let mut h = header(0, 1, &d);
+    h.update_sha256 = h.update_sha256.to_uppercase();
+    assert!(matches!(
+        refuse(&mut m, &s[0], h),
+        CoordinatorError::InvalidField {
+            field: "update_sha256",
+            ..
+        }
+    ));
+    let spend = PrivacySpend {
+        noise_multiplier: 1.0,
+        sampling_rate: 0.1,
+        steps: 10,
+        delta: 1e-5,
+        epsilon_total: 1.0,
+        epsilon_round: 1.0,
+        accountant: AccountantKind::Rdp,
+    };
+    let mut h = header(0, 1, &d);
+    h.privacy = Some(PrivacySpend {
+        epsilon_total: f64::NAN,
+        ..spend.clone()
+    });
+    assert!(matches!(
+        refuse(&mut m, &s[0], h),
+        CoordinatorError::BadPrivacyReport(_)
+    ));
+    // An accountant the federation does not record.
+    let mut h = header(0, 1, &d);
+    h.privacy = Some(PrivacySpend {
+        accountant: AccountantKind::RdpDpAccounting,
+        ..spend.clone()
+    });
+    let e = refuse(&mut m, &s[0], h);
+    assert!(e.to_string().contains("rdp-dp-accounting"), "{e}");
+    // Signed by someone else; signed over another digest.
+    let mut h = header(0, 1, &d);
+    h.signature = header(1, 1, &d).signature;
+    assert!(matches!(
+        refuse(&mut m, &s[0], h),
+        CoordinatorError::BadUpdateSignature { .. }
+    ));
+    let mut h = header(0, 1, &d);
+    h.update_sha256 = vector_sha256(&delta(5));
+    assert!(matches!(
+        refuse(&mut m, &s[0], h),
+        CoordinatorError::BadUpdateSignature { .. }
+    ));
+    assert_eq!(snapshot(&m), before);
+    // A privacy report the federation records is fine.
+    let mut h = header(0, 1, &d);
+    h.privacy = Some(spend);
+    assert!(m.begin_upload(&s[0], h).is_ok());
+}
+
+#[test]
+fn one_answer_in_flight_per_participant_and_refused_uploads_release_it() {
+    let (mut m, s) = open(false);
+    let d = delta(0);
+    let ticket = m.begin_upload(&s[0], header(0, 1, &d)).unwrap();
+    // A second upload, or a decline, while the first is in flight.
+    assert!(matches!(
+        m.begin_upload(&s[0], header(0, 1, &d)),
+        Err(CoordinatorError::InFlight { .. })
+    ));
+    assert!(matches!(
+        decline(&mut m, &s[0], 0, 1, "busy"),
+        Err(CoordinatorError::InFlight { .. })
+    ));
+    assert!(!m.task(&s[0]).unwrap().train);
+    // The bytes do not hash to the signed digest: refused, and the reservation is gone.
+    let before = snapshot(&m);
+    assert!(matches!(
+        m.finish_upload(T0, &ticket, &received(&delta(3))),
+        Err(CoordinatorError::DigestMismatch { .. })
+    ));
+    assert_eq!(snapshot(&m), before);
+    assert!(m.task(&s[0]).unwrap().train);
+    // Too large a norm.
+    let big: Vec<f32> = vec![100.0; PARAMS as usize];
+    let t = m.begin_upload(&s[0], header(0, 1, &big)).unwrap();
+    assert!(matches!(
+        m.finish_upload(T0, &t, &received(&big)),
+        Err(CoordinatorError::NormTooLarge { .. })
+    ));
+    assert_eq!(snapshot(&m), before);
+    // A broken-off upload is released by the engine.
+    let t = m.begin_upload(&s[0], header(0, 1, &d)).unwrap();
+    m.release(t.participant);
+    // Persisting failed after the checks: released, nothing counted.
+    let t = m.begin_upload(&s[0], header(0, 1, &d)).unwrap();
+    let meta = m.finish_upload(T0, &t, &received(&d)).unwrap();
+    m.release(meta.participant);
+    assert_eq!(snapshot(&m), before);
+    // Then it goes through, and a second answer is refused.
+    let meta = submit(&mut m, &s[0], 0, T0);
+    assert_eq!(meta.round, 1);
+    assert!(matches!(
+        m.begin_upload(&s[0], header(0, 1, &d)),
+        Err(CoordinatorError::AlreadySubmitted { .. })
+    ));
+    assert!(matches!(
+        decline(&mut m, &s[0], 0, 1, "changed my mind"),
+        Err(CoordinatorError::AlreadySubmitted { .. })
+    ));
+}
+
+#[test]
+fn decline_refusals_name_the_decline() {
+    let (mut m, s) = open(false);
+    let before = snapshot(&m);
+    for reason in ["", "two\nlines", &"x".repeat(1025)] {
+        let e = decline(&mut m, &s[0], 0, 1, reason).unwrap_err();
+        assert!(e.to_string().contains("decline"), "{e}");
+    }
+    let e = decline(&mut m, &s[0], 0, 4, "budget").unwrap_err();
+    assert!(
+        e.to_string().starts_with("decline is for round 4 but round 1"),
+        "{e}"
+    );
+    let msg = fedledger_ledger::records::decline_signing_message("machine-test", 1, "budget");
+    let forged = key(1).sign(msg.as_bytes());
+    assert!(matches!(
+        m.decline(T0, &s[0], 1, "budget", forged.as_ref()),
+        Err(CoordinatorError::BadDeclineSignature { .. })
+    ));
+    assert_eq!(snapshot(&m), before);
+    let meta = decline(&mut m, &s[0], 0, 1, "budget").unwrap();
+    m.commit_decline(meta);
+    assert!(!m.task(&s[0]).unwrap().train);
+}
+
+#[test]
+fn a_round_closes_when_everyone_has_answered() {
+    let (mut m, s) = open(true);
+    submit(&mut m, &s[0], 0, T0 + 1);
+    assert_eq!(m.poll(T0 + 2), None);
+    let d = decline(&mut m, &s[2], 2, 1, "no budget").unwrap();
+    m.commit_decline(d);
+    assert_eq!(m.poll(T0 + 3), None, "h1 has not answered");
+    // h1's update is being persisted: the round may not close under it.
+    let ticket = m.begin_upload(&s[1], header(1, 1, &delta(1))).unwrap();
+    let meta = m.finish_upload(T0 + 4, &ticket, &received(&delta(1))).unwrap();
+    assert_eq!(m.poll(T0 + 61_000), None, "not while an answer is committing");
+    m.commit_update(meta);
+    let Some(Job::Close(job)) = m.poll(T0 + 5) else {
+        panic!("all answered")
+    };
+    assert_eq!(job.round, 1);
+    assert_eq!(
+        job.updates.iter().map(|u| u.participant).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    assert_eq!(job.updates[1].seq, 1);
+    assert_eq!(job.declines.len(), 1);
+    // While closing: no new answers, tasks say so, progress shows it.
+    assert!(m.progress().closing);
+    let t = m.task(&s[0]).unwrap();
+    assert!(!t.train && t.detail.contains("closing"));
+    assert!(matches!(
+        m.begin_upload(&s[2], header(2, 1, &delta(2))),
+        Err(CoordinatorError::NoOpenRound { state: "closing" })
+    ));
+    assert_eq!(m.poll(T0 + 6), None);
+}
+
+#[test]
+fn a_round_closes_at_its_deadline_and_is_abandoned_below_quorum() {
+    let (mut m, s) = open(true);
+    submit(&mut m, &s[0], 0, T0 + 1);
+    assert_eq!(m.poll(T0 + 59_999), None);
+    let Some(Job::Close(job)) = m.poll(T0 + 60_000) else {
+        panic!("deadline")
+    };
+    let cfg = config();
+    let closed = close(&cfg, &job);
+    assert_eq!(closed.outcome.status, RoundStatus::Abandoned);
+    assert_eq!(
+        closed.outcome.reason.as_deref(),
+        Some("1 update(s) by the deadline, quorum is 2")
+    );
+    assert!(closed.new_global.is_none());
+    assert_eq!(closed.outcome.model_after, closed.outcome.model_before);
+    // The update that arrived is recorded (its privacy was spent), unpaid.
+    assert_eq!(closed.outcome.contributions.len(), 1);
+    assert_eq!(closed.outcome.contributions[0].reward, 0);
+    // The next round starts from the same model.
+    let next = next_state(&cfg, &closed.outcome, T0 + 60_010);
+    assert_eq!((next.phase, next.round), (Phase::Open, 2));
+    assert_eq!(next.global_sha256, job.model_before);
+    m.closed(next);
+    assert_eq!(m.progress().completed, 1);
+    assert!(m.updates().is_empty());
+    assert!(m.task(&s[0]).unwrap().train);
+}
+
+fn close(cfg: &FederationConfig, job: &CloseJob) -> super::close::Closed {
+    let deltas: Vec<Vec<f32>> = job
+        .updates
+        .iter()
+        .map(|u| delta(u.participant as u8))
+        .collect();
+    let slices: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
+    let agg = aggregate::build(StrategyKind::Fedavg, None, ChaCha20Rng::seed_from_u64(0)).unwrap();
+    close_round(CloseInputs {
+        cfg,
+        validation: &cfg.validation,
+        job,
+        global: &[0.0; PARAMS as usize],
+        deltas: &slices,
+        aggregator: agg.as_ref(),
+        valuer: &Valuer::from_config(cfg),
+        server_dp_history: &[],
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_completed_round_aggregates_values_and_pays_the_pool() {
+    let (mut m, s) = open(false);
+    submit(&mut m, &s[0], 0, T0 + 1);
+    submit(&mut m, &s[1], 1, T0 + 2);
+    let Some(Job::Close(job)) = m.poll(T0 + 60_000) else {
+        panic!("deadline")
+    };
+    let cfg = config();
+    let closed = close(&cfg, &job);
+    let o = &closed.outcome;
+    assert_eq!(o.status, RoundStatus::Completed);
+    let expect: Vec<f32> = (0..PARAMS as usize)
+        .map(|j| (delta(0)[j] + delta(1)[j]) / 2.0)
+        .collect();
+    assert_eq!(closed.new_global.as_deref(), Some(expect.as_slice()));
+    assert_eq!(o.model_after, vector_sha256(&expect));
+    assert_eq!(o.contributions.len(), 2);
+    let paid: u64 = o.contributions.iter().map(|c| c.reward).sum();
+    assert_eq!(paid, o.reward_pool);
+    // Closing is a function of its inputs: the same job gives the same outcome.
+    assert_eq!(close(&cfg, &job).outcome, closed.outcome);
+    // After the last round the federation is done.
+    let mut last = o.clone();
+    last.round = 3;
+    let done = next_state(&cfg, &last, T0);
+    assert_eq!((done.phase, done.round), (Phase::Done, 3));
+    m.closed(done);
+    let t = m.task(&s[0]).unwrap();
+    assert_eq!((t.phase, t.train), (Phase::Done, false));
+    assert_eq!(m.poll(T0 + 10_000_000), None);
+    assert_eq!(m.next_wake(T0), None);
+}
+
+#[test]
+fn a_restarted_machine_resumes_the_round_in_flight() {
+    let (mut m, s) = open(false);
+    let first = submit(&mut m, &s[0], 0, T0 + 1);
+    let state = m.state().clone();
+    // As the engine restores it from the store: state, the round's updates, no sessions.
+    let mut r = RoundMachine::new(
+        config(),
+        state,
+        vec![first.clone()],
+        Vec::new(),
+        0,
+        ChaCha20Rng::seed_from_u64(2),
+    );
+    assert!(matches!(r.task(&s[0]), Err(CoordinatorError::NoSession)));
+    let s0 = register(&mut r, 0, T0 + 2);
+    let s1 = register(&mut r, 1, T0 + 2);
+    assert_eq!(r.poll(T0 + 2), None, "the round is open already");
+    assert!(!r.task(&s0).unwrap().train, "h0 answered before the restart");
+    assert!(matches!(
+        r.begin_upload(&s0, header(0, 1, &delta(0))),
+        Err(CoordinatorError::AlreadySubmitted { .. })
+    ));
+    let second = submit(&mut r, &s1, 1, T0 + 3);
+    assert_eq!(second.seq, first.seq + 1);
+    let Some(Job::Close(job)) = r.poll(T0 + 60_000) else {
+        panic!("deadline")
+    };
+    assert_eq!(job.updates, vec![first, second]);
+}
+
+#[test]
+fn an_upload_that_outlives_its_round_is_refused() {
+    let (mut m, s) = open(false);
+    let ticket: UploadTicket = m.begin_upload(&s[1], header(1, 1, &delta(1))).unwrap();
+    submit(&mut m, &s[0], 0, T0 + 1);
+    let Some(Job::Close(job)) = m.poll(T0 + 60_000) else {
+        panic!("deadline")
+    };
+    let closed = close(&config(), &job);
+    m.closed(next_state(&config(), &closed.outcome, T0 + 60_001));
+    let e = m
+        .finish_upload(T0 + 60_002, &ticket, &received(&delta(1)))
+        .unwrap_err();
+    assert!(
+        matches!(e, CoordinatorError::WrongRound { got: 1, open: 2, .. }),
+        "{e}"
+    );
+    assert!(m.task(&s[1]).unwrap().train, "released: h1 may answer round 2");
+}

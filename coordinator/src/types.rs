@@ -1,0 +1,192 @@
+//! Plain data types shared by every layer of the coordinator: what a federation's state, a
+//! round's inputs and a round's outcome are. Serde only; no behaviour beyond naming.
+
+use fedledger_model::Metrics;
+use serde::{Deserialize, Serialize};
+
+pub use fedledger_ledger::records::RoundStatus;
+pub use fedledger_privacy::PrivacySpend;
+
+/// Where the federation is.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Waiting for a quorum of participants to register.
+    Waiting,
+    /// `round` is open for updates.
+    Open,
+    /// All rounds have run.
+    Done,
+}
+
+impl Phase {
+    /// How the phase reads in logs and refusals.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Waiting => "waiting for registrations",
+            Phase::Open => "open",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// The part of the state that survives restarts (with the updates and results in the store).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PersistedState {
+    pub phase: Phase,
+    /// The open round (or the last one when done; 0 before the first).
+    pub round: u64,
+    /// SHA-256 of the current global parameters (stored as a blob).
+    pub global_sha256: String,
+    pub opened_at_ms: u64,
+    pub deadline_ms: u64,
+}
+
+/// An accepted update's metadata (the vector is a blob named by `update_sha256`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UpdateMeta {
+    pub round: u64,
+    /// Index of the participant in the configuration's enrolment list.
+    pub participant: usize,
+    pub examples: u64,
+    pub update_sha256: String,
+    /// Hex of the Ed25519 signature.
+    pub signature: String,
+    pub privacy: Option<PrivacySpend>,
+    pub received_at_ms: u64,
+    /// Arrival order within the round (0-based; a refused commit may leave a gap).
+    pub seq: u64,
+    pub norm: f64,
+}
+
+/// A recorded decline.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeclineMeta {
+    pub round: u64,
+    pub participant: usize,
+    pub reason: String,
+    /// Hex of the Ed25519 signature over the decline message.
+    pub signature: String,
+    pub received_at_ms: u64,
+}
+
+/// One accepted update as aggregation and valuation see it.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightedUpdate<'a> {
+    /// Example count the participant claimed (FedAvg weight).
+    pub examples: u64,
+    /// The parameter delta (local parameters minus global).
+    pub delta: &'a [f32],
+}
+
+/// What the DP-FedAvg wrapper did in a round, for the round's record.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServerDpReport {
+    pub clip_norm: f64,
+    /// The effective noise multiplier accounted for (after the grid-rounding charge).
+    pub noise_multiplier: f64,
+    pub clipped_updates: u32,
+    /// The federation-level (participant-level) epsilon after this round: every round with
+    /// server-side DP so far composed, each a Gaussian mechanism over all participants.
+    #[serde(default)]
+    pub epsilon: f64,
+    /// The delta that epsilon holds at (`[aggregation.dp] delta`).
+    #[serde(default)]
+    pub delta: f64,
+}
+
+/// What the ledger records about how a round was valued.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RoundValuation {
+    pub estimator: String,
+    pub seed: u64,
+    pub evaluations: u64,
+    /// The utility: `neg_log_loss` (negative validation log-loss) or `accuracy`.
+    pub utility: String,
+}
+
+/// One participant's line in a finished round.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ContributionOutcome {
+    pub participant: usize,
+    /// Arrival order within the round (0-based): the valuation game's player order.
+    pub seq: u64,
+    pub name: String,
+    pub public_key: String,
+    pub examples: u64,
+    pub update_sha256: String,
+    pub signature: String,
+    pub privacy: Option<PrivacySpend>,
+    pub value: f64,
+    pub value_nano: i64,
+    pub reward: u64,
+    pub flags: Vec<String>,
+}
+
+/// A participant that declined the round.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeclinedOutcome {
+    pub participant: usize,
+    pub name: String,
+    pub public_key: String,
+    pub reason: String,
+}
+
+/// Everything the coordinator knows about a finished round.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RoundOutcome {
+    pub round: u64,
+    pub status: RoundStatus,
+    pub reason: Option<String>,
+    pub opened_at_ms: u64,
+    pub closed_at_ms: u64,
+    pub model_before: String,
+    pub model_after: String,
+    /// SHA-256 of the validation file the round was evaluated and valued on (kept as a blob).
+    pub validation_sha256: String,
+    pub aggregator: String,
+    pub params: u64,
+    /// Validation metrics of the model before and after the round.
+    pub metrics_before: Option<Metrics>,
+    pub metrics: Option<Metrics>,
+    /// Contributions sorted by public key.
+    pub contributions: Vec<ContributionOutcome>,
+    pub declined: Vec<DeclinedOutcome>,
+    pub valuation: Option<RoundValuation>,
+    /// Participant-level DP applied by the coordinator this round, if any.
+    pub server_dp: Option<ServerDpReport>,
+    pub reward_pool: u64,
+    /// Wall time spent closing the round (aggregation, evaluation, valuation), microseconds.
+    pub close_micros: u64,
+}
+
+/// A change a waiting participant may want to hear about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: Phase,
+    pub round: u64,
+    /// Rounds finished (completed or abandoned).
+    pub completed: u64,
+    /// True while the open round is being closed.
+    pub closing: bool,
+}
+
+/// The acknowledgement of an accepted update.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Receipt {
+    pub round: u64,
+    pub update_sha256: String,
+    pub accepted: u32,
+    pub quorum: u32,
+}
+
+/// The header fields of an update, as domain values.
+#[derive(Clone, Debug)]
+pub struct UpdateHeader {
+    pub round: u64,
+    pub examples: u64,
+    pub num_params: u64,
+    pub update_sha256: String,
+    pub signature: Vec<u8>,
+    pub privacy: Option<PrivacySpend>,
+}
