@@ -10,7 +10,7 @@ use fedledger_coordinator::{
     ConfigFile, RoundOutcome,
     config::{
         AggregationSection, DataSection, LimitsSection, ParticipantEntry, RoundsSection,
-        StandardisationMode, StrategyKind, TrainingSection,
+        ServerDpSection, StandardisationMode, StrategyKind, TrainingSection,
     },
 };
 use fedledger_ledger::note::NoteSigner;
@@ -77,6 +77,10 @@ pub struct Options {
     /// DP-SGD per-example clipping norm.
     #[arg(long, default_value_t = 1.0)]
     pub clip_norm: f64,
+    /// Also apply participant-level DP at the coordinator (DP-FedAvg with adaptive clipping)
+    /// with this noise multiplier; each round then reports the federation-level epsilon.
+    #[arg(long)]
+    pub server_dp: Option<f64>,
     /// Print the coordinator's and participants' logs.
     #[arg(long)]
     pub verbose: bool,
@@ -486,7 +490,15 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
         aggregation: AggregationSection {
             strategy: StrategyKind::Fedavg,
             max_update_norm: 0.0,
-            dp: None,
+            dp: args.server_dp.map(|noise_multiplier| ServerDpSection {
+                noise_multiplier,
+                clip_norm: 1.0,
+                adaptive: true,
+                target_quantile: 0.5,
+                clip_learning_rate: 0.2,
+                count_noise_std: 0.0,
+                delta: args.delta,
+            }),
         },
         limits: LimitsSection::default(),
         valuation: Default::default(),
@@ -592,6 +604,14 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
                 "estimator": o.valuation.as_ref().map(|v| v.estimator.clone()),
                 "evaluations": o.valuation.as_ref().map(|v| v.evaluations),
                 "seed": o.valuation.as_ref().map(|v| v.seed),
+                // Participant-level DP at the coordinator: the federation-level epsilon so far.
+                "server_dp": o.server_dp.as_ref().map(|d| json!({
+                    "epsilon": d.epsilon,
+                    "delta": d.delta,
+                    "noise_multiplier": d.noise_multiplier,
+                    "clip_norm": d.clip_norm,
+                    "clipped_updates": d.clipped_updates,
+                })),
             });
             let m = metrics_json(o.metrics.as_ref());
             if let (Some(obj), Some(mo)) = (r.as_object_mut(), m.as_object()) {
