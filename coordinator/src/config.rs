@@ -39,6 +39,7 @@
 //! [privacy]                             # the plan recorded in the genesis record
 //! epsilon_budget = 8.0
 //! delta = 1e-5
+//! accountants = ["rdp", "pld", "rdp-dp-accounting"]   # spends the federation records
 //!
 //! [ledger]
 //! witnesses = []                        # cosignature/v1 verifier keys of the witnesses
