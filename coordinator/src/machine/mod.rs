@@ -516,7 +516,10 @@ impl RoundMachine {
             accepted: self.updates.len() as u32 + 1,
             quorum: self.cfg.quorum,
         };
-        self.updates.push(meta);
+        // Arrival order is `seq` (given when the bytes were checked); commits may finish in
+        // another order, and aggregation sums in this one.
+        let at = self.updates.partition_point(|u| u.seq < meta.seq);
+        self.updates.insert(at, meta);
         receipt
     }
 

@@ -605,6 +605,21 @@ fn a_restarted_machine_resumes_the_round_in_flight() {
 }
 
 #[test]
+fn updates_keep_arrival_order_whatever_order_their_commits_finish_in() {
+    let (mut m, s) = open(false);
+    let t0 = m.begin_upload(&s[0], header(0, 1, &delta(0))).unwrap();
+    let t1 = m.begin_upload(&s[1], header(1, 1, &delta(1))).unwrap();
+    let first = m.finish_upload(T0, &t0, &received(&delta(0))).unwrap();
+    let second = m.finish_upload(T0, &t1, &received(&delta(1))).unwrap();
+    m.commit_update(second.clone());
+    m.commit_update(first.clone());
+    let Some(Job::Close(job)) = m.poll(T0 + 60_000) else {
+        panic!("deadline")
+    };
+    assert_eq!(job.updates, vec![first, second]);
+}
+
+#[test]
 fn an_upload_that_outlives_its_round_is_refused() {
     let (mut m, s) = open(false);
     let ticket: UploadTicket = m.begin_upload(&s[1], header(1, 1, &delta(1))).unwrap();
