@@ -13,10 +13,9 @@ use tonic::Code;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
-    client::spend_to_wire,
-    client::{Client, ClientError, Task},
-    source::{UpdateSource, Work},
-    store::{LocalStore, RoundRecord, SpendRecord},
+    client::{Client, ClientError, Task, spend_to_wire},
+    store::{LocalStore, RoundRecord, SpendRecord, StoreError},
+    work::{SourceError, UpdateSource, Work},
 };
 
 /// Failures that stop the agent.
@@ -25,12 +24,9 @@ pub enum AgentError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     #[error("producing the update for round {round}: {source}")]
-    Source {
-        round: u64,
-        source: crate::source::SourceError,
-    },
+    Source { round: u64, source: SourceError },
     #[error("coordinator unreachable for {secs} s: {last}")]
     Unreachable { secs: u64, last: String },
     #[error("training task failed: {0}")]
@@ -146,13 +142,7 @@ async fn answer(
     mut source: Box<dyn UpdateSource>,
     task: Task,
     spent: Vec<SpendRecord>,
-) -> Result<
-    (
-        Box<dyn UpdateSource>,
-        Result<Work, crate::source::SourceError>,
-    ),
-    AgentError,
-> {
+) -> Result<(Box<dyn UpdateSource>, Result<Work, SourceError>), AgentError> {
     // Training is CPU-bound: keep it off the async workers.
     tokio::task::spawn_blocking(move || {
         let w = source.work(&task, &spent);

@@ -11,7 +11,7 @@ use fedledger_privacy::{
 use fedledger_proto as pb;
 use rand::{SeedableRng, rngs::SysRng};
 
-use crate::{config::PrivacySection, source::SourceError, store::SpendRecord};
+use crate::{config::PrivacySection, store::SpendRecord, work::SourceError};
 
 /// The decision for one round.
 #[derive(Debug)]
