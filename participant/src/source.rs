@@ -106,7 +106,14 @@ impl UpdateSource for LocalTrainer {
             .header
             .hyper
             .ok_or_else(|| SourceError::Task("task has no hyper-parameters".into()))?;
-        let plan = dp::plan(&hyper, data.len(), spec.num_params(), &self.privacy, spent)?;
+        let plan = dp::plan(
+            &hyper,
+            &task.header.accountants,
+            data.len(),
+            spec.num_params(),
+            &self.privacy,
+            spent,
+        )?;
         if let Plan::Decline(reason) = plan {
             return Ok(Work::Decline(reason));
         }
