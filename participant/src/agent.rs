@@ -31,6 +31,17 @@ pub enum AgentError {
     Unreachable { secs: u64, last: String },
     #[error("training task failed: {0}")]
     Join(String),
+    /// A failpoint configured to `return` fired (tests simulating a crash at a named point).
+    /// Only with this crate's `failpoints` feature, on which the points themselves are gated
+    /// too (not on `fail`'s own feature, which another crate may turn on).
+    #[cfg(feature = "failpoints")]
+    #[error("failpoint {point} fired in round {round}: {detail}")]
+    Failpoint {
+        point: &'static str,
+        round: u64,
+        /// The argument of the configured `return(...)` action (empty without one).
+        detail: String,
+    },
 }
 
 /// How the agent runs.
@@ -193,8 +204,26 @@ async fn handle(
                     spend: s.clone(),
                 })?;
                 report.epsilon_spent = s.epsilon_total;
+                // A crash from here on must find the spend on disk.
+                #[cfg(feature = "failpoints")]
+                fail::fail_point!("participant::after_spend_flush", |detail| {
+                    Err(AgentError::Failpoint {
+                        point: "participant::after_spend_flush",
+                        round,
+                        detail: detail.unwrap_or_default(),
+                    })
+                });
             }
             let wire = spend.as_ref().map(spend_to_wire);
+            // The last point before the first byte of the update leaves.
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("participant::before_send", |detail| {
+                Err(AgentError::Failpoint {
+                    point: "participant::before_send",
+                    round,
+                    detail: detail.unwrap_or_default(),
+                })
+            });
             let receipt = match client.submit(round, examples, &delta, wire.clone()).await {
                 Err(e) if e.code() == Some(Code::Unauthenticated) => {
                     client.register().await?;
