@@ -28,6 +28,10 @@
 //!   noise, adaptive clipping, accounting);
 //! - [`error`]: the crate's error type [`PrivacyError`].
 //!
+//! Imports point one way: `error` at the bottom; `accounting` (beside `clip` and `noise`); `rdp`
+//! and `pld`, which never import each other (beside `spend`); `accountant`; then `budget` and
+//! `fedavg` (the `layers privacy/src` block of ARCHITECTURE.md, checked by a test).
+//!
 //! One DP-SGD step and its budget check, as the participant does it (production seeds the
 //! generator from the operating system, e.g. `ChaCha20Rng::try_from_rng(&mut rand::rngs::SysRng)`;
 //! this crate never does I/O itself):
