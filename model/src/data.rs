@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ModelError;
+use crate::error::ModelError;
 
 /// A labelled tabular data set held in memory, features as `f32` row-major.
 #[derive(Clone, Debug, PartialEq)]

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Dataset, ModelError, ModelSpec};
+use crate::{data::Dataset, error::ModelError, spec::ModelSpec};
 
 /// Quality of a model on a labelled data set.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]

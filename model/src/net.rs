@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{log_sigmoid, log_softmax, relu};
 use burn::tensor::module::linear;
 
-use crate::{Dataset, ModelError, ModelSpec};
+use crate::{data::Dataset, error::ModelError, spec::ModelSpec};
 
 /// One dense layer: `z = a W + b` with `W: [in, out]`, `b: [out]`.
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@ use rand_core::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::net::{Net, flatten};
-use crate::{Dataset, ModelError, ModelSpec};
+use crate::{data::Dataset, error::ModelError, spec::ModelSpec};
 
 /// Hyper-parameters of one local training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -13,10 +13,9 @@ use tonic::Code;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
-    client::spend_to_wire,
-    client::{Client, ClientError, Task},
-    source::{UpdateSource, Work},
-    store::{LocalStore, RoundRecord, SpendRecord},
+    client::{Client, ClientError, Task, spend_to_wire},
+    store::{LocalStore, RoundRecord, SpendRecord, StoreError},
+    work::{SourceError, UpdateSource, Work},
 };
 
 /// Failures that stop the agent.
@@ -25,16 +24,24 @@ pub enum AgentError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     #[error("producing the update for round {round}: {source}")]
-    Source {
-        round: u64,
-        source: crate::source::SourceError,
-    },
+    Source { round: u64, source: SourceError },
     #[error("coordinator unreachable for {secs} s: {last}")]
     Unreachable { secs: u64, last: String },
     #[error("training task failed: {0}")]
     Join(String),
+    /// A failpoint configured to `return` fired (tests simulating a crash at a named point).
+    /// Only with this crate's `failpoints` feature, on which the points themselves are gated
+    /// too (not on `fail`'s own feature, which another crate may turn on).
+    #[cfg(feature = "failpoints")]
+    #[error("failpoint {point} fired in round {round}: {detail}")]
+    Failpoint {
+        point: &'static str,
+        round: u64,
+        /// The argument of the configured `return(...)` action (empty without one).
+        detail: String,
+    },
 }
 
 /// How the agent runs.
@@ -146,13 +153,7 @@ async fn answer(
     mut source: Box<dyn UpdateSource>,
     task: Task,
     spent: Vec<SpendRecord>,
-) -> Result<
-    (
-        Box<dyn UpdateSource>,
-        Result<Work, crate::source::SourceError>,
-    ),
-    AgentError,
-> {
+) -> Result<(Box<dyn UpdateSource>, Result<Work, SourceError>), AgentError> {
     // Training is CPU-bound: keep it off the async workers.
     tokio::task::spawn_blocking(move || {
         let w = source.work(&task, &spent);
@@ -203,8 +204,26 @@ async fn handle(
                     spend: s.clone(),
                 })?;
                 report.epsilon_spent = s.epsilon_total;
+                // A crash from here on must find the spend on disk.
+                #[cfg(feature = "failpoints")]
+                fail::fail_point!("participant::after_spend_flush", |detail| {
+                    Err(AgentError::Failpoint {
+                        point: "participant::after_spend_flush",
+                        round,
+                        detail: detail.unwrap_or_default(),
+                    })
+                });
             }
             let wire = spend.as_ref().map(spend_to_wire);
+            // The last point before the first byte of the update leaves.
+            #[cfg(feature = "failpoints")]
+            fail::fail_point!("participant::before_send", |detail| {
+                Err(AgentError::Failpoint {
+                    point: "participant::before_send",
+                    round,
+                    detail: detail.unwrap_or_default(),
+                })
+            });
             let receipt = match client.submit(round, examples, &delta, wire.clone()).await {
                 Err(e) if e.code() == Some(Code::Unauthenticated) => {
                     client.register().await?;

@@ -50,9 +50,10 @@ pub struct PrivacySection {
     /// off only for data that is not personal.
     #[serde(default = "yes")]
     pub require_dp: bool,
-    /// The accountant of the budget gate: `rdp` (default) or `pld` (tighter, slower). Rounds are
-    /// declined if the local store holds spends accounted by another one, so that the ledger's
-    /// records of this participant name one accountant.
+    /// The accountant of the budget gate: `rdp` (default), `rdp-dp-accounting` or `pld`
+    /// (tighter, slower). Rounds are declined if the local store holds spends accounted by
+    /// another one, so that the ledger's records of this participant name one accountant, and
+    /// if the task lists the accountants the federation records and this one is not among them.
     #[serde(default)]
     pub accountant: AccountantKind,
 }

@@ -11,7 +11,7 @@ use fedledger_privacy::{
 use fedledger_proto as pb;
 use rand::{SeedableRng, rngs::SysRng};
 
-use crate::{config::PrivacySection, source::SourceError, store::SpendRecord};
+use crate::{config::PrivacySection, store::SpendRecord, work::SourceError};
 
 /// The decision for one round.
 #[derive(Debug)]
@@ -56,11 +56,17 @@ pub fn cumulative_epsilon(
 
 /// Decide whether (and how) to train this round within the budget.
 ///
+/// `federation_accountants` are the accountants the task says the federation records (empty:
+/// not stated, as older coordinators send it). A private round is declined, before anything is
+/// trained or spent, when they are stated and the configured accountant is not among them: the
+/// spend this participant would report could not be recorded as it was accounted.
+///
 /// The multiplier accounted for is the sampler's effective one: its standard deviation over the
 /// clipping norm plus the grid-rounding charge on `num_params` coordinates, rounded down, so the
 /// reported epsilon is never below the truth.
 pub fn plan(
     hyper: &pb::HyperParameters,
+    federation_accountants: &[String],
     n: usize,
     num_params: usize,
     privacy: &PrivacySection,
@@ -73,6 +79,9 @@ pub fn plan(
             ));
         }
         return Ok(Plan::NonPrivate);
+    }
+    if let Some(reason) = unrecorded_accountant(privacy.accountant, federation_accountants) {
+        return Ok(Plan::Decline(reason));
     }
     if n == 0 {
         return Ok(Plan::Decline("no local training data".into()));
@@ -114,6 +123,18 @@ pub fn plan(
             accountant,
         },
     })
+}
+
+/// Why a round must be declined when the federation states the accountants it records and
+/// `mine` is not among them; `None` when it is, or when the list is empty (not stated).
+fn unrecorded_accountant(mine: AccountantKind, federation: &[String]) -> Option<String> {
+    if federation.is_empty() || federation.iter().any(|name| name == mine.name()) {
+        return None;
+    }
+    Some(format!(
+        "this participant accounts privacy with {mine}; the federation records only {}",
+        federation.join(", ")
+    ))
 }
 
 /// DP-SGD noise from the privacy crate's exact sampler, drawn one step ahead on a worker thread.
@@ -336,8 +357,10 @@ mod tests {
 
     #[test]
     fn the_configured_accountant_gates_and_is_recorded() {
-        let pld = spend_of(plan(&hyper(), 1000, 10, &privacy(AccountantKind::Pld), &[]).unwrap());
-        let rdp = spend_of(plan(&hyper(), 1000, 10, &privacy(AccountantKind::Rdp), &[]).unwrap());
+        let pld =
+            spend_of(plan(&hyper(), &[], 1000, 10, &privacy(AccountantKind::Pld), &[]).unwrap());
+        let rdp =
+            spend_of(plan(&hyper(), &[], 1000, 10, &privacy(AccountantKind::Rdp), &[]).unwrap());
         assert_eq!(pld.accountant, AccountantKind::Pld);
         assert_eq!(rdp.accountant, AccountantKind::Rdp);
         let run = (pld.noise_multiplier, pld.sampling_rate, pld.steps);
@@ -363,6 +386,7 @@ mod tests {
         };
         let p = plan(
             &hyper(),
+            &[],
             1000,
             10,
             &privacy(AccountantKind::Pld),
@@ -373,6 +397,51 @@ mod tests {
             matches!(&p, Plan::Decline(reason) if reason.contains("cannot change")),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn the_federation_must_record_the_configured_accountant() {
+        let listed =
+            |names: &[&str]| -> Vec<String> { names.iter().map(|n| (*n).into()).collect() };
+        let mine = privacy(AccountantKind::RdpDpAccounting);
+        // Listed (among others): the round is priced as usual.
+        let ok = plan(
+            &hyper(),
+            &listed(&["rdp", "rdp-dp-accounting"]),
+            1000,
+            10,
+            &mine,
+            &[],
+        );
+        assert_eq!(
+            spend_of(ok.unwrap()).accountant,
+            AccountantKind::RdpDpAccounting
+        );
+        // Not stated (an older coordinator): accepted.
+        let unstated = plan(&hyper(), &[], 1000, 10, &mine, &[]);
+        assert_eq!(
+            spend_of(unstated.unwrap()).accountant,
+            AccountantKind::RdpDpAccounting
+        );
+        // Not listed: declined with both sides named, before any spend is computed.
+        let p = plan(&hyper(), &listed(&["rdp", "pld"]), 1000, 10, &mine, &[]).unwrap();
+        match p {
+            Plan::Decline(reason) => assert_eq!(
+                reason,
+                "this participant accounts privacy with rdp-dp-accounting; the federation \
+                 records only rdp, pld"
+            ),
+            other => panic!("expected a decline, got {other:?}"),
+        }
+        // A round without noise accounts nothing, so the list does not matter for it.
+        let mut no_noise = hyper();
+        no_noise.noise_multiplier = 0.0;
+        let relaxed = PrivacySection {
+            require_dp: false,
+            ..mine
+        };
+        let p = plan(&no_noise, &listed(&["pld"]), 1000, 10, &relaxed, &[]).unwrap();
+        assert!(matches!(p, Plan::NonPrivate), "{p:?}");
     }
 
     #[test]

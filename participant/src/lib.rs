@@ -2,14 +2,17 @@
 //! coordinator, trains locally (with DP-SGD), keeps a hard local privacy budget, and signs every
 //! update it sends. It never sends data, and never accepts inbound connections.
 //!
-//! Reading order:
+//! Reading order (bottom up: a module imports only from modules above it in this list):
 //! - [`config`] - `participant.toml`.
 //! - [`keys`] - the Ed25519 identity file.
-//! - [`client`] - the wire protocol, participant side.
-//! - [`source`] - where updates come from; `LocalTrainer` trains on the private CSV.
-//! - [`dp`] - the privacy gate: cost of a round, budget check, DP-SGD with secure noise.
 //! - [`store`] - local sled store of spends and answered rounds (flushed before sending).
-//! - [`agent`] - the loop tying them together.
+//! - [`client`] - the wire protocol, participant side.
+//! - [`work`] - what a source of updates is asked and answers: [`UpdateSource`], [`Work`],
+//!   [`SourceError`].
+//! - [`dp`] - the privacy gate: the federation's accountants, cost of a round, budget check;
+//!   DP-SGD with secure noise.
+//! - [`source`] - the real source: [`LocalTrainer`] trains on the private CSV.
+//! - [`agent`] - the loop tying them together: answer, persist the spend, sign and send.
 
 pub mod agent;
 pub mod client;
@@ -18,12 +21,14 @@ pub mod dp;
 pub mod keys;
 pub mod source;
 pub mod store;
+pub mod work;
 
 use std::{sync::Arc, time::Duration};
 
 pub use agent::{AgentError, AgentOptions, AgentReport, run_agent};
 pub use config::ParticipantConfig;
-pub use source::{LocalTrainer, UpdateSource, Work};
+pub use source::LocalTrainer;
+pub use work::{SourceError, UpdateSource, Work};
 
 /// Failures of [`run`] before the agent loop starts.
 #[derive(Debug, thiserror::Error)]

@@ -1,48 +1,18 @@
-//! Where an update comes from. The agent loop (registration, budget persistence, signing,
-//! sending) is the same for everyone; what produces the update is an [`UpdateSource`]. The real
-//! one, [`LocalTrainer`], trains on the hospital's private CSV.
+//! The real source of updates: [`LocalTrainer`] trains on the hospital's private CSV, after the
+//! privacy gate ([`crate::dp`]) has priced the round. The agent loop (registration, budget
+//! persistence, signing, sending) is the same for every [`UpdateSource`].
 
 use std::path::PathBuf;
 
 use fedledger_model::{Dataset, ModelKind, ModelSpec, Standardiser, TrainConfig};
-use fedledger_privacy::PrivacySpend;
 
-use crate::{client::Task, store::SpendRecord};
-
-/// Failures while producing an update.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("data: {0}")]
-    Data(#[from] fedledger_model::ModelError),
-    #[error("task: {0}")]
-    Task(String),
-    #[error("privacy: {0}")]
-    Privacy(String),
-    #[error("{0}")]
-    Other(String),
-}
-
-/// What to do with an open round.
-#[derive(Debug)]
-pub enum Work {
-    /// Send this delta, claiming `examples`, after persisting `spend`.
-    Update {
-        delta: Vec<f32>,
-        examples: u64,
-        spend: Option<PrivacySpend>,
-    },
-    /// Decline the round with this one-line reason.
-    Decline(String),
-}
-
-/// Produces a participant's answer to an open round.
-pub trait UpdateSource: Send {
-    /// `spent` is every spend recorded so far on this machine.
-    fn work(&mut self, task: &Task, spent: &[SpendRecord]) -> Result<Work, SourceError>;
-
-    /// Called after the coordinator acknowledged this source's update for `round`.
-    fn submitted(&mut self, _round: u64) {}
-}
+pub use crate::work::{SourceError, UpdateSource, Work};
+use crate::{
+    client::Task,
+    config::PrivacySection,
+    dp::{self, Plan},
+    store::SpendRecord,
+};
 
 /// Convert the wire model description into the model crate's.
 pub fn model_spec(task: &Task) -> Result<ModelSpec, SourceError> {
@@ -78,14 +48,14 @@ pub struct LocalTrainer {
     data_path: PathBuf,
     label_override: Option<String>,
     data: Option<Dataset>,
-    privacy: crate::config::PrivacySection,
+    privacy: PrivacySection,
 }
 
 impl LocalTrainer {
     pub fn new(
         data_path: PathBuf,
         label_override: Option<String>,
-        privacy: crate::config::PrivacySection,
+        privacy: PrivacySection,
     ) -> Self {
         Self {
             data_path,
@@ -136,8 +106,15 @@ impl UpdateSource for LocalTrainer {
             .header
             .hyper
             .ok_or_else(|| SourceError::Task("task has no hyper-parameters".into()))?;
-        let plan = crate::dp::plan(&hyper, data.len(), spec.num_params(), &self.privacy, spent)?;
-        if let crate::dp::Plan::Decline(reason) = plan {
+        let plan = dp::plan(
+            &hyper,
+            &task.header.accountants,
+            data.len(),
+            spec.num_params(),
+            &self.privacy,
+            spent,
+        )?;
+        if let Plan::Decline(reason) = plan {
             return Ok(Work::Decline(reason));
         }
         let cfg = TrainConfig {
@@ -146,11 +123,11 @@ impl UpdateSource for LocalTrainer {
             learning_rate: hyper.learning_rate,
             seed: task.header.round,
             dp: match &plan {
-                crate::dp::Plan::Private { dp, .. } => Some(*dp),
+                Plan::Private { dp, .. } => Some(*dp),
                 _ => None,
             },
         };
-        let outcome = crate::dp::train(&spec, &task.params, &data, &cfg)?;
+        let outcome = dp::train(&spec, &task.params, &data, &cfg)?;
         let delta: Vec<f32> = outcome
             .params
             .iter()
@@ -158,7 +135,7 @@ impl UpdateSource for LocalTrainer {
             .map(|(n, g)| n - g)
             .collect();
         let spend = match plan {
-            crate::dp::Plan::Private { spend, .. } => Some(spend),
+            Plan::Private { spend, .. } => Some(spend),
             _ => None,
         };
         Ok(Work::Update {

@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::PrivacyError;
 use crate::accountant::{AccountantKind, PoissonGaussian, epsilon_of_history};
+use crate::error::PrivacyError;
 
 /// A participant's budget: the cumulative epsilon may never exceed `epsilon_limit` at `delta`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

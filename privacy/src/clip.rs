@@ -6,7 +6,7 @@
 //! rounding of an `f64` norm over up to about a billion coordinates) and then verifies, shrinking
 //! again in the (never observed) case that the recomputed norm still exceeds `bound`.
 
-use crate::PrivacyError;
+use crate::error::PrivacyError;
 
 /// Relative margin by which clipping undershoots the bound.
 pub const CLIP_MARGIN: f64 = 1.0 / (1u64 << 20) as f64;

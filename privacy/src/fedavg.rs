@@ -21,7 +21,8 @@ use rand_core::CryptoRng;
 use serde::{Deserialize, Serialize};
 
 use crate::accountant::{AccountantKind, EpsilonReport, epsilon_for};
-use crate::{PrivacyError, SecureGaussian};
+use crate::error::PrivacyError;
+use crate::noise::SecureGaussian;
 
 /// Adds exact Gaussian noise of standard deviation `noise_multiplier * clip_norm` to the sum of
 /// clipped updates, in place. Returns the noise multiplier to account for, i.e. the effective one

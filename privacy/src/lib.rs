@@ -7,12 +7,18 @@
 //! In reading order:
 //! - [`noise`]: exact discrete Gaussian noise on a `2^k` grid, safe on real floating point
 //!   ([`SecureGaussian`]), with its soundness argument;
-//! - [`accountant`]: Renyi-DP accounting of the Poisson-subsampled Gaussian mechanism (exact
-//!   fractional orders by default, or dp_accounting 0.6's figures), the `(epsilon, delta)`
-//!   conversion and the inverse planner, for either accountant;
+//! - [`accounting`]: what both accountants speak: the mechanism ([`PoissonGaussian`]), the
+//!   guarantee ([`EpsilonReport`]), which accountant ([`AccountantKind`]) and the [`Accountant`]
+//!   trait (compose runs, ask for epsilon);
+//! - [`rdp`]: Renyi-DP accounting of the Poisson-subsampled Gaussian mechanism (exact
+//!   fractional orders by default, or dp_accounting 0.6's figures) and the `(epsilon, delta)`
+//!   conversion ([`RdpAccountant`]);
 //! - [`pld`]: the tighter privacy-loss-distribution accountant of the same mechanism
 //!   (pessimistic discretisation, FFT composition, add and remove directions), with its
-//!   soundness argument;
+//!   soundness argument ([`PldAccountant`]);
+//! - [`accountant`]: either accountant by its kind ([`accountant_for`]), the epsilon of a run or
+//!   a history ([`epsilon_for`], [`accountant::epsilon_of_history`]) and the inverse planner
+//!   ([`noise_multiplier_for`]);
 //! - [`clip`]: L2 clipping whose result is really inside the ball;
 //! - [`budget`]: hard budgets and the cost of the next round as the increase of the cumulative
 //!   epsilon;
@@ -21,6 +27,10 @@
 //! - [`fedavg`]: participant-level DP pieces for the coordinator's DP-FedAvg wrapper (aggregate
 //!   noise, adaptive clipping, accounting);
 //! - [`error`]: the crate's error type [`PrivacyError`].
+//!
+//! Imports point one way: `error` at the bottom; `accounting` (beside `clip` and `noise`); `rdp`
+//! and `pld`, which never import each other (beside `spend`); `accountant`; then `budget` and
+//! `fedavg` (the `layers privacy/src` block of ARCHITECTURE.md, checked by a test).
 //!
 //! One DP-SGD step and its budget check, as the participant does it (production seeds the
 //! generator from the operating system, e.g. `ChaCha20Rng::try_from_rng(&mut rand::rngs::SysRng)`;
@@ -50,22 +60,23 @@
 //! ```
 
 pub mod accountant;
+pub mod accounting;
 pub mod budget;
 pub mod clip;
 pub mod error;
 pub mod fedavg;
 pub mod noise;
 pub mod pld;
+pub mod rdp;
 pub mod spend;
 
-pub use accountant::{
-    AccountantKind, EpsilonReport, PoissonGaussian, RdpAccountant, epsilon_for,
-    noise_multiplier_for,
-};
+pub use accountant::{accountant_for, epsilon_for, noise_multiplier_for};
+pub use accounting::{Accountant, AccountantKind, EpsilonReport, PoissonGaussian};
 pub use budget::{Budget, RoundCost};
 pub use clip::{clip_factor, clip_l2, l2_norm};
 pub use error::PrivacyError;
 pub use fedavg::{AdaptiveClip, AdaptiveClipStep, add_aggregate_noise, dp_fedavg_epsilon};
 pub use noise::{LatticeNoise, SecureGaussian};
 pub use pld::PldAccountant;
+pub use rdp::RdpAccountant;
 pub use spend::PrivacySpend;

@@ -75,8 +75,10 @@ use std::f64::consts::{LN_2, SQRT_2};
 
 use rustfft::{FftPlanner, num_complex::Complex};
 
-use crate::PrivacyError;
-use crate::accountant::{AccountantKind, EpsilonReport, PoissonGaussian, log_erfc};
+use crate::accounting::{
+    Accountant, AccountantKind, EpsilonReport, PoissonGaussian, check_delta, log_erfc,
+};
+use crate::error::PrivacyError;
 
 /// Default discretisation interval of the privacy loss (`dp_accounting`'s default for DP-SGD).
 pub const DEFAULT_INTERVAL: f64 = 1e-4;
@@ -92,7 +94,7 @@ const TAIL_SHARE: f64 = 1e-6;
 /// PLD accountant: the runs composed so far, evaluated when an epsilon is asked for.
 ///
 /// ```
-/// use fedledger_privacy::{PldAccountant, PoissonGaussian};
+/// use fedledger_privacy::{Accountant, PldAccountant, PoissonGaussian};
 ///
 /// let mut acc = PldAccountant::new();
 /// acc.compose(&PoissonGaussian { noise_multiplier: 1.1, sampling_rate: 0.01, steps: 100 })?;
@@ -135,48 +137,6 @@ impl PldAccountant {
         Ok(Self {
             interval,
             runs: Vec::new(),
-        })
-    }
-
-    /// Composes `steps` steps of the Poisson-subsampled Gaussian mechanism.
-    pub fn compose_poisson_gaussian(
-        &mut self,
-        noise_multiplier: f64,
-        sampling_rate: f64,
-        steps: u64,
-    ) -> Result<(), PrivacyError> {
-        self.compose(&PoissonGaussian {
-            noise_multiplier,
-            sampling_rate,
-            steps,
-        })
-    }
-
-    /// Composes one recorded run (runs may differ in every parameter).
-    pub fn compose(&mut self, run: &PoissonGaussian) -> Result<(), PrivacyError> {
-        run.validate()?;
-        if run.steps > 0 && run.sampling_rate > 0.0 {
-            self.runs.push(*run);
-        }
-        Ok(())
-    }
-
-    /// The `(epsilon, delta)` guarantee of everything composed so far, for `0 < delta < 1`;
-    /// `order` is `None`.
-    pub fn epsilon(&self, delta: f64) -> Result<EpsilonReport, PrivacyError> {
-        if !(delta > 0.0 && delta < 1.0) {
-            return Err(PrivacyError::InvalidParameter {
-                name: "delta",
-                value: delta,
-                reason: "must lie in (0, 1)",
-            });
-        }
-        let epsilon = self.epsilon_value(delta)?;
-        Ok(EpsilonReport {
-            epsilon,
-            delta,
-            order: None,
-            accountant: AccountantKind::Pld,
         })
     }
 
@@ -251,6 +211,32 @@ impl PldAccountant {
                 Some(len) => h *= 1.25 * len as f64 / MAX_BUCKETS as f64,
             }
         }
+    }
+}
+
+impl Accountant for PldAccountant {
+    fn kind(&self) -> AccountantKind {
+        AccountantKind::Pld
+    }
+
+    fn compose(&mut self, run: &PoissonGaussian) -> Result<(), PrivacyError> {
+        run.validate()?;
+        if run.steps > 0 && run.sampling_rate > 0.0 {
+            self.runs.push(*run);
+        }
+        Ok(())
+    }
+
+    /// `order` is `None`.
+    fn epsilon(&self, delta: f64) -> Result<EpsilonReport, PrivacyError> {
+        check_delta(delta)?;
+        let epsilon = self.epsilon_value(delta)?;
+        Ok(EpsilonReport {
+            epsilon,
+            delta,
+            order: None,
+            accountant: AccountantKind::Pld,
+        })
     }
 }
 
@@ -784,9 +770,9 @@ mod tests {
         // three steps sample the record with probability 1/8 > delta, each a loss of about
         // 1 / (2 sigma^2) = 5000.
         let e = eps(0.01, 0.5, 3, 1e-5);
-        let rdp = crate::accountant::epsilon_for(AccountantKind::Rdp, 0.01, 0.5, 3, 1e-5)
-            .unwrap()
-            .epsilon;
+        let mut rdp = crate::rdp::RdpAccountant::new();
+        rdp.compose_poisson_gaussian(0.01, 0.5, 3).unwrap();
+        let rdp = rdp.epsilon(1e-5).unwrap().epsilon;
         assert!(e > 14_000.0 && e <= rdp * 1.01, "pld {e}, rdp {rdp}");
     }
 

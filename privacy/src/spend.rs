@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AccountantKind, PoissonGaussian, PrivacyError};
+use crate::accounting::{AccountantKind, PoissonGaussian};
+use crate::error::PrivacyError;
 
 /// The cost of one update: the DP-SGD run that produced it and the cumulative epsilon after it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,10 +93,13 @@ mod tests {
         }
     }
 
+    /// A change that breaks one field, and that field's name.
+    type Breakage = (fn(&mut PrivacySpend), &'static str);
+
     #[test]
     fn validate_names_the_field() {
         assert!(spend().validate().is_ok());
-        let cases: [(fn(&mut PrivacySpend), &str); 6] = [
+        let cases: [Breakage; 6] = [
             (|s| s.epsilon_total = f64::NAN, "epsilon_total"),
             (|s| s.epsilon_round = 3.0, "epsilon_round"),
             (|s| s.delta = 1.0, "delta"),

@@ -94,7 +94,7 @@ use chacha20::ChaCha20Rng;
 use rand_core::{CryptoRng, Rng, SeedableRng};
 use rayon::prelude::*;
 
-use crate::PrivacyError;
+use crate::error::PrivacyError;
 
 mod binned;
 mod cks;
