@@ -70,3 +70,67 @@ async fn a_hospital_that_requires_dp_declines_a_non_private_task() {
     );
     assert_eq!(reports[1].rounds_declined.len(), 1);
 }
+
+/// A hospital whose accountant the federation does not record learns it from the task and
+/// declines before spending anything; where the federation records it, its updates are accepted
+/// and recorded under its own accountant; the genesis entry names the accountants recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_federations_accountants_are_checked_before_any_spend() {
+    use fedledger_privacy::AccountantKind;
+
+    // Recorded: rdp and pld only. h1 accounts with rdp-dp-accounting.
+    let mut fed = federation(2, 1, Some((8.0, 1.0)));
+    fed.coordinator.privacy.accountants = vec![AccountantKind::Rdp, AccountantKind::Pld];
+    fed.coordinator.rounds.quorum = 1;
+    fed.participants[1].privacy.accountant = AccountantKind::RdpDpAccounting;
+    let (running, cfgs) = serve(&fed).await;
+    let genesis = running.coordinator.ledger().entry(0).unwrap();
+    let genesis = String::from_utf8(genesis).unwrap();
+    assert!(genesis.contains("\"accountant\":\"rdp,pld\""), "{genesis}");
+    let agents: Vec<_> = cfgs
+        .iter()
+        .cloned()
+        .map(|p| tokio::spawn(fedledger_participant::run(p, false)))
+        .collect();
+    let mut reports = Vec::new();
+    for a in agents {
+        reports.push(a.await.unwrap().unwrap());
+    }
+    let o = running.coordinator.outcome(1).unwrap();
+    running.shutdown().await.unwrap();
+    assert_eq!(o.declined.len(), 1, "{:?}", o.declined);
+    assert_eq!(o.declined[0].name, "h1");
+    let reason = &o.declined[0].reason;
+    assert!(
+        reason.contains("rdp-dp-accounting") && reason.contains("rdp, pld"),
+        "{reason}"
+    );
+    assert_eq!(reports[1].epsilon_spent, 0.0);
+    let store = fedledger_participant::store::LocalStore::open(&cfgs[1].state_dir).unwrap();
+    assert!(store.spends().unwrap().is_empty(), "no spend before the decline");
+    drop(store);
+
+    // The default federation records all three: the same hospital takes part, and its
+    // contribution names its accountant.
+    let mut fed = federation(2, 1, Some((8.0, 1.0)));
+    fed.participants[1].privacy.accountant = AccountantKind::RdpDpAccounting;
+    let (running, cfgs) = serve(&fed).await;
+    let agents: Vec<_> = cfgs
+        .iter()
+        .cloned()
+        .map(|p| tokio::spawn(fedledger_participant::run(p, false)))
+        .collect();
+    for a in agents {
+        let r = a.await.unwrap().unwrap();
+        assert_eq!(r.rounds_sent, vec![1], "{}", r.name);
+    }
+    let o = running.coordinator.outcome(1).unwrap();
+    let record = String::from_utf8(running.coordinator.ledger().entry(1).unwrap()).unwrap();
+    running.shutdown().await.unwrap();
+    let h1 = o.contributions.iter().find(|c| c.name == "h1").unwrap();
+    assert_eq!(
+        h1.privacy.as_ref().unwrap().accountant,
+        AccountantKind::RdpDpAccounting
+    );
+    assert!(record.contains("\"accountant\":\"rdp-dp-accounting\""), "{record}");
+}
