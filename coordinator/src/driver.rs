@@ -35,11 +35,9 @@ pub async fn drive_rounds(engine: Arc<Engine>, shutdown: impl std::future::Futur
             let _ = (&mut shutdown).await;
             return;
         }
-        let wait = engine
-            .next_wake()
-            .map_or(Duration::from_secs(1), |ms| {
-                Duration::from_millis(ms.clamp(1, 1000))
-            });
+        let wait = engine.next_wake().map_or(Duration::from_secs(1), |ms| {
+            Duration::from_millis(ms.clamp(1, 1000))
+        });
         tokio::select! {
             _ = &mut shutdown => { debug!("round driver stopping"); return; }
             _ = engine.woken() => {}

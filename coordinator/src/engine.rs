@@ -31,7 +31,7 @@ use crate::{
     },
     store::Store,
     transfer::Assembler,
-    types::{Phase, PersistedState, Progress, Receipt, RoundOutcome, UpdateHeader},
+    types::{PersistedState, Phase, Progress, Receipt, RoundOutcome, UpdateHeader},
     value::Valuer,
 };
 
@@ -224,7 +224,10 @@ impl Engine {
 
     /// The current global parameters.
     pub fn global(&self) -> Arc<Vec<f32>> {
-        self.global.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.global
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Resolves when something may be due (everyone answered; a job may be ready).
@@ -327,7 +330,9 @@ impl Engine {
     /// The anchored record of `round`, when it is in the log.
     pub fn ledger_record(&self, round: u64) -> Option<Vec<u8>> {
         let log = self.anchor.log();
-        (round < log.size()).then(|| log.entry(round).ok()).flatten()
+        (round < log.size())
+            .then(|| log.entry(round).ok())
+            .flatten()
     }
 
     /// Carry out the phase change that is due now, if any: open the first round, or close the

@@ -27,7 +27,9 @@ pub enum CoordinatorError {
     NoOpenRound { state: &'static str },
     #[error("{name} already submitted an update or declined in round {round}")]
     AlreadySubmitted { name: String, round: u64 },
-    #[error("{name} already has an update or decline for round {round} in flight; wait for its answer")]
+    #[error(
+        "{name} already has an update or decline for round {round} in flight; wait for its answer"
+    )]
     InFlight { name: String, round: u64 },
     #[error("update has {got} parameters but the model has {expected}")]
     DimensionMismatch { got: u64, expected: u64 },

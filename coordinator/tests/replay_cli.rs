@@ -65,7 +65,10 @@ async fn replay_reads_a_copy_of_the_state_and_changes_nothing() {
     let s0 = register(&mut c, &k0).await;
     let s1 = register(&mut c, &k1).await;
     task(&mut c, &s0).await;
-    for (k, s, d) in [(&k0, &s0, [0.1f32, 0.2, 0.3, 0.4]), (&k1, &s1, [0.3, 0.1, 0.0, 0.2])] {
+    for (k, s, d) in [
+        (&k0, &s0, [0.1f32, 0.2, 0.3, 0.4]),
+        (&k1, &s1, [0.3, 0.1, 0.0, 0.2]),
+    ] {
         submit(&mut c, update_messages(&fed, k, s, 1, 5, &d))
             .await
             .unwrap();
@@ -83,7 +86,12 @@ async fn replay_reads_a_copy_of_the_state_and_changes_nothing() {
     let keys: String = [&k0, &k1]
         .iter()
         .enumerate()
-        .map(|(i, k)| format!("[[participant]]\nname = \"h{i}\"\npublic_key = \"{}\"\n", pubhex(k)))
+        .map(|(i, k)| {
+            format!(
+                "[[participant]]\nname = \"h{i}\"\npublic_key = \"{}\"\n",
+                pubhex(k)
+            )
+        })
         .collect();
     let config_path = copy_dir.path().join("coordinator.toml");
     std::fs::write(

@@ -107,7 +107,10 @@ async fn the_federations_accountants_are_checked_before_any_spend() {
     );
     assert_eq!(reports[1].epsilon_spent, 0.0);
     let store = fedledger_participant::store::LocalStore::open(&cfgs[1].state_dir).unwrap();
-    assert!(store.spends().unwrap().is_empty(), "no spend before the decline");
+    assert!(
+        store.spends().unwrap().is_empty(),
+        "no spend before the decline"
+    );
     drop(store);
 
     // The default federation records all three: the same hospital takes part, and its
@@ -132,5 +135,8 @@ async fn the_federations_accountants_are_checked_before_any_spend() {
         h1.privacy.as_ref().unwrap().accountant,
         AccountantKind::RdpDpAccounting
     );
-    assert!(record.contains("\"accountant\":\"rdp-dp-accounting\""), "{record}");
+    assert!(
+        record.contains("\"accountant\":\"rdp-dp-accounting\""),
+        "{record}"
+    );
 }

@@ -9,7 +9,16 @@ use std::process::Command;
 fn who_enables_fail(packages: &[&str], edges: &str) -> String {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args(["tree", "--offline", "--color", "never", "-e", edges, "-i", "fail"]);
+        .args([
+            "tree",
+            "--offline",
+            "--color",
+            "never",
+            "-e",
+            edges,
+            "-i",
+            "fail",
+        ]);
     for p in packages {
         cmd.args(["-p", p]);
     }
@@ -33,7 +42,10 @@ fn release_binaries_and_the_example_carry_no_failpoints() {
         ],
         "normal,build,features",
     );
-    assert!(bins.contains("fail v0.5"), "the points are compiled in: {bins}");
+    assert!(
+        bins.contains("fail v0.5"),
+        "the points are compiled in: {bins}"
+    );
     assert!(!bins.contains("feature \"failpoints\""), "{bins}");
     // The example is built with the examples package's dev-dependencies too.
     let example = who_enables_fail(&["fedledger-examples"], "features");

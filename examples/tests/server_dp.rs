@@ -25,11 +25,15 @@ async fn dp_fedavg_reports_its_federation_level_epsilon_every_round() {
     let mut last = 0.0;
     for o in &run.outcomes {
         assert_eq!(o.aggregator, "dp-fedavg");
-        let d = o.server_dp.as_ref().expect("a DP-FedAvg report every round");
+        let d = o
+            .server_dp
+            .as_ref()
+            .expect("a DP-FedAvg report every round");
         assert_eq!(d.delta, 1e-6, "the configured delta is the one reported");
         assert!(d.noise_multiplier > 1.99 && d.noise_multiplier <= 2.0);
         multipliers.push(d.noise_multiplier);
-        let want = fedledger_coordinator::aggregate::federation_epsilon(&multipliers, 1e-6).unwrap();
+        let want =
+            fedledger_coordinator::aggregate::federation_epsilon(&multipliers, 1e-6).unwrap();
         assert_eq!(d.epsilon, want, "round {}", o.round);
         assert!(d.epsilon > last, "epsilon grows with the rounds");
         last = d.epsilon;

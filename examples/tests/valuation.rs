@@ -85,8 +85,7 @@ async fn eight_hospitals_are_valued_fairly() {
         };
         let against = fedledger_coordinator::replay::Figures::from_record(&rec);
         let report =
-            fedledger_coordinator::replay::replay_against(&run.config, store, o, &against)
-                .unwrap();
+            fedledger_coordinator::replay::replay_against(&run.config, store, o, &against).unwrap();
         assert!(
             report.ok(),
             "round {} vs ledger: {:?}",

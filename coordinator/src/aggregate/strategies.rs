@@ -155,7 +155,10 @@ mod tests {
         let g = vec![1.0f32; 3];
         let a = [1.0f32, 0.0, -2.0];
         let b = [4.0f32, 2.0, 1.0];
-        let out = FedAvg.aggregate(&g, &[upd(1, &a), upd(3, &b)]).unwrap().params;
+        let out = FedAvg
+            .aggregate(&g, &[upd(1, &a), upd(3, &b)])
+            .unwrap()
+            .params;
         let expect = [1.0 + 0.25 + 3.0, 1.0 + 1.5, 1.0 - 0.5 + 0.75];
         for (o, e) in out.iter().zip(expect) {
             assert!((o - e).abs() < 1e-6, "{o} vs {e}");

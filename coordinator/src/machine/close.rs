@@ -12,7 +12,7 @@ use crate::{
     config::FederationConfig,
     error::CoordinatorError,
     types::{
-        ContributionOutcome, DeclinedOutcome, Phase, PersistedState, RoundOutcome, RoundStatus,
+        ContributionOutcome, DeclinedOutcome, PersistedState, Phase, RoundOutcome, RoundStatus,
         UpdateMeta, WeightedUpdate,
     },
     value::Valuer,

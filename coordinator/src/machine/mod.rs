@@ -34,7 +34,7 @@ use crate::{
     config::{Enrolled, FederationConfig, decode_public_key},
     error::CoordinatorError,
     types::{
-        DeclineMeta, Phase, PersistedState, PrivacySpend, Progress, Receipt, UpdateHeader,
+        DeclineMeta, PersistedState, Phase, PrivacySpend, Progress, Receipt, UpdateHeader,
         UpdateMeta,
     },
 };
@@ -491,7 +491,8 @@ impl RoundMachine {
         if let Err(e) = self.check_open_round("update", ticket.participant, ticket.round) {
             return refused(self, e);
         }
-        self.in_flight.insert(ticket.participant, Flight::Committing);
+        self.in_flight
+            .insert(ticket.participant, Flight::Committing);
         let seq = self.next_seq;
         self.next_seq += 1;
         Ok(UpdateMeta {

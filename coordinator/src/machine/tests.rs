@@ -20,7 +20,7 @@ use crate::{
         RoundsSection, StandardisationMode, StrategyKind,
     },
     error::CoordinatorError,
-    types::{Phase, PersistedState, PrivacySpend, RoundStatus, UpdateHeader, UpdateMeta},
+    types::{PersistedState, Phase, PrivacySpend, RoundStatus, UpdateHeader, UpdateMeta},
     value::Valuer,
 };
 
@@ -137,7 +137,9 @@ fn open(all: bool) -> (RoundMachine, Vec<[u8; 32]>) {
 }
 
 fn delta(i: u8) -> Vec<f32> {
-    (0..PARAMS).map(|j| (i as f32 + 1.0) * 0.01 * j as f32).collect()
+    (0..PARAMS)
+        .map(|j| (i as f32 + 1.0) * 0.01 * j as f32)
+        .collect()
 }
 
 fn header(i: u8, round: u64, d: &[f32]) -> UpdateHeader {
@@ -187,7 +189,14 @@ fn decline(
 }
 
 /// What a refusal must leave unchanged.
-fn snapshot(m: &RoundMachine) -> (PersistedState, Vec<UpdateMeta>, usize, crate::types::Progress) {
+fn snapshot(
+    m: &RoundMachine,
+) -> (
+    PersistedState,
+    Vec<UpdateMeta>,
+    usize,
+    crate::types::Progress,
+) {
     (
         m.state().clone(),
         m.updates().to_vec(),
@@ -223,7 +232,12 @@ fn registration_refusals_name_what_is_wrong_and_change_nothing() {
     ));
     // The challenge of another key.
     assert!(matches!(
-        m.register(T0, &hex_of(&key(1)), &c.challenge, &sig(&key(1), &c.challenge)),
+        m.register(
+            T0,
+            &hex_of(&key(1)),
+            &c.challenge,
+            &sig(&key(1), &c.challenge)
+        ),
         Err(CoordinatorError::BadChallenge)
     ));
     // Not 32 bytes; unknown.
@@ -304,8 +318,14 @@ fn every_update_refusal_names_the_request_and_changes_nothing() {
     ));
     let e = refuse(&mut m, &s[0], header(0, 2, &d));
     assert!(
-        matches!(e, CoordinatorError::WrongRound { got: 2, open: 1, .. })
-            && e.to_string().starts_with("update is for round 2"),
+        matches!(
+            e,
+            CoordinatorError::WrongRound {
+                got: 2,
+                open: 1,
+                ..
+            }
+        ) && e.to_string().starts_with("update is for round 2"),
         "{e}"
     );
     let mut h = header(0, 1, &d);
@@ -439,7 +459,8 @@ fn decline_refusals_name_the_decline() {
     }
     let e = decline(&mut m, &s[0], 0, 4, "budget").unwrap_err();
     assert!(
-        e.to_string().starts_with("decline is for round 4 but round 1"),
+        e.to_string()
+            .starts_with("decline is for round 4 but round 1"),
         "{e}"
     );
     let msg = fedledger_ledger::records::decline_signing_message("machine-test", 1, "budget");
@@ -464,15 +485,24 @@ fn a_round_closes_when_everyone_has_answered() {
     assert_eq!(m.poll(T0 + 3), None, "h1 has not answered");
     // h1's update is being persisted: the round may not close under it.
     let ticket = m.begin_upload(&s[1], header(1, 1, &delta(1))).unwrap();
-    let meta = m.finish_upload(T0 + 4, &ticket, &received(&delta(1))).unwrap();
-    assert_eq!(m.poll(T0 + 61_000), None, "not while an answer is committing");
+    let meta = m
+        .finish_upload(T0 + 4, &ticket, &received(&delta(1)))
+        .unwrap();
+    assert_eq!(
+        m.poll(T0 + 61_000),
+        None,
+        "not while an answer is committing"
+    );
     m.commit_update(meta);
     let Some(Job::Close(job)) = m.poll(T0 + 5) else {
         panic!("all answered")
     };
     assert_eq!(job.round, 1);
     assert_eq!(
-        job.updates.iter().map(|u| u.participant).collect::<Vec<_>>(),
+        job.updates
+            .iter()
+            .map(|u| u.participant)
+            .collect::<Vec<_>>(),
         [0, 1]
     );
     assert_eq!(job.updates[1].seq, 1);
@@ -591,7 +621,10 @@ fn a_restarted_machine_resumes_the_round_in_flight() {
     let s0 = register(&mut r, 0, T0 + 2);
     let s1 = register(&mut r, 1, T0 + 2);
     assert_eq!(r.poll(T0 + 2), None, "the round is open already");
-    assert!(!r.task(&s0).unwrap().train, "h0 answered before the restart");
+    assert!(
+        !r.task(&s0).unwrap().train,
+        "h0 answered before the restart"
+    );
     assert!(matches!(
         r.begin_upload(&s0, header(0, 1, &delta(0))),
         Err(CoordinatorError::AlreadySubmitted { .. })
@@ -633,8 +666,18 @@ fn an_upload_that_outlives_its_round_is_refused() {
         .finish_upload(T0 + 60_002, &ticket, &received(&delta(1)))
         .unwrap_err();
     assert!(
-        matches!(e, CoordinatorError::WrongRound { got: 1, open: 2, .. }),
+        matches!(
+            e,
+            CoordinatorError::WrongRound {
+                got: 1,
+                open: 2,
+                ..
+            }
+        ),
         "{e}"
     );
-    assert!(m.task(&s[1]).unwrap().train, "released: h1 may answer round 2");
+    assert!(
+        m.task(&s[1]).unwrap().train,
+        "released: h1 may answer round 2"
+    );
 }
