@@ -13,7 +13,6 @@
 //! - [`node`]: libp2p replication (gossipsub + request-response catch-up), witnessing and
 //!   equivocation gossip, behind a cloneable [`node::NodeHandle`].
 //! - [`export`] and [`verify`]: the auditor's files and their verification.
-//! - [`cli`]: the `fedledger-ledger` command line (the binary only parses and calls it).
 //!
 //! # How the coordinator anchors a federation
 //!
@@ -46,7 +45,6 @@
 //! Participants verify the update message they sign with
 //! [`records::update_signing_message`]; auditors run `fedledger-ledger node` (replica and
 //! witness), `export` and `verify`.
-pub mod cli;
 pub mod error;
 pub mod export;
 pub mod keys;
