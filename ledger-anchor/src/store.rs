@@ -417,8 +417,16 @@ impl Log {
         {
             self.store_checkpoint(cp)?;
         }
+        fail::fail_point!("ledger::store::before_flush", |_| Err(LedgerError::io(
+            "flush the log (failpoint ledger::store::before_flush)",
+            std::io::Error::other("injected failure"),
+        )));
         self.inner.db.flush()?;
         *st = next;
+        fail::fail_point!("ledger::store::after_append", |_| Err(LedgerError::io(
+            "after a durable append (failpoint ledger::store::after_append)",
+            std::io::Error::other("injected failure"),
+        )));
         Ok(())
     }
 
