@@ -5,10 +5,14 @@
 //! returns. Checkpoints live in their own tree keyed by size, each with the cosignatures
 //! gathered so far; evidence of equivocation in a third.
 //!
+//! The size readers see ([`Log::size`]) is the size last made durable; it is read without
+//! waiting for an append in progress, so readers never queue behind a slow flush.
+//!
 //! A `Log` opened with [`Log::open`] is the writer (it holds the log key and signs checkpoints);
 //! one opened with [`Log::open_replica`] only accepts entries that come with a log-signed
 //! checkpoint whose root they reproduce.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -141,7 +145,10 @@ struct Inner {
     origin: String,
     log_key: VerifierKey,
     signer: Option<NoteSigner>,
+    /// The writer's state; held for the whole of an append (validation, batch, flush).
     state: Mutex<State>,
+    /// `state.size` as of the last durable append, readable while an append is in progress.
+    durable_size: AtomicU64,
     witnesses: std::sync::OnceLock<Vec<VerifierKey>>,
 }
 
@@ -311,6 +318,7 @@ impl Log {
                 log_key,
                 signer,
                 state: Mutex::new(State { size, frontier }),
+                durable_size: AtomicU64::new(size),
                 witnesses: std::sync::OnceLock::new(),
             }),
         })
@@ -333,9 +341,9 @@ impl Log {
         &self.inner.log_key
     }
 
-    /// Number of entries.
+    /// Number of entries (durable ones: an append in progress is counted once it is flushed).
     pub fn size(&self) -> u64 {
-        self.state().size
+        self.inner.durable_size.load(Ordering::Acquire)
     }
 
     /// Current root hash.
@@ -422,6 +430,7 @@ impl Log {
             std::io::Error::other("injected failure"),
         )));
         self.inner.db.flush()?;
+        self.inner.durable_size.store(next.size, Ordering::Release);
         *st = next;
         fail::fail_point!("ledger::store::after_append", |_| Err(LedgerError::io(
             "after a durable append (failpoint ledger::store::after_append)",
