@@ -10,9 +10,20 @@ use std::time::Duration;
 
 use common::{Federation, ORIGIN};
 use fail::FailScenario;
+use fedledger_ledger::node::{
+    self, Announcement, NodeConfig, NodeHandle, SyncRequest, SyncResponse,
+};
+use fedledger_ledger::note::NoteSigner;
+use fedledger_ledger::witness::Witness;
 use fedledger_ledger::{LedgerError, Log};
+use libp2p::Multiaddr;
+use libp2p::identity::Keypair;
 
-/// Holds every thread that reaches a failpoint until opened, and counts arrivals. Opens when
+/// Longest a gate holds a thread.
+const HOLD_LIMIT: Duration = Duration::from_secs(30);
+
+/// Holds every thread that reaches a failpoint until opened (or [`HOLD_LIMIT`]), and counts
+/// arrivals. Opens when
 /// dropped, so a failing test releases what it held instead of hanging.
 struct Gate {
     state: Arc<(Mutex<GateState>, Condvar)>,
@@ -33,9 +44,9 @@ impl Gate {
             let mut s = m.lock().unwrap();
             s.arrived += 1;
             cv.notify_all();
-            while !s.open {
-                s = cv.wait(s).unwrap();
-            }
+            // Bounded, so that a regression (a held disk stalling the only runtime thread)
+            // fails the test's timeout instead of hanging it.
+            let _held = cv.wait_timeout_while(s, HOLD_LIMIT, |s| !s.open).unwrap();
         })
         .unwrap();
         Self { state }
@@ -144,5 +155,233 @@ fn readers_do_not_wait_for_a_held_flush() {
     gate.open();
     assert_eq!(writer.join().unwrap().unwrap(), 1);
     assert_eq!(log.size(), 2);
+    scenario.teardown();
+}
+
+// ---- nodes whose store is held: the event loop must not notice ----
+
+fn cfg() -> NodeConfig {
+    NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        heartbeat: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(10),
+        ..NodeConfig::default()
+    }
+}
+
+async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn addr(n: &NodeHandle) -> Multiaddr {
+    n.listen_addrs(Duration::from_secs(5)).await.unwrap()[0].clone()
+}
+
+/// A writer holding genesis, serving on loopback.
+async fn writer(fed: &Federation, dir: &tempfile::TempDir) -> NodeHandle {
+    let log = Log::open(dir.path(), ORIGIN, fed.log_signer.clone()).unwrap();
+    log.append(&fed.genesis()).unwrap();
+    log.checkpoint().unwrap();
+    node::spawn(cfg(), Keypair::generate_ed25519(), log, None)
+        .await
+        .unwrap()
+}
+
+/// A replica (a witness when `witness` names one of the federation's) that dials `peer` and
+/// has caught up from it.
+async fn replica(
+    fed: &Federation,
+    dir: &tempfile::TempDir,
+    witness: Option<usize>,
+    peer: &NodeHandle,
+) -> NodeHandle {
+    let key = fed.log_signer.verifier_key().clone();
+    let log = Log::open_replica(&dir.path().join("log"), key.clone()).unwrap();
+    let w = witness.map(|i| {
+        let s = NoteSigner::witness(fed.witnesses[i].name(), common::key(100 + i as u8)).unwrap();
+        Witness::open(&dir.path().join("witness"), s, key.clone()).unwrap()
+    });
+    let n = node::spawn(cfg(), Keypair::generate_ed25519(), log, w)
+        .await
+        .unwrap();
+    n.dial(addr(peer).await).await.unwrap();
+    let size = peer.log().size();
+    wait_until("catch-up", async || n.log().size() == size).await;
+    n
+}
+
+/// Waits until `a` and `b` are connected and their gossip meshes have had time to form.
+async fn connected(a: &NodeHandle, b: &NodeHandle) {
+    let id = b.peer_id();
+    wait_until("connection", async || {
+        a.peers().await.unwrap().contains(&id)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+}
+
+/// One runtime thread: if anything on the runtime waited for the held disk, nothing else
+/// could run and the test would time out.
+#[tokio::test(flavor = "current_thread")]
+async fn a_replica_whose_flush_is_held_still_serves_and_gossips() {
+    let scenario = FailScenario::setup();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let fed = Federation::new(2, 1);
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let w = writer(&fed, &dirs[0]).await;
+        let r = replica(&fed, &dirs[1], None, &w).await;
+        // P's only peer is R: whatever gossip P gets, R forwarded.
+        let p = replica(&fed, &dirs[2], None, &r).await;
+        connected(&w, &r).await;
+        connected(&p, &r).await;
+
+        // The writer appends round 1 (its own flush is not held), then R's flush is held.
+        let wlog = w.log().clone();
+        wlog.append(&fed.round(1)).unwrap();
+        wlog.checkpoint().unwrap();
+        let gate = Gate::install("ledger::store::before_flush");
+        w.publish_since(1).await.unwrap();
+        wait_until("R's append to reach its flush", async || gate.arrived() > 0).await;
+
+        // Meanwhile R answers requests, serves another peer, and its gossip flows.
+        let rid = r.peer_id();
+        let latest = p.request(rid, SyncRequest::Latest).await.unwrap();
+        assert!(
+            matches!(latest, SyncResponse::Latest(Some(_))),
+            "{latest:?}"
+        );
+        let entries = SyncRequest::Entries {
+            start: 0,
+            end: 1,
+            proof_to: 1,
+        };
+        match p.request(rid, entries).await.unwrap() {
+            SyncResponse::Entries { entries, .. } => assert_eq!(entries.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.peers().await.unwrap().len(), 2);
+        let again = Announcement {
+            first: 0,
+            entries: vec![String::from_utf8(fed.genesis()).unwrap()],
+            checkpoint: wlog.checkpoint_at(1).unwrap().unwrap().encode(),
+            consistency: vec![],
+        };
+        let before = p.stats().accepted;
+        r.publish_raw(serde_json::to_vec(&again).unwrap())
+            .await
+            .unwrap();
+        wait_until("P to accept what R published", async || {
+            p.stats().accepted > before
+        })
+        .await;
+        assert_eq!(r.log().size(), 1, "R's append is not durable yet");
+        assert_eq!(
+            r.stats().accepted,
+            0,
+            "R has not judged W's announcement yet"
+        );
+
+        // Released: R's verdict comes back to its loop, which accepts and forwards it to P.
+        gate.open();
+        wait_until("R to append", async || r.log().size() == 2).await;
+        wait_until("R to accept", async || r.stats().accepted == 1).await;
+        wait_until("P to get round 1 through R", async || p.log().size() == 2).await;
+        assert_eq!(p.log().root(), wlog.root());
+        assert_eq!(r.stats().rejected + p.stats().rejected, 0);
+        for n in [&w, &r, &p] {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("the node stalled while its disk was held");
+    scenario.teardown();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_witness_whose_persist_is_held_still_answers_other_requests() {
+    let scenario = FailScenario::setup();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let fed = Federation::new(2, 1);
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let w = writer(&fed, &dirs[0]).await;
+        let r = replica(&fed, &dirs[1], Some(0), &w).await;
+        connected(&w, &r).await;
+        let (witnesses, quorum) = node::genesis_witnesses(w.log()).unwrap();
+
+        let gate = Gate::install("ledger::witness::before_persist");
+        let collecting = tokio::spawn({
+            let (w, witnesses) = (w.clone(), witnesses.clone());
+            async move { w.collect_cosignatures(1, &witnesses).await }
+        });
+        wait_until("the witness to reach its persist", async || {
+            gate.arrived() > 0
+        })
+        .await;
+        for _ in 0..3 {
+            let latest = w.request(r.peer_id(), SyncRequest::Latest).await.unwrap();
+            assert!(
+                matches!(latest, SyncResponse::Latest(Some(_))),
+                "{latest:?}"
+            );
+        }
+        assert!(
+            !collecting.is_finished(),
+            "no cosignature before the state is stored"
+        );
+
+        gate.open();
+        let cosigned = collecting.await.unwrap().unwrap();
+        assert_eq!(cosigned as u64, quorum);
+        for n in [&w, &r] {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("the node stalled while its witness was held");
+    scenario.teardown();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failed_flush_is_this_nodes_problem_not_the_senders() {
+    let scenario = FailScenario::setup();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let fed = Federation::new(2, 1);
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let w = writer(&fed, &dirs[0]).await;
+        let r = replica(&fed, &dirs[1], None, &w).await;
+        connected(&w, &r).await;
+        let wlog = w.log().clone();
+
+        wlog.append(&fed.round(1)).unwrap();
+        wlog.checkpoint().unwrap();
+        fail::cfg("ledger::store::before_flush", "return").unwrap();
+        w.publish_since(1).await.unwrap();
+        wait_until("R to give up on the announcement", async || {
+            r.stats().ignored > 0
+        })
+        .await;
+        assert_eq!(r.stats().rejected, 0, "the sender is not penalised");
+        assert_eq!(r.log().size(), 1);
+
+        // The disk is back: the next announcement leaves a gap, which R closes by catch-up.
+        fail::remove("ledger::store::before_flush");
+        wlog.append(&fed.round(2)).unwrap();
+        wlog.checkpoint().unwrap();
+        w.publish_since(2).await.unwrap();
+        wait_until("R to catch up", async || r.log().size() == 3).await;
+        assert_eq!(r.log().root(), wlog.root());
+        for n in [&w, &r] {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("scenario timed out");
     scenario.teardown();
 }
