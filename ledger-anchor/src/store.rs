@@ -15,10 +15,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::LedgerError;
 use crate::merkle::{self, Hash, SubtreeSource};
+pub use crate::note::Evidence;
 use crate::note::{
     Checkpoint, NoteSignature, NoteSigner, SignedCheckpoint, SignedNote, VerifierKey,
 };
@@ -41,43 +40,6 @@ fn node_key(level: u32, index: u64) -> [u8; 10] {
     k[1] = level as u8;
     k[2..].copy_from_slice(&index.to_be_bytes());
     k
-}
-
-/// Two signed checkpoints of one log that cannot both hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Evidence {
-    /// Why they conflict.
-    pub reason: String,
-    /// The first signed note, verbatim.
-    pub first: String,
-    /// The second signed note, verbatim.
-    pub second: String,
-}
-
-impl std::fmt::Display for Evidence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "EQUIVOCATION: {}\n--- first note ---\n{}--- second note ---\n{}",
-            self.reason, self.first, self.second
-        )
-    }
-}
-
-impl Evidence {
-    /// Checks the evidence on its own: both notes signed by `log_key`, and either the same size
-    /// with different roots, or (given a consistency proof) no valid consistency between them.
-    pub fn check_self_evident(&self, log_key: &VerifierKey) -> Result<(), LedgerError> {
-        let a = SignedCheckpoint::open(self.first.as_bytes(), log_key)?;
-        let b = SignedCheckpoint::open(self.second.as_bytes(), log_key)?;
-        if a.checkpoint.size == b.checkpoint.size && a.checkpoint.root != b.checkpoint.root {
-            Ok(())
-        } else {
-            Err(LedgerError::Equivocation(
-                "the two notes do not conflict on their own".into(),
-            ))
-        }
-    }
 }
 
 /// What a replica made of a checkpoint it was shown.

@@ -6,8 +6,7 @@ use std::path::Path;
 
 use crate::error::LedgerError;
 use crate::merkle::{self, Hash};
-use crate::note::{NoteSignature, NoteSigner, SignedCheckpoint, VerifierKey};
-use crate::store::Evidence;
+use crate::note::{Evidence, NoteSignature, NoteSigner, SignedCheckpoint, VerifierKey};
 
 /// Why a witness refused to cosign.
 #[derive(Debug, thiserror::Error)]

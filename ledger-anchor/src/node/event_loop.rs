@@ -27,7 +27,8 @@ use super::protocol::{
 };
 use super::storage::{self, Verdict};
 use crate::error::LedgerError;
-use crate::store::{Evidence, Log};
+use crate::note::Evidence;
+use crate::store::Log;
 use crate::witness::Witness;
 
 /// Commands queued from handles to the loop.

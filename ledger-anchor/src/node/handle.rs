@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::protocol::{Announcement, CHUNK, SyncRequest, SyncResponse, utf8};
 use crate::error::LedgerError;
+use crate::note::Evidence;
 use crate::note::{SignedCheckpoint, SignedNote, VerifierKey};
-use crate::store::{Evidence, Log};
+use crate::store::Log;
 
 /// Which gossip topic to publish on.
 #[derive(Debug, Clone, Copy)]

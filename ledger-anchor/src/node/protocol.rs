@@ -29,7 +29,7 @@ pub(crate) const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 pub(crate) struct Topics {
     /// New entries with their checkpoint ([`Announcement`]s).
     pub(crate) entries: gossipsub::IdentTopic,
-    /// Evidence of equivocation (`store::Evidence` as JSON).
+    /// Evidence of equivocation (`note::Evidence` as JSON).
     pub(crate) evidence: gossipsub::IdentTopic,
 }
 

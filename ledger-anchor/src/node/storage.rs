@@ -9,7 +9,8 @@ use libp2p::gossipsub::MessageAcceptance;
 
 use super::protocol::{CHUNK, CheckedAnnouncement, SyncRequest, SyncResponse, utf8};
 use crate::error::LedgerError;
-use crate::store::{Evidence, Log};
+use crate::note::Evidence;
+use crate::store::Log;
 use crate::witness::{Witness, WitnessRefusal};
 
 /// What the store made of a gossip message.
