@@ -385,3 +385,63 @@ async fn a_failed_flush_is_this_nodes_problem_not_the_senders() {
     .expect("scenario timed out");
     scenario.teardown();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_validation_queue_ignores_gossip_instead_of_queueing_it() {
+    const EXTRA: u64 = 100; // more than the node keeps waiting for validation
+    let scenario = FailScenario::setup();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let fed = Federation::new(2, 1);
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let w = writer(&fed, &dirs[0]).await;
+        let r = replica(&fed, &dirs[1], None, &w).await;
+        connected(&w, &r).await;
+        let wlog = w.log().clone();
+
+        // R's validator is held in the append of round 1 ...
+        wlog.append(&fed.round(1)).unwrap();
+        wlog.checkpoint().unwrap();
+        let gate = Gate::install("ledger::store::before_flush");
+        w.publish_since(1).await.unwrap();
+        wait_until("R's append to reach its flush", async || gate.arrived() > 0).await;
+        // ... while W gossips many more valid messages (re-announcements of genesis).
+        let again = Announcement {
+            first: 0,
+            entries: vec![String::from_utf8(fed.genesis()).unwrap()],
+            checkpoint: wlog.checkpoint_at(1).unwrap().unwrap().encode(),
+            consistency: vec![],
+        };
+        for _ in 0..EXTRA {
+            w.publish_raw(serde_json::to_vec(&again).unwrap())
+                .await
+                .unwrap();
+        }
+        // Past the bound they are ignored at once, not queued; the loop still answers.
+        wait_until("R to ignore what it cannot queue", async || {
+            r.stats().ignored > 0
+        })
+        .await;
+        let latest = w.request(r.peer_id(), SyncRequest::Latest).await.unwrap();
+        assert!(
+            matches!(latest, SyncResponse::Latest(Some(_))),
+            "{latest:?}"
+        );
+        assert_eq!(r.stats().accepted, 0);
+
+        gate.open();
+        wait_until("every message to be judged", async || {
+            let s = r.stats();
+            s.accepted + s.ignored == 1 + EXTRA
+        })
+        .await;
+        let s = r.stats();
+        assert!(s.ignored > 0 && s.accepted > 1 && s.rejected == 0, "{s:?}");
+        assert_eq!(r.log().size(), 2);
+        for n in [&w, &r] {
+            n.shutdown().await;
+        }
+    })
+    .await
+    .expect("scenario timed out");
+    scenario.teardown();
+}

@@ -34,9 +34,9 @@ use crate::witness::Witness;
 /// Commands queued from handles to the loop.
 const COMMAND_QUEUE: usize = 64;
 /// Gossip validations queued for or running on the validator; past this, messages are ignored.
-pub(crate) const MAX_VALIDATIONS: usize = 64;
+const MAX_VALIDATIONS: usize = 64;
 /// Sync requests being served at once; past this, requests are refused as busy.
-pub(crate) const MAX_SERVING: usize = 16;
+const MAX_SERVING: usize = 16;
 /// How long gossipsub keeps a message waiting for its verdict (at least; it keeps messages for
 /// a whole number of heartbeats). A verdict that comes later is dropped: the message is not
 /// forwarded, though the store keeps what it appended.

@@ -16,8 +16,7 @@ pub const CHUNK: u64 = 1000;
 pub(crate) const SYNC_PROTOCOL: &str = "/fedledger/ledger-sync/1";
 /// The identify protocol version nodes announce.
 pub(crate) const IDENTIFY_PROTOCOL: &str = "/fedledger/ledger/1";
-/// Largest gossip message (an announcement of [`CHUNK`] entries of up to 64 KiB fits with room
-/// for a few; larger batches are split by `publish_since`).
+/// Largest gossip message, sent or received.
 pub(crate) const MAX_GOSSIP_BYTES: usize = 8 << 20;
 /// Largest sync request (an add-checkpoint carries a note and a proof).
 pub(crate) const MAX_REQUEST_BYTES: u64 = 1 << 20;
