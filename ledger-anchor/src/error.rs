@@ -74,4 +74,13 @@ impl LedgerError {
             source,
         }
     }
+
+    pub(crate) fn network(e: impl std::fmt::Display) -> Self {
+        Self::Network(e.to_string())
+    }
+
+    /// A local storage failure (as opposed to bad data from elsewhere).
+    pub(crate) fn is_local_storage(&self) -> bool {
+        matches!(self, Self::Storage(_) | Self::Io { .. })
+    }
 }

@@ -1,19 +1,28 @@
 //! fedledger-ledger: a signed, witnessed, gossiped Merkle log of federation records.
 //!
 //! The ledger knows nothing of learning: it stores records, checks their schema and proves
-//! them. Modules, in reading order:
+//! them. It is a library only: the `fedledger-ledger` command (clap, `ledger.toml`, the log
+//! subscriber) is the `ledger-anchor/cli` package. Modules, in reading order (each imports only
+//! from those before it; ARCHITECTURE.md lists the layers and a test checks them):
 //!
+//! - [`error`]: [`LedgerError`], named by what went wrong.
 //! - [`merkle`]: RFC 9162 hashing, inclusion and consistency proofs.
 //! - [`keys`]: Ed25519 key files (PKCS#8 v2 as `ring` writes them), shared with the other crates.
-//! - [`note`]: C2SP signed notes, tlog checkpoints, cosignature/v1 and tlog-proof@v1.
+//! - [`note`]: C2SP signed notes, tlog checkpoints, cosignature/v1, tlog-proof@v1, and the
+//!   [`note::Evidence`] of equivocation (two checkpoints that cannot both hold).
 //! - [`records`]: the record schemas (genesis and round records), their canonical JSON encoding
 //!   and validation.
-//! - [`store`]: the sled-backed [`Log`] (writer and replica), checkpoints and evidence.
 //! - [`witness`]: a C2SP tlog-witness style cosigner with persisted state.
+//! - [`store`]: the sled-backed [`Log`] (writer and replica), checkpoints and evidence.
+//! - [`verify`]: verification of an exported directory, from files alone.
+//! - [`export`]: a store written out as the auditor's files.
 //! - [`node`]: libp2p replication (gossipsub + request-response catch-up), witnessing and
-//!   equivocation gossip, behind a cloneable [`node::NodeHandle`].
-//! - [`export`] and [`verify`]: the auditor's files and their verification.
-//! - [`cli`]: the `fedledger-ledger` command line (the binary only parses and calls it).
+//!   equivocation gossip, behind a cloneable [`node::NodeHandle`]; its event loop never does
+//!   store work itself.
+//!
+//! With the `failpoints` feature (on in this crate's own tests), named fail-rs points let tests
+//! hold or fail the store: `ledger::store::before_flush`, `ledger::store::after_append` and
+//! `ledger::witness::before_persist`. Without it they compile to nothing.
 //!
 //! # How the coordinator anchors a federation
 //!
@@ -44,9 +53,8 @@
 //! ```
 //!
 //! Participants verify the update message they sign with
-//! [`records::update_signing_message`]; auditors run `fedledger-ledger node` (replica and
-//! witness), `export` and `verify`.
-pub mod cli;
+//! [`records::update_signing_message`]; auditors run the `fedledger-ledger` command's `node`
+//! (replica and witness), `export` and `verify`.
 pub mod error;
 pub mod export;
 pub mod keys;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ring::signature::Ed25519KeyPair;
+use serde::{Deserialize, Serialize};
 
 use crate::error::LedgerError;
 use crate::keys;
@@ -500,6 +501,44 @@ impl SignedCheckpoint {
     /// The serialised note.
     pub fn encode(&self) -> String {
         self.note.encode()
+    }
+}
+
+/// Two signed checkpoints of one log that cannot both hold: evidence of equivocation, as the
+/// store keeps it, nodes gossip it and `verify` reads it (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Why they conflict.
+    pub reason: String,
+    /// The first signed note, verbatim.
+    pub first: String,
+    /// The second signed note, verbatim.
+    pub second: String,
+}
+
+impl std::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "EQUIVOCATION: {}\n--- first note ---\n{}--- second note ---\n{}",
+            self.reason, self.first, self.second
+        )
+    }
+}
+
+impl Evidence {
+    /// Checks the evidence on its own: both notes signed by `log_key`, and either the same size
+    /// with different roots, or (given a consistency proof) no valid consistency between them.
+    pub fn check_self_evident(&self, log_key: &VerifierKey) -> Result<(), LedgerError> {
+        let a = SignedCheckpoint::open(self.first.as_bytes(), log_key)?;
+        let b = SignedCheckpoint::open(self.second.as_bytes(), log_key)?;
+        if a.checkpoint.size == b.checkpoint.size && a.checkpoint.root != b.checkpoint.root {
+            Ok(())
+        } else {
+            Err(LedgerError::Equivocation(
+                "the two notes do not conflict on their own".into(),
+            ))
+        }
     }
 }
 

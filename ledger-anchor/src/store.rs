@@ -5,16 +5,19 @@
 //! returns. Checkpoints live in their own tree keyed by size, each with the cosignatures
 //! gathered so far; evidence of equivocation in a third.
 //!
+//! The size readers see ([`Log::size`]) is the size last made durable; it is read without
+//! waiting for an append in progress, so readers never queue behind a slow flush.
+//!
 //! A `Log` opened with [`Log::open`] is the writer (it holds the log key and signs checkpoints);
 //! one opened with [`Log::open_replica`] only accepts entries that come with a log-signed
 //! checkpoint whose root they reproduce.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use serde::{Deserialize, Serialize};
 
 use crate::error::LedgerError;
 use crate::merkle::{self, Hash, SubtreeSource};
+pub use crate::note::Evidence;
 use crate::note::{
     Checkpoint, NoteSignature, NoteSigner, SignedCheckpoint, SignedNote, VerifierKey,
 };
@@ -37,43 +40,6 @@ fn node_key(level: u32, index: u64) -> [u8; 10] {
     k[1] = level as u8;
     k[2..].copy_from_slice(&index.to_be_bytes());
     k
-}
-
-/// Two signed checkpoints of one log that cannot both hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Evidence {
-    /// Why they conflict.
-    pub reason: String,
-    /// The first signed note, verbatim.
-    pub first: String,
-    /// The second signed note, verbatim.
-    pub second: String,
-}
-
-impl std::fmt::Display for Evidence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "EQUIVOCATION: {}\n--- first note ---\n{}--- second note ---\n{}",
-            self.reason, self.first, self.second
-        )
-    }
-}
-
-impl Evidence {
-    /// Checks the evidence on its own: both notes signed by `log_key`, and either the same size
-    /// with different roots, or (given a consistency proof) no valid consistency between them.
-    pub fn check_self_evident(&self, log_key: &VerifierKey) -> Result<(), LedgerError> {
-        let a = SignedCheckpoint::open(self.first.as_bytes(), log_key)?;
-        let b = SignedCheckpoint::open(self.second.as_bytes(), log_key)?;
-        if a.checkpoint.size == b.checkpoint.size && a.checkpoint.root != b.checkpoint.root {
-            Ok(())
-        } else {
-            Err(LedgerError::Equivocation(
-                "the two notes do not conflict on their own".into(),
-            ))
-        }
-    }
 }
 
 /// What a replica made of a checkpoint it was shown.
@@ -141,7 +107,10 @@ struct Inner {
     origin: String,
     log_key: VerifierKey,
     signer: Option<NoteSigner>,
+    /// The writer's state; held for the whole of an append (validation, batch, flush).
     state: Mutex<State>,
+    /// `state.size` as of the last durable append, readable while an append is in progress.
+    durable_size: AtomicU64,
     witnesses: std::sync::OnceLock<Vec<VerifierKey>>,
 }
 
@@ -311,6 +280,7 @@ impl Log {
                 log_key,
                 signer,
                 state: Mutex::new(State { size, frontier }),
+                durable_size: AtomicU64::new(size),
                 witnesses: std::sync::OnceLock::new(),
             }),
         })
@@ -333,9 +303,9 @@ impl Log {
         &self.inner.log_key
     }
 
-    /// Number of entries.
+    /// Number of entries (durable ones: an append in progress is counted once it is flushed).
     pub fn size(&self) -> u64 {
-        self.state().size
+        self.inner.durable_size.load(Ordering::Acquire)
     }
 
     /// Current root hash.
@@ -417,8 +387,17 @@ impl Log {
         {
             self.store_checkpoint(cp)?;
         }
+        fail::fail_point!("ledger::store::before_flush", |_| Err(LedgerError::io(
+            "flush the log (failpoint ledger::store::before_flush)",
+            std::io::Error::other("injected failure"),
+        )));
         self.inner.db.flush()?;
+        self.inner.durable_size.store(next.size, Ordering::Release);
         *st = next;
+        fail::fail_point!("ledger::store::after_append", |_| Err(LedgerError::io(
+            "after a durable append (failpoint ledger::store::after_append)",
+            std::io::Error::other("injected failure"),
+        )));
         Ok(())
     }
 

@@ -13,10 +13,9 @@ use rayon::prelude::*;
 
 use crate::merkle::{self, MemoryTree};
 use crate::note::{
-    KEY_TYPE_COSIGNATURE, KEY_TYPE_ED25519, SignedCheckpoint, TlogProof, VerifierKey,
+    Evidence, KEY_TYPE_COSIGNATURE, KEY_TYPE_ED25519, SignedCheckpoint, TlogProof, VerifierKey,
 };
 use crate::records::{self, DpRecord, FederationRecord, Record, RoundRecord, RoundStatus};
-use crate::store::Evidence;
 
 /// Recomputes cumulative epsilon from recorded DP parameters. The ledger does not know any
 /// accountant; the privacy crate provides one and the caller plugs it in.

@@ -6,8 +6,7 @@ use std::path::Path;
 
 use crate::error::LedgerError;
 use crate::merkle::{self, Hash};
-use crate::note::{NoteSignature, NoteSigner, SignedCheckpoint, VerifierKey};
-use crate::store::Evidence;
+use crate::note::{Evidence, NoteSignature, NoteSigner, SignedCheckpoint, VerifierKey};
 
 /// Why a witness refused to cosign.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +134,12 @@ impl Witness {
         // Persist only the log's own signature line: the state is the log's checkpoint.
         let mut stored = cp.note.clone();
         stored.signatures.retain(|s| s.is_by(&self.log_key));
+        fail::fail_point!("ledger::witness::before_persist", |_| Err(
+            WitnessRefusal::Invalid(LedgerError::io(
+                "persist the witness state (failpoint ledger::witness::before_persist)",
+                std::io::Error::other("injected failure"),
+            ))
+        ));
         let swapped = self
             .db
             .compare_and_swap(
@@ -165,6 +170,8 @@ mod tests {
 
     #[test]
     fn cosigns_in_order_and_refuses_forks() {
+        // Serialised with the failpoint test below (fail-rs configuration is process-wide).
+        let _failpoints = fail::FailScenario::setup();
         let dir = tempfile::tempdir().unwrap();
         let log = NoteSigner::log("log.example", key(1)).unwrap();
         let w = Witness::open(
@@ -217,5 +224,41 @@ mod tests {
             Err(WitnessRefusal::Invalid(_))
         ));
         assert_eq!(w.latest().unwrap().unwrap().checkpoint.size, 9);
+    }
+
+    #[test]
+    fn a_failed_persist_cosigns_nothing() {
+        let scenario = fail::FailScenario::setup();
+        assert!(
+            fail::has_failpoints(),
+            "unit tests run with the failpoints feature"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let log = NoteSigner::log("log.example", key(1)).unwrap();
+        let w = Witness::open(
+            dir.path(),
+            NoteSigner::witness("w.example", key(2)).unwrap(),
+            log.verifier_key().clone(),
+        )
+        .unwrap();
+        let tree = MemoryTree::from_entries((0..5u8).map(|i| vec![i]));
+        let c5 = SignedCheckpoint::sign(
+            Checkpoint::new("log.example", 5, tree.root_at(5).unwrap()),
+            &log,
+        )
+        .encode();
+        fail::cfg("ledger::witness::before_persist", "return").unwrap();
+        assert!(matches!(
+            w.add_checkpoint(0, &[], c5.as_bytes(), 7),
+            Err(WitnessRefusal::Invalid(LedgerError::Io { .. }))
+        ));
+        assert!(
+            w.latest().unwrap().is_none(),
+            "nothing persisted, nothing cosigned"
+        );
+        fail::remove("ledger::witness::before_persist");
+        w.add_checkpoint(0, &[], c5.as_bytes(), 7).unwrap();
+        assert_eq!(w.latest().unwrap().unwrap().checkpoint.size, 5);
+        scenario.teardown();
     }
 }

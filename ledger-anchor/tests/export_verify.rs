@@ -171,36 +171,3 @@ fn epsilon_check_uses_the_plugged_accountant() {
         "{r}"
     );
 }
-
-#[test]
-fn the_command_line_exports_and_verifies() {
-    use clap::Parser as _;
-    use fedledger_ledger::cli::{Cli, run};
-    let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let fed = Federation::new(2, 1);
-    drop(fed.build_log(store.path(), 2));
-    let dest = out.path().join("ledger");
-    let (s, d) = (store.path().to_str().unwrap(), dest.to_str().unwrap());
-    run(
-        Cli::try_parse_from(["fedledger-ledger", "status", "--store", s]).unwrap(),
-        None,
-    )
-    .unwrap();
-    run(
-        Cli::try_parse_from(["fedledger-ledger", "export", "--store", s, "--out", d]).unwrap(),
-        None,
-    )
-    .unwrap();
-    run(
-        Cli::try_parse_from(["fedledger-ledger", "verify", d]).unwrap(),
-        None,
-    )
-    .unwrap();
-    assert!(
-        run(
-            Cli::try_parse_from(["fedledger-ledger", "verify", d, "--quorum", "2"]).unwrap(),
-            None
-        )
-        .is_err()
-    );
-}

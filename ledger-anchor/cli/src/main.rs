@@ -1,17 +1,15 @@
 //! `fedledger-ledger`: the auditor's command (keygen, status, export, verify, node).
 
 use clap::Parser as _;
-use fedledger_ledger_cli::PrivacyAccountant;
+use fedledger_ledger_cli::{Cli, PrivacyAccountant, run};
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    fedledger_ledger::cli::run(
-        fedledger_ledger::cli::Cli::parse(),
-        Some(&PrivacyAccountant),
-    )
+    run(cli, Some(&PrivacyAccountant))
 }

@@ -4,14 +4,18 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use fedledger_ledger::note::{self, VerifierKey};
+use fedledger_ledger::verify::{EpsilonAccountant, VerifyOptions, verify_dir};
+use fedledger_ledger::{Log, export, keys};
 
-use crate::note::VerifierKey;
-use crate::store::Log;
-use crate::verify::{VerifyOptions, verify_dir};
+/// The one-line description `--help` shows (the ledger library's, as it was when the command
+/// line lived there).
+const ABOUT: &str = "fedledger ledger: RFC 9162 Merkle log, signed and cosigned checkpoints, \
+                     sled store, libp2p replication, verify CLI";
 
 /// fedledger ledger: export, verify and replicate a federation's signed Merkle log.
 #[derive(Debug, Parser)]
-#[command(name = "fedledger-ledger", version, about, long_about = None)]
+#[command(name = "fedledger-ledger", version, about = ABOUT, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -68,23 +72,17 @@ pub enum Command {
 /// Runs a parsed command line. Returns an error (non-zero exit) when verification fails.
 /// `accountant` recomputes epsilon figures in `verify` (the binary plugs in the privacy crate's;
 /// without one that check is reported as skipped).
-pub fn run(
-    cli: Cli,
-    accountant: Option<&dyn crate::verify::EpsilonAccountant>,
-) -> anyhow::Result<()> {
+pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Result<()> {
     match cli.command {
         Command::Keygen { out, name, witness } => {
-            let key = crate::keys::generate_key_file(&out)
+            let key = keys::generate_key_file(&out)
                 .with_context(|| format!("generate key {}", out.display()))?;
             let ty = if witness {
-                crate::note::KEY_TYPE_COSIGNATURE
+                note::KEY_TYPE_COSIGNATURE
             } else {
-                crate::note::KEY_TYPE_ED25519
+                note::KEY_TYPE_ED25519
             };
-            println!(
-                "{}",
-                VerifierKey::new(&name, ty, crate::keys::public_key(&key))?
-            );
+            println!("{}", VerifierKey::new(&name, ty, keys::public_key(&key))?);
             Ok(())
         }
         Command::Status { store } => {
@@ -110,7 +108,7 @@ pub fn run(
         Command::Export { store, out } => {
             let log = Log::open_existing(&store)
                 .with_context(|| format!("open ledger store {}", store.display()))?;
-            let s = crate::export::export(&log, &out)
+            let s = export::export(&log, &out)
                 .with_context(|| format!("export to {}", out.display()))?;
             println!(
                 "exported {} entries and {} checkpoints to {}",
@@ -136,6 +134,6 @@ pub fn run(
                 anyhow::bail!("verification of {} failed", dir.display())
             }
         }
-        Command::Node { config } => crate::node::run_node_from_config(&config),
+        Command::Node { config } => crate::node::run(&config),
     }
 }

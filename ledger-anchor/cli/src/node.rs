@@ -1,0 +1,192 @@
+//! `fedledger-ledger node`: a replica (and optionally a witness) of one log, configured by
+//! `ledger.toml`, that catches up from the peers it dials, follows gossip and reports
+//! equivocation loudly until Ctrl-C.
+//!
+//! ```toml
+//! store = "ledger-store"                       # replica's sled directory
+//! log_key = "fed.example+1a2b3c4d+AUx..."      # the log's verifier key (origin = its name)
+//! listen = ["/ip4/0.0.0.0/tcp/4001"]           # empty for a dial-out-only node
+//! dial = ["/ip4/127.0.0.1/tcp/4000"]
+//!
+//! [witness]                                     # optional: also cosign as a witness
+//! name = "witness.hospital-a.example"
+//! key = "witness.key"                           # PKCS#8 file from `fedledger-ledger keygen`
+//! state = "witness-state"                       # sled directory of the witness's state
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fedledger_ledger::node::{self, NodeConfig};
+use fedledger_ledger::note::{NoteSigner, VerifierKey};
+use fedledger_ledger::witness::Witness;
+use fedledger_ledger::{Log, keys};
+use libp2p::{Multiaddr, identity};
+use serde::Deserialize;
+
+/// `ledger.toml`: configuration of `fedledger-ledger node` (see the module docs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFileConfig {
+    /// Replica store directory.
+    pub store: PathBuf,
+    /// The log's verifier key.
+    pub log_key: String,
+    /// Listen addresses.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Peers to dial.
+    #[serde(default)]
+    pub dial: Vec<String>,
+    /// Witness settings.
+    pub witness: Option<WitnessFileConfig>,
+}
+
+/// The `[witness]` table of `ledger.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessFileConfig {
+    /// Witness key name.
+    pub name: String,
+    /// PKCS#8 key file (generated if missing).
+    pub key: PathBuf,
+    /// Witness state directory.
+    pub state: PathBuf,
+}
+
+impl NodeFileConfig {
+    /// Reads and parses `ledger.toml`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parse {}", path.display()))
+    }
+
+    /// The log's verifier key, parsed.
+    pub fn log_key(&self) -> anyhow::Result<VerifierKey> {
+        VerifierKey::parse(&self.log_key).context("parse log_key")
+    }
+
+    /// The network settings, with every address parsed.
+    pub fn network(&self) -> anyhow::Result<NodeConfig> {
+        let parse = |v: &[String]| {
+            v.iter()
+                .map(|a| {
+                    a.parse::<Multiaddr>()
+                        .with_context(|| format!("parse address {a}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        };
+        Ok(NodeConfig {
+            listen: parse(&self.listen)?,
+            dial: parse(&self.dial)?,
+            ..NodeConfig::default()
+        })
+    }
+}
+
+/// Runs `fedledger-ledger node --config FILE` until Ctrl-C: a replica (and witness) that
+/// catches up from the peers it dials, follows gossip and reports equivocation loudly. Fails
+/// when evidence of equivocation is held at exit.
+pub fn run(path: &Path) -> anyhow::Result<()> {
+    let cfg = NodeFileConfig::load(path)?;
+    let log_key = cfg.log_key()?;
+    let net_cfg = cfg.network()?;
+    let log = Log::open_replica(&cfg.store, log_key.clone()).context("open replica store")?;
+    let witness = match &cfg.witness {
+        Some(w) => {
+            let key = keys::load_or_generate_key(&w.key).context("load witness key")?;
+            let signer = NoteSigner::witness(&w.name, key).context("witness key")?;
+            println!("witness key: {}", signer.verifier_key());
+            Some(Witness::open(&w.state, signer, log_key).context("open witness state")?)
+        }
+        None => None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start runtime")?;
+    rt.block_on(async move {
+        let node = node::spawn(
+            net_cfg,
+            identity::Keypair::generate_ed25519(),
+            log.clone(),
+            witness,
+        )
+        .await
+        .context("start node")?;
+        println!(
+            "node {} listening on {:?}",
+            node.peer_id(),
+            node.listen_addrs(Duration::from_secs(2)).await?
+        );
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = tick.tick() => {
+                    let evidence = log.evidence()?;
+                    for e in &evidence {
+                        eprintln!("{e}");
+                    }
+                    tracing::info!(size = log.size(), evidence = evidence.len(), "status");
+                }
+            }
+        }
+        node.shutdown().await;
+        let evidence = log.evidence()?;
+        if !evidence.is_empty() {
+            anyhow::bail!(
+                "{} piece(s) of evidence of equivocation held",
+                evidence.len()
+            );
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_ledger_toml_parses_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = include_str!("node.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let path = dir.path().join("ledger.toml");
+        std::fs::write(&path, &doc).unwrap();
+        let cfg = NodeFileConfig::load(&path).unwrap();
+        assert_eq!(cfg.store, PathBuf::from("ledger-store"));
+        assert_eq!(
+            cfg.witness.as_ref().unwrap().name,
+            "witness.hospital-a.example"
+        );
+        let net = cfg.network().unwrap();
+        assert_eq!((net.listen.len(), net.dial.len()), (1, 1));
+        assert!(
+            cfg.log_key().is_err(),
+            "the documented key is a placeholder"
+        );
+
+        std::fs::write(&path, format!("{doc}\ncolour = \"blue\"\n")).unwrap();
+        assert!(NodeFileConfig::load(&path).is_err());
+        std::fs::write(
+            &path,
+            "store = \"s\"\nlog_key = \"k\"\nlisten = [\"nonsense\"]\n",
+        )
+        .unwrap();
+        let err = NodeFileConfig::load(&path).unwrap().network().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("parse address nonsense"),
+            "{err:#}"
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! The `fedledger-ledger` command line end to end: its `run` on a real store, and its help
+//! text, which must not change unnoticed (auditors script against it).
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use clap::Parser as _;
+use common::Federation;
+use fedledger_ledger_cli::{Cli, run};
+
+#[test]
+fn the_command_line_exports_and_verifies() {
+    let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let fed = Federation::new(2, 1);
+    drop(fed.build_log(store.path(), 2));
+    let dest = out.path().join("ledger");
+    let (s, d) = (store.path().to_str().unwrap(), dest.to_str().unwrap());
+    run(
+        Cli::try_parse_from(["fedledger-ledger", "status", "--store", s]).unwrap(),
+        None,
+    )
+    .unwrap();
+    run(
+        Cli::try_parse_from(["fedledger-ledger", "export", "--store", s, "--out", d]).unwrap(),
+        None,
+    )
+    .unwrap();
+    run(
+        Cli::try_parse_from(["fedledger-ledger", "verify", d]).unwrap(),
+        None,
+    )
+    .unwrap();
+    assert!(
+        run(
+            Cli::try_parse_from(["fedledger-ledger", "verify", d, "--quorum", "2"]).unwrap(),
+            None
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn help_text_is_unchanged() {
+    let want = include_str!("data/help.txt");
+    let mut got = String::new();
+    for args in [
+        "--help",
+        "keygen --help",
+        "status --help",
+        "export --help",
+        "verify --help",
+        "node --help",
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fedledger-ledger"))
+            .args(args.split(' '))
+            .output()
+            .expect("run fedledger-ledger");
+        assert!(out.status.success(), "fedledger-ledger {args}");
+        got.push_str(&format!("$ fedledger-ledger {args}\n"));
+        got.push_str(&String::from_utf8(out.stdout).unwrap());
+    }
+    assert_eq!(got, want, "tests/data/help.txt holds the expected help");
+}

@@ -1,0 +1,52 @@
+//! Replication and witnessing over libp2p: gossipsub pushes new entries with their checkpoint
+//! and consistency proof, a request-response protocol serves catch-up (checkpoint, entry
+//! ranges, proofs) and the witness add-checkpoint exchange, and evidence of equivocation is
+//! gossiped on its own topic.
+//!
+//! One task owns the swarm ([`spawn`]); the rest of the program talks to it through a cloneable
+//! [`NodeHandle`] that sends commands over a bounded channel and gets answers on oneshot
+//! channels. Every message is checked before it is trusted: gossip validation is on (strict
+//! mode, signed messages) and invalid messages are rejected, which lowers the sender's peer
+//! score. The store is never touched on the event loop: reads, appends and flushes run on the
+//! blocking pool, bounded, and come back to the loop as messages.
+//!
+//! Submodules, in reading order:
+//!
+//! - `protocol`: the wire types ([`Announcement`], [`SyncRequest`], [`SyncResponse`]), topics,
+//!   size limits, and the checks that need no store.
+//! - `storage`: what a gossip message or a sync request does to the [`Log`] and the witness
+//!   (blocking functions, run off the loop).
+//! - `handle`: the cloneable [`NodeHandle`] and the commands it sends.
+//! - `event_loop`: [`spawn`], the swarm, and the loop that dispatches events and store work.
+
+mod event_loop;
+mod handle;
+mod protocol;
+mod storage;
+
+pub use event_loop::{NodeConfig, spawn};
+pub use handle::{NodeHandle, NodeStats};
+pub use protocol::{Announcement, CHUNK, SyncRequest, SyncResponse};
+
+use crate::error::LedgerError;
+use crate::note::VerifierKey;
+use crate::records::{self, Record};
+use crate::store::Log;
+
+/// The witness keys and quorum recorded in a log's genesis record.
+pub fn genesis_witnesses(log: &Log) -> Result<(Vec<VerifierKey>, u64), LedgerError> {
+    match records::validate_entry(0, log.origin(), &log.entry(0)?)? {
+        Record::Federation(g) => {
+            let keys = g
+                .witnesses
+                .keys
+                .iter()
+                .map(|k| VerifierKey::parse(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((keys, g.witnesses.quorum))
+        }
+        Record::Round(_) => Err(LedgerError::Corrupt(
+            "entry 0 is not a genesis record".into(),
+        )),
+    }
+}
