@@ -16,8 +16,12 @@ const BATCH: u64 = 1000;
 fn appends(c: &mut Criterion) {
     let fed = common::Federation::new(3, 2);
     let genesis = fed.genesis();
-    let rounds: Vec<Vec<u8>> = (1..=BATCH).map(|n| fed.round(n)).collect();
-    println!("round record size: {} bytes", rounds[0].len());
+    let rounds: Vec<Vec<u8>> = fed.entries_after_genesis(BATCH);
+    println!(
+        "entry sizes: contribution {} bytes, round summary {} bytes",
+        rounds[0].len(),
+        rounds[3].len()
+    );
     let mut g = c.benchmark_group("append");
     g.sample_size(10)
         .measurement_time(Duration::from_secs(8))
@@ -31,11 +35,11 @@ fn appends(c: &mut Criterion) {
                     let dir = tempfile::tempdir().unwrap();
                     let log =
                         Log::open(dir.path(), common::ORIGIN, fed.log_signer.clone()).unwrap();
-                    log.append(&genesis).unwrap();
+                    log.append_batch(&genesis).unwrap();
                     let t = Instant::now();
                     let (_, cp) = log.append_and_checkpoint(&rounds).unwrap();
                     total += t.elapsed();
-                    assert_eq!(cp.checkpoint.size, BATCH + 1);
+                    assert_eq!(cp.checkpoint.size, BATCH + genesis.len() as u64);
                 }
                 total
             })
@@ -51,7 +55,7 @@ fn appends(c: &mut Criterion) {
                     let dir = tempfile::tempdir().unwrap();
                     let log =
                         Log::open(dir.path(), common::ORIGIN, fed.log_signer.clone()).unwrap();
-                    log.append(&genesis).unwrap();
+                    log.append_batch(&genesis).unwrap();
                     let t = Instant::now();
                     for chunk in rounds.chunks(100) {
                         log.append_and_checkpoint(chunk).unwrap();
@@ -64,8 +68,11 @@ fn appends(c: &mut Criterion) {
     );
     g.throughput(Throughput::Elements(1));
     g.bench_function(
-        "validate_one_round_record (baseline: schema check alone)",
-        |b| b.iter(|| records::validate_entry(1, common::ORIGIN, &rounds[0]).unwrap()),
+        "validate_one_contribution_entry (baseline: schema check alone)",
+        |b| {
+            let at = genesis.len() as u64;
+            b.iter(|| records::validate_entry(at, common::ORIGIN, &rounds[0]).unwrap())
+        },
     );
     g.finish();
 }
@@ -108,9 +115,14 @@ fn signatures(c: &mut Criterion) {
     let jobs: Vec<([u8; 32], Vec<u8>, Vec<u8>)> = (0..SIGS)
         .map(|i| {
             let k = &ks[i % ks.len()];
-            let msg =
-                records::update_signing_message(common::ORIGIN, i as u64, &format!("{i:064x}"))
-                    .into_bytes();
+            let msg = records::update_signing_message(
+                common::ORIGIN,
+                i as u64,
+                &format!("{i:064x}"),
+                100,
+                &"ab".repeat(32),
+            )
+            .into_bytes();
             let sig = k.sign(&msg).as_ref().to_vec();
             (keys::public_key(k), msg, sig)
         })

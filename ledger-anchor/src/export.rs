@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::error::LedgerError;
 use crate::note::TlogProof;
-use crate::records::{self, Record};
+use crate::records;
 use crate::store::Log;
 
 /// What [`export`] wrote.
@@ -58,9 +58,10 @@ pub fn export(log: &Log, out: &Path) -> Result<ExportSummary, LedgerError> {
     )?;
     let mut witnesses = String::new();
     if size > 0
-        && let Record::Federation(g) = records::validate_entry(0, log.origin(), &log.entry(0)?)?
+        && let Some(w) =
+            records::genesis_witnesses(&records::validate_entry(0, log.origin(), &log.entry(0)?)?)
     {
-        for k in &g.witnesses.keys {
+        for k in &w.keys {
             witnesses.push_str(k);
             witnesses.push('\n');
         }

@@ -442,13 +442,13 @@ impl Log {
         };
         let Some(e) = e else { return Vec::new() };
         let keys = match records::validate_entry(0, &self.inner.origin, &e) {
-            Ok(records::Record::Federation(g)) => g
-                .witnesses
-                .keys
-                .iter()
-                .filter_map(|k| VerifierKey::parse(k).ok())
-                .collect(),
-            _ => Vec::new(),
+            Ok(g) => records::genesis_witnesses(&g).map_or_else(Vec::new, |w| {
+                w.keys
+                    .iter()
+                    .filter_map(|k| VerifierKey::parse(k).ok())
+                    .collect()
+            }),
+            Err(_) => Vec::new(),
         };
         self.inner.witnesses.get_or_init(|| keys).clone()
     }
@@ -763,7 +763,7 @@ impl Log {
 mod tests {
     use super::*;
     use crate::records::encode_canonical;
-    use crate::records::tests::{genesis, round};
+    use crate::records::v1::tests::{genesis, round};
 
     pub(crate) fn signer(origin: &str) -> NoteSigner {
         let rng = ring::rand::SystemRandom::new();

@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::{Federation, ORIGIN};
+use common::{ORIGIN, v1::Federation};
 use fail::FailScenario;
 use fedledger_ledger::node::{
     self, Announcement, NodeConfig, NodeHandle, SyncRequest, SyncResponse,

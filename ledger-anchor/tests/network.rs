@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Federation, ORIGIN};
+use common::{ORIGIN, v1::Federation};
 use fedledger_ledger::Log;
 use fedledger_ledger::node::{self, Announcement, NodeConfig, NodeHandle};
 use fedledger_ledger::note::NoteSigner;

@@ -30,23 +30,18 @@ pub use protocol::{Announcement, CHUNK, SyncRequest, SyncResponse};
 
 use crate::error::LedgerError;
 use crate::note::VerifierKey;
-use crate::records::{self, Record};
+use crate::records;
 use crate::store::Log;
 
 /// The witness keys and quorum recorded in a log's genesis record.
 pub fn genesis_witnesses(log: &Log) -> Result<(Vec<VerifierKey>, u64), LedgerError> {
-    match records::validate_entry(0, log.origin(), &log.entry(0)?)? {
-        Record::Federation(g) => {
-            let keys = g
-                .witnesses
-                .keys
-                .iter()
-                .map(|k| VerifierKey::parse(k))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((keys, g.witnesses.quorum))
-        }
-        Record::Round(_) => Err(LedgerError::Corrupt(
-            "entry 0 is not a genesis record".into(),
-        )),
-    }
+    let genesis = records::validate_entry(0, log.origin(), &log.entry(0)?)?;
+    let w = records::genesis_witnesses(&genesis)
+        .ok_or_else(|| LedgerError::Corrupt("entry 0 is not a genesis record".into()))?;
+    let keys = w
+        .keys
+        .iter()
+        .map(|k| VerifierKey::parse(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((keys, w.quorum))
 }

@@ -1,5 +1,9 @@
-//! A realistic sample federation for tests and benches: real participant keys and signatures.
+//! A realistic sample federation for tests and benches, in the current record format (v2): real
+//! participant keys and signatures over everything they claim, one entry per contribution and
+//! decline, a summary per round.
 #![allow(dead_code)]
+
+pub mod v1;
 
 use fedledger_ledger::Log;
 use fedledger_ledger::keys;
@@ -13,16 +17,27 @@ pub fn key(seed: u8) -> Ed25519KeyPair {
     Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap()
 }
 
+/// Participant `i`'s key (any number of participants).
+pub fn participant_key(i: usize) -> Ed25519KeyPair {
+    let mut seed = [0x5a; 32];
+    seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    Ed25519KeyPair::from_seed_unchecked(&seed).unwrap()
+}
+
 pub struct Federation {
     pub log_signer: NoteSigner,
     pub participants: Vec<(String, Ed25519KeyPair)>,
     pub witnesses: Vec<NoteSigner>,
 }
 
+/// Epsilon of a release in this sample: 0.001 per step (the tests' linear accountant), 100
+/// steps per release.
+pub const EPSILON_PER_RELEASE: f64 = 0.1;
+
 impl Federation {
     pub fn new(participants: usize, witnesses: usize) -> Self {
         let mut ps: Vec<(String, Ed25519KeyPair)> = (0..participants)
-            .map(|i| (format!("hospital-{i}"), key(10 + i as u8)))
+            .map(|i| (format!("hospital-{i}"), participant_key(i)))
             .collect();
         ps.sort_by_key(|(_, k)| keys::public_key_hex(k));
         Self {
@@ -36,20 +51,13 @@ impl Federation {
         }
     }
 
-    pub fn genesis(&self) -> Vec<u8> {
-        let g = FederationRecord {
-            v: 1,
+    /// The genesis: the federation entry, then one enrolment per participant.
+    pub fn genesis(&self) -> Vec<Vec<u8>> {
+        let g = FederationEntry {
+            v: RECORD_VERSION,
             record_type: FEDERATION_TYPE.into(),
             federation: ORIGIN.into(),
-            created_at: "2026-11-25T00:00:00Z".into(),
-            participants: self
-                .participants
-                .iter()
-                .map(|(n, k)| ParticipantRecord {
-                    name: n.clone(),
-                    public_key: keys::public_key_hex(k),
-                })
-                .collect(),
+            created_at: "2026-12-01T00:00:00Z".into(),
             model: ModelSpecRecord {
                 kind: "mlp".into(),
                 features: 30,
@@ -65,12 +73,12 @@ impl Federation {
                 learning_rate: "0.05".into(),
                 aggregation: "fedavg".into(),
             },
-            privacy: PrivacyRecord {
+            privacy: PrivacyPlan {
                 epsilon_budget: "8".into(),
-                delta: "1e-5".into(),
-                clip_norm: "1.0".into(),
+                delta: "0.00001".into(),
+                clip_norm: "1".into(),
                 noise_multiplier: "1.1".into(),
-                accountant: "rdp".into(),
+                accountants: vec!["rdp".into()],
             },
             witnesses: WitnessesRecord {
                 keys: self
@@ -87,57 +95,106 @@ impl Federation {
             validation: DigestRecord {
                 sha256: "ab".repeat(32),
             },
+            governance: GovernanceRecord::default(),
+            enrolments: self.participants.len() as u64,
         };
-        encode_canonical(&g).unwrap()
-    }
-
-    /// Round `n`'s record; the accountant used by tests gives epsilon = 0.001 * total steps.
-    pub fn round(&self, n: u64) -> Vec<u8> {
-        let np = self.participants.len() as u64;
-        let pool = 1_000_000u64;
-        let contributions = self
-            .participants
-            .iter()
-            .enumerate()
-            .map(|(i, (name, k))| {
-                let update = format!("{:064x}", n * 1000 + i as u64);
-                let sig = k.sign(update_signing_message(ORIGIN, n, &update).as_bytes());
-                let reward = if i == 0 {
-                    pool - (pool / np) * (np - 1)
-                } else {
-                    pool / np
-                };
-                ContributionRecord {
+        let mut out = vec![encode_canonical(&g).unwrap()];
+        for (name, k) in &self.participants {
+            out.push(
+                encode_canonical(&EnrolmentEntry {
+                    v: RECORD_VERSION,
+                    record_type: ENROLMENT_TYPE.into(),
+                    federation: ORIGIN.into(),
                     participant: keys::public_key_hex(k),
                     name: name.clone(),
-                    examples: 500 + i as u64,
-                    update_sha256: update,
-                    signature: fedledger_ledger::note::b64_encode(sig.as_ref()),
-                    value_nano: 1_000_000 * (i as i64 + 1),
-                    reward,
-                    epsilon_micro: 100_000,
-                    epsilon_total_micro: 100_000 * n,
-                    dp: DpRecord {
-                        noise_multiplier: "1.1".into(),
-                        sampling_rate: "0.01".into(),
-                        steps: 100,
-                        delta: "1e-5".into(),
-                        accountant: "rdp".into(),
-                    },
-                    flags: vec![],
-                }
-            })
+                    role: ROLE_CONTRIBUTOR.into(),
+                })
+                .unwrap(),
+            );
+        }
+        out
+    }
+
+    /// Who declines round `n`: the last participant, in even rounds (when there are two or
+    /// more participants).
+    pub fn decliner(&self, n: u64) -> Option<usize> {
+        (n.is_multiple_of(2) && self.participants.len() > 1).then(|| self.participants.len() - 1)
+    }
+
+    /// Releases participant `i` made before round `n` (one per round it contributed to).
+    fn releases_before(&self, i: usize, n: u64) -> u64 {
+        (1..n).filter(|&m| self.decliner(m) != Some(i)).count() as u64
+    }
+
+    /// Participant `i`'s contribution entry of round `n`, signed.
+    pub fn contribution(&self, n: u64, i: usize, reward: u64) -> ContributionEntry {
+        let (name, k) = &self.participants[i];
+        let released = self.releases_before(i, n) + 1;
+        let privacy = PrivacyObject::conservative("rdp", 1.1, 0.01, 100, 1e-5)
+            .with_epsilon(EPSILON_PER_RELEASE * released as f64, EPSILON_PER_RELEASE);
+        let mut c = ContributionEntry {
+            v: RECORD_VERSION,
+            record_type: CONTRIBUTION_TYPE.into(),
+            federation: ORIGIN.into(),
+            round: n,
+            participant: keys::public_key_hex(k),
+            name: name.clone(),
+            examples: 500 + i as u64,
+            update_sha256: format!("{:064x}", n * 1000 + i as u64),
+            privacy,
+            signature: String::new(),
+            value_nano: 1_000_000 * (i as i64 + 1),
+            reward,
+            flags: vec![],
+        };
+        c.signature =
+            fedledger_ledger::note::b64_encode(k.sign(c.signing_message().as_bytes()).as_ref());
+        c
+    }
+
+    /// Round `n`'s entries when the log holds `first` entries before them: the contributions,
+    /// a decline in even rounds, then the summary.
+    pub fn round(&self, n: u64, first: u64) -> Vec<Vec<u8>> {
+        let pool = 1_000_000u64;
+        let contributors: Vec<usize> = (0..self.participants.len())
+            .filter(|&i| self.decliner(n) != Some(i))
             .collect();
+        let np = contributors.len() as u64;
+        let mut out = Vec::new();
+        for (j, &i) in contributors.iter().enumerate() {
+            let reward = if j == 0 {
+                pool - (pool / np) * (np - 1)
+            } else {
+                pool / np
+            };
+            out.push(encode_canonical(&self.contribution(n, i, reward)).unwrap());
+        }
+        if let Some(i) = self.decliner(n) {
+            let (name, k) = &self.participants[i];
+            let mut d = DeclineEntry {
+                v: RECORD_VERSION,
+                record_type: DECLINE_TYPE.into(),
+                federation: ORIGIN.into(),
+                round: n,
+                participant: keys::public_key_hex(k),
+                name: name.clone(),
+                reason: "privacy budget exhausted".into(),
+                signature: String::new(),
+            };
+            d.signature =
+                fedledger_ledger::note::b64_encode(k.sign(d.signing_message().as_bytes()).as_ref());
+            out.push(encode_canonical(&d).unwrap());
+        }
         let digest = |m: u64| format!("{:064x}", 0xfeed_0000 + m);
-        let r = RoundRecord {
-            v: 1,
+        let s = RoundSummary {
+            v: RECORD_VERSION,
             record_type: ROUND_TYPE.into(),
             federation: ORIGIN.into(),
             round: n,
             status: RoundStatus::Completed,
             reason: None,
-            opened_at: "2026-11-25T00:00:01Z".into(),
-            closed_at: "2026-11-25T00:00:02Z".into(),
+            opened_at: "2026-12-01T00:00:01Z".into(),
+            closed_at: "2026-12-01T00:00:02Z".into(),
             model: ModelDigestsRecord {
                 before: digest(n - 1),
                 after: digest(n),
@@ -145,20 +202,24 @@ impl Federation {
             },
             validation: ValidationRecord {
                 sha256: "ab".repeat(32),
-                metric: "accuracy".into(),
-                score_before_nano: 700_000_000,
-                score_after_nano: 710_000_000,
+                metric: "neg_log_loss".into(),
+                score_before_nano: -700_000_000,
+                score_after_nano: -690_000_000,
             },
             valuation: ValuationRecord {
-                estimator: "gtg-shapley".into(),
+                estimator: "exact".into(),
                 seed: n,
-                evaluations: 64,
+                evaluations: 8,
             },
             reward_pool: pool,
-            contributions,
-            declined: vec![],
+            server_dp: None,
+            entries: EntryRange {
+                first,
+                count: out.len() as u64,
+            },
         };
-        encode_canonical(&r).unwrap()
+        out.push(encode_canonical(&s).unwrap());
+        out
     }
 
     /// Cosigns the log's latest checkpoint with every witness.
@@ -174,17 +235,40 @@ impl Federation {
         }
     }
 
-    /// A log with genesis and `rounds` rounds, one checkpoint per round, all cosigned.
+    /// A log with the genesis and `rounds` rounds, each appended in one batch with one
+    /// checkpoint, all cosigned.
     pub fn build_log(&self, dir: &std::path::Path, rounds: u64) -> Log {
         let log = Log::open(dir, ORIGIN, self.log_signer.clone()).unwrap();
-        log.append(&self.genesis()).unwrap();
+        log.append_batch(&self.genesis()).unwrap();
         log.checkpoint().unwrap();
         self.cosign_latest(&log, 1_700_000_000);
         for n in 1..=rounds {
-            log.append(&self.round(n)).unwrap();
+            log.append_batch(&self.round(n, log.size())).unwrap();
             log.checkpoint().unwrap();
             self.cosign_latest(&log, 1_700_000_000 + n);
         }
         log
+    }
+
+    /// The first `count` entries after the genesis, rounds one after another (the last round
+    /// may be cut short): for benchmarks that append or sync a given number of entries.
+    pub fn entries_after_genesis(&self, count: u64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut index = self.genesis().len() as u64;
+        let mut n = 1;
+        while (out.len() as u64) < count {
+            let batch = self.round(n, index);
+            index += batch.len() as u64;
+            out.extend(batch);
+            n += 1;
+        }
+        out.truncate(count as usize);
+        out
+    }
+
+    /// Entries in a log of `rounds` rounds.
+    pub fn entries(&self, rounds: u64) -> u64 {
+        let p = self.participants.len() as u64;
+        1 + p + rounds * (p + 1)
     }
 }

@@ -1,4 +1,5 @@
-//! Record schemas: the federation's genesis (entry 0) and one record per round (entry i = round i).
+//! Version 1 of the record schemas (ledgers written before v2; `verify` still checks them): the
+//! federation's genesis (entry 0) and one record per round (entry i = round i).
 //!
 //! Every entry is canonical JSON (see [`crate::canonical`]): compact, keys sorted, integers and
 //! strings only, with `v` = 1, `type` and `federation` (the log's origin). Build records from the
@@ -38,31 +39,25 @@
 //! [`crate::verify`].
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-pub use crate::canonical::encode_canonical;
+use super::{
+    Ctx, DigestRecord, ModelDigestsRecord, ModelSpecRecord, REWARD_RULE, RewardRecord, RoundStatus,
+    TrainingRecord, ValidationRecord, ValuationRecord, WitnessesRecord,
+};
 use crate::error::LedgerError;
 
-/// Record format version.
+/// Record format version 1.
 pub const RECORD_VERSION: u64 = 1;
 /// `type` of the genesis record.
 pub const FEDERATION_TYPE: &str = "fedledger.federation/v1";
 /// `type` of a round record.
 pub const ROUND_TYPE: &str = "fedledger.round/v1";
-/// The only reward rule defined so far.
-pub const REWARD_RULE: &str = "shapley-proportional/v1";
 
-/// The message a participant signs for its update:
-/// `"fedledger/update/v1\n<federation>\n<round>\n<update_sha256>\n"`. The one definition: the
-/// participant signs it, the coordinator checks it, `verify` checks the recorded signature.
+/// The message a participant signed for its update in v1 ledgers:
+/// `"fedledger/update/v1\n<federation>\n<round>\n<update_sha256>\n"` (the example count and
+/// privacy report were not signed; v2 signs them).
 pub fn update_signing_message(federation: &str, round: u64, update_sha256: &str) -> String {
     format!("fedledger/update/v1\n{federation}\n{round}\n{update_sha256}\n")
-}
-
-/// The message a participant signs when it declines a round:
-/// `"fedledger/decline/v1\n<federation>\n<round>\n<reason>\n"` (the reason is one line).
-pub fn decline_signing_message(federation: &str, round: u64, reason: &str) -> String {
-    format!("fedledger/decline/v1\n{federation}\n{round}\n{reason}\n")
 }
 
 /// An enrolled participant.
@@ -73,40 +68,6 @@ pub struct ParticipantRecord {
     pub name: String,
     /// Ed25519 public key, 64 lowercase hex characters.
     pub public_key: String,
-}
-
-/// The model's specification and size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSpecRecord {
-    /// Architecture name, e.g. `"mlp"`.
-    pub kind: String,
-    /// Input features.
-    pub features: u64,
-    /// Output classes.
-    pub classes: u64,
-    /// Hidden layer widths.
-    pub hidden: Vec<u64>,
-    /// Number of parameters.
-    pub params: u64,
-}
-
-/// Training hyper-parameters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainingRecord {
-    /// Planned number of rounds.
-    pub rounds: u64,
-    /// Minimum contributions for a round to complete.
-    pub quorum: u64,
-    /// Local epochs per round.
-    pub local_epochs: u64,
-    /// Local batch size.
-    pub batch_size: u64,
-    /// Learning rate, decimal string.
-    pub learning_rate: String,
-    /// Aggregation strategy name.
-    pub aggregation: String,
 }
 
 /// Privacy parameters of the federation.
@@ -123,34 +84,6 @@ pub struct PrivacyRecord {
     pub noise_multiplier: String,
     /// Accountant name.
     pub accountant: String,
-}
-
-/// Witnesses of the log and how many must cosign.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WitnessesRecord {
-    /// cosignature/v1 verifier keys (`name+keyid+base64(0x04 || key)`).
-    pub keys: Vec<String>,
-    /// Cosignatures needed to call a checkpoint anchored.
-    pub quorum: u64,
-}
-
-/// The reward rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RewardRecord {
-    /// Rule name ([`REWARD_RULE`]).
-    pub rule: String,
-    /// Pool per completed round, integer base units.
-    pub pool_per_round: u64,
-}
-
-/// A file identified by digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DigestRecord {
-    /// SHA-256, lowercase hex.
-    pub sha256: String,
 }
 
 /// Entry 0: `fedledger.federation/v1`.
@@ -180,64 +113,6 @@ pub struct FederationRecord {
     pub reward: RewardRecord,
     /// Validation file digest.
     pub validation: DigestRecord,
-}
-
-/// Outcome of a round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RoundStatus {
-    /// Aggregated, valued and paid.
-    Completed,
-    /// Given up (reason recorded); no rewards.
-    Abandoned,
-}
-
-impl RoundStatus {
-    /// `"completed"` or `"abandoned"`, as recorded.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RoundStatus::Completed => "completed",
-            RoundStatus::Abandoned => "abandoned",
-        }
-    }
-}
-
-/// Model digests around a round.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelDigestsRecord {
-    /// SHA-256 of the flat little-endian f32 parameters before the round.
-    pub before: String,
-    /// The same after the round.
-    pub after: String,
-    /// Number of parameters.
-    pub params: u64,
-}
-
-/// Validation of the round's model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ValidationRecord {
-    /// Validation file digest.
-    pub sha256: String,
-    /// Metric name.
-    pub metric: String,
-    /// Score before, times 1e9.
-    pub score_before_nano: i64,
-    /// Score after, times 1e9.
-    pub score_after_nano: i64,
-}
-
-/// How contributions were valued.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ValuationRecord {
-    /// Estimator name.
-    pub estimator: String,
-    /// Seed of its sampling.
-    pub seed: u64,
-    /// Utility evaluations made.
-    pub evaluations: u64,
 }
 
 /// A contribution's differential-privacy parameters for this round.
@@ -330,177 +205,7 @@ pub struct RoundRecord {
     pub declined: Vec<DeclinedRecord>,
 }
 
-/// A validated record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Record {
-    /// Entry 0.
-    Federation(Box<FederationRecord>),
-    /// Entry i >= 1.
-    Round(Box<RoundRecord>),
-}
-
-struct Ctx {
-    index: u64,
-}
-
-impl Ctx {
-    fn err(&self, field: impl Into<String>, reason: impl Into<String>) -> LedgerError {
-        LedgerError::Schema {
-            index: self.index,
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-
-    fn nonempty(&self, field: &str, s: &str) -> Result<(), LedgerError> {
-        if s.is_empty() {
-            Err(self.err(field, "must not be empty"))
-        } else {
-            Ok(())
-        }
-    }
-
-    fn hex32(&self, field: &str, s: &str) -> Result<(), LedgerError> {
-        if s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            Ok(())
-        } else {
-            Err(self.err(field, format!("{s:?} is not 64 lowercase hex characters")))
-        }
-    }
-
-    fn decimal(&self, field: &str, s: &str) -> Result<(), LedgerError> {
-        if is_decimal(s) {
-            Ok(())
-        } else {
-            Err(self.err(field, format!("{s:?} is not a non-negative decimal string")))
-        }
-    }
-
-    fn timestamp(&self, field: &str, s: &str) -> Result<(), LedgerError> {
-        if is_rfc3339_utc(s) {
-            Ok(())
-        } else {
-            Err(self.err(
-                field,
-                format!("{s:?} is not an RFC 3339 UTC timestamp (YYYY-MM-DDTHH:MM:SS[.f]Z)"),
-            ))
-        }
-    }
-}
-
-/// `digits[.digits][e[+-]digits]`.
-fn is_decimal(s: &str) -> bool {
-    let (mantissa, exp) = match s.find(['e', 'E']) {
-        Some(i) => (&s[..i], Some(&s[i + 1..])),
-        None => (s, None),
-    };
-    let (int, frac) = match mantissa.split_once('.') {
-        Some((a, b)) => (a, Some(b)),
-        None => (mantissa, None),
-    };
-    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
-    digits(int)
-        && frac.is_none_or(digits)
-        && exp.is_none_or(|e| digits(e.strip_prefix(['+', '-']).unwrap_or(e)))
-}
-
-fn is_rfc3339_utc(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.len() < 20 || b.last() != Some(&b'Z') {
-        return false;
-    }
-    let d = |r: std::ops::Range<usize>| b.get(r).is_some_and(|x| x.iter().all(u8::is_ascii_digit));
-    let fixed = d(0..4)
-        && b[4] == b'-'
-        && d(5..7)
-        && b[7] == b'-'
-        && d(8..10)
-        && b[10] == b'T'
-        && d(11..13)
-        && b[13] == b':'
-        && d(14..16)
-        && b[16] == b':'
-        && d(17..19);
-    let frac = &b[19..b.len() - 1];
-    fixed
-        && (frac.is_empty()
-            || (frac.len() >= 2 && frac[0] == b'.' && frac[1..].iter().all(u8::is_ascii_digit)))
-}
-
-/// Extracts the backquoted field name from a serde error message, if any.
-fn serde_field(msg: &str) -> String {
-    msg.split('`')
-        .nth(1)
-        .map_or_else(|| "$".to_owned(), str::to_owned)
-}
-
-/// Validates entry `index` of the log `origin`: canonical JSON, a known `type` for that index,
-/// and every field of its schema. Returns the typed record.
-pub fn validate_entry(index: u64, origin: &str, bytes: &[u8]) -> Result<Record, LedgerError> {
-    let cx = Ctx { index };
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| cx.err("$", format!("not JSON: {e}")))?;
-    let mut canon = Vec::with_capacity(bytes.len());
-    crate::canonical::write(&value, "$", &mut canon).map_err(|(f, r)| cx.err(f, r))?;
-    if canon != bytes {
-        let at = canon
-            .iter()
-            .zip(bytes)
-            .position(|(a, b)| a != b)
-            .unwrap_or(canon.len().min(bytes.len()));
-        return Err(cx.err(
-            "$",
-            format!("not canonical JSON (compact, keys sorted, no duplicates): first difference at byte {at}"),
-        ));
-    }
-    let obj = value
-        .as_object()
-        .ok_or_else(|| cx.err("$", "must be a JSON object"))?;
-    match obj.get("v") {
-        Some(v) if v.as_u64() == Some(RECORD_VERSION) => {}
-        Some(_) => return Err(cx.err("v", "must be 1")),
-        None => return Err(cx.err("v", "missing")),
-    }
-    match obj.get("federation").and_then(Value::as_str) {
-        Some(f) if f == origin => {}
-        Some(f) => {
-            return Err(cx.err(
-                "federation",
-                format!("{f:?} is not this log's origin {origin:?}"),
-            ));
-        }
-        None => return Err(cx.err("federation", "missing or not a string")),
-    }
-    let ty = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| cx.err("type", "missing or not a string"))?;
-    match (index, ty) {
-        (0, FEDERATION_TYPE) => {
-            let r: FederationRecord = serde_json::from_value(value)
-                .map_err(|e| cx.err(serde_field(&e.to_string()), e.to_string()))?;
-            check_federation(&cx, &r)?;
-            Ok(Record::Federation(Box::new(r)))
-        }
-        (0, other) => Err(cx.err(
-            "type",
-            format!("entry 0 must be {FEDERATION_TYPE}, not {other:?}"),
-        )),
-        (_, ROUND_TYPE) => {
-            let r: RoundRecord = serde_json::from_value(value)
-                .map_err(|e| cx.err(serde_field(&e.to_string()), e.to_string()))?;
-            check_round(&cx, &r)?;
-            Ok(Record::Round(Box::new(r)))
-        }
-        (_, FEDERATION_TYPE) => Err(cx.err("type", "only entry 0 may be a federation record")),
-        (_, other) => Err(cx.err("type", format!("unknown record type {other:?}"))),
-    }
-}
-
-fn check_federation(cx: &Ctx, r: &FederationRecord) -> Result<(), LedgerError> {
+pub(super) fn check_federation(cx: &Ctx, r: &FederationRecord) -> Result<(), LedgerError> {
     cx.timestamp("created_at", &r.created_at)?;
     if r.participants.is_empty() {
         return Err(cx.err("participants", "at least one participant must be enrolled"));
@@ -562,7 +267,7 @@ fn check_federation(cx: &Ctx, r: &FederationRecord) -> Result<(), LedgerError> {
     cx.hex32("validation.sha256", &r.validation.sha256)
 }
 
-fn check_round(cx: &Ctx, r: &RoundRecord) -> Result<(), LedgerError> {
+pub(super) fn check_round(cx: &Ctx, r: &RoundRecord) -> Result<(), LedgerError> {
     if r.round != cx.index {
         return Err(cx.err(
             "round",
@@ -656,6 +361,7 @@ fn check_round(cx: &Ctx, r: &RoundRecord) -> Result<(), LedgerError> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::super::{Record, encode_canonical, validate_entry};
     use super::*;
 
     pub(crate) fn genesis(origin: &str) -> FederationRecord {
@@ -771,28 +477,16 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn signing_messages_match_the_design() {
-        assert_eq!(
-            update_signing_message("fed", 3, "ab"),
-            "fedledger/update/v1\nfed\n3\nab\n"
-        );
-        assert_eq!(
-            decline_signing_message("fed", 3, "budget exhausted"),
-            "fedledger/decline/v1\nfed\n3\nbudget exhausted\n"
-        );
-    }
-
-    #[test]
     fn typed_records_round_trip_through_the_validator() {
         let g = encode_canonical(&genesis("o")).unwrap();
         assert_eq!(
             validate_entry(0, "o", &g).unwrap(),
-            Record::Federation(Box::new(genesis("o")))
+            Record::V1Federation(Box::new(genesis("o")))
         );
         let r = encode_canonical(&round("o", 3)).unwrap();
         assert_eq!(
             validate_entry(3, "o", &r).unwrap(),
-            Record::Round(Box::new(round("o", 3)))
+            Record::V1Round(Box::new(round("o", 3)))
         );
         let mut a = round("o", 1);
         a.status = RoundStatus::Abandoned;
@@ -826,7 +520,8 @@ pub(crate) mod tests {
             "contributions[0].examples",
         );
         reject(3, s.replacen('{', "{ ", 1).as_bytes(), "$");
-        reject(3, s.replace(r#""v":1"#, r#""v":2"#).as_bytes(), "v");
+        reject(3, s.replace(r#""v":1"#, r#""v":2"#).as_bytes(), "type");
+        reject(3, s.replace(r#""v":1"#, r#""v":3"#).as_bytes(), "v");
         // unsorted keys: move "v" to the front
         let unsorted = format!("{{\"v\":1,{}", s[1..].replace(r#","v":1"#, ""));
         reject(3, unsorted.as_bytes(), "$");
@@ -880,19 +575,5 @@ pub(crate) mod tests {
         reject(0, &encode_canonical(&bad).unwrap(), "witnesses.quorum");
         bad.witnesses.keys.push("not-a-key".into());
         reject(0, &encode_canonical(&bad).unwrap(), "witnesses.keys[0]");
-    }
-
-    #[test]
-    fn decimals_and_timestamps() {
-        for ok in ["0", "1.5", "1e-6", "2.5E+3", "0.000001"] {
-            assert!(is_decimal(ok), "{ok}");
-        }
-        for bad in ["", "-1", "1.", ".5", "1e", "NaN", "inf", "1,5"] {
-            assert!(!is_decimal(bad), "{bad}");
-        }
-        assert!(is_rfc3339_utc("2026-11-25T01:02:03Z"));
-        assert!(is_rfc3339_utc("2026-11-25T01:02:03.123456Z"));
-        assert!(!is_rfc3339_utc("2026-11-25T01:02:03+00:00"));
-        assert!(!is_rfc3339_utc("2026-11-25 01:02:03Z"));
     }
 }

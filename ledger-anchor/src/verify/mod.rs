@@ -6,7 +6,7 @@
 //! when an [`EpsilonAccountant`] is plugged in — each contribution's epsilon figures against its
 //! recorded `dp` parameters. Stored evidence of equivocation is a failure, shown with both notes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -15,14 +15,29 @@ use crate::merkle::{self, MemoryTree};
 use crate::note::{
     Evidence, KEY_TYPE_COSIGNATURE, KEY_TYPE_ED25519, SignedCheckpoint, TlogProof, VerifierKey,
 };
-use crate::records::{self, DpRecord, FederationRecord, Record, RoundRecord, RoundStatus};
+use crate::records::{self, Record};
+
+mod v1;
+mod v2;
+
+/// One recorded release: the Poisson-subsampled Gaussian mechanism run for `steps` steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Run {
+    /// Noise standard deviation over the clipping norm.
+    pub noise_multiplier: f64,
+    /// Poisson sampling rate of each step.
+    pub sampling_rate: f64,
+    /// Steps.
+    pub steps: u64,
+}
 
 /// Recomputes cumulative epsilon from recorded DP parameters. The ledger does not know any
 /// accountant; the privacy crate provides one and the caller plugs it in.
 pub trait EpsilonAccountant: Sync {
-    /// Cumulative epsilon of one participant after the rounds whose parameters are `history`
-    /// (in round order).
-    fn cumulative_epsilon(&self, history: &[DpRecord]) -> Result<f64, String>;
+    /// Cumulative epsilon at `delta` of one participant's releases `runs` (in ledger order),
+    /// by the accountant named `accountant` (`rdp`, `pld`, `rdp-dp-accounting`).
+    fn cumulative_epsilon(&self, accountant: &str, delta: f64, runs: &[Run])
+    -> Result<f64, String>;
 }
 
 /// Options of [`verify_dir`].
@@ -181,18 +196,20 @@ pub fn verify_dir(dir: &Path, opts: VerifyOptions<'_>) -> VerifyReport {
     let origin = log_key.name.clone();
 
     // Entries and the recomputed tree.
+    // Work and memory follow the files that are there, never the size the checkpoint claims.
     let indices = numbered(dir, "entries", &mut r);
     if indices.len() as u64 != size || indices.iter().enumerate().any(|(i, n)| *n != i as u64) {
         r.fail(
             "entries",
             format!(
-                "expected entries 0..{size} exactly, found {} file(s)",
+                "the checkpoint claims {size} entries but entries/ holds {} file(s) (expected 0..{size} exactly); nothing further is checked",
                 indices.len()
             ),
         );
+        return r;
     }
     let mut entries: Vec<Vec<u8>> = Vec::with_capacity(indices.len());
-    for i in 0..size {
+    for i in indices {
         entries.push(read(dir, &format!("entries/{i}"), &mut r).unwrap_or_default());
     }
     let tree = MemoryTree::from_entries(&entries);
@@ -206,32 +223,31 @@ pub fn verify_dir(dir: &Path, opts: VerifyOptions<'_>) -> VerifyReport {
         ),
     }
 
-    // Records.
-    let mut genesis: Option<FederationRecord> = None;
-    let mut rounds: Vec<(u64, RoundRecord)> = Vec::new();
+    // Records: every entry's schema on its own; the checks across entries follow below.
+    let mut records: Vec<Option<Record>> = Vec::with_capacity(entries.len());
     let mut schema_ok = true;
     for (i, e) in entries.iter().enumerate() {
         match records::validate_entry(i as u64, &origin, e) {
-            Ok(Record::Federation(g)) => genesis = Some(*g),
-            Ok(Record::Round(rr)) => rounds.push((i as u64, *rr)),
+            Ok(rec) => records.push(Some(rec)),
             Err(err) => {
                 schema_ok = false;
                 r.fail(format!("entries/{i}"), err.to_string());
+                records.push(None);
             }
         }
     }
     if schema_ok {
-        r.passed.push(format!(
-            "entries: {size} records match their schema; round numbers contiguous 1..{}",
-            size.saturating_sub(1)
-        ));
+        r.passed
+            .push(format!("entries: {size} records match their schema"));
     }
+    let genesis = records.first().and_then(Option::as_ref);
 
     // Witness keys and cosignatures.
-    let witnesses = check_witnesses(dir, genesis.as_ref(), &mut r);
+    let genesis_witnesses = genesis.and_then(records::genesis_witnesses);
+    let witnesses = check_witnesses(dir, genesis_witnesses, &mut r);
     let quorum = opts
         .quorum
-        .or(genesis.as_ref().map(|g| g.witnesses.quorum))
+        .or(genesis_witnesses.map(|w| w.quorum))
         .unwrap_or(0);
     let cosigners = check_cosignatures("checkpoint", &latest, &log_key, &witnesses, &mut r);
     if (cosigners as u64) < quorum {
@@ -374,11 +390,28 @@ pub fn verify_dir(dir: &Path, opts: VerifyOptions<'_>) -> VerifyReport {
     }
     r.failures.extend(proof_failures);
 
-    // Cross-record checks.
-    match &genesis {
-        Some(g) => check_rounds(g, &rounds, opts.accountant, &mut r),
-        None if size > 0 => r.fail("entries/0", "no valid genesis record"),
-        None => {}
+    // Cross-record checks, by the format the genesis names; a log is one format throughout.
+    match genesis {
+        Some(Record::V1Federation(g)) => {
+            let mut rounds = Vec::new();
+            for (i, rec) in records.iter().enumerate().skip(1) {
+                match rec {
+                    Some(Record::V1Round(rr)) => rounds.push((i as u64, (**rr).clone())),
+                    Some(other) => r.fail(
+                        format!("entries/{i}"),
+                        format!(
+                            "a format v{} entry in a v1 ledger (formats are never mixed)",
+                            other.version()
+                        ),
+                    ),
+                    None => {}
+                }
+            }
+            v1::check_rounds(g, &rounds, opts.accountant, &mut r);
+        }
+        Some(Record::Federation(_)) => v2::check(&records, opts.accountant, &mut r),
+        _ if size > 0 => r.fail("entries/0", "no valid genesis record"),
+        _ => {}
     }
 
     // Evidence recorded by the store.
@@ -402,7 +435,7 @@ pub fn verify_dir(dir: &Path, opts: VerifyOptions<'_>) -> VerifyReport {
 
 fn check_witnesses(
     dir: &Path,
-    genesis: Option<&FederationRecord>,
+    genesis: Option<&records::WitnessesRecord>,
     r: &mut VerifyReport,
 ) -> Vec<VerifierKey> {
     let mut keys = Vec::new();
@@ -425,7 +458,7 @@ fn check_witnesses(
     }
     if let Some(g) = genesis {
         let listed: BTreeSet<&str> = text.lines().collect();
-        let enrolled: BTreeSet<&str> = g.witnesses.keys.iter().map(String::as_str).collect();
+        let enrolled: BTreeSet<&str> = g.keys.iter().map(String::as_str).collect();
         if listed != enrolled {
             r.fail(
                 "witnesses.vkeys",
@@ -468,182 +501,4 @@ fn check_cosignatures(
         }
     }
     valid
-}
-
-/// Public key, message and signature of one update.
-type SignedMessage = (Vec<u8>, String, Vec<u8>);
-
-fn check_rounds(
-    g: &FederationRecord,
-    rounds: &[(u64, RoundRecord)],
-    accountant: Option<&dyn EpsilonAccountant>,
-    r: &mut VerifyReport,
-) {
-    let enrolled: BTreeMap<&str, &str> = g
-        .participants
-        .iter()
-        .map(|p| (p.public_key.as_str(), p.name.as_str()))
-        .collect();
-    let before = r.failures.len();
-    // Update signatures, in parallel.
-    let jobs: Vec<(u64, usize, &records::ContributionRecord)> = rounds
-        .iter()
-        .flat_map(|(i, rr)| {
-            rr.contributions
-                .iter()
-                .enumerate()
-                .map(move |(j, c)| (*i, j, c))
-        })
-        .collect();
-    let prepared: Vec<Option<SignedMessage>> = jobs
-        .iter()
-        .map(|(i, _, c)| {
-            let pk = hex::decode(&c.participant).ok()?;
-            let sig = crate::note::b64_decode(&c.signature)?;
-            Some((
-                pk,
-                records::update_signing_message(&g.federation, *i, &c.update_sha256),
-                sig,
-            ))
-        })
-        .collect();
-    let items: Vec<(&[u8], &[u8], &[u8])> = prepared
-        .iter()
-        .map(|p| {
-            p.as_ref()
-                .map_or((&[][..], &[][..], &[][..]), |(pk, m, s)| {
-                    (&pk[..], m.as_bytes(), &s[..])
-                })
-        })
-        .collect();
-    let verdicts = crate::keys::verify_ed25519_many(&items);
-    let sig_failures: Vec<Failure> = jobs
-        .iter()
-        .zip(verdicts)
-        .filter(|(_, ok)| !ok)
-        .map(|((i, j, c), _)| Failure {
-            file: format!("entries/{i}"),
-            what: format!(
-                "contributions[{j}].signature does not verify for {}",
-                c.participant
-            ),
-        })
-        .collect();
-    let sig_ok = sig_failures.is_empty();
-    r.failures.extend(sig_failures);
-    if sig_ok {
-        r.passed.push(format!(
-            "signatures: {} participant update signatures verify",
-            jobs.len()
-        ));
-    }
-    let mut prev_after: Option<&str> = None;
-    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
-    for (i, rr) in rounds {
-        let file = format!("entries/{i}");
-        for (j, c) in rr.contributions.iter().enumerate() {
-            match enrolled.get(c.participant.as_str()) {
-                None => r.fail(
-                    &file,
-                    format!("contributions[{j}].participant is not enrolled in the genesis record"),
-                ),
-                Some(name) if *name != c.name => r.fail(
-                    &file,
-                    format!(
-                        "contributions[{j}].name {:?} differs from the enrolled name {name:?}",
-                        c.name
-                    ),
-                ),
-                Some(_) => {}
-            }
-            let prev = totals
-                .insert(c.participant.as_str(), c.epsilon_total_micro)
-                .unwrap_or(0);
-            if c.epsilon_total_micro < prev {
-                r.fail(
-                    &file,
-                    format!("contributions[{j}].epsilon_total_micro decreased from {prev}"),
-                );
-            }
-        }
-        for (j, d) in rr.declined.iter().enumerate() {
-            if !enrolled.contains_key(d.participant.as_str()) {
-                r.fail(&file, format!("declined[{j}].participant is not enrolled"));
-            }
-        }
-        if rr.status == RoundStatus::Completed && rr.reward_pool != g.reward.pool_per_round {
-            r.fail(
-                &file,
-                format!(
-                    "reward_pool {} differs from the genesis pool_per_round {}",
-                    rr.reward_pool, g.reward.pool_per_round
-                ),
-            );
-        }
-        if rr.model.params != g.model.params {
-            r.fail(
-                &file,
-                format!(
-                    "model.params {} differs from the genesis model ({})",
-                    rr.model.params, g.model.params
-                ),
-            );
-        }
-        if rr.validation.sha256 != g.validation.sha256 {
-            r.fail(
-                &file,
-                "validation.sha256 differs from the genesis validation digest",
-            );
-        }
-        if let Some(p) = prev_after
-            && p != rr.model.before
-        {
-            r.fail(
-                &file,
-                "model.before is not the previous round's model.after",
-            );
-        }
-        prev_after = Some(&rr.model.after);
-    }
-    if r.failures.len() == before {
-        r.passed.push(format!("rounds: {} rounds, enrolled contributors, rewards sum to their pools, model digests chained", rounds.len()));
-    }
-    match accountant {
-        None => r.skipped.push("epsilon: no accountant plugged in; epsilon figures were not recomputed from dp parameters".into()),
-        Some(acc) => check_epsilon(acc, rounds, r),
-    }
-}
-
-fn check_epsilon(acc: &dyn EpsilonAccountant, rounds: &[(u64, RoundRecord)], r: &mut VerifyReport) {
-    let before = r.failures.len();
-    let mut history: BTreeMap<&str, (Vec<DpRecord>, f64)> = BTreeMap::new();
-    let micro = |eps: f64| (eps * 1e6).ceil();
-    for (i, rr) in rounds {
-        for (j, c) in rr.contributions.iter().enumerate() {
-            let (h, prev) = history.entry(c.participant.as_str()).or_default();
-            h.push(c.dp.clone());
-            match acc.cumulative_epsilon(h) {
-                Ok(eps) => {
-                    let total = micro(eps);
-                    let inc = micro(eps - *prev);
-                    // One micro-unit of slack for floating-point rounding at the ceiling.
-                    if (total - c.epsilon_total_micro as f64).abs() > 1.0 {
-                        r.fail(format!("entries/{i}"), format!("contributions[{j}].epsilon_total_micro {} but the accountant gives {total}", c.epsilon_total_micro));
-                    }
-                    if (inc - c.epsilon_micro as f64).abs() > 1.0 {
-                        r.fail(format!("entries/{i}"), format!("contributions[{j}].epsilon_micro {} but the accountant gives {inc}", c.epsilon_micro));
-                    }
-                    *prev = eps;
-                }
-                Err(e) => r.fail(
-                    format!("entries/{i}"),
-                    format!("contributions[{j}].dp: accountant refused: {e}"),
-                ),
-            }
-        }
-    }
-    if r.failures.len() == before {
-        r.passed
-            .push("epsilon: every contribution's epsilon recomputed from its dp parameters".into());
-    }
 }

@@ -1,0 +1,687 @@
+//! Format v2: the federation entry, enrolment entries, and per round its contribution and
+//! decline entries and a summary (see the module docs of [`super`] for how they fit together).
+//!
+//! # `fedledger.federation/v2` (entry 0)
+//!
+//! | field | type | meaning |
+//! | --- | --- | --- |
+//! | `v`, `type`, `federation` | 2, `"fedledger.federation/v2"`, origin | |
+//! | `created_at` | RFC 3339 UTC | when the federation was started |
+//! | `model` | `{kind, features, classes, hidden, params}` | model spec and its parameter count |
+//! | `training` | `{rounds, quorum, local_epochs, batch_size, learning_rate, aggregation}` | as in v1 |
+//! | `privacy` | `{epsilon_budget, delta, clip_norm, noise_multiplier, accountants}` | decimal strings; `accountants`: the accountants whose spends the federation records |
+//! | `witnesses` | `{keys, quorum}` | cosignature/v1 keys; `quorum` <= keys |
+//! | `reward` | `{rule, pool_per_round}` | |
+//! | `validation` | `{sha256}` | digest of the coordinator's validation file |
+//! | `governance` | `{governors, threshold}` | Ed25519 keys (hex, sorted) of the governors and the k of k-of-n; both may be empty/0 |
+//! | `enrolments` | integer >= 1 | how many enrolment entries follow: the genesis is entries `0..=enrolments` |
+//!
+//! # `fedledger.enrolment/v2`
+//!
+//! `participant` (64 hex Ed25519 key), `name` (1-64 printable characters), `role`
+//! (`contributor` or `validator`).
+//!
+//! # `fedledger.contribution/v2`
+//!
+//! `round`, `participant`, `name`, `examples` (>= 1), `update_sha256`, `privacy`
+//! ([`PrivacyObject`]), `signature` (base64 Ed25519 over [`super::update_signing_message`]),
+//! `value_nano` (may be negative), `reward`, `flags` (strings).
+//!
+//! # `fedledger.decline/v2`
+//!
+//! `round`, `participant`, `name`, `reason` (1-1024 bytes, one line), `signature` (base64 Ed25519
+//! over [`super::decline_signing_message`]).
+//!
+//! # `fedledger.round/v2` (the round's summary)
+//!
+//! `round`, `status` (`completed` or `abandoned`), `reason` (exactly when abandoned), `opened_at`,
+//! `closed_at`, `model {before, after, params}`, `validation {sha256, metric, score_before_nano,
+//! score_after_nano}`, `valuation {estimator, seed, evaluations}`, `reward_pool` (0 when
+//! abandoned), `server_dp` (only with DP-FedAvg: [`ServerDpRecord`]), `entries {first, count}`:
+//! the index range of the round's contribution and decline entries, which immediately precede
+//! the summary in the same atomic batch.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Ctx, DigestRecord, ModelDigestsRecord, ModelSpecRecord, PrivacyObject, REWARD_RULE,
+    RewardRecord, RoundStatus, ServerDpRecord, TrainingRecord, ValidationRecord, ValuationRecord,
+    WitnessesRecord,
+};
+use crate::error::LedgerError;
+
+/// Record format version 2.
+pub const RECORD_VERSION: u64 = 2;
+/// `type` of entry 0.
+pub const FEDERATION_TYPE: &str = "fedledger.federation/v2";
+/// `type` of an enrolment.
+pub const ENROLMENT_TYPE: &str = "fedledger.enrolment/v2";
+/// `type` of an accepted update.
+pub const CONTRIBUTION_TYPE: &str = "fedledger.contribution/v2";
+/// `type` of a signed decline.
+pub const DECLINE_TYPE: &str = "fedledger.decline/v2";
+/// `type` of a round's summary.
+pub const ROUND_TYPE: &str = "fedledger.round/v2";
+/// Role of a hospital that contributes updates.
+pub const ROLE_CONTRIBUTOR: &str = "contributor";
+/// Role of a party that evaluates contributions on its own data.
+pub const ROLE_VALIDATOR: &str = "validator";
+/// Longest decline reason.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// The federation's privacy plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyPlan {
+    /// Per-participant epsilon budget the federation is planned for, decimal string.
+    pub epsilon_budget: String,
+    /// Delta, decimal string.
+    pub delta: String,
+    /// DP-SGD clipping norm asked of hospitals, decimal string.
+    pub clip_norm: String,
+    /// DP-SGD noise multiplier asked of hospitals, decimal string.
+    pub noise_multiplier: String,
+    /// The accountants whose spends this federation records.
+    pub accountants: Vec<String>,
+}
+
+/// Who may change the federation's rules (the governance issue): Ed25519 keys and how many
+/// must sign. Empty with threshold 0 when nobody may.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GovernanceRecord {
+    /// Governors' Ed25519 public keys, 64 lowercase hex, sorted, unique.
+    pub governors: Vec<String>,
+    /// Signatures needed (k of k-of-n).
+    pub threshold: u64,
+}
+
+/// Entry 0 of a v2 log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationEntry {
+    /// Always [`RECORD_VERSION`].
+    pub v: u64,
+    /// Always [`FEDERATION_TYPE`].
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The log's origin.
+    pub federation: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// Model spec.
+    pub model: ModelSpecRecord,
+    /// Training hyper-parameters.
+    pub training: TrainingRecord,
+    /// Privacy plan.
+    pub privacy: PrivacyPlan,
+    /// Witness keys and quorum.
+    pub witnesses: WitnessesRecord,
+    /// Reward rule and pool.
+    pub reward: RewardRecord,
+    /// Validation file digest.
+    pub validation: DigestRecord,
+    /// Governors and threshold.
+    pub governance: GovernanceRecord,
+    /// Enrolment entries that follow (entries `1..=enrolments`).
+    pub enrolments: u64,
+}
+
+/// A key enrolled in the federation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentEntry {
+    /// Always [`RECORD_VERSION`].
+    pub v: u64,
+    /// Always [`ENROLMENT_TYPE`].
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The log's origin.
+    pub federation: String,
+    /// Ed25519 public key, 64 lowercase hex.
+    pub participant: String,
+    /// Display name (unique in the federation).
+    pub name: String,
+    /// [`ROLE_CONTRIBUTOR`] or [`ROLE_VALIDATOR`].
+    pub role: String,
+}
+
+/// An accepted update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContributionEntry {
+    /// Always [`RECORD_VERSION`].
+    pub v: u64,
+    /// Always [`CONTRIBUTION_TYPE`].
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The log's origin.
+    pub federation: String,
+    /// The round.
+    pub round: u64,
+    /// Ed25519 public key, 64 lowercase hex.
+    pub participant: String,
+    /// Display name.
+    pub name: String,
+    /// Training examples claimed (the FedAvg weight), signed.
+    pub examples: u64,
+    /// SHA-256 of the update's little-endian f32 bytes, signed.
+    pub update_sha256: String,
+    /// Privacy cost of the release, signed (through its digest).
+    pub privacy: PrivacyObject,
+    /// Base64 Ed25519 signature over the v2 update message.
+    pub signature: String,
+    /// Shapley value times 1e9 (the coordinator's).
+    pub value_nano: i64,
+    /// Reward in base units (the coordinator's).
+    pub reward: u64,
+    /// Flags raised while checking the update (the coordinator's).
+    pub flags: Vec<String>,
+}
+
+impl ContributionEntry {
+    /// The message the participant signed.
+    pub fn signing_message(&self) -> String {
+        super::update_signing_message(
+            &self.federation,
+            self.round,
+            &self.update_sha256,
+            self.examples,
+            &self.privacy.sha256_hex(),
+        )
+    }
+}
+
+/// A signed decline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclineEntry {
+    /// Always [`RECORD_VERSION`].
+    pub v: u64,
+    /// Always [`DECLINE_TYPE`].
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The log's origin.
+    pub federation: String,
+    /// The round.
+    pub round: u64,
+    /// Ed25519 public key, 64 lowercase hex.
+    pub participant: String,
+    /// Display name.
+    pub name: String,
+    /// Why, one line.
+    pub reason: String,
+    /// Base64 Ed25519 signature over the decline message.
+    pub signature: String,
+}
+
+impl DeclineEntry {
+    /// The message the participant signed.
+    pub fn signing_message(&self) -> String {
+        super::decline_signing_message(&self.federation, self.round, &self.reason)
+    }
+}
+
+/// Where a round's contribution and decline entries are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryRange {
+    /// Index of the first.
+    pub first: u64,
+    /// How many.
+    pub count: u64,
+}
+
+/// A round's summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundSummary {
+    /// Always [`RECORD_VERSION`].
+    pub v: u64,
+    /// Always [`ROUND_TYPE`].
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The log's origin.
+    pub federation: String,
+    /// Round number (contiguous among summaries, from 1).
+    pub round: u64,
+    /// Outcome.
+    pub status: RoundStatus,
+    /// Why the round was abandoned (only then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// RFC 3339 UTC.
+    pub opened_at: String,
+    /// RFC 3339 UTC.
+    pub closed_at: String,
+    /// Model digests.
+    pub model: ModelDigestsRecord,
+    /// Validation scores.
+    pub validation: ValidationRecord,
+    /// Valuation parameters.
+    pub valuation: ValuationRecord,
+    /// Reward pool of this round.
+    pub reward_pool: u64,
+    /// DP-FedAvg at the coordinator, when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_dp: Option<ServerDpRecord>,
+    /// The round's contribution and decline entries.
+    pub entries: EntryRange,
+}
+
+fn header(cx: &Ctx, ty: &str, v: u64, record_type: &str) -> Result<(), LedgerError> {
+    if v != RECORD_VERSION {
+        return Err(cx.err("v", format!("must be {RECORD_VERSION}")));
+    }
+    if record_type != ty {
+        return Err(cx.err("type", format!("must be {ty}")));
+    }
+    Ok(())
+}
+
+fn name(cx: &Ctx, field: &str, s: &str) -> Result<(), LedgerError> {
+    if s.is_empty() || s.len() > 64 || s.chars().any(char::is_control) {
+        return Err(cx.err(field, "must be 1-64 printable characters"));
+    }
+    Ok(())
+}
+
+fn signature(cx: &Ctx, field: &str, s: &str) -> Result<(), LedgerError> {
+    match crate::note::b64_decode(s) {
+        Some(sig) if sig.len() == 64 => Ok(()),
+        _ => Err(cx.err(field, "must be a base64 64-byte Ed25519 signature")),
+    }
+}
+
+impl FederationEntry {
+    pub(crate) fn check(&self, cx: &Ctx) -> Result<(), LedgerError> {
+        header(cx, FEDERATION_TYPE, self.v, &self.record_type)?;
+        cx.timestamp("created_at", &self.created_at)?;
+        cx.nonempty("model.kind", &self.model.kind)?;
+        if self.model.params == 0 {
+            return Err(cx.err("model.params", "must be positive"));
+        }
+        cx.decimal("training.learning_rate", &self.training.learning_rate)?;
+        cx.nonempty("training.aggregation", &self.training.aggregation)?;
+        if self.training.quorum == 0 {
+            return Err(cx.err("training.quorum", "must be positive"));
+        }
+        let p = &self.privacy;
+        cx.decimal("privacy.epsilon_budget", &p.epsilon_budget)?;
+        cx.decimal("privacy.delta", &p.delta)?;
+        cx.decimal("privacy.clip_norm", &p.clip_norm)?;
+        cx.decimal("privacy.noise_multiplier", &p.noise_multiplier)?;
+        if p.accountants.is_empty() {
+            return Err(cx.err("privacy.accountants", "must name at least one accountant"));
+        }
+        for (i, a) in p.accountants.iter().enumerate() {
+            if !matches!(a.as_str(), "rdp" | "pld" | "rdp-dp-accounting") {
+                return Err(cx.err(
+                    format!("privacy.accountants[{i}]"),
+                    format!("unknown accountant {a:?}"),
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, k) in self.witnesses.keys.iter().enumerate() {
+            let field = format!("witnesses.keys[{i}]");
+            let vk =
+                crate::note::VerifierKey::parse(k).map_err(|e| cx.err(&field, e.to_string()))?;
+            if vk.key_type != crate::note::KEY_TYPE_COSIGNATURE {
+                return Err(cx.err(
+                    field,
+                    "witness keys must be cosignature/v1 keys (type 0x04)",
+                ));
+            }
+            if !seen.insert(vk.name.clone()) {
+                return Err(cx.err(field, format!("duplicate witness name {:?}", vk.name)));
+            }
+        }
+        if self.witnesses.quorum as usize > self.witnesses.keys.len() {
+            return Err(cx.err("witnesses.quorum", "exceeds the number of witness keys"));
+        }
+        if self.reward.rule != REWARD_RULE {
+            return Err(cx.err(
+                "reward.rule",
+                format!("unknown reward rule {:?}", self.reward.rule),
+            ));
+        }
+        cx.hex32("validation.sha256", &self.validation.sha256)?;
+        for (i, g) in self.governance.governors.iter().enumerate() {
+            let field = format!("governance.governors[{i}]");
+            cx.hex32(&field, g)?;
+            if i > 0 && self.governance.governors[i - 1] >= *g {
+                return Err(cx.err(field, "governors must be sorted, without duplicates"));
+            }
+        }
+        if self.governance.threshold as usize > self.governance.governors.len() {
+            return Err(cx.err("governance.threshold", "exceeds the number of governors"));
+        }
+        if !self.governance.governors.is_empty() && self.governance.threshold == 0 {
+            return Err(cx.err(
+                "governance.threshold",
+                "must be at least 1 when governors are named",
+            ));
+        }
+        if self.enrolments == 0 {
+            return Err(cx.err("enrolments", "at least one key must be enrolled"));
+        }
+        Ok(())
+    }
+}
+
+impl EnrolmentEntry {
+    pub(crate) fn check(&self, cx: &Ctx) -> Result<(), LedgerError> {
+        header(cx, ENROLMENT_TYPE, self.v, &self.record_type)?;
+        cx.hex32("participant", &self.participant)?;
+        name(cx, "name", &self.name)?;
+        if !matches!(self.role.as_str(), ROLE_CONTRIBUTOR | ROLE_VALIDATOR) {
+            return Err(cx.err(
+                "role",
+                format!("must be {ROLE_CONTRIBUTOR:?} or {ROLE_VALIDATOR:?}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ContributionEntry {
+    pub(crate) fn check(&self, cx: &Ctx) -> Result<(), LedgerError> {
+        header(cx, CONTRIBUTION_TYPE, self.v, &self.record_type)?;
+        if self.round == 0 {
+            return Err(cx.err("round", "rounds start at 1"));
+        }
+        cx.hex32("participant", &self.participant)?;
+        name(cx, "name", &self.name)?;
+        if self.examples == 0 {
+            return Err(cx.err("examples", "must be at least 1"));
+        }
+        cx.hex32("update_sha256", &self.update_sha256)?;
+        self.privacy.check(cx, "privacy")?;
+        signature(cx, "signature", &self.signature)?;
+        for (j, flag) in self.flags.iter().enumerate() {
+            cx.nonempty(&format!("flags[{j}]"), flag)?;
+        }
+        Ok(())
+    }
+}
+
+impl DeclineEntry {
+    pub(crate) fn check(&self, cx: &Ctx) -> Result<(), LedgerError> {
+        header(cx, DECLINE_TYPE, self.v, &self.record_type)?;
+        if self.round == 0 {
+            return Err(cx.err("round", "rounds start at 1"));
+        }
+        cx.hex32("participant", &self.participant)?;
+        name(cx, "name", &self.name)?;
+        if self.reason.is_empty()
+            || self.reason.len() > MAX_REASON_BYTES
+            || self.reason.contains('\n')
+        {
+            return Err(cx.err(
+                "reason",
+                format!("must be 1-{MAX_REASON_BYTES} bytes on one line"),
+            ));
+        }
+        signature(cx, "signature", &self.signature)
+    }
+}
+
+impl RoundSummary {
+    pub(crate) fn check(&self, cx: &Ctx) -> Result<(), LedgerError> {
+        header(cx, ROUND_TYPE, self.v, &self.record_type)?;
+        if self.round == 0 {
+            return Err(cx.err("round", "rounds start at 1"));
+        }
+        match (self.status, &self.reason) {
+            (RoundStatus::Completed, Some(_)) => {
+                return Err(cx.err("reason", "only abandoned rounds have a reason"));
+            }
+            (RoundStatus::Abandoned, None) => {
+                return Err(cx.err("reason", "an abandoned round must say why"));
+            }
+            (RoundStatus::Abandoned, Some(s)) => cx.nonempty("reason", s)?,
+            (RoundStatus::Completed, None) => {}
+        }
+        if self.status == RoundStatus::Abandoned && self.reward_pool != 0 {
+            return Err(cx.err("reward_pool", "an abandoned round has a zero pool"));
+        }
+        cx.timestamp("opened_at", &self.opened_at)?;
+        cx.timestamp("closed_at", &self.closed_at)?;
+        cx.hex32("model.before", &self.model.before)?;
+        cx.hex32("model.after", &self.model.after)?;
+        cx.hex32("validation.sha256", &self.validation.sha256)?;
+        cx.nonempty("validation.metric", &self.validation.metric)?;
+        cx.nonempty("valuation.estimator", &self.valuation.estimator)?;
+        if let Some(d) = &self.server_dp {
+            cx.decimal("server_dp.clip_norm", &d.clip_norm)?;
+            if d.delta_pico == 0 || d.delta_pico >= 1_000_000_000_000 {
+                return Err(cx.err("server_dp.delta_pico", "must be in (0, 1e12)"));
+            }
+        }
+        // The round's entries come right before its summary.
+        if self.entries.first.checked_add(self.entries.count) != Some(cx.index) {
+            return Err(cx.err(
+                "entries",
+                format!(
+                    "the round's entries {}..+{} do not end right before the summary at {}",
+                    self.entries.first, self.entries.count, cx.index
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::super::{Record, encode_canonical, validate_entry};
+    use super::*;
+
+    pub(crate) const ORIGIN: &str = "o";
+
+    pub(crate) fn federation(enrolments: u64) -> FederationEntry {
+        FederationEntry {
+            v: RECORD_VERSION,
+            record_type: FEDERATION_TYPE.into(),
+            federation: ORIGIN.into(),
+            created_at: "2026-12-01T00:00:00Z".into(),
+            model: ModelSpecRecord {
+                kind: "logreg".into(),
+                features: 30,
+                classes: 2,
+                hidden: vec![],
+                params: 31,
+            },
+            training: TrainingRecord {
+                rounds: 3,
+                quorum: 2,
+                local_epochs: 1,
+                batch_size: 16,
+                learning_rate: "0.1".into(),
+                aggregation: "fedavg".into(),
+            },
+            privacy: PrivacyPlan {
+                epsilon_budget: "8".into(),
+                delta: "0.00001".into(),
+                clip_norm: "1".into(),
+                noise_multiplier: "1.1".into(),
+                accountants: vec!["rdp".into(), "pld".into()],
+            },
+            witnesses: WitnessesRecord {
+                keys: vec![],
+                quorum: 0,
+            },
+            reward: RewardRecord {
+                rule: REWARD_RULE.into(),
+                pool_per_round: 1000,
+            },
+            validation: DigestRecord {
+                sha256: "cc".repeat(32),
+            },
+            governance: GovernanceRecord::default(),
+            enrolments,
+        }
+    }
+
+    pub(crate) fn enrolment(key: &str, name: &str) -> EnrolmentEntry {
+        EnrolmentEntry {
+            v: RECORD_VERSION,
+            record_type: ENROLMENT_TYPE.into(),
+            federation: ORIGIN.into(),
+            participant: key.into(),
+            name: name.into(),
+            role: ROLE_CONTRIBUTOR.into(),
+        }
+    }
+
+    pub(crate) fn contribution(round: u64, key: &str, reward: u64) -> ContributionEntry {
+        ContributionEntry {
+            v: RECORD_VERSION,
+            record_type: CONTRIBUTION_TYPE.into(),
+            federation: ORIGIN.into(),
+            round,
+            participant: key.into(),
+            name: "h".into(),
+            examples: 100,
+            update_sha256: "dd".repeat(32),
+            privacy: PrivacyObject::conservative("rdp", 1.1, 0.01, 100, 1e-5)
+                .with_epsilon(0.5, 0.5),
+            signature: crate::note::b64_encode(&[7u8; 64]),
+            value_nano: -5,
+            reward,
+            flags: vec![],
+        }
+    }
+
+    pub(crate) fn summary(round: u64, first: u64, count: u64) -> RoundSummary {
+        RoundSummary {
+            v: RECORD_VERSION,
+            record_type: ROUND_TYPE.into(),
+            federation: ORIGIN.into(),
+            round,
+            status: RoundStatus::Completed,
+            reason: None,
+            opened_at: "2026-12-01T00:00:01Z".into(),
+            closed_at: "2026-12-01T00:00:02.5Z".into(),
+            model: ModelDigestsRecord {
+                before: "ee".repeat(32),
+                after: "ef".repeat(32),
+                params: 31,
+            },
+            validation: ValidationRecord {
+                sha256: "cc".repeat(32),
+                metric: "neg_log_loss".into(),
+                score_before_nano: -700_000_000,
+                score_after_nano: -600_000_000,
+            },
+            valuation: ValuationRecord {
+                estimator: "exact".into(),
+                seed: 42,
+                evaluations: 4,
+            },
+            reward_pool: 1000,
+            server_dp: None,
+            entries: EntryRange { first, count },
+        }
+    }
+
+    fn field_of(index: u64, bytes: &[u8]) -> String {
+        match validate_entry(index, ORIGIN, bytes) {
+            Err(LedgerError::Schema { field, .. }) => field,
+            other => panic!("expected a schema error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_entry_type_round_trips_through_the_validator() {
+        let f = federation(2);
+        assert_eq!(
+            validate_entry(0, ORIGIN, &encode_canonical(&f).unwrap()).unwrap(),
+            Record::Federation(Box::new(f))
+        );
+        let e = enrolment(&"aa".repeat(32), "hospital-a");
+        assert_eq!(
+            validate_entry(1, ORIGIN, &encode_canonical(&e).unwrap()).unwrap(),
+            Record::Enrolment(Box::new(e))
+        );
+        let c = contribution(1, &"aa".repeat(32), 1000);
+        assert_eq!(
+            validate_entry(3, ORIGIN, &encode_canonical(&c).unwrap()).unwrap(),
+            Record::Contribution(Box::new(c))
+        );
+        let d = DeclineEntry {
+            v: RECORD_VERSION,
+            record_type: DECLINE_TYPE.into(),
+            federation: ORIGIN.into(),
+            round: 1,
+            participant: "bb".repeat(32),
+            name: "hospital-b".into(),
+            reason: "privacy budget exhausted".into(),
+            signature: crate::note::b64_encode(&[9u8; 64]),
+        };
+        assert_eq!(
+            validate_entry(4, ORIGIN, &encode_canonical(&d).unwrap()).unwrap(),
+            Record::Decline(Box::new(d))
+        );
+        let mut s = summary(1, 3, 2);
+        s.server_dp = Some(ServerDpRecord::new("0.5", 1.0, 3.2, 1e-5));
+        assert_eq!(
+            validate_entry(5, ORIGIN, &encode_canonical(&s).unwrap()).unwrap(),
+            Record::Round(Box::new(s))
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let c = |f: fn(&mut ContributionEntry)| {
+            let mut c = contribution(1, &"aa".repeat(32), 0);
+            f(&mut c);
+            field_of(3, &encode_canonical(&c).unwrap())
+        };
+        assert_eq!(c(|c| c.round = 0), "round");
+        assert_eq!(c(|c| c.examples = 0), "examples");
+        assert_eq!(c(|c| c.participant = "AA".repeat(32)), "participant");
+        assert_eq!(c(|c| c.privacy.delta_pico = 0), "privacy");
+        assert_eq!(c(|c| c.signature = "short".into()), "signature");
+        assert_eq!(c(|c| c.name = String::new()), "name");
+        let s = |f: fn(&mut RoundSummary)| {
+            let mut s = summary(2, 3, 2);
+            f(&mut s);
+            field_of(5, &encode_canonical(&s).unwrap())
+        };
+        assert_eq!(s(|s| s.entries.count = 1), "entries");
+        assert_eq!(s(|s| s.status = RoundStatus::Abandoned), "reason");
+        assert_eq!(
+            s(|s| {
+                s.status = RoundStatus::Abandoned;
+                s.reason = Some("quorum".into());
+            }),
+            "reward_pool"
+        );
+        let f = |g: fn(&mut FederationEntry)| {
+            let mut e = federation(1);
+            g(&mut e);
+            field_of(0, &encode_canonical(&e).unwrap())
+        };
+        assert_eq!(f(|e| e.enrolments = 0), "enrolments");
+        assert_eq!(f(|e| e.privacy.accountants.clear()), "privacy.accountants");
+        assert_eq!(
+            f(|e| e.privacy.accountants.push("gdp".into())),
+            "privacy.accountants[2]"
+        );
+        assert_eq!(
+            f(|e| e.governance.governors = vec!["bb".repeat(32), "aa".repeat(32)]),
+            "governance.governors[1]"
+        );
+        assert_eq!(f(|e| e.governance.threshold = 1), "governance.threshold");
+        // A federation entry anywhere but 0, and anything else at 0.
+        let fed = encode_canonical(&federation(1)).unwrap();
+        assert_eq!(field_of(1, &fed), "type");
+        let enr = encode_canonical(&enrolment(&"aa".repeat(32), "a")).unwrap();
+        assert_eq!(field_of(0, &enr), "type");
+        let mut e = enrolment(&"aa".repeat(32), "a");
+        e.role = "auditor".into();
+        assert_eq!(field_of(1, &encode_canonical(&e).unwrap()), "role");
+    }
+}
