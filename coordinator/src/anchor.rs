@@ -1,20 +1,27 @@
-//! Anchoring: the federation's genesis record and one record per finished round, appended to
-//! the coordinator's signed Merkle log (`fedledger-ledger`), each followed by a signed
-//! checkpoint. The round's outcome is stored first; anchoring is idempotent and catches up after
-//! a crash, so every finished round ends up in the log exactly once, in order.
+//! Anchoring: the federation's genesis (a federation entry and one enrolment entry per key) and,
+//! per finished round, one entry per contribution and decline followed by the round's summary,
+//! appended to the coordinator's signed Merkle log (`fedledger-ledger`, record format v2) in
+//! one atomic batch with a signed checkpoint. The round's outcome is stored first; anchoring is
+//! idempotent by round number and catches up after a crash, so every finished round ends up in
+//! the log exactly once, in order.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::{
+    collections::BTreeMap,
+    sync::Mutex,
+    time::{Duration, UNIX_EPOCH},
+};
 
 use fedledger_ledger::{
     Log,
     keys::load_or_generate_key,
     note::{NoteSigner, SignedCheckpoint},
     records::{
-        ContributionRecord, DeclinedRecord, DigestRecord, DpRecord, FEDERATION_TYPE,
-        FederationRecord, ModelDigestsRecord, ModelSpecRecord, ParticipantRecord, PrivacyRecord,
-        RECORD_VERSION, REWARD_RULE, ROUND_TYPE, RewardRecord, RoundRecord, RoundStatus,
-        TrainingRecord, ValidationRecord, ValuationRecord, WitnessesRecord, encode_canonical,
-        validate_entry,
+        CONTRIBUTION_TYPE, ContributionEntry, DECLINE_TYPE, DeclineEntry, DigestRecord,
+        ENROLMENT_TYPE, EnrolmentEntry, EntryRange, FEDERATION_TYPE, FederationEntry,
+        GovernanceRecord, ModelDigestsRecord, ModelSpecRecord, PrivacyPlan, RECORD_VERSION,
+        REWARD_RULE, ROLE_CONTRIBUTOR, ROUND_TYPE, Record, RewardRecord, RoundStatus, RoundSummary,
+        ServerDpRecord, TrainingRecord, ValidationRecord, ValuationRecord, WitnessesRecord,
+        encode_canonical, validate_entry,
     },
 };
 
@@ -38,42 +45,43 @@ pub fn decimal(x: f64) -> String {
     }
 }
 
-/// `ceil(x * 1e6)` as an integer (epsilons are rounded up: never under-reported).
-pub fn micro_up(x: f64) -> u64 {
-    if x.is_finite() && x > 0.0 {
-        (x * 1e6).ceil() as u64
-    } else {
-        0
-    }
-}
-
 fn nano(x: f64) -> i64 {
     fedledger_valuation::value_nano(x)
 }
 
-/// The coordinator's log.
+/// Where an anchored round is in the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Anchored {
+    /// Index of the round's summary entry.
+    pub summary: u64,
+    /// The round's contribution and decline entries.
+    pub entries: EntryRange,
+}
+
+/// The coordinator's log, and where each anchored round is in it.
 pub struct Anchor {
     log: Log,
+    rounds: Mutex<BTreeMap<u64, Anchored>>,
 }
 
 impl Anchor {
-    /// Open (or create, with its genesis record) the log in `<state_dir>/ledger`, signed with
-    /// the coordinator's key (created on first start).
+    /// Open (or create, with its genesis) the log in `<state_dir>/ledger`, signed with the
+    /// coordinator's key (created on first start). A state directory whose log was written in
+    /// the first record format is refused: formats are never mixed in one log.
     pub fn open(cfg: &FederationConfig, now_ms: u64) -> Result<Self, CoordinatorError> {
         let key = load_or_generate_key(&cfg.key).map_err(ledger_err)?;
         let signer = NoteSigner::log(&cfg.federation, key).map_err(ledger_err)?;
         let log = Log::open(&cfg.state_dir.join("ledger"), &cfg.federation, signer)
             .map_err(ledger_err)?;
-        let anchor = Self { log };
-        if anchor.log.size() == 0 {
-            let bytes = encode_canonical(&genesis(cfg, now_ms)).map_err(ledger_err)?;
-            validate_entry(0, &cfg.federation, &bytes).map_err(ledger_err)?;
-            anchor
-                .log
-                .append_and_checkpoint(&[bytes])
+        if log.size() == 0 {
+            log.append_and_checkpoint(&genesis(cfg, now_ms)?)
                 .map_err(ledger_err)?;
         }
-        Ok(anchor)
+        let rounds = index_rounds(&log)?;
+        Ok(Self {
+            log,
+            rounds: Mutex::new(rounds),
+        })
     }
 
     /// The log (for export, proofs and replication).
@@ -81,42 +89,67 @@ impl Anchor {
         &self.log
     }
 
-    /// Append the record of a finished round, unless it is already there. Returns the entry's
-    /// bytes and the checkpoint that covers it.
+    /// Where `round` is in the log, once anchored.
+    pub fn anchored(&self, round: u64) -> Option<Anchored> {
+        self.rounds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&round)
+            .copied()
+    }
+
+    /// The last round in the log (0 before the first).
+    pub fn last_round(&self) -> u64 {
+        self.rounds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_key_value()
+            .map_or(0, |(r, _)| *r)
+    }
+
+    /// Append the entries of a finished round, unless the round is already in the log. Returns
+    /// where it is and the checkpoint that covers it.
     pub fn anchor(
         &self,
         cfg: &FederationConfig,
         outcome: &RoundOutcome,
-    ) -> Result<(Vec<u8>, SignedCheckpoint), CoordinatorError> {
-        let size = self.log.size();
-        if outcome.round < size {
-            let bytes = self.log.entry(outcome.round).map_err(ledger_err)?;
+    ) -> Result<(Anchored, SignedCheckpoint), CoordinatorError> {
+        if let Some(a) = self.anchored(outcome.round) {
             let cp = self.log.checkpoint().map_err(ledger_err)?;
-            return Ok((bytes, cp));
+            return Ok((a, cp));
         }
-        if outcome.round != size {
+        let last = self.last_round();
+        if outcome.round != last + 1 {
             return Err(CoordinatorError::Ledger(format!(
-                "cannot anchor round {} into a log of {size} entries (rounds are contiguous)",
+                "cannot anchor round {} after round {last} (rounds are contiguous)",
                 outcome.round
             )));
         }
-        let bytes = encode_canonical(&round_record(cfg, outcome)).map_err(ledger_err)?;
-        validate_entry(outcome.round, &cfg.federation, &bytes).map_err(ledger_err)?;
+        let first = self.log.size();
+        let batch = round_entries(cfg, outcome, first)?;
         fail::fail_point!("coordinator::ledger::before_append", |_| Err(
             CoordinatorError::Ledger("injected failure: coordinator::ledger::before_append".into())
         ));
-        let (_, cp) = self
-            .log
-            .append_and_checkpoint(std::slice::from_ref(&bytes))
-            .map_err(ledger_err)?;
+        let (_, cp) = self.log.append_and_checkpoint(&batch).map_err(ledger_err)?;
+        let anchored = Anchored {
+            summary: first + batch.len() as u64 - 1,
+            entries: EntryRange {
+                first,
+                count: batch.len() as u64 - 1,
+            },
+        };
+        self.rounds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(outcome.round, anchored);
         fail::fail_point!("coordinator::ledger::after_append", |_| Err(
             CoordinatorError::Ledger("injected failure: coordinator::ledger::after_append".into())
         ));
-        Ok((bytes, cp))
+        Ok((anchored, cp))
     }
 
     /// Anchor every stored outcome the log does not have yet (after a crash between storing a
-    /// round and anchoring it).
+    /// round and anchoring it), by round number.
     pub fn catch_up(
         &self,
         cfg: &FederationConfig,
@@ -124,7 +157,7 @@ impl Anchor {
     ) -> Result<u64, CoordinatorError> {
         let mut added = 0;
         for o in outcomes {
-            if o.round >= self.log.size() {
+            if self.anchored(o.round).is_none() {
                 self.anchor(cfg, o)?;
                 added += 1;
             }
@@ -133,24 +166,57 @@ impl Anchor {
     }
 }
 
-/// Entry 0: the federation as configured, created at `created_at_ms`.
-pub fn genesis(cfg: &FederationConfig, created_at_ms: u64) -> FederationRecord {
-    let mut participants: Vec<ParticipantRecord> = cfg
-        .participants
-        .iter()
-        .map(|p| ParticipantRecord {
-            name: p.name.clone(),
-            public_key: p.public_key_hex.clone(),
-        })
-        .collect();
-    participants.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+/// Where each round's summary and entries are, from the log itself (so recovery goes by round
+/// number, whatever else stands between rounds). Refuses a log in the first record format.
+pub fn index_rounds(log: &Log) -> Result<BTreeMap<u64, Anchored>, CoordinatorError> {
+    let origin = log.origin().to_owned();
+    let mut rounds = BTreeMap::new();
+    let size = log.size();
+    let mut start = 0;
+    while start < size {
+        let end = (start + 4096).min(size);
+        for (i, e) in (start..end).zip(log.entries(start, end).map_err(ledger_err)?) {
+            match validate_entry(i, &origin, &e).map_err(ledger_err)? {
+                Record::V1Federation(_) | Record::V1Round(_) => {
+                    return Err(CoordinatorError::Ledger(
+                        "the ledger in this state directory was written in record format v1 by an \
+                         older fedledger; this version writes v2 and never mixes formats in one \
+                         log. Finish that federation with the version that started it (its \
+                         export still verifies), or start this one in a new state directory"
+                            .into(),
+                    ));
+                }
+                Record::Round(s) => {
+                    rounds.insert(
+                        s.round,
+                        Anchored {
+                            summary: i,
+                            entries: s.entries,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        start = end;
+    }
+    Ok(rounds)
+}
+
+/// The genesis: the federation as configured (entry 0), then one enrolment entry per key,
+/// sorted by key.
+pub fn genesis(
+    cfg: &FederationConfig,
+    created_at_ms: u64,
+) -> Result<Vec<Vec<u8>>, CoordinatorError> {
     let t = &cfg.training;
-    FederationRecord {
+    let mut participants: Vec<_> = cfg.participants.iter().collect();
+    participants.sort_by(|a, b| a.public_key_hex.cmp(&b.public_key_hex));
+    let federation = FederationEntry {
         v: RECORD_VERSION,
         record_type: FEDERATION_TYPE.into(),
         federation: cfg.federation.clone(),
         created_at: rfc3339(created_at_ms),
-        participants,
         model: ModelSpecRecord {
             kind: cfg.model.kind.as_str().into(),
             features: cfg.model.features as u64,
@@ -170,19 +236,17 @@ pub fn genesis(cfg: &FederationConfig, created_at_ms: u64) -> FederationRecord {
                 cfg.strategy.as_str().into()
             },
         },
-        privacy: PrivacyRecord {
+        privacy: PrivacyPlan {
             epsilon_budget: decimal(cfg.privacy_plan.epsilon_budget),
             delta: decimal(cfg.privacy_plan.delta),
             clip_norm: decimal(t.clip_norm),
             noise_multiplier: decimal(t.noise_multiplier),
-            // The accountants whose spends this federation records, comma-separated.
-            accountant: cfg
+            accountants: cfg
                 .privacy_plan
                 .accountants
                 .iter()
-                .map(|a| a.name())
-                .collect::<Vec<_>>()
-                .join(","),
+                .map(|a| a.name().to_owned())
+                .collect(),
         },
         witnesses: WitnessesRecord {
             keys: cfg.witnesses.clone(),
@@ -195,48 +259,81 @@ pub fn genesis(cfg: &FederationConfig, created_at_ms: u64) -> FederationRecord {
         validation: DigestRecord {
             sha256: cfg.validation_sha256.clone(),
         },
+        governance: GovernanceRecord::default(),
+        enrolments: participants.len() as u64,
+    };
+    let mut out = vec![encode_canonical(&federation).map_err(ledger_err)?];
+    for p in participants {
+        out.push(
+            encode_canonical(&EnrolmentEntry {
+                v: RECORD_VERSION,
+                record_type: ENROLMENT_TYPE.into(),
+                federation: cfg.federation.clone(),
+                participant: p.public_key_hex.clone(),
+                name: p.name.clone(),
+                role: ROLE_CONTRIBUTOR.into(),
+            })
+            .map_err(ledger_err)?,
+        );
     }
+    for (i, e) in out.iter().enumerate() {
+        validate_entry(i as u64, &cfg.federation, e).map_err(ledger_err)?;
+    }
+    Ok(out)
 }
 
-/// Entry `round`: what the round produced, who contributed, what each was paid and spent.
-pub fn round_record(cfg: &FederationConfig, o: &RoundOutcome) -> RoundRecord {
+fn base64_signature(hex_sig: &str) -> String {
+    fedledger_ledger::note::b64_encode(&hex::decode(hex_sig).unwrap_or_default())
+}
+
+/// A finished round's entries when the log holds `first` entries before them: one per
+/// contribution (sorted by key), one per decline (sorted by key), then the summary.
+pub fn round_entries(
+    cfg: &FederationConfig,
+    o: &RoundOutcome,
+    first: u64,
+) -> Result<Vec<Vec<u8>>, CoordinatorError> {
     let completed = o.status == RoundStatus::Completed;
-    let mut contributions: Vec<ContributionRecord> = o
-        .contributions
-        .iter()
-        .map(|c| {
-            let p = c.privacy.as_ref();
-            ContributionRecord {
+    let mut out = Vec::with_capacity(o.contributions.len() + o.declined.len() + 1);
+    let mut contributions: Vec<_> = o.contributions.iter().collect();
+    contributions.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+    for c in contributions {
+        out.push(
+            encode_canonical(&ContributionEntry {
+                v: RECORD_VERSION,
+                record_type: CONTRIBUTION_TYPE.into(),
+                federation: cfg.federation.clone(),
+                round: o.round,
                 participant: c.public_key.clone(),
                 name: c.name.clone(),
                 examples: c.examples,
                 update_sha256: c.update_sha256.clone(),
+                privacy: c.privacy.clone(),
                 signature: base64_signature(&c.signature),
                 value_nano: if completed { c.value_nano } else { 0 },
                 reward: if completed { c.reward } else { 0 },
-                epsilon_micro: p.map_or(0, |p| micro_up(p.epsilon_round)),
-                epsilon_total_micro: p.map_or(0, |p| micro_up(p.epsilon_total)),
-                dp: DpRecord {
-                    noise_multiplier: decimal(p.map_or(0.0, |p| p.noise_multiplier)),
-                    sampling_rate: decimal(p.map_or(0.0, |p| p.sampling_rate)),
-                    steps: p.map_or(0, |p| p.steps),
-                    delta: decimal(p.map_or(0.0, |p| p.delta)),
-                    accountant: p.map_or("none", |p| p.accountant.name()).into(),
-                },
                 flags: c.flags.clone(),
-            }
-        })
-        .collect();
-    contributions.sort_by(|a, b| a.participant.cmp(&b.participant));
-    let mut declined: Vec<DeclinedRecord> = o
-        .declined
-        .iter()
-        .map(|d| DeclinedRecord {
-            participant: d.public_key.clone(),
-            reason: d.reason.clone(),
-        })
-        .collect();
-    declined.sort_by(|a, b| a.participant.cmp(&b.participant));
+            })
+            .map_err(ledger_err)?,
+        );
+    }
+    let mut declined: Vec<_> = o.declined.iter().collect();
+    declined.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+    for d in declined {
+        out.push(
+            encode_canonical(&DeclineEntry {
+                v: RECORD_VERSION,
+                record_type: DECLINE_TYPE.into(),
+                federation: cfg.federation.clone(),
+                round: o.round,
+                participant: d.public_key.clone(),
+                name: d.name.clone(),
+                reason: d.reason.clone(),
+                signature: base64_signature(&d.signature),
+            })
+            .map_err(ledger_err)?,
+        );
+    }
     let utility = o
         .valuation
         .as_ref()
@@ -250,7 +347,7 @@ pub fn round_record(cfg: &FederationConfig, o: &RoundOutcome) -> RoundRecord {
             }
         })
     };
-    RoundRecord {
+    let summary = RoundSummary {
         v: RECORD_VERSION,
         record_type: ROUND_TYPE.into(),
         federation: cfg.federation.clone(),
@@ -287,13 +384,62 @@ pub fn round_record(cfg: &FederationConfig, o: &RoundOutcome) -> RoundRecord {
             },
         },
         reward_pool: if completed { o.reward_pool } else { 0 },
-        contributions,
-        declined,
+        server_dp: o.server_dp.as_ref().map(|d| {
+            ServerDpRecord::new(
+                &decimal(d.clip_norm),
+                d.noise_multiplier,
+                d.epsilon,
+                d.delta,
+            )
+        }),
+        entries: EntryRange {
+            first,
+            count: out.len() as u64,
+        },
+    };
+    out.push(encode_canonical(&summary).map_err(ledger_err)?);
+    for (i, e) in out.iter().enumerate() {
+        validate_entry(first + i as u64, &cfg.federation, e).map_err(ledger_err)?;
     }
+    Ok(out)
 }
 
-fn base64_signature(hex_sig: &str) -> String {
-    use base64::Engine;
-    let bytes = hex::decode(hex_sig).unwrap_or_default();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+/// The round's entries as recorded: its summary and the contribution and decline entries it
+/// names (for replay and for hospitals checking their own entry).
+pub fn recorded_round(
+    log: &Log,
+    at: Anchored,
+) -> Result<(RoundSummary, Vec<ContributionEntry>, Vec<DeclineEntry>), CoordinatorError> {
+    let origin = log.origin().to_owned();
+    let summary = match validate_entry(
+        at.summary,
+        &origin,
+        &log.entry(at.summary).map_err(ledger_err)?,
+    )
+    .map_err(ledger_err)?
+    {
+        Record::Round(s) => *s,
+        _ => {
+            return Err(CoordinatorError::Ledger(format!(
+                "entry {} is not a round summary",
+                at.summary
+            )));
+        }
+    };
+    let mut contributions = Vec::new();
+    let mut declines = Vec::new();
+    let (first, end) = (at.entries.first, at.entries.first + at.entries.count);
+    for (i, e) in (first..end).zip(log.entries(first, end).map_err(ledger_err)?) {
+        match validate_entry(i, &origin, &e).map_err(ledger_err)? {
+            Record::Contribution(c) => contributions.push(*c),
+            Record::Decline(d) => declines.push(*d),
+            _ => {
+                return Err(CoordinatorError::Ledger(format!(
+                    "entry {i} of round {} is neither a contribution nor a decline",
+                    summary.round
+                )));
+            }
+        }
+    }
+    Ok((summary, contributions, declines))
 }

@@ -327,12 +327,16 @@ impl Engine {
         }
     }
 
-    /// The anchored record of `round`, when it is in the log.
-    pub fn ledger_record(&self, round: u64) -> Option<Vec<u8>> {
-        let log = self.anchor.log();
-        (round < log.size())
-            .then(|| log.entry(round).ok())
-            .flatten()
+    /// The anchored summary entry of `round` and its index, when the round is in the log.
+    pub fn ledger_record(&self, round: u64) -> Option<(Vec<u8>, u64)> {
+        let at = self.anchor.anchored(round)?;
+        let bytes = self.anchor.log().entry(at.summary).ok()?;
+        Some((bytes, at.summary))
+    }
+
+    /// Where `round` is in the ledger, once anchored.
+    pub fn anchored(&self, round: u64) -> Option<crate::anchor::Anchored> {
+        self.anchor.anchored(round)
     }
 
     /// Carry out the phase change that is due now, if any: open the first round, or close the
@@ -460,7 +464,12 @@ impl Engine {
             return;
         }
         match self.anchor.anchor(&self.cfg, outcome) {
-            Ok((_, cp)) => info!(size = cp.checkpoint.size, "round anchored in the ledger"),
+            Ok((at, cp)) => info!(
+                size = cp.checkpoint.size,
+                summary = at.summary,
+                entries = at.entries.count,
+                "round anchored in the ledger"
+            ),
             Err(e) => {
                 warn!(error = %e, "anchoring the round failed; retrying at the next step");
                 backlog.push(outcome.round);

@@ -91,20 +91,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .outcome(round)
                 .context("read the round's record")?
                 .with_context(|| format!("round {round} has no record in this store"))?;
-            // Compare with the anchored ledger entry (what auditors hold), not only the
+            // Compare with the anchored ledger entries (what auditors hold), not only the
             // coordinator's own record.
-            let bytes = snapshot
-                .ledger
-                .entry(round)
+            let rounds = fedledger_coordinator::anchor::index_rounds(&snapshot.ledger)
+                .context("read the ledger")?;
+            let at = rounds
+                .get(&round)
+                .copied()
                 .with_context(|| format!("round {round} is not in the ledger"))?;
-            let record =
-                match fedledger_ledger::records::validate_entry(round, &cfg.federation, &bytes)
-                    .context("read the anchored record")?
-                {
-                    fedledger_ledger::records::Record::Round(r) => r,
-                    _ => anyhow::bail!("ledger entry {round} is not a round record"),
-                };
-            let against = fedledger_coordinator::replay::Figures::from_record(&record);
+            let (summary, contributions, _) =
+                fedledger_coordinator::anchor::recorded_round(&snapshot.ledger, at)
+                    .context("read the anchored round")?;
+            let against =
+                fedledger_coordinator::replay::Figures::from_record(&summary, &contributions);
             let report =
                 fedledger_coordinator::replay::replay_against(&cfg, store, &recorded, &against)
                     .with_context(|| format!("replay round {round} against the ledger"))?;

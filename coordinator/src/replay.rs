@@ -4,7 +4,12 @@
 //! a state directory's metadata and ledger, and reads blobs in place, so the state directory may
 //! be read-only and is never changed (no key, no genesis entry is ever created).
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use fedledger_ledger::records::{ContributionEntry, RoundSummary};
 
 use fedledger_model::{Dataset, Standardiser};
 
@@ -110,14 +115,24 @@ impl Drop for Snapshot {
     }
 }
 
-/// The figures a record states, to compare a replay with: from the anchored ledger entry
-/// ([`Figures::from_record`]) or from the coordinator's own outcome ([`Figures::from_outcome`]).
+/// What a record states about a round, to compare a replay with: from the anchored ledger
+/// entries ([`Figures::from_record`]) or from the coordinator's own outcome
+/// ([`Figures::from_outcome`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Figures {
     pub model_after: String,
     pub reward_pool: u64,
-    /// (participant key, value_nano, reward)
-    pub contributions: Vec<(String, i64, u64)>,
+    /// Per contributor, by public key.
+    pub contributions: BTreeMap<String, Recorded>,
+}
+
+/// One contribution as recorded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded {
+    pub update_sha256: String,
+    pub examples: u64,
+    pub value_nano: i64,
+    pub reward: u64,
 }
 
 impl Figures {
@@ -128,19 +143,39 @@ impl Figures {
             contributions: o
                 .contributions
                 .iter()
-                .map(|c| (c.public_key.clone(), c.value_nano, c.reward))
+                .map(|c| {
+                    (
+                        c.public_key.clone(),
+                        Recorded {
+                            update_sha256: c.update_sha256.clone(),
+                            examples: c.examples,
+                            value_nano: c.value_nano,
+                            reward: c.reward,
+                        },
+                    )
+                })
                 .collect(),
         }
     }
 
-    pub fn from_record(r: &fedledger_ledger::records::RoundRecord) -> Self {
+    /// From a round's anchored summary and contribution entries.
+    pub fn from_record(summary: &RoundSummary, contributions: &[ContributionEntry]) -> Self {
         Self {
-            model_after: r.model.after.clone(),
-            reward_pool: r.reward_pool,
-            contributions: r
-                .contributions
+            model_after: summary.model.after.clone(),
+            reward_pool: summary.reward_pool,
+            contributions: contributions
                 .iter()
-                .map(|c| (c.participant.clone(), c.value_nano, c.reward))
+                .map(|c| {
+                    (
+                        c.participant.clone(),
+                        Recorded {
+                            update_sha256: c.update_sha256.clone(),
+                            examples: c.examples,
+                            value_nano: c.value_nano,
+                            reward: c.reward,
+                        },
+                    )
+                })
                 .collect(),
         }
     }
@@ -194,6 +229,31 @@ pub fn replay_against(
             "update of {} hashes to {}",
             c.name, c.update_sha256
         ));
+        match against.contributions.get(&c.public_key) {
+            Some(r) if r.update_sha256 == c.update_sha256 && r.examples == c.examples => {}
+            Some(r) => report.differences.push(Difference {
+                what: format!("contribution of {}", c.name),
+                recorded: format!("update {} with {} examples", r.update_sha256, r.examples),
+                recomputed: format!(
+                    "update {} with {} examples (the inputs kept)",
+                    c.update_sha256, c.examples
+                ),
+            }),
+            None => report.differences.push(Difference {
+                what: format!("contribution of {}", c.name),
+                recorded: "absent".into(),
+                recomputed: format!("update {} (the inputs kept)", c.update_sha256),
+            }),
+        }
+    }
+    for key in against.contributions.keys() {
+        if !contributions.iter().any(|c| &c.public_key == key) {
+            report.differences.push(Difference {
+                what: format!("contribution of {key}"),
+                recorded: "present".into(),
+                recomputed: "no input kept for it".into(),
+            });
+        }
     }
     let views: Vec<WeightedUpdate<'_>> = contributions
         .iter()
@@ -247,9 +307,7 @@ pub fn replay_against(
         &views,
         &names,
         &keys,
-        contributions
-            .iter()
-            .any(|c| c.privacy.as_ref().is_some_and(|p| p.noise_multiplier > 0.0)),
+        contributions.iter().any(|c| c.privacy.is_private()),
     )?;
     if valued.summary.evaluations != val.evaluations {
         report.differences.push(Difference {
@@ -258,25 +316,23 @@ pub fn replay_against(
             recomputed: valued.summary.evaluations.to_string(),
         });
     }
-    if valued.reward_pool != recorded.reward_pool {
+    if valued.reward_pool != against.reward_pool {
         report.differences.push(Difference {
             what: "reward_pool".into(),
-            recorded: recorded.reward_pool.to_string(),
+            recorded: against.reward_pool.to_string(),
             recomputed: valued.reward_pool.to_string(),
         });
     }
     for (i, c) in contributions.iter().enumerate() {
+        let (rec_value, rec_reward) = against
+            .contributions
+            .get(&c.public_key)
+            .map_or(("absent".to_owned(), "absent".to_owned()), |r| {
+                (r.value_nano.to_string(), r.reward.to_string())
+            });
         for (what, rec, got) in [
-            (
-                "value_nano",
-                c.value_nano.to_string(),
-                valued.value_nano[i].to_string(),
-            ),
-            (
-                "reward",
-                c.reward.to_string(),
-                valued.rewards[i].to_string(),
-            ),
+            ("value_nano", rec_value, valued.value_nano[i].to_string()),
+            ("reward", rec_reward, valued.rewards[i].to_string()),
         ] {
             if rec == got {
                 report.checked.push(format!("{what} of {} = {rec}", c.name));

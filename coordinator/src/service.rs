@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     engine::Engine,
     error::CoordinatorError,
-    types::{Phase, PrivacySpend, RoundOutcome, UpdateHeader},
+    types::{Phase, PrivacyObject, RoundOutcome, UpdateHeader},
 };
 
 /// The tonic service.
@@ -39,20 +39,16 @@ impl Service {
     }
 }
 
-fn privacy_from_wire(p: pb::PrivacySpend) -> Result<PrivacySpend, CoordinatorError> {
-    let accountant = p
-        .accountant
-        .parse()
-        .map_err(|e| CoordinatorError::BadPrivacyReport(format!("{e}")))?;
-    Ok(PrivacySpend {
-        epsilon_total: p.epsilon_total,
-        epsilon_round: p.epsilon_round,
-        delta: p.delta,
-        noise_multiplier: p.noise_multiplier,
-        sampling_rate: p.sampling_rate,
+fn privacy_from_wire(p: pb::PrivacySpend) -> PrivacyObject {
+    PrivacyObject {
+        accountant: p.accountant,
+        delta_pico: p.delta_pico,
+        epsilon_micro: p.epsilon_micro,
+        epsilon_round_micro: p.epsilon_round_micro,
+        noise_multiplier_micro: p.noise_multiplier_micro,
+        sampling_rate_nano: p.sampling_rate_nano,
         steps: p.steps,
-        accountant,
-    })
+    }
 }
 
 fn outcome_to_wire(o: &RoundOutcome) -> pb::RoundResult {
@@ -89,6 +85,7 @@ fn outcome_to_wire(o: &RoundOutcome) -> pb::RoundResult {
             })
             .collect(),
         ledger_record: Default::default(),
+        ledger_index: 0,
     }
 }
 
@@ -230,7 +227,14 @@ impl pb::coordinator_server::Coordinator for Service {
             num_params: header.num_params,
             update_sha256: header.update_sha256,
             signature: header.signature,
-            privacy: header.privacy.map(privacy_from_wire).transpose()?,
+            privacy: privacy_from_wire(
+                header.privacy.ok_or(CoordinatorError::InvalidField {
+                    field: "privacy",
+                    reason:
+                        "an update must carry its privacy object (accountant \"none\" without DP)"
+                            .into(),
+                })?,
+            ),
         };
         let mut upload = self.engine.begin_upload(&session, domain)?;
         while let Some(msg) = stream.message().await? {
@@ -280,7 +284,10 @@ impl pb::coordinator_server::Coordinator for Service {
             .blocking(move |c| Ok((c.outcome(r.round)?, c.ledger_record(r.round))))
             .await?;
         let mut wire = outcome_to_wire(&outcome);
-        wire.ledger_record = record.unwrap_or_default();
+        if let Some((bytes, index)) = record {
+            wire.ledger_record = bytes;
+            wire.ledger_index = index;
+        }
         Ok(Response::new(wire))
     }
 }

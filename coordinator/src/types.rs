@@ -4,8 +4,7 @@
 use fedledger_model::Metrics;
 use serde::{Deserialize, Serialize};
 
-pub use fedledger_ledger::records::RoundStatus;
-pub use fedledger_privacy::PrivacySpend;
+pub use fedledger_ledger::records::{PrivacyObject, RoundStatus};
 
 /// Where the federation is.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -50,9 +49,10 @@ pub struct UpdateMeta {
     pub participant: usize,
     pub examples: u64,
     pub update_sha256: String,
-    /// Hex of the Ed25519 signature.
+    /// Hex of the Ed25519 signature (over the v2 update message).
     pub signature: String,
-    pub privacy: Option<PrivacySpend>,
+    /// The privacy object the participant signed, as the ledger records it.
+    pub privacy: PrivacyObject,
     pub received_at_ms: u64,
     /// Arrival order within the round (0-based; a refused commit may leave a gap).
     pub seq: u64,
@@ -116,7 +116,7 @@ pub struct ContributionOutcome {
     pub examples: u64,
     pub update_sha256: String,
     pub signature: String,
-    pub privacy: Option<PrivacySpend>,
+    pub privacy: PrivacyObject,
     pub value: f64,
     pub value_nano: i64,
     pub reward: u64,
@@ -130,6 +130,8 @@ pub struct DeclinedOutcome {
     pub name: String,
     pub public_key: String,
     pub reason: String,
+    /// Hex of the Ed25519 signature over the decline message.
+    pub signature: String,
 }
 
 /// Everything the coordinator knows about a finished round.
@@ -188,5 +190,5 @@ pub struct UpdateHeader {
     pub num_params: u64,
     pub update_sha256: String,
     pub signature: Vec<u8>,
-    pub privacy: Option<PrivacySpend>,
+    pub privacy: PrivacyObject,
 }

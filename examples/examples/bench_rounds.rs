@@ -18,6 +18,7 @@ use fedledger_coordinator::{
     config::{DataSection, ParticipantEntry, RoundsSection, StandardisationMode, TrainingSection},
 };
 use fedledger_examples::{BREAST_CANCER_CSV, sources::ZeroSource};
+use fedledger_ledger::records::PrivacyObject;
 use fedledger_model::{Dataset, ModelKind, ModelSpec};
 use fedledger_participant::{ParticipantConfig, client::Client, config::PrivacySection, keys};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -155,7 +156,8 @@ async fn upload() -> anyhow::Result<()> {
         // The last upload completes the round; keep it out of the timing so closing (which
         // aggregates and values) does not count as transport.
         let t = Instant::now();
-        c.submit(task.header.round, 100, &delta, None).await?;
+        c.submit(task.header.round, 100, &delta, &PrivacyObject::none())
+            .await?;
         grpc.push(t.elapsed().as_secs_f64());
         raw.push(raw_tcp_copy(bytes.clone()).await?);
     }

@@ -86,7 +86,10 @@ async fn the_federations_accountants_are_checked_before_any_spend() {
     let (running, cfgs) = serve(&fed).await;
     let genesis = running.coordinator.ledger().entry(0).unwrap();
     let genesis = String::from_utf8(genesis).unwrap();
-    assert!(genesis.contains("\"accountant\":\"rdp,pld\""), "{genesis}");
+    assert!(
+        genesis.contains("\"accountants\":[\"rdp\",\"pld\"]"),
+        "{genesis}"
+    );
     let agents: Vec<_> = cfgs
         .iter()
         .cloned()
@@ -128,15 +131,23 @@ async fn the_federations_accountants_are_checked_before_any_spend() {
         assert_eq!(r.rounds_sent, vec![1], "{}", r.name);
     }
     let o = running.coordinator.outcome(1).unwrap();
-    let record = String::from_utf8(running.coordinator.ledger().entry(1).unwrap()).unwrap();
+    let at = running.coordinator.anchored(1).expect("round 1 anchored");
+    let entries = running
+        .coordinator
+        .ledger()
+        .entries(at.entries.first, at.entries.first + at.entries.count)
+        .unwrap();
     running.shutdown().await.unwrap();
+    assert!(
+        entries.iter().any(|e| {
+            let e = String::from_utf8_lossy(e);
+            e.contains("\"name\":\"h1\"") && e.contains("\"accountant\":\"rdp-dp-accounting\"")
+        }),
+        "h1's contribution entry names its accountant"
+    );
     let h1 = o.contributions.iter().find(|c| c.name == "h1").unwrap();
     assert_eq!(
-        h1.privacy.as_ref().unwrap().accountant,
-        AccountantKind::RdpDpAccounting
-    );
-    assert!(
-        record.contains("\"accountant\":\"rdp-dp-accounting\""),
-        "{record}"
+        h1.privacy.accountant,
+        AccountantKind::RdpDpAccounting.name()
     );
 }

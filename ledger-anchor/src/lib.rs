@@ -10,7 +10,9 @@
 //! - [`keys`]: Ed25519 key files (PKCS#8 v2 as `ring` writes them), shared with the other crates.
 //! - [`note`]: C2SP signed notes, tlog checkpoints, cosignature/v1, tlog-proof@v1, and the
 //!   [`note::Evidence`] of equivocation (two checkpoints that cannot both hold).
-//! - [`records`]: the record schemas (genesis and round records), their canonical JSON encoding
+//! - [`records`]: the record schemas (format v2: federation, enrolment, contribution, decline
+//!   and round-summary entries, and the privacy object; format v1 kept for verifying old
+//!   ledgers), their canonical JSON encoding
 //!   and validation.
 //! - [`witness`]: a C2SP tlog-witness style cosigner with persisted state.
 //! - [`store`]: the sled-backed [`Log`] (writer and replica), checkpoints and evidence.
@@ -27,25 +29,26 @@
 //! # How the coordinator anchors a federation
 //!
 //! ```no_run
-//! use fedledger_ledger::{Log, keys, node, note::NoteSigner, records::*};
-//! # async fn demo(data_dir: &std::path::Path, genesis: FederationRecord, round_1: RoundRecord)
+//! use fedledger_ledger::{Log, keys, node, note::NoteSigner};
+//! # async fn demo(data_dir: &std::path::Path, genesis: Vec<Vec<u8>>, round_1: Vec<Vec<u8>>)
 //! #     -> Result<(), fedledger_ledger::LedgerError> {
 //! let origin = "fl.example.org/fed-01";
 //! // The coordinator's Ed25519 identity is a key file shared with the rest of fedledger.
 //! let key = keys::load_or_generate_key(&data_dir.join("coordinator.key"))?;
 //! let log = Log::open(&data_dir.join("ledger"), origin, NoteSigner::log(origin, key)?)?;
 //! if log.size() == 0 {
-//!     log.append(&encode_canonical(&genesis)?)?; // entry 0, validated before it is written
-//!     log.checkpoint()?;
+//!     // The federation entry and one enrolment per key, each canonical JSON
+//!     // (`records::encode_canonical`), validated before anything is written.
+//!     log.append_and_checkpoint(&genesis)?;
 //! }
 //! // Serve the log: replicas catch up from it and witnesses cosign its checkpoints.
 //! let net = node::NodeConfig { listen: vec!["/ip4/0.0.0.0/tcp/4001".parse().unwrap()], ..Default::default() };
 //! let handle = node::spawn(net, libp2p::identity::Keypair::generate_ed25519(), log.clone(), None).await?;
 //! let (witnesses, quorum) = node::genesis_witnesses(&log)?;
-//! // After each round: append its record (entry i = round i), sign, gossip, collect cosignatures.
+//! // After each round: append its contribution and decline entries and its summary in one
+//! // atomic batch with a signed checkpoint, gossip them, collect cosignatures.
 //! let old = log.size();
-//! log.append(&encode_canonical(&round_1)?)?;
-//! let checkpoint = log.checkpoint()?; // signed note, flushed to disk
+//! let (_, checkpoint) = log.append_and_checkpoint(&round_1)?; // flushed to disk
 //! handle.publish_since(old).await?;
 //! let cosigned = handle.collect_cosignatures(checkpoint.checkpoint.size, &witnesses).await?;
 //! let anchored = cosigned as u64 >= quorum;

@@ -163,7 +163,8 @@ fn a_one_field_change_of_what_a_hospital_signed_fails_naming_the_entry() {
             .iter()
             .any(|f| f.file == "entries/5" && f.what.contains("signature does not verify"))
     };
-    let cases: [(&str, fn(&mut ContributionEntry)); 6] = [
+    type Change = fn(&mut ContributionEntry);
+    let cases: [(&str, Change); 6] = [
         ("examples", |c| c.examples += 1),
         ("privacy.epsilon_micro", |c| c.privacy.epsilon_micro += 1),
         ("privacy.steps", |c| c.privacy.steps -= 1),

@@ -13,7 +13,7 @@ use tonic::Code;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
-    client::{Client, ClientError, Task, spend_to_wire},
+    client::{Client, ClientError, Task},
     store::{LocalStore, RoundRecord, SpendRecord, StoreError},
     work::{SourceError, UpdateSource, Work},
 };
@@ -214,7 +214,7 @@ async fn handle(
                     })
                 });
             }
-            let wire = spend.as_ref().map(spend_to_wire);
+            let privacy = crate::dp::privacy_object(spend.as_ref());
             // The last point before the first byte of the update leaves.
             #[cfg(feature = "failpoints")]
             fail::fail_point!("participant::before_send", |detail| {
@@ -224,10 +224,10 @@ async fn handle(
                     detail: detail.unwrap_or_default(),
                 })
             });
-            let receipt = match client.submit(round, examples, &delta, wire.clone()).await {
+            let receipt = match client.submit(round, examples, &delta, &privacy).await {
                 Err(e) if e.code() == Some(Code::Unauthenticated) => {
                     client.register().await?;
-                    client.submit(round, examples, &delta, wire).await
+                    client.submit(round, examples, &delta, &privacy).await
                 }
                 other => other,
             };

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ring::signature::Ed25519KeyPair;
 use tonic::{Code, transport::Channel};
 
+use fedledger_ledger::records::PrivacyObject;
 use fedledger_model::digest::vector_sha256;
 
 use crate::keys::public_key_hex;
@@ -62,16 +63,16 @@ impl Task {
     }
 }
 
-/// The wire form of a spend (built here, at the edge, from the one domain type).
-pub fn spend_to_wire(s: &fedledger_privacy::PrivacySpend) -> pb::PrivacySpend {
+/// The wire form of a privacy object (field for field).
+pub fn privacy_to_wire(p: &PrivacyObject) -> pb::PrivacySpend {
     pb::PrivacySpend {
-        epsilon_total: s.epsilon_total,
-        epsilon_round: s.epsilon_round,
-        delta: s.delta,
-        noise_multiplier: s.noise_multiplier,
-        sampling_rate: s.sampling_rate,
-        steps: s.steps,
-        accountant: s.accountant.name().to_owned(),
+        accountant: p.accountant.clone(),
+        delta_pico: p.delta_pico,
+        epsilon_micro: p.epsilon_micro,
+        epsilon_round_micro: p.epsilon_round_micro,
+        noise_multiplier_micro: p.noise_multiplier_micro,
+        sampling_rate_nano: p.sampling_rate_nano,
+        steps: p.steps,
     }
 }
 
@@ -235,10 +236,17 @@ impl Client {
         round: u64,
         examples: u64,
         delta: &[f32],
-        privacy: Option<pb::PrivacySpend>,
+        privacy: &PrivacyObject,
     ) -> Result<pb::SubmitReceipt, ClientError> {
         let sha = vector_sha256(delta);
-        let msg = fedledger_ledger::records::update_signing_message(&self.federation, round, &sha);
+        // Everything claimed is signed: the digest, the example count and the privacy object.
+        let msg = fedledger_ledger::records::update_signing_message(
+            &self.federation,
+            round,
+            &sha,
+            examples,
+            &privacy.sha256_hex(),
+        );
         let signature = self.key.sign(msg.as_bytes()).as_ref().to_vec();
         let header = pb::UpdateHeader {
             session: self.session.clone(),
@@ -247,7 +255,7 @@ impl Client {
             num_params: delta.len() as u64,
             update_sha256: sha,
             signature,
-            privacy,
+            privacy: Some(privacy_to_wire(privacy)),
         };
         let chunks: Vec<pb::UpdateMessage> = std::iter::once(pb::UpdateMessage {
             msg: Some(pb::update_message::Msg::Header(header)),

@@ -3,6 +3,7 @@
 
 use std::sync::mpsc;
 
+use fedledger_ledger::records::PrivacyObject;
 use fedledger_model::{Dataset, DpSgdConfig, GradientNoise, ModelSpec, TrainConfig, TrainOutcome};
 use fedledger_privacy::{
     AccountantKind, LatticeNoise, PoissonGaussian, PrivacySpend, SecureGaussian,
@@ -62,10 +63,16 @@ pub fn cumulative_epsilon(
 /// spend this participant would report could not be recorded as it was accounted.
 ///
 /// The multiplier accounted for is the sampler's effective one: its standard deviation over the
-/// clipping norm plus the grid-rounding charge on `num_params` coordinates, rounded down, so the
-/// reported epsilon is never below the truth.
+/// clipping norm plus the grid-rounding charge on `num_params` coordinates. It, the sampling rate
+/// and delta are then rounded as the ledger records them (noise down, sampling rate up:
+/// [`PrivacyObject::conservative`]), and every epsilon is computed from the rounded figures, so
+/// the reported epsilon is never below the truth and `verify` recomputes it exactly.
+///
+/// The budget gate counts every release in `spent` (the budget is the patients', whatever the
+/// federation); the spend reported to `federation` counts only its releases.
 pub fn plan(
     hyper: &pb::HyperParameters,
+    federation: &str,
     federation_accountants: &[String],
     n: usize,
     num_params: usize,
@@ -99,8 +106,12 @@ pub fn plan(
             other.spend.accountant, other.round
         )));
     }
-    let before = cumulative_epsilon(spent, None, privacy.delta, accountant)?;
-    let after = cumulative_epsilon(spent, Some((sigma, q, t)), privacy.delta, accountant)?;
+    // The figures as recorded, and accounted for as recorded.
+    let recorded = PrivacyObject::conservative(accountant.name(), sigma, q, t, privacy.delta);
+    let next = Some((recorded.noise_multiplier(), recorded.sampling_rate(), t));
+    let delta = recorded.delta();
+    let before = cumulative_epsilon(spent, None, delta, accountant)?;
+    let after = cumulative_epsilon(spent, next, delta, accountant)?;
     if after > privacy.epsilon_budget {
         return Ok(Plan::Decline(format!(
             "privacy budget exhausted: spent epsilon {before:.4}, this round would bring it to \
@@ -108,21 +119,44 @@ pub fn plan(
             privacy.epsilon_budget, privacy.delta
         )));
     }
+    let here: Vec<SpendRecord> = spent
+        .iter()
+        .filter(|s| s.federation == federation)
+        .cloned()
+        .collect();
+    let here_before = cumulative_epsilon(&here, None, delta, accountant)?;
+    let here_after = cumulative_epsilon(&here, next, delta, accountant)?;
     Ok(Plan::Private {
         dp: DpSgdConfig {
             clip_norm: hyper.clip_norm,
             noise_multiplier: hyper.noise_multiplier,
         },
         spend: PrivacySpend {
-            noise_multiplier: sigma,
-            sampling_rate: q,
+            noise_multiplier: recorded.noise_multiplier(),
+            sampling_rate: recorded.sampling_rate(),
             steps: t,
-            delta: privacy.delta,
-            epsilon_total: after,
-            epsilon_round: (after - before).max(0.0),
+            delta,
+            epsilon_total: here_after,
+            epsilon_round: (here_after - here_before).max(0.0),
             accountant,
         },
     })
+}
+
+/// The privacy object a spend is recorded as (its figures are already rounded as recorded).
+pub fn privacy_object(spend: Option<&PrivacySpend>) -> PrivacyObject {
+    match spend {
+        None => PrivacyObject::none(),
+        Some(s) => PrivacyObject::from_rounded(
+            s.accountant.name(),
+            s.noise_multiplier,
+            s.sampling_rate,
+            s.steps,
+            s.delta,
+            s.epsilon_total,
+            s.epsilon_round,
+        ),
+    }
 }
 
 /// Why a round must be declined when the federation states the accountants it records and
@@ -357,16 +391,111 @@ mod tests {
 
     #[test]
     fn the_configured_accountant_gates_and_is_recorded() {
-        let pld =
-            spend_of(plan(&hyper(), &[], 1000, 10, &privacy(AccountantKind::Pld), &[]).unwrap());
-        let rdp =
-            spend_of(plan(&hyper(), &[], 1000, 10, &privacy(AccountantKind::Rdp), &[]).unwrap());
+        let pld = spend_of(
+            plan(
+                &hyper(),
+                "f",
+                &[],
+                1000,
+                10,
+                &privacy(AccountantKind::Pld),
+                &[],
+            )
+            .unwrap(),
+        );
+        let rdp = spend_of(
+            plan(
+                &hyper(),
+                "f",
+                &[],
+                1000,
+                10,
+                &privacy(AccountantKind::Rdp),
+                &[],
+            )
+            .unwrap(),
+        );
         assert_eq!(pld.accountant, AccountantKind::Pld);
         assert_eq!(rdp.accountant, AccountantKind::Rdp);
         let run = (pld.noise_multiplier, pld.sampling_rate, pld.steps);
         let want = cumulative_epsilon(&[], Some(run), 1e-5, AccountantKind::Pld).unwrap();
         assert_eq!(pld.epsilon_total, want);
         assert!(pld.epsilon_total < rdp.epsilon_total, "{pld:?} vs {rdp:?}");
+    }
+
+    #[test]
+    fn the_budget_counts_every_federation_the_report_only_this_one() {
+        let spend = |federation: &str, round| SpendRecord {
+            federation: federation.into(),
+            round,
+            spend: spend_of(
+                plan(
+                    &hyper(),
+                    federation,
+                    &[],
+                    1000,
+                    10,
+                    &privacy(AccountantKind::Rdp),
+                    &[],
+                )
+                .unwrap(),
+            ),
+        };
+        let history = vec![spend("other", 1), spend("other", 2), spend("f", 1)];
+        let p = spend_of(
+            plan(
+                &hyper(),
+                "f",
+                &[],
+                1000,
+                10,
+                &privacy(AccountantKind::Rdp),
+                &history,
+            )
+            .unwrap(),
+        );
+        let run = (p.noise_multiplier, p.sampling_rate, p.steps);
+        // Reported: the cumulative spend in this federation (two releases).
+        let here =
+            cumulative_epsilon(&history[2..], Some(run), p.delta, AccountantKind::Rdp).unwrap();
+        assert_eq!(p.epsilon_total, here);
+        let one = cumulative_epsilon(&history[2..], None, p.delta, AccountantKind::Rdp).unwrap();
+        assert_eq!(p.epsilon_round, here - one);
+        // Gated: all four releases, wherever they went.
+        let all = cumulative_epsilon(&history, Some(run), p.delta, AccountantKind::Rdp).unwrap();
+        assert!(all > here);
+        let tight = PrivacySection {
+            epsilon_budget: (here + all) / 2.0,
+            ..privacy(AccountantKind::Rdp)
+        };
+        let p = plan(&hyper(), "f", &[], 1000, 10, &tight, &history).unwrap();
+        assert!(
+            matches!(p, Plan::Decline(ref r) if r.contains("budget exhausted")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn the_spend_carries_the_figures_as_recorded() {
+        let p = spend_of(
+            plan(
+                &hyper(),
+                "f",
+                &[],
+                1000,
+                10,
+                &privacy(AccountantKind::Rdp),
+                &[],
+            )
+            .unwrap(),
+        );
+        let o = privacy_object(Some(&p));
+        assert_eq!(o.noise_multiplier(), p.noise_multiplier);
+        assert_eq!(o.sampling_rate(), p.sampling_rate);
+        assert_eq!(o.delta(), p.delta);
+        assert!(p.noise_multiplier <= 1.1, "noise rounded down");
+        assert_eq!(o.epsilon_micro, (p.epsilon_total * 1e6).ceil() as u64);
+        assert_eq!(privacy_object(None), PrivacyObject::none());
     }
 
     #[test]
@@ -386,6 +515,7 @@ mod tests {
         };
         let p = plan(
             &hyper(),
+            "f",
             &[],
             1000,
             10,
@@ -407,6 +537,7 @@ mod tests {
         // Listed (among others): the round is priced as usual.
         let ok = plan(
             &hyper(),
+            "f",
             &listed(&["rdp", "rdp-dp-accounting"]),
             1000,
             10,
@@ -418,13 +549,22 @@ mod tests {
             AccountantKind::RdpDpAccounting
         );
         // Not stated (an older coordinator): accepted.
-        let unstated = plan(&hyper(), &[], 1000, 10, &mine, &[]);
+        let unstated = plan(&hyper(), "f", &[], 1000, 10, &mine, &[]);
         assert_eq!(
             spend_of(unstated.unwrap()).accountant,
             AccountantKind::RdpDpAccounting
         );
         // Not listed: declined with both sides named, before any spend is computed.
-        let p = plan(&hyper(), &listed(&["rdp", "pld"]), 1000, 10, &mine, &[]).unwrap();
+        let p = plan(
+            &hyper(),
+            "f",
+            &listed(&["rdp", "pld"]),
+            1000,
+            10,
+            &mine,
+            &[],
+        )
+        .unwrap();
         match p {
             Plan::Decline(reason) => assert_eq!(
                 reason,
@@ -440,7 +580,7 @@ mod tests {
             require_dp: false,
             ..mine
         };
-        let p = plan(&no_noise, &listed(&["pld"]), 1000, 10, &relaxed, &[]).unwrap();
+        let p = plan(&no_noise, "f", &listed(&["pld"]), 1000, 10, &relaxed, &[]).unwrap();
         assert!(matches!(p, Plan::NonPrivate), "{p:?}");
     }
 

@@ -108,6 +108,7 @@ impl UpdateSource for LocalTrainer {
             .ok_or_else(|| SourceError::Task("task has no hyper-parameters".into()))?;
         let plan = dp::plan(
             &hyper,
+            &task.header.federation,
             &task.header.accountants,
             data.len(),
             spec.num_params(),

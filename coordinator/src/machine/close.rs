@@ -69,9 +69,7 @@ pub fn contribution(
 /// True when any update carries DP-SGD noise (then only zero or near-zero updates count as free
 /// riding).
 pub fn noisy(updates: &[UpdateMeta]) -> bool {
-    updates
-        .iter()
-        .any(|m| m.privacy.as_ref().is_some_and(|p| p.noise_multiplier > 0.0))
+    updates.iter().any(|m| m.privacy.is_private())
 }
 
 /// Close the round: abandon it below quorum, else aggregate, evaluate and value.
@@ -104,6 +102,7 @@ pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
                 name: p.name.clone(),
                 public_key: p.public_key_hex.clone(),
                 reason: d.reason.clone(),
+                signature: d.signature.clone(),
             }
         })
         .collect();

@@ -34,7 +34,7 @@ use crate::{
     config::{Enrolled, FederationConfig, decode_public_key},
     error::CoordinatorError,
     types::{
-        DeclineMeta, PersistedState, Phase, PrivacySpend, Progress, Receipt, UpdateHeader,
+        DeclineMeta, PersistedState, Phase, PrivacyObject, Progress, Receipt, UpdateHeader,
         UpdateMeta,
     },
 };
@@ -78,7 +78,7 @@ pub struct UploadTicket {
     pub examples: u64,
     pub claimed_sha256: String,
     pub signature: Vec<u8>,
-    pub privacy: Option<PrivacySpend>,
+    pub privacy: PrivacyObject,
     /// Values the update must carry.
     pub num_params: u64,
 }
@@ -401,21 +401,28 @@ impl RoundMachine {
                 reason: "must be 64 lowercase hex digits".into(),
             });
         }
-        if let Some(p) = &header.privacy {
-            p.validate()
-                .map_err(|e| CoordinatorError::BadPrivacyReport(e.to_string()))?;
-            if !self.cfg.privacy_plan.accountants.contains(&p.accountant) {
-                return Err(CoordinatorError::BadPrivacyReport(format!(
-                    "accountant {} is not one this federation records ({})",
-                    p.accountant,
-                    self.accountant_names()
-                )));
-            }
+        let p = &header.privacy;
+        p.validate().map_err(CoordinatorError::BadPrivacyReport)?;
+        if p.is_private()
+            && !self
+                .cfg
+                .privacy_plan
+                .accountants
+                .iter()
+                .any(|a| a.name() == p.accountant)
+        {
+            return Err(CoordinatorError::BadPrivacyReport(format!(
+                "accountant {} is not one this federation records ({})",
+                p.accountant,
+                self.accountant_names()
+            )));
         }
         let msg = fedledger_ledger::records::update_signing_message(
             &self.cfg.federation,
             header.round,
             &header.update_sha256,
+            header.examples,
+            &p.sha256_hex(),
         );
         let who = self.participant(idx);
         if !verify(&who.public_key, msg.as_bytes(), &header.signature) {

@@ -20,7 +20,7 @@ use crate::{
         RoundsSection, StandardisationMode, StrategyKind,
     },
     error::CoordinatorError,
-    types::{PersistedState, Phase, PrivacySpend, RoundStatus, UpdateHeader, UpdateMeta},
+    types::{PersistedState, Phase, PrivacyObject, RoundStatus, UpdateHeader, UpdateMeta},
     value::Valuer,
 };
 
@@ -143,15 +143,32 @@ fn delta(i: u8) -> Vec<f32> {
 }
 
 fn header(i: u8, round: u64, d: &[f32]) -> UpdateHeader {
+    signed_header(i, round, d, 10, PrivacyObject::none())
+}
+
+/// A header signed by h`i` over everything it claims.
+fn signed_header(
+    i: u8,
+    round: u64,
+    d: &[f32],
+    examples: u64,
+    privacy: PrivacyObject,
+) -> UpdateHeader {
     let sha = vector_sha256(d);
-    let msg = fedledger_ledger::records::update_signing_message("machine-test", round, &sha);
+    let msg = fedledger_ledger::records::update_signing_message(
+        "machine-test",
+        round,
+        &sha,
+        examples,
+        &privacy.sha256_hex(),
+    );
     UpdateHeader {
         round,
-        examples: 10,
+        examples,
         num_params: PARAMS,
         update_sha256: sha,
         signature: key(i).sign(msg.as_bytes()).as_ref().to_vec(),
-        privacy: None,
+        privacy,
     }
 }
 
@@ -351,31 +368,17 @@ fn every_update_refusal_names_the_request_and_changes_nothing() {
             ..
         }
     ));
-    let spend = PrivacySpend {
-        noise_multiplier: 1.0,
-        sampling_rate: 0.1,
-        steps: 10,
-        delta: 1e-5,
-        epsilon_total: 1.0,
-        epsilon_round: 1.0,
-        accountant: AccountantKind::Rdp,
-    };
-    let mut h = header(0, 1, &d);
-    h.privacy = Some(PrivacySpend {
-        epsilon_total: f64::NAN,
-        ..spend.clone()
-    });
+    let spend = PrivacyObject::conservative("rdp", 1.0, 0.1, 10, 1e-5).with_epsilon(1.0, 1.0);
+    let mut bad = spend.clone();
+    bad.delta_pico = 0;
     assert!(matches!(
-        refuse(&mut m, &s[0], h),
+        refuse(&mut m, &s[0], signed_header(0, 1, &d, 10, bad)),
         CoordinatorError::BadPrivacyReport(_)
     ));
     // An accountant the federation does not record.
-    let mut h = header(0, 1, &d);
-    h.privacy = Some(PrivacySpend {
-        accountant: AccountantKind::RdpDpAccounting,
-        ..spend.clone()
-    });
-    let e = refuse(&mut m, &s[0], h);
+    let mut other = spend.clone();
+    other.accountant = "rdp-dp-accounting".into();
+    let e = refuse(&mut m, &s[0], signed_header(0, 1, &d, 10, other));
     assert!(e.to_string().contains("rdp-dp-accounting"), "{e}");
     // Signed by someone else; signed over another digest.
     let mut h = header(0, 1, &d);
@@ -390,11 +393,25 @@ fn every_update_refusal_names_the_request_and_changes_nothing() {
         refuse(&mut m, &s[0], h),
         CoordinatorError::BadUpdateSignature { .. }
     ));
+    // Every claim is signed: another example count or privacy object than signed is refused.
+    let mut h = signed_header(0, 1, &d, 10, spend.clone());
+    h.examples = 11;
+    assert!(matches!(
+        refuse(&mut m, &s[0], h),
+        CoordinatorError::BadUpdateSignature { .. }
+    ));
+    let mut h = signed_header(0, 1, &d, 10, spend.clone());
+    h.privacy.steps += 1;
+    assert!(matches!(
+        refuse(&mut m, &s[0], h),
+        CoordinatorError::BadUpdateSignature { .. }
+    ));
     assert_eq!(snapshot(&m), before);
-    // A privacy report the federation records is fine.
-    let mut h = header(0, 1, &d);
-    h.privacy = Some(spend);
-    assert!(m.begin_upload(&s[0], h).is_ok());
+    // A privacy object the federation records is fine.
+    assert!(
+        m.begin_upload(&s[0], signed_header(0, 1, &d, 10, spend))
+            .is_ok()
+    );
 }
 
 #[test]

@@ -171,8 +171,18 @@ pub fn update_messages(
     delta: &[f32],
 ) -> Vec<pb::UpdateMessage> {
     let sha = fedledger_model::digest::vector_sha256(delta);
+    let privacy = fedledger_ledger::records::PrivacyObject::none();
     let sig = key
-        .sign(fedledger_ledger::records::update_signing_message(federation, round, &sha).as_bytes())
+        .sign(
+            fedledger_ledger::records::update_signing_message(
+                federation,
+                round,
+                &sha,
+                examples,
+                &privacy.sha256_hex(),
+            )
+            .as_bytes(),
+        )
         .as_ref()
         .to_vec();
     let mut msgs = vec![pb::UpdateMessage {
@@ -183,7 +193,7 @@ pub fn update_messages(
             num_params: delta.len() as u64,
             update_sha256: sha,
             signature: sig,
-            privacy: None,
+            privacy: Some(privacy_wire(&privacy)),
         })),
     }];
     for (i, c) in delta.chunks(pb::CHUNK_FLOATS).enumerate() {
@@ -195,6 +205,19 @@ pub fn update_messages(
         });
     }
     msgs
+}
+
+/// The wire form of a privacy object.
+pub fn privacy_wire(p: &fedledger_ledger::records::PrivacyObject) -> pb::PrivacySpend {
+    pb::PrivacySpend {
+        accountant: p.accountant.clone(),
+        delta_pico: p.delta_pico,
+        epsilon_micro: p.epsilon_micro,
+        epsilon_round_micro: p.epsilon_round_micro,
+        noise_multiplier_micro: p.noise_multiplier_micro,
+        sampling_rate_nano: p.sampling_rate_nano,
+        steps: p.steps,
+    }
 }
 
 pub async fn submit(

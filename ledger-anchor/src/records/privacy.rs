@@ -112,6 +112,38 @@ impl PrivacyObject {
         }
     }
 
+    /// The object of figures that were already rounded by [`Self::conservative`] and turned
+    /// back into `f64` by its accessors (a participant keeps them so): the mechanism's figures
+    /// are taken to the nearest unit, which gives back exactly the integers they came from;
+    /// the epsilons are rounded up.
+    pub fn from_rounded(
+        accountant: &str,
+        noise_multiplier: f64,
+        sampling_rate: f64,
+        steps: u64,
+        delta: f64,
+        cumulative: f64,
+        increase: f64,
+    ) -> Self {
+        let nearest = |x: f64, scale: f64| {
+            if x.is_finite() && x > 0.0 {
+                (x * scale).round() as u64
+            } else {
+                0
+            }
+        };
+        Self {
+            accountant: accountant.to_owned(),
+            delta_pico: nearest(delta, 1e12),
+            epsilon_micro: 0,
+            epsilon_round_micro: 0,
+            noise_multiplier_micro: nearest(noise_multiplier, 1e6),
+            sampling_rate_nano: nearest(sampling_rate, 1e9),
+            steps,
+        }
+        .with_epsilon(cumulative, increase)
+    }
+
     /// The same object with its cumulative epsilon in this federation and the release's
     /// increase, both rounded up.
     pub fn with_epsilon(mut self, cumulative: f64, increase: f64) -> Self {
@@ -250,6 +282,32 @@ mod tests {
         assert!(p.validate().is_ok());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn rounded_figures_come_back_to_the_same_object(
+            z in 0.01f64..50.0,
+            q in 1e-7f64..1.0,
+            steps in 1u64..100_000,
+            delta_exp in -12i32..-1,
+            eps in 0.0f64..100.0,
+        ) {
+            let delta = 10f64.powi(delta_exp);
+            let p = PrivacyObject::conservative("rdp", z, q, steps, delta);
+            proptest::prop_assert!(p.noise_multiplier() <= z);
+            proptest::prop_assert!(p.sampling_rate() >= q);
+            let back = PrivacyObject::from_rounded(
+                "rdp",
+                p.noise_multiplier(),
+                p.sampling_rate(),
+                steps,
+                p.delta(),
+                eps,
+                eps,
+            );
+            proptest::prop_assert_eq!(back, p.with_epsilon(eps, eps));
+        }
+    }
+
     #[test]
     fn canonical_bytes_and_digest_are_fixed() {
         let p = PrivacyObject::conservative("pld", 1.1, 0.05, 40, 1e-5).with_epsilon(2.0, 0.25);
@@ -268,7 +326,8 @@ mod tests {
         let ok = PrivacyObject::conservative("rdp", 1.0, 0.1, 10, 1e-5).with_epsilon(1.0, 1.0);
         assert!(ok.validate().is_ok());
         assert!(PrivacyObject::none().validate().is_ok());
-        let cases: [(fn(&mut PrivacyObject), &str); 6] = [
+        type Change = fn(&mut PrivacyObject);
+        let cases: [(Change, &str); 6] = [
             (|p| p.accountant = "gdp".into(), "accountant"),
             (|p| p.noise_multiplier_micro = 0, "noise multiplier"),
             (
