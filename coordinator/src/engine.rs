@@ -137,12 +137,31 @@ impl Engine {
             .filter_map(|o| o.server_dp.as_ref().map(|d| d.noise_multiplier))
             .collect();
         let anchor = Anchor::open(&cfg, now_ms())?;
-        let caught_up = anchor.catch_up(&cfg, &outcomes)?;
-        if caught_up > 0 {
-            warn!(
-                rounds = caught_up,
-                "anchored rounds that were stored but not yet in the ledger"
-            );
+        // Rounds stored but not in the ledger (a crash between the sled flush and the ledger
+        // append): anchor them now, by round number; what the ledger still refuses is retried
+        // at every step.
+        let mut unanchored: Vec<u64> = outcomes
+            .iter()
+            .map(|o| o.round)
+            .filter(|r| anchor.anchored(*r).is_none())
+            .collect();
+        while let Some(&round) = unanchored.first() {
+            let Some(o) = outcomes.iter().find(|o| o.round == round) else {
+                break;
+            };
+            match anchor.anchor(&cfg, o) {
+                Ok(_) => {
+                    warn!(
+                        round,
+                        "anchored a round that was stored but not yet in the ledger"
+                    );
+                    unanchored.remove(0);
+                }
+                Err(e) => {
+                    warn!(round, error = %e, "anchoring a stored round failed; retrying at the next step");
+                    break;
+                }
+            }
         }
         let mut received = HashMap::new();
         for u in &updates {
@@ -170,7 +189,7 @@ impl Engine {
             global: RwLock::new(Arc::new(global)),
             received: Mutex::new(received),
             server_dp_history: Mutex::new(server_dp_history),
-            unanchored: Mutex::new(Vec::new()),
+            unanchored: Mutex::new(unanchored),
             progress,
             wake: Notify::new(),
             cfg,

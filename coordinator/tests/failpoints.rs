@@ -129,3 +129,96 @@ async fn requests_and_gossip_go_on_while_a_close_holds_its_flush() {
     scenario.teardown();
     running.shutdown().await.unwrap();
 }
+
+/// Round summaries in the coordinator's log, by round number, with how often each appears.
+fn summaries(log: &fedledger_ledger::Log) -> std::collections::BTreeMap<u64, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for i in 0..log.size() {
+        let e = log.entry(i).unwrap();
+        if let fedledger_ledger::records::Record::Round(s) =
+            fedledger_ledger::records::validate_entry(i, log.origin(), &e).unwrap()
+        {
+            *out.entry(s.round).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_stored_but_not_in_the_ledger_is_anchored_exactly_once() {
+    let _serial = SERIAL.lock().await;
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (k0, k1) = (keypair(), keypair());
+    let cfg = config(dir.path(), &[&k0, &k1], 3, 2, 2, 2);
+    let fed = cfg.federation.clone();
+    // The ledger refuses every append: round 1 is stored (sled flushed) but not anchored, as
+    // after a crash between the two.
+    fail::cfg("coordinator::ledger::before_append", "return").unwrap();
+    let running = start(cfg.clone()).await;
+    let mut c = client(&running).await;
+    let (s0, s1) = (register(&mut c, &k0).await, register(&mut c, &k1).await);
+    let mut progress = running.coordinator.subscribe();
+    progress.wait_for(|p| p.phase == Phase::Open).await.unwrap();
+    for (k, s) in [(&k0, &s0), (&k1, &s1)] {
+        submit(
+            &mut c,
+            update_messages(&fed, k, s, 1, 5, &[0.1, 0.2, 0.3, 0.4]),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::timeout(PATIENCE, progress.wait_for(|p| p.completed == 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(running.coordinator.store().outcome(1).unwrap().is_some());
+    assert!(running.coordinator.anchored(1).is_none());
+    assert!(summaries(running.coordinator.ledger()).is_empty());
+    running.shutdown().await.unwrap();
+    drop(c);
+
+    // Restarted with a working ledger: the stored round is anchored, once.
+    fail::remove("coordinator::ledger::before_append");
+    // And round 2's append reports a failure after it is durable: retried, never doubled.
+    fail::cfg("coordinator::ledger::after_append", "1*return").unwrap();
+    let running = start(cfg.clone()).await;
+    assert!(running.coordinator.anchored(1).is_some());
+    let mut c = client(&running).await;
+    let (s0, s1) = (register(&mut c, &k0).await, register(&mut c, &k1).await);
+    for (k, s) in [(&k0, &s0), (&k1, &s1)] {
+        submit(
+            &mut c,
+            update_messages(&fed, k, s, 2, 5, &[0.2, 0.1, 0.0, 0.3]),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::timeout(PATIENCE, running.wait_done())
+        .await
+        .unwrap();
+    // The failed report is retried at the driver's next step.
+    let coordinator = running.coordinator.clone();
+    tokio::time::timeout(PATIENCE, async {
+        while coordinator.anchored(2).is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    drop(coordinator);
+    assert_eq!(
+        summaries(running.coordinator.ledger()),
+        [(1, 1), (2, 1)].into_iter().collect()
+    );
+    running.shutdown().await.unwrap();
+    scenario.teardown();
+
+    // A further restart adds nothing.
+    let running = start(cfg).await;
+    assert_eq!(
+        summaries(running.coordinator.ledger()),
+        [(1, 1), (2, 1)].into_iter().collect()
+    );
+    running.shutdown().await.unwrap();
+}

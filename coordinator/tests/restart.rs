@@ -110,3 +110,76 @@ async fn retention_prunes_inputs_outside_the_window_only() {
     assert!(report.ok(), "{:?}", report.differences);
     running.shutdown().await.unwrap();
 }
+
+/// A state directory whose ledger an older fedledger wrote in record format v1 is refused with
+/// what to do: formats are never mixed in one log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_ledger_is_refused_not_mixed() {
+    use fedledger_ledger::records::{v1, *};
+    let dir = tempfile::tempdir().unwrap();
+    let k0 = keypair();
+    let cfg = config(dir.path(), &[&k0], 3, 2, 1, 1);
+    std::fs::create_dir_all(&cfg.state_dir).unwrap();
+    let key = fedledger_ledger::keys::load_or_generate_key(&cfg.key).unwrap();
+    let log = fedledger_ledger::Log::open(
+        &cfg.state_dir.join("ledger"),
+        &cfg.federation,
+        fedledger_ledger::note::NoteSigner::log(&cfg.federation, key).unwrap(),
+    )
+    .unwrap();
+    let genesis = v1::FederationRecord {
+        v: 1,
+        record_type: v1::FEDERATION_TYPE.into(),
+        federation: cfg.federation.clone(),
+        created_at: "2026-11-25T00:00:00Z".into(),
+        participants: vec![v1::ParticipantRecord {
+            name: "h0".into(),
+            public_key: pubhex(&k0),
+        }],
+        model: ModelSpecRecord {
+            kind: "logreg".into(),
+            features: 3,
+            classes: 2,
+            hidden: vec![],
+            params: 4,
+        },
+        training: TrainingRecord {
+            rounds: 1,
+            quorum: 1,
+            local_epochs: 1,
+            batch_size: 16,
+            learning_rate: "0.1".into(),
+            aggregation: "fedavg".into(),
+        },
+        privacy: v1::PrivacyRecord {
+            epsilon_budget: "8".into(),
+            delta: "0.00001".into(),
+            clip_norm: "0".into(),
+            noise_multiplier: "0".into(),
+            accountant: "rdp".into(),
+        },
+        witnesses: WitnessesRecord {
+            keys: vec![],
+            quorum: 0,
+        },
+        reward: RewardRecord {
+            rule: REWARD_RULE.into(),
+            pool_per_round: 1000,
+        },
+        validation: DigestRecord {
+            sha256: cfg.validation_sha256.clone(),
+        },
+    };
+    log.append_and_checkpoint(&[encode_canonical(&genesis).unwrap()])
+        .unwrap();
+    drop(log);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = match fedledger_coordinator::serve(cfg, Some(listener)).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a v1 ledger was opened for writing v2 entries"),
+    };
+    assert!(
+        err.contains("record format v1") && err.contains("new state directory"),
+        "{err}"
+    );
+}

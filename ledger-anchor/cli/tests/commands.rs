@@ -61,3 +61,28 @@ fn help_text_is_unchanged() {
     }
     assert_eq!(got, want, "tests/data/help.txt holds the expected help");
 }
+
+/// With the privacy crate's accountant plugged in (as the binary does), a hospital's recorded
+/// epsilon below what its recorded releases imply is caught: the sample records 0.1 per release
+/// of 100 steps at sigma 1.1 and q 0.01, far below the real RDP figure.
+#[test]
+fn the_real_accountant_catches_an_under_reported_epsilon() {
+    let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let fed = Federation::new(2, 1);
+    let log = fed.build_log(store.path(), 2);
+    fedledger_ledger::export::export(&log, out.path()).unwrap();
+    let report = fedledger_ledger::verify::verify_dir(
+        out.path(),
+        fedledger_ledger::verify::VerifyOptions {
+            quorum: None,
+            accountant: Some(&fedledger_ledger_cli::PrivacyAccountant),
+        },
+    );
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| f.file.starts_with("entries/") && f.what.contains("is below")),
+        "{report}"
+    );
+}
