@@ -241,12 +241,7 @@ pub fn genesis(
             delta: decimal(cfg.privacy_plan.delta),
             clip_norm: decimal(t.clip_norm),
             noise_multiplier: decimal(t.noise_multiplier),
-            accountants: cfg
-                .privacy_plan
-                .accountants
-                .iter()
-                .map(|a| a.name().to_owned())
-                .collect(),
+            accountants: cfg.privacy_plan.accountant_names(),
         },
         witnesses: WitnessesRecord {
             keys: cfg.witnesses.clone(),

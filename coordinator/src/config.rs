@@ -364,6 +364,16 @@ pub struct PrivacyPlanSection {
     pub accountants: Vec<AccountantKind>,
 }
 
+impl PrivacyPlanSection {
+    /// The recorded accountants' names, in configuration order.
+    pub fn accountant_names(&self) -> Vec<String> {
+        self.accountants
+            .iter()
+            .map(|a| a.name().to_owned())
+            .collect()
+    }
+}
+
 fn all_accountants() -> Vec<AccountantKind> {
     vec![
         AccountantKind::Rdp,

@@ -178,12 +178,7 @@ impl pb::coordinator_server::Coordinator for Service {
             chunk_floats: fedledger_proto::CHUNK_FLOATS as u32,
             total_rounds: cfg.rounds,
             detail: view.detail.clone(),
-            accountants: cfg
-                .privacy_plan
-                .accountants
-                .iter()
-                .map(|a| a.name().to_owned())
-                .collect(),
+            accountants: cfg.privacy_plan.accountant_names(),
         };
         let head = stream::once(async move {
             Ok(pb::TaskMessage {

@@ -24,7 +24,9 @@ fn outside(python: &str, dir: &std::path::Path) -> std::process::Output {
 #[test]
 fn tlog_scales_verifies_our_export() {
     let Ok(python) = std::env::var("FEDLEDGER_TLOG_SCALES_PYTHON") else {
-        eprintln!("FEDLEDGER_TLOG_SCALES_PYTHON is not set: the outside verification is left to .ci/run");
+        eprintln!(
+            "FEDLEDGER_TLOG_SCALES_PYTHON is not set: the outside verification is left to .ci/run"
+        );
         return;
     };
     let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -49,5 +51,9 @@ fn tlog_scales_verifies_our_export() {
     bytes[10] ^= 1;
     std::fs::write(&path, bytes).unwrap();
     let run = outside(&python, out.path());
-    assert!(!run.status.success(), "{}", String::from_utf8_lossy(&run.stdout));
+    assert!(
+        !run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
 }

@@ -446,13 +446,7 @@ impl RoundMachine {
 
     /// The accountants the federation records, comma-separated.
     pub fn accountant_names(&self) -> String {
-        self.cfg
-            .privacy_plan
-            .accountants
-            .iter()
-            .map(|a| a.name())
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.cfg.privacy_plan.accountant_names().join(", ")
     }
 
     /// All chunks have arrived: check the digest and the norm, and that the round is still

@@ -299,6 +299,39 @@ pub(crate) fn serde_field(msg: &str) -> String {
         .map_or_else(|| "$".to_owned(), str::to_owned)
 }
 
+/// What every round record says about the round itself, in either format.
+pub(crate) struct RoundHeader<'a> {
+    pub(crate) status: RoundStatus,
+    pub(crate) reason: Option<&'a str>,
+    pub(crate) opened_at: &'a str,
+    pub(crate) closed_at: &'a str,
+    pub(crate) model: &'a ModelDigestsRecord,
+    pub(crate) validation: &'a ValidationRecord,
+    pub(crate) valuation: &'a ValuationRecord,
+}
+
+/// The checks of a round's own fields: a reason exactly when abandoned, timestamps, digests,
+/// metric and estimator named.
+pub(crate) fn check_round_header(cx: &Ctx, r: RoundHeader<'_>) -> Result<(), LedgerError> {
+    match (r.status, r.reason) {
+        (RoundStatus::Completed, Some(_)) => {
+            return Err(cx.err("reason", "only abandoned rounds have a reason"));
+        }
+        (RoundStatus::Abandoned, None) => {
+            return Err(cx.err("reason", "an abandoned round must say why"));
+        }
+        (RoundStatus::Abandoned, Some(s)) => cx.nonempty("reason", s)?,
+        (RoundStatus::Completed, None) => {}
+    }
+    cx.timestamp("opened_at", r.opened_at)?;
+    cx.timestamp("closed_at", r.closed_at)?;
+    cx.hex32("model.before", &r.model.before)?;
+    cx.hex32("model.after", &r.model.after)?;
+    cx.hex32("validation.sha256", &r.validation.sha256)?;
+    cx.nonempty("validation.metric", &r.validation.metric)?;
+    cx.nonempty("valuation.estimator", &r.valuation.estimator)
+}
+
 /// A validated entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {

@@ -41,8 +41,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Ctx, DigestRecord, ModelDigestsRecord, ModelSpecRecord, REWARD_RULE, RewardRecord, RoundStatus,
-    TrainingRecord, ValidationRecord, ValuationRecord, WitnessesRecord,
+    Ctx, DigestRecord, ModelDigestsRecord, ModelSpecRecord, REWARD_RULE, RewardRecord, RoundHeader,
+    RoundStatus, TrainingRecord, ValidationRecord, ValuationRecord, WitnessesRecord,
+    check_round_header,
 };
 use crate::error::LedgerError;
 
@@ -274,23 +275,18 @@ pub(super) fn check_round(cx: &Ctx, r: &RoundRecord) -> Result<(), LedgerError> 
             format!("round {} recorded at entry {}", r.round, cx.index),
         ));
     }
-    match (r.status, &r.reason) {
-        (RoundStatus::Completed, Some(_)) => {
-            return Err(cx.err("reason", "only abandoned rounds have a reason"));
-        }
-        (RoundStatus::Abandoned, None) => {
-            return Err(cx.err("reason", "an abandoned round must say why"));
-        }
-        (RoundStatus::Abandoned, Some(s)) => cx.nonempty("reason", s)?,
-        (RoundStatus::Completed, None) => {}
-    }
-    cx.timestamp("opened_at", &r.opened_at)?;
-    cx.timestamp("closed_at", &r.closed_at)?;
-    cx.hex32("model.before", &r.model.before)?;
-    cx.hex32("model.after", &r.model.after)?;
-    cx.hex32("validation.sha256", &r.validation.sha256)?;
-    cx.nonempty("validation.metric", &r.validation.metric)?;
-    cx.nonempty("valuation.estimator", &r.valuation.estimator)?;
+    check_round_header(
+        cx,
+        RoundHeader {
+            status: r.status,
+            reason: r.reason.as_deref(),
+            opened_at: &r.opened_at,
+            closed_at: &r.closed_at,
+            model: &r.model,
+            validation: &r.validation,
+            valuation: &r.valuation,
+        },
+    )?;
     let mut total: u64 = 0;
     for (i, c) in r.contributions.iter().enumerate() {
         let f = |name: &str| format!("contributions[{i}].{name}");

@@ -45,8 +45,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Ctx, DigestRecord, ModelDigestsRecord, ModelSpecRecord, PrivacyObject, REWARD_RULE,
-    RewardRecord, RoundStatus, ServerDpRecord, TrainingRecord, ValidationRecord, ValuationRecord,
-    WitnessesRecord,
+    RewardRecord, RoundHeader, RoundStatus, ServerDpRecord, TrainingRecord, ValidationRecord,
+    ValuationRecord, WitnessesRecord, check_round_header,
 };
 use crate::error::LedgerError;
 
@@ -433,26 +433,21 @@ impl RoundSummary {
         if self.round == 0 {
             return Err(cx.err("round", "rounds start at 1"));
         }
-        match (self.status, &self.reason) {
-            (RoundStatus::Completed, Some(_)) => {
-                return Err(cx.err("reason", "only abandoned rounds have a reason"));
-            }
-            (RoundStatus::Abandoned, None) => {
-                return Err(cx.err("reason", "an abandoned round must say why"));
-            }
-            (RoundStatus::Abandoned, Some(s)) => cx.nonempty("reason", s)?,
-            (RoundStatus::Completed, None) => {}
-        }
+        check_round_header(
+            cx,
+            RoundHeader {
+                status: self.status,
+                reason: self.reason.as_deref(),
+                opened_at: &self.opened_at,
+                closed_at: &self.closed_at,
+                model: &self.model,
+                validation: &self.validation,
+                valuation: &self.valuation,
+            },
+        )?;
         if self.status == RoundStatus::Abandoned && self.reward_pool != 0 {
             return Err(cx.err("reward_pool", "an abandoned round has a zero pool"));
         }
-        cx.timestamp("opened_at", &self.opened_at)?;
-        cx.timestamp("closed_at", &self.closed_at)?;
-        cx.hex32("model.before", &self.model.before)?;
-        cx.hex32("model.after", &self.model.after)?;
-        cx.hex32("validation.sha256", &self.validation.sha256)?;
-        cx.nonempty("validation.metric", &self.validation.metric)?;
-        cx.nonempty("valuation.estimator", &self.valuation.estimator)?;
         if let Some(d) = &self.server_dp {
             cx.decimal("server_dp.clip_norm", &d.clip_norm)?;
             if d.delta_pico == 0 || d.delta_pico >= 1_000_000_000_000 {

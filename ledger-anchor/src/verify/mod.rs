@@ -31,6 +31,60 @@ pub struct Run {
     pub steps: u64,
 }
 
+/// What every round must agree on with the genesis, in either format.
+struct RoundVsGenesis<'a> {
+    pool_per_round: u64,
+    params: u64,
+    validation: &'a str,
+}
+
+impl RoundVsGenesis<'_> {
+    /// A completed round pays the genesis pool; the model size and validation file are the
+    /// genesis's; the model chains from the previous round's (`prev_after`, then updated).
+    #[allow(clippy::too_many_arguments)]
+    fn check<'r>(
+        &self,
+        file: &str,
+        status: records::RoundStatus,
+        reward_pool: u64,
+        model: &'r records::ModelDigestsRecord,
+        validation: &str,
+        prev_after: &mut Option<&'r str>,
+        r: &mut VerifyReport,
+    ) {
+        if status == records::RoundStatus::Completed && reward_pool != self.pool_per_round {
+            r.fail(
+                file,
+                format!(
+                    "reward_pool {reward_pool} differs from the genesis pool_per_round {}",
+                    self.pool_per_round
+                ),
+            );
+        }
+        if model.params != self.params {
+            r.fail(
+                file,
+                format!(
+                    "model.params {} differs from the genesis model ({})",
+                    model.params, self.params
+                ),
+            );
+        }
+        if validation != self.validation {
+            r.fail(
+                file,
+                "validation.sha256 differs from the genesis validation digest",
+            );
+        }
+        if let Some(p) = prev_after
+            && *p != model.before
+        {
+            r.fail(file, "model.before is not the previous round's model.after");
+        }
+        *prev_after = Some(&model.after);
+    }
+}
+
 /// Recomputes cumulative epsilon from recorded DP parameters. The ledger does not know any
 /// accountant; the privacy crate provides one and the caller plugs it in.
 pub trait EpsilonAccountant: Sync {

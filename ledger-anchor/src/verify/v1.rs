@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{EpsilonAccountant, Failure, Run, VerifyReport};
+use super::{EpsilonAccountant, Failure, RoundVsGenesis, Run, VerifyReport};
 use crate::records::{
-    self, RoundStatus,
+    self,
     v1::{DpRecord, FederationRecord, RoundRecord},
 };
 
@@ -111,39 +111,20 @@ pub(super) fn check_rounds(
                 r.fail(&file, format!("declined[{j}].participant is not enrolled"));
             }
         }
-        if rr.status == RoundStatus::Completed && rr.reward_pool != g.reward.pool_per_round {
-            r.fail(
-                &file,
-                format!(
-                    "reward_pool {} differs from the genesis pool_per_round {}",
-                    rr.reward_pool, g.reward.pool_per_round
-                ),
-            );
+        RoundVsGenesis {
+            pool_per_round: g.reward.pool_per_round,
+            params: g.model.params,
+            validation: &g.validation.sha256,
         }
-        if rr.model.params != g.model.params {
-            r.fail(
-                &file,
-                format!(
-                    "model.params {} differs from the genesis model ({})",
-                    rr.model.params, g.model.params
-                ),
-            );
-        }
-        if rr.validation.sha256 != g.validation.sha256 {
-            r.fail(
-                &file,
-                "validation.sha256 differs from the genesis validation digest",
-            );
-        }
-        if let Some(p) = prev_after
-            && p != rr.model.before
-        {
-            r.fail(
-                &file,
-                "model.before is not the previous round's model.after",
-            );
-        }
-        prev_after = Some(&rr.model.after);
+        .check(
+            &file,
+            rr.status,
+            rr.reward_pool,
+            &rr.model,
+            &rr.validation.sha256,
+            &mut prev_after,
+            r,
+        );
     }
     if r.failures.len() == before {
         r.passed.push(format!("rounds: {} rounds, enrolled contributors, rewards sum to their pools, model digests chained", rounds.len()));

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{EpsilonAccountant, Failure, Run, VerifyReport};
+use super::{EpsilonAccountant, Failure, RoundVsGenesis, Run, VerifyReport};
 use crate::records::{
     ContributionEntry, FederationEntry, PrivacyObject, ROLE_CONTRIBUTOR, Record, RoundStatus,
     micro_up,
@@ -144,39 +144,20 @@ pub(super) fn check(
                     }
                     _ => {}
                 }
-                if s.status == RoundStatus::Completed && s.reward_pool != g.reward.pool_per_round {
-                    r.fail(
-                        &file,
-                        format!(
-                            "reward_pool {} differs from the genesis pool_per_round {}",
-                            s.reward_pool, g.reward.pool_per_round
-                        ),
-                    );
+                RoundVsGenesis {
+                    pool_per_round: g.reward.pool_per_round,
+                    params: g.model.params,
+                    validation: &g.validation.sha256,
                 }
-                if s.model.params != g.model.params {
-                    r.fail(
-                        &file,
-                        format!(
-                            "model.params {} differs from the genesis model ({})",
-                            s.model.params, g.model.params
-                        ),
-                    );
-                }
-                if s.validation.sha256 != g.validation.sha256 {
-                    r.fail(
-                        &file,
-                        "validation.sha256 differs from the genesis validation digest",
-                    );
-                }
-                if let Some(p) = prev_after
-                    && p != s.model.before
-                {
-                    r.fail(
-                        &file,
-                        "model.before is not the previous round's model.after",
-                    );
-                }
-                prev_after = Some(&s.model.after);
+                .check(
+                    &file,
+                    s.status,
+                    s.reward_pool,
+                    &s.model,
+                    &s.validation.sha256,
+                    &mut prev_after,
+                    r,
+                );
                 next_round = s.round.saturating_add(1);
                 pending.clear();
                 paid = 0;

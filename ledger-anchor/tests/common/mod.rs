@@ -272,3 +272,55 @@ impl Federation {
         1 + p + rounds * (p + 1)
     }
 }
+
+/// True when a failure of `r` names `file` (as its file, or in its message).
+pub fn names(r: &fedledger_ledger::verify::VerifyReport, file: &str) -> bool {
+    r.failures.iter().any(|f| {
+        f.file == file
+            || f.what.contains(&format!("{file} "))
+            || f.what.contains(&format!("{file}:"))
+    })
+}
+
+/// Flip one bit at `per_file` evenly spread bytes of every file of an export, one at a time,
+/// and require `verify` to fail naming the file (the log key breaks everything and is not
+/// named); restores every file. Returns how many changes were tried.
+pub fn tamper_every_file(
+    out: &std::path::Path,
+    per_file: usize,
+    verify: impl Fn(&std::path::Path) -> fedledger_ledger::verify::VerifyReport,
+) -> usize {
+    let mut files = vec![
+        "checkpoint".to_owned(),
+        "log.vkey".to_owned(),
+        "witnesses.vkeys".to_owned(),
+    ];
+    for sub in ["entries", "proofs", "checkpoints"] {
+        for e in std::fs::read_dir(out.join(sub)).unwrap() {
+            files.push(format!(
+                "{sub}/{}",
+                e.unwrap().file_name().to_string_lossy()
+            ));
+        }
+    }
+    let mut checked = 0;
+    for rel in &files {
+        let path = out.join(rel);
+        let original = std::fs::read(&path).unwrap();
+        let step = (original.len() / per_file).max(1);
+        for i in (0..original.len()).step_by(step) {
+            let mut bad = original.clone();
+            bad[i] ^= 0x01;
+            std::fs::write(&path, &bad).unwrap();
+            let r = verify(out);
+            assert!(!r.ok(), "{rel} byte {i} changed yet verify passed");
+            if rel != "log.vkey" {
+                assert!(names(&r, rel), "{rel} byte {i} not named:\n{r}");
+            }
+            checked += 1;
+        }
+        std::fs::write(&path, &original).unwrap();
+    }
+    assert!(verify(out).ok());
+    checked
+}
