@@ -126,7 +126,11 @@ async fn upload() -> anyhow::Result<()> {
         },
         training: TrainingSection::default(),
         aggregation: Default::default(),
-        limits: Default::default(),
+        // Every simulated hospital dials from 127.0.0.1.
+        limits: fedledger_coordinator::config::LimitsSection {
+            max_connections_per_ip: entries.len() as u32 + 8,
+            ..Default::default()
+        },
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
@@ -245,7 +249,11 @@ async fn overhead() -> anyhow::Result<()> {
         },
         training: TrainingSection::default(),
         aggregation: Default::default(),
-        limits: Default::default(),
+        // Every simulated hospital dials from 127.0.0.1.
+        limits: fedledger_coordinator::config::LimitsSection {
+            max_connections_per_ip: entries.len() as u32 + 8,
+            ..Default::default()
+        },
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),

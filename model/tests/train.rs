@@ -171,9 +171,10 @@ fn dp_requires_noise_and_valid_settings() {
 /// Adds exactly `std_dev` to every coordinate and counts calls: makes the normalisation visible.
 struct Shift(usize);
 impl GradientNoise for Shift {
-    fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64) {
+    fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64) -> Result<(), ModelError> {
         self.0 += 1;
         values.iter_mut().for_each(|v| *v += std_dev as f32);
+        Ok(())
     }
 }
 
