@@ -650,8 +650,12 @@ impl ConfigFile {
                 self.rounds.quorum
             ));
         }
-        if self.rounds.deadline_secs == 0 {
-            return bad("rounds.deadline_secs must be at least 1".into());
+        // Deadlines are added to the clock in milliseconds: a year is plenty and cannot overflow.
+        if !(1..=366 * 24 * 3600).contains(&self.rounds.deadline_secs) {
+            return bad(format!(
+                "rounds.deadline_secs must be between 1 and 31622400 (a year), got {}",
+                self.rounds.deadline_secs
+            ));
         }
         let t = &self.training;
         if t.local_epochs == 0 || t.batch_size == 0 {
