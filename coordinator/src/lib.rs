@@ -151,7 +151,7 @@ pub async fn serve(
             }
             Err(e) => Some(Err(e)),
         };
-        std::future::ready(admitted)
+        admitted
     });
     // Memory any peer can make the server hold is bounded by these settings: per connection,
     // `transport::connection_memory_bound` (streams x (2 x message limit + stream window)),

@@ -384,7 +384,7 @@ impl pb::coordinator_server::Coordinator for Service {
     ) -> Result<Response<pb::RoundResult>, Status> {
         let peer = req.remote_addr();
         let r = req.into_inner();
-        let refuse = |f| self.refuse("GetRoundResult", peer, f);
+        let refuse = |f: Failure| self.refuse("GetRoundResult", peer, f);
         self.engine
             .check_session(&r.session)
             .map_err(|e| refuse(e.into()))?;

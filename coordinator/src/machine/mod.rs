@@ -256,15 +256,16 @@ impl RoundMachine {
         }
     }
 
-    fn challenge_tag(&self, idx: usize, nonce: &[u8], expires: &[u8]) -> hmac::Tag {
-        let mut ctx = hmac::Context::with_key(&self.challenge_key);
-        ctx.update(CHALLENGE_DOMAIN);
-        ctx.update(self.cfg.federation.as_bytes());
-        ctx.update(b"\n");
-        ctx.update(&self.participant(idx).public_key);
-        ctx.update(nonce);
-        ctx.update(expires);
-        ctx.sign()
+    /// What a challenge's tag authenticates: the federation, the key, the nonce, the expiry.
+    fn challenge_message(&self, idx: usize, nonce: &[u8], expires: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(CHALLENGE_DOMAIN.len() + 128);
+        m.extend_from_slice(CHALLENGE_DOMAIN);
+        m.extend_from_slice(self.cfg.federation.as_bytes());
+        m.push(b'\n');
+        m.extend_from_slice(&self.participant(idx).public_key);
+        m.extend_from_slice(nonce);
+        m.extend_from_slice(expires);
+        m
     }
 
     /// Step 1 of registration: a fresh challenge for an enrolled key. Nothing is stored.
@@ -273,7 +274,10 @@ impl RoundMachine {
         let nonce: [u8; NONCE_BYTES] = self.rng.random();
         let expires_ms = now_ms.saturating_add(CHALLENGE_TTL.as_millis() as u64);
         let expires = expires_ms.to_be_bytes();
-        let tag = self.challenge_tag(idx, &nonce, &expires);
+        let tag = hmac::sign(
+            &self.challenge_key,
+            &self.challenge_message(idx, &nonce, &expires),
+        );
         let mut challenge = Vec::with_capacity(CHALLENGE_BYTES);
         challenge.extend_from_slice(&nonce);
         challenge.extend_from_slice(&expires);
@@ -298,11 +302,13 @@ impl RoundMachine {
         let (nonce, rest) = challenge.split_at(NONCE_BYTES);
         let (expires, tag) = rest.split_at(8);
         let tag: [u8; 32] = tag.try_into().map_err(|_| CoordinatorError::BadChallenge)?;
-        let expected = self.challenge_tag(idx, nonce, expires);
-        // Constant time: a forger learns nothing from how fast a wrong tag is refused.
-        if ring::constant_time::verify_slices_are_equal(expected.as_ref(), &tag).is_err() {
-            return Err(CoordinatorError::BadChallenge);
-        }
+        // Compared in constant time: a forger learns nothing from how fast a tag is refused.
+        hmac::verify(
+            &self.challenge_key,
+            &self.challenge_message(idx, nonce, expires),
+            &tag,
+        )
+        .map_err(|_| CoordinatorError::BadChallenge)?;
         let expires_ms = u64::from_be_bytes(expires.try_into().map_err(|_| CoordinatorError::BadChallenge)?);
         if expires_ms <= now_ms || self.used_challenges.contains_key(&tag) {
             return Err(CoordinatorError::BadChallenge);
