@@ -207,6 +207,12 @@ fn corpus() {
     load(&text);
     let text = VALID_TOML.replace("session_ttl_secs = 3600", "session_ttl_secs = 18446744073709551615");
     load(&text);
+    // A model whose parameter count overflows `usize` panicked in `ModelSpec::num_params`
+    // (found by `any_number_in_any_numeric_field_is_refused_or_valid`).
+    let text = VALID_TOML.replace("features = 3", "features = 18446744073709551615");
+    load(&text);
+    let text = VALID_TOML.replace("features = 3", "features = 4294967296");
+    load(&text);
     // A chunk that ends exactly at the expected length, then an empty one.
     assemble(4, 4, &[(None, vec![0; 16]), (None, vec![])]);
     // Nothing expected, nothing sent.
