@@ -389,8 +389,14 @@ impl Default for LimitsSection {
 impl LimitsSection {
     fn validate(&self) -> Result<(), String> {
         let at_least_one = [
-            ("max_streams_per_connection", u64::from(self.max_streams_per_connection)),
-            ("max_connections_per_ip", u64::from(self.max_connections_per_ip)),
+            (
+                "max_streams_per_connection",
+                u64::from(self.max_streams_per_connection),
+            ),
+            (
+                "max_connections_per_ip",
+                u64::from(self.max_connections_per_ip),
+            ),
             ("max_connections", u64::from(self.max_connections)),
             ("message_timeout_secs", self.message_timeout_secs),
             ("min_upload_kib_per_sec", self.min_upload_kib_per_sec),
@@ -417,7 +423,9 @@ impl LimitsSection {
             ("session_ttl_secs", self.session_ttl_secs),
         ] {
             if v > year {
-                return Err(format!("limits.{name} must be at most {year} (a year), got {v}"));
+                return Err(format!(
+                    "limits.{name} must be at most {year} (a year), got {v}"
+                ));
             }
         }
         Ok(())

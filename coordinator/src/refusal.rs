@@ -180,13 +180,7 @@ impl Refusals {
     /// Count a refusal and log it (rate-limited): `request` names what was refused (a gRPC
     /// method, or "connection"), `peer` who sent it, `message` what it was told (which names the
     /// request too).
-    pub fn record(
-        &self,
-        reason: Reason,
-        request: &str,
-        peer: Option<SocketAddr>,
-        message: &str,
-    ) {
+    pub fn record(&self, reason: Reason, request: &str, peer: Option<SocketAddr>, message: &str) {
         self.counts[reason.index()].fetch_add(1, Ordering::Relaxed);
         let Some(suppressed) = self.admit(reason, Instant::now()) else {
             return;

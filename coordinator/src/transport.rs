@@ -28,11 +28,7 @@ use tonic::{
     transport::server::{Connected, TcpConnectInfo},
 };
 
-use crate::{
-    config::Limits,
-    engine::Engine,
-    refusal::Reason,
-};
+use crate::{config::Limits, engine::Engine, refusal::Reason};
 
 /// Largest request message the server decodes: one parameter chunk plus room for the fields
 /// around it. A message that declares more is refused before its bytes are buffered.
@@ -285,7 +281,9 @@ where
                         "{method} refused: the call did not complete within its deadline of {} s",
                         deadline.as_secs_f64()
                     );
-                    engine.refusals().record(Reason::Deadline, &method, peer, &message);
+                    engine
+                        .refusals()
+                        .record(Reason::Deadline, &method, peer, &message);
                     Ok(Status::deadline_exceeded(message).into_http())
                 }
             }

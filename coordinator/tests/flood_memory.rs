@@ -89,7 +89,11 @@ async fn a_hundred_half_sent_messages_on_one_connection_hold_bounded_memory() {
             // The connection has no room for another stream: the server's limit holds them.
             break;
         };
-        let method = if i % 2 == 0 { "Challenge" } else { "SubmitUpdate" };
+        let method = if i % 2 == 0 {
+            "Challenge"
+        } else {
+            "SubmitUpdate"
+        };
         let declared = if i % 4 < 2 {
             MAX_REQUEST_MESSAGE_BYTES
         } else {

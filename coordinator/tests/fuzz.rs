@@ -205,7 +205,10 @@ fn corpus() {
     // An 11-year round deadline overflowed the clock's milliseconds.
     let text = VALID_TOML.replace("deadline_secs = 60", "deadline_secs = 18446744073709551615");
     load(&text);
-    let text = VALID_TOML.replace("session_ttl_secs = 3600", "session_ttl_secs = 18446744073709551615");
+    let text = VALID_TOML.replace(
+        "session_ttl_secs = 3600",
+        "session_ttl_secs = 18446744073709551615",
+    );
     load(&text);
     // A model whose parameter count overflows `usize` panicked in `ModelSpec::num_params`
     // (found by `any_number_in_any_numeric_field_is_refused_or_valid`).

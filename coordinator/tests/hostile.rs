@@ -102,12 +102,13 @@ async fn a_stalled_upload_is_cut_after_its_message_timeout_and_leaves_nothing() 
         "{stalled:?}"
     );
     drop(tx);
-    assert_eq!(blobs(dir.path()), blobs_before, "a cut upload stores nothing");
     assert_eq!(
-        running
-            .coordinator
-            .refusals()
-            .count(Reason::MessageTimeout),
+        blobs(dir.path()),
+        blobs_before,
+        "a cut upload stores nothing"
+    );
+    assert_eq!(
+        running.coordinator.refusals().count(Reason::MessageTimeout),
         1
     );
 
@@ -336,7 +337,9 @@ async fn a_refusal_names_its_request_and_shows_once_in_the_log_and_the_counters(
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
     assert!(
-        refused.message().starts_with("Challenge refused: public key"),
+        refused
+            .message()
+            .starts_with("Challenge refused: public key"),
         "{refused:?}"
     );
     let lines = log_lines_with(&pubhex(&stranger));
@@ -347,10 +350,7 @@ async fn a_refusal_names_its_request_and_shows_once_in_the_log_and_the_counters(
         lines[0]
     );
     assert!(lines[0].contains("peer=127.0.0.1:"), "{}", lines[0]);
-    assert_eq!(
-        running.coordinator.refusals().count(Reason::NotEnrolled),
-        1
-    );
+    assert_eq!(running.coordinator.refusals().count(Reason::NotEnrolled), 1);
     // Other requests name themselves too.
     let s = c
         .get_task(pb::TaskRequest {

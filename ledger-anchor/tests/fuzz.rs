@@ -162,8 +162,7 @@ fn corpus() {
         b"c2sp.org/tlog-proof@v1\nindex 18446744073709551616\n\n",
         b"c2sp.org/tlog-proof@v1\nindex 01\n\n",
         b"c2sp.org/tlog-proof@v1\nextra !!\nindex 1\n\n",
-        "fuzz.example/log\n18446744073709551615\n\n\n\u{2014} fuzz.example/log AAAA\n"
-            .as_bytes(),
+        "fuzz.example/log\n18446744073709551615\n\n\n\u{2014} fuzz.example/log AAAA\n".as_bytes(),
         "fuzz.example/log\n1\nAAAA\n\n\u{2014} \n".as_bytes(),
         "\u{2014}\u{2014}\n\n\u{2014}".as_bytes(),
     ] {

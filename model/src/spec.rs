@@ -220,8 +220,16 @@ mod tests {
         assert!(s.validate().is_err());
         // Sizes that overflow, or that no machine holds, are refused (not a panic).
         assert!(ModelSpec::logreg(usize::MAX, 2).validate().is_err());
-        assert!(ModelSpec::mlp(1 << 20, vec![1 << 20], 2).validate().is_err());
-        assert!(ModelSpec::logreg(usize::MAX, 3).checked_num_params().is_none());
+        assert!(
+            ModelSpec::mlp(1 << 20, vec![1 << 20], 2)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            ModelSpec::logreg(usize::MAX, 3)
+                .checked_num_params()
+                .is_none()
+        );
     }
 
     #[test]

@@ -258,7 +258,11 @@ fn a_non_finite_per_example_gradient_counts_as_zero_and_training_goes_on() {
         let rows: Vec<usize> = (0..6).collect();
         let clipped = t.clipped_gradient_sum(&data, &rows, 0.5).unwrap();
         assert!(clipped.norms[1].is_infinite(), "{:?}", clipped.norms);
-        assert!(clipped.sum.iter().all(|v| v.is_finite()), "{:?}", clipped.sum);
+        assert!(
+            clipped.sum.iter().all(|v| v.is_finite()),
+            "{:?}",
+            clipped.sum
+        );
         // Exactly the clipped sum of the other rows.
         let others: Vec<usize> = vec![0, 2, 3, 4, 5];
         let want = t.clipped_gradient_sum(&clean, &others, 0.5).unwrap().sum;

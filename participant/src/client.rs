@@ -67,7 +67,11 @@ fn model_params(m: &pb::ModelSpec) -> Result<u64, String> {
         hidden: m.hidden.iter().map(|h| *h as usize).collect(),
     };
     spec.validate().map_err(|e| e.to_string())?;
-    let outputs = if m.classes == 2 { 1 } else { u64::from(m.classes) };
+    let outputs = if m.classes == 2 {
+        1
+    } else {
+        u64::from(m.classes)
+    };
     let mut widths = vec![u64::from(m.features)];
     widths.extend(m.hidden.iter().map(|h| u64::from(*h)));
     widths.push(outputs);
@@ -153,10 +157,16 @@ pub fn hyper_out_of_bounds(hyper: &pb::HyperParameters) -> Option<String> {
     }
     for (name, v, max) in [
         ("clip_norm", hyper.clip_norm, MAX_CLIP_NORM),
-        ("noise_multiplier", hyper.noise_multiplier, MAX_NOISE_MULTIPLIER),
+        (
+            "noise_multiplier",
+            hyper.noise_multiplier,
+            MAX_NOISE_MULTIPLIER,
+        ),
     ] {
         if !(v.is_finite() && (0.0..=max).contains(&v)) {
-            return bad(format!("{name} = {v}, allowed a finite value in [0, {max}]"));
+            return bad(format!(
+                "{name} = {v}, allowed a finite value in [0, {max}]"
+            ));
         }
     }
     None

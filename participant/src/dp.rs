@@ -471,13 +471,17 @@ mod tests {
     fn hyper_parameters_out_of_bounds_are_declined_from_the_task_alone() {
         let cases: [(&str, fn(&mut pb::HyperParameters)); 9] = [
             ("noise_multiplier = NaN", |h| h.noise_multiplier = f64::NAN),
-            ("noise_multiplier = inf", |h| h.noise_multiplier = f64::INFINITY),
+            ("noise_multiplier = inf", |h| {
+                h.noise_multiplier = f64::INFINITY
+            }),
             ("noise_multiplier = -1", |h| h.noise_multiplier = -1.0),
             ("learning_rate = NaN", |h| h.learning_rate = f64::NAN),
             ("learning_rate = 1000000", |h| h.learning_rate = 1e6),
             ("learning_rate = 0", |h| h.learning_rate = 0.0),
             ("batch_size = 0", |h| h.batch_size = 0),
-            ("local_epochs = 4000000000", |h| h.local_epochs = 4_000_000_000),
+            ("local_epochs = 4000000000", |h| {
+                h.local_epochs = 4_000_000_000
+            }),
             ("clip_norm = inf", |h| h.clip_norm = f64::INFINITY),
         ];
         for (needle, hostile) in cases {

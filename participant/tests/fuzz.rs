@@ -33,25 +33,27 @@ fn header() -> impl Strategy<Value = pb::TaskHeader> {
         prop_oneof![any::<u64>(), 0u64..10_000],
         (any::<u32>(), any::<u32>(), float(), float(), float()),
     )
-        .prop_map(|(kind, features, classes, hidden, num_params, h)| pb::TaskHeader {
-            state: pb::TaskState::Train as i32,
-            round: 1,
-            model: Some(pb::ModelSpec {
-                kind,
-                features,
-                classes,
-                hidden,
-            }),
-            num_params,
-            hyper: Some(pb::HyperParameters {
-                local_epochs: h.0,
-                batch_size: h.1,
-                learning_rate: h.2,
-                clip_norm: h.3,
-                noise_multiplier: h.4,
-            }),
-            ..Default::default()
-        })
+        .prop_map(
+            |(kind, features, classes, hidden, num_params, h)| pb::TaskHeader {
+                state: pb::TaskState::Train as i32,
+                round: 1,
+                model: Some(pb::ModelSpec {
+                    kind,
+                    features,
+                    classes,
+                    hidden,
+                }),
+                num_params,
+                hyper: Some(pb::HyperParameters {
+                    local_epochs: h.0,
+                    batch_size: h.1,
+                    learning_rate: h.2,
+                    clip_norm: h.3,
+                    noise_multiplier: h.4,
+                }),
+                ..Default::default()
+            },
+        )
 }
 
 proptest! {

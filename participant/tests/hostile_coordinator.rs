@@ -218,7 +218,10 @@ async fn a_model_too_large_to_hold_is_declined_whatever_count_it_declares() {
     });
     t.num_params = u64::MAX;
     let reason = declined(t).await;
-    assert!(reason.contains("more than") && reason.contains("parameters"), "{reason}");
+    assert!(
+        reason.contains("more than") && reason.contains("parameters"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]

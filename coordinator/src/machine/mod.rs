@@ -309,7 +309,11 @@ impl RoundMachine {
             &tag,
         )
         .map_err(|_| CoordinatorError::BadChallenge)?;
-        let expires_ms = u64::from_be_bytes(expires.try_into().map_err(|_| CoordinatorError::BadChallenge)?);
+        let expires_ms = u64::from_be_bytes(
+            expires
+                .try_into()
+                .map_err(|_| CoordinatorError::BadChallenge)?,
+        );
         if expires_ms <= now_ms || self.used_challenges.contains_key(&tag) {
             return Err(CoordinatorError::BadChallenge);
         }

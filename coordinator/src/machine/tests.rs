@@ -302,7 +302,10 @@ fn registration_refusals_name_what_is_wrong_and_change_nothing() {
         Err(CoordinatorError::NoSession)
     ));
     assert!(m.task(T0, &s2).is_ok());
-    assert!(matches!(m.task(T0, &[0; 5]), Err(CoordinatorError::NoSession)));
+    assert!(matches!(
+        m.task(T0, &[0; 5]),
+        Err(CoordinatorError::NoSession)
+    ));
 }
 
 #[test]
@@ -315,7 +318,8 @@ fn no_flood_of_challenges_blocks_an_honest_registration() {
         m.challenge(T0 + i, &hex_of(&k0)).unwrap();
     }
     assert!(m.used_challenges.is_empty());
-    let sig = k0.sign(fedledger_proto::register_message("machine-test", &honest.challenge).as_bytes());
+    let sig =
+        k0.sign(fedledger_proto::register_message("machine-test", &honest.challenge).as_bytes());
     assert!(
         m.register(T0 + 10_000, &hex_of(&k0), &honest.challenge, sig.as_ref())
             .is_ok()
@@ -693,7 +697,10 @@ fn a_restarted_machine_resumes_the_round_in_flight() {
         ChaCha20Rng::seed_from_u64(2),
         [8; 32],
     );
-    assert!(matches!(r.task(T0, &s[0]), Err(CoordinatorError::NoSession)));
+    assert!(matches!(
+        r.task(T0, &s[0]),
+        Err(CoordinatorError::NoSession)
+    ));
     let s0 = register(&mut r, 0, T0 + 2);
     let s1 = register(&mut r, 1, T0 + 2);
     assert_eq!(r.poll(T0 + 2), None, "the round is open already");
