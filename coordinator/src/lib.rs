@@ -141,17 +141,14 @@ pub async fn serve(
     let gate = transport::Gate::new(&limits, coordinator.clone());
     // Connections past the limits are closed at accept. Small messages (task headers,
     // receipts) must not wait for delayed ACKs.
-    let incoming = TcpListenerStream::new(listener).filter_map(move |s| {
-        let admitted = match s {
-            Ok(sock) => {
-                if let Err(e) = sock.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                }
-                gate.admit(sock).map(Ok)
+    let incoming = TcpListenerStream::new(listener).filter_map(move |s| match s {
+        Ok(sock) => {
+            if let Err(e) = sock.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
-            Err(e) => Some(Err(e)),
-        };
-        admitted
+            gate.admit(sock).map(Ok)
+        }
+        Err(e) => Some(Err(e)),
     });
     // Memory any peer can make the server hold is bounded by these settings: per connection,
     // `transport::connection_memory_bound` (streams x (2 x message limit + stream window)),

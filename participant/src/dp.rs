@@ -469,7 +469,8 @@ mod tests {
 
     #[test]
     fn hyper_parameters_out_of_bounds_are_declined_from_the_task_alone() {
-        let cases: [(&str, fn(&mut pb::HyperParameters)); 9] = [
+        type Spoil = fn(&mut pb::HyperParameters);
+        let cases: [(&str, Spoil); 9] = [
             ("noise_multiplier = NaN", |h| h.noise_multiplier = f64::NAN),
             ("noise_multiplier = inf", |h| {
                 h.noise_multiplier = f64::INFINITY
