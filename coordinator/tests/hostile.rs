@@ -70,7 +70,7 @@ async fn a_stalled_upload_is_cut_after_its_message_timeout_and_leaves_nothing() 
     let dir = tempfile::tempdir().unwrap();
     let (k0, k1) = (keypair(), keypair());
     let mut cfg = config(dir.path(), &[&k0, &k1], 3, 2, 1, 1);
-    cfg.limits.message_timeout = Duration::from_secs(1);
+    cfg.limits.message_timeout = Duration::from_secs(2);
     let fed = cfg.federation.clone();
     let running = start(cfg).await;
     let mut c = client(&running).await;
@@ -92,7 +92,7 @@ async fn a_stalled_upload_is_cut_after_its_message_timeout_and_leaves_nothing() 
         .expect_err("a stalled upload is cut");
     let took = started.elapsed();
     eprintln!(
-        "stall: upload cut {:.2} s after its header (message timeout 1 s)",
+        "stall: upload cut {:.2} s after its header (message timeout 2 s)",
         took.as_secs_f64()
     );
     assert_eq!(stalled.code(), Code::DeadlineExceeded, "{stalled:?}");
