@@ -41,6 +41,12 @@
 //! delta = 1e-5
 //! accountants = ["rdp", "pld", "rdp-dp-accounting"]   # spends the federation records
 //!
+//! [limits]                            # what any peer can make the coordinator hold
+//! max_streams_per_connection = 8
+//! max_connections_per_ip = 8            # raise for simulations of many hospitals on one host
+//! message_timeout_secs = 30
+//! session_ttl_secs = 86400
+//!
 //! [ledger]
 //! witnesses = []                        # cosignature/v1 verifier keys of the witnesses
 //! listen = ["/ip4/0.0.0.0/tcp/4001"]    # libp2p: witnesses and replicas dial in here
@@ -330,15 +336,37 @@ impl ValuationSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// `[limits]`: what a participant may claim, what is kept, and what any peer (logged in or
+/// not) can make the coordinator hold. Every field has a safe default; the README's "Limits"
+/// paragraph gives the memory bound they imply.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
     /// Largest example count a participant may claim.
     pub max_examples: u64,
     /// Keep the inputs (updates, models) of the last this many rounds for replay; older ones are
     /// deleted once nothing newer refers to them. 0 keeps everything.
-    #[serde(default)]
     pub retain_rounds: u64,
+    /// Concurrent HTTP/2 streams (calls) one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_streams_per_connection: u32,
+    /// Open connections from one IP address; more are closed at once. Simulations that run many
+    /// participants from 127.0.0.1 raise it.
+    pub max_connections_per_ip: u32,
+    /// Open connections in all.
+    pub max_connections: u32,
+    /// Every request message must arrive whole within this many seconds (a unary request from
+    /// its start, each message of an upload from the previous one); a stalled call is cut.
+    pub message_timeout_secs: u64,
+    /// The slowest upload accepted, in KiB/s: an upload's whole-request deadline is
+    /// `message_timeout_secs + model bytes / this`.
+    pub min_upload_kib_per_sec: u64,
+    /// HTTP/2 keepalive: ping an idle connection this often (seconds; 0: never) ...
+    pub keepalive_interval_secs: u64,
+    /// ... and close it when a ping is not answered within this many seconds.
+    pub keepalive_timeout_secs: u64,
+    /// A session (the token a registration returns) expires this many seconds after it was
+    /// opened; the participant registers again to renew it.
+    pub session_ttl_secs: u64,
 }
 
 impl Default for LimitsSection {
@@ -346,7 +374,107 @@ impl Default for LimitsSection {
         Self {
             max_examples: 100_000_000,
             retain_rounds: 0,
+            max_streams_per_connection: 8,
+            max_connections_per_ip: 8,
+            max_connections: 4096,
+            message_timeout_secs: 30,
+            min_upload_kib_per_sec: 64,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 20,
+            session_ttl_secs: 24 * 3600,
         }
+    }
+}
+
+impl LimitsSection {
+    fn validate(&self) -> Result<(), String> {
+        let at_least_one = [
+            (
+                "max_streams_per_connection",
+                u64::from(self.max_streams_per_connection),
+            ),
+            (
+                "max_connections_per_ip",
+                u64::from(self.max_connections_per_ip),
+            ),
+            ("max_connections", u64::from(self.max_connections)),
+            ("message_timeout_secs", self.message_timeout_secs),
+            ("min_upload_kib_per_sec", self.min_upload_kib_per_sec),
+            ("keepalive_timeout_secs", self.keepalive_timeout_secs),
+            ("session_ttl_secs", self.session_ttl_secs),
+        ];
+        for (name, v) in at_least_one {
+            if v == 0 {
+                return Err(format!("limits.{name} must be at least 1"));
+            }
+        }
+        if self.max_connections_per_ip > self.max_connections {
+            return Err(format!(
+                "limits.max_connections_per_ip ({}) exceeds limits.max_connections ({})",
+                self.max_connections_per_ip, self.max_connections
+            ));
+        }
+        // Durations are added to the clock in milliseconds: keep them far from overflow.
+        let year = 366 * 24 * 3600;
+        for (name, v) in [
+            ("message_timeout_secs", self.message_timeout_secs),
+            ("keepalive_interval_secs", self.keepalive_interval_secs),
+            ("keepalive_timeout_secs", self.keepalive_timeout_secs),
+            ("session_ttl_secs", self.session_ttl_secs),
+        ] {
+            if v > year {
+                return Err(format!(
+                    "limits.{name} must be at most {year} (a year), got {v}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The transport and session limits, validated (`[limits]` without the round rules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_streams_per_connection: u32,
+    pub max_connections_per_ip: u32,
+    pub max_connections: u32,
+    pub message_timeout: Duration,
+    pub min_upload_bytes_per_sec: u64,
+    /// None: no keepalive pings.
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    pub session_ttl: Duration,
+}
+
+impl Limits {
+    /// The whole-request deadline of an upload of `num_params` values: the message timeout plus
+    /// the time the slowest accepted link takes to carry them.
+    pub fn upload_deadline(&self, num_params: usize) -> Duration {
+        let bytes = (num_params as u64).saturating_mul(4);
+        self.message_timeout
+            + Duration::from_secs(bytes.div_ceil(self.min_upload_bytes_per_sec.max(1)))
+    }
+}
+
+impl From<&LimitsSection> for Limits {
+    fn from(l: &LimitsSection) -> Self {
+        Self {
+            max_streams_per_connection: l.max_streams_per_connection,
+            max_connections_per_ip: l.max_connections_per_ip,
+            max_connections: l.max_connections,
+            message_timeout: Duration::from_secs(l.message_timeout_secs),
+            min_upload_bytes_per_sec: l.min_upload_kib_per_sec.saturating_mul(1024),
+            keepalive_interval: (l.keepalive_interval_secs > 0)
+                .then(|| Duration::from_secs(l.keepalive_interval_secs)),
+            keepalive_timeout: Duration::from_secs(l.keepalive_timeout_secs),
+            session_ttl: Duration::from_secs(l.session_ttl_secs),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from(&LimitsSection::default())
     }
 }
 
@@ -446,6 +574,8 @@ pub struct FederationConfig {
     pub server_dp: Option<ServerDpSection>,
     pub max_examples: u64,
     pub retain_rounds: u64,
+    /// Transport and session limits.
+    pub limits: Limits,
     pub valuation: ValuationSection,
     pub privacy_plan: PrivacyPlanSection,
     pub witnesses: Vec<String>,
@@ -538,8 +668,12 @@ impl ConfigFile {
                 self.rounds.quorum
             ));
         }
-        if self.rounds.deadline_secs == 0 {
-            return bad("rounds.deadline_secs must be at least 1".into());
+        // Deadlines are added to the clock in milliseconds: a year is plenty and cannot overflow.
+        if !(1..=366 * 24 * 3600).contains(&self.rounds.deadline_secs) {
+            return bad(format!(
+                "rounds.deadline_secs must be between 1 and 31622400 (a year), got {}",
+                self.rounds.deadline_secs
+            ));
         }
         let t = &self.training;
         if t.local_epochs == 0 || t.batch_size == 0 {
@@ -569,6 +703,7 @@ impl ConfigFile {
             ));
         }
         self.valuation.validate().map_err(ConfigError::Invalid)?;
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         let plan = &self.privacy;
         let plan_ok = plan.epsilon_budget.is_finite()
             && plan.epsilon_budget >= 0.0
@@ -685,6 +820,7 @@ impl ConfigFile {
             server_dp: self.aggregation.dp,
             max_examples: self.limits.max_examples,
             retain_rounds: self.limits.retain_rounds,
+            limits: Limits::from(&self.limits),
             valuation: self.valuation,
             privacy_plan: self.privacy,
             witnesses: self.ledger.witnesses,

@@ -16,7 +16,7 @@ use std::{
 
 use chacha20::ChaCha20Rng;
 use fedledger_model::{Dataset, Standardiser};
-use rand::SeedableRng;
+use rand::{SeedableRng, TryRng};
 use tokio::sync::{Notify, watch};
 use tracing::{info, info_span, warn};
 
@@ -29,6 +29,7 @@ use crate::{
         Job, Received, RoundMachine, TaskInfo, UploadTicket,
         close::{CloseInputs, close_round, next_state},
     },
+    refusal::Refusals,
     store::Store,
     transfer::Assembler,
     types::{PersistedState, Phase, Progress, Receipt, RoundOutcome, UpdateHeader},
@@ -46,6 +47,15 @@ pub fn now_ms() -> u64 {
 fn os_rng() -> Result<ChaCha20Rng, CoordinatorError> {
     ChaCha20Rng::try_from_rng(&mut rand::rngs::SysRng)
         .map_err(|e| CoordinatorError::Internal(format!("OS randomness unavailable: {e}")))
+}
+
+/// A fresh secret from the operating system (the key of the registration challenges' tags).
+fn os_secret() -> Result<[u8; 32], CoordinatorError> {
+    let mut secret = [0u8; 32];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut secret)
+        .map_err(|e| CoordinatorError::Internal(format!("OS randomness unavailable: {e}")))?;
+    Ok(secret)
 }
 
 /// What one [`Engine::step`] did.
@@ -78,6 +88,7 @@ pub struct Engine {
     unanchored: Mutex<Vec<u64>>,
     progress: watch::Sender<Progress>,
     wake: Notify,
+    refusals: Refusals,
 }
 
 impl Engine {
@@ -177,6 +188,7 @@ impl Engine {
             declines,
             outcomes.len() as u64,
             os_rng()?,
+            os_secret()?,
         );
         let progress = watch::Sender::new(machine.progress());
         Ok(Self {
@@ -192,6 +204,7 @@ impl Engine {
             unanchored: Mutex::new(unanchored),
             progress,
             wake: Notify::new(),
+            refusals: Refusals::new(),
             cfg,
         })
     }
@@ -214,6 +227,11 @@ impl Engine {
     /// The validated configuration.
     pub fn config(&self) -> &FederationConfig {
         &self.cfg
+    }
+
+    /// Refusals counted by reason (every request, connection or call refused so far).
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
     }
 
     /// The store (for replay and reporting).
@@ -282,14 +300,14 @@ impl Engine {
     /// Check a session token (for calls that only read); returns the participant's name.
     pub fn check_session(&self, session: &[u8]) -> Result<String, CoordinatorError> {
         let m = self.machine();
-        let idx = m.session(session)?;
+        let idx = m.session(now_ms(), session)?;
         Ok(m.enrolled(idx).name.clone())
     }
 
     /// What the participant behind `session` should do now, with the global parameters.
     pub fn task(&self, session: &[u8]) -> Result<(TaskInfo, Arc<Vec<f32>>), CoordinatorError> {
         let m = self.machine();
-        let info = m.task(session)?;
+        let info = m.task(now_ms(), session)?;
         // Read under the machine's lock: the parameters match the digest in `info`.
         let global = self.global();
         Ok((info, global))
@@ -301,7 +319,7 @@ impl Engine {
         session: &[u8],
         header: UpdateHeader,
     ) -> Result<Upload, CoordinatorError> {
-        let ticket = self.machine().begin_upload(session, header)?;
+        let ticket = self.machine().begin_upload(now_ms(), session, header)?;
         Ok(Upload {
             assembler: Assembler::new(ticket.num_params, fedledger_proto::CHUNK_FLOATS),
             engine: self.clone(),

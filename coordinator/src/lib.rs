@@ -5,7 +5,8 @@
 //!
 //! 1. [`types`] (plain data: state, updates, outcomes) and [`error`] (refusals and storage
 //!    failures).
-//! 2. [`config`]: `coordinator.toml` and its validation; owns every section.
+//! 2. [`config`]: `coordinator.toml` and its validation; owns every section. [`refusal`]:
+//!    refusals counted by reason, logged once and rate-limited.
 //! 3. [`aggregate`] (strategies behind one trait; the DP-FedAvg wrapper), [`value`] (Shapley
 //!    values and rewards of a round through the pure `fedledger-valuation` crate), [`transfer`]
 //!    (chunk reassembly).
@@ -16,7 +17,8 @@
 //!    reading here.
 //! 6. [`engine`]: the one place that performs effects in order (blob, sled, ledger).
 //! 7. [`service`] (gRPC translation), [`driver`] (carries out due phase changes; gossips
-//!    anchored rounds), [`replay`] (recomputes a recorded round, read-only).
+//!    anchored rounds), [`replay`] (recomputes a recorded round, read-only), [`transport`]
+//!    (connections per address and in all, a deadline on every call).
 //! 8. [`serve`] here, and the binary.
 //!
 //! Fault injection: with the non-default `failpoints` feature, named points (fail-rs) let tests
@@ -29,6 +31,7 @@ pub mod error;
 pub mod types;
 
 pub mod config;
+pub mod refusal;
 
 pub mod aggregate;
 pub mod transfer;
@@ -44,6 +47,7 @@ pub mod engine;
 pub mod driver;
 pub mod replay;
 pub mod service;
+pub mod transport;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -123,21 +127,40 @@ pub async fn serve(
         )
     };
     let (shutdown, rx) = tokio::sync::watch::channel(false);
-    let svc = service::Service::new(coordinator.clone(), LONG_POLL);
+    let limits = cfg.limits.clone();
+    let svc = service::Service::new(coordinator.clone(), LONG_POLL, limits.clone());
     let grpc = fedledger_proto::coordinator_server::CoordinatorServer::new(svc)
-        .max_decoding_message_size(fedledger_proto::MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(transport::MAX_REQUEST_MESSAGE_BYTES)
         .max_encoding_message_size(fedledger_proto::MAX_MESSAGE_BYTES);
+    let grpc = transport::Deadlines::new(
+        grpc,
+        transport::CallDeadlines::new(&limits, cfg.model.num_params(), LONG_POLL),
+        coordinator.clone(),
+    );
     let mut rx_server = rx.clone();
-    // Small messages (task headers, receipts) must not wait for delayed ACKs.
-    let incoming = TcpListenerStream::new(listener).map(|s| {
-        s.inspect(|sock| {
+    let gate = transport::Gate::new(&limits, coordinator.clone());
+    // Connections past the limits are closed at accept. Small messages (task headers,
+    // receipts) must not wait for delayed ACKs.
+    let incoming = TcpListenerStream::new(listener).filter_map(move |s| match s {
+        Ok(sock) => {
             if let Err(e) = sock.set_nodelay(true) {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
-        })
+            gate.admit(sock).map(Ok)
+        }
+        Err(e) => Some(Err(e)),
     });
+    // Memory any peer can make the server hold is bounded by these settings: per connection,
+    // `transport::connection_memory_bound` (streams x (2 x message limit + stream window)),
+    // times the connections allowed.
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .initial_stream_window_size(transport::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(transport::CONNECTION_WINDOW_BYTES)
+            .http2_keepalive_interval(limits.keepalive_interval)
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .tcp_keepalive(Some(Duration::from_secs(60)))
             .add_service(grpc)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = rx_server.wait_for(|s| *s).await;

@@ -1,15 +1,20 @@
 //! The gRPC face of the coordinator: translates wire messages to the engine's domain calls and
-//! back, and nothing more; domain errors become gRPC statuses here, in one place.
+//! back, and nothing more; domain errors become gRPC statuses here, in one place
+//! ([`Service::refuse`]), which also names the refused request in the status, counts the
+//! refusal by reason and logs it once (rate-limited) with its peer.
 
-use std::{pin::Pin, sync::Arc, time::Duration};
+use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use fedledger_proto as pb;
 use futures::{Stream, StreamExt, stream};
+use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
+    config::Limits,
     engine::Engine,
     error::CoordinatorError,
+    refusal::Reason,
     types::{Phase, PrivacyObject, RoundOutcome, UpdateHeader},
 };
 
@@ -17,25 +22,98 @@ use crate::{
 pub struct Service {
     engine: Arc<Engine>,
     long_poll: Duration,
+    limits: Limits,
+}
+
+/// Why a call failed: a domain refusal, or the wire (a message that did not decode, did not
+/// arrive in time, or a stream the peer broke off).
+enum Failure {
+    Domain(CoordinatorError),
+    Wire(Reason, Status),
+}
+
+impl From<CoordinatorError> for Failure {
+    fn from(e: CoordinatorError) -> Self {
+        Failure::Domain(e)
+    }
+}
+
+impl From<Status> for Failure {
+    fn from(s: Status) -> Self {
+        Failure::Wire(Reason::Malformed, s)
+    }
 }
 
 impl Service {
     /// `long_poll` is how long a `GetTask` with nothing to do waits for the next round before
-    /// answering WAIT.
-    pub fn new(engine: Arc<Engine>, long_poll: Duration) -> Self {
-        Self { engine, long_poll }
+    /// answering WAIT; `limits` are the configured `[limits]`.
+    pub fn new(engine: Arc<Engine>, long_poll: Duration, limits: Limits) -> Self {
+        Self {
+            engine,
+            long_poll,
+            limits,
+        }
     }
 
     /// Run an engine call that may block on disk off the async workers.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Engine) -> Result<T, CoordinatorError> + Send + 'static,
-    ) -> Result<T, Status> {
+    ) -> Result<T, Failure> {
         let e = self.engine.clone();
-        tokio::task::spawn_blocking(move || f(&e))
+        Ok(tokio::task::spawn_blocking(move || f(&e))
             .await
-            .map_err(|e| Status::internal(format!("worker failed: {e}")))?
-            .map_err(Status::from)
+            .map_err(|e| CoordinatorError::Internal(format!("worker failed: {e}")))??)
+    }
+
+    /// The one place a failure becomes a status: named after the `request` it refuses, counted
+    /// by reason, logged once (rate-limited) with the peer.
+    fn refuse(&self, request: &'static str, peer: Option<SocketAddr>, f: Failure) -> Status {
+        let (reason, status) = match f {
+            Failure::Domain(e) => (Reason::from(&e), Status::from(e)),
+            Failure::Wire(reason, s) => (reason, s),
+        };
+        let verb = if reason == Reason::Internal {
+            "failed"
+        } else {
+            "refused"
+        };
+        let message = format!("{request} {verb}: {}", status.message());
+        self.engine
+            .refusals()
+            .record(reason, request, peer, &message);
+        Status::new(status.code(), message)
+    }
+
+    /// The next message of an upload: within the per-message timeout and before the upload's
+    /// deadline, or a precise refusal.
+    async fn next_message(
+        &self,
+        stream: &mut Streaming<pb::UpdateMessage>,
+        deadline: Instant,
+    ) -> Result<Option<pb::UpdateMessage>, Failure> {
+        let idle = Instant::now() + self.limits.message_timeout;
+        match tokio::time::timeout_at(idle.min(deadline), stream.message()).await {
+            Ok(m) => Ok(m?),
+            Err(_) if idle <= deadline => Err(Failure::Wire(
+                Reason::MessageTimeout,
+                Status::deadline_exceeded(format!(
+                    "no complete update message arrived within {} s of the previous one \
+                     (limits.message_timeout_secs)",
+                    self.limits.message_timeout.as_secs_f64()
+                )),
+            )),
+            Err(_) => Err(Failure::Wire(
+                Reason::Deadline,
+                Status::deadline_exceeded(format!(
+                    "the update did not arrive whole within its deadline of {} s \
+                     (limits.message_timeout_secs + model size / limits.min_upload_kib_per_sec)",
+                    self.limits
+                        .upload_deadline(self.engine.config().model.num_params())
+                        .as_secs_f64()
+                )),
+            )),
+        }
     }
 }
 
@@ -91,17 +169,75 @@ fn outcome_to_wire(o: &RoundOutcome) -> pb::RoundResult {
 
 type TaskStream = Pin<Box<dyn Stream<Item = Result<pb::TaskMessage, Status>> + Send>>;
 
+impl Service {
+    /// Receive an upload: the header is checked before any chunk is accepted (so a duplicate
+    /// or a refused header stores nothing), each message must arrive within the per-message
+    /// timeout and the whole upload within its deadline; the blob is written only once every
+    /// check has passed.
+    async fn receive_update(
+        &self,
+        mut stream: Streaming<pb::UpdateMessage>,
+    ) -> Result<crate::types::Receipt, Failure> {
+        let deadline = Instant::now()
+            + self
+                .limits
+                .upload_deadline(self.engine.config().model.num_params());
+        let header = match self.next_message(&mut stream, deadline).await? {
+            Some(pb::UpdateMessage {
+                msg: Some(pb::update_message::Msg::Header(h)),
+            }) => h,
+            _ => return Err(CoordinatorError::MissingHeader.into()),
+        };
+        let session = header.session.clone();
+        let domain = UpdateHeader {
+            round: header.round,
+            examples: header.examples,
+            num_params: header.num_params,
+            update_sha256: header.update_sha256,
+            signature: header.signature,
+            privacy: privacy_from_wire(header.privacy.ok_or(CoordinatorError::InvalidField {
+                field: "privacy",
+                reason: "an update must carry its privacy object (accountant \"none\" without DP)"
+                    .into(),
+            })?),
+        };
+        let mut upload = self.engine.begin_upload(&session, domain)?;
+        while let Some(msg) = self.next_message(&mut stream, deadline).await? {
+            match msg.msg {
+                Some(pb::update_message::Msg::Chunk(c)) => upload.push(c.offset, &c.data)?,
+                Some(pb::update_message::Msg::Header(_)) => {
+                    return Err(CoordinatorError::DuplicateHeader.into());
+                }
+                None => {
+                    return Err(CoordinatorError::InvalidField {
+                        field: "msg",
+                        reason: "empty update message".into(),
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(tokio::task::spawn_blocking(move || upload.finish())
+            .await
+            .map_err(|e| CoordinatorError::Internal(format!("worker failed: {e}")))??)
+    }
+}
+
 #[tonic::async_trait]
 impl pb::coordinator_server::Coordinator for Service {
     async fn challenge(
         &self,
         req: Request<pb::ChallengeRequest>,
     ) -> Result<Response<pb::ChallengeResponse>, Status> {
+        let peer = req.remote_addr();
         let key = req.into_inner().public_key;
-        let c = self.engine.challenge(&key)?;
+        let c = self
+            .engine
+            .challenge(&key)
+            .map_err(|e| self.refuse("Challenge", peer, e.into()))?;
         Ok(Response::new(pb::ChallengeResponse {
             federation: self.engine.config().federation.clone(),
-            challenge: c.challenge.to_vec(),
+            challenge: c.challenge,
             expires_unix_ms: c.expires_ms,
         }))
     }
@@ -110,10 +246,12 @@ impl pb::coordinator_server::Coordinator for Service {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let peer = req.remote_addr();
         let r = req.into_inner();
         let reg = self
             .engine
-            .register(&r.public_key, &r.challenge, &r.signature)?;
+            .register(&r.public_key, &r.challenge, &r.signature)
+            .map_err(|e| self.refuse("Register", peer, e.into()))?;
         Ok(Response::new(pb::RegisterResponse {
             session: reg.session.to_vec(),
             name: reg.name,
@@ -127,16 +265,18 @@ impl pb::coordinator_server::Coordinator for Service {
         &self,
         req: Request<pb::TaskRequest>,
     ) -> Result<Response<Self::GetTaskStream>, Status> {
+        let peer = req.remote_addr();
         let session = req.into_inner().session;
+        let refuse = |e: CoordinatorError| self.refuse("GetTask", peer, e.into());
         let mut watch = self.engine.subscribe();
-        let (mut view, mut global) = self.engine.task(&session)?;
+        let (mut view, mut global) = self.engine.task(&session).map_err(refuse)?;
         if !view.train && view.phase != Phase::Done {
             // Long poll: answer as soon as something changes, so a new round reaches waiting
             // participants at once instead of at their next poll.
             let deadline = tokio::time::Instant::now() + self.long_poll;
             while !view.train && view.phase != Phase::Done {
                 match tokio::time::timeout_at(deadline, watch.changed()).await {
-                    Ok(Ok(())) => (view, global) = self.engine.task(&session)?,
+                    Ok(Ok(())) => (view, global) = self.engine.task(&session).map_err(refuse)?,
                     _ => break,
                 }
             }
@@ -208,48 +348,11 @@ impl pb::coordinator_server::Coordinator for Service {
         &self,
         req: Request<Streaming<pb::UpdateMessage>>,
     ) -> Result<Response<pb::SubmitReceipt>, Status> {
-        let mut stream = req.into_inner();
-        let header = match stream.message().await? {
-            Some(pb::UpdateMessage {
-                msg: Some(pb::update_message::Msg::Header(h)),
-            }) => h,
-            _ => return Err(CoordinatorError::MissingHeader.into()),
-        };
-        let session = header.session.clone();
-        let domain = UpdateHeader {
-            round: header.round,
-            examples: header.examples,
-            num_params: header.num_params,
-            update_sha256: header.update_sha256,
-            signature: header.signature,
-            privacy: privacy_from_wire(
-                header.privacy.ok_or(CoordinatorError::InvalidField {
-                    field: "privacy",
-                    reason:
-                        "an update must carry its privacy object (accountant \"none\" without DP)"
-                            .into(),
-                })?,
-            ),
-        };
-        let mut upload = self.engine.begin_upload(&session, domain)?;
-        while let Some(msg) = stream.message().await? {
-            match msg.msg {
-                Some(pb::update_message::Msg::Chunk(c)) => upload.push(c.offset, &c.data)?,
-                Some(pb::update_message::Msg::Header(_)) => {
-                    return Err(CoordinatorError::DuplicateHeader.into());
-                }
-                None => {
-                    return Err(CoordinatorError::InvalidField {
-                        field: "msg",
-                        reason: "empty update message".into(),
-                    }
-                    .into());
-                }
-            }
-        }
-        let receipt = tokio::task::spawn_blocking(move || upload.finish())
+        let peer = req.remote_addr();
+        let receipt = self
+            .receive_update(req.into_inner())
             .await
-            .map_err(|e| Status::internal(format!("worker failed: {e}")))??;
+            .map_err(|f| self.refuse("SubmitUpdate", peer, f))?;
         Ok(Response::new(pb::SubmitReceipt {
             round: receipt.round,
             update_sha256: receipt.update_sha256,
@@ -262,10 +365,12 @@ impl pb::coordinator_server::Coordinator for Service {
         &self,
         req: Request<pb::DeclineRequest>,
     ) -> Result<Response<pb::DeclineReceipt>, Status> {
+        let peer = req.remote_addr();
         let r = req.into_inner();
         let round = r.round;
         self.blocking(move |e| e.decline(&r.session, r.round, &r.reason, &r.signature))
-            .await?;
+            .await
+            .map_err(|f| self.refuse("Decline", peer, f))?;
         Ok(Response::new(pb::DeclineReceipt { round }))
     }
 
@@ -273,11 +378,16 @@ impl pb::coordinator_server::Coordinator for Service {
         &self,
         req: Request<pb::RoundResultRequest>,
     ) -> Result<Response<pb::RoundResult>, Status> {
+        let peer = req.remote_addr();
         let r = req.into_inner();
-        self.engine.check_session(&r.session)?;
+        let refuse = |f: Failure| self.refuse("GetRoundResult", peer, f);
+        self.engine
+            .check_session(&r.session)
+            .map_err(|e| refuse(e.into()))?;
         let (outcome, record) = self
             .blocking(move |c| Ok((c.outcome(r.round)?, c.ledger_record(r.round))))
-            .await?;
+            .await
+            .map_err(refuse)?;
         let mut wire = outcome_to_wire(&outcome);
         if let Some((bytes, index)) = record {
             wire.ledger_record = bytes;

@@ -89,15 +89,20 @@ impl Store {
             return Ok(sha);
         }
         let tmp = self.blobs.join(format!("{sha}.tmp"));
-        {
+        let written = (|| {
             let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
             f.write_all(bytes).map_err(io_err(&tmp))?;
             f.sync_all().map_err(io_err(&tmp))?;
+            fail::fail_point!("coordinator::blob::after_fsync", |_| Err(
+                StoreError::Injected("coordinator::blob::after_fsync".into())
+            ));
+            fs::rename(&tmp, &path).map_err(io_err(&path))
+        })();
+        if written.is_err() {
+            // A failed write leaves nothing behind (best effort: the error is what matters).
+            let _ = fs::remove_file(&tmp);
         }
-        fail::fail_point!("coordinator::blob::after_fsync", |_| Err(
-            StoreError::Injected("coordinator::blob::after_fsync".into())
-        ));
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        written?;
         fs::File::open(&self.blobs)
             .and_then(|d| d.sync_all())
             .map_err(io_err(&self.blobs))?;

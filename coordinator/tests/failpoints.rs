@@ -100,7 +100,10 @@ async fn requests_and_gossip_go_on_while_a_close_holds_its_flush() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(ch.challenge.len(), 32);
+        assert_eq!(
+            ch.challenge.len(),
+            fedledger_coordinator::machine::CHALLENGE_BYTES
+        );
         let (header, _) = task(&mut c, &s0).await;
         assert_eq!(header.state, pb::TaskState::Wait as i32);
         assert!(header.detail.contains("closing"), "{}", header.detail);

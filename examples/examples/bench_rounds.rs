@@ -4,10 +4,12 @@
 //!   (client-side hashing and signing, chunked streaming, server checks, durable write, receipt)
 //!   versus a raw tokio TCP copy of the same bytes;
 //! - round overhead: five participant agents that do no training, time from round open to the
-//!   aggregated model, over 20 rounds.
+//!   aggregated model, over 20 rounds; once with the coordinator's default `[limits]` and once
+//!   with every limit as loose as it goes (the cost of the limits, in the same run).
 //!
 //! ```text
-//! cargo run --release --example bench_rounds
+//! cargo run --release --example bench_rounds              # both
+//! cargo run --release --example bench_rounds -- overhead  # the round overhead only
 //! ```
 
 use std::{sync::Arc, time::Instant};
@@ -15,7 +17,10 @@ use std::{sync::Arc, time::Instant};
 use anyhow::Context;
 use fedledger_coordinator::{
     ConfigFile, Phase,
-    config::{DataSection, ParticipantEntry, RoundsSection, StandardisationMode, TrainingSection},
+    config::{
+        DataSection, LimitsSection, ParticipantEntry, RoundsSection, StandardisationMode,
+        TrainingSection,
+    },
 };
 use fedledger_examples::{BREAST_CANCER_CSV, sources::ZeroSource};
 use fedledger_ledger::records::PrivacyObject;
@@ -35,9 +40,29 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
+    let only_overhead = std::env::args().any(|a| a == "overhead");
     rt.block_on(async {
-        upload().await?;
-        overhead().await
+        if !only_overhead {
+            upload().await?;
+        }
+        let loose = LimitsSection {
+            max_streams_per_connection: u32::MAX,
+            max_connections_per_ip: u32::MAX,
+            max_connections: u32::MAX,
+            message_timeout_secs: 366 * 24 * 3600,
+            min_upload_kib_per_sec: 1,
+            keepalive_interval_secs: 0,
+            keepalive_timeout_secs: 366 * 24 * 3600,
+            session_ttl_secs: 366 * 24 * 3600,
+            ..LimitsSection::default()
+        };
+        let defaults = LimitsSection {
+            // Every simulated hospital dials from 127.0.0.1.
+            max_connections_per_ip: 16,
+            ..LimitsSection::default()
+        };
+        overhead("limits off (as loose as they go)", loose).await?;
+        overhead("limits on (defaults)", defaults).await
     })
 }
 
@@ -127,7 +152,11 @@ async fn upload() -> anyhow::Result<()> {
         },
         training: TrainingSection::default(),
         aggregation: Default::default(),
-        limits: Default::default(),
+        // Every simulated hospital dials from 127.0.0.1.
+        limits: fedledger_coordinator::config::LimitsSection {
+            max_connections_per_ip: entries.len() as u32 + 8,
+            ..Default::default()
+        },
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
@@ -195,7 +224,7 @@ async fn upload() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn overhead() -> anyhow::Result<()> {
+async fn overhead(label: &str, limits: LimitsSection) -> anyhow::Result<()> {
     const ROUNDS: u64 = 20;
     let dir = tempfile::tempdir()?;
     let data = Dataset::from_csv_reader(BREAST_CANCER_CSV.as_bytes(), "malignant")?;
@@ -247,7 +276,7 @@ async fn overhead() -> anyhow::Result<()> {
         },
         training: TrainingSection::default(),
         aggregation: Default::default(),
-        limits: Default::default(),
+        limits,
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
@@ -307,7 +336,7 @@ async fn overhead() -> anyhow::Result<()> {
     let p90 = percentile(&mut times, 0.9) * 1e3;
     let mut close = close;
     println!(
-        "round overhead, 5 participants, no training, {n} rounds: median {med:.1} ms, p90 {p90:.1} ms (of which closing: aggregate + evaluate + exact Shapley, median {:.2} ms); goal < 50 ms",
+        "round overhead, {label}, 5 participants, no training, {n} rounds: median {med:.1} ms, p90 {p90:.1} ms (of which closing: aggregate + evaluate + exact Shapley, median {:.2} ms); goal < 50 ms",
         median(&mut close)
     );
     Ok(())

@@ -500,7 +500,11 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
                 delta: args.delta,
             }),
         },
-        limits: LimitsSection::default(),
+        // Every hospital dials from 127.0.0.1 here: one connection each, plus the example's own.
+        limits: LimitsSection {
+            max_connections_per_ip: scenario.hospitals.len() as u32 + 8,
+            ..LimitsSection::default()
+        },
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: fedledger_coordinator::config::LedgerSection {

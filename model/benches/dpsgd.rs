@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use chacha20::ChaCha20Rng;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use fedledger_model::{Dataset, DpSgdConfig, GradientNoise, ModelSpec, Trainer, init_params};
+use fedledger_model::{
+    Dataset, DpSgdConfig, GradientNoise, ModelError, ModelSpec, Trainer, init_params,
+};
 use rand_core::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
@@ -24,10 +26,11 @@ impl SeededNormal {
 }
 
 impl GradientNoise for SeededNormal {
-    fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64) {
+    fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64) -> Result<(), ModelError> {
         for v in values {
             *v += (self.normal() * std_dev) as f32;
         }
+        Ok(())
     }
 }
 

@@ -186,4 +186,7 @@ pub enum ModelError {
     /// Internal: burn returned tensor data of an unexpected type or shape.
     #[error("tensor data conversion failed: {0}")]
     Tensor(String),
+    /// The noise source could not add noise (the step is not taken).
+    #[error("gradient noise: {0}")]
+    Noise(String),
 }

@@ -215,11 +215,35 @@ impl Net {
             let d2 = d.clone().square().sum_dim(1);
             norm2 = norm2 + a2 * d2;
         }
-        let norms: Vec<f64> = data_vec(norm2)?
-            .into_iter()
-            .map(|v| f64::from(v.max(0.0)).sqrt())
+        // A non-finite squared norm (NaN or infinite entries, or an overflow) marks an example
+        // whose gradient cannot be clipped: it counts as zero. (Checked before `max`, which
+        // would turn NaN into 0.)
+        let norm2 = data_vec(norm2)?;
+        let bad: Vec<bool> = norm2.iter().map(|v| !v.is_finite()).collect();
+        let norms: Vec<f64> = norm2
+            .iter()
+            .map(|&v| {
+                if v.is_finite() {
+                    f64::from(v.max(0.0)).sqrt()
+                } else {
+                    f64::INFINITY
+                }
+            })
             .collect();
-        let scale: Vec<f32> = norms.iter().map(|&n| clip_factor(n, clip) as f32).collect();
+        let scale: Vec<f32> = norms
+            .iter()
+            .zip(&bad)
+            .map(|(&n, &b)| if b { 0.0 } else { clip_factor(n, clip) as f32 })
+            .collect();
+        let (inputs, douts) = if bad.contains(&true) {
+            // Zero scaling is not enough (0 * inf is NaN): zero the example's rows outright.
+            (
+                zero_rows(inputs, &bad, &inner)?,
+                zero_rows(douts, &bad, &inner)?,
+            )
+        } else {
+            (inputs, douts)
+        };
         let c = Tensor::<2>::from_data(TensorData::new(scale, [bsz, 1]), &inner);
         let layers = inputs
             .into_iter()
@@ -258,6 +282,27 @@ impl Net {
             })
             .collect()
     }
+}
+
+/// The same `[B, w]` tensors with the rows marked in `bad` set to zero (on the inner device).
+fn zero_rows(
+    tensors: Vec<Tensor<2>>,
+    bad: &[bool],
+    inner: &Device,
+) -> Result<Vec<Tensor<2>>, ModelError> {
+    tensors
+        .into_iter()
+        .map(|t| {
+            let [rows, width] = t.dims();
+            let mut v = data_vec(t)?;
+            for (r, row) in v.chunks_mut(width.max(1)).enumerate().take(rows) {
+                if bad.get(r).copied().unwrap_or(false) {
+                    row.fill(0.0);
+                }
+            }
+            Ok(Tensor::from_data(TensorData::new(v, [rows, width]), inner))
+        })
+        .collect()
 }
 
 /// `min(1, clip / norm)`, 1 for a zero gradient.

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
+/// Most parameters a valid spec may have (2^30, 4 GiB as f32): every size computed from a valid
+/// spec fits in memory arithmetic without overflow.
+pub const MAX_PARAMS: usize = 1 << 30;
+
 /// Which family of model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,7 +89,7 @@ impl ModelSpec {
     }
 
     /// Checks: at least 2 classes and 1 feature; an MLP has at least one hidden layer, every one
-    /// at least 1 wide; logistic regression has none.
+    /// at least 1 wide; logistic regression has none; at most [`MAX_PARAMS`] parameters.
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |reason: String| Err(ModelError::InvalidSpec { reason });
         if self.classes < 2 {
@@ -105,8 +109,22 @@ impl ModelSpec {
             ModelKind::Mlp if self.hidden.contains(&0) => {
                 bad(format!("hidden layer of width 0 in {:?}", self.hidden))
             }
-            _ => Ok(()),
+            _ => match self.checked_num_params() {
+                Some(n) if n <= MAX_PARAMS => Ok(()),
+                _ => bad(format!(
+                    "the model has more than {MAX_PARAMS} parameters (features {}, hidden {:?}, \
+                     classes {})",
+                    self.features, self.hidden, self.classes
+                )),
+            },
         }
+    }
+
+    /// [`Self::num_params`] without overflow: `None` when it does not fit a `usize`.
+    pub fn checked_num_params(&self) -> Option<usize> {
+        self.layer_dims().iter().try_fold(0usize, |total, (i, o)| {
+            i.checked_mul(*o)?.checked_add(*o)?.checked_add(total)
+        })
     }
 
     /// Number of logits: 1 for a binary task (sigmoid), else `classes` (softmax).
@@ -200,6 +218,18 @@ mod tests {
         let mut s = ModelSpec::logreg(3, 2);
         s.hidden = vec![4];
         assert!(s.validate().is_err());
+        // Sizes that overflow, or that no machine holds, are refused (not a panic).
+        assert!(ModelSpec::logreg(usize::MAX, 2).validate().is_err());
+        assert!(
+            ModelSpec::mlp(1 << 20, vec![1 << 20], 2)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            ModelSpec::logreg(usize::MAX, 3)
+                .checked_num_params()
+                .is_none()
+        );
     }
 
     #[test]

@@ -36,9 +36,10 @@ pub struct DpSgdConfig {
 /// Source of the Gaussian noise DP-SGD adds; the participant plugs in a secure sampler.
 pub trait GradientNoise {
     /// Adds independent N(0, std_dev^2) noise to every value. Called once per DP-SGD step with
-    /// the whole flat summed clipped gradient (parameter layout) and `std_dev = sigma * C > 0`
-    /// (never called when `sigma = 0`).
-    fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64);
+    /// the whole flat summed clipped gradient (parameter layout, always finite) and
+    /// `std_dev = sigma * C > 0` (never called when `sigma = 0`). An error stops training
+    /// (never a panic: a source that cannot add noise must not leave a step without it).
+    fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64) -> Result<(), ModelError>;
 }
 
 /// What [`train`] did; `steps` and `sampling_rate` are what a privacy accountant needs.
@@ -165,7 +166,9 @@ impl Trainer {
     }
 
     /// The per-example-clipped gradient sum of `rows` (the DP-SGD step before noise), and each
-    /// example's gradient norm.
+    /// example's gradient norm. An example whose gradient is not finite (or whose norm
+    /// overflows) contributes zero and its norm is reported as infinite: the sum's sensitivity
+    /// stays `clip_norm` and training goes on, whatever the data.
     pub fn clipped_gradient_sum(
         &self,
         data: &Dataset,
@@ -198,7 +201,8 @@ impl Trainer {
         Ok(())
     }
 
-    /// One DP-SGD step on the sampled `rows`: clip each example's gradient to `dp.clip_norm`,
+    /// One DP-SGD step on the sampled `rows`: clip each example's gradient to `dp.clip_norm`
+    /// (a non-finite one counts as zero),
     /// sum, add N(0, (sigma C)^2) noise to every coordinate of the sum, divide by
     /// `expected_batch_size` (`q n`, not the realised batch size, which would leak it), step.
     /// An empty batch takes a noise-only step.
@@ -222,7 +226,7 @@ impl Trainer {
         let mut g = flatten(cs.layers)?;
         let std_dev = dp.noise_multiplier * dp.clip_norm;
         if std_dev > 0.0 {
-            noise.add_gaussian(&mut g, std_dev);
+            noise.add_gaussian(&mut g, std_dev)?;
         }
         let inv = (1.0 / expected_batch_size) as f32;
         g.iter_mut().for_each(|v| *v *= inv);

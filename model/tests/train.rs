@@ -171,9 +171,10 @@ fn dp_requires_noise_and_valid_settings() {
 /// Adds exactly `std_dev` to every coordinate and counts calls: makes the normalisation visible.
 struct Shift(usize);
 impl GradientNoise for Shift {
-    fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64) {
+    fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64) -> Result<(), ModelError> {
         self.0 += 1;
         values.iter_mut().for_each(|v| *v += std_dev as f32);
+        Ok(())
     }
 }
 
@@ -240,4 +241,47 @@ fn dp_training_reports_schedule_and_accepts_dyn_rng() {
     )
     .unwrap();
     assert_eq!((out.steps, out.sampling_rate, out.examples), (3, 1.0, 10));
+}
+
+/// A per-example gradient that is not finite (here: features so large that the logits and the
+/// squared norms overflow) counts as zero: the clipped sum stays finite with sensitivity C, the
+/// other examples are clipped as usual, and DP-SGD goes on. Nothing here depends on which row
+/// it was, so no decision leaks it.
+#[test]
+fn a_non_finite_per_example_gradient_counts_as_zero_and_training_goes_on() {
+    for spec in [ModelSpec::logreg(3, 2), ModelSpec::mlp(3, vec![4], 3)] {
+        let mut data = synthetic(6, 3, spec.classes, 1.0, 7);
+        let clean = data.clone();
+        data.x[3..6].copy_from_slice(&[3e38, -3e38, 3e38]);
+        let p = random_params(spec.num_params(), 0.5, 3);
+        let t = Trainer::new(&spec, &p, 0.1).unwrap();
+        let rows: Vec<usize> = (0..6).collect();
+        let clipped = t.clipped_gradient_sum(&data, &rows, 0.5).unwrap();
+        assert!(clipped.norms[1].is_infinite(), "{:?}", clipped.norms);
+        assert!(
+            clipped.sum.iter().all(|v| v.is_finite()),
+            "{:?}",
+            clipped.sum
+        );
+        // Exactly the clipped sum of the other rows.
+        let others: Vec<usize> = vec![0, 2, 3, 4, 5];
+        let want = t.clipped_gradient_sum(&clean, &others, 0.5).unwrap().sum;
+        for (a, b) in clipped.sum.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch_size: 3,
+            learning_rate: 0.1,
+            seed: 1,
+            dp: Some(DpSgdConfig {
+                clip_norm: 0.5,
+                noise_multiplier: 1.0,
+            }),
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let mut noise = SeededNormal::new(3);
+        let out = train(&spec, &p, &data, &cfg, &mut rng, Some(&mut noise)).unwrap();
+        assert!(out.params.iter().all(|v| v.is_finite()));
+    }
 }

@@ -108,6 +108,16 @@ async fn drive(
                 unreachable_since = None;
                 t
             }
+            Err(ClientError::BadTask { round, reason }) => {
+                // Judged from the task alone, before anything was allocated or trained: decline
+                // (once per round) and wait for a better one.
+                unreachable_since = None;
+                if !report.rounds_declined.iter().any(|(r, _)| *r == round) {
+                    decline(&mut client, &store, round, reason, &mut report).await?;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             Err(e) => {
                 recover(&mut client, e, &mut unreachable_since, &opts).await?;
                 continue;
@@ -173,24 +183,7 @@ async fn handle(
     let round = task.header.round;
     let federation = client.federation().to_owned();
     match work {
-        Work::Decline(reason) => {
-            let reason = reason.replace('\n', " ");
-            warn!(round, %reason, "declining round");
-            match client.decline(round, &reason).await {
-                Ok(()) => {}
-                Err(e) if tolerable(&e) => warn!(round, error = %e, "decline not recorded"),
-                Err(e) => return Err(e.into()),
-            }
-            store.record_round(&RoundRecord {
-                round,
-                federation,
-                action: "declined".into(),
-                update_sha256: None,
-                reason: Some(reason.clone()),
-            })?;
-            report.rounds_declined.push((round, reason.clone()));
-            Ok(format!("declined: {reason}"))
-        }
+        Work::Decline(reason) => decline(client, store, round, reason, report).await,
         Work::Update {
             delta,
             examples,
@@ -264,6 +257,40 @@ async fn handle(
     }
 }
 
+/// Decline `round` with a one-line reason (registering again first if the session expired),
+/// and record it locally.
+async fn decline(
+    client: &mut Client,
+    store: &LocalStore,
+    round: u64,
+    reason: String,
+    report: &mut AgentReport,
+) -> Result<String, AgentError> {
+    let reason = reason.replace('\n', " ");
+    warn!(round, %reason, "declining round");
+    let sent = match client.decline(round, &reason).await {
+        Err(e) if e.code() == Some(Code::Unauthenticated) => {
+            client.register().await?;
+            client.decline(round, &reason).await
+        }
+        other => other,
+    };
+    match sent {
+        Ok(()) => {}
+        Err(e) if tolerable(&e) => warn!(round, error = %e, "decline not recorded"),
+        Err(e) => return Err(e.into()),
+    }
+    store.record_round(&RoundRecord {
+        round,
+        federation: client.federation().to_owned(),
+        action: "declined".into(),
+        update_sha256: None,
+        reason: Some(reason.clone()),
+    })?;
+    report.rounds_declined.push((round, reason.clone()));
+    Ok(format!("declined: {reason}"))
+}
+
 /// Refusals that mean "the round moved on", not "something is wrong with us".
 fn tolerable(e: &ClientError) -> bool {
     matches!(
@@ -301,7 +328,7 @@ fn retryable(e: &ClientError) -> bool {
     match e {
         ClientError::Connect { .. } => true,
         ClientError::Refused { code, .. } => matches!(code, Code::Unavailable | Code::Unknown),
-        ClientError::Protocol { .. } => false,
+        ClientError::Protocol { .. } | ClientError::BadTask { .. } => false,
     }
 }
 

@@ -29,6 +29,10 @@ pub enum ClientError {
     },
     #[error("protocol error in {call}: {reason}")]
     Protocol { call: &'static str, reason: String },
+    /// A training task this participant will not take, judged from its header alone before
+    /// anything is allocated or read: the agent declines the round with `reason`.
+    #[error("task for round {round} refused: {reason}")]
+    BadTask { round: u64, reason: String },
 }
 
 impl ClientError {
@@ -47,6 +51,126 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// Most parameters a task may carry (2^27 values, 512 MiB as f32): a task declaring more is
+/// declined before anything is allocated.
+pub const MAX_MODEL_PARAMS: u64 = 1 << 27;
+
+/// Parameters of the model a task header describes, computed without overflow; `None` when
+/// the description is invalid or the count exceeds [`MAX_MODEL_PARAMS`].
+fn model_params(m: &pb::ModelSpec) -> Result<u64, String> {
+    let kind: fedledger_model::ModelKind = m.kind.parse().map_err(|e| format!("{e}"))?;
+    let spec = fedledger_model::ModelSpec {
+        kind,
+        features: m.features as usize,
+        classes: m.classes as usize,
+        hidden: m.hidden.iter().map(|h| *h as usize).collect(),
+    };
+    spec.validate().map_err(|e| e.to_string())?;
+    let outputs = if m.classes == 2 {
+        1
+    } else {
+        u64::from(m.classes)
+    };
+    let mut widths = vec![u64::from(m.features)];
+    widths.extend(m.hidden.iter().map(|h| u64::from(*h)));
+    widths.push(outputs);
+    let too_large = || format!("the model has more than {MAX_MODEL_PARAMS} parameters");
+    let mut total = 0u64;
+    for w in widths.windows(2) {
+        let layer = w[0]
+            .checked_mul(w[1])
+            .and_then(|p| p.checked_add(w[1]))
+            .ok_or_else(too_large)?;
+        total = total.checked_add(layer).ok_or_else(too_large)?;
+        if total > MAX_MODEL_PARAMS {
+            return Err(too_large());
+        }
+    }
+    Ok(total)
+}
+
+/// Check a training task's header before anything is allocated or trained: the declared
+/// parameter count against the model it describes (and [`MAX_MODEL_PARAMS`]), the chunk size,
+/// and the hyper-parameters against the participant's fixed bounds. Judged from the task alone.
+pub fn check_task_header(header: &pb::TaskHeader) -> Result<(), String> {
+    let model = header
+        .model
+        .as_ref()
+        .ok_or_else(|| "the task describes no model".to_owned())?;
+    let params = model_params(model)?;
+    if header.num_params != params {
+        return Err(format!(
+            "the task declares {} parameters but its model ({} with {} features, {} classes, \
+             hidden {:?}) has {params}",
+            header.num_params, model.kind, model.features, model.classes, model.hidden
+        ));
+    }
+    let hyper = header
+        .hyper
+        .as_ref()
+        .ok_or_else(|| "the task carries no hyper-parameters".to_owned())?;
+    if let Some(reason) = hyper_out_of_bounds(hyper) {
+        return Err(reason);
+    }
+    Ok(())
+}
+
+/// The bounds a task's hyper-parameters must lie in, whatever the coordinator asks (a task
+/// outside them is declined before anything is trained or spent). Wide enough for any sensible
+/// federation, narrow enough that no arithmetic on them overflows or allocates without bound.
+pub mod bounds {
+    /// Local epochs: 1 to this.
+    pub const MAX_LOCAL_EPOCHS: u32 = 1_000;
+    /// Batch size: 1 to this.
+    pub const MAX_BATCH_SIZE: u32 = 1 << 20;
+    /// Learning rate: finite, above 0, at most this.
+    pub const MAX_LEARNING_RATE: f64 = 100.0;
+    /// Clipping norm: finite, 0 (no DP-SGD) or above, at most this.
+    pub const MAX_CLIP_NORM: f64 = 1e6;
+    /// Noise multiplier: finite, 0 (no DP-SGD) or above, at most this.
+    pub const MAX_NOISE_MULTIPLIER: f64 = 1e4;
+}
+
+/// Why the task's hyper-parameters are out of [`bounds`] (`None`: within them). Depends on the
+/// task alone, never on the data.
+pub fn hyper_out_of_bounds(hyper: &pb::HyperParameters) -> Option<String> {
+    use bounds::*;
+    let bad = |what: String| Some(format!("task hyper-parameter out of bounds: {what}"));
+    if !(1..=MAX_LOCAL_EPOCHS).contains(&hyper.local_epochs) {
+        return bad(format!(
+            "local_epochs = {}, allowed 1..={MAX_LOCAL_EPOCHS}",
+            hyper.local_epochs
+        ));
+    }
+    if !(1..=MAX_BATCH_SIZE).contains(&hyper.batch_size) {
+        return bad(format!(
+            "batch_size = {}, allowed 1..={MAX_BATCH_SIZE}",
+            hyper.batch_size
+        ));
+    }
+    let lr = hyper.learning_rate;
+    if !(lr.is_finite() && lr > 0.0 && lr <= MAX_LEARNING_RATE) {
+        return bad(format!(
+            "learning_rate = {lr}, allowed a finite value in (0, {MAX_LEARNING_RATE}]"
+        ));
+    }
+    for (name, v, max) in [
+        ("clip_norm", hyper.clip_norm, MAX_CLIP_NORM),
+        (
+            "noise_multiplier",
+            hyper.noise_multiplier,
+            MAX_NOISE_MULTIPLIER,
+        ),
+    ] {
+        if !(v.is_finite() && (0.0..=max).contains(&v)) {
+            return bad(format!(
+                "{name} = {v}, allowed a finite value in [0, {max}]"
+            ));
+        }
+    }
+    None
 }
 
 /// A task as the participant sees it.
@@ -179,9 +303,31 @@ impl Client {
         };
         let mut params = Vec::new();
         let state = pb::TaskState::try_from(header.state).unwrap_or(pb::TaskState::Unspecified);
+        if state == pb::TaskState::Train
+            && let Err(reason) = check_task_header(&header)
+        {
+            return Err(ClientError::BadTask {
+                round: header.round,
+                reason,
+            });
+        }
         if matches!(state, pb::TaskState::Train | pb::TaskState::Done) {
-            let n = usize::try_from(header.num_params)
-                .map_err(|_| proto(format!("num_params {} too large", header.num_params)))?;
+            // Sized by the model the header describes, never by a bare count.
+            let n = header
+                .model
+                .as_ref()
+                .ok_or_else(|| proto("the task describes no model".into()))
+                .and_then(|m| model_params(m).map_err(proto))
+                .and_then(|p| {
+                    if p == header.num_params {
+                        usize::try_from(p).map_err(|_| proto(format!("{p} parameters")))
+                    } else {
+                        Err(proto(format!(
+                            "num_params {} does not match the model's {p}",
+                            header.num_params
+                        )))
+                    }
+                })?;
             params.reserve_exact(n);
             while let Some(msg) = stream
                 .message()

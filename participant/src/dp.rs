@@ -4,7 +4,9 @@
 use std::sync::mpsc;
 
 use fedledger_ledger::records::PrivacyObject;
-use fedledger_model::{Dataset, DpSgdConfig, GradientNoise, ModelSpec, TrainConfig, TrainOutcome};
+use fedledger_model::{
+    Dataset, DpSgdConfig, GradientNoise, ModelError, ModelSpec, TrainConfig, TrainOutcome,
+};
 use fedledger_privacy::{
     AccountantKind, LatticeNoise, PoissonGaussian, PrivacySpend, SecureGaussian,
     accountant::epsilon_of_history,
@@ -12,7 +14,9 @@ use fedledger_privacy::{
 use fedledger_proto as pb;
 use rand::{SeedableRng, rngs::SysRng};
 
-use crate::{config::PrivacySection, store::SpendRecord, work::SourceError};
+use crate::{
+    client::hyper_out_of_bounds, config::PrivacySection, store::SpendRecord, work::SourceError,
+};
 
 /// The decision for one round.
 #[derive(Debug)]
@@ -79,6 +83,9 @@ pub fn plan(
     privacy: &PrivacySection,
     spent: &[SpendRecord],
 ) -> Result<Plan, SourceError> {
+    if let Some(reason) = hyper_out_of_bounds(hyper) {
+        return Ok(Plan::Decline(reason));
+    }
     if hyper.noise_multiplier <= 0.0 || hyper.clip_norm <= 0.0 {
         if privacy.require_dp {
             return Ok(Plan::Decline(
@@ -237,13 +244,14 @@ impl SecureNoise {
         })
     }
 
-    fn sampler_for(&mut self, std_dev: f64) -> SecureGaussian {
+    fn sampler_for(&mut self, std_dev: f64) -> Result<SecureGaussian, ModelError> {
         match &self.sampler {
-            Some(s) if s.std_dev() == std_dev => s.clone(),
+            Some(s) if s.std_dev() == std_dev => Ok(s.clone()),
             _ => {
-                let s = SecureGaussian::new(std_dev, None).expect("std_dev validated positive");
+                let s = SecureGaussian::new(std_dev, None)
+                    .map_err(|e| ModelError::Noise(format!("std dev {std_dev}: {e}")))?;
                 self.sampler = Some(s.clone());
-                s
+                Ok(s)
             }
         }
     }
@@ -277,12 +285,12 @@ impl SecureNoise {
 }
 
 impl GradientNoise for SecureNoise {
-    fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64) {
-        let sampler = self.sampler_for(std_dev);
+    fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64) -> Result<(), ModelError> {
+        let sampler = self.sampler_for(std_dev)?;
         let noise = self.next_noise(&sampler, std_dev, values.len());
         sampler
             .apply_f32(values, &noise)
-            .expect("gradients are finite and the noise has their length");
+            .map_err(|e| ModelError::Noise(e.to_string()))
     }
 }
 
@@ -330,7 +338,7 @@ mod tests {
             let mut steps = Vec::new();
             for std_dev in [1.0, 1.0, 1.0, 50.0, 50.0] {
                 let mut g = vec![0.0f32; 5000];
-                noise.add_gaussian(&mut g, std_dev);
+                noise.add_gaussian(&mut g, std_dev).unwrap();
                 steps.push(g);
             }
             steps
@@ -355,13 +363,13 @@ mod tests {
         let mut with_worker = SecureNoise::new(seeded(3), Some(seeded(4))).unwrap();
         let mut inline = SecureNoise::new(seeded(3), None).unwrap();
         let (mut a, mut b) = (vec![0.5f32; 31], vec![0.5f32; 31]);
-        with_worker.add_gaussian(&mut a, 2.0);
-        inline.add_gaussian(&mut b, 2.0);
+        with_worker.add_gaussian(&mut a, 2.0).unwrap();
+        inline.add_gaussian(&mut b, 2.0).unwrap();
         // Below the prefetch size both draw from the inline generator: identical.
         assert_eq!(a, b);
         assert!(a.iter().any(|&x| x != 0.5));
         let mut big = vec![0.0f32; 4096];
-        inline.add_gaussian(&mut big, 1.0);
+        inline.add_gaussian(&mut big, 1.0).unwrap();
         assert!((sd(&big) - 1.0).abs() < 0.08, "sd {}", sd(&big));
     }
 
@@ -597,5 +605,53 @@ mod tests {
             AccountantKind::Pld
         );
         assert!(parse("accountant = \"gdp\"").is_err());
+    }
+
+    #[test]
+    fn hyper_parameters_out_of_bounds_are_declined_from_the_task_alone() {
+        type Spoil = fn(&mut pb::HyperParameters);
+        let cases: [(&str, Spoil); 9] = [
+            ("noise_multiplier = NaN", |h| h.noise_multiplier = f64::NAN),
+            ("noise_multiplier = inf", |h| {
+                h.noise_multiplier = f64::INFINITY
+            }),
+            ("noise_multiplier = -1", |h| h.noise_multiplier = -1.0),
+            ("learning_rate = NaN", |h| h.learning_rate = f64::NAN),
+            ("learning_rate = 1000000", |h| h.learning_rate = 1e6),
+            ("learning_rate = 0", |h| h.learning_rate = 0.0),
+            ("batch_size = 0", |h| h.batch_size = 0),
+            ("local_epochs = 4000000000", |h| {
+                h.local_epochs = 4_000_000_000
+            }),
+            ("clip_norm = inf", |h| h.clip_norm = f64::INFINITY),
+        ];
+        for (needle, hostile) in cases {
+            let mut h = hyper();
+            hostile(&mut h);
+            // Declined whatever the data: no rows, many rows, any budget left.
+            for n in [0, 1000] {
+                match plan(&h, "f", &[], n, 10, &privacy(AccountantKind::Rdp), &[]).unwrap() {
+                    Plan::Decline(reason) => {
+                        assert!(reason.contains(needle), "{reason:?} should name {needle}")
+                    }
+                    other => panic!("{needle}: expected a decline, got {other:?}"),
+                }
+            }
+        }
+        assert_eq!(hyper_out_of_bounds(&hyper()), None);
+    }
+
+    #[test]
+    fn noise_on_non_finite_values_is_an_error_not_a_panic() {
+        let mut noise = SecureNoise::new(seeded(5), None).unwrap();
+        let mut v = vec![1.0, f32::NAN, 2.0];
+        assert!(matches!(
+            noise.add_gaussian(&mut v, 1.0),
+            Err(ModelError::Noise(_))
+        ));
+        assert!(matches!(
+            noise.add_gaussian(&mut [0.0; 3], f64::NAN),
+            Err(ModelError::Noise(_))
+        ));
     }
 }

@@ -85,6 +85,19 @@ impl pb::coordinator_server::Coordinator for FakeCoordinator {
             num_params: GLOBAL.len() as u64,
             model_sha256: vector_sha256(&GLOBAL),
             total_rounds: 1,
+            model: Some(pb::ModelSpec {
+                kind: "logreg".into(),
+                features: 3,
+                classes: 2,
+                hidden: vec![],
+            }),
+            hyper: Some(pb::HyperParameters {
+                local_epochs: 1,
+                batch_size: 10,
+                learning_rate: 0.1,
+                clip_norm: 1.0,
+                noise_multiplier: 1.1,
+            }),
             ..Default::default()
         };
         let messages = [

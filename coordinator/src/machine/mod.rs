@@ -28,7 +28,10 @@ use std::{
 
 use chacha20::ChaCha20Rng;
 use rand::RngExt;
-use ring::signature::{ED25519, UnparsedPublicKey};
+use ring::{
+    hmac,
+    signature::{ED25519, UnparsedPublicKey},
+};
 
 use crate::{
     config::{Enrolled, FederationConfig, decode_public_key},
@@ -41,14 +44,29 @@ use crate::{
 
 /// How long a registration challenge stays valid.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
-/// Outstanding challenges kept at most (older ones are dropped first).
-const MAX_CHALLENGES: usize = 4096;
 
-/// A registration challenge handed to a participant.
+/// Bytes of a challenge: a random nonce, its expiry (milliseconds since the Unix epoch, big
+/// endian) and an HMAC-SHA256 tag binding both to the key it was issued for.
+pub const CHALLENGE_BYTES: usize = NONCE_BYTES + 8 + 32;
+const NONCE_BYTES: usize = 16;
+/// Domain separation of the challenge tag.
+const CHALLENGE_DOMAIN: &[u8] = b"fedledger/challenge/v1\n";
+
+/// A registration challenge handed to a participant. Challenges are stateless: the machine
+/// keeps nothing when it issues one (so no flood of requests can evict another's), and checks
+/// its tag, key and expiry when it comes back. Only a challenge that registered successfully is
+/// remembered (as used) until it expires.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Challenge {
-    pub challenge: [u8; 32],
+    pub challenge: Vec<u8>,
     pub expires_ms: u64,
+}
+
+/// A session: the participant it belongs to and when it expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Session {
+    participant: usize,
+    expires_ms: u64,
 }
 
 /// A successful registration.
@@ -135,8 +153,12 @@ pub struct RoundMachine {
     /// A job handed out and not yet reported back.
     busy: bool,
     completed: u64,
-    challenges: HashMap<[u8; 32], (usize, u64)>,
-    sessions: HashMap<[u8; 32], usize>,
+    /// Key of the challenge tags (handed in; the engine draws it at start).
+    challenge_key: hmac::Key,
+    /// Tags of challenges that registered, until they expire (only key holders add to it).
+    used_challenges: HashMap<[u8; 32], u64>,
+    /// At most one per participant.
+    sessions: HashMap<[u8; 32], Session>,
     registered: HashSet<usize>,
     rng: ChaCha20Rng,
 }
@@ -149,8 +171,9 @@ fn verify(public_key: &[u8; 32], msg: &[u8], signature: &[u8]) -> bool {
 
 impl RoundMachine {
     /// A machine in `state` (fresh, or as persisted), with the open round's accepted updates and
-    /// declines as persisted, and `completed` rounds behind it. `rng` makes challenges and
-    /// session tokens (the engine seeds it from the operating system).
+    /// declines as persisted, and `completed` rounds behind it. `rng` makes challenge nonces and
+    /// session tokens and `challenge_secret` keys the challenges' tags (the engine draws both
+    /// from the operating system at start, so challenges do not outlive a restart).
     pub fn new(
         cfg: Arc<FederationConfig>,
         state: PersistedState,
@@ -158,6 +181,7 @@ impl RoundMachine {
         declines: Vec<DeclineMeta>,
         completed: u64,
         rng: ChaCha20Rng,
+        challenge_secret: [u8; 32],
     ) -> Self {
         updates.sort_by_key(|u| u.seq);
         let next_seq = updates.last().map_or(0, |u| u.seq + 1);
@@ -170,7 +194,8 @@ impl RoundMachine {
             in_flight: HashMap::new(),
             busy: false,
             completed,
-            challenges: HashMap::new(),
+            challenge_key: hmac::Key::new(hmac::HMAC_SHA256, &challenge_secret),
+            used_challenges: HashMap::new(),
             sessions: HashMap::new(),
             registered: HashSet::new(),
             rng,
@@ -222,40 +247,83 @@ impl RoundMachine {
             })
     }
 
-    /// The participant a session token belongs to.
-    pub fn session(&self, token: &[u8]) -> Result<usize, CoordinatorError> {
+    /// The participant a live session token belongs to.
+    pub fn session(&self, now_ms: u64, token: &[u8]) -> Result<usize, CoordinatorError> {
         let token: [u8; 32] = token.try_into().map_err(|_| CoordinatorError::NoSession)?;
-        self.sessions
-            .get(&token)
-            .copied()
-            .ok_or(CoordinatorError::NoSession)
+        match self.sessions.get(&token) {
+            Some(s) if s.expires_ms > now_ms => Ok(s.participant),
+            _ => Err(CoordinatorError::NoSession),
+        }
     }
 
-    /// Step 1 of registration: a fresh single-use challenge for an enrolled key.
+    /// What a challenge's tag authenticates: the federation, the key, the nonce, the expiry.
+    fn challenge_message(&self, idx: usize, nonce: &[u8], expires: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(CHALLENGE_DOMAIN.len() + 128);
+        m.extend_from_slice(CHALLENGE_DOMAIN);
+        m.extend_from_slice(self.cfg.federation.as_bytes());
+        m.push(b'\n');
+        m.extend_from_slice(&self.participant(idx).public_key);
+        m.extend_from_slice(nonce);
+        m.extend_from_slice(expires);
+        m
+    }
+
+    /// Step 1 of registration: a fresh challenge for an enrolled key. Nothing is stored.
     pub fn challenge(&mut self, now_ms: u64, key_hex: &str) -> Result<Challenge, CoordinatorError> {
         let idx = self.enrolled_index(key_hex)?;
-        let challenge: [u8; 32] = self.rng.random();
-        let expires_ms = now_ms + CHALLENGE_TTL.as_millis() as u64;
-        self.challenges.retain(|_, (_, exp)| *exp > now_ms);
-        if self.challenges.len() >= MAX_CHALLENGES {
-            let oldest = self
-                .challenges
-                .iter()
-                .min_by_key(|(_, (_, exp))| *exp)
-                .map(|(k, _)| *k);
-            if let Some(k) = oldest {
-                self.challenges.remove(&k);
-            }
-        }
-        self.challenges.insert(challenge, (idx, expires_ms));
+        let nonce: [u8; NONCE_BYTES] = self.rng.random();
+        let expires_ms = now_ms.saturating_add(CHALLENGE_TTL.as_millis() as u64);
+        let expires = expires_ms.to_be_bytes();
+        let tag = hmac::sign(
+            &self.challenge_key,
+            &self.challenge_message(idx, &nonce, &expires),
+        );
+        let mut challenge = Vec::with_capacity(CHALLENGE_BYTES);
+        challenge.extend_from_slice(&nonce);
+        challenge.extend_from_slice(&expires);
+        challenge.extend_from_slice(tag.as_ref());
         Ok(Challenge {
             challenge,
             expires_ms,
         })
     }
 
-    /// Step 2: check the signature over the challenge and open a session bound to the key. The
-    /// first round opens (a [`Job::Open`] from [`Self::poll`]) once a quorum has registered.
+    /// Check that `challenge` was issued by this machine for `idx` and has not expired; returns
+    /// its tag.
+    fn check_challenge(
+        &self,
+        now_ms: u64,
+        idx: usize,
+        challenge: &[u8],
+    ) -> Result<[u8; 32], CoordinatorError> {
+        if challenge.len() != CHALLENGE_BYTES {
+            return Err(CoordinatorError::BadChallenge);
+        }
+        let (nonce, rest) = challenge.split_at(NONCE_BYTES);
+        let (expires, tag) = rest.split_at(8);
+        let tag: [u8; 32] = tag.try_into().map_err(|_| CoordinatorError::BadChallenge)?;
+        // Compared in constant time: a forger learns nothing from how fast a tag is refused.
+        hmac::verify(
+            &self.challenge_key,
+            &self.challenge_message(idx, nonce, expires),
+            &tag,
+        )
+        .map_err(|_| CoordinatorError::BadChallenge)?;
+        let expires_ms = u64::from_be_bytes(
+            expires
+                .try_into()
+                .map_err(|_| CoordinatorError::BadChallenge)?,
+        );
+        if expires_ms <= now_ms || self.used_challenges.contains_key(&tag) {
+            return Err(CoordinatorError::BadChallenge);
+        }
+        Ok(tag)
+    }
+
+    /// Step 2: check the challenge and the signature over it and open a session bound to the
+    /// key (replacing any earlier one), valid for `limits.session_ttl_secs`. The challenge is
+    /// used up only by a successful registration. The first round opens (a [`Job::Open`] from
+    /// [`Self::poll`]) once a quorum has registered.
     pub fn register(
         &mut self,
         now_ms: u64,
@@ -264,23 +332,29 @@ impl RoundMachine {
         signature: &[u8],
     ) -> Result<Registered, CoordinatorError> {
         let idx = self.enrolled_index(key_hex)?;
-        let challenge: [u8; 32] = challenge
-            .try_into()
-            .map_err(|_| CoordinatorError::BadChallenge)?;
-        match self.challenges.get(&challenge) {
-            Some(&(owner, exp)) if owner == idx && exp > now_ms => {}
-            _ => return Err(CoordinatorError::BadChallenge),
-        }
-        let msg = fedledger_proto::register_message(&self.cfg.federation, &challenge);
+        let tag = self.check_challenge(now_ms, idx, challenge)?;
+        let msg = fedledger_proto::register_message(&self.cfg.federation, challenge);
         if !verify(&self.participant(idx).public_key, msg.as_bytes(), signature) {
             return Err(CoordinatorError::BadRegistrationSignature {
                 key: self.participant(idx).public_key_hex.clone(),
             });
         }
-        self.challenges.remove(&challenge);
+        self.used_challenges.retain(|_, exp| *exp > now_ms);
+        let expires_ms = u64::from_be_bytes(
+            challenge[NONCE_BYTES..NONCE_BYTES + 8]
+                .try_into()
+                .map_err(|_| CoordinatorError::BadChallenge)?,
+        );
+        self.used_challenges.insert(tag, expires_ms);
         let session: [u8; 32] = self.rng.random();
-        self.sessions.retain(|_, p| *p != idx);
-        self.sessions.insert(session, idx);
+        self.sessions.retain(|_, s| s.participant != idx);
+        self.sessions.insert(
+            session,
+            Session {
+                participant: idx,
+                expires_ms: now_ms.saturating_add(self.cfg.limits.session_ttl.as_millis() as u64),
+            },
+        );
         self.registered.insert(idx);
         Ok(Registered {
             session,
@@ -294,8 +368,8 @@ impl RoundMachine {
     }
 
     /// What the participant behind `session` should do now.
-    pub fn task(&self, session: &[u8]) -> Result<TaskInfo, CoordinatorError> {
-        let idx = self.session(session)?;
+    pub fn task(&self, now_ms: u64, session: &[u8]) -> Result<TaskInfo, CoordinatorError> {
+        let idx = self.session(now_ms, session)?;
         let st = &self.state;
         let (train, detail) = match st.phase {
             Phase::Waiting => (
@@ -371,10 +445,11 @@ impl RoundMachine {
     /// [`Self::commit_update`] or [`Self::release`].
     pub fn begin_upload(
         &mut self,
+        now_ms: u64,
         session: &[u8],
         header: UpdateHeader,
     ) -> Result<UploadTicket, CoordinatorError> {
-        let idx = self.session(session)?;
+        let idx = self.session(now_ms, session)?;
         self.check_open_round("update", idx, header.round)?;
         self.check_not_in_flight(idx, header.round)?;
         let expected = self.cfg.model.num_params() as u64;
@@ -547,7 +622,7 @@ impl RoundMachine {
                 reason: "a decline's reason must be 1-1024 bytes on one line".into(),
             });
         }
-        let idx = self.session(session)?;
+        let idx = self.session(now_ms, session)?;
         self.check_open_round("decline", idx, round)?;
         self.check_not_in_flight(idx, round)?;
         let who = self.participant(idx);

@@ -109,6 +109,7 @@ fn fresh() -> RoundMachine {
         Vec::new(),
         0,
         ChaCha20Rng::seed_from_u64(1),
+        [7; 32],
     )
 }
 
@@ -187,7 +188,7 @@ fn received(d: &[f32]) -> Received {
 fn submit(m: &mut RoundMachine, session: &[u8; 32], i: u8, now: u64) -> UpdateMeta {
     let d = delta(i);
     let round = m.state().round;
-    let ticket = m.begin_upload(session, header(i, round, &d)).unwrap();
+    let ticket = m.begin_upload(T0, session, header(i, round, &d)).unwrap();
     let meta = m.finish_upload(now, &ticket, &received(&d)).unwrap();
     m.commit_update(meta.clone());
     meta
@@ -237,6 +238,7 @@ fn registration_refusals_name_what_is_wrong_and_change_nothing() {
     ));
     let c = m.challenge(T0, &hex_of(&k0)).unwrap();
     assert_eq!(c.expires_ms, T0 + super::CHALLENGE_TTL.as_millis() as u64);
+    assert_eq!(c.challenge.len(), super::CHALLENGE_BYTES);
     let sig = |k: &Ed25519KeyPair, ch: &[u8]| {
         k.sign(fedledger_proto::register_message("machine-test", ch).as_bytes())
             .as_ref()
@@ -257,13 +259,40 @@ fn registration_refusals_name_what_is_wrong_and_change_nothing() {
         ),
         Err(CoordinatorError::BadChallenge)
     ));
-    // Not 32 bytes; unknown.
+    // Not the right length; not issued here; any byte changed (nonce, expiry, tag).
     assert!(matches!(
         m.register(T0, &hex_of(&k0), &[1, 2, 3], &sig(&k0, &[1, 2, 3])),
         Err(CoordinatorError::BadChallenge)
     ));
+    let forged = [7u8; super::CHALLENGE_BYTES];
     assert!(matches!(
-        m.register(T0, &hex_of(&k0), &[7; 32], &sig(&k0, &[7; 32])),
+        m.register(T0, &hex_of(&k0), &forged, &sig(&k0, &forged)),
+        Err(CoordinatorError::BadChallenge)
+    ));
+    for i in 0..super::CHALLENGE_BYTES {
+        let mut tampered = c.challenge.clone();
+        tampered[i] ^= 1;
+        assert!(
+            matches!(
+                m.register(T0, &hex_of(&k0), &tampered, &sig(&k0, &tampered)),
+                Err(CoordinatorError::BadChallenge)
+            ),
+            "byte {i}"
+        );
+    }
+    // A challenge from another machine (another secret) is not this one's.
+    let mut other = RoundMachine::new(
+        config(),
+        m.state().clone(),
+        Vec::new(),
+        Vec::new(),
+        0,
+        ChaCha20Rng::seed_from_u64(1),
+        [9; 32],
+    );
+    let theirs = other.challenge(T0, &hex_of(&k0)).unwrap().challenge;
+    assert!(matches!(
+        m.register(T0, &hex_of(&k0), &theirs, &sig(&k0, &theirs)),
         Err(CoordinatorError::BadChallenge)
     ));
     // Expired.
@@ -286,11 +315,61 @@ fn registration_refusals_name_what_is_wrong_and_change_nothing() {
     // Registering again replaces the session.
     let s2 = register(&mut m, 0, T0);
     assert!(matches!(
-        m.task(&s1.session),
+        m.task(T0, &s1.session),
         Err(CoordinatorError::NoSession)
     ));
-    assert!(m.task(&s2).is_ok());
-    assert!(matches!(m.task(&[0; 5]), Err(CoordinatorError::NoSession)));
+    assert!(m.task(T0, &s2).is_ok());
+    assert!(matches!(
+        m.task(T0, &[0; 5]),
+        Err(CoordinatorError::NoSession)
+    ));
+}
+
+#[test]
+fn no_flood_of_challenges_blocks_an_honest_registration() {
+    let mut m = fresh();
+    let k0 = key(0);
+    let honest = m.challenge(T0, &hex_of(&k0)).unwrap();
+    // Anyone may ask for challenges for enrolled keys (they are public): nothing is kept.
+    for i in 0..10_000 {
+        m.challenge(T0 + i, &hex_of(&k0)).unwrap();
+    }
+    assert!(m.used_challenges.is_empty());
+    let sig =
+        k0.sign(fedledger_proto::register_message("machine-test", &honest.challenge).as_bytes());
+    assert!(
+        m.register(T0 + 10_000, &hex_of(&k0), &honest.challenge, sig.as_ref())
+            .is_ok()
+    );
+    // Only successful registrations are remembered, and only until their challenge expires.
+    assert_eq!(m.used_challenges.len(), 1);
+    let later = T0 + super::CHALLENGE_TTL.as_millis() as u64 + 1;
+    register(&mut m, 1, later);
+    assert_eq!(m.used_challenges.len(), 1);
+}
+
+#[test]
+fn sessions_expire_and_registering_again_renews_them() {
+    let mut m = fresh();
+    let ttl = m.cfg.limits.session_ttl.as_millis() as u64;
+    let s = register(&mut m, 0, T0);
+    assert!(m.task(T0 + ttl - 1, &s).is_ok());
+    assert!(matches!(
+        m.task(T0 + ttl, &s),
+        Err(CoordinatorError::NoSession)
+    ));
+    let d = delta(0);
+    assert!(matches!(
+        m.begin_upload(T0 + ttl, &s, header(0, 1, &d)),
+        Err(CoordinatorError::NoSession)
+    ));
+    assert!(matches!(
+        m.decline(T0 + ttl, &s, 1, "late", &[0; 64]),
+        Err(CoordinatorError::NoSession)
+    ));
+    let renewed = register(&mut m, 0, T0 + ttl);
+    assert!(m.task(T0 + ttl, &renewed).is_ok());
+    assert!(m.task(T0 + 2 * ttl - 1, &renewed).is_ok());
 }
 
 #[test]
@@ -298,7 +377,7 @@ fn the_first_round_opens_at_quorum_once_its_state_is_durable() {
     let mut m = fresh();
     let s0 = register(&mut m, 0, T0);
     assert_eq!(m.poll(T0), None, "one of quorum 2");
-    let t = m.task(&s0).unwrap();
+    let t = m.task(T0, &s0).unwrap();
     assert!(!t.train && t.phase == Phase::Waiting && t.detail.contains("1 of quorum 2"));
     register(&mut m, 1, T0);
     let Some(Job::Open(state)) = m.poll(T0 + 5) else {
@@ -315,7 +394,7 @@ fn the_first_round_opens_at_quorum_once_its_state_is_durable() {
     };
     m.opened(state);
     assert_eq!(m.state().phase, Phase::Open);
-    assert!(m.task(&s0).unwrap().train);
+    assert!(m.task(T0, &s0).unwrap().train);
     assert_eq!(m.next_wake(T0 + 6), Some(60_000));
 }
 
@@ -325,7 +404,7 @@ fn every_update_refusal_names_the_request_and_changes_nothing() {
     let before = snapshot(&m);
     let d = delta(0);
     let refuse = |m: &mut RoundMachine, session: &[u8], h: UpdateHeader| {
-        let e = m.begin_upload(session, h).unwrap_err();
+        let e = m.begin_upload(T0, session, h).unwrap_err();
         assert!(!m.in_flight.contains_key(&0), "{e}: left a reservation");
         e
     };
@@ -409,7 +488,7 @@ fn every_update_refusal_names_the_request_and_changes_nothing() {
     assert_eq!(snapshot(&m), before);
     // A privacy object the federation records is fine.
     assert!(
-        m.begin_upload(&s[0], signed_header(0, 1, &d, 10, spend))
+        m.begin_upload(T0, &s[0], signed_header(0, 1, &d, 10, spend))
             .is_ok()
     );
 }
@@ -418,17 +497,17 @@ fn every_update_refusal_names_the_request_and_changes_nothing() {
 fn one_answer_in_flight_per_participant_and_refused_uploads_release_it() {
     let (mut m, s) = open(false);
     let d = delta(0);
-    let ticket = m.begin_upload(&s[0], header(0, 1, &d)).unwrap();
+    let ticket = m.begin_upload(T0, &s[0], header(0, 1, &d)).unwrap();
     // A second upload, or a decline, while the first is in flight.
     assert!(matches!(
-        m.begin_upload(&s[0], header(0, 1, &d)),
+        m.begin_upload(T0, &s[0], header(0, 1, &d)),
         Err(CoordinatorError::InFlight { .. })
     ));
     assert!(matches!(
         decline(&mut m, &s[0], 0, 1, "busy"),
         Err(CoordinatorError::InFlight { .. })
     ));
-    assert!(!m.task(&s[0]).unwrap().train);
+    assert!(!m.task(T0, &s[0]).unwrap().train);
     // The bytes do not hash to the signed digest: refused, and the reservation is gone.
     let before = snapshot(&m);
     assert!(matches!(
@@ -436,20 +515,20 @@ fn one_answer_in_flight_per_participant_and_refused_uploads_release_it() {
         Err(CoordinatorError::DigestMismatch { .. })
     ));
     assert_eq!(snapshot(&m), before);
-    assert!(m.task(&s[0]).unwrap().train);
+    assert!(m.task(T0, &s[0]).unwrap().train);
     // Too large a norm.
     let big: Vec<f32> = vec![100.0; PARAMS as usize];
-    let t = m.begin_upload(&s[0], header(0, 1, &big)).unwrap();
+    let t = m.begin_upload(T0, &s[0], header(0, 1, &big)).unwrap();
     assert!(matches!(
         m.finish_upload(T0, &t, &received(&big)),
         Err(CoordinatorError::NormTooLarge { .. })
     ));
     assert_eq!(snapshot(&m), before);
     // A broken-off upload is released by the engine.
-    let t = m.begin_upload(&s[0], header(0, 1, &d)).unwrap();
+    let t = m.begin_upload(T0, &s[0], header(0, 1, &d)).unwrap();
     m.release(t.participant);
     // Persisting failed after the checks: released, nothing counted.
-    let t = m.begin_upload(&s[0], header(0, 1, &d)).unwrap();
+    let t = m.begin_upload(T0, &s[0], header(0, 1, &d)).unwrap();
     let meta = m.finish_upload(T0, &t, &received(&d)).unwrap();
     m.release(meta.participant);
     assert_eq!(snapshot(&m), before);
@@ -457,7 +536,7 @@ fn one_answer_in_flight_per_participant_and_refused_uploads_release_it() {
     let meta = submit(&mut m, &s[0], 0, T0);
     assert_eq!(meta.round, 1);
     assert!(matches!(
-        m.begin_upload(&s[0], header(0, 1, &d)),
+        m.begin_upload(T0, &s[0], header(0, 1, &d)),
         Err(CoordinatorError::AlreadySubmitted { .. })
     ));
     assert!(matches!(
@@ -489,7 +568,7 @@ fn decline_refusals_name_the_decline() {
     assert_eq!(snapshot(&m), before);
     let meta = decline(&mut m, &s[0], 0, 1, "budget").unwrap();
     m.commit_decline(meta);
-    assert!(!m.task(&s[0]).unwrap().train);
+    assert!(!m.task(T0, &s[0]).unwrap().train);
 }
 
 #[test]
@@ -501,7 +580,7 @@ fn a_round_closes_when_everyone_has_answered() {
     m.commit_decline(d);
     assert_eq!(m.poll(T0 + 3), None, "h1 has not answered");
     // h1's update is being persisted: the round may not close under it.
-    let ticket = m.begin_upload(&s[1], header(1, 1, &delta(1))).unwrap();
+    let ticket = m.begin_upload(T0, &s[1], header(1, 1, &delta(1))).unwrap();
     let meta = m
         .finish_upload(T0 + 4, &ticket, &received(&delta(1)))
         .unwrap();
@@ -526,10 +605,10 @@ fn a_round_closes_when_everyone_has_answered() {
     assert_eq!(job.declines.len(), 1);
     // While closing: no new answers, tasks say so, progress shows it.
     assert!(m.progress().closing);
-    let t = m.task(&s[0]).unwrap();
+    let t = m.task(T0, &s[0]).unwrap();
     assert!(!t.train && t.detail.contains("closing"));
     assert!(matches!(
-        m.begin_upload(&s[2], header(2, 1, &delta(2))),
+        m.begin_upload(T0, &s[2], header(2, 1, &delta(2))),
         Err(CoordinatorError::NoOpenRound { state: "closing" })
     ));
     assert_eq!(m.poll(T0 + 6), None);
@@ -562,7 +641,7 @@ fn a_round_closes_at_its_deadline_and_is_abandoned_below_quorum() {
     m.closed(next);
     assert_eq!(m.progress().completed, 1);
     assert!(m.updates().is_empty());
-    assert!(m.task(&s[0]).unwrap().train);
+    assert!(m.task(T0, &s[0]).unwrap().train);
 }
 
 fn close(cfg: &FederationConfig, job: &CloseJob) -> super::close::Closed {
@@ -614,7 +693,7 @@ fn a_completed_round_aggregates_values_and_pays_the_pool() {
     let done = next_state(&cfg, &last, T0);
     assert_eq!((done.phase, done.round), (Phase::Done, 3));
     m.closed(done);
-    let t = m.task(&s[0]).unwrap();
+    let t = m.task(T0, &s[0]).unwrap();
     assert_eq!((t.phase, t.train), (Phase::Done, false));
     assert_eq!(m.poll(T0 + 10_000_000), None);
     assert_eq!(m.next_wake(T0), None);
@@ -633,17 +712,21 @@ fn a_restarted_machine_resumes_the_round_in_flight() {
         Vec::new(),
         0,
         ChaCha20Rng::seed_from_u64(2),
+        [8; 32],
     );
-    assert!(matches!(r.task(&s[0]), Err(CoordinatorError::NoSession)));
+    assert!(matches!(
+        r.task(T0, &s[0]),
+        Err(CoordinatorError::NoSession)
+    ));
     let s0 = register(&mut r, 0, T0 + 2);
     let s1 = register(&mut r, 1, T0 + 2);
     assert_eq!(r.poll(T0 + 2), None, "the round is open already");
     assert!(
-        !r.task(&s0).unwrap().train,
+        !r.task(T0, &s0).unwrap().train,
         "h0 answered before the restart"
     );
     assert!(matches!(
-        r.begin_upload(&s0, header(0, 1, &delta(0))),
+        r.begin_upload(T0, &s0, header(0, 1, &delta(0))),
         Err(CoordinatorError::AlreadySubmitted { .. })
     ));
     let second = submit(&mut r, &s1, 1, T0 + 3);
@@ -657,8 +740,8 @@ fn a_restarted_machine_resumes_the_round_in_flight() {
 #[test]
 fn updates_keep_arrival_order_whatever_order_their_commits_finish_in() {
     let (mut m, s) = open(false);
-    let t0 = m.begin_upload(&s[0], header(0, 1, &delta(0))).unwrap();
-    let t1 = m.begin_upload(&s[1], header(1, 1, &delta(1))).unwrap();
+    let t0 = m.begin_upload(T0, &s[0], header(0, 1, &delta(0))).unwrap();
+    let t1 = m.begin_upload(T0, &s[1], header(1, 1, &delta(1))).unwrap();
     let first = m.finish_upload(T0, &t0, &received(&delta(0))).unwrap();
     let second = m.finish_upload(T0, &t1, &received(&delta(1))).unwrap();
     m.commit_update(second.clone());
@@ -672,7 +755,7 @@ fn updates_keep_arrival_order_whatever_order_their_commits_finish_in() {
 #[test]
 fn an_upload_that_outlives_its_round_is_refused() {
     let (mut m, s) = open(false);
-    let ticket: UploadTicket = m.begin_upload(&s[1], header(1, 1, &delta(1))).unwrap();
+    let ticket: UploadTicket = m.begin_upload(T0, &s[1], header(1, 1, &delta(1))).unwrap();
     submit(&mut m, &s[0], 0, T0 + 1);
     let Some(Job::Close(job)) = m.poll(T0 + 60_000) else {
         panic!("deadline")
@@ -694,7 +777,7 @@ fn an_upload_that_outlives_its_round_is_refused() {
         "{e}"
     );
     assert!(
-        m.task(&s[1]).unwrap().train,
+        m.task(T0, &s[1]).unwrap().train,
         "released: h1 may answer round 2"
     );
 }

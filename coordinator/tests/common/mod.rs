@@ -7,7 +7,10 @@ use std::path::Path;
 
 use fedledger_coordinator::{
     ConfigFile, FederationConfig, Running,
-    config::{DataSection, ParticipantEntry, RoundsSection, StandardisationMode, TrainingSection},
+    config::{
+        DataSection, LimitsSection, ParticipantEntry, RoundsSection, StandardisationMode,
+        TrainingSection,
+    },
 };
 use fedledger_model::{ModelKind, ModelSpec};
 use fedledger_proto as pb;
@@ -77,7 +80,11 @@ pub fn config(
         },
         training: TrainingSection::default(),
         aggregation: Default::default(),
-        limits: Default::default(),
+        // Tests open many clients from 127.0.0.1.
+        limits: LimitsSection {
+            max_connections_per_ip: 64,
+            ..Default::default()
+        },
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),

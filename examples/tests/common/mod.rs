@@ -84,7 +84,11 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
             init_seed: 1,
         },
         aggregation: Default::default(),
-        limits: Default::default(),
+        // Every hospital dials from 127.0.0.1 here.
+        limits: fedledger_coordinator::config::LimitsSection {
+            max_connections_per_ip: hospitals as u32 + 8,
+            ..Default::default()
+        },
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),

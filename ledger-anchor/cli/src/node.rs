@@ -189,4 +189,59 @@ mod tests {
             "{err:#}"
         );
     }
+
+    mod fuzz {
+        //! `ledger.toml` under arbitrary edits (fuzzing on stable Rust; `PROPTEST_CASES` for
+        //! a long run): parsed, keyed and addressed, or refused, never a panic.
+
+        use super::*;
+        use proptest::prelude::*;
+
+        const VALID: &str = "store = \"s\"\nlog_key = \"fed.example+1a2b3c4d+AUxA\"\n\
+            listen = [\"/ip4/0.0.0.0/tcp/4001\"]\ndial = [\"/ip4/127.0.0.1/tcp/4000\"]\n\
+            [witness]\nname = \"w\"\nkey = \"w.key\"\nstate = \"ws\"\n";
+
+        fn check(text: &str) {
+            if let Ok(cfg) = toml::from_str::<NodeFileConfig>(text) {
+                let _ = cfg.log_key();
+                let _ = cfg.network();
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn an_edited_ledger_toml_is_refused_or_parsed_never_a_panic(
+                edits in prop::collection::vec(
+                    (any::<prop::sample::Index>(), any::<u8>(), 0u8..3),
+                    1..8,
+                ),
+            ) {
+                let mut b = VALID.as_bytes().to_vec();
+                for (at, byte, op) in edits {
+                    let i = at.index(b.len() + 1);
+                    match op {
+                        0 if i < b.len() => b[i] = byte,
+                        1 => b.insert(i, byte),
+                        _ if i < b.len() => {
+                            b.remove(i);
+                        }
+                        _ => {}
+                    }
+                }
+                check(&String::from_utf8_lossy(&b));
+            }
+
+            #[test]
+            fn any_address_or_key_is_refused_or_parsed(s in ".{0,80}") {
+                check(&format!("store = \"s\"\nlog_key = {s:?}\nlisten = [{s:?}]\n"));
+            }
+        }
+
+        #[test]
+        fn corpus() {
+            check(VALID);
+            check("store = \"s\"\nlog_key = \"+++\"\ndial = [\"/ip4/1.2.3.4/tcp/99999999\"]\n");
+            check("store = \"s\"\nlog_key = \"a+00000000+\"\nlisten = [\"/dns/\"]\n");
+        }
+    }
 }

@@ -201,4 +201,84 @@ mod tests {
             Malformed::BadProof
         );
     }
+
+    mod fuzz {
+        //! Arbitrary gossip (fuzzing on stable Rust; `PROPTEST_CASES` for a long run): every
+        //! message is refused or checked without panicking, and an announcement that still
+        //! checks after any change carries the checkpoint the log signed.
+
+        use super::*;
+        use proptest::prelude::*;
+
+        fn log() -> NoteSigner {
+            NoteSigner::log(
+                "log.example",
+                ring::signature::Ed25519KeyPair::from_seed_unchecked(&[1; 32]).unwrap(),
+            )
+            .unwrap()
+        }
+
+        fn announcement() -> Vec<u8> {
+            let cp = SignedCheckpoint::sign(
+                Checkpoint::new("log.example", 0, merkle::empty_root()),
+                &log(),
+            );
+            serde_json::to_vec(&Announcement {
+                first: 0,
+                entries: vec!["{}".into()],
+                checkpoint: cp.encode(),
+                consistency: vec![hex::encode([7u8; 32])],
+            })
+            .unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn any_gossip_bytes_are_refused_or_checked(
+                data in prop::collection::vec(any::<u8>(), 0..600),
+            ) {
+                let _ = Announcement::check(&data, log().verifier_key());
+            }
+
+            #[test]
+            fn a_changed_announcement_checks_only_with_the_signed_checkpoint(
+                edits in prop::collection::vec(
+                    (any::<prop::sample::Index>(), any::<u8>(), 0u8..3),
+                    1..6,
+                ),
+            ) {
+                let mut b = announcement();
+                for (at, byte, op) in edits {
+                    let i = at.index(b.len() + 1);
+                    match op {
+                        0 if i < b.len() => b[i] = byte,
+                        1 => b.insert(i, byte),
+                        _ if i < b.len() => {
+                            b.remove(i);
+                        }
+                        _ => {}
+                    }
+                }
+                if let Ok(c) = Announcement::check(&b, log().verifier_key()) {
+                    let cp = SignedCheckpoint::open(c.note.as_bytes(), log().verifier_key())
+                        .unwrap();
+                    prop_assert_eq!(cp.checkpoint.size, 0);
+                    prop_assert_eq!(cp.checkpoint.root, merkle::empty_root());
+                }
+            }
+        }
+
+        /// Inputs on the edges, kept as regression tests.
+        #[test]
+        fn corpus() {
+            for data in [
+                &b"{}"[..],
+                b"{\"first\":18446744073709551615,\"entries\":[],\"checkpoint\":\"\",\"consistency\":[]}",
+                b"{\"first\":0,\"entries\":[\"\\ud800\"],\"checkpoint\":\"x\",\"consistency\":[\"zz\"]}",
+                b"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+            ] {
+                assert!(Announcement::check(data, log().verifier_key()).is_err());
+            }
+        }
+    }
 }

@@ -164,3 +164,65 @@ fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Arbitrary catch-up requests (fuzzing on stable Rust; `PROPTEST_CASES` for a long run):
+    //! answered or refused without panicking, and never with more than [`CHUNK`] entries,
+    //! whatever range is claimed.
+
+    use super::*;
+    use crate::note::NoteSigner;
+    use proptest::prelude::*;
+
+    fn request() -> impl Strategy<Value = SyncRequest> {
+        prop_oneof![
+            Just(SyncRequest::Latest),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(start, end, proof_to)| {
+                SyncRequest::Entries {
+                    start,
+                    end,
+                    proof_to,
+                }
+            }),
+            (0u64..4, 0u64..4, 0u64..4).prop_map(|(start, end, proof_to)| {
+                SyncRequest::Entries {
+                    start,
+                    end,
+                    proof_to,
+                }
+            }),
+            (
+                any::<u64>(),
+                prop::collection::vec(any::<[u8; 32]>(), 0..70),
+                ".{0,200}"
+            )
+                .prop_map(|(old_size, proof, checkpoint)| SyncRequest::AddCheckpoint {
+                    old_size,
+                    proof,
+                    checkpoint,
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn any_sync_request_is_answered_or_refused_within_a_chunk(
+            requests in prop::collection::vec(request(), 1..20),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let signer = NoteSigner::log(
+                "fed",
+                ring::signature::Ed25519KeyPair::from_seed_unchecked(&[4; 32]).unwrap(),
+            )
+            .unwrap();
+            let log = Log::open(dir.path(), "fed", signer).unwrap();
+            for r in requests {
+                if let (SyncResponse::Entries { entries, .. }, _) = serve(&log, None, r) {
+                    prop_assert!(entries.len() as u64 <= CHUNK);
+                }
+            }
+        }
+    }
+}

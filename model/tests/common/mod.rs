@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use chacha20::ChaCha20Rng;
-use fedledger_model::{Dataset, GradientNoise};
+use fedledger_model::{Dataset, GradientNoise, ModelError};
 use rand_core::{Rng, SeedableRng};
 
 /// Box-Muller normal noise from a seeded ChaCha20: fine for tests, NOT a secure DP sampler.
@@ -20,10 +20,11 @@ impl SeededNormal {
 }
 
 impl GradientNoise for SeededNormal {
-    fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64) {
+    fn add_gaussian(&mut self, values: &mut [f32], std_dev: f64) -> Result<(), ModelError> {
         for v in values {
             *v += (self.normal() * std_dev) as f32;
         }
+        Ok(())
     }
 }
 

@@ -1,0 +1,292 @@
+//! What any peer, logged in or not, can make the server hold: connections per source address
+//! and in all (refused at accept), and a deadline on every call (a unary request must arrive
+//! whole within `limits.message_timeout_secs`; an upload within its whole-request deadline).
+//! The HTTP/2 settings themselves (streams per connection, windows, keepalive) are set where
+//! the server is built ([`crate::serve`]); the memory they bound is stated there.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    future::Future,
+    io,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use tonic::{
+    Status,
+    body::Body,
+    codegen::{Service, http},
+    server::NamedService,
+    transport::server::{Connected, TcpConnectInfo},
+};
+
+use crate::{config::Limits, engine::Engine, refusal::Reason};
+
+/// Largest request message the server decodes: one parameter chunk plus room for the fields
+/// around it. A message that declares more is refused before its bytes are buffered.
+pub const MAX_REQUEST_MESSAGE_BYTES: usize = fedledger_proto::CHUNK_BYTES + 64 * 1024;
+
+/// HTTP/2 flow-control window of one stream: what a peer may send ahead of what the server has
+/// read. (hyper's default, stated so the memory bound does not depend on it.)
+pub const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+
+/// HTTP/2 flow-control window of a whole connection.
+pub const CONNECTION_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+
+/// What buffered request data one connection can make the server hold at most, with the
+/// limits' streams per connection: each stream holds at most one message being decoded (its
+/// buffer may have up to twice the capacity) plus one window not yet read.
+pub fn connection_memory_bound(limits: &Limits) -> u64 {
+    u64::from(limits.max_streams_per_connection)
+        * (2 * MAX_REQUEST_MESSAGE_BYTES as u64 + u64::from(STREAM_WINDOW_BYTES))
+}
+
+#[derive(Default)]
+struct Counts {
+    total: u32,
+    per_ip: HashMap<IpAddr, u32>,
+}
+
+/// Admits connections within `limits.max_connections_per_ip` and `limits.max_connections`;
+/// the rest are closed at once, counted and logged.
+#[derive(Clone)]
+pub struct Gate {
+    counts: Arc<Mutex<Counts>>,
+    per_ip: u32,
+    total: u32,
+    engine: Arc<Engine>,
+}
+
+impl Gate {
+    pub fn new(limits: &Limits, engine: Arc<Engine>) -> Self {
+        Self {
+            counts: Arc::default(),
+            per_ip: limits.max_connections_per_ip,
+            total: limits.max_connections,
+            engine,
+        }
+    }
+
+    /// The connection if it is within the limits (it holds its place until dropped).
+    pub fn admit(&self, stream: TcpStream) -> Option<Admitted> {
+        let peer = stream.peer_addr().ok();
+        let ip = peer.map_or(IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+        let refused = {
+            let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            let from_ip = c.per_ip.get(&ip).copied().unwrap_or(0);
+            if from_ip >= self.per_ip {
+                Some(format!(
+                    "connection refused: {from_ip} connections from {ip} already open \
+                     (limits.max_connections_per_ip = {})",
+                    self.per_ip
+                ))
+            } else if c.total >= self.total {
+                Some(format!(
+                    "connection refused: {} connections already open (limits.max_connections)",
+                    c.total
+                ))
+            } else {
+                c.total += 1;
+                *c.per_ip.entry(ip).or_insert(0) += 1;
+                None
+            }
+        };
+        if let Some(message) = refused {
+            self.engine
+                .refusals()
+                .record(Reason::ConnectionLimit, "connection", peer, &message);
+            return None;
+        }
+        Some(Admitted {
+            stream,
+            _place: Place {
+                ip,
+                counts: self.counts.clone(),
+            },
+        })
+    }
+}
+
+/// A connection's place in the counts, given back when it closes.
+struct Place {
+    ip: IpAddr,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// An admitted connection.
+pub struct Admitted {
+    stream: TcpStream,
+    _place: Place,
+}
+
+impl Connected for Admitted {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Admitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Admitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The deadline of each call, by method.
+#[derive(Clone, Copy, Debug)]
+pub struct CallDeadlines {
+    /// Unary calls: the request must arrive whole, and be answered, within this.
+    pub unary: Duration,
+    /// `GetTask`, which may wait for news (the long poll) before answering.
+    pub task: Duration,
+    /// `SubmitUpdate`: a backstop behind the upload's own deadlines (the handler enforces the
+    /// per-message timeout and the whole-upload deadline itself, and reports them precisely).
+    pub upload: Duration,
+}
+
+impl CallDeadlines {
+    /// The deadlines for a model of `num_params` values, a long poll of `long_poll`.
+    pub fn new(limits: &Limits, num_params: usize, long_poll: Duration) -> Self {
+        Self {
+            unary: limits.message_timeout,
+            task: limits.message_timeout + long_poll,
+            upload: limits.upload_deadline(num_params) + limits.message_timeout,
+        }
+    }
+
+    fn for_method(&self, method: &str) -> Duration {
+        match method {
+            "SubmitUpdate" => self.upload,
+            "GetTask" => self.task,
+            _ => self.unary,
+        }
+    }
+}
+
+/// Wraps the gRPC service so that every call has a deadline; a call past it is answered
+/// DEADLINE_EXCEEDED (its request body is dropped, freeing what it buffered), counted and
+/// logged.
+#[derive(Clone)]
+pub struct Deadlines<S> {
+    inner: S,
+    deadlines: CallDeadlines,
+    engine: Arc<Engine>,
+}
+
+impl<S> Deadlines<S> {
+    pub fn new(inner: S, deadlines: CallDeadlines, engine: Arc<Engine>) -> Self {
+        Self {
+            inner,
+            deadlines,
+            engine,
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for Deadlines<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for Deadlines<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let method = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let peer: Option<SocketAddr> = req
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(|i| i.remote_addr());
+        let deadline = self.deadlines.for_method(&method);
+        let engine = self.engine.clone();
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            match tokio::time::timeout(deadline, call).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    let message = format!(
+                        "{method} refused: the call did not complete within its deadline of {} s",
+                        deadline.as_secs_f64()
+                    );
+                    engine
+                        .refusals()
+                        .record(Reason::Deadline, &method, peer, &message);
+                    Ok(Status::deadline_exceeded(message).into_http())
+                }
+            }
+        })
+    }
+}
