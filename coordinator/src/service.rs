@@ -195,11 +195,14 @@ impl Service {
             num_params: header.num_params,
             update_sha256: header.update_sha256,
             signature: header.signature,
-            privacy: privacy_from_wire(header.privacy.ok_or(CoordinatorError::InvalidField {
-                field: "privacy",
-                reason: "an update must carry its privacy object (accountant \"none\" without DP)"
-                    .into(),
-            })?),
+            privacy: privacy_from_wire(
+                header.privacy.ok_or(CoordinatorError::InvalidField {
+                    field: "privacy",
+                    reason:
+                        "an update must carry its privacy object (accountant \"none\" without DP)"
+                            .into(),
+                })?,
+            ),
         };
         let mut upload = self.engine.begin_upload(&session, domain)?;
         while let Some(msg) = self.next_message(&mut stream, deadline).await? {
