@@ -14,7 +14,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
     client::{Client, ClientError, Task},
-    store::{LocalStore, RoundRecord, SpendRecord, StoreError},
+    store::{LocalStore, PreparedUpdate, RoundRecord, SpendRecord, StoreError},
     work::{SourceError, UpdateSource, Work},
 };
 
@@ -137,10 +137,32 @@ async fn drive(
             }
             pb::TaskState::Train => {
                 let round = task.header.round;
-                let spent = store.spends()?;
-                let (back, work) = answer(source, task.clone(), spent).await?;
-                source = back;
-                let work = work.map_err(|source| AgentError::Source { round, source })?;
+                // An update already prepared for this round (spent for, perhaps sent before a
+                // crash) is sent again as it was; a settled round is never trained again.
+                let work = match store.prepared(client.federation(), round)? {
+                    Some((p, Some(delta))) => {
+                        info!(round, "sending the update prepared before a restart");
+                        Work::Update {
+                            delta,
+                            examples: p.examples,
+                            spend: p.spend,
+                        }
+                    }
+                    Some((_, None)) => {
+                        info!(
+                            round,
+                            "round answered before a restart; waiting for the next"
+                        );
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    None => {
+                        let spent = store.spends()?;
+                        let (back, work) = answer(source, task.clone(), spent).await?;
+                        source = back;
+                        work.map_err(|source| AgentError::Source { round, source })?
+                    }
+                };
                 let sent_before = report.rounds_sent.len();
                 let msg = handle(&mut client, &store, &task, work, &mut report).await?;
                 if report.rounds_sent.len() > sent_before {
@@ -189,13 +211,20 @@ async fn handle(
             examples,
             spend,
         } => {
-            // Privacy first: the spend is on disk before a single byte of the update leaves.
+            // Privacy first: the spend, and the update itself, are on disk before a single byte
+            // of the update leaves (a crash then sends these same bytes, never a second update).
+            let prepared = PreparedUpdate {
+                federation: federation.clone(),
+                round,
+                examples,
+                update_sha256: fedledger_model::digest::vector_sha256(&delta),
+                spend: spend.clone(),
+                settled: false,
+            };
+            if store.prepared(&federation, round)?.is_none() {
+                store.record_prepared(&prepared, &delta)?;
+            }
             if let Some(s) = &spend {
-                store.record_spend(&SpendRecord {
-                    federation: federation.clone(),
-                    round,
-                    spend: s.clone(),
-                })?;
                 report.epsilon_spent = s.epsilon_total;
                 // A crash from here on must find the spend on disk.
                 #[cfg(feature = "failpoints")]
@@ -224,6 +253,9 @@ async fn handle(
                 }
                 other => other,
             };
+            if receipt.is_ok() || receipt.as_ref().is_err_and(tolerable) {
+                store.settle_prepared(&prepared)?;
+            }
             match receipt {
                 Ok(r) => {
                     store.record_round(&RoundRecord {

@@ -36,11 +36,30 @@ pub struct RoundRecord {
     pub reason: Option<String>,
 }
 
+/// An update whose spend is recorded and which may not have reached the coordinator yet: after a
+/// crash it is sent again as it was (the same bytes, the same signed claims), never trained
+/// again, so a round is never spent twice nor answered with two different updates.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PreparedUpdate {
+    pub federation: String,
+    pub round: u64,
+    pub examples: u64,
+    pub update_sha256: String,
+    /// The spend the update was trained under (None without DP).
+    pub spend: Option<PrivacySpend>,
+    /// The round was answered (acknowledged, or refused as it stood): the vector is gone.
+    #[serde(default)]
+    pub settled: bool,
+}
+
 /// The local store.
 pub struct LocalStore {
     db: sled::Db,
     spends: sled::Tree,
     rounds: sled::Tree,
+    prepared: sled::Tree,
+    /// Folder of the prepared updates' vectors (`<sha256>.f32`, little-endian).
+    vectors: std::path::PathBuf,
 }
 
 fn key(federation: &str, round: u64) -> Vec<u8> {
@@ -56,6 +75,8 @@ impl LocalStore {
         Ok(Self {
             spends: db.open_tree("spends")?,
             rounds: db.open_tree("rounds")?,
+            prepared: db.open_tree("prepared")?,
+            vectors: dir.join("prepared"),
             db,
         })
     }
@@ -74,7 +95,7 @@ impl LocalStore {
     /// Every spend ever recorded, in order (all federations: the budget is the person's, not the
     /// federation's).
     pub fn spends(&self) -> Result<Vec<SpendRecord>, StoreError> {
-        let mut out: Vec<SpendRecord> = self
+        let out: Vec<SpendRecord> = self
             .spends
             .iter()
             .map(|kv| {
@@ -85,8 +106,110 @@ impl LocalStore {
                 })
             })
             .collect::<Result<_, _>>()?;
-        out.sort_by(|a, b| a.spend.epsilon_total.total_cmp(&b.spend.epsilon_total));
+        // In key order: by federation, then round, then recording order, so each federation's
+        // releases come in the order its ledger records them.
         Ok(out)
+    }
+
+    /// Persist, durably and before anything is sent, an update and the spend it cost: the
+    /// vector's file (fsynced), then the spend and the update's record in one sled transaction,
+    /// flushed.
+    pub fn record_prepared(
+        &self,
+        prepared: &PreparedUpdate,
+        delta: &[f32],
+    ) -> Result<(), StoreError> {
+        use std::io::Write as _;
+        std::fs::create_dir_all(&self.vectors).map_err(|e| self.io("create", &self.vectors, e))?;
+        let path = self.vectors.join(format!("{}.f32", prepared.update_sha256));
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(|e| self.io("create", &tmp, e))?;
+            f.write_all(&fedledger_model::digest::vector_to_bytes(delta))
+                .and_then(|()| f.sync_all())
+                .map_err(|e| self.io("write", &tmp, e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| self.io("rename", &path, e))?;
+        let spend = prepared.spend.as_ref().map(|s| SpendRecord {
+            federation: prepared.federation.clone(),
+            round: prepared.round,
+            spend: s.clone(),
+        });
+        let id = self.db.generate_id()?;
+        let mut spend_key = key(&prepared.federation, prepared.round);
+        spend_key.extend_from_slice(&id.to_be_bytes());
+        let meta = serde_json::to_vec(prepared).expect("serialisable");
+        let spend_bytes = spend.map(|s| serde_json::to_vec(&s).expect("serialisable"));
+        use sled::Transactional as _;
+        (&self.spends, &self.prepared)
+            .transaction(|(spends, prepared_tree)| {
+                if let Some(b) = &spend_bytes {
+                    spends.insert(spend_key.as_slice(), b.as_slice())?;
+                }
+                prepared_tree.insert(key(&prepared.federation, prepared.round), meta.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| StoreError::Corrupt {
+                key: format!("prepared round {}", prepared.round),
+                reason: format!("transaction: {e:?}"),
+            })?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The update prepared for `round` of `federation`, if any, with its vector unless the round
+    /// is settled.
+    pub fn prepared(
+        &self,
+        federation: &str,
+        round: u64,
+    ) -> Result<Option<(PreparedUpdate, Option<Vec<f32>>)>, StoreError> {
+        let Some(v) = self.prepared.get(key(federation, round))? else {
+            return Ok(None);
+        };
+        let p: PreparedUpdate = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+            key: format!("prepared round {round}"),
+            reason: e.to_string(),
+        })?;
+        if p.settled {
+            return Ok(Some((p, None)));
+        }
+        let path = self.vectors.join(format!("{}.f32", p.update_sha256));
+        let bytes = std::fs::read(&path).map_err(|e| self.io("read", &path, e))?;
+        let delta = fedledger_model::digest::vector_from_bytes(&bytes)
+            .filter(|d| fedledger_model::digest::vector_sha256(d) == p.update_sha256)
+            .ok_or_else(|| StoreError::Corrupt {
+                key: path.display().to_string(),
+                reason: "the prepared update does not hash to its digest".into(),
+            })?;
+        Ok(Some((p, Some(delta))))
+    }
+
+    /// The round is answered (sent, or refused as it was): its vector is no longer needed. The
+    /// record stays (what was signed, for receipts).
+    pub fn settle_prepared(&self, prepared: &PreparedUpdate) -> Result<(), StoreError> {
+        let settled = PreparedUpdate {
+            settled: true,
+            ..prepared.clone()
+        };
+        self.prepared.insert(
+            key(&prepared.federation, prepared.round),
+            serde_json::to_vec(&settled).expect("serialisable"),
+        )?;
+        self.db.flush()?;
+        let path = self.vectors.join(format!("{}.f32", prepared.update_sha256));
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io("remove", &path, e)),
+        }
+    }
+
+    fn io(&self, what: &str, path: &Path, e: std::io::Error) -> StoreError {
+        StoreError::Corrupt {
+            key: path.display().to_string(),
+            reason: format!("{what}: {e}"),
+        }
     }
 
     pub fn record_round(&self, r: &RoundRecord) -> Result<(), StoreError> {

@@ -34,6 +34,7 @@ const GLOBAL: [f32; 4] = [0.5, -0.25, 1.0, 0.0];
 struct Seen {
     submits: AtomicUsize,
     declines: AtomicUsize,
+    digests: std::sync::Mutex<Vec<String>>,
 }
 
 /// One open training round until an update arrives, then the federation is done.
@@ -123,6 +124,11 @@ impl pb::coordinator_server::Coordinator for FakeCoordinator {
             }
         }
         self.seen.submits.fetch_add(1, Ordering::SeqCst);
+        self.seen
+            .digests
+            .lock()
+            .unwrap()
+            .push(update_sha256.clone());
         Ok(Response::new(pb::SubmitReceipt {
             round: ROUND,
             update_sha256,
@@ -149,8 +155,8 @@ impl pb::coordinator_server::Coordinator for FakeCoordinator {
     }
 }
 
-/// A private update with a fixed spend, without training.
-struct FixedUpdate;
+/// A private update with a fixed spend, without training (`delta` fills the vector).
+struct FixedUpdate(f32);
 
 fn the_spend() -> PrivacySpend {
     PrivacySpend {
@@ -167,7 +173,7 @@ fn the_spend() -> PrivacySpend {
 impl UpdateSource for FixedUpdate {
     fn work(&mut self, _task: &Task, _spent: &[SpendRecord]) -> Result<Work, SourceError> {
         Ok(Work::Update {
-            delta: vec![0.01; GLOBAL.len()],
+            delta: vec![self.0; GLOBAL.len()],
             examples: 10,
             spend: Some(the_spend()),
         })
@@ -201,7 +207,7 @@ async fn setup(dir: &std::path::Path) -> (Arc<Seen>, ParticipantConfig) {
 }
 
 async fn run(cfg: ParticipantConfig) -> Result<AgentReport, RunError> {
-    fedledger_participant::run_with_source(cfg, false, Box::new(FixedUpdate)).await
+    fedledger_participant::run_with_source(cfg, false, Box::new(FixedUpdate(0.01))).await
 }
 
 fn spends_on_disk(cfg: &ParticipantConfig) -> Vec<SpendRecord> {
@@ -259,5 +265,33 @@ async fn without_a_configured_point_the_update_is_sent_after_its_spend() {
     assert_eq!(report.rounds_sent, [ROUND]);
     assert_eq!(seen.submits.load(Ordering::SeqCst), 1);
     assert_eq!(spends_on_disk(&cfg).len(), 1);
+    scenario.teardown();
+}
+
+#[tokio::test]
+async fn after_a_crash_before_sending_the_same_update_is_sent_and_nothing_is_spent_again() {
+    let scenario = FailScenario::setup();
+    fail::cfg("participant::before_send", "return(simulated crash)").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (seen, cfg) = setup(dir.path()).await;
+    assert!(run(cfg.clone()).await.is_err());
+    assert_eq!(spends_on_disk(&cfg).len(), 1);
+    fail::remove("participant::before_send");
+    // Restarted with a source that would now train another update: the prepared one is sent.
+    let report =
+        fedledger_participant::run_with_source(cfg.clone(), false, Box::new(FixedUpdate(0.5)))
+            .await
+            .unwrap();
+    assert_eq!(report.rounds_sent, [ROUND]);
+    assert_eq!(
+        *seen.digests.lock().unwrap(),
+        [vector_sha256(&[0.01; GLOBAL.len()])],
+        "the update spent for before the crash, not a second one"
+    );
+    assert_eq!(
+        spends_on_disk(&cfg).len(),
+        1,
+        "no second spend for the round"
+    );
     scenario.teardown();
 }
