@@ -52,6 +52,9 @@ pub struct PreparedUpdate {
     pub settled: bool,
 }
 
+/// A prepared update and its vector (`None` once the round is settled).
+pub type Prepared = (PreparedUpdate, Option<Vec<f32>>);
+
 /// The local store.
 pub struct LocalStore {
     db: sled::Db,
@@ -163,7 +166,7 @@ impl LocalStore {
         &self,
         federation: &str,
         round: u64,
-    ) -> Result<Option<(PreparedUpdate, Option<Vec<f32>>)>, StoreError> {
+    ) -> Result<Option<Prepared>, StoreError> {
         let Some(v) = self.prepared.get(key(federation, round))? else {
             return Ok(None);
         };
