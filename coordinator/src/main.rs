@@ -52,6 +52,14 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    // Test builds only: named fail-rs points from FAILPOINTS, and crash points from
+    // FEDLEDGER_CRASH_AT (a release build refuses the latter rather than ignore it).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
+    let armed = fedledger_ledger::crash::crash_points_from_env().map_err(anyhow::Error::msg)?;
+    if !armed.is_empty() {
+        tracing::warn!(points = ?armed, "crash points armed (test build)");
+    }
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(run(cli))

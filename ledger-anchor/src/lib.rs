@@ -58,6 +58,7 @@
 //! Participants verify the update message they sign with
 //! [`records::update_signing_message`]; auditors run the `fedledger-ledger` command's `node`
 //! (replica and witness), `export` and `verify`.
+pub mod crash;
 pub mod error;
 pub mod export;
 pub mod keys;

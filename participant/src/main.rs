@@ -100,6 +100,14 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Test builds only: named fail-rs points from FAILPOINTS, and crash points from
+    // FEDLEDGER_CRASH_AT (a release build refuses the latter rather than ignore it).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
+    let armed = fedledger_ledger::crash::crash_points_from_env().map_err(anyhow::Error::msg)?;
+    if !armed.is_empty() {
+        tracing::warn!(points = ?armed, "crash points armed (test build)");
+    }
     run(Cli::parse())
 }
 

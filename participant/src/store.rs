@@ -162,11 +162,7 @@ impl LocalStore {
 
     /// The update prepared for `round` of `federation`, if any, with its vector unless the round
     /// is settled.
-    pub fn prepared(
-        &self,
-        federation: &str,
-        round: u64,
-    ) -> Result<Option<Prepared>, StoreError> {
+    pub fn prepared(&self, federation: &str, round: u64) -> Result<Option<Prepared>, StoreError> {
         let Some(v) = self.prepared.get(key(federation, round))? else {
             return Ok(None);
         };
