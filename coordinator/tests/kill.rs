@@ -83,9 +83,9 @@ fn layout(dir: &Path) -> Layout {
     let mut enrolled = String::new();
     let mut participants = Vec::new();
     let addr_placeholder = "COORDINATOR";
-    for h in 0..HOSPITALS {
+    for (h, data) in files.iter().take(HOSPITALS).enumerate() {
         let name = format!("h{h}");
-        std::fs::write(dir.join(format!("{name}.csv")), &files[h]).unwrap();
+        std::fs::write(dir.join(format!("{name}.csv")), data).unwrap();
         let key =
             fedledger_ledger::keys::generate_key_file(&dir.join(format!("{name}.key"))).unwrap();
         enrolled.push_str(&format!(
@@ -309,14 +309,13 @@ fn killed_anywhere_the_federation_completes_and_loses_nothing() {
             panic!("the coordinator exited after the last round without being stopped");
         }
         // Participants: restart whoever died before the end; now and then kill one.
-        for h in 0..HOSPITALS {
-            if let Some(status) = participants[h].try_wait().unwrap() {
+        for (h, p) in participants.iter_mut().enumerate() {
+            if let Some(status) = p.try_wait().unwrap() {
                 if status.success() {
                     continue; // finished: it heard the federation is done
                 }
-                let n = restarts.entry(h).or_default();
-                *n += 1;
-                participants[h] = start_participant(&l, h, port, None);
+                *restarts.entry(h).or_default() += 1;
+                *p = start_participant(&l, h, port, None);
             }
         }
         if !done && participant_kills < 6 && rng.random_range(0..40u32) == 0 {
