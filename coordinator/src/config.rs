@@ -157,7 +157,7 @@ impl Default for TrainingSection {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregationSection {
     #[serde(default)]
@@ -168,6 +168,24 @@ pub struct AggregationSection {
     /// Participant-level DP (DP-FedAvg) around the strategy; absent: off.
     #[serde(default)]
     pub dp: Option<ServerDpSection>,
+    /// Byzantine updates per round the selecting strategies (`multi-krum`, `bulyan`) assume.
+    #[serde(default = "one")]
+    pub byzantine: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for AggregationSection {
+    fn default() -> Self {
+        Self {
+            strategy: StrategyKind::default(),
+            max_update_norm: 0.0,
+            dp: None,
+            byzantine: one(),
+        }
+    }
 }
 
 /// Which strategy a federation uses (`[aggregation] strategy`).
@@ -181,6 +199,12 @@ pub enum StrategyKind {
     Median,
     /// Coordinate-wise mean after dropping the largest and smallest 10% per coordinate.
     TrimmedMean,
+    /// The mean of the updates with the best Krum scores (Blanchard et al. 2017), assuming
+    /// `[aggregation] byzantine` attackers. Quadratic in the number of updates.
+    MultiKrum,
+    /// Repeated Krum, then a trimmed mean around the median per coordinate (El Mhamdi et al.
+    /// 2018). Quadratic in the number of updates.
+    Bulyan,
 }
 
 impl StrategyKind {
@@ -190,7 +214,28 @@ impl StrategyKind {
             StrategyKind::Fedavg => "fedavg",
             StrategyKind::Median => "median",
             StrategyKind::TrimmedMean => "trimmed-mean",
+            StrategyKind::MultiKrum => "multi-krum",
+            StrategyKind::Bulyan => "bulyan",
         }
+    }
+}
+
+impl std::str::FromStr for StrategyKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            StrategyKind::Fedavg,
+            StrategyKind::Median,
+            StrategyKind::TrimmedMean,
+            StrategyKind::MultiKrum,
+            StrategyKind::Bulyan,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| {
+            format!("unknown strategy {s:?}: fedavg, median, trimmed-mean, multi-krum or bulyan")
+        })
     }
 }
 
@@ -570,6 +615,8 @@ pub struct FederationConfig {
     pub deadline: Duration,
     pub training: TrainingSection,
     pub strategy: StrategyKind,
+    /// Byzantine updates per round the selecting strategies assume.
+    pub byzantine: usize,
     pub max_update_norm: Option<f64>,
     pub server_dp: Option<ServerDpSection>,
     pub max_examples: u64,
@@ -746,9 +793,30 @@ impl ConfigFile {
         }
         if self.aggregation.dp.is_some() && self.aggregation.strategy != StrategyKind::Fedavg {
             return bad(format!(
-                "aggregation.dp needs strategy = \"fedavg\" (the DP guarantee assumes a mean), got {:?}",
+                "aggregation.dp needs strategy = \"fedavg\" (the DP guarantee assumes a mean of \
+                 a fixed set; median, trimmed mean, Multi-Krum and Bulyan let one participant move \
+                 the result by more than the noise covers), got {:?}",
                 self.aggregation.strategy
             ));
+        }
+        let f = self.aggregation.byzantine;
+        let n = self.participants.len();
+        match self.aggregation.strategy {
+            StrategyKind::MultiKrum if n < 2 * f + 3 => {
+                return bad(format!(
+                    "strategy multi-krum with byzantine = {f} needs at least {} participants, \
+                     {n} are enrolled",
+                    2 * f + 3
+                ));
+            }
+            StrategyKind::Bulyan if n < 4 * f + 3 => {
+                return bad(format!(
+                    "strategy bulyan with byzantine = {f} needs at least {} participants, {n} \
+                     are enrolled",
+                    4 * f + 3
+                ));
+            }
+            _ => {}
         }
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
@@ -816,6 +884,7 @@ impl ConfigFile {
             deadline: Duration::from_secs(self.rounds.deadline_secs),
             training: self.training,
             strategy: self.aggregation.strategy,
+            byzantine: self.aggregation.byzantine,
             max_update_norm: (max_norm > 0.0).then_some(max_norm),
             server_dp: self.aggregation.dp,
             max_examples: self.limits.max_examples,

@@ -192,7 +192,12 @@ impl Engine {
         );
         let progress = watch::Sender::new(machine.progress());
         Ok(Self {
-            aggregator: aggregate::build(cfg.strategy, cfg.server_dp.as_ref(), os_rng()?)?,
+            aggregator: aggregate::build(
+                cfg.strategy,
+                cfg.byzantine,
+                cfg.server_dp.as_ref(),
+                os_rng()?,
+            )?,
             valuer: Valuer::from_config(&cfg),
             machine: Mutex::new(machine),
             anchor,

@@ -271,7 +271,7 @@ pub fn replay_against(
                 .into(),
         );
     } else {
-        let after = aggregate::strategy(cfg.strategy)
+        let after = aggregate::strategy(cfg.strategy, cfg.byzantine)
             .aggregate(&global, &views)?
             .params;
         let sha = fedledger_model::digest::vector_sha256(&after);

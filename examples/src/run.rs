@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::{
     load_data,
     scenario::{Behaviour, Scenario},
-    sources::{Board, CopySource, RandomSource, Recording, ZeroSource},
+    sources::{Attack, Attacker, Board, CopySource, RandomSource, Recording, ZeroSource},
     split,
 };
 
@@ -77,6 +77,12 @@ pub struct Options {
     /// DP-SGD per-example clipping norm.
     #[arg(long, default_value_t = 1.0)]
     pub clip_norm: f64,
+    /// Aggregation strategy: fedavg, median, trimmed-mean, multi-krum or bulyan.
+    #[arg(long, default_value = "fedavg")]
+    pub strategy: String,
+    /// Byzantine hospitals per round that multi-krum and bulyan assume.
+    #[arg(long, default_value_t = 1)]
+    pub byzantine: usize,
     /// Also apply participant-level DP at the coordinator (DP-FedAvg with adaptive clipping)
     /// with this noise multiplier; each round then reports the federation-level epsilon.
     #[arg(long)]
@@ -440,6 +446,25 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
                 target: target.clone(),
                 board: board.clone(),
             }),
+            Behaviour::SignFlip => Box::new(Attacker {
+                rows: rows_claimed,
+                honest: honest_count,
+                board: board.clone(),
+                kind: Attack::SignFlip,
+            }),
+            Behaviour::Alie => Box::new(Attacker {
+                rows: rows_claimed,
+                honest: honest_count,
+                board: board.clone(),
+                kind: Attack::alie(
+                    scenario.hospitals.len(),
+                    scenario
+                        .hospitals
+                        .iter()
+                        .filter(|h| h.behaviour == Behaviour::Alie)
+                        .count(),
+                ),
+            }),
         };
         participants.push((pcfg, source));
     }
@@ -488,7 +513,12 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             init_seed: args.seed,
         },
         aggregation: AggregationSection {
-            strategy: StrategyKind::Fedavg,
+            byzantine: args.byzantine,
+            strategy: args
+                .strategy
+                .parse::<StrategyKind>()
+                .map_err(anyhow::Error::msg)
+                .context("--strategy")?,
             max_update_norm: 0.0,
             dp: args.server_dp.map(|noise_multiplier| ServerDpSection {
                 noise_multiplier,

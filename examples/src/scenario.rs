@@ -5,7 +5,7 @@
 //! name = "A"
 //! rows = 120               # drawn from the training split (honest hospitals only)
 //! label_noise = 0.0        # fraction of its labels flipped (default 0)
-//! behaviour = "honest"     # honest | zero | random | copy:<name>
+//! behaviour = "honest"     # honest | zero | random | copy:<name> | sign-flip | alie
 //! prefer_class = 1         # optional: take `preference` of its rows from this class
 //! preference = 0.7
 //! epsilon_budget = 8.0     # optional: this hospital's DP budget (default: the example's)
@@ -13,7 +13,12 @@
 //!
 //! Only honest hospitals draw rows from the data; the others only claim `rows` as their
 //! example count. `zero` sends an all-zero update; `random` a random direction with the norm of
-//! the honest updates of the round; `copy:<name>` resends that hospital's update of the round.
+//! the honest updates of the round; `copy:<name>` resends that hospital's update of the round;
+//! `sign-flip` sends the negated mean of the round's honest updates, scaled to their mean norm;
+//! `alie` ("a little is enough", Baruch et al. 2019) sends, per coordinate, the honest mean
+//! shifted by `z` honest standard deviations, with `z` from their formula for `n` participants
+//! of which `f` attack (every `alie` hospital sends the same vector). Both collude: they see the
+//! round's honest updates. Label flipping is `label_noise = 1.0` on an honest hospital.
 
 use std::path::Path;
 
@@ -27,6 +32,8 @@ pub enum Behaviour {
     Zero,
     Random,
     Copy(String),
+    SignFlip,
+    Alie,
 }
 
 impl std::fmt::Display for Behaviour {
@@ -36,6 +43,8 @@ impl std::fmt::Display for Behaviour {
             Behaviour::Zero => f.write_str("zero"),
             Behaviour::Random => f.write_str("random"),
             Behaviour::Copy(n) => write!(f, "copy:{n}"),
+            Behaviour::SignFlip => f.write_str("sign-flip"),
+            Behaviour::Alie => f.write_str("alie"),
         }
     }
 }
@@ -47,11 +56,14 @@ impl std::str::FromStr for Behaviour {
             "honest" => Behaviour::Honest,
             "zero" => Behaviour::Zero,
             "random" => Behaviour::Random,
+            "sign-flip" => Behaviour::SignFlip,
+            "alie" => Behaviour::Alie,
             _ => match s.strip_prefix("copy:") {
                 Some(n) if !n.is_empty() => Behaviour::Copy(n.to_owned()),
                 _ => {
                     return Err(format!(
-                        "unknown behaviour {s:?}: expected honest, zero, random or copy:<name>"
+                        "unknown behaviour {s:?}: expected honest, zero, random, copy:<name>, \
+                         sign-flip or alie"
                     ));
                 }
             },

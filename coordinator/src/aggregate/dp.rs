@@ -140,6 +140,7 @@ impl Aggregator for DpAggregator {
                 epsilon: 0.0,
                 delta: self.delta,
             }),
+            excluded: Vec::new(),
         })
     }
 }

@@ -5,11 +5,13 @@
 //! call.
 
 pub mod dp;
+pub mod robust;
 pub mod strategies;
 
 use chacha20::ChaCha20Rng;
 
 pub use dp::{DpAggregator, federation_epsilon};
+pub use robust::{Bulyan, MultiKrum};
 pub use strategies::{CoordinateMedian, FedAvg, TrimmedMean, fedavg};
 
 use crate::{
@@ -25,6 +27,8 @@ pub struct Aggregate {
     pub params: Vec<f32>,
     /// What a differential-privacy wrapper did (None for the plain strategies).
     pub server_dp: Option<ServerDpReport>,
+    /// Updates a selecting strategy left out of the aggregate (indices into the updates).
+    pub excluded: Vec<usize>,
 }
 
 impl Aggregate {
@@ -33,6 +37,7 @@ impl Aggregate {
         Self {
             params,
             server_dp: None,
+            excluded: Vec::new(),
         }
     }
 }
@@ -50,12 +55,18 @@ pub trait Aggregator: Send + Sync {
     ) -> Result<Aggregate, CoordinatorError>;
 }
 
-/// The plain strategy object of `kind`.
-pub fn strategy(kind: StrategyKind) -> Box<dyn Aggregator> {
+/// The plain strategy object of `kind`; `byzantine` is the number of Byzantine updates the
+/// selecting strategies (Multi-Krum, Bulyan) assume.
+pub fn strategy(kind: StrategyKind, byzantine: usize) -> Box<dyn Aggregator> {
     match kind {
         StrategyKind::Fedavg => Box::new(FedAvg),
         StrategyKind::Median => Box::new(CoordinateMedian),
         StrategyKind::TrimmedMean => Box::new(TrimmedMean { fraction: 0.1 }),
+        StrategyKind::MultiKrum => Box::new(MultiKrum {
+            byzantine,
+            keep: None,
+        }),
+        StrategyKind::Bulyan => Box::new(Bulyan { byzantine }),
     }
 }
 
@@ -63,11 +74,12 @@ pub fn strategy(kind: StrategyKind) -> Box<dyn Aggregator> {
 /// (whose noise is drawn from `rng`).
 pub fn build(
     kind: StrategyKind,
+    byzantine: usize,
     server_dp: Option<&ServerDpSection>,
     rng: ChaCha20Rng,
 ) -> Result<Box<dyn Aggregator>, CoordinatorError> {
     Ok(match server_dp {
-        Some(dp) => Box::new(DpAggregator::new(strategy(kind), dp, rng)?),
-        None => strategy(kind),
+        Some(dp) => Box::new(DpAggregator::new(strategy(kind, byzantine), dp, rng)?),
+        None => strategy(kind, byzantine),
     })
 }
