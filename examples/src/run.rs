@@ -124,6 +124,8 @@ pub struct FederationRun {
     pub config: fedledger_coordinator::FederationConfig,
     /// Each hospital's statement of its receipts, verified offline.
     pub statements: Vec<StatementReport>,
+    /// What the coordinator printed at start: its log key, ledger peer id, genesis digest.
+    pub identity: fedledger_coordinator::Identity,
 }
 
 /// A hospital's statement (`fedledger-participant receipts`) and its offline verification.
@@ -367,6 +369,7 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
             &opts.out.join("auditor-ledger"),
         )
         .await?;
+    let identity = running.identity.clone();
     let coord = running.coordinator.clone();
     let outcomes = coord.store().outcomes().context("read round outcomes")?;
     let final_params = coord.global().to_vec();
@@ -389,6 +392,7 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
         ledger: ledger_report,
         config,
         statements,
+        identity,
     })
 }
 

@@ -607,7 +607,7 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
                 digest_ok.insert(f.clone(), listed.get(f) == Some(&sha_hex(&b)));
                 contents.insert(f.clone(), b);
             }
-            Err(e) => r.fail(f.clone(), format!("cannot read: {e}")),
+            Err(e) => r.fail("statement.json", format!("lists {f}, which cannot be read: {e}")),
         }
     }
     // A file that fails on its own is named; one that verifies but whose digest differs means
@@ -788,8 +788,16 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
             );
         }
     }
+    // A file that is as listed but fails was failed by its context: the trust file when that
+    // changed, else the summary (which names the hospital).
+    let trust_changed = digest_ok.get("trust.json") == Some(&false);
     for (f, what) in own_failures {
-        r.fail(f, what);
+        if f != "trust.json" && digest_ok.get(&f) == Some(&true) {
+            let blamed = if trust_changed { "trust.json" } else { "statement.json" };
+            r.fail(blamed, format!("{f} fails against it: {what}"));
+        } else {
+            r.fail(f, what);
+        }
     }
     // The summary, recomputed from the entries.
     if let (Some(s), Some(origin), Some(g)) = (&statement, &origin, &genesis_sha)
