@@ -57,7 +57,7 @@ pub fn load_or_generate_key(path: &Path) -> Result<Ed25519KeyPair, LedgerError> 
 
 /// The DER prefix of the PKCS#8 v2 Ed25519 documents `ring` writes, before the 32-byte seed.
 const PKCS8_V2_SEED_PREFIX: [u8; 16] = [
-    0x30, 0x53, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+    0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 
 /// The 32-byte secret seed of the key file at `path` (a PKCS#8 v2 document as
@@ -148,6 +148,19 @@ fn batch_ok(chunk: &[(&[u8], &[u8], &[u8])]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_seed_of_a_key_file_gives_back_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.key");
+        let seed = load_or_generate_seed(&path).unwrap();
+        let key = load_key(&path).unwrap();
+        let again = Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+        assert_eq!(public_key(&again), public_key(&key));
+        assert_eq!(load_or_generate_seed(&path).unwrap(), seed, "stable");
+        std::fs::write(&path, b"not a key").unwrap();
+        assert!(load_or_generate_seed(&path).is_err());
+    }
 
     #[test]
     fn many_signatures_are_judged_one_by_one() {
