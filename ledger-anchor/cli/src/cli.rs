@@ -44,10 +44,12 @@ pub enum Command {
         #[arg(long)]
         store: PathBuf,
     },
-    /// Export a store for auditors: checkpoint, checkpoints/, log.vkey, witnesses.vkeys,
-    /// entries/, proofs/ (with --out); and/or the C2SP tlog-tiles layout as static files a web
-    /// server can publish: checkpoint, tile/<L>/<N>, tile/entries/<N>, with a partial tile for
-    /// every checkpointed size (with --tiles).
+    /// Export a store: the auditor's files (--out) and/or the log as static tlog-tiles (--tiles).
+    ///
+    /// --out writes checkpoint, checkpoints/, log.vkey, witnesses.vkeys, entries/, proofs/ for
+    /// `verify`. --tiles writes the C2SP tlog-tiles layout as static files any web server can
+    /// publish: checkpoint, tile/<L>/<N>, tile/entries/<N>, with a partial tile for every
+    /// checkpointed size.
     ///
     /// Example: fedledger-ledger export --store coordinator-state/ledger --tiles public/log
     #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["out", "tiles"])))]
@@ -84,10 +86,12 @@ pub enum Command {
 /// `fedledger-ledger receipts ...`.
 #[derive(Debug, Subcommand)]
 pub enum ReceiptsCommand {
-    /// Verify a statement (`fedledger-participant receipts --out DIR`) with nothing but its
-    /// files: every receipt against the log key and the genesis witnesses, every entry's schema
-    /// and the hospital's signature, the summary recomputed from the entries. Names the file of
-    /// any change. Exit status 0 only if everything holds.
+    /// Verify a hospital's statement offline; exit status 0 only if everything holds.
+    ///
+    /// The statement is what `fedledger-participant receipts --out DIR` writes. It is checked
+    /// with nothing but its files: every receipt against the log key and the genesis witnesses,
+    /// every entry's schema and the hospital's signature, the summary recomputed from the
+    /// entries. A failure names the file that was changed.
     ///
     /// Example: fedledger-ledger receipts verify statement --log-key 'fed+1a2b3c4d+AU...'
     Verify {
@@ -101,8 +105,10 @@ pub enum ReceiptsCommand {
         #[arg(long)]
         genesis: Option<String>,
     },
-    /// Verify one C2SP tlog-proof file for an entry against a trust file (`trust.json`: origin,
-    /// log_vkey, witness_vkeys, and quorum unless given here).
+    /// Verify one C2SP tlog-proof file for an entry against a trust file.
+    ///
+    /// The trust file is JSON: origin, log_vkey, witness_vkeys (name to key), and quorum unless
+    /// given here.
     ///
     /// Example: fedledger-ledger receipts check-proof --proof round7.tlog-proof --entry e.json --trust trust.json --quorum 2
     CheckProof {
