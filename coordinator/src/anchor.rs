@@ -295,7 +295,11 @@ fn lie(point: &str, name: &str) -> bool {
 #[cfg(feature = "failpoints")]
 fn falsify(c: &mut ContributionEntry) {
     if lie("coordinator::record::other_digest", &c.name) {
-        let flipped = if c.update_sha256.ends_with('0') { "1" } else { "0" };
+        let flipped = if c.update_sha256.ends_with('0') {
+            "1"
+        } else {
+            "0"
+        };
         c.update_sha256.replace_range(63.., flipped);
     }
     if lie("coordinator::record::other_examples", &c.name) {
@@ -340,19 +344,19 @@ pub fn round_entries(
     contributions.sort_by(|a, b| a.public_key.cmp(&b.public_key));
     for c in contributions.into_iter().filter(|c| !omitted(&c.name)) {
         let mut entry = ContributionEntry {
-                v: RECORD_VERSION,
-                record_type: CONTRIBUTION_TYPE.into(),
-                federation: cfg.federation.clone(),
-                round: o.round,
-                participant: c.public_key.clone(),
-                name: c.name.clone(),
-                examples: c.examples,
-                update_sha256: c.update_sha256.clone(),
-                privacy: c.privacy.clone(),
-                signature: base64_signature(&c.signature),
-                value_nano: if completed { c.value_nano } else { 0 },
-                reward: if completed { c.reward } else { 0 },
-                flags: c.flags.clone(),
+            v: RECORD_VERSION,
+            record_type: CONTRIBUTION_TYPE.into(),
+            federation: cfg.federation.clone(),
+            round: o.round,
+            participant: c.public_key.clone(),
+            name: c.name.clone(),
+            examples: c.examples,
+            update_sha256: c.update_sha256.clone(),
+            privacy: c.privacy.clone(),
+            signature: base64_signature(&c.signature),
+            value_nano: if completed { c.value_nano } else { 0 },
+            reward: if completed { c.reward } else { 0 },
+            flags: c.flags.clone(),
         };
         falsify(&mut entry);
         out.push(encode_canonical(&entry).map_err(ledger_err)?);

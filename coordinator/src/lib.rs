@@ -258,8 +258,8 @@ pub async fn serve(
     let (ledger_node, publisher) = if cfg.ledger_listen.is_empty() {
         (None, None)
     } else {
-        let node_key = fedledger_ledger::node::load_or_generate_identity(&cfg.node_key)
-            .map_err(ledger_err)?;
+        let node_key =
+            fedledger_ledger::node::load_or_generate_identity(&cfg.node_key).map_err(ledger_err)?;
         let node = fedledger_ledger::node::spawn(
             fedledger_ledger::node::NodeConfig {
                 listen: cfg.ledger_listen.clone(),

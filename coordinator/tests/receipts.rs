@@ -32,7 +32,10 @@ fn participant_bin() -> &'static Path {
             .parent()
             .unwrap()
             .to_owned();
-        let bin = dir.join(format!("fedledger-participant{}", std::env::consts::EXE_SUFFIX));
+        let bin = dir.join(format!(
+            "fedledger-participant{}",
+            std::env::consts::EXE_SUFFIX
+        ));
         if !bin.exists() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
@@ -94,7 +97,11 @@ impl Hospital {
             }
             if Instant::now() > until {
                 let _ = child.kill();
-                panic!("{} did not exit in time; its log:\n{}", self.name, self.log());
+                panic!(
+                    "{} did not exit in time; its log:\n{}",
+                    self.name,
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -126,10 +133,8 @@ impl Hospital {
     fn evidence(&self) -> Vec<serde_json::Value> {
         std::fs::read_dir(self.state().join("evidence"))
             .map(|rd| {
-                rd.filter_map(|e| {
-                    serde_json::from_slice(&std::fs::read(e.ok()?.path()).ok()?).ok()
-                })
-                .collect()
+                rd.filter_map(|e| serde_json::from_slice(&std::fs::read(e.ok()?.path()).ok()?).ok())
+                    .collect()
             })
             .unwrap_or_default()
     }
@@ -212,7 +217,10 @@ async fn each_lie_stops_the_hospital_it_concerns_and_an_honest_one_keeps_every_r
         } else {
             let (point, names) = LIES[i];
             assert_eq!(code, 3, "{point}: {} exited {code}:\n{log}", h.name);
-            assert!(log.contains(names), "{point}: the log does not name {names:?}:\n{log}");
+            assert!(
+                log.contains(names),
+                "{point}: the log does not name {names:?}:\n{log}"
+            );
             let ev = h.evidence();
             assert_eq!(ev.len(), 1, "{point}: {ev:?}");
             assert_eq!(ev[0]["round"], 1, "{point}: {}", ev[0]);
@@ -248,7 +256,11 @@ async fn each_lie_stops_the_hospital_it_concerns_and_an_honest_one_keeps_every_r
         .arg(&victim.config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("round 1"));
 
     // The honest hospital's statement verifies offline against the published keys.
@@ -261,7 +273,11 @@ async fn each_lie_stops_the_hospital_it_concerns_and_an_honest_one_keeps_every_r
         .arg(&statement)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = fedledger_ledger::receipts::verify_statement(
         &statement,
         &fedledger_ledger::receipts::StatementOptions {
@@ -290,11 +306,23 @@ async fn a_hospital_refuses_a_federation_whose_genesis_differs_from_the_pinned_o
     let pinned = running.identity.genesis_sha256.clone().unwrap();
     std::fs::write(&hs[0].config, text.replace(&pinned, &"ab".repeat(32))).unwrap();
     hs[0].start();
-    assert_eq!(hs[0].wait(Duration::from_secs(60)).await, 5, "{}", hs[0].log());
+    assert_eq!(
+        hs[0].wait(Duration::from_secs(60)).await,
+        5,
+        "{}",
+        hs[0].log()
+    );
     assert!(hs[0].log().contains("not the pinned"), "{}", hs[0].log());
     // Nothing was sent.
     assert_eq!(running.coordinator.progress().round, 1);
-    assert!(running.coordinator.store().updates_for(1).unwrap().is_empty());
+    assert!(
+        running
+            .coordinator
+            .store()
+            .updates_for(1)
+            .unwrap()
+            .is_empty()
+    );
     // Without allow_no_witnesses, a federation without witnesses is refused too.
     std::fs::write(
         &hs[0].config,
@@ -302,7 +330,12 @@ async fn a_hospital_refuses_a_federation_whose_genesis_differs_from_the_pinned_o
     )
     .unwrap();
     hs[0].start();
-    assert_eq!(hs[0].wait(Duration::from_secs(60)).await, 5, "{}", hs[0].log());
+    assert_eq!(
+        hs[0].wait(Duration::from_secs(60)).await,
+        5,
+        "{}",
+        hs[0].log()
+    );
     assert!(hs[0].log().contains("no witness quorum"), "{}", hs[0].log());
     running.shutdown().await.unwrap();
 }

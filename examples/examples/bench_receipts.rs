@@ -206,11 +206,13 @@ fn build_log(dir: &std::path::Path, n: u64) -> anyhow::Result<Log> {
     });
     let mut batch = vec![fedledger_ledger::records::encode_canonical(&genesis)?];
     for i in 1..n {
-        batch.push(fedledger_ledger::records::encode_canonical(&serde_json::json!({
-            "federation": "bench-tiles", "name": format!("hospital-{i}"),
-            "participant": format!("{i:064x}"), "role": "contributor",
-            "type": "fedledger.enrolment/v2", "v": 2,
-        }))?);
+        batch.push(fedledger_ledger::records::encode_canonical(
+            &serde_json::json!({
+                "federation": "bench-tiles", "name": format!("hospital-{i}"),
+                "participant": format!("{i:064x}"), "role": "contributor",
+                "type": "fedledger.enrolment/v2", "v": 2,
+            }),
+        )?);
         if batch.len() == 1000 {
             log.append_and_checkpoint(&batch)?;
             batch.clear();

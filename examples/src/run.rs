@@ -306,7 +306,9 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
     // What the operator hands each hospital: the log key and genesis digest to pin, and where
     // the log is served.
     let ledger_section = fedledger_participant::config::LedgerSection {
-        url: running.tiles_url().context("the coordinator serves no tiles")?,
+        url: running
+            .tiles_url()
+            .context("the coordinator serves no tiles")?,
         keys_file: None,
         log_key: Some(running.identity.log_key.clone()),
         genesis_sha256: running.identity.genesis_sha256.clone(),

@@ -57,15 +57,18 @@ async fn every_hospital_keeps_a_receipt_per_round_and_its_statement_verifies_off
         assert_eq!(report.receipts.len(), answered, "{}", report.name);
         assert_eq!(st.rounds as usize, answered, "{}", report.name);
         assert!(st.verify_ok, "{}: {}", st.name, st.verify_text);
-        assert_eq!(st.reward, totals(&run.outcomes, &st.name).reward, "{}", st.name);
+        assert_eq!(
+            st.reward,
+            totals(&run.outcomes, &st.name).reward,
+            "{}",
+            st.name
+        );
     }
 
     // Any one-byte change of any file of a statement fails, naming the file.
     let st = &run.statements[0];
     let opts = StatementOptions {
-        log_key: Some(
-            fedledger_ledger::note::VerifierKey::parse(&run.identity.log_key).unwrap(),
-        ),
+        log_key: Some(fedledger_ledger::note::VerifierKey::parse(&run.identity.log_key).unwrap()),
         genesis_sha256: None,
     };
     assert!(verify_statement(&st.dir, &opts).ok());

@@ -68,7 +68,12 @@ pub fn load_or_generate_seed(path: &Path) -> Result<[u8; 32], LedgerError> {
     let key = load_or_generate_key(path)?;
     let bytes = std::fs::read(path)
         .map_err(|e| LedgerError::io(format!("read key file {}", path.display()), e))?;
-    let not = || LedgerError::Key(format!("{} is not a ring PKCS#8 v2 Ed25519 key", path.display()));
+    let not = || {
+        LedgerError::Key(format!(
+            "{} is not a ring PKCS#8 v2 Ed25519 key",
+            path.display()
+        ))
+    };
     if bytes.len() < 48 || bytes[..16] != PKCS8_V2_SEED_PREFIX {
         return Err(not());
     }

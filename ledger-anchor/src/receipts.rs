@@ -384,12 +384,7 @@ fn summarise(
 fn check_own_entry(rec: &Record, participant: &str, round: u64) -> Result<(), String> {
     let key = hex::decode(participant).map_err(|_| "participant key is not hex".to_owned())?;
     let (who, r, msg, sig) = match rec {
-        Record::Contribution(c) => (
-            &c.participant,
-            c.round,
-            c.signing_message(),
-            &c.signature,
-        ),
+        Record::Contribution(c) => (&c.participant, c.round, c.signing_message(), &c.signature),
         Record::Decline(d) => (&d.participant, d.round, d.signing_message(), &d.signature),
         _ => return Err("neither a contribution nor a decline".into()),
     };
@@ -418,7 +413,8 @@ pub fn write_statement(
     out: &Path,
 ) -> Result<Statement, LedgerError> {
     let read = |rel: &str| {
-        std::fs::read(receipts.join(rel)).map_err(io(format!("read {}", receipts.join(rel).display())))
+        std::fs::read(receipts.join(rel))
+            .map_err(io(format!("read {}", receipts.join(rel).display())))
     };
     let trust_bytes = read("trust.json")?;
     let trust = TrustFile::parse(&trust_bytes)?;
@@ -442,8 +438,7 @@ pub fn write_statement(
         }
     }
     rounds.sort_unstable();
-    std::fs::create_dir_all(out.join("rounds"))
-        .map_err(io(format!("create {}", out.display())))?;
+    std::fs::create_dir_all(out.join("rounds")).map_err(io(format!("create {}", out.display())))?;
     let mut files = BTreeMap::new();
     let mut put = |rel: String, bytes: &[u8]| -> Result<(), LedgerError> {
         std::fs::write(out.join(&rel), bytes).map_err(io(format!("write {rel}")))?;
@@ -459,19 +454,18 @@ pub fn write_statement(
         let entry = read(&e)?;
         let proof = read(&p)?;
         let index = TlogProof::parse(&proof)?.index;
-        recs.push((r, index, records::validate_entry(index, &trust.origin, &entry)?));
+        recs.push((
+            r,
+            index,
+            records::validate_entry(index, &trust.origin, &entry)?,
+        ));
         put(e, &entry)?;
         put(p, &proof)?;
     }
-    let statement = summarise(
-        &trust.origin,
-        participant,
-        &sha_hex(&genesis),
-        &recs,
-        files,
-    );
+    let statement = summarise(&trust.origin, participant, &sha_hex(&genesis), &recs, files);
     let bytes = records::encode_canonical(&statement)?;
-    std::fs::write(out.join("statement.json"), &bytes).map_err(io("write statement.json".into()))?;
+    std::fs::write(out.join("statement.json"), &bytes)
+        .map_err(io("write statement.json".into()))?;
     Ok(statement)
 }
 
@@ -542,7 +536,10 @@ fn listed_files(dir: &Path, report: &mut StatementReport) -> Vec<String> {
         let rd = match std::fs::read_dir(&d) {
             Ok(rd) => rd,
             Err(e) => {
-                report.fail(if rel.is_empty() { ".".into() } else { rel }, format!("cannot list: {e}"));
+                report.fail(
+                    if rel.is_empty() { ".".into() } else { rel },
+                    format!("cannot list: {e}"),
+                );
                 continue;
             }
         };
@@ -577,8 +574,7 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
             return r;
         }
     };
-    let statement: Option<Statement> = match serde_json::from_slice::<Statement>(&statement_bytes)
-    {
+    let statement: Option<Statement> = match serde_json::from_slice::<Statement>(&statement_bytes) {
         Ok(s) if records::encode_canonical(&s).ok().as_deref() == Some(&statement_bytes[..]) => {
             Some(s)
         }
@@ -591,8 +587,10 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
             None
         }
     };
-    let listed: BTreeMap<String, String> =
-        statement.as_ref().map(|s| s.files.clone()).unwrap_or_default();
+    let listed: BTreeMap<String, String> = statement
+        .as_ref()
+        .map(|s| s.files.clone())
+        .unwrap_or_default();
     for f in &present {
         if f != "statement.json" && statement.is_some() && !listed.contains_key(f) {
             r.fail(f.clone(), "a file the statement does not list");
@@ -607,7 +605,10 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
                 digest_ok.insert(f.clone(), listed.get(f) == Some(&sha_hex(&b)));
                 contents.insert(f.clone(), b);
             }
-            Err(e) => r.fail("statement.json", format!("lists {f}, which cannot be read: {e}")),
+            Err(e) => r.fail(
+                "statement.json",
+                format!("lists {f}, which cannot be read: {e}"),
+            ),
         }
     }
     // A file that fails on its own is named; one that verifies but whose digest differs means
@@ -618,7 +619,10 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
     let trust = contents.get("trust.json").and_then(|b| {
         let parsed = TrustFile::parse(b).and_then(|t| {
             if records::encode_canonical(&t)? != *b {
-                return Err(LedgerError::malformed("trust file", "not in canonical JSON form"));
+                return Err(LedgerError::malformed(
+                    "trust file",
+                    "not in canonical JSON form",
+                ));
             }
             let p = t.policy(None)?;
             Ok((t, p))
@@ -658,7 +662,11 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
             let proves = contents
                 .get("genesis.tlog-proof")
                 .is_some_and(|pr| verify_receipt(pr, g, p).is_ok());
-            let file = if proves { "trust.json" } else { "genesis.entry" };
+            let file = if proves {
+                "trust.json"
+            } else {
+                "genesis.entry"
+            };
             own_failures.insert(
                 file.into(),
                 "genesis digest differs between trust.json and genesis.entry".into(),
@@ -793,7 +801,11 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
     let trust_changed = digest_ok.get("trust.json") == Some(&false);
     for (f, what) in own_failures {
         if f != "trust.json" && digest_ok.get(&f) == Some(&true) {
-            let blamed = if trust_changed { "trust.json" } else { "statement.json" };
+            let blamed = if trust_changed {
+                "trust.json"
+            } else {
+                "statement.json"
+            };
             r.fail(blamed, format!("{f} fails against it: {what}"));
         } else {
             r.fail(f, what);

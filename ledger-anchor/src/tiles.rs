@@ -193,9 +193,7 @@ impl TileId {
         };
         let first = self.index.checked_mul(TILE_WIDTH)?;
         let start = first.checked_mul(per)?;
-        let end = first
-            .checked_add(u64::from(self.width))?
-            .checked_mul(per)?;
+        let end = first.checked_add(u64::from(self.width))?.checked_mul(per)?;
         Some((start, end))
     }
 
@@ -381,12 +379,7 @@ fn tile_of(level: u32, index: u64) -> (u8, u64, u64, u64) {
     let r = level % TILE_HEIGHT;
     let first = index << r;
     // (tile level, tile index, first position inside the tile, hashes to fold)
-    (
-        l as u8,
-        first / TILE_WIDTH,
-        first % TILE_WIDTH,
-        1u64 << r,
-    )
+    (l as u8, first / TILE_WIDTH, first % TILE_WIDTH, 1u64 << r)
 }
 
 /// Hash tiles and entry bundles fetched for one tree size, answering proofs of that tree.

@@ -33,7 +33,13 @@ fn policy(quorum: u64) -> TrustPolicy {
 
 /// Byte ranges of the proof text: the index and hash lines, the checkpoint body, and each
 /// signature line.
-fn sections(text: &[u8]) -> (std::ops::Range<usize>, std::ops::Range<usize>, Vec<(String, std::ops::Range<usize>)>) {
+fn sections(
+    text: &[u8],
+) -> (
+    std::ops::Range<usize>,
+    std::ops::Range<usize>,
+    Vec<(String, std::ops::Range<usize>)>,
+) {
     let s = std::str::from_utf8(text).unwrap();
     let header = "c2sp.org/tlog-proof@v1\n".len();
     let blank = s.find("\n\n").unwrap();
@@ -62,7 +68,11 @@ fn the_outside_receipt_verifies_under_its_two_of_two_policy() {
         ["witness.hospital-a.example", "witness.regulator.example"]
     );
     // Another entry is not the one proven.
-    let other = data("entries.jsonl").split(|b| *b == b'\n').nth(5).unwrap().to_vec();
+    let other = data("entries.jsonl")
+        .split(|b| *b == b'\n')
+        .nth(5)
+        .unwrap()
+        .to_vec();
     assert!(verify_receipt(&proof, &other, &policy(2)).is_err());
 }
 
@@ -87,7 +97,10 @@ fn any_one_byte_change_of_the_proof_lines_the_body_or_a_witness_signature_is_rej
     let proof = data("round7.tlog-proof");
     let entry = entry6();
     let (proof_lines, body, sigs) = sections(&proof);
-    let mut ranges = vec![("proof lines".to_owned(), proof_lines), ("checkpoint body".to_owned(), body)];
+    let mut ranges = vec![
+        ("proof lines".to_owned(), proof_lines),
+        ("checkpoint body".to_owned(), body),
+    ];
     let witnesses: Vec<_> = sigs
         .into_iter()
         .filter(|(name, _)| name.starts_with("witness."))

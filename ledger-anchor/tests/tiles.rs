@@ -5,10 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
+use fedledger_ledger::LedgerError;
 use fedledger_ledger::export::write_tiles;
 use fedledger_ledger::merkle::{Hash, MemoryTree, SubtreeSource, sha256_bytes};
 use fedledger_ledger::tiles::TileSource;
-use fedledger_ledger::LedgerError;
 
 fn data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
@@ -118,7 +118,13 @@ fn the_70000_entry_log_writes_every_listed_file_with_equal_bytes() {
     // What we write beyond the listing are partials of the earlier checkpoints only.
     let listed: std::collections::BTreeSet<String> = listing
         .lines()
-        .map(|l| l.split_once(' ').unwrap().1.trim_start_matches([' ', '*']).to_owned())
+        .map(|l| {
+            l.split_once(' ')
+                .unwrap()
+                .1
+                .trim_start_matches([' ', '*'])
+                .to_owned()
+        })
         .collect();
     let extra: Vec<String> = files(out.path())
         .into_iter()
@@ -126,7 +132,11 @@ fn the_70000_entry_log_writes_every_listed_file_with_equal_bytes() {
         .collect();
     assert_eq!(
         extra,
-        ["tile/0/003.p/232", "tile/1/000.p/3", "tile/entries/003.p/232"]
+        [
+            "tile/0/003.p/232",
+            "tile/1/000.p/3",
+            "tile/entries/003.p/232"
+        ]
     );
 }
 
@@ -213,9 +223,19 @@ mod served {
 
         let (status, h, body) = exchange(addr, "GET", "checkpoint").await;
         assert!(status.ends_with("200 OK"), "{status}");
-        assert_eq!(header(&h, "content-type"), Some("text/plain; charset=utf-8"));
+        assert_eq!(
+            header(&h, "content-type"),
+            Some("text/plain; charset=utf-8")
+        );
         assert_eq!(header(&h, "cache-control"), Some("no-cache"));
-        assert_eq!(body, log.latest_checkpoint().unwrap().unwrap().encode().into_bytes());
+        assert_eq!(
+            body,
+            log.latest_checkpoint()
+                .unwrap()
+                .unwrap()
+                .encode()
+                .into_bytes()
+        );
 
         for path in [
             "tile/0/000",

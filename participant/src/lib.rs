@@ -93,9 +93,7 @@ pub async fn run_with_source(
     let receipts = match &cfg.ledger {
         Some(l) => Some(receipts::ReceiptSettings {
             url: l.url.clone(),
-            pins: l
-                .pins()
-                .map_err(|e| RunError::Config(e.to_string()))?,
+            pins: l.pins().map_err(|e| RunError::Config(e.to_string()))?,
             allow_no_witnesses: l.allow_no_witnesses,
             timeout: Duration::from_secs(l.receipt_timeout_secs),
         }),

@@ -321,7 +321,9 @@ impl Receipts {
             .fill(
                 &mut cache,
                 &[0],
-                old.as_ref().map(|o| o.checkpoint.size).filter(|s| *s <= cp.checkpoint.size),
+                old.as_ref()
+                    .map(|o| o.checkpoint.size)
+                    .filter(|s| *s <= cp.checkpoint.size),
             )
             .await
             .map_err(not_yet)?;
@@ -338,10 +340,9 @@ impl Receipts {
         let witnesses = match records::validate_entry(0, &self.federation, &genesis) {
             Ok(Record::Federation(f)) => f.witnesses,
             Ok(_) => {
-                return Err(ReceiptError::Refused(
-                    "entry 0 is not a v2 federation entry".into(),
-                )
-                .into());
+                return Err(
+                    ReceiptError::Refused("entry 0 is not a v2 federation entry".into()).into(),
+                );
             }
             Err(e) => return Err(ReceiptError::Refused(format!("entry 0: {e}")).into()),
         };
@@ -496,7 +497,10 @@ impl Receipts {
             "written_at_unix": now,
         });
         let dir = self.state_dir.join("evidence");
-        let mut path = dir.join(format!("{}-round-{round}.json", federation_dir(&self.federation)));
+        let mut path = dir.join(format!(
+            "{}-round-{round}.json",
+            federation_dir(&self.federation)
+        ));
         if path.exists() {
             path = dir.join(format!(
                 "{}-round-{round}-{now}.json",
@@ -670,7 +674,8 @@ impl Receipts {
                 return Err(self.mismatch(store, rec, what, reported, nothing(), &note));
             }
             n => {
-                let what = format!("the ledger records {n} entries of this hospital in round {round}");
+                let what =
+                    format!("the ledger records {n} entries of this hospital in round {round}");
                 return Err(self.mismatch(store, rec, what, reported, nothing(), &note));
             }
         };

@@ -171,7 +171,11 @@ impl LocalStore {
     }
 
     /// Records the checkpoint just accepted (flushed). `None` forgets it.
-    pub fn accept_checkpoint(&self, federation: &str, note: Option<&[u8]>) -> Result<(), StoreError> {
+    pub fn accept_checkpoint(
+        &self,
+        federation: &str,
+        note: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         match note {
             Some(n) => self.ledger.insert(federation.as_bytes(), n)?,
             None => self.ledger.remove(federation.as_bytes())?,

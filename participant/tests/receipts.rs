@@ -121,16 +121,26 @@ async fn fork_case(honest: Vec<Vec<u8>>, fork: Vec<Vec<u8>>, expect: &str) {
     let store = LocalStore::open(&state).unwrap();
     // First the honest log: the genesis verifies and its checkpoint is accepted.
     let (_, server) = served(&tmp.path().join("a"), &honest).await;
-    let mut r = Receipts::new(settings(server.url(), true), &state, ORIGIN, &"ab".repeat(32))
-        .unwrap();
+    let mut r = Receipts::new(
+        settings(server.url(), true),
+        &state,
+        ORIGIN,
+        &"ab".repeat(32),
+    )
+    .unwrap();
     r.verify_genesis(&store).await.unwrap();
     let accepted = store.accepted_checkpoint(ORIGIN).unwrap().unwrap();
     assert!(r.dir().join("genesis.tlog-proof").exists());
     server.shutdown().await;
     // Then a fork under the same key.
     let (_, server) = served(&tmp.path().join("b"), &fork).await;
-    let mut r = Receipts::new(settings(server.url(), true), &state, ORIGIN, &"ab".repeat(32))
-        .unwrap();
+    let mut r = Receipts::new(
+        settings(server.url(), true),
+        &state,
+        ORIGIN,
+        &"ab".repeat(32),
+    )
+    .unwrap();
     match r.verify_genesis(&store).await {
         Err(ReceiptError::Mismatch {
             round,
@@ -159,7 +169,10 @@ async fn fork_case(honest: Vec<Vec<u8>>, fork: Vec<Vec<u8>>, expect: &str) {
     let halt = store.halt().unwrap().expect("the agent stops");
     assert!(halt.inconsistent_log);
     // The accepted checkpoint is kept until the operator resumes.
-    assert_eq!(store.accepted_checkpoint(ORIGIN).unwrap().unwrap(), accepted);
+    assert_eq!(
+        store.accepted_checkpoint(ORIGIN).unwrap().unwrap(),
+        accepted
+    );
     store.resume().unwrap();
     assert!(store.halt().unwrap().is_none());
     assert!(store.accepted_checkpoint(ORIGIN).unwrap().is_none());
@@ -198,8 +211,13 @@ async fn another_genesis_or_no_witness_quorum_is_refused() {
         r.verify_genesis(&store).await,
         Err(ReceiptError::Refused(m)) if m.contains("not the pinned")
     ));
-    let mut r = Receipts::new(settings(server.url(), false), &state, ORIGIN, &"ab".repeat(32))
-        .unwrap();
+    let mut r = Receipts::new(
+        settings(server.url(), false),
+        &state,
+        ORIGIN,
+        &"ab".repeat(32),
+    )
+    .unwrap();
     assert!(matches!(
         r.verify_genesis(&store).await,
         Err(ReceiptError::Refused(m)) if m.contains("no witness quorum")

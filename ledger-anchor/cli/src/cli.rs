@@ -234,14 +234,15 @@ pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Resu
             trust,
             quorum,
         }) => {
-            let read = |p: &PathBuf| {
-                std::fs::read(p).with_context(|| format!("read {}", p.display()))
-            };
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("read {}", p.display()));
             let policy = receipts::TrustFile::parse(&read(&trust)?)?
                 .policy(quorum)
                 .context("the trust file")?;
             let v = receipts::verify_receipt(&read(&proof)?, &read(&entry)?, &policy)
-                .with_context(|| format!("{} does not prove {}", proof.display(), entry.display()))?;
+                .with_context(|| {
+                    format!("{} does not prove {}", proof.display(), entry.display())
+                })?;
             println!(
                 "ok: entry {} is in the log {} at size {}, cosigned by {} ({} required)",
                 v.index,

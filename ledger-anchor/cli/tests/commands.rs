@@ -51,13 +51,19 @@ fn the_command_line_exports_and_verifies() {
     assert!(size > 3 && size < 256, "{size}");
     assert!(tiles.join(format!("tile/0/000.p/{size}")).exists());
     assert!(tiles.join(format!("tile/entries/000.p/{size}")).exists());
-    assert!(tiles.join("tile/0/000.p/3").exists(), "the genesis checkpoint's partial");
+    assert!(
+        tiles.join("tile/0/000.p/3").exists(),
+        "the genesis checkpoint's partial"
+    );
     assert!(Cli::try_parse_from(["fedledger-ledger", "export", "--store", s]).is_err());
 }
 
 #[test]
 fn check_proof_accepts_the_outside_receipt_under_its_two_of_two_policy() {
-    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/cosigned_checkpoint");
+    let data = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/cosigned_checkpoint"
+    );
     let dir = tempfile::tempdir().unwrap();
     let entry = dir.path().join("entry6");
     let lines = std::fs::read(format!("{data}/entries.jsonl")).unwrap();

@@ -143,9 +143,11 @@ impl<C: Connect + Clone + Send + Sync + 'static> TilesClient<C> {
         old: Option<u64>,
     ) -> Result<(), LedgerError> {
         let need = cache.needed(indices, old)?;
-        let fetched =
-            futures::future::join_all(need.iter().map(|id| async move { (*id, self.tile(*id).await) }))
-                .await;
+        let fetched = futures::future::join_all(
+            need.iter()
+                .map(|id| async move { (*id, self.tile(*id).await) }),
+        )
+        .await;
         for (id, bytes) in fetched {
             cache.insert(id, &bytes?)?;
         }

@@ -155,7 +155,10 @@ async fn handle(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(content_type),
     );
-    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static(cache));
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static(cache),
+    );
     h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
     h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
