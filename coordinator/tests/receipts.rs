@@ -337,5 +337,129 @@ async fn a_hospital_refuses_a_federation_whose_genesis_differs_from_the_pinned_o
         hs[0].log()
     );
     assert!(hs[0].log().contains("no witness quorum"), "{}", hs[0].log());
+
+    // What the operator hands over: `keys` prints, from the configuration and a copy of the
+    // ledger (the coordinator keeps running), what `serve` printed at start.
+    assert_eq!(
+        fedledger_coordinator::Identity::from_config(running.coordinator.config()).unwrap(),
+        fedledger_coordinator::Identity {
+            peer_id: None,
+            ..running.identity.clone()
+        }
+    );
+    let config_path = dir.path().join("coordinator/coordinator.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "federation = \"test-federation\"\nstate_dir = \"state\"\n\n[model]\nkind = \"logreg\"\n\
+             features = 3\nclasses = 2\n\n[data]\nlabel_column = \"label\"\n\
+             validation = \"validation.csv\"\n\n[rounds]\ntotal = 1\nquorum = 1\n\n\
+             [[participant]]\nname = \"h0\"\npublic_key = \"{}\"\n",
+            pubhex(&ks[0])
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fedledger-coordinator"))
+        .args(["keys", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("log verifier key: {}", running.identity.log_key)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("genesis sha256:   {pinned}")),
+        "{stdout}"
+    );
+    // The hospital's keys file is that output.
+    let keys_file = hs[0].dir.join("federation.keys");
+    std::fs::write(&keys_file, stdout.as_bytes()).unwrap();
+    let with_file = text
+        .replace(&format!("log_key = \"{}\"\n", running.identity.log_key), "")
+        .replace(
+            &format!("genesis_sha256 = \"{pinned}\"\n"),
+            "keys_file = \"federation.keys\"\n",
+        );
+    std::fs::write(&hs[0].config, &with_file).unwrap();
+    assert!(!with_file.contains(&pinned));
+    // The binary loads and validates it, keys file included (`budget` only reads).
+    let out = Command::new(participant_bin())
+        .args(["budget", "--json", "--config"])
+        .arg(&hs[0].config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&keys_file, stdout.replace(&pinned, "not a digest")).unwrap();
+    let out = Command::new(participant_bin())
+        .args(["budget", "--json", "--config"])
+        .arg(&hs[0].config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
     running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receipt_that_never_comes_stops_the_hospital_before_round_r_plus_2() {
+    let _serial = SERIAL.lock().await;
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hs, ks) = hospitals(dir.path(), 1);
+    let refs: Vec<_> = ks.iter().collect();
+    std::fs::create_dir_all(dir.path().join("coordinator")).unwrap();
+    let mut cfg = config(&dir.path().join("coordinator"), &refs, 3, 2, 3, 1);
+    cfg.tiles_listen = Some("127.0.0.1:0".parse().unwrap());
+    cfg.deadline = Duration::from_secs(3);
+    let running = start(cfg).await;
+    // The genesis is in the log; from now on no round reaches it.
+    fail::cfg("coordinator::ledger::before_append", "return").unwrap();
+    write_config(&hs[0], &running);
+    let text = std::fs::read_to_string(&hs[0].config).unwrap();
+    std::fs::write(
+        &hs[0].config,
+        text.replace("receipt_timeout_secs = 30", "receipt_timeout_secs = 2"),
+    )
+    .unwrap();
+    hs[0].start();
+    assert_eq!(
+        hs[0].wait(Duration::from_secs(60)).await,
+        4,
+        "{}",
+        hs[0].log()
+    );
+    assert!(
+        hs[0]
+            .log()
+            .contains("receipt of round 1 was not complete within 2 s"),
+        "{}",
+        hs[0].log()
+    );
+    // It answered rounds 1 and 2, and nothing for round 3.
+    running.wait_done().await;
+    assert_eq!(
+        running.coordinator.outcome(2).unwrap().contributions.len(),
+        1
+    );
+    assert!(
+        running
+            .coordinator
+            .outcome(3)
+            .unwrap()
+            .contributions
+            .is_empty()
+    );
+    fail::remove("coordinator::ledger::before_append");
+    running.shutdown().await.unwrap();
+    scenario.teardown();
 }

@@ -31,22 +31,19 @@ fn policy(quorum: u64) -> TrustPolicy {
         .unwrap()
 }
 
+/// A named byte range of the proof text.
+type Section = (String, std::ops::Range<usize>);
+
 /// Byte ranges of the proof text: the index and hash lines, the checkpoint body, and each
 /// signature line.
-fn sections(
-    text: &[u8],
-) -> (
-    std::ops::Range<usize>,
-    std::ops::Range<usize>,
-    Vec<(String, std::ops::Range<usize>)>,
-) {
+fn sections(text: &[u8]) -> (Section, Section, Vec<Section>) {
     let s = std::str::from_utf8(text).unwrap();
     let header = "c2sp.org/tlog-proof@v1\n".len();
     let blank = s.find("\n\n").unwrap();
-    let proof_lines = header..blank + 1;
+    let proof_lines = ("proof lines".to_owned(), header..blank + 1);
     let body_start = blank + 2;
     let sigs_at = body_start + s[body_start..].find("\n\n").unwrap() + 2;
-    let body = body_start..sigs_at - 1;
+    let body = ("checkpoint body".to_owned(), body_start..sigs_at - 1);
     let mut lines = Vec::new();
     let mut at = sigs_at;
     for l in s[sigs_at..].split_inclusive('\n') {
@@ -97,10 +94,7 @@ fn any_one_byte_change_of_the_proof_lines_the_body_or_a_witness_signature_is_rej
     let proof = data("round7.tlog-proof");
     let entry = entry6();
     let (proof_lines, body, sigs) = sections(&proof);
-    let mut ranges = vec![
-        ("proof lines".to_owned(), proof_lines),
-        ("checkpoint body".to_owned(), body),
-    ];
+    let mut ranges = vec![proof_lines, body];
     let witnesses: Vec<_> = sigs
         .into_iter()
         .filter(|(name, _)| name.starts_with("witness."))

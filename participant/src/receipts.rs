@@ -151,6 +151,8 @@ pub struct Receipts {
     participant: String,
     /// The genesis's policy, once the genesis is verified.
     trust: Option<TrustPolicy>,
+    /// Keys the genesis enrols: no round has more contribution and decline entries.
+    enrolments: u64,
     /// Completed checks of this run.
     pub stats: Vec<ReceiptStat>,
 }
@@ -185,6 +187,7 @@ impl Receipts {
             federation: federation.to_owned(),
             participant: participant.to_owned(),
             trust: None,
+            enrolments: 0,
             stats: Vec::new(),
         })
     }
@@ -337,8 +340,8 @@ impl Receipts {
             ))
             .into());
         }
-        let witnesses = match records::validate_entry(0, &self.federation, &genesis) {
-            Ok(Record::Federation(f)) => f.witnesses,
+        let (witnesses, enrolments) = match records::validate_entry(0, &self.federation, &genesis) {
+            Ok(Record::Federation(f)) => (f.witnesses, f.enrolments),
             Ok(_) => {
                 return Err(
                     ReceiptError::Refused("entry 0 is not a v2 federation entry".into()).into(),
@@ -394,6 +397,7 @@ impl Receipts {
             "genesis verified against the pinned digest"
         );
         self.trust = Some(policy);
+        self.enrolments = enrolments;
         Ok(())
     }
 
@@ -638,6 +642,14 @@ impl Receipts {
             }
         };
         self.extend(store, old, &note, &cp, &cache, round)?;
+        if summary.entries.count > self.enrolments {
+            let what = format!(
+                "round {round}'s summary names {} entries, more than the {} keys the federation \
+                 enrols",
+                summary.entries.count, self.enrolments
+            );
+            return Err(self.mismatch(store, rec, what, reported, nothing(), &note));
+        }
         let range: Vec<u64> =
             (summary.entries.first..summary.entries.first + summary.entries.count).collect();
         self.tiles
