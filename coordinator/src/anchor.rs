@@ -281,6 +281,56 @@ fn base64_signature(hex_sig: &str) -> String {
     fedledger_ledger::note::b64_encode(&hex::decode(hex_sig).unwrap_or_default())
 }
 
+/// Test-only lies (the `failpoints` feature): true when `point` is configured to `return` for
+/// the hospital `name` (`return(<name>)`) or for every hospital (`return`).
+#[cfg(feature = "failpoints")]
+fn lie(point: &str, name: &str) -> bool {
+    fail::eval(point, |arg| arg.is_none_or(|a| a.is_empty() || a == name)).unwrap_or(false)
+}
+
+/// What a lying coordinator records instead of what the hospital signed or was told: the
+/// failpoints `coordinator::record::other_digest`, `other_examples`, `other_privacy`,
+/// `other_reward` change one field of the hospital's contribution entry; `omit_entry` leaves
+/// its contribution or decline out of the round. Without the feature, the truth.
+#[cfg(feature = "failpoints")]
+fn falsify(c: &mut ContributionEntry) {
+    if lie("coordinator::record::other_digest", &c.name) {
+        let flipped = if c.update_sha256.ends_with('0') {
+            "1"
+        } else {
+            "0"
+        };
+        c.update_sha256.replace_range(63.., flipped);
+    }
+    if lie("coordinator::record::other_examples", &c.name) {
+        c.examples += 1;
+    }
+    if lie("coordinator::record::other_privacy", &c.name) {
+        if c.privacy.accountant == fedledger_ledger::records::ACCOUNTANT_NONE {
+            c.privacy.accountant = "rdp".into();
+            c.privacy.delta_pico = 10_000_000;
+        } else {
+            c.privacy.noise_multiplier_micro += 1;
+        }
+    }
+    if lie("coordinator::record::other_reward", &c.name) {
+        c.reward += 1;
+    }
+}
+
+#[cfg(feature = "failpoints")]
+fn omitted(name: &str) -> bool {
+    lie("coordinator::record::omit_entry", name)
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn falsify(_: &mut ContributionEntry) {}
+
+#[cfg(not(feature = "failpoints"))]
+fn omitted(_: &str) -> bool {
+    false
+}
+
 /// A finished round's entries when the log holds `first` entries before them: one per
 /// contribution (sorted by key), one per decline (sorted by key), then the summary.
 pub fn round_entries(
@@ -292,29 +342,28 @@ pub fn round_entries(
     let mut out = Vec::with_capacity(o.contributions.len() + o.declined.len() + 1);
     let mut contributions: Vec<_> = o.contributions.iter().collect();
     contributions.sort_by(|a, b| a.public_key.cmp(&b.public_key));
-    for c in contributions {
-        out.push(
-            encode_canonical(&ContributionEntry {
-                v: RECORD_VERSION,
-                record_type: CONTRIBUTION_TYPE.into(),
-                federation: cfg.federation.clone(),
-                round: o.round,
-                participant: c.public_key.clone(),
-                name: c.name.clone(),
-                examples: c.examples,
-                update_sha256: c.update_sha256.clone(),
-                privacy: c.privacy.clone(),
-                signature: base64_signature(&c.signature),
-                value_nano: if completed { c.value_nano } else { 0 },
-                reward: if completed { c.reward } else { 0 },
-                flags: c.flags.clone(),
-            })
-            .map_err(ledger_err)?,
-        );
+    for c in contributions.into_iter().filter(|c| !omitted(&c.name)) {
+        let mut entry = ContributionEntry {
+            v: RECORD_VERSION,
+            record_type: CONTRIBUTION_TYPE.into(),
+            federation: cfg.federation.clone(),
+            round: o.round,
+            participant: c.public_key.clone(),
+            name: c.name.clone(),
+            examples: c.examples,
+            update_sha256: c.update_sha256.clone(),
+            privacy: c.privacy.clone(),
+            signature: base64_signature(&c.signature),
+            value_nano: if completed { c.value_nano } else { 0 },
+            reward: if completed { c.reward } else { 0 },
+            flags: c.flags.clone(),
+        };
+        falsify(&mut entry);
+        out.push(encode_canonical(&entry).map_err(ledger_err)?);
     }
     let mut declined: Vec<_> = o.declined.iter().collect();
     declined.sort_by(|a, b| a.public_key.cmp(&b.public_key));
-    for d in declined {
+    for d in declined.into_iter().filter(|d| !omitted(&d.name)) {
         out.push(
             encode_canonical(&DeclineEntry {
                 v: RECORD_VERSION,
@@ -397,6 +446,14 @@ pub fn round_entries(
         validate_entry(first + i as u64, &cfg.federation, e).map_err(ledger_err)?;
     }
     Ok(out)
+}
+
+/// SHA-256 (lowercase hex) of entry 0, the federation's genesis entry: the digest the operator
+/// gives each hospital to pin.
+pub fn genesis_sha256(log: &Log) -> Result<String, CoordinatorError> {
+    Ok(hex::encode(fedledger_ledger::merkle::sha256_bytes(
+        &log.entry(0).map_err(ledger_err)?,
+    )))
 }
 
 /// The round's entries as recorded: its summary and the contribution and decline entries it

@@ -50,6 +50,8 @@
 //! [ledger]
 //! witnesses = []                        # cosignature/v1 verifier keys of the witnesses
 //! listen = ["/ip4/0.0.0.0/tcp/4001"]    # libp2p: witnesses and replicas dial in here
+//! node_key = "ledger-node.key"          # libp2p identity (stable peer id); default <state_dir>/ledger-node.key
+//! tiles_listen = "0.0.0.0:8080"         # HTTP: the log in the C2SP tlog-tiles layout (receipts)
 //!
 //! [[participant]]
 //! name = "hospital-a"
@@ -579,6 +581,15 @@ pub struct LedgerSection {
     /// (e.g. "/ip4/0.0.0.0/tcp/4001"). Empty: the ledger is kept locally only.
     #[serde(default)]
     pub listen: Vec<String>,
+    /// The ledger node's libp2p identity key file (created on first start), so its peer id is
+    /// stable and peers can pin it. Default: `<state_dir>/ledger-node.key`.
+    #[serde(default)]
+    pub node_key: Option<PathBuf>,
+    /// Address of the HTTP server that serves the log in the C2SP tlog-tiles layout, where
+    /// hospitals fetch their receipts and monitors read the log (e.g. "0.0.0.0:8080"). Absent:
+    /// no HTTP server (hospitals cannot check receipts).
+    #[serde(default)]
+    pub tiles_listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -628,6 +639,10 @@ pub struct FederationConfig {
     pub witnesses: Vec<String>,
     pub witness_quorum: u64,
     pub ledger_listen: Vec<libp2p::Multiaddr>,
+    /// The ledger node's libp2p identity key file.
+    pub node_key: PathBuf,
+    /// Where the tlog-tiles HTTP server listens, when it runs.
+    pub tiles_listen: Option<SocketAddr>,
     pub participants: Vec<Enrolled>,
 }
 
@@ -676,6 +691,9 @@ impl ConfigFile {
         fix(&mut self.state_dir);
         fix(&mut self.data.validation);
         if let Some(k) = self.key.as_mut() {
+            fix(k);
+        }
+        if let Some(k) = self.ledger.node_key.as_mut() {
             fix(k);
         }
     }
@@ -866,6 +884,11 @@ impl ConfigFile {
             StandardisationMode::Site => None,
             StandardisationMode::Reference => Some(Standardiser::fit(&validation)),
         };
+        let node_key = self
+            .ledger
+            .node_key
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("ledger-node.key"));
         Ok(FederationConfig {
             key: self
                 .key
@@ -895,6 +918,8 @@ impl ConfigFile {
             witnesses: self.ledger.witnesses,
             witness_quorum,
             ledger_listen,
+            node_key,
+            tiles_listen: self.ledger.tiles_listen,
             participants,
         })
     }

@@ -64,8 +64,11 @@ pub async fn publish_rounds(
         }
     };
     let mut progress = engine.subscribe();
-    // Entries up to `published` have been gossiped.
+    // Entries up to `published` have been gossiped; `witnessed` says whether the checkpoint of
+    // that size has its quorum of cosignatures (asked again every second until it has: a
+    // witness may connect late, and hospitals fetch only witnessed checkpoints).
     let mut published = 0u64;
+    let mut witnessed = true;
     loop {
         let size = log.size();
         if size > published {
@@ -73,22 +76,25 @@ pub async fn publish_rounds(
                 debug!(error = %e, "gossip of new entries failed (no peers yet?)");
             }
             published = size;
-            if !witnesses.is_empty() {
-                match node.collect_cosignatures(size, &witnesses).await {
-                    Ok(n) => tracing::info!(
-                        size,
-                        cosigned = n,
-                        quorum,
-                        anchored = n as u64 >= quorum,
-                        "checkpoint witnessed"
-                    ),
-                    Err(e) => warn!(size, error = %e, "collecting cosignatures failed"),
+            witnessed = witnesses.is_empty();
+        }
+        if !witnessed {
+            match node.collect_cosignatures(size, &witnesses).await {
+                Ok(n) => {
+                    witnessed = n as u64 >= quorum;
+                    if witnessed {
+                        tracing::info!(size, cosigned = n, quorum, "checkpoint witnessed");
+                    } else {
+                        debug!(size, cosigned = n, quorum, "checkpoint not yet witnessed");
+                    }
                 }
+                Err(e) => warn!(size, error = %e, "collecting cosignatures failed"),
             }
         }
         tokio::select! {
             _ = &mut shutdown => return,
             r = progress.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)), if !witnessed => {}
         }
     }
 }

@@ -25,7 +25,12 @@
 //! hold or fail the effects: `coordinator::blob::after_fsync`, `coordinator::update::after_flush`,
 //! `coordinator::close::before_flush`, `coordinator::close::after_flush`,
 //! `coordinator::ledger::before_append`, `coordinator::ledger::after_append`. Without the feature
-//! they compile to nothing ([`FAILPOINTS`] says which build this is).
+//! they compile to nothing ([`FAILPOINTS`] says which build this is). Points that make the
+//! coordinator *lie* in the ledger, so that tests can watch hospitals catch it, live in
+//! [`anchor`] where entries are built: `coordinator::record::other_digest`,
+//! `coordinator::record::other_examples`, `coordinator::record::other_privacy`,
+//! `coordinator::record::other_reward` and `coordinator::record::omit_entry`, each configured
+//! `return(<hospital name>)` (or plain `return` for every hospital).
 
 pub mod error;
 pub mod types;
@@ -62,6 +67,73 @@ pub use types::{Phase, Progress, RoundOutcome};
 /// True when this build carries the test-only fault-injection points.
 pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
 
+/// What parties check a coordinator by: the log's verifier key (it signs every checkpoint),
+/// the ledger node's libp2p peer id, and the digest of the genesis entry (hospitals pin it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The log's verifier key (`<origin>+<key id>+<base64 key>`).
+    pub log_key: String,
+    /// The ledger node's peer id (stable: its key is kept in `[ledger] node_key`).
+    pub peer_id: Option<String>,
+    /// SHA-256 of entry 0, lowercase hex (once the log exists).
+    pub genesis_sha256: Option<String>,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "log verifier key: {}", self.log_key)?;
+        writeln!(
+            f,
+            "ledger peer id:   {}",
+            self.peer_id.as_deref().unwrap_or("(no node key yet)")
+        )?;
+        write!(
+            f,
+            "genesis sha256:   {}",
+            self.genesis_sha256
+                .as_deref()
+                .unwrap_or("(no ledger yet: start the coordinator once)")
+        )
+    }
+}
+
+impl Identity {
+    /// Reads the identity from a configuration without starting or creating anything: the log
+    /// key file, the node key file and (through a copy of the ledger, so a running
+    /// coordinator's store is not disturbed) the genesis entry.
+    pub fn from_config(cfg: &FederationConfig) -> Result<Self, CoordinatorError> {
+        use fedledger_ledger::{keys, note::NoteSigner};
+        let err = |e: fedledger_ledger::LedgerError| CoordinatorError::Ledger(e.to_string());
+        let key = keys::load_key(&cfg.key).map_err(err)?;
+        let log_key = NoteSigner::log(&cfg.federation, key)
+            .map_err(err)?
+            .verifier_key()
+            .to_string();
+        let peer_id = if cfg.node_key.exists() {
+            Some(
+                fedledger_ledger::node::load_or_generate_identity(&cfg.node_key)
+                    .map_err(err)?
+                    .public()
+                    .to_peer_id()
+                    .to_string(),
+            )
+        } else {
+            None
+        };
+        let genesis_sha256 = if cfg.state_dir.join("ledger").exists() {
+            let snapshot = replay::Snapshot::open(&cfg.state_dir)?;
+            Some(anchor::genesis_sha256(&snapshot.ledger)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            log_key,
+            peer_id,
+            genesis_sha256,
+        })
+    }
+}
+
 /// A running coordinator.
 pub struct Running {
     /// The address it listens on.
@@ -70,6 +142,10 @@ pub struct Running {
     pub coordinator: Arc<Engine>,
     /// The ledger's libp2p node, when `[ledger] listen` is set.
     pub ledger_node: Option<fedledger_ledger::node::NodeHandle>,
+    /// The tlog-tiles HTTP server, when `[ledger] tiles_listen` is set.
+    pub tiles: Option<fedledger_ledger::http::TilesServer>,
+    /// What parties check this coordinator by.
+    pub identity: Identity,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     driver: JoinHandle<()>,
@@ -77,6 +153,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// The URL prefix of the log's tlog-tiles API, when it is served.
+    pub fn tiles_url(&self) -> Option<String> {
+        self.tiles.as_ref().map(|t| t.url())
+    }
+
     /// Wait until every round has run.
     pub async fn wait_done(&self) {
         let mut rx = self.coordinator.subscribe();
@@ -93,6 +174,9 @@ impl Running {
         }
         if let Some(n) = &self.ledger_node {
             n.shutdown().await;
+        }
+        if let Some(t) = self.tiles {
+            t.shutdown().await;
         }
         self.server
             .await
@@ -170,15 +254,18 @@ pub async fn serve(
     let driver = tokio::spawn(driver::drive_rounds(coordinator.clone(), async move {
         let _ = rx_driver.wait_for(|s| *s).await;
     }));
+    let ledger_err = |e: fedledger_ledger::LedgerError| CoordinatorError::Ledger(e.to_string());
     let (ledger_node, publisher) = if cfg.ledger_listen.is_empty() {
         (None, None)
     } else {
+        let node_key =
+            fedledger_ledger::node::load_or_generate_identity(&cfg.node_key).map_err(ledger_err)?;
         let node = fedledger_ledger::node::spawn(
             fedledger_ledger::node::NodeConfig {
                 listen: cfg.ledger_listen.clone(),
                 ..Default::default()
             },
-            libp2p::identity::Keypair::generate_ed25519(),
+            node_key,
             coordinator.ledger().clone(),
             None,
         )
@@ -194,11 +281,39 @@ pub async fn serve(
         ));
         (Some(node), Some(publisher))
     };
-    tracing::info!(%addr, federation = %cfg.federation, "coordinator listening");
+    let tiles = match cfg.tiles_listen {
+        Some(at) => {
+            let l = TcpListener::bind(at)
+                .await
+                .map_err(|e| CoordinatorError::Internal(format!("bind tiles {at}: {e}")))?;
+            Some(
+                fedledger_ledger::http::serve_tiles(l, coordinator.ledger().clone())
+                    .await
+                    .map_err(ledger_err)?,
+            )
+        }
+        None => None,
+    };
+    let identity = Identity {
+        log_key: coordinator.ledger().log_key().to_string(),
+        peer_id: ledger_node.as_ref().map(|n| n.peer_id().to_string()),
+        genesis_sha256: Some(anchor::genesis_sha256(coordinator.ledger())?),
+    };
+    tracing::info!(
+        %addr,
+        federation = %cfg.federation,
+        log_key = %identity.log_key,
+        peer_id = identity.peer_id.as_deref().unwrap_or("-"),
+        genesis_sha256 = identity.genesis_sha256.as_deref().unwrap_or("-"),
+        tiles = tiles.as_ref().map(|t| t.url()).as_deref().unwrap_or("-"),
+        "coordinator listening"
+    );
     Ok(Running {
         addr,
         coordinator,
         ledger_node,
+        tiles,
+        identity,
         shutdown,
         server,
         driver,

@@ -39,6 +39,16 @@ enum Command {
         #[arg(long)]
         round: u64,
     },
+    /// Print what parties check this coordinator by: the log's verifier key (it signs every
+    /// checkpoint), the ledger node's peer id and the SHA-256 of the genesis entry (hospitals
+    /// pin it in their `[ledger]` section). Reads the key files and a copy of the ledger;
+    /// starts nothing.
+    ///
+    /// Example: fedledger-coordinator keys --config coordinator.toml
+    Keys {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Check a config file (and its validation data) without starting anything.
     CheckConfig {
         #[arg(long)]
@@ -73,6 +83,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .context("start the coordinator")?;
             println!("listening on {}", running.addr);
+            println!("{}", running.identity);
+            if let Some(url) = running.tiles_url() {
+                println!("tlog-tiles:       {url}");
+            }
             tokio::select! {
                 _ = running.wait_done(), if !stay => {
                     println!("all rounds finished");
@@ -134,6 +148,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             println!("round {round}: every recomputed figure matches the record");
+        }
+        Command::Keys { config } => {
+            let cfg = load(&config)?;
+            let id = fedledger_coordinator::Identity::from_config(&cfg)
+                .context("read the coordinator's keys and genesis")?;
+            println!("{id}");
         }
         Command::CheckConfig { config } => {
             let cfg = load(&config)?;

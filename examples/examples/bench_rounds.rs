@@ -251,6 +251,7 @@ async fn overhead(label: &str, limits: LimitsSection) -> anyhow::Result<()> {
                 ..Default::default()
             },
             reconnect_patience_secs: 10,
+            ledger: None,
         });
     }
     let cfg = ConfigFile {

@@ -81,6 +81,20 @@ async fn run(args: Options) -> anyhow::Result<()> {
     if !l.verify_ok {
         print!("{}", l.verify_text);
     }
+    println!("\nhospital      receipts  reward proven  statement (verified offline)");
+    for st in &run.statements {
+        println!(
+            "{:<12}  {:>8}  {:>13}  {} {}",
+            st.name,
+            st.rounds,
+            st.reward,
+            st.dir.display(),
+            if st.verify_ok { "ok" } else { "FAILED" }
+        );
+        if !st.verify_ok {
+            print!("{}", st.verify_text);
+        }
+    }
     let path = args.out.join("summary.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&summary(&args, &run))?)
         .with_context(|| format!("write {}", path.display()))?;

@@ -27,7 +27,11 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     rounds: u64,
     /// Attacks (sign-flip, alie, label-flip).
-    #[arg(long, value_delimiter = ',', default_value = "sign-flip,alie,label-flip")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sign-flip,alie,label-flip"
+    )]
     attacks: Vec<String>,
     /// Strategies.
     #[arg(
@@ -141,7 +145,11 @@ fn main() -> anyhow::Result<()> {
         "\nfinal test accuracy, mean (sd) over {} seeds, {} rounds, {}:",
         args.seeds,
         args.rounds,
-        if args.no_dp { "no DP" } else { "DP-SGD at epsilon 8" }
+        if args.no_dp {
+            "no DP"
+        } else {
+            "DP-SGD at epsilon 8"
+        }
     );
     println!(
         "{:14} {:11} {:13} {:>8} {:>8} {:>10}",

@@ -128,6 +128,23 @@ pub struct FederationRun {
     pub ledger: LedgerReport,
     /// The coordinator's validated configuration (for replay).
     pub config: fedledger_coordinator::FederationConfig,
+    /// Each hospital's statement of its receipts, verified offline.
+    pub statements: Vec<StatementReport>,
+    /// What the coordinator printed at start: its log key, ledger peer id, genesis digest.
+    pub identity: fedledger_coordinator::Identity,
+}
+
+/// A hospital's statement (`fedledger-participant receipts`) and its offline verification.
+#[derive(Clone, Debug)]
+pub struct StatementReport {
+    pub name: String,
+    pub dir: PathBuf,
+    /// Rounds with a receipt.
+    pub rounds: u64,
+    /// Sum of the rewards its receipts prove.
+    pub reward: u64,
+    pub verify_ok: bool,
+    pub verify_text: String,
 }
 
 /// The ledger side of a run: witnesses, the late auditor, the export and its verification.
@@ -292,9 +309,27 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
         .context("start the coordinator")?;
     let url = format!("http://{}", running.addr);
     let ledger = LedgerNet::start(&running, &prepared.witnesses).await?;
+    // What the operator hands each hospital: the log key and genesis digest to pin, and where
+    // the log is served.
+    let ledger_section = fedledger_participant::config::LedgerSection {
+        url: running
+            .tiles_url()
+            .context("the coordinator serves no tiles")?,
+        keys_file: None,
+        log_key: Some(running.identity.log_key.clone()),
+        genesis_sha256: running.identity.genesis_sha256.clone(),
+        allow_no_witnesses: prepared.witnesses.is_empty(),
+        receipt_timeout_secs: 120,
+    };
     let mut agents = Vec::new();
+    let mut hospitals = Vec::new();
     for (mut pcfg, source) in prepared.participants {
         pcfg.coordinator = url.clone();
+        pcfg.ledger = Some(ledger_section.clone());
+        hospitals.push((
+            pcfg.state_dir.clone(),
+            keys::public_key_hex(&keys::load_key(&pcfg.key)?),
+        ));
         agents.push(tokio::spawn(fedledger_participant::run_with_source(
             pcfg, false, source,
         )));
@@ -308,6 +343,33 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
         );
     }
     running.wait_done().await;
+    // Each hospital's statement, written from its receipts and verified offline.
+    let mut statements = Vec::new();
+    let federation = running.coordinator.config().federation.clone();
+    for ((state_dir, key_hex), report) in hospitals.iter().zip(&reports) {
+        let dir = opts.out.join("statements").join(&report.name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        let receipts = fedledger_participant::receipts::receipts_dir(state_dir, &federation);
+        let written = fedledger_ledger::receipts::write_statement(&receipts, key_hex, &dir)
+            .with_context(|| format!("write {}'s statement", report.name))?;
+        let check = fedledger_ledger::receipts::verify_statement(
+            &dir,
+            &fedledger_ledger::receipts::StatementOptions {
+                log_key: Some(running.coordinator.ledger().log_key().clone()),
+                genesis_sha256: running.identity.genesis_sha256.clone(),
+            },
+        );
+        statements.push(StatementReport {
+            name: report.name.clone(),
+            dir,
+            rounds: written.totals.rounds,
+            reward: written.totals.reward,
+            verify_ok: check.ok(),
+            verify_text: check.to_string(),
+        });
+    }
     let ledger_report = ledger
         .finish(
             &running,
@@ -315,6 +377,7 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
             &opts.out.join("auditor-ledger"),
         )
         .await?;
+    let identity = running.identity.clone();
     let coord = running.coordinator.clone();
     let outcomes = coord.store().outcomes().context("read round outcomes")?;
     let final_params = coord.global().to_vec();
@@ -336,6 +399,8 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
         coordinator_state,
         ledger: ledger_report,
         config,
+        statements,
+        identity,
     })
 }
 
@@ -362,7 +427,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
     let out = &args.out;
     if out.exists() {
         // Each run starts a new federation: old keys, state and ledgers would not match it.
-        for sub in ["coordinator", "hospitals", "keys", "ledger"] {
+        for sub in ["coordinator", "hospitals", "keys", "ledger", "statements"] {
             let p = out.join(sub);
             if p.exists() {
                 std::fs::remove_dir_all(&p).with_context(|| format!("clear {}", p.display()))?;
@@ -426,6 +491,8 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             state_dir: out.join(format!("hospitals/{}-state", h.name)),
             privacy: privacy.clone(),
             reconnect_patience_secs: 30,
+            // Filled in once the coordinator has started (its log key, genesis and tiles URL).
+            ledger: None,
         };
         let rows_claimed = h.rows as u64;
         let source: Box<dyn UpdateSource> = match &h.behaviour {
@@ -541,6 +608,8 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             witnesses: witness_vkeys,
             witness_quorum: None,
             listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            node_key: None,
+            tiles_listen: Some("127.0.0.1:0".parse()?),
         },
         participants: entries,
     };
@@ -689,6 +758,13 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
             "verify_ok": run.ledger.verify_ok,
             "export": run.ledger.export_dir,
         },
+        "statements": run.statements.iter().map(|s| json!({
+            "hospital": s.name,
+            "dir": s.dir,
+            "rounds": s.rounds,
+            "reward": s.reward,
+            "verify_ok": s.verify_ok,
+        })).collect::<Vec<_>>(),
         "participants": participants,
     })
 }

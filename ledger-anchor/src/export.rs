@@ -6,6 +6,10 @@
 //! `witnesses.vkeys` (one cosignature/v1 key per line, from the genesis record),
 //! `entries/<index>` (raw bytes), `proofs/<index>` (C2SP tlog-proof@v1 of that entry against
 //! `checkpoint`) and, only if equivocation was seen, `evidence/<n>.json` (`{reason, first, second}` with both signed notes).
+//!
+//! [`export_tiles`] writes the same log in the C2SP tlog-tiles layout instead, as static files
+//! any web server can publish: `checkpoint`, `tile/<L>/<N>` and `tile/entries/<N>` with a
+//! partial tile for every checkpointed size (see [`crate::tiles`]).
 
 use std::path::Path;
 
@@ -13,6 +17,7 @@ use crate::error::LedgerError;
 use crate::note::TlogProof;
 use crate::records;
 use crate::store::Log;
+use crate::tiles::{self, TileSource};
 
 /// What [`export`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,4 +105,59 @@ pub fn export(log: &Log, out: &Path) -> Result<ExportSummary, LedgerError> {
         checkpoints: all.len(),
         evidence: evidence.len(),
     })
+}
+
+/// What [`write_tiles`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TilesSummary {
+    /// Tile and bundle files written.
+    pub files: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The largest size covered.
+    pub size: u64,
+}
+
+/// Writes the tiles of `src` as static files under `out` (`tile/...`): every full tile of the
+/// largest of `sizes` and the partial tiles of each size, and `checkpoint` when given.
+pub fn write_tiles<S: TileSource + ?Sized>(
+    src: &S,
+    sizes: &[u64],
+    checkpoint: Option<&[u8]>,
+    out: &Path,
+) -> Result<TilesSummary, LedgerError> {
+    let mut summary = TilesSummary {
+        files: 0,
+        bytes: 0,
+        size: sizes.iter().copied().max().unwrap_or(0),
+    };
+    mkdir(out)?;
+    for id in tiles::tiles_to_publish(sizes) {
+        let bytes = tiles::read_tile(src, id)?;
+        let path = out.join(id.path());
+        if let Some(parent) = path.parent() {
+            mkdir(parent)?;
+        }
+        write(&path, &bytes)?;
+        summary.files += 1;
+        summary.bytes += bytes.len() as u64;
+    }
+    if let Some(cp) = checkpoint {
+        write(&out.join("checkpoint"), cp)?;
+    }
+    Ok(summary)
+}
+
+/// Writes a store as static tlog-tiles under `out`: tiles for every checkpointed size and the
+/// latest checkpoint with the cosignatures gathered.
+pub fn export_tiles(log: &Log, out: &Path) -> Result<TilesSummary, LedgerError> {
+    let latest = log
+        .latest_checkpoint()?
+        .ok_or_else(|| LedgerError::Corrupt("the log has no checkpoint to export".into()))?;
+    let sizes: Vec<u64> = log
+        .checkpoints()?
+        .iter()
+        .map(|c| c.checkpoint.size)
+        .collect();
+    write_tiles(log, &sizes, Some(latest.encode().as_bytes()), out)
 }

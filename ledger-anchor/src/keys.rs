@@ -55,6 +55,37 @@ pub fn load_or_generate_key(path: &Path) -> Result<Ed25519KeyPair, LedgerError> 
     }
 }
 
+/// The DER prefix of the PKCS#8 v2 Ed25519 documents `ring` writes, before the 32-byte seed.
+const PKCS8_V2_SEED_PREFIX: [u8; 16] = [
+    0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The 32-byte secret seed of the key file at `path` (a PKCS#8 v2 document as
+/// [`generate_key_file`] writes it), generating the file first if it does not exist: for
+/// libraries that take an Ed25519 seed (libp2p identities), so that one file format holds every
+/// identity. The seed is checked against the document's public key.
+pub fn load_or_generate_seed(path: &Path) -> Result<[u8; 32], LedgerError> {
+    let key = load_or_generate_key(path)?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| LedgerError::io(format!("read key file {}", path.display()), e))?;
+    let not = || {
+        LedgerError::Key(format!(
+            "{} is not a ring PKCS#8 v2 Ed25519 key",
+            path.display()
+        ))
+    };
+    if bytes.len() < 48 || bytes[..16] != PKCS8_V2_SEED_PREFIX {
+        return Err(not());
+    }
+    let mut seed = [0u8; 32];
+    seed.copy_from_slice(&bytes[16..48]);
+    let again = Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|_| not())?;
+    if again.public_key().as_ref() != key.public_key().as_ref() {
+        return Err(not());
+    }
+    Ok(seed)
+}
+
 /// The 32-byte public key of a key pair.
 pub fn public_key(key: &Ed25519KeyPair) -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -122,6 +153,19 @@ fn batch_ok(chunk: &[(&[u8], &[u8], &[u8])]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_seed_of_a_key_file_gives_back_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.key");
+        let seed = load_or_generate_seed(&path).unwrap();
+        let key = load_key(&path).unwrap();
+        let again = Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+        assert_eq!(public_key(&again), public_key(&key));
+        assert_eq!(load_or_generate_seed(&path).unwrap(), seed, "stable");
+        std::fs::write(&path, b"not a key").unwrap();
+        assert!(load_or_generate_seed(&path).is_err());
+    }
 
     #[test]
     fn many_signatures_are_judged_one_by_one() {

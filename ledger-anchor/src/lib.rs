@@ -14,10 +14,16 @@
 //!   and round-summary entries, and the privacy object; format v1 kept for verifying old
 //!   ledgers), their canonical JSON encoding
 //!   and validation.
+//! - [`tiles`]: C2SP tlog-tiles without I/O: tile paths, hash tiles and entry bundles read
+//!   from perfect subtree hashes, and proofs computed back from fetched tiles.
 //! - [`witness`]: a C2SP tlog-witness style cosigner with persisted state.
 //! - [`store`]: the sled-backed [`Log`] (writer and replica), checkpoints and evidence.
+//! - [`receipts`]: a hospital's receipts (tlog-proof files checked against the log and witness
+//!   keys) and its statement, a directory anyone can verify offline.
 //! - [`verify`]: verification of an exported directory, from files alone.
 //! - [`export`]: a store written out as the auditor's files.
+//! - [`http`]: the log over HTTP in the C2SP tlog-tiles layout: [`http::serve_tiles`] and
+//!   [`http::TilesClient`].
 //! - [`node`]: libp2p replication (gossipsub + request-response catch-up), witnessing and
 //!   equivocation gossip, behind a cloneable [`node::NodeHandle`]; its event loop never does
 //!   store work itself.
@@ -61,12 +67,15 @@
 pub mod crash;
 pub mod error;
 pub mod export;
+pub mod http;
 pub mod keys;
 pub mod merkle;
 pub mod node;
 pub mod note;
+pub mod receipts;
 pub mod records;
 pub mod store;
+pub mod tiles;
 pub mod verify;
 pub mod witness;
 

@@ -165,6 +165,28 @@ impl SubtreeSource for Nodes<'_> {
     }
 }
 
+/// The log's perfect subtree hashes, within its durable size: what tiles and proofs are read
+/// from.
+impl SubtreeSource for Log {
+    fn perfect(&self, level: u32, index: u64) -> Result<Hash, LedgerError> {
+        let size = self.size();
+        let end = index
+            .checked_add(1)
+            .and_then(|n| n.checked_shl(level))
+            .filter(|_| level < 64);
+        match end {
+            Some(end) if end <= size => Nodes(&self.inner.log).perfect(level, index),
+            _ => Err(LedgerError::OutOfRange { index, size }),
+        }
+    }
+}
+
+impl crate::tiles::TileSource for Log {
+    fn entries(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
+        Log::entries(self, start, end)
+    }
+}
+
 impl Log {
     /// Opens (or creates) the writer's log in `dir`. `signer` is the log key; its name must be
     /// the origin, i.e. the federation name.
@@ -543,6 +565,28 @@ impl Log {
             Some((_, b)) => Ok(Some(SignedCheckpoint::open(&b, &self.inner.log_key)?)),
             None => Ok(None),
         }
+    }
+
+    /// The largest stored checkpoint that carries cosignatures by at least `quorum` of
+    /// `witnesses` (the largest of all when `quorum` is 0): what a log publishes once witnessed.
+    /// Stored checkpoints hold only lines that verified when they were added.
+    pub fn latest_witnessed(
+        &self,
+        witnesses: &[VerifierKey],
+        quorum: u64,
+    ) -> Result<Option<SignedCheckpoint>, LedgerError> {
+        for kv in self.inner.checkpoints.iter().rev() {
+            let (_, b) = kv?;
+            let cp = SignedCheckpoint::open(&b, &self.inner.log_key)?;
+            let cosigners = witnesses
+                .iter()
+                .filter(|w| cp.note.signatures.iter().any(|s| s.is_by(w)))
+                .count() as u64;
+            if cosigners >= quorum {
+                return Ok(Some(cp));
+            }
+        }
+        Ok(None)
     }
 
     /// Every stored checkpoint, by increasing size.

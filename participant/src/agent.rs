@@ -1,5 +1,7 @@
 //! The participant's main loop: pull a task, answer it (train, or decline), persist the privacy
-//! spend, sign and send, until the federation is done.
+//! spend, sign and send, until the federation is done; with `[ledger]` configured, check each
+//! answered round's receipt ([`crate::receipts`]), and never submit for round r + 2 before
+//! round r's receipt is complete.
 
 use std::{
     sync::Arc,
@@ -14,7 +16,10 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
     client::{Client, ClientError, Task},
-    store::{LocalStore, PreparedUpdate, RoundRecord, SpendRecord, StoreError},
+    receipts::{ReceiptError, ReceiptSettings, ReceiptStat, Receipts},
+    store::{
+        Halt, LocalStore, PreparedUpdate, RoundRecord, SpendRecord, StoreError, receipt_state,
+    },
     work::{SourceError, UpdateSource, Work},
 };
 
@@ -31,6 +36,16 @@ pub enum AgentError {
     Unreachable { secs: u64, last: String },
     #[error("training task failed: {0}")]
     Join(String),
+    #[error(transparent)]
+    Receipt(#[from] ReceiptError),
+    /// The agent stopped after a receipt mismatch and will not take part until the operator
+    /// investigates and runs `fedledger-participant resume`.
+    #[error(
+        "stopped after a receipt mismatch in round {} of {}: {} (evidence: {}); investigate, then \
+         run `fedledger-participant resume`",
+        .0.round, .0.federation, .0.what, .0.evidence
+    )]
+    Halted(Halt),
     /// A failpoint configured to `return` fired (tests simulating a crash at a named point).
     /// Only with this crate's `failpoints` feature, on which the points themselves are gated
     /// too (not on `fail`'s own feature, which another crate may turn on).
@@ -50,6 +65,10 @@ pub struct AgentOptions {
     pub reconnect_patience: Duration,
     /// Show a progress bar (when a person watches a terminal).
     pub progress: bool,
+    /// Check receipts (from `[ledger]`); `None`: no receipt is checked.
+    pub receipts: Option<ReceiptSettings>,
+    /// Where receipts and evidence files are kept.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// What the agent did, for reporting.
@@ -62,6 +81,8 @@ pub struct AgentReport {
     /// The final global model, when the federation finished.
     pub final_params: Vec<f32>,
     pub epsilon_spent: f64,
+    /// Receipts checked in this run, with their time and bytes fetched.
+    pub receipts: Vec<ReceiptStat>,
 }
 
 /// Run until the coordinator says the federation is done.
@@ -71,6 +92,9 @@ pub async fn run_agent(
     store: LocalStore,
     source: Box<dyn UpdateSource>,
 ) -> Result<AgentReport, AgentError> {
+    if let Some(h) = store.halt()? {
+        return Err(AgentError::Halted(h));
+    }
     let client = connect_patiently(&opts, key).await?;
     let report = AgentReport {
         name: client.name().to_owned(),
@@ -79,7 +103,23 @@ pub async fn run_agent(
     };
     let span = info_span!("participant", name = %report.name);
     info!(parent: &span, federation = %report.federation, "registered");
-    drive(client, store, source, report, opts)
+    let receipts = match &opts.receipts {
+        Some(settings) => {
+            let mut r = Receipts::new(
+                settings.clone(),
+                &opts.state_dir,
+                client.federation(),
+                &client.public_key_hex(),
+            )?;
+            r.verify_genesis(&store).instrument(span.clone()).await?;
+            Some(r)
+        }
+        None => {
+            warn!(parent: &span, "no [ledger] section: this hospital does not check its receipts");
+            None
+        }
+    };
+    drive(client, store, source, report, receipts, opts)
         .instrument(span)
         .await
 }
@@ -89,6 +129,7 @@ async fn drive(
     store: LocalStore,
     mut source: Box<dyn UpdateSource>,
     mut report: AgentReport,
+    mut receipts: Option<Receipts>,
     opts: AgentOptions,
 ) -> Result<AgentReport, AgentError> {
     let bar = opts.progress.then(|| {
@@ -113,7 +154,8 @@ async fn drive(
                 // (once per round) and wait for a better one.
                 unreachable_since = None;
                 if !report.rounds_declined.iter().any(|(r, _)| *r == round) {
-                    decline(&mut client, &store, round, reason, &mut report).await?;
+                    let expect = receipts.is_some();
+                    decline(&mut client, &store, round, reason, &mut report, expect).await?;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
@@ -128,6 +170,10 @@ async fn drive(
         }
         match task.state() {
             pb::TaskState::Done => {
+                if let Some(r) = receipts.as_mut() {
+                    r.wait(&mut client, &store, None).await?;
+                    report.receipts = r.stats.clone();
+                }
                 report.final_params = task.params;
                 if let Some(b) = &bar {
                     b.finish_with_message("federation finished");
@@ -157,6 +203,10 @@ async fn drive(
                         continue;
                     }
                     None => {
+                        if let Some(r) = receipts.as_mut() {
+                            // Round r's receipt before anything is spent or sent for round r + 2.
+                            r.wait(&mut client, &store, round.checked_sub(2)).await?;
+                        }
                         let spent = store.spends()?;
                         let (back, work) = answer(source, task.clone(), spent).await?;
                         source = back;
@@ -164,7 +214,8 @@ async fn drive(
                     }
                 };
                 let sent_before = report.rounds_sent.len();
-                let msg = handle(&mut client, &store, &task, work, &mut report).await?;
+                let expect = receipts.is_some();
+                let msg = handle(&mut client, &store, &task, work, &mut report, expect).await?;
                 if report.rounds_sent.len() > sent_before {
                     source.submitted(round);
                 }
@@ -174,6 +225,9 @@ async fn drive(
                 }
             }
             _ => {
+                if let Some(r) = receipts.as_mut() {
+                    r.poll(&mut client, &store).await?;
+                }
                 let wait = task.header.retry_after_ms.clamp(10, 5_000);
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
@@ -201,11 +255,14 @@ async fn handle(
     task: &Task,
     work: Work,
     report: &mut AgentReport,
+    expect_receipt: bool,
 ) -> Result<String, AgentError> {
     let round = task.header.round;
     let federation = client.federation().to_owned();
     match work {
-        Work::Decline(reason) => decline(client, store, round, reason, report).await,
+        Work::Decline(reason) => {
+            decline(client, store, round, reason, report, expect_receipt).await
+        }
         Work::Update {
             delta,
             examples,
@@ -256,6 +313,18 @@ async fn handle(
             if receipt.is_ok() || receipt.as_ref().is_err_and(tolerable) {
                 store.settle_prepared(&prepared)?;
             }
+            // A resend after a crash that the coordinator already holds: the first copy was
+            // acknowledged (only this update was ever prepared for the round), so it is recorded
+            // as sent and its receipt checks that the ledger holds exactly these bytes.
+            let receipt = match receipt {
+                Err(e) if already_submitted(&e) => Ok(pb::SubmitReceipt {
+                    round,
+                    update_sha256: prepared.update_sha256.clone(),
+                    accepted: 0,
+                    quorum: 0,
+                }),
+                other => other,
+            };
             match receipt {
                 Ok(r) => {
                     store.record_round(&RoundRecord {
@@ -264,6 +333,9 @@ async fn handle(
                         action: "sent".into(),
                         update_sha256: Some(r.update_sha256.clone()),
                         reason: None,
+                        examples: Some(examples),
+                        privacy: Some(privacy.clone()),
+                        receipt: expect_receipt.then(|| receipt_state::PENDING.to_owned()),
                     })?;
                     report.rounds_sent.push(round);
                     let eps = spend
@@ -297,6 +369,7 @@ async fn decline(
     round: u64,
     reason: String,
     report: &mut AgentReport,
+    expect_receipt: bool,
 ) -> Result<String, AgentError> {
     let reason = reason.replace('\n', " ");
     warn!(round, %reason, "declining round");
@@ -307,23 +380,35 @@ async fn decline(
         }
         other => other,
     };
-    match sent {
-        Ok(()) => {}
-        Err(e) if tolerable(&e) => warn!(round, error = %e, "decline not recorded"),
+    let acknowledged = match sent {
+        Ok(()) => true,
+        Err(e) if tolerable(&e) => {
+            warn!(round, error = %e, "decline not recorded");
+            false
+        }
         Err(e) => return Err(e.into()),
-    }
+    };
     store.record_round(&RoundRecord {
         round,
         federation: client.federation().to_owned(),
         action: "declined".into(),
         update_sha256: None,
         reason: Some(reason.clone()),
+        examples: None,
+        privacy: None,
+        receipt: (expect_receipt && acknowledged).then(|| receipt_state::PENDING.to_owned()),
     })?;
     report.rounds_declined.push((round, reason.clone()));
     Ok(format!("declined: {reason}"))
 }
 
 /// Refusals that mean "the round moved on", not "something is wrong with us".
+/// The coordinator already holds an answer of this participant for the round.
+fn already_submitted(e: &ClientError) -> bool {
+    matches!(e, ClientError::Refused { code: Code::AlreadyExists, message, .. }
+        if message.contains("already submitted"))
+}
+
 fn tolerable(e: &ClientError) -> bool {
     matches!(
         e.code(),

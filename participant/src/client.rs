@@ -272,6 +272,11 @@ impl Client {
         &self.federation
     }
 
+    /// This participant's public key, lowercase hex (as the ledger records it).
+    pub fn public_key_hex(&self) -> String {
+        public_key_hex(&self.key)
+    }
+
     /// The name the coordinator enrolled this participant under.
     pub fn name(&self) -> &str {
         &self.name

@@ -7,6 +7,8 @@
 //! - [`keys`] - the Ed25519 identity file.
 //! - [`store`] - local sled store of spends and answered rounds (flushed before sending).
 //! - [`client`] - the wire protocol, participant side.
+//! - [`receipts`] - each answered round's receipt, fetched over the log's tlog-tiles API and
+//!   checked against what was signed and reported; evidence and a halt on a mismatch.
 //! - [`work`] - what a source of updates is asked and answers: [`UpdateSource`], [`Work`],
 //!   [`SourceError`].
 //! - [`dp`] - the privacy gate: the federation's accountants, cost of a round, budget check;
@@ -19,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod dp;
 pub mod keys;
+pub mod receipts;
 pub mod source;
 pub mod store;
 pub mod work;
@@ -44,6 +47,23 @@ pub enum RunError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl RunError {
+    /// The process exit status for this failure: 3 when the agent stopped on a receipt
+    /// mismatch (evidence written) or is still stopped by one, 4 when a receipt was not complete
+    /// in time, 5 when the federation was refused (genesis or witnesses), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Agent(AgentError::Receipt(receipts::ReceiptError::Mismatch { .. }))
+            | RunError::Agent(AgentError::Halted(_)) => 3,
+            RunError::Agent(AgentError::Receipt(receipts::ReceiptError::Timeout { .. })) => 4,
+            RunError::Agent(AgentError::Receipt(receipts::ReceiptError::Refused(_))) => 5,
+            _ => 1,
+        }
+    }
 }
 
 /// Run a participant from its configuration until the federation finishes, training on its
@@ -70,10 +90,21 @@ pub async fn run_with_source(
         source,
     })?;
     let store = store::LocalStore::open(&cfg.state_dir)?;
+    let receipts = match &cfg.ledger {
+        Some(l) => Some(receipts::ReceiptSettings {
+            url: l.url.clone(),
+            pins: l.pins().map_err(|e| RunError::Config(e.to_string()))?,
+            allow_no_witnesses: l.allow_no_witnesses,
+            timeout: Duration::from_secs(l.receipt_timeout_secs),
+        }),
+        None => None,
+    };
     let opts = AgentOptions {
         coordinator: cfg.coordinator.clone(),
         reconnect_patience: Duration::from_secs(cfg.reconnect_patience_secs),
         progress,
+        receipts,
+        state_dir: cfg.state_dir.clone(),
     };
     Ok(run_agent(opts, key, store, source).await?)
 }

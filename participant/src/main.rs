@@ -84,16 +84,46 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Take part in the federation until it finishes.
+    /// Take part in the federation until it finishes. With a `[ledger]` section, every
+    /// answered round's receipt is checked; exit status 3 means the ledger did not record what
+    /// this hospital signed or was told (an evidence file was written; see the README), 4 that a
+    /// receipt was not complete in time, 5 that the federation was refused (genesis digest or
+    /// witness quorum).
     ///
     /// Example: fedledger-participant run --config participant.toml
     Run {
         #[arg(long)]
         config: PathBuf,
     },
+    /// After a receipt mismatch stopped the agent and the operator investigated it: clear the
+    /// stop so `run` takes part again. The round concerned is not checked again (its evidence
+    /// file stays); when the log itself was inconsistent, the last accepted checkpoint is
+    /// forgotten as well.
+    ///
+    /// Example: fedledger-participant resume --config participant.toml
+    Resume {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Write this hospital's statement: every receipt it holds (entries and tlog-proof files),
+    /// the genesis and its receipt, the keys they are checked against, and a summary (rounds,
+    /// digests, examples, rewards, epsilon). Anyone checks it offline with `fedledger-ledger
+    /// receipts verify DIR`.
+    ///
+    /// Example: fedledger-participant receipts --config participant.toml --out statement
+    Receipts {
+        #[arg(long)]
+        config: PathBuf,
+        /// Output directory (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// The federation, when the state directory holds receipts of several.
+        #[arg(long)]
+        federation: Option<String>,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -104,11 +134,27 @@ fn main() -> anyhow::Result<()> {
     // FEDLEDGER_CRASH_AT (a release build refuses the latter rather than ignore it).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    let armed = fedledger_ledger::crash::crash_points_from_env().map_err(anyhow::Error::msg)?;
-    if !armed.is_empty() {
-        tracing::warn!(points = ?armed, "crash points armed (test build)");
+    match fedledger_ledger::crash::crash_points_from_env() {
+        Ok(armed) if !armed.is_empty() => {
+            tracing::warn!(points = ?armed, "crash points armed (test build)")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return std::process::ExitCode::from(2);
+        }
     }
-    run(Cli::parse())
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            let code = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<fedledger_participant::RunError>())
+                .map_or(1, fedledger_participant::RunError::exit_code);
+            std::process::ExitCode::from(code)
+        }
+    }
 }
 
 /// "rdp accountant, order 8.6" or "pld accountant".
@@ -239,12 +285,79 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ))
                 .context("take part in the federation")?;
             println!(
-                "{}: federation {} finished; sent {} updates, declined {} rounds, epsilon spent {:.4}",
+                "{}: federation {} finished; sent {} updates, declined {} rounds, epsilon spent {:.4}, {} receipts checked",
                 report.name,
                 report.federation,
                 report.rounds_sent.len(),
                 report.rounds_declined.len(),
-                report.epsilon_spent
+                report.epsilon_spent,
+                report.receipts.len()
+            );
+        }
+        Command::Resume { config } => {
+            let cfg = ParticipantConfig::load(&config)
+                .with_context(|| format!("load config {}", config.display()))?;
+            let store = fedledger_participant::store::LocalStore::open(&cfg.state_dir)
+                .context("open the local store")?;
+            match store.resume().context("clear the stop")? {
+                Some(h) => println!(
+                    "resumed: round {} of {} ({}) will not be checked again; its evidence stays in {}{}",
+                    h.round,
+                    h.federation,
+                    h.what,
+                    h.evidence,
+                    if h.inconsistent_log {
+                        "; the last accepted checkpoint was forgotten"
+                    } else {
+                        ""
+                    }
+                ),
+                None => println!("nothing to resume: the agent is not stopped"),
+            }
+        }
+        Command::Receipts {
+            config,
+            out,
+            federation,
+        } => {
+            let cfg = ParticipantConfig::load(&config)
+                .with_context(|| format!("load config {}", config.display()))?;
+            let key = keys::load_key(&cfg.key).context("load key")?;
+            let root = cfg.state_dir.join("receipts");
+            let mut dirs: Vec<(String, PathBuf)> = std::fs::read_dir(&root)
+                .with_context(|| format!("list {} (no receipts yet?)", root.display()))?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                .collect();
+            if let Some(f) = &federation {
+                let want = fedledger_participant::receipts::federation_dir(f);
+                dirs.retain(|(n, _)| *n == want);
+            }
+            let (_, dir) = match dirs.len() {
+                1 => dirs.remove(0),
+                0 => anyhow::bail!("no receipts in {}", root.display()),
+                _ => anyhow::bail!(
+                    "receipts of several federations in {}; choose one with --federation",
+                    root.display()
+                ),
+            };
+            let s = fedledger_ledger::receipts::write_statement(
+                &dir,
+                &keys::public_key_hex(&key),
+                &out,
+            )
+            .with_context(|| format!("write the statement to {}", out.display()))?;
+            println!(
+                "wrote {}: {} round(s) of {} in {} ({} contribution(s), {} decline(s), reward {}, epsilon {:.6})",
+                out.display(),
+                s.totals.rounds,
+                s.name.as_deref().unwrap_or(&s.participant),
+                s.federation,
+                s.totals.contributions,
+                s.totals.declines,
+                s.totals.reward,
+                s.totals.epsilon_micro as f64 / 1e6
             );
         }
     }

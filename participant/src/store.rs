@@ -1,9 +1,12 @@
-//! The participant's local state in sled: every round it answered and the privacy it spent.
-//! A spend is flushed to disk before the update that caused it leaves the machine, so a crash
-//! or restart can never forget spending.
+//! The participant's local state in sled: every round it answered (with exactly what it signed,
+//! so that its receipt can be checked after a restart), the privacy it spent, the last
+//! checkpoint of each federation's log it accepted, and whether it has stopped after a receipt
+//! mismatch. A spend is flushed to disk before the update that caused it leaves the machine, so
+//! a crash or restart can never forget spending.
 
 use std::path::Path;
 
+use fedledger_ledger::records::PrivacyObject;
 use fedledger_privacy::PrivacySpend;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +37,42 @@ pub struct RoundRecord {
     pub action: String,
     pub update_sha256: Option<String>,
     pub reason: Option<String>,
+    /// The example count it signed (sent updates).
+    #[serde(default)]
+    pub examples: Option<u64>,
+    /// The privacy object it signed (sent updates).
+    #[serde(default)]
+    pub privacy: Option<PrivacyObject>,
+    /// Its receipt: `pending` (the coordinator acknowledged the answer, so the ledger must
+    /// record it), `done`, or `waived` (a mismatch the operator resumed past); absent when no
+    /// receipt is expected (the answer was not acknowledged, or receipts are off).
+    #[serde(default)]
+    pub receipt: Option<String>,
+}
+
+/// Receipt states of a [`RoundRecord`].
+pub mod receipt_state {
+    /// The answer was acknowledged; its receipt is not yet complete.
+    pub const PENDING: &str = "pending";
+    /// The receipt is complete and stored.
+    pub const DONE: &str = "done";
+    /// A mismatch the operator investigated and resumed past.
+    pub const WAIVED: &str = "waived";
+}
+
+/// Why the participant stopped taking part (a receipt mismatch), until `resume` clears it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Halt {
+    pub federation: String,
+    pub round: u64,
+    /// What differed.
+    pub what: String,
+    /// The evidence file written.
+    pub evidence: String,
+    /// The checkpoints of the log were inconsistent (the last accepted one is then forgotten
+    /// on resume).
+    #[serde(default)]
+    pub inconsistent_log: bool,
 }
 
 /// An update whose spend is recorded and which may not have reached the coordinator yet: after a
@@ -63,7 +102,12 @@ pub struct LocalStore {
     prepared: sled::Tree,
     /// Folder of the prepared updates' vectors (`<sha256>.f32`, little-endian).
     vectors: std::path::PathBuf,
+    /// Federation -> the last checkpoint note of its log this participant accepted; and
+    /// `halt` -> [`Halt`].
+    ledger: sled::Tree,
 }
+
+const HALT_KEY: &[u8] = b"\0halt";
 
 fn key(federation: &str, round: u64) -> Vec<u8> {
     let mut k = federation.as_bytes().to_vec();
@@ -80,6 +124,7 @@ impl LocalStore {
             rounds: db.open_tree("rounds")?,
             prepared: db.open_tree("prepared")?,
             vectors: dir.join("prepared"),
+            ledger: db.open_tree("ledger")?,
             db,
         })
     }
@@ -218,6 +263,83 @@ impl LocalStore {
         )?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// The record of `round` in `federation`, if any.
+    pub fn round(&self, federation: &str, round: u64) -> Result<Option<RoundRecord>, StoreError> {
+        match self.rounds.get(key(federation, round))? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    key: format!("{federation}/{round}"),
+                    reason: e.to_string(),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets the receipt state of a recorded round (flushed).
+    pub fn set_receipt(&self, federation: &str, round: u64, state: &str) -> Result<(), StoreError> {
+        if let Some(mut r) = self.round(federation, round)? {
+            r.receipt = Some(state.to_owned());
+            self.record_round(&r)?;
+        }
+        Ok(())
+    }
+
+    /// The last checkpoint note of `federation`'s log this participant accepted.
+    pub fn accepted_checkpoint(&self, federation: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.ledger.get(federation.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Records the checkpoint just accepted (flushed). `None` forgets it.
+    pub fn accept_checkpoint(
+        &self,
+        federation: &str,
+        note: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        match note {
+            Some(n) => self.ledger.insert(federation.as_bytes(), n)?,
+            None => self.ledger.remove(federation.as_bytes())?,
+        };
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Why the participant stopped, if it has.
+    pub fn halt(&self) -> Result<Option<Halt>, StoreError> {
+        match self.ledger.get(HALT_KEY)? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    key: "halt".into(),
+                    reason: e.to_string(),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// Stops the participant (flushed) until [`LocalStore::resume`].
+    pub fn set_halt(&self, h: &Halt) -> Result<(), StoreError> {
+        self.ledger
+            .insert(HALT_KEY, serde_json::to_vec(h).expect("serialisable"))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Clears a halt: the round it names is waived (its receipt is not checked again) and, when
+    /// the log was inconsistent, the last accepted checkpoint is forgotten. Returns the halt.
+    pub fn resume(&self) -> Result<Option<Halt>, StoreError> {
+        let Some(h) = self.halt()? else {
+            return Ok(None);
+        };
+        self.set_receipt(&h.federation, h.round, receipt_state::WAIVED)?;
+        if h.inconsistent_log {
+            self.ledger.remove(h.federation.as_bytes())?;
+        }
+        self.ledger.remove(HALT_KEY)?;
+        self.db.flush()?;
+        Ok(Some(h))
     }
 
     pub fn rounds(&self) -> Result<Vec<RoundRecord>, StoreError> {

@@ -202,6 +202,7 @@ async fn setup(dir: &std::path::Path) -> (Arc<Seen>, ParticipantConfig) {
         state_dir: dir.join("state"),
         privacy: PrivacySection::default(),
         reconnect_patience_secs: 5,
+        ledger: None,
     };
     (seen, cfg)
 }

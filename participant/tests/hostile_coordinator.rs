@@ -180,6 +180,7 @@ async fn declined(task: pb::TaskHeader) -> String {
         state_dir: dir.path().join("state"),
         privacy: PrivacySection::default(),
         reconnect_patience_secs: 5,
+        ledger: None,
     };
     let report = fedledger_participant::run(cfg.clone(), false)
         .await

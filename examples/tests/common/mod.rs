@@ -52,6 +52,7 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
                 ..Default::default()
             },
             reconnect_patience_secs: 20,
+            ledger: None,
         });
     }
     let coordinator = ConfigFile {

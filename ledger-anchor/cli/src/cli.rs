@@ -1,4 +1,5 @@
-//! The `fedledger-ledger` command line: `keygen`, `status`, `export`, `verify` and `node`.
+//! The `fedledger-ledger` command line: `keygen`, `status`, `export`, `verify`, `receipts` and
+//! `node`.
 
 use std::path::PathBuf;
 
@@ -6,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fedledger_ledger::note::{self, VerifierKey};
 use fedledger_ledger::verify::{EpsilonAccountant, VerifyOptions, verify_dir};
-use fedledger_ledger::{Log, export, keys};
+use fedledger_ledger::{Log, export, keys, receipts};
 
 /// The one-line description `--help` shows (the ledger library's, as it was when the command
 /// line lived there).
@@ -43,15 +44,25 @@ pub enum Command {
         #[arg(long)]
         store: PathBuf,
     },
-    /// Export a store for auditors: checkpoint, checkpoints/, log.vkey, witnesses.vkeys,
-    /// entries/, proofs/.
+    /// Export a store: the auditor's files (--out) and/or the log as static tlog-tiles (--tiles).
+    ///
+    /// --out writes checkpoint, checkpoints/, log.vkey, witnesses.vkeys, entries/, proofs/ for
+    /// `verify`. --tiles writes the C2SP tlog-tiles layout as static files any web server can
+    /// publish: checkpoint, tile/<L>/<N>, tile/entries/<N>, with a partial tile for every
+    /// checkpointed size.
+    ///
+    /// Example: fedledger-ledger export --store coordinator-state/ledger --tiles public/log
+    #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["out", "tiles"])))]
     Export {
         /// The log store directory.
         #[arg(long)]
         store: PathBuf,
-        /// Output directory (created).
+        /// Output directory of the auditor's files (created).
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
+        /// Output directory of the tlog-tiles files (created).
+        #[arg(long)]
+        tiles: Option<PathBuf>,
     },
     /// Verify an exported directory; exit status 0 only if every check holds.
     Verify {
@@ -61,11 +72,58 @@ pub enum Command {
         #[arg(long)]
         quorum: Option<u64>,
     },
+    /// A hospital's receipts: verify a statement directory offline, or one tlog-proof file.
+    #[command(subcommand)]
+    Receipts(ReceiptsCommand),
     /// Run a replica + witness node over libp2p (see `ledger.toml` in the crate docs of `node`).
     Node {
         /// Node configuration (TOML).
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+/// `fedledger-ledger receipts ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReceiptsCommand {
+    /// Verify a hospital's statement offline; exit status 0 only if everything holds.
+    ///
+    /// The statement is what `fedledger-participant receipts --out DIR` writes. It is checked
+    /// with nothing but its files: every receipt against the log key and the genesis witnesses,
+    /// every entry's schema and the hospital's signature, the summary recomputed from the
+    /// entries. A failure names the file that was changed.
+    ///
+    /// Example: fedledger-ledger receipts verify statement --log-key 'fed+1a2b3c4d+AU...'
+    Verify {
+        /// The statement directory.
+        dir: PathBuf,
+        /// The log's verifier key as the operator published it (else the statement's
+        /// trust.json is used, and printed for you to compare).
+        #[arg(long)]
+        log_key: Option<String>,
+        /// The genesis digest the operator gave the hospital.
+        #[arg(long)]
+        genesis: Option<String>,
+    },
+    /// Verify one C2SP tlog-proof file for an entry against a trust file.
+    ///
+    /// The trust file is JSON: origin, log_vkey, witness_vkeys (name to key), and quorum unless
+    /// given here.
+    ///
+    /// Example: fedledger-ledger receipts check-proof --proof round7.tlog-proof --entry e.json --trust trust.json --quorum 2
+    CheckProof {
+        /// The tlog-proof file.
+        #[arg(long)]
+        proof: PathBuf,
+        /// The entry's exact bytes.
+        #[arg(long)]
+        entry: PathBuf,
+        /// The trust file.
+        #[arg(long)]
+        trust: PathBuf,
+        /// Cosignatures required (default: the trust file's quorum).
+        #[arg(long)]
+        quorum: Option<u64>,
     },
 }
 
@@ -105,9 +163,21 @@ pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Resu
             }
             Ok(())
         }
-        Command::Export { store, out } => {
+        Command::Export { store, out, tiles } => {
             let log = Log::open_existing(&store)
                 .with_context(|| format!("open ledger store {}", store.display()))?;
+            if let Some(dir) = &tiles {
+                let t = export::export_tiles(&log, dir)
+                    .with_context(|| format!("write tiles to {}", dir.display()))?;
+                println!(
+                    "wrote {} tile files ({} bytes) for {} entries to {}",
+                    t.files,
+                    t.bytes,
+                    t.size,
+                    dir.display()
+                );
+            }
+            let Some(out) = out else { return Ok(()) };
             let s = export::export(&log, &out)
                 .with_context(|| format!("export to {}", out.display()))?;
             println!(
@@ -133,6 +203,55 @@ pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Resu
             } else {
                 anyhow::bail!("verification of {} failed", dir.display())
             }
+        }
+        Command::Receipts(ReceiptsCommand::Verify {
+            dir,
+            log_key,
+            genesis,
+        }) => {
+            let opts = receipts::StatementOptions {
+                log_key: log_key
+                    .map(|k| VerifierKey::parse(&k))
+                    .transpose()
+                    .context("--log-key")?,
+                genesis_sha256: genesis,
+            };
+            let report = receipts::verify_statement(&dir, &opts);
+            print!("{report}");
+            if report.ok() {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "the statement in {} does not verify; changed or wrong: {}",
+                    dir.display(),
+                    report.failed_files().join(", ")
+                )
+            }
+        }
+        Command::Receipts(ReceiptsCommand::CheckProof {
+            proof,
+            entry,
+            trust,
+            quorum,
+        }) => {
+            let read =
+                |p: &PathBuf| std::fs::read(p).with_context(|| format!("read {}", p.display()));
+            let policy = receipts::TrustFile::parse(&read(&trust)?)?
+                .policy(quorum)
+                .context("the trust file")?;
+            let v = receipts::verify_receipt(&read(&proof)?, &read(&entry)?, &policy)
+                .with_context(|| {
+                    format!("{} does not prove {}", proof.display(), entry.display())
+                })?;
+            println!(
+                "ok: entry {} is in the log {} at size {}, cosigned by {} ({} required)",
+                v.index,
+                policy.log_key.name,
+                v.checkpoint.checkpoint.size,
+                v.cosigners.join(", "),
+                policy.quorum
+            );
+            Ok(())
         }
         Command::Node { config } => crate::node::run(&config),
     }

@@ -7,6 +7,8 @@
 //! log_key = "fed.example+1a2b3c4d+AUx..."      # the log's verifier key (origin = its name)
 //! listen = ["/ip4/0.0.0.0/tcp/4001"]           # empty for a dial-out-only node
 //! dial = ["/ip4/127.0.0.1/tcp/4000"]
+//! node_key = "node.key"                         # libp2p identity (stable peer id); generated if missing
+//! tiles_listen = "127.0.0.1:8081"               # optional: serve the replica over C2SP tlog-tiles (HTTP)
 //!
 //! [witness]                                     # optional: also cosign as a witness
 //! name = "witness.hospital-a.example"
@@ -39,6 +41,13 @@ pub struct NodeFileConfig {
     /// Peers to dial.
     #[serde(default)]
     pub dial: Vec<String>,
+    /// The node's libp2p identity key file (a fresh identity each start when absent).
+    #[serde(default)]
+    pub node_key: Option<PathBuf>,
+    /// Serve the replica in the C2SP tlog-tiles layout over HTTP at this address (off when
+    /// absent: hospitals' nodes do not listen).
+    #[serde(default)]
+    pub tiles_listen: Option<std::net::SocketAddr>,
     /// Witness settings.
     pub witness: Option<WitnessFileConfig>,
 }
@@ -107,15 +116,25 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start runtime")?;
+    let identity = match &cfg.node_key {
+        Some(p) => node::load_or_generate_identity(p).context("load node key")?,
+        None => identity::Keypair::generate_ed25519(),
+    };
     rt.block_on(async move {
-        let node = node::spawn(
-            net_cfg,
-            identity::Keypair::generate_ed25519(),
-            log.clone(),
-            witness,
-        )
-        .await
-        .context("start node")?;
+        let node = node::spawn(net_cfg, identity, log.clone(), witness)
+            .await
+            .context("start node")?;
+        let tiles = match cfg.tiles_listen {
+            Some(at) => {
+                let l = tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("bind {at}"))?;
+                let t = fedledger_ledger::http::serve_tiles(l, log.clone()).await?;
+                println!("serving tlog-tiles at {}", t.url());
+                Some(t)
+            }
+            None => None,
+        };
         println!(
             "node {} listening on {:?}",
             node.peer_id(),
@@ -135,6 +154,9 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             }
         }
         node.shutdown().await;
+        if let Some(t) = tiles {
+            t.shutdown().await;
+        }
         let evidence = log.evidence()?;
         if !evidence.is_empty() {
             anyhow::bail!(

@@ -37,6 +37,57 @@ fn the_command_line_exports_and_verifies() {
         )
         .is_err()
     );
+    // The same store as static tlog-tiles: the tiles the latest size implies, and the
+    // checkpoint.
+    let tiles = out.path().join("tiles");
+    let t = tiles.to_str().unwrap();
+    run(
+        Cli::try_parse_from(["fedledger-ledger", "export", "--store", s, "--tiles", t]).unwrap(),
+        None,
+    )
+    .unwrap();
+    let checkpoint = std::fs::read_to_string(tiles.join("checkpoint")).unwrap();
+    let size: u64 = checkpoint.lines().nth(1).unwrap().parse().unwrap();
+    assert!(size > 3 && size < 256, "{size}");
+    assert!(tiles.join(format!("tile/0/000.p/{size}")).exists());
+    assert!(tiles.join(format!("tile/entries/000.p/{size}")).exists());
+    assert!(
+        tiles.join("tile/0/000.p/3").exists(),
+        "the genesis checkpoint's partial"
+    );
+    assert!(Cli::try_parse_from(["fedledger-ledger", "export", "--store", s]).is_err());
+}
+
+#[test]
+fn check_proof_accepts_the_outside_receipt_under_its_two_of_two_policy() {
+    let data = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/cosigned_checkpoint"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let entry = dir.path().join("entry6");
+    let lines = std::fs::read(format!("{data}/entries.jsonl")).unwrap();
+    std::fs::write(&entry, lines.split(|b| *b == b'\n').nth(6).unwrap()).unwrap();
+    let args = |quorum: &str| {
+        Cli::try_parse_from([
+            "fedledger-ledger",
+            "receipts",
+            "check-proof",
+            "--proof",
+            &format!("{data}/round7.tlog-proof"),
+            "--entry",
+            entry.to_str().unwrap(),
+            "--trust",
+            &format!("{data}/trust.json"),
+            "--quorum",
+            quorum,
+        ])
+        .unwrap()
+    };
+    run(args("2"), None).unwrap();
+    assert!(run(args("3"), None).is_err(), "more than the two witnesses");
+    std::fs::write(&entry, b"another entry").unwrap();
+    assert!(run(args("2"), None).is_err());
 }
 
 #[test]
@@ -49,6 +100,9 @@ fn help_text_is_unchanged() {
         "status --help",
         "export --help",
         "verify --help",
+        "receipts --help",
+        "receipts verify --help",
+        "receipts check-proof --help",
         "node --help",
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_fedledger-ledger"))

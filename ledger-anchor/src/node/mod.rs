@@ -33,6 +33,16 @@ use crate::note::VerifierKey;
 use crate::records;
 use crate::store::Log;
 
+/// The node identity kept in the key file at `path` (created on first use), so that a node's
+/// peer id survives restarts and peers can pin it.
+pub fn load_or_generate_identity(
+    path: &std::path::Path,
+) -> Result<libp2p::identity::Keypair, LedgerError> {
+    let seed = crate::keys::load_or_generate_seed(path)?;
+    libp2p::identity::Keypair::ed25519_from_bytes(seed)
+        .map_err(|e| LedgerError::Key(format!("{}: {e}", path.display())))
+}
+
 /// The witness keys and quorum recorded in a log's genesis record.
 pub fn genesis_witnesses(log: &Log) -> Result<(Vec<VerifierKey>, u64), LedgerError> {
     let genesis = records::validate_entry(0, log.origin(), &log.entry(0)?)?;
