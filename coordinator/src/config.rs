@@ -26,6 +26,10 @@
 //! local_epochs = 2
 //! batch_size = 32
 //! learning_rate = 0.1
+//! clip_norm = 1.0                       # DP-SGD per-example clipping norm (0: no DP-SGD)
+//! noise_multiplier = 1.1                # for hospitals that do not plan for themselves
+//! # Each hospital plans its own DP-SGD for its own budget within these bounds:
+//! # planning = { max_batch_size = 512, max_steps = 30 }   # also rounds, min_batch_size, min_steps
 //!
 //! [valuation]
 //! estimator = "auto"                    # exact up to 12 participants, else gtg
@@ -132,10 +136,16 @@ pub struct TrainingSection {
     pub learning_rate: f64,
     /// DP-SGD clipping norm C (0: no DP-SGD).
     pub clip_norm: f64,
-    /// DP-SGD noise multiplier (0: no DP-SGD).
+    /// DP-SGD noise multiplier (0: no DP-SGD). With `planning`, only participants that do not
+    /// plan for themselves (older agents) use it.
     pub noise_multiplier: f64,
     /// Seed of the initial global model.
     pub init_seed: u64,
+    /// Let each hospital plan its own DP-SGD (batch size, steps, noise multiplier) within these
+    /// bounds for its own budget, instead of `batch_size`, `local_epochs` and
+    /// `noise_multiplier`; absent: every hospital trains with those.
+    #[serde(default)]
+    pub planning: Option<PlanningSection>,
 }
 
 impl Default for TrainingSection {
@@ -147,7 +157,52 @@ impl Default for TrainingSection {
             clip_norm: 0.0,
             noise_multiplier: 0.0,
             init_seed: 0,
+            planning: None,
         }
+    }
+}
+
+/// `[training.planning]`: the bounds each hospital plans its DP-SGD within (sent with every
+/// task as `TaskHeader.planning`). A hospital picks, with its own accountant, the batch size and
+/// steps in these bounds that carry the least noise per unit of signal for its budget: in
+/// practice the largest batch (at most its rows) and the most steps.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PlanningSection {
+    /// Rounds each hospital spreads its budget over (default: `rounds.total`).
+    #[serde(default)]
+    pub rounds: Option<u64>,
+    /// Expected batch size bounds (a hospital with fewer rows uses all of them).
+    #[serde(default = "default_min_batch")]
+    pub min_batch_size: u32,
+    pub max_batch_size: u32,
+    /// DP-SGD steps per round.
+    #[serde(default = "one")]
+    pub min_steps: u32,
+    pub max_steps: u32,
+}
+
+fn default_min_batch() -> u32 {
+    16
+}
+fn one() -> u32 {
+    1
+}
+
+impl PlanningSection {
+    fn validate(&self) -> Result<(), String> {
+        if self.rounds == Some(0)
+            || self.min_batch_size == 0
+            || self.min_steps == 0
+            || self.min_batch_size > self.max_batch_size
+            || self.min_steps > self.max_steps
+        {
+            return Err(format!(
+                "training.planning: rounds, batch sizes and steps must be at least 1 and \
+                 min <= max, got {self:?}"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -551,6 +606,14 @@ impl ConfigFile {
         }
         if (t.noise_multiplier > 0.0) != (t.clip_norm > 0.0) {
             return bad("DP-SGD needs both training.clip_norm and training.noise_multiplier > 0 (or both 0)".into());
+        }
+        if let Some(p) = &t.planning {
+            p.validate().map_err(ConfigError::Invalid)?;
+            if t.clip_norm <= 0.0 {
+                return bad(
+                    "training.planning plans DP-SGD: it needs training.clip_norm > 0".into(),
+                );
+            }
         }
         let max_norm = self.aggregation.max_update_norm;
         if !(max_norm.is_finite() && max_norm >= 0.0) {

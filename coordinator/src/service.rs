@@ -187,6 +187,13 @@ impl pb::coordinator_server::Coordinator for Service {
                 .iter()
                 .map(|a| a.name().to_owned())
                 .collect(),
+            planning: t.planning.map(|p| pb::DpPlanning {
+                planned_rounds: p.rounds.unwrap_or(cfg.rounds),
+                min_batch_size: p.min_batch_size,
+                max_batch_size: p.max_batch_size,
+                min_steps: p.min_steps,
+                max_steps: p.max_steps,
+            }),
         };
         let head = stream::once(async move {
             Ok(pb::TaskMessage {

@@ -9,8 +9,8 @@ use clap::Parser;
 use fedledger_coordinator::{
     ConfigFile, RoundOutcome,
     config::{
-        AggregationSection, DataSection, LimitsSection, ParticipantEntry, RoundsSection,
-        ServerDpSection, StandardisationMode, StrategyKind, TrainingSection,
+        AggregationSection, DataSection, LimitsSection, ParticipantEntry, PlanningSection,
+        RoundsSection, ServerDpSection, StandardisationMode, StrategyKind, TrainingSection,
     },
 };
 use fedledger_ledger::note::NoteSigner;
@@ -68,9 +68,24 @@ pub struct Options {
     /// Train without differential privacy (hospitals then allow non-private training).
     #[arg(long)]
     pub no_dp: bool,
-    /// Per-hospital epsilon budget for DP-SGD (the noise multiplier is planned to fit it).
+    /// Per-hospital epsilon budget for DP-SGD.
     #[arg(long, default_value_t = 8.0)]
     pub epsilon: f64,
+    /// How DP-SGD is planned: `hospital` (each hospital plans its own batch size, steps and
+    /// noise multiplier for its own budget, within --max-batch-size and --max-steps) or `shared`
+    /// (every hospital trains with --batch-size and --local-epochs, and one noise multiplier
+    /// planned so that the smallest hospital fits the budget).
+    #[arg(long, value_enum, default_value_t = Planning::Hospital)]
+    pub planning: Planning,
+    /// Largest expected batch a hospital may plan (with --planning hospital).
+    #[arg(long, default_value_t = 512)]
+    pub max_batch_size: u32,
+    /// Most DP-SGD steps per round a hospital may plan (with --planning hospital).
+    #[arg(long, default_value_t = 30)]
+    pub max_steps: u32,
+    /// The hospitals' privacy accountant: rdp or pld (tighter).
+    #[arg(long, default_value = "rdp")]
+    pub accountant: fedledger_privacy::AccountantKind,
     /// Per-hospital delta.
     #[arg(long, default_value_t = 1e-5)]
     pub delta: f64,
@@ -84,6 +99,24 @@ pub struct Options {
     /// Print the coordinator's and participants' logs.
     #[arg(long)]
     pub verbose: bool,
+}
+
+/// How the example's hospitals plan DP-SGD (`--planning`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Planning {
+    /// Each hospital plans for its own rows and budget within the task's bounds.
+    Hospital,
+    /// One batch size, epoch count and noise multiplier for all, planned for the smallest.
+    Shared,
+}
+
+impl Planning {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Planning::Hospital => "hospital",
+            Planning::Shared => "shared",
+        }
+    }
 }
 
 /// A hospital that also runs a ledger witness node.
@@ -410,7 +443,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             epsilon_budget: h.epsilon_budget.unwrap_or(args.epsilon),
             delta: args.delta,
             require_dp: !args.no_dp,
-            ..Default::default()
+            accountant: args.accountant,
         };
         let pcfg = ParticipantConfig {
             coordinator: String::new(),
@@ -486,6 +519,15 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             clip_norm: if args.no_dp { 0.0 } else { args.clip_norm },
             noise_multiplier,
             init_seed: args.seed,
+            planning: (!args.no_dp && args.planning == Planning::Hospital).then_some(
+                PlanningSection {
+                    rounds: None,
+                    min_batch_size: 16.min(args.max_batch_size),
+                    max_batch_size: args.max_batch_size,
+                    min_steps: 1,
+                    max_steps: args.max_steps,
+                },
+            ),
         },
         aggregation: AggregationSection {
             strategy: StrategyKind::Fedavg,
@@ -523,7 +565,8 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
 }
 
 /// The smallest noise multiplier that keeps the hospital with the fewest rows (the largest
-/// sampling rate) within its budget over all rounds.
+/// sampling rate) within its budget over all rounds: `--planning shared`, and the fallback
+/// for agents that do not plan for themselves.
 fn plan_noise(args: &Options, min_rows: usize) -> anyhow::Result<f64> {
     let (q, per_round) = fedledger_model::DpSgdConfig::schedule(
         min_rows,
@@ -539,7 +582,7 @@ fn plan_noise(args: &Options, min_rows: usize) -> anyhow::Result<f64> {
         q,
         steps,
         args.delta,
-        fedledger_privacy::accountant::AccountantKind::Rdp,
+        args.accountant,
     )
     .context("plan the DP-SGD noise multiplier")
 }

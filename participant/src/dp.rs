@@ -11,16 +11,24 @@ use fedledger_privacy::{
 use fedledger_proto as pb;
 use rand::{SeedableRng, rngs::SysRng};
 
-use crate::{config::PrivacySection, store::SpendRecord, work::SourceError};
+use crate::{
+    config::PrivacySection,
+    plan::{PlanBounds, PlanInputs, Planner},
+    store::SpendRecord,
+    work::SourceError,
+};
 
 /// The decision for one round.
 #[derive(Debug)]
 pub enum Plan {
     /// Train without noise (only when the participant allows it).
     NonPrivate,
-    /// Train with DP-SGD; `spend` is what it costs.
+    /// Train with DP-SGD at expected batch size `batch_size` for `steps` steps (`None`: the
+    /// task's epochs); `spend` is what it costs and describes exactly that run.
     Private {
         dp: DpSgdConfig,
+        batch_size: usize,
+        steps: Option<u64>,
         spend: PrivacySpend,
     },
     /// Do not train; the reason is sent to the coordinator.
@@ -54,25 +62,39 @@ pub fn cumulative_epsilon(
         .map_err(|e| SourceError::Privacy(e.to_string()))
 }
 
-/// Decide whether (and how) to train this round within the budget.
+/// Decide whether (and how) to train this round within the budget, before anything is trained.
 ///
-/// `federation_accountants` are the accountants the task says the federation records (empty:
-/// not stated, as older coordinators send it). A private round is declined, before anything is
-/// trained or spent, when they are stated and the configured accountant is not among them: the
-/// spend this participant would report could not be recorded as it was accounted.
+/// With `task.planning` set, the round is private when the task's clipping norm is positive and
+/// this participant plans its own batch size, steps and noise multiplier within the task's
+/// bounds (`planner`, see [`crate::plan`]); otherwise it trains with the task's batch size, epochs and noise
+/// multiplier (private when both the norm and the multiplier are positive). Either way the plan
+/// depends only on the row count `n`, the model size, the budget, what was spent and the task,
+/// never on the data's values.
+///
+/// The task's accountants (empty: not stated, as older coordinators send it) must include the
+/// configured one: otherwise a private round is declined, before anything is trained or spent,
+/// since the spend this participant would report could not be recorded as it was accounted.
 ///
 /// The multiplier accounted for is the sampler's effective one: its standard deviation over the
 /// clipping norm plus the grid-rounding charge on `num_params` coordinates, rounded down, so the
-/// reported epsilon is never below the truth.
+/// reported epsilon is never below the truth. The budget gate then composes every recorded spend
+/// with this round and declines if the total would exceed the budget.
 pub fn plan(
-    hyper: &pb::HyperParameters,
-    federation_accountants: &[String],
+    planner: &mut Planner,
+    task: &pb::TaskHeader,
     n: usize,
     num_params: usize,
     privacy: &PrivacySection,
     spent: &[SpendRecord],
 ) -> Result<Plan, SourceError> {
-    if hyper.noise_multiplier <= 0.0 || hyper.clip_norm <= 0.0 {
+    let hyper = task
+        .hyper
+        .ok_or_else(|| SourceError::Task("task has no hyper-parameters".into()))?;
+    let private = match &task.planning {
+        Some(_) => hyper.clip_norm > 0.0,
+        None => hyper.noise_multiplier > 0.0 && hyper.clip_norm > 0.0,
+    };
+    if !private {
         if privacy.require_dp {
             return Ok(Plan::Decline(
                 "task asks for training without DP noise; this participant requires DP-SGD".into(),
@@ -80,17 +102,12 @@ pub fn plan(
         }
         return Ok(Plan::NonPrivate);
     }
-    if let Some(reason) = unrecorded_accountant(privacy.accountant, federation_accountants) {
+    if let Some(reason) = unrecorded_accountant(privacy.accountant, &task.accountants) {
         return Ok(Plan::Decline(reason));
     }
     if n == 0 {
         return Ok(Plan::Decline("no local training data".into()));
     }
-    // Exactly the schedule the trainer will follow.
-    let (q, t) = DpSgdConfig::schedule(n, hyper.batch_size as usize, hyper.local_epochs as usize);
-    let sampler = SecureGaussian::new(hyper.noise_multiplier * hyper.clip_norm, None)
-        .map_err(|e| SourceError::Privacy(e.to_string()))?;
-    let sigma = sampler.effective_noise_multiplier(hyper.clip_norm, num_params);
     let accountant = privacy.accountant;
     if let Some(other) = spent.iter().find(|s| s.spend.accountant != accountant) {
         return Ok(Plan::Decline(format!(
@@ -100,19 +117,69 @@ pub fn plan(
         )));
     }
     let before = cumulative_epsilon(spent, None, privacy.delta, accountant)?;
+    let exhausted = |after: String| {
+        Plan::Decline(format!(
+            "privacy budget exhausted: spent epsilon {before:.4}, {after}, limit {:.4} (delta {:e})",
+            privacy.epsilon_budget, privacy.delta
+        ))
+    };
+    // The run: (sampler multiplier, accounted multiplier, q, steps, batch size, planned steps).
+    let (z, sigma, q, t, batch_size, steps) = match &task.planning {
+        Some(bounds) => {
+            let bounds = match PlanBounds::from_task(bounds) {
+                Ok(b) => b,
+                Err(e) => return Ok(Plan::Decline(e.to_string())),
+            };
+            let history: Vec<PoissonGaussian> = spent.iter().map(|s| s.spend.run()).collect();
+            let planned = planner.plan(&PlanInputs {
+                rows: n,
+                num_params,
+                clip_norm: hyper.clip_norm,
+                round: task.round,
+                bounds,
+                history: &history,
+                epsilon_budget: privacy.epsilon_budget,
+                delta: privacy.delta,
+                accountant,
+            })?;
+            let Some(p) = planned else {
+                return Ok(exhausted(
+                    "no plan within the task's bounds fits another round".into(),
+                ));
+            };
+            let run = p.run();
+            (
+                p.noise_multiplier,
+                run.noise_multiplier,
+                run.sampling_rate,
+                run.steps,
+                p.batch_size,
+                Some(p.steps),
+            )
+        }
+        None => {
+            // Exactly the schedule the trainer will follow.
+            let batch_size = hyper.batch_size as usize;
+            let (q, t) = DpSgdConfig::schedule(n, batch_size, hyper.local_epochs as usize);
+            let sampler = SecureGaussian::new(hyper.noise_multiplier * hyper.clip_norm, None)
+                .map_err(|e| SourceError::Privacy(e.to_string()))?;
+            let sigma = sampler.effective_noise_multiplier(hyper.clip_norm, num_params);
+            (hyper.noise_multiplier, sigma, q, t, batch_size, None)
+        }
+    };
     let after = cumulative_epsilon(spent, Some((sigma, q, t)), privacy.delta, accountant)?;
     if after > privacy.epsilon_budget {
-        return Ok(Plan::Decline(format!(
-            "privacy budget exhausted: spent epsilon {before:.4}, this round would bring it to \
-             {after:.4}, limit {:.4} (delta {:e})",
-            privacy.epsilon_budget, privacy.delta
+        return Ok(exhausted(format!(
+            "this round would bring it to {after:.4}"
         )));
     }
     Ok(Plan::Private {
         dp: DpSgdConfig {
             clip_norm: hyper.clip_norm,
-            noise_multiplier: hyper.noise_multiplier,
+            noise_multiplier: z,
         },
+        batch_size,
+        steps,
         spend: PrivacySpend {
             noise_multiplier: sigma,
             sampling_rate: q,
@@ -341,6 +408,17 @@ mod tests {
         }
     }
 
+    /// A task header with these hyper-parameters and accountants (no planning: the task's
+    /// settings as given).
+    fn task(hyper: pb::HyperParameters, accountants: &[String]) -> pb::TaskHeader {
+        pb::TaskHeader {
+            round: 1,
+            hyper: Some(hyper),
+            accountants: accountants.to_vec(),
+            ..Default::default()
+        }
+    }
+
     fn spend_of(plan: Plan) -> PrivacySpend {
         match plan {
             Plan::Private { spend, .. } => spend,
@@ -357,10 +435,28 @@ mod tests {
 
     #[test]
     fn the_configured_accountant_gates_and_is_recorded() {
-        let pld =
-            spend_of(plan(&hyper(), &[], 1000, 10, &privacy(AccountantKind::Pld), &[]).unwrap());
-        let rdp =
-            spend_of(plan(&hyper(), &[], 1000, 10, &privacy(AccountantKind::Rdp), &[]).unwrap());
+        let pld = spend_of(
+            plan(
+                &mut Planner::default(),
+                &task(hyper(), &[]),
+                1000,
+                10,
+                &privacy(AccountantKind::Pld),
+                &[],
+            )
+            .unwrap(),
+        );
+        let rdp = spend_of(
+            plan(
+                &mut Planner::default(),
+                &task(hyper(), &[]),
+                1000,
+                10,
+                &privacy(AccountantKind::Rdp),
+                &[],
+            )
+            .unwrap(),
+        );
         assert_eq!(pld.accountant, AccountantKind::Pld);
         assert_eq!(rdp.accountant, AccountantKind::Rdp);
         let run = (pld.noise_multiplier, pld.sampling_rate, pld.steps);
@@ -385,8 +481,8 @@ mod tests {
             },
         };
         let p = plan(
-            &hyper(),
-            &[],
+            &mut Planner::default(),
+            &task(hyper(), &[]),
             1000,
             10,
             &privacy(AccountantKind::Pld),
@@ -406,8 +502,8 @@ mod tests {
         let mine = privacy(AccountantKind::RdpDpAccounting);
         // Listed (among others): the round is priced as usual.
         let ok = plan(
-            &hyper(),
-            &listed(&["rdp", "rdp-dp-accounting"]),
+            &mut Planner::default(),
+            &task(hyper(), &listed(&["rdp", "rdp-dp-accounting"])),
             1000,
             10,
             &mine,
@@ -418,13 +514,28 @@ mod tests {
             AccountantKind::RdpDpAccounting
         );
         // Not stated (an older coordinator): accepted.
-        let unstated = plan(&hyper(), &[], 1000, 10, &mine, &[]);
+        let unstated = plan(
+            &mut Planner::default(),
+            &task(hyper(), &[]),
+            1000,
+            10,
+            &mine,
+            &[],
+        );
         assert_eq!(
             spend_of(unstated.unwrap()).accountant,
             AccountantKind::RdpDpAccounting
         );
         // Not listed: declined with both sides named, before any spend is computed.
-        let p = plan(&hyper(), &listed(&["rdp", "pld"]), 1000, 10, &mine, &[]).unwrap();
+        let p = plan(
+            &mut Planner::default(),
+            &task(hyper(), &listed(&["rdp", "pld"])),
+            1000,
+            10,
+            &mine,
+            &[],
+        )
+        .unwrap();
         match p {
             Plan::Decline(reason) => assert_eq!(
                 reason,
@@ -440,7 +551,15 @@ mod tests {
             require_dp: false,
             ..mine
         };
-        let p = plan(&no_noise, &listed(&["pld"]), 1000, 10, &relaxed, &[]).unwrap();
+        let p = plan(
+            &mut Planner::default(),
+            &task(no_noise, &listed(&["pld"])),
+            1000,
+            10,
+            &relaxed,
+            &[],
+        )
+        .unwrap();
         assert!(matches!(p, Plan::NonPrivate), "{p:?}");
     }
 

@@ -9,6 +9,8 @@
 //! - [`client`] - the wire protocol, participant side.
 //! - [`work`] - what a source of updates is asked and answers: [`UpdateSource`], [`Work`],
 //!   [`SourceError`].
+//! - [`plan`] - a participant's own DP-SGD plan (batch size, steps, noise multiplier) within the
+//!   task's bounds and its own budget, from its row count, never its data's values.
 //! - [`dp`] - the privacy gate: the federation's accountants, cost of a round, budget check;
 //!   DP-SGD with secure noise.
 //! - [`source`] - the real source: [`LocalTrainer`] trains on the private CSV.
@@ -19,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod dp;
 pub mod keys;
+pub mod plan;
 pub mod source;
 pub mod store;
 pub mod work;
