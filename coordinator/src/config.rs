@@ -36,7 +36,7 @@
 //! reward_pool_per_round = 1000000       # integer base units
 //!
 //! [aggregation]
-//! strategy = "fedavg"                   # fedavg | median | trimmed-mean
+//! strategy = "fedavg"                   # fedavg | fedavg-inverse-noise | median | trimmed-mean
 //! max_update_norm = 0.0                 # refuse larger updates (0: off)
 //! # dp = { noise_multiplier = 1.0, clip_norm = 0.5, adaptive = true }   # DP-FedAvg
 //!
@@ -60,6 +60,8 @@ use fedledger_model::{Dataset, ModelSpec, Standardiser};
 use serde::{Deserialize, Serialize};
 
 use fedledger_privacy::AccountantKind;
+
+use crate::types::Weighting;
 
 /// The file format, as written by an operator.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -226,6 +228,10 @@ pub enum StrategyKind {
     /// Weighted FedAvg by example count (McMahan et al. 2017).
     #[default]
     Fedavg,
+    /// FedAvg weighted inversely to the square of each update's planned DP-SGD noise per unit
+    /// of signal, from its recorded privacy spend (example weights in rounds with an update
+    /// without DP-SGD noise). The valuation game uses the same weights.
+    FedavgInverseNoise,
     /// Coordinate-wise median of the deltas (robust to a minority of arbitrary updates).
     Median,
     /// Coordinate-wise mean after dropping the largest and smallest 10% per coordinate.
@@ -237,8 +243,18 @@ impl StrategyKind {
     pub fn as_str(self) -> &'static str {
         match self {
             StrategyKind::Fedavg => "fedavg",
+            StrategyKind::FedavgInverseNoise => "fedavg-inverse-noise",
             StrategyKind::Median => "median",
             StrategyKind::TrimmedMean => "trimmed-mean",
+        }
+    }
+
+    /// The weights the valuation game combines updates with: the strategy's own for the FedAvg
+    /// variants; example weights (a linear stand-in) for the robust ones.
+    pub fn weighting(self) -> Weighting {
+        match self {
+            StrategyKind::FedavgInverseNoise => Weighting::InverseNoise,
+            _ => Weighting::Examples,
         }
     }
 }

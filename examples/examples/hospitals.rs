@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use fedledger_coordinator::RoundOutcome;
-use fedledger_examples::run::{Options, Planning, run_federation, summary, totals};
+use fedledger_examples::run::{Options, Planning, last_spend, run_federation, summary, totals};
 
 fn main() -> anyhow::Result<()> {
     let args = Options::parse();
@@ -142,14 +142,7 @@ fn print_participants(
             .iter()
             .find(|r| &r.name == name)
             .map_or(0.0, |r| r.epsilon_spent);
-        // The DP-SGD run of this hospital's last recorded contribution.
-        let spend = outcomes
-            .iter()
-            .rev()
-            .flat_map(|o| &o.contributions)
-            .find(|c| &c.name == name)
-            .and_then(|c| c.privacy.as_ref());
-        let (batch, steps, z) = match spend {
+        let (batch, steps, z) = match last_spend(outcomes, name) {
             Some(p) => (
                 format!("{:.0}", p.sampling_rate * *n as f64),
                 p.steps.to_string(),

@@ -86,6 +86,11 @@ pub struct Options {
     /// The hospitals' privacy accountant: rdp or pld (tighter).
     #[arg(long, default_value = "rdp")]
     pub accountant: fedledger_privacy::AccountantKind,
+    /// Aggregation: fedavg, fedavg-inverse-noise (weights inverse to each update's planned
+    /// noise per unit of signal), median or trimmed-mean. Default: fedavg-inverse-noise when
+    /// hospitals plan their own DP-SGD (and no --server-dp), else fedavg.
+    #[arg(long, value_parser = parse_strategy)]
+    pub strategy: Option<StrategyKind>,
     /// Per-hospital delta.
     #[arg(long, default_value_t = 1e-5)]
     pub delta: f64,
@@ -99,6 +104,25 @@ pub struct Options {
     /// Print the coordinator's and participants' logs.
     #[arg(long)]
     pub verbose: bool,
+}
+
+fn parse_strategy(s: &str) -> Result<StrategyKind, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+        format!("unknown strategy {s:?}: fedavg, fedavg-inverse-noise, median or trimmed-mean")
+    })
+}
+
+impl Options {
+    /// The aggregation strategy the run uses.
+    pub fn strategy(&self) -> StrategyKind {
+        self.strategy.unwrap_or(
+            if !self.no_dp && self.planning == Planning::Hospital && self.server_dp.is_none() {
+                StrategyKind::FedavgInverseNoise
+            } else {
+                StrategyKind::Fedavg
+            },
+        )
+    }
 }
 
 /// How the example's hospitals plan DP-SGD (`--planning`).
@@ -530,7 +554,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             ),
         },
         aggregation: AggregationSection {
-            strategy: StrategyKind::Fedavg,
+            strategy: args.strategy(),
             max_update_norm: 0.0,
             dp: args.server_dp.map(|noise_multiplier| ServerDpSection {
                 noise_multiplier,
@@ -585,6 +609,19 @@ fn plan_noise(args: &Options, min_rows: usize) -> anyhow::Result<f64> {
         args.accountant,
     )
     .context("plan the DP-SGD noise multiplier")
+}
+
+/// The DP-SGD run of `name`'s last recorded contribution (what it planned last).
+pub fn last_spend<'a>(
+    outcomes: &'a [RoundOutcome],
+    name: &str,
+) -> Option<&'a fedledger_privacy::PrivacySpend> {
+    outcomes
+        .iter()
+        .rev()
+        .flat_map(|o| &o.contributions)
+        .find(|c| c.name == name)
+        .and_then(|c| c.privacy.as_ref())
 }
 
 /// A hospital's totals over all rounds.
@@ -677,6 +714,13 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
                 "behaviour": behaviour,
                 "epsilon_spent": eps,
                 "delta": args.delta,
+                // The last round's DP-SGD plan: expected batch, steps, accounted multiplier.
+                "plan": last_spend(outcomes, name).map(|p| json!({
+                    "sampling_rate": p.sampling_rate,
+                    "batch": p.sampling_rate * *n as f64,
+                    "steps": p.steps,
+                    "noise_multiplier": p.noise_multiplier,
+                })),
                 "value_total": t.value,
                 "reward_total": t.reward,
                 "flags": t.flags,
@@ -687,6 +731,10 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
         "data": args.data,
         "seed": args.seed,
         "dp": !args.no_dp,
+        "epsilon": (!args.no_dp).then_some(args.epsilon),
+        "planning": (!args.no_dp).then(|| args.planning.as_str()),
+        "accountant": (!args.no_dp).then(|| args.accountant.name()),
+        "strategy": args.strategy().as_str(),
         "rounds": rounds,
         "final": metrics_json(Some(final_metrics)),
         "ledger": {

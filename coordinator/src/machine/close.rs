@@ -155,6 +155,7 @@ pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         .map(|(m, d)| WeightedUpdate {
             examples: m.examples,
             delta: d,
+            privacy: m.privacy.as_ref(),
         })
         .collect();
     let aggregate = aggregator.aggregate(global, &views)?;
