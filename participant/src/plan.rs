@@ -180,6 +180,25 @@ pub fn choose_shape(p: &PlanInputs<'_>) -> Result<Option<Shape>, SourceError> {
             .rev()
         {
             let (q, _) = DpSgdConfig::schedule(p.rows, batch as usize, 1);
+            // A candidate can only win with a multiplier below the one that ties the best so
+            // far; one accountant evaluation there rules most candidates out.
+            if let Some((_, b)) = best {
+                let tie = b * (1.0 - TIE) * q * (p.rows as f64) * f64::from(steps).sqrt();
+                let run = |z| -> Result<PoissonGaussian, PrivacyError> {
+                    Ok(PoissonGaussian {
+                        noise_multiplier: accounted(z, p.clip_norm, p.num_params)?,
+                        sampling_rate: q,
+                        steps: u64::from(steps),
+                    })
+                };
+                let fits =
+                    run(tie).and_then(|r| within_budget(&fresh, &[], r, p.bounds.rounds, false));
+                match fits {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => return Err(SourceError::Privacy(e.to_string())),
+                }
+            }
             let z = match solve(&fresh, &[], q, steps, p.bounds.rounds, COMPARE_TOLERANCE) {
                 Ok(z) => z,
                 Err(PrivacyError::TargetUnreachable { .. }) => continue,
