@@ -62,7 +62,8 @@ pub struct Options {
     /// Local batch size.
     #[arg(long, default_value_t = 16)]
     pub batch_size: u32,
-    /// Local learning rate.
+    /// Local learning rate (per step). Default: 0.2 when hospitals plan their own DP-SGD
+    /// (their steps are then on large batches, mostly whole local data sets), else 0.1.
     #[arg(long)]
     pub learning_rate: Option<f64>,
     /// Train without differential privacy (hospitals then allow non-private training).
@@ -113,15 +114,24 @@ fn parse_strategy(s: &str) -> Result<StrategyKind, String> {
 }
 
 impl Options {
+    /// Hospitals plan their own DP-SGD in this run.
+    pub fn plans_per_hospital(&self) -> bool {
+        !self.no_dp && self.planning == Planning::Hospital
+    }
+
+    /// The learning rate without --learning-rate.
+    pub fn default_learning_rate(&self) -> f64 {
+        if self.plans_per_hospital() { 0.2 } else { 0.1 }
+    }
+
     /// The aggregation strategy the run uses.
     pub fn strategy(&self) -> StrategyKind {
-        self.strategy.unwrap_or(
-            if !self.no_dp && self.planning == Planning::Hospital && self.server_dp.is_none() {
+        self.strategy
+            .unwrap_or(if self.plans_per_hospital() && self.server_dp.is_none() {
                 StrategyKind::FedavgInverseNoise
             } else {
                 StrategyKind::Fedavg
-            },
-        )
+            })
     }
 }
 
@@ -513,10 +523,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             dir: out.join(format!("hospitals/{}-ledger", h.name)),
         });
     }
-    let learning_rate = args.learning_rate.unwrap_or(match kind {
-        ModelKind::Logreg => 0.1,
-        ModelKind::Mlp => 0.1,
-    });
+    let learning_rate = args.learning_rate.unwrap_or(args.default_learning_rate());
     let coordinator = ConfigFile {
         federation: format!(
             "fedledger-example-{}",
@@ -543,15 +550,13 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             clip_norm: if args.no_dp { 0.0 } else { args.clip_norm },
             noise_multiplier,
             init_seed: args.seed,
-            planning: (!args.no_dp && args.planning == Planning::Hospital).then_some(
-                PlanningSection {
-                    rounds: None,
-                    min_batch_size: 16.min(args.max_batch_size),
-                    max_batch_size: args.max_batch_size,
-                    min_steps: 1,
-                    max_steps: args.max_steps,
-                },
-            ),
+            planning: args.plans_per_hospital().then_some(PlanningSection {
+                rounds: None,
+                min_batch_size: 16.min(args.max_batch_size),
+                max_batch_size: args.max_batch_size,
+                min_steps: 1,
+                max_steps: args.max_steps,
+            }),
         },
         aggregation: AggregationSection {
             strategy: args.strategy(),
