@@ -27,6 +27,7 @@ fn bench(c: &mut Criterion) {
         .map(|(i, d)| WeightedUpdate {
             examples: 10 + i as u64,
             delta: d,
+            privacy: None,
         })
         .collect();
     let mut g = c.benchmark_group("aggregate_32x1M");

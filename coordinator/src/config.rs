@@ -26,13 +26,17 @@
 //! local_epochs = 2
 //! batch_size = 32
 //! learning_rate = 0.1
+//! clip_norm = 1.0                       # DP-SGD per-example clipping norm (0: no DP-SGD)
+//! noise_multiplier = 1.1                # for hospitals that do not plan for themselves
+//! # Each hospital plans its own DP-SGD for its own budget within these bounds:
+//! # planning = { max_batch_size = 512, max_steps = 30 }   # also rounds, min_batch_size, min_steps
 //!
 //! [valuation]
 //! estimator = "auto"                    # exact up to 12 participants, else gtg
 //! reward_pool_per_round = 1000000       # integer base units
 //!
 //! [aggregation]
-//! strategy = "fedavg"                   # fedavg | median | trimmed-mean
+//! strategy = "fedavg"                   # fedavg | fedavg-inverse-noise | median | trimmed-mean
 //! max_update_norm = 0.0                 # refuse larger updates (0: off)
 //! # dp = { noise_multiplier = 1.0, clip_norm = 0.5, adaptive = true }   # DP-FedAvg
 //!
@@ -64,6 +68,8 @@ use fedledger_model::{Dataset, ModelSpec, Standardiser};
 use serde::{Deserialize, Serialize};
 
 use fedledger_privacy::AccountantKind;
+
+use crate::types::Weighting;
 
 /// The file format, as written by an operator.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -140,10 +146,16 @@ pub struct TrainingSection {
     pub learning_rate: f64,
     /// DP-SGD clipping norm C (0: no DP-SGD).
     pub clip_norm: f64,
-    /// DP-SGD noise multiplier (0: no DP-SGD).
+    /// DP-SGD noise multiplier (0: no DP-SGD). With `planning`, only participants that do not
+    /// plan for themselves (older agents) use it.
     pub noise_multiplier: f64,
     /// Seed of the initial global model.
     pub init_seed: u64,
+    /// Let each hospital plan its own DP-SGD (batch size, steps, noise multiplier) within these
+    /// bounds for its own budget, instead of `batch_size`, `local_epochs` and
+    /// `noise_multiplier`; absent: every hospital trains with those.
+    #[serde(default)]
+    pub planning: Option<PlanningSection>,
 }
 
 impl Default for TrainingSection {
@@ -155,7 +167,52 @@ impl Default for TrainingSection {
             clip_norm: 0.0,
             noise_multiplier: 0.0,
             init_seed: 0,
+            planning: None,
         }
+    }
+}
+
+/// `[training.planning]`: the bounds each hospital plans its DP-SGD within (sent with every
+/// task as `TaskHeader.planning`). A hospital picks, with its own accountant, the batch size and
+/// steps in these bounds that carry the least noise per unit of signal for its budget: in
+/// practice the largest batch (at most its rows) and the most steps.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PlanningSection {
+    /// Rounds each hospital spreads its budget over (default: `rounds.total`).
+    #[serde(default)]
+    pub rounds: Option<u64>,
+    /// Expected batch size bounds (a hospital with fewer rows uses all of them).
+    #[serde(default = "default_min_batch")]
+    pub min_batch_size: u32,
+    pub max_batch_size: u32,
+    /// DP-SGD steps per round.
+    #[serde(default = "one_step")]
+    pub min_steps: u32,
+    pub max_steps: u32,
+}
+
+fn default_min_batch() -> u32 {
+    16
+}
+fn one_step() -> u32 {
+    1
+}
+
+impl PlanningSection {
+    fn validate(&self) -> Result<(), String> {
+        if self.rounds == Some(0)
+            || self.min_batch_size == 0
+            || self.min_steps == 0
+            || self.min_batch_size > self.max_batch_size
+            || self.min_steps > self.max_steps
+        {
+            return Err(format!(
+                "training.planning: rounds, batch sizes and steps must be at least 1 and \
+                 min <= max, got {self:?}"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -197,6 +254,10 @@ pub enum StrategyKind {
     /// Weighted FedAvg by example count (McMahan et al. 2017).
     #[default]
     Fedavg,
+    /// FedAvg weighted inversely to the square of each update's planned DP-SGD noise per unit
+    /// of signal, from its recorded privacy spend (example weights in rounds with an update
+    /// without DP-SGD noise). The valuation game uses the same weights.
+    FedavgInverseNoise,
     /// Coordinate-wise median of the deltas (robust to a minority of arbitrary updates).
     Median,
     /// Coordinate-wise mean after dropping the largest and smallest 10% per coordinate.
@@ -214,10 +275,20 @@ impl StrategyKind {
     pub fn as_str(self) -> &'static str {
         match self {
             StrategyKind::Fedavg => "fedavg",
+            StrategyKind::FedavgInverseNoise => "fedavg-inverse-noise",
             StrategyKind::Median => "median",
             StrategyKind::TrimmedMean => "trimmed-mean",
             StrategyKind::MultiKrum => "multi-krum",
             StrategyKind::Bulyan => "bulyan",
+        }
+    }
+
+    /// The weights the valuation game combines updates with: the strategy's own for the FedAvg
+    /// variants; example weights (a linear stand-in) for the robust ones.
+    pub fn weighting(self) -> Weighting {
+        match self {
+            StrategyKind::FedavgInverseNoise => Weighting::InverseNoise,
+            _ => Weighting::Examples,
         }
     }
 }
@@ -228,6 +299,7 @@ impl std::str::FromStr for StrategyKind {
     fn from_str(s: &str) -> Result<Self, String> {
         [
             StrategyKind::Fedavg,
+            StrategyKind::FedavgInverseNoise,
             StrategyKind::Median,
             StrategyKind::TrimmedMean,
             StrategyKind::MultiKrum,
@@ -236,7 +308,10 @@ impl std::str::FromStr for StrategyKind {
         .into_iter()
         .find(|k| k.as_str() == s)
         .ok_or_else(|| {
-            format!("unknown strategy {s:?}: fedavg, median, trimmed-mean, multi-krum or bulyan")
+            format!(
+                "unknown strategy {s:?}: fedavg, fedavg-inverse-noise, median, trimmed-mean, \
+                 multi-krum or bulyan"
+            )
         })
     }
 }
@@ -760,6 +835,14 @@ impl ConfigFile {
         }
         if (t.noise_multiplier > 0.0) != (t.clip_norm > 0.0) {
             return bad("DP-SGD needs both training.clip_norm and training.noise_multiplier > 0 (or both 0)".into());
+        }
+        if let Some(p) = &t.planning {
+            p.validate().map_err(ConfigError::Invalid)?;
+            if t.clip_norm <= 0.0 {
+                return bad(
+                    "training.planning plans DP-SGD: it needs training.clip_norm > 0".into(),
+                );
+            }
         }
         let max_norm = self.aggregation.max_update_norm;
         if !(max_norm.is_finite() && max_norm >= 0.0) {

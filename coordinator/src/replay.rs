@@ -261,6 +261,7 @@ pub fn replay_against(
         .map(|(c, d)| WeightedUpdate {
             examples: c.examples,
             delta: d,
+            privacy: Some(&c.privacy),
         })
         .collect();
 
@@ -292,7 +293,8 @@ pub fn replay_against(
     };
     let mut settings = cfg.valuation.clone();
     settings.estimator = val.estimator.clone();
-    let valuer = Valuer::with_settings(&cfg.federation, settings);
+    let valuer =
+        Valuer::with_settings(&cfg.federation, settings).with_weighting(cfg.strategy.weighting());
     let names: Vec<&str> = contributions.iter().map(|c| c.name.as_str()).collect();
     let keys: Vec<&str> = contributions
         .iter()

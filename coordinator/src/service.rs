@@ -322,6 +322,13 @@ impl pb::coordinator_server::Coordinator for Service {
             total_rounds: cfg.rounds,
             detail: view.detail.clone(),
             accountants: cfg.privacy_plan.accountant_names(),
+            planning: t.planning.map(|p| pb::DpPlanning {
+                planned_rounds: p.rounds.unwrap_or(cfg.rounds),
+                min_batch_size: p.min_batch_size,
+                max_batch_size: p.max_batch_size,
+                min_steps: p.min_steps,
+                max_steps: p.max_steps,
+            }),
         };
         let head = stream::once(async move {
             Ok(pb::TaskMessage {

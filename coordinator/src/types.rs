@@ -77,6 +77,66 @@ pub struct WeightedUpdate<'a> {
     pub examples: u64,
     /// The parameter delta (local parameters minus global).
     pub delta: &'a [f32],
+    /// The DP-SGD run that produced it, as the participant signed it and the ledger records it
+    /// (`None`, or an object without noise: no DP-SGD).
+    pub privacy: Option<&'a PrivacyObject>,
+}
+
+impl WeightedUpdate<'_> {
+    /// The DP-SGD noise per unit of signal the update was planned with,
+    /// `z / (q n sqrt(T))`: the standard deviation of the noise its `T` steps summed (each with
+    /// noise `z C / (q n)` on a mean of clipped gradients) over the largest signal they can
+    /// carry (`T C`). `None` without a DP-SGD run (or one without noise or steps).
+    pub fn noise_to_signal(&self) -> Option<f64> {
+        let p = self.privacy?;
+        #[allow(clippy::cast_precision_loss)] // example and step counts far below 2^53
+        let (n, t) = (self.examples as f64, p.steps as f64);
+        let (z, q) = (p.noise_multiplier(), p.sampling_rate());
+        let ok = z > 0.0 && q > 0.0 && t > 0.0 && n > 0.0;
+        ok.then(|| z / (q * n * t.sqrt()))
+    }
+}
+
+/// How FedAvg weighs the updates of a round (the same weights enter the valuation game).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Weighting {
+    /// `n_i / n`, by claimed example count.
+    Examples,
+    /// Inversely to the square of each update's planned noise per unit of signal
+    /// ([`WeightedUpdate::noise_to_signal`]), normalised to sum to 1: the minimum-variance
+    /// combination of independent noisy estimates. Used only when every update of the round
+    /// reports a noisy DP-SGD run; otherwise the round falls back to [`Weighting::Examples`].
+    InverseNoise,
+}
+
+/// The FedAvg weight of each update (they sum to 1), fixed for the round: the valuation game
+/// combines any coalition's updates with these same weights, never renormalised, so an update
+/// of zeros changes no coalition's model (a null player).
+pub fn fedavg_weights(updates: &[WeightedUpdate<'_>], weighting: Weighting) -> Vec<f64> {
+    if weighting == Weighting::InverseNoise {
+        let inverse: Option<Vec<f64>> = updates
+            .iter()
+            .map(|u| u.noise_to_signal().map(|r| 1.0 / (r * r)))
+            .collect();
+        if let Some(inverse) = inverse {
+            let total: f64 = inverse.iter().sum();
+            if total.is_finite() && total > 0.0 {
+                return inverse.iter().map(|w| w / total).collect();
+            }
+        }
+    }
+    #[allow(clippy::cast_precision_loss)] // example counts far below 2^53
+    let total: f64 = updates.iter().map(|u| u.examples as f64).sum();
+    updates
+        .iter()
+        .map(|u| {
+            if total > 0.0 {
+                u.examples as f64 / total
+            } else {
+                1.0 / updates.len() as f64
+            }
+        })
+        .collect()
 }
 
 /// What the DP-FedAvg wrapper did in a round, for the round's record.

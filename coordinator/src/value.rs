@@ -11,7 +11,7 @@ use fedledger_valuation::{
 use crate::{
     config::{FederationConfig, UtilityKind, ValuationSection},
     error::CoordinatorError,
-    types::{RoundValuation, WeightedUpdate},
+    types::{RoundValuation, WeightedUpdate, Weighting, fedavg_weights},
 };
 
 /// Per-contribution results, in the order of the updates passed in.
@@ -29,6 +29,7 @@ pub struct Valuer {
     settings: ValuationSection,
     federation: String,
     abuse: AbuseConfig,
+    weighting: Weighting,
 }
 
 /// The estimator seed of a round: SHA-256 of the federation, round and configured seed, so
@@ -43,6 +44,13 @@ pub fn round_seed(federation: &str, round: u64, seed: u64) -> u64 {
 impl Valuer {
     pub fn from_config(cfg: &FederationConfig) -> Self {
         Self::with_settings(&cfg.federation, cfg.valuation.clone())
+            .with_weighting(cfg.strategy.weighting())
+    }
+
+    /// Combine coalitions' updates with `weighting`'s fixed weights (default: examples).
+    pub fn with_weighting(mut self, weighting: Weighting) -> Self {
+        self.weighting = weighting;
+        self
     }
 
     pub fn with_settings(federation: &str, settings: ValuationSection) -> Self {
@@ -53,6 +61,7 @@ impl Valuer {
             },
             settings,
             federation: federation.to_owned(),
+            weighting: Weighting::Examples,
         }
     }
 
@@ -112,8 +121,17 @@ impl Valuer {
         let internal = |e: fedledger_valuation::ValuationError| {
             CoordinatorError::Internal(format!("valuation of round {round}: {e}"))
         };
-        let game =
-            LinearCombinationGame::new(global, &deltas, &examples, score).map_err(internal)?;
+        let game = match self.weighting {
+            Weighting::Examples => LinearCombinationGame::new(global, &deltas, &examples, score),
+            // The aggregate's own fixed weights: a zero update stays a null player.
+            Weighting::InverseNoise => LinearCombinationGame::with_weights(
+                global,
+                &deltas,
+                fedavg_weights(updates, Weighting::InverseNoise),
+                score,
+            ),
+        }
+        .map_err(internal)?;
         let valuation = self
             .estimator(updates.len())?
             .estimate(&game, seed)
@@ -164,5 +182,94 @@ impl Valuer {
                 utility: utility.as_str().to_owned(),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fedledger_ledger::records::PrivacyObject;
+
+    use super::*;
+
+    fn spend(noise_multiplier: f64) -> PrivacyObject {
+        PrivacyObject::conservative("rdp", noise_multiplier, 1.0, 30, 1e-5)
+    }
+
+    #[test]
+    fn inverse_noise_weights_keep_a_zero_update_a_null_player() {
+        let csv = "a,b,y\n1.0,0.5,1\n-1.0,-0.2,0\n0.8,0.1,1\n-0.5,-0.9,0\n";
+        let mut validation = Dataset::from_csv_reader(csv.as_bytes(), "y").unwrap();
+        validation.classes = 2;
+        let spec = ModelSpec::logreg(2, 2);
+        let global = vec![0f32; 3];
+        let useful = [0.5f32, 0.2, 0.0];
+        let zero = [0f32; 3];
+        let (quiet, loud) = (spend(2.0), spend(8.0));
+        let updates = [
+            WeightedUpdate {
+                examples: 100,
+                delta: &useful,
+                privacy: Some(&quiet),
+            },
+            WeightedUpdate {
+                examples: 400,
+                delta: &zero,
+                privacy: Some(&loud),
+            },
+        ];
+        // z / (q n sqrt T): 2 / (100 sqrt 30) and 8 / (400 sqrt 30), equal: equal weights,
+        // where example weights would be 1 : 4.
+        let w = fedavg_weights(&updates, Weighting::InverseNoise);
+        assert!(
+            (w[0] - 0.5).abs() < 1e-12 && (w[1] - 0.5).abs() < 1e-12,
+            "{w:?}"
+        );
+        let valuer = Valuer::with_settings("f", ValuationSection::default())
+            .with_weighting(Weighting::InverseNoise);
+        let valued = valuer
+            .value_round(
+                1,
+                &spec,
+                &validation,
+                &global,
+                &updates,
+                &["a", "b"],
+                &["ka", "kb"],
+                true,
+            )
+            .unwrap();
+        assert_eq!(valued.values[1], 0.0, "{:?}", valued.values);
+        assert!(valued.values[0] > 0.0, "{:?}", valued.values);
+        // Efficiency: the values add up to the aggregate's gain, U(all) - U(none).
+        let all: Vec<f32> = useful.iter().map(|v| v * w[0] as f32).collect();
+        let score = |p: &[f32]| {
+            -fedledger_model::evaluate(&spec, p, &validation)
+                .unwrap()
+                .log_loss
+        };
+        let gain = score(&all) - score(&global);
+        assert!((valued.values.iter().sum::<f64>() - gain).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_round_with_an_update_without_noise_falls_back_to_example_weights() {
+        let d = [1f32];
+        let s = spend(2.0);
+        let updates = [
+            WeightedUpdate {
+                examples: 1,
+                delta: &d,
+                privacy: Some(&s),
+            },
+            WeightedUpdate {
+                examples: 3,
+                delta: &d,
+                privacy: None,
+            },
+        ];
+        assert_eq!(
+            fedavg_weights(&updates, Weighting::InverseNoise),
+            vec![0.25, 0.75]
+        );
     }
 }

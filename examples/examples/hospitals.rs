@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use fedledger_coordinator::RoundOutcome;
-use fedledger_examples::run::{Options, run_federation, summary, totals};
+use fedledger_examples::run::{Options, Planning, last_spend, run_federation, summary, totals};
 
 fn main() -> anyhow::Result<()> {
     let args = Options::parse();
@@ -37,15 +37,28 @@ async fn run(args: Options) -> anyhow::Result<()> {
             "no DP".to_owned()
         } else {
             format!(
-                "DP-SGD (epsilon {} / delta {:e} per hospital, clip {})",
-                args.epsilon, args.delta, args.clip_norm
+                "DP-SGD (epsilon {} / delta {:e} per hospital, clip {}, {} accountant, {})",
+                args.epsilon,
+                args.delta,
+                args.clip_norm,
+                args.accountant,
+                match args.planning {
+                    Planning::Hospital => format!(
+                        "each hospital plans its own batch (at most {}) and steps (at most {})",
+                        args.max_batch_size, args.max_steps
+                    ),
+                    Planning::Shared => format!(
+                        "shared batch {} and {} local epochs",
+                        args.batch_size, args.local_epochs
+                    ),
+                }
             )
         }
     );
     let run = run_federation(&args).await?;
-    if !args.no_dp {
+    if !args.no_dp && args.planning == Planning::Shared {
         println!(
-            "noise multiplier planned for the budget: {:.4}",
+            "noise multiplier planned for the smallest hospital's budget: {:.4}",
             run.noise_multiplier
         );
     }
@@ -134,15 +147,26 @@ fn print_participants(
     reports: &[fedledger_participant::AgentReport],
     rows: &[(String, usize, String)],
 ) {
-    println!("\nhospital      rows  behaviour   epsilon   value       reward  flags");
+    println!(
+        "\nhospital      rows  behaviour   epsilon   batch  steps  noise mult.  value       reward  flags"
+    );
     for (name, n, behaviour) in rows {
         let t = totals(outcomes, name);
         let eps = reports
             .iter()
             .find(|r| &r.name == name)
             .map_or(0.0, |r| r.epsilon_spent);
+        let (batch, steps, z) = match last_spend(outcomes, name) {
+            Some(p) => (
+                format!("{:.0}", p.sampling_rate() * *n as f64),
+                p.steps.to_string(),
+                format!("{:.4}", p.noise_multiplier()),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
         println!(
-            "{name:<12}  {n:>4}  {behaviour:<10}  {eps:>7.3}  {:>+10.5}  {:>7}  {}",
+            "{name:<12}  {n:>4}  {behaviour:<10}  {eps:>7.3}  {batch:>5}  {steps:>5}  {z:>11}  \
+             {:>+10.5}  {:>7}  {}",
             t.value,
             t.reward,
             t.flags.join(",")

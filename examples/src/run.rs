@@ -9,8 +9,8 @@ use clap::Parser;
 use fedledger_coordinator::{
     ConfigFile, RoundOutcome,
     config::{
-        AggregationSection, DataSection, LimitsSection, ParticipantEntry, RoundsSection,
-        ServerDpSection, StandardisationMode, StrategyKind, TrainingSection,
+        AggregationSection, DataSection, LimitsSection, ParticipantEntry, PlanningSection,
+        RoundsSection, ServerDpSection, StandardisationMode, StrategyKind, TrainingSection,
     },
 };
 use fedledger_ledger::note::NoteSigner;
@@ -62,24 +62,42 @@ pub struct Options {
     /// Local batch size.
     #[arg(long, default_value_t = 16)]
     pub batch_size: u32,
-    /// Local learning rate.
+    /// Local learning rate (per step). Default: 0.2 when hospitals plan their own DP-SGD
+    /// (their steps are then on large batches, mostly whole local data sets), else 0.1.
     #[arg(long)]
     pub learning_rate: Option<f64>,
     /// Train without differential privacy (hospitals then allow non-private training).
     #[arg(long)]
     pub no_dp: bool,
-    /// Per-hospital epsilon budget for DP-SGD (the noise multiplier is planned to fit it).
+    /// Per-hospital epsilon budget for DP-SGD.
     #[arg(long, default_value_t = 8.0)]
     pub epsilon: f64,
+    /// How DP-SGD is planned: `hospital` (each hospital plans its own batch size, steps and
+    /// noise multiplier for its own budget, within --max-batch-size and --max-steps) or `shared`
+    /// (every hospital trains with --batch-size and --local-epochs, and one noise multiplier
+    /// planned so that the smallest hospital fits the budget).
+    #[arg(long, value_enum, default_value_t = Planning::Hospital)]
+    pub planning: Planning,
+    /// Largest expected batch a hospital may plan (with --planning hospital).
+    #[arg(long, default_value_t = 512)]
+    pub max_batch_size: u32,
+    /// Most DP-SGD steps per round a hospital may plan (with --planning hospital).
+    #[arg(long, default_value_t = 30)]
+    pub max_steps: u32,
+    /// The hospitals' privacy accountant: rdp or pld (tighter).
+    #[arg(long, default_value = "rdp")]
+    pub accountant: fedledger_privacy::AccountantKind,
+    /// Aggregation: fedavg, fedavg-inverse-noise (weights inverse to each update's planned
+    /// noise per unit of signal), median, trimmed-mean, multi-krum or bulyan. Default: fedavg-inverse-noise when
+    /// hospitals plan their own DP-SGD (and no --server-dp), else fedavg.
+    #[arg(long, value_parser = parse_strategy)]
+    pub strategy: Option<StrategyKind>,
     /// Per-hospital delta.
     #[arg(long, default_value_t = 1e-5)]
     pub delta: f64,
     /// DP-SGD per-example clipping norm.
     #[arg(long, default_value_t = 1.0)]
     pub clip_norm: f64,
-    /// Aggregation strategy: fedavg, median, trimmed-mean, multi-krum or bulyan.
-    #[arg(long, default_value = "fedavg")]
-    pub strategy: String,
     /// Byzantine hospitals per round that multi-krum and bulyan assume.
     #[arg(long, default_value_t = 1)]
     pub byzantine: usize,
@@ -90,6 +108,50 @@ pub struct Options {
     /// Print the coordinator's and participants' logs.
     #[arg(long)]
     pub verbose: bool,
+}
+
+fn parse_strategy(s: &str) -> Result<StrategyKind, String> {
+    s.parse()
+}
+
+impl Options {
+    /// Hospitals plan their own DP-SGD in this run.
+    pub fn plans_per_hospital(&self) -> bool {
+        !self.no_dp && self.planning == Planning::Hospital
+    }
+
+    /// The learning rate without --learning-rate.
+    pub fn default_learning_rate(&self) -> f64 {
+        if self.plans_per_hospital() { 0.2 } else { 0.1 }
+    }
+
+    /// The aggregation strategy the run uses.
+    pub fn strategy(&self) -> StrategyKind {
+        self.strategy
+            .unwrap_or(if self.plans_per_hospital() && self.server_dp.is_none() {
+                StrategyKind::FedavgInverseNoise
+            } else {
+                StrategyKind::Fedavg
+            })
+    }
+}
+
+/// How the example's hospitals plan DP-SGD (`--planning`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Planning {
+    /// Each hospital plans for its own rows and budget within the task's bounds.
+    Hospital,
+    /// One batch size, epoch count and noise multiplier for all, planned for the smallest.
+    Shared,
+}
+
+impl Planning {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Planning::Hospital => "hospital",
+            Planning::Shared => "shared",
+        }
+    }
 }
 
 /// A hospital that also runs a ledger witness node.
@@ -481,7 +543,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             epsilon_budget: h.epsilon_budget.unwrap_or(args.epsilon),
             delta: args.delta,
             require_dp: !args.no_dp,
-            ..Default::default()
+            accountant: args.accountant,
         };
         let pcfg = ParticipantConfig {
             coordinator: String::new(),
@@ -548,10 +610,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             dir: out.join(format!("hospitals/{}-ledger", h.name)),
         });
     }
-    let learning_rate = args.learning_rate.unwrap_or(match kind {
-        ModelKind::Logreg => 0.1,
-        ModelKind::Mlp => 0.1,
-    });
+    let learning_rate = args.learning_rate.unwrap_or(args.default_learning_rate());
     let coordinator = ConfigFile {
         federation: format!(
             "fedledger-example-{}",
@@ -578,14 +637,17 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             clip_norm: if args.no_dp { 0.0 } else { args.clip_norm },
             noise_multiplier,
             init_seed: args.seed,
+            planning: args.plans_per_hospital().then_some(PlanningSection {
+                rounds: None,
+                min_batch_size: 16.min(args.max_batch_size),
+                max_batch_size: args.max_batch_size,
+                min_steps: 1,
+                max_steps: args.max_steps,
+            }),
         },
         aggregation: AggregationSection {
             byzantine: args.byzantine,
-            strategy: args
-                .strategy
-                .parse::<StrategyKind>()
-                .map_err(anyhow::Error::msg)
-                .context("--strategy")?,
+            strategy: args.strategy(),
             max_update_norm: 0.0,
             dp: args.server_dp.map(|noise_multiplier| ServerDpSection {
                 noise_multiplier,
@@ -626,7 +688,8 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
 }
 
 /// The smallest noise multiplier that keeps the hospital with the fewest rows (the largest
-/// sampling rate) within its budget over all rounds.
+/// sampling rate) within its budget over all rounds: `--planning shared`, and the fallback
+/// for agents that do not plan for themselves.
 fn plan_noise(args: &Options, min_rows: usize) -> anyhow::Result<f64> {
     let (q, per_round) = fedledger_model::DpSgdConfig::schedule(
         min_rows,
@@ -642,9 +705,24 @@ fn plan_noise(args: &Options, min_rows: usize) -> anyhow::Result<f64> {
         q,
         steps,
         args.delta,
-        fedledger_privacy::accountant::AccountantKind::Rdp,
+        args.accountant,
     )
     .context("plan the DP-SGD noise multiplier")
+}
+
+/// The DP-SGD run of `name`'s last recorded contribution (what it planned last), as recorded;
+/// `None` without one or when it trained without noise.
+pub fn last_spend<'a>(
+    outcomes: &'a [RoundOutcome],
+    name: &str,
+) -> Option<&'a fedledger_ledger::records::PrivacyObject> {
+    outcomes
+        .iter()
+        .rev()
+        .flat_map(|o| &o.contributions)
+        .find(|c| c.name == name)
+        .map(|c| &c.privacy)
+        .filter(|p| p.noise_multiplier_micro > 0)
 }
 
 /// A hospital's totals over all rounds.
@@ -737,6 +815,13 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
                 "behaviour": behaviour,
                 "epsilon_spent": eps,
                 "delta": args.delta,
+                // The last round's DP-SGD plan: expected batch, steps, accounted multiplier.
+                "plan": last_spend(outcomes, name).map(|p| json!({
+                    "sampling_rate": p.sampling_rate(),
+                    "batch": p.sampling_rate() * *n as f64,
+                    "steps": p.steps,
+                    "noise_multiplier": p.noise_multiplier(),
+                })),
                 "value_total": t.value,
                 "reward_total": t.reward,
                 "flags": t.flags,
@@ -747,6 +832,10 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
         "data": args.data,
         "seed": args.seed,
         "dp": !args.no_dp,
+        "epsilon": (!args.no_dp).then_some(args.epsilon),
+        "planning": (!args.no_dp).then(|| args.planning.as_str()),
+        "accountant": (!args.no_dp).then(|| args.accountant.name()),
+        "strategy": args.strategy().as_str(),
         "rounds": rounds,
         "final": metrics_json(Some(final_metrics)),
         "ledger": {

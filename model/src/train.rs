@@ -22,6 +22,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// `Some` to train with DP-SGD.
     pub dp: Option<DpSgdConfig>,
+    /// DP-SGD only: the number of steps, when a plan fixes it (`None`: one schedule per epoch,
+    /// see [`TrainConfig::dp_schedule`]). Ignored by non-private training.
+    #[serde(default)]
+    pub steps: Option<u64>,
 }
 
 /// DP-SGD settings.
@@ -65,6 +69,17 @@ pub struct ClippedGradients {
 }
 
 impl TrainConfig {
+    /// The DP-SGD schedule on `n` rows, exactly as [`train`] follows it: the Poisson sampling
+    /// rate `q = min(1, batch_size / n)` and the number of steps, `steps` when set, else
+    /// [`DpSgdConfig::schedule`]'s `epochs * max(1, round(n / batch_size))`.
+    pub fn dp_schedule(&self, n: usize) -> (f64, u64) {
+        let (q, per_epochs) = DpSgdConfig::schedule(n, self.batch_size, self.epochs);
+        match self.steps {
+            Some(steps) if q > 0.0 => (q, steps),
+            _ => (q, per_epochs),
+        }
+    }
+
     fn validate(&self) -> Result<(), ModelError> {
         let bad = |reason: String| Err(ModelError::InvalidConfig { reason });
         if self.batch_size == 0 {
@@ -289,8 +304,9 @@ pub fn poisson_sample<R: Rng + ?Sized>(rng: &mut R, n: usize, q: f64) -> Vec<usi
 ///   each epoch shuffles the rows with `ChaCha20Rng::seed_from_u64(cfg.seed)` (one generator for
 ///   the run) and takes `ceil(n / batch_size)` steps (the last batch may be smaller). `rng` is
 ///   not used, so the result depends only on the inputs.
-/// * DP-SGD (`cfg.dp == Some`): `q = min(1, batch_size / n)` and
-///   `epochs * max(1, round(n / batch_size))` steps; each step draws a Poisson sample (each row
+/// * DP-SGD (`cfg.dp == Some`): `q = min(1, batch_size / n)` and `cfg.steps` steps, or
+///   `epochs * max(1, round(n / batch_size))` when it is `None` ([`TrainConfig::dp_schedule`]);
+///   each step draws a Poisson sample (each row
 ///   independently with probability `q`, 53-bit uniforms from `rng`, which should be a
 ///   cryptographic generator), clips per-example gradients to `C`, adds N(0, (sigma C)^2) noise
 ///   from `noise` to the sum, divides by `q n` and steps. `noise` is required.
@@ -333,7 +349,7 @@ pub fn train<R: Rng + ?Sized>(
         }
         Some(dp) => {
             let noise = noise.ok_or(ModelError::MissingNoise)?;
-            let (q, total) = DpSgdConfig::schedule(n, cfg.batch_size, cfg.epochs);
+            let (q, total) = cfg.dp_schedule(n);
             sampling_rate = q;
             let expected = q * n as f64;
             for _ in 0..total {

@@ -37,6 +37,7 @@ fn cfg(epochs: usize, dp: Option<DpSgdConfig>) -> TrainConfig {
         learning_rate: 0.1,
         seed: 7,
         dp,
+        steps: None,
     }
 }
 
@@ -83,6 +84,7 @@ fn dp_sgd_logreg_on_breast_cancer() {
             learning_rate: 0.5,
             seed: 0,
             dp: Some(dp),
+            steps: None,
         },
         &mut ChaCha20Rng::seed_from_u64(3),
         Some(&mut noise),
@@ -274,6 +276,7 @@ fn a_non_finite_per_example_gradient_counts_as_zero_and_training_goes_on() {
             batch_size: 3,
             learning_rate: 0.1,
             seed: 1,
+            steps: None,
             dp: Some(DpSgdConfig {
                 clip_norm: 0.5,
                 noise_multiplier: 1.0,
@@ -284,4 +287,43 @@ fn a_non_finite_per_example_gradient_counts_as_zero_and_training_goes_on() {
         let out = train(&spec, &p, &data, &cfg, &mut rng, Some(&mut noise)).unwrap();
         assert!(out.params.iter().all(|v| v.is_finite()));
     }
+}
+
+#[test]
+fn a_planned_step_count_replaces_the_epochs_and_is_what_the_schedule_says() {
+    let spec = ModelSpec::logreg(2, 2);
+    let data = synthetic(40, 2, 2, 1.0, 3);
+    let mut c = cfg(
+        3,
+        Some(DpSgdConfig {
+            clip_norm: 1.0,
+            noise_multiplier: 2.0,
+        }),
+    );
+    c.batch_size = 10;
+    assert_eq!(c.dp_schedule(40), (0.25, 3 * 4));
+    c.steps = Some(7);
+    assert_eq!(c.dp_schedule(40), (0.25, 7));
+    let out = train(
+        &spec,
+        &init_params(&spec, 0),
+        &data,
+        &c,
+        &mut ChaCha20Rng::seed_from_u64(5),
+        Some(&mut SeededNormal::new(4)),
+    )
+    .unwrap();
+    assert_eq!((out.steps, out.sampling_rate), (7, 0.25));
+    // Non-private training ignores it: epochs of minibatches.
+    c.dp = None;
+    let plain = train(
+        &spec,
+        &init_params(&spec, 0),
+        &data,
+        &c,
+        &mut ChaCha20Rng::seed_from_u64(5),
+        None,
+    )
+    .unwrap();
+    assert_eq!(plain.steps, 3 * 4);
 }

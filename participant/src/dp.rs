@@ -15,7 +15,11 @@ use fedledger_proto as pb;
 use rand::{SeedableRng, rngs::SysRng};
 
 use crate::{
-    client::hyper_out_of_bounds, config::PrivacySection, store::SpendRecord, work::SourceError,
+    client::hyper_out_of_bounds,
+    config::PrivacySection,
+    plan::{PlanBounds, PlanInputs, Planner},
+    store::SpendRecord,
+    work::SourceError,
 };
 
 /// The decision for one round.
@@ -23,9 +27,12 @@ use crate::{
 pub enum Plan {
     /// Train without noise (only when the participant allows it).
     NonPrivate,
-    /// Train with DP-SGD; `spend` is what it costs.
+    /// Train with DP-SGD at expected batch size `batch_size` for `steps` steps (`None`: the
+    /// task's epochs); `spend` is what it costs and describes exactly that run.
     Private {
         dp: DpSgdConfig,
+        batch_size: usize,
+        steps: Option<u64>,
         spend: PrivacySpend,
     },
     /// Do not train; the reason is sent to the coordinator.
@@ -59,12 +66,18 @@ pub fn cumulative_epsilon(
         .map_err(|e| SourceError::Privacy(e.to_string()))
 }
 
-/// Decide whether (and how) to train this round within the budget.
+/// Decide whether (and how) to train this round within the budget, before anything is trained.
 ///
-/// `federation_accountants` are the accountants the task says the federation records (empty:
-/// not stated, as older coordinators send it). A private round is declined, before anything is
-/// trained or spent, when they are stated and the configured accountant is not among them: the
-/// spend this participant would report could not be recorded as it was accounted.
+/// With `task.planning` set, the round is private when the task's clipping norm is positive and
+/// this participant plans its own batch size, steps and noise multiplier within the task's
+/// bounds (`planner`, see [`crate::plan`]); otherwise it trains with the task's batch size,
+/// epochs and noise multiplier (private when both the norm and the multiplier are positive).
+/// Either way the plan depends only on the row count `n`, the model size, the budget, what was
+/// spent and the task, never on the data's values.
+///
+/// The task's accountants (empty: not stated, as older coordinators send it) must include the
+/// configured one: otherwise a private round is declined, before anything is trained or spent,
+/// since the spend this participant would report could not be recorded as it was accounted.
 ///
 /// The multiplier accounted for is the sampler's effective one: its standard deviation over the
 /// clipping norm plus the grid-rounding charge on `num_params` coordinates. It, the sampling rate
@@ -73,20 +86,26 @@ pub fn cumulative_epsilon(
 /// the reported epsilon is never below the truth and `verify` recomputes it exactly.
 ///
 /// The budget gate counts every release in `spent` (the budget is the patients', whatever the
-/// federation); the spend reported to `federation` counts only its releases.
+/// federation); the spend reported to the task's federation counts only its releases.
 pub fn plan(
-    hyper: &pb::HyperParameters,
-    federation: &str,
-    federation_accountants: &[String],
+    planner: &mut Planner,
+    task: &pb::TaskHeader,
     n: usize,
     num_params: usize,
     privacy: &PrivacySection,
     spent: &[SpendRecord],
 ) -> Result<Plan, SourceError> {
-    if let Some(reason) = hyper_out_of_bounds(hyper) {
+    let hyper = task
+        .hyper
+        .ok_or_else(|| SourceError::Task("task has no hyper-parameters".into()))?;
+    if let Some(reason) = hyper_out_of_bounds(&hyper) {
         return Ok(Plan::Decline(reason));
     }
-    if hyper.noise_multiplier <= 0.0 || hyper.clip_norm <= 0.0 {
+    let private = match &task.planning {
+        Some(_) => hyper.clip_norm > 0.0,
+        None => hyper.noise_multiplier > 0.0 && hyper.clip_norm > 0.0,
+    };
+    if !private {
         if privacy.require_dp {
             return Ok(Plan::Decline(
                 "task asks for training without DP noise; this participant requires DP-SGD".into(),
@@ -94,17 +113,12 @@ pub fn plan(
         }
         return Ok(Plan::NonPrivate);
     }
-    if let Some(reason) = unrecorded_accountant(privacy.accountant, federation_accountants) {
+    if let Some(reason) = unrecorded_accountant(privacy.accountant, &task.accountants) {
         return Ok(Plan::Decline(reason));
     }
     if n == 0 {
         return Ok(Plan::Decline("no local training data".into()));
     }
-    // Exactly the schedule the trainer will follow.
-    let (q, t) = DpSgdConfig::schedule(n, hyper.batch_size as usize, hyper.local_epochs as usize);
-    let sampler = SecureGaussian::new(hyper.noise_multiplier * hyper.clip_norm, None)
-        .map_err(|e| SourceError::Privacy(e.to_string()))?;
-    let sigma = sampler.effective_noise_multiplier(hyper.clip_norm, num_params);
     let accountant = privacy.accountant;
     if let Some(other) = spent.iter().find(|s| s.spend.accountant != accountant) {
         return Ok(Plan::Decline(format!(
@@ -113,22 +127,71 @@ pub fn plan(
             other.spend.accountant, other.round
         )));
     }
+    // Delta as the ledger records it; every epsilon below is at this delta.
+    let delta = PrivacyObject::conservative(accountant.name(), 0.0, 0.0, 0, privacy.delta).delta();
+    let before = cumulative_epsilon(spent, None, delta, accountant)?;
+    let exhausted = |after: String| {
+        Plan::Decline(format!(
+            "privacy budget exhausted: spent epsilon {before:.4}, {after}, limit {:.4} (delta {:e})",
+            privacy.epsilon_budget, privacy.delta
+        ))
+    };
+    // The run: (sampler multiplier, accounted multiplier, q, steps, batch size, planned steps).
+    let (z, sigma, q, t, batch_size, steps) = match &task.planning {
+        Some(bounds) => {
+            let bounds = match PlanBounds::from_task(bounds) {
+                Ok(b) => b,
+                Err(e) => return Ok(Plan::Decline(e.to_string())),
+            };
+            let history: Vec<PoissonGaussian> = spent.iter().map(|s| s.spend.run()).collect();
+            let planned = planner.plan(&PlanInputs {
+                rows: n,
+                num_params,
+                clip_norm: hyper.clip_norm,
+                round: task.round,
+                bounds,
+                history: &history,
+                epsilon_budget: privacy.epsilon_budget,
+                delta,
+                accountant,
+            })?;
+            let Some(p) = planned else {
+                return Ok(exhausted(
+                    "no plan within the task's bounds fits another round".into(),
+                ));
+            };
+            let run = p.run();
+            (
+                p.noise_multiplier,
+                run.noise_multiplier,
+                run.sampling_rate,
+                run.steps,
+                p.batch_size,
+                Some(p.steps),
+            )
+        }
+        None => {
+            // Exactly the schedule the trainer will follow.
+            let batch_size = hyper.batch_size as usize;
+            let (q, t) = DpSgdConfig::schedule(n, batch_size, hyper.local_epochs as usize);
+            let sampler = SecureGaussian::new(hyper.noise_multiplier * hyper.clip_norm, None)
+                .map_err(|e| SourceError::Privacy(e.to_string()))?;
+            let sigma = sampler.effective_noise_multiplier(hyper.clip_norm, num_params);
+            (hyper.noise_multiplier, sigma, q, t, batch_size, None)
+        }
+    };
     // The figures as recorded, and accounted for as recorded.
     let recorded = PrivacyObject::conservative(accountant.name(), sigma, q, t, privacy.delta);
     let next = Some((recorded.noise_multiplier(), recorded.sampling_rate(), t));
-    let delta = recorded.delta();
-    let before = cumulative_epsilon(spent, None, delta, accountant)?;
     let after = cumulative_epsilon(spent, next, delta, accountant)?;
     if after > privacy.epsilon_budget {
-        return Ok(Plan::Decline(format!(
-            "privacy budget exhausted: spent epsilon {before:.4}, this round would bring it to \
-             {after:.4}, limit {:.4} (delta {:e})",
-            privacy.epsilon_budget, privacy.delta
+        return Ok(exhausted(format!(
+            "this round would bring it to {after:.4}"
         )));
     }
     let here: Vec<SpendRecord> = spent
         .iter()
-        .filter(|s| s.federation == federation)
+        .filter(|s| s.federation == task.federation)
         .cloned()
         .collect();
     let here_before = cumulative_epsilon(&here, None, delta, accountant)?;
@@ -136,8 +199,10 @@ pub fn plan(
     Ok(Plan::Private {
         dp: DpSgdConfig {
             clip_norm: hyper.clip_norm,
-            noise_multiplier: hyper.noise_multiplier,
+            noise_multiplier: z,
         },
+        batch_size,
+        steps,
         spend: PrivacySpend {
             noise_multiplier: recorded.noise_multiplier(),
             sampling_rate: recorded.sampling_rate(),
@@ -383,6 +448,18 @@ mod tests {
         }
     }
 
+    /// A task header with these hyper-parameters and accountants (no planning: the task's
+    /// settings as given).
+    fn task(hyper: pb::HyperParameters, accountants: &[String]) -> pb::TaskHeader {
+        pb::TaskHeader {
+            round: 1,
+            federation: "f".into(),
+            hyper: Some(hyper),
+            accountants: accountants.to_vec(),
+            ..Default::default()
+        }
+    }
+
     fn spend_of(plan: Plan) -> PrivacySpend {
         match plan {
             Plan::Private { spend, .. } => spend,
@@ -401,9 +478,8 @@ mod tests {
     fn the_configured_accountant_gates_and_is_recorded() {
         let pld = spend_of(
             plan(
-                &hyper(),
-                "f",
-                &[],
+                &mut Planner::default(),
+                &task(hyper(), &[]),
                 1000,
                 10,
                 &privacy(AccountantKind::Pld),
@@ -413,9 +489,8 @@ mod tests {
         );
         let rdp = spend_of(
             plan(
-                &hyper(),
-                "f",
-                &[],
+                &mut Planner::default(),
+                &task(hyper(), &[]),
                 1000,
                 10,
                 &privacy(AccountantKind::Rdp),
@@ -438,9 +513,11 @@ mod tests {
             round,
             spend: spend_of(
                 plan(
-                    &hyper(),
-                    federation,
-                    &[],
+                    &mut Planner::default(),
+                    &pb::TaskHeader {
+                        federation: federation.into(),
+                        ..task(hyper(), &[])
+                    },
                     1000,
                     10,
                     &privacy(AccountantKind::Rdp),
@@ -452,9 +529,8 @@ mod tests {
         let history = vec![spend("other", 1), spend("other", 2), spend("f", 1)];
         let p = spend_of(
             plan(
-                &hyper(),
-                "f",
-                &[],
+                &mut Planner::default(),
+                &task(hyper(), &[]),
                 1000,
                 10,
                 &privacy(AccountantKind::Rdp),
@@ -476,7 +552,15 @@ mod tests {
             epsilon_budget: (here + all) / 2.0,
             ..privacy(AccountantKind::Rdp)
         };
-        let p = plan(&hyper(), "f", &[], 1000, 10, &tight, &history).unwrap();
+        let p = plan(
+            &mut Planner::default(),
+            &task(hyper(), &[]),
+            1000,
+            10,
+            &tight,
+            &history,
+        )
+        .unwrap();
         assert!(
             matches!(p, Plan::Decline(ref r) if r.contains("budget exhausted")),
             "{p:?}"
@@ -487,9 +571,8 @@ mod tests {
     fn the_spend_carries_the_figures_as_recorded() {
         let p = spend_of(
             plan(
-                &hyper(),
-                "f",
-                &[],
+                &mut Planner::default(),
+                &task(hyper(), &[]),
                 1000,
                 10,
                 &privacy(AccountantKind::Rdp),
@@ -522,9 +605,8 @@ mod tests {
             },
         };
         let p = plan(
-            &hyper(),
-            "f",
-            &[],
+            &mut Planner::default(),
+            &task(hyper(), &[]),
             1000,
             10,
             &privacy(AccountantKind::Pld),
@@ -544,9 +626,8 @@ mod tests {
         let mine = privacy(AccountantKind::RdpDpAccounting);
         // Listed (among others): the round is priced as usual.
         let ok = plan(
-            &hyper(),
-            "f",
-            &listed(&["rdp", "rdp-dp-accounting"]),
+            &mut Planner::default(),
+            &task(hyper(), &listed(&["rdp", "rdp-dp-accounting"])),
             1000,
             10,
             &mine,
@@ -557,16 +638,22 @@ mod tests {
             AccountantKind::RdpDpAccounting
         );
         // Not stated (an older coordinator): accepted.
-        let unstated = plan(&hyper(), "f", &[], 1000, 10, &mine, &[]);
+        let unstated = plan(
+            &mut Planner::default(),
+            &task(hyper(), &[]),
+            1000,
+            10,
+            &mine,
+            &[],
+        );
         assert_eq!(
             spend_of(unstated.unwrap()).accountant,
             AccountantKind::RdpDpAccounting
         );
         // Not listed: declined with both sides named, before any spend is computed.
         let p = plan(
-            &hyper(),
-            "f",
-            &listed(&["rdp", "pld"]),
+            &mut Planner::default(),
+            &task(hyper(), &listed(&["rdp", "pld"])),
             1000,
             10,
             &mine,
@@ -588,7 +675,15 @@ mod tests {
             require_dp: false,
             ..mine
         };
-        let p = plan(&no_noise, "f", &listed(&["pld"]), 1000, 10, &relaxed, &[]).unwrap();
+        let p = plan(
+            &mut Planner::default(),
+            &task(no_noise, &listed(&["pld"])),
+            1000,
+            10,
+            &relaxed,
+            &[],
+        )
+        .unwrap();
         assert!(matches!(p, Plan::NonPrivate), "{p:?}");
     }
 
@@ -630,7 +725,9 @@ mod tests {
             hostile(&mut h);
             // Declined whatever the data: no rows, many rows, any budget left.
             for n in [0, 1000] {
-                match plan(&h, "f", &[], n, 10, &privacy(AccountantKind::Rdp), &[]).unwrap() {
+                let header = task(h, &[]);
+                let privacy = privacy(AccountantKind::Rdp);
+                match plan(&mut Planner::default(), &header, n, 10, &privacy, &[]).unwrap() {
                     Plan::Decline(reason) => {
                         assert!(reason.contains(needle), "{reason:?} should name {needle}")
                     }

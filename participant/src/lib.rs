@@ -11,6 +11,8 @@
 //!   checked against what was signed and reported; evidence and a halt on a mismatch.
 //! - [`work`] - what a source of updates is asked and answers: [`UpdateSource`], [`Work`],
 //!   [`SourceError`].
+//! - [`plan`] - a participant's own DP-SGD plan (batch size, steps, noise multiplier) within the
+//!   task's bounds and its own budget, from its row count, never its data's values.
 //! - [`dp`] - the privacy gate: the federation's accountants, cost of a round, budget check;
 //!   DP-SGD with secure noise.
 //! - [`source`] - the real source: [`LocalTrainer`] trains on the private CSV.
@@ -21,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod dp;
 pub mod keys;
+pub mod plan;
 pub mod receipts;
 pub mod source;
 pub mod store;

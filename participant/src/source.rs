@@ -11,6 +11,7 @@ use crate::{
     client::Task,
     config::PrivacySection,
     dp::{self, Plan},
+    plan::Planner,
     store::SpendRecord,
 };
 
@@ -49,6 +50,7 @@ pub struct LocalTrainer {
     label_override: Option<String>,
     data: Option<Dataset>,
     privacy: PrivacySection,
+    planner: Planner,
 }
 
 impl LocalTrainer {
@@ -62,6 +64,7 @@ impl LocalTrainer {
             label_override,
             data: None,
             privacy,
+            planner: Planner::default(),
         }
     }
 
@@ -107,26 +110,30 @@ impl UpdateSource for LocalTrainer {
             .hyper
             .ok_or_else(|| SourceError::Task("task has no hyper-parameters".into()))?;
         let plan = dp::plan(
-            &hyper,
-            &task.header.federation,
-            &task.header.accountants,
+            &mut self.planner,
+            &task.header,
             data.len(),
             spec.num_params(),
             &self.privacy,
             spent,
         )?;
-        if let Plan::Decline(reason) = plan {
-            return Ok(Work::Decline(reason));
-        }
+        let (batch_size, steps, dp) = match &plan {
+            Plan::Decline(reason) => return Ok(Work::Decline(reason.clone())),
+            Plan::NonPrivate => (hyper.batch_size as usize, None, None),
+            Plan::Private {
+                dp,
+                batch_size,
+                steps,
+                ..
+            } => (*batch_size, *steps, Some(*dp)),
+        };
         let cfg = TrainConfig {
             epochs: hyper.local_epochs as usize,
-            batch_size: hyper.batch_size as usize,
+            batch_size,
             learning_rate: hyper.learning_rate,
             seed: task.header.round,
-            dp: match &plan {
-                Plan::Private { dp, .. } => Some(*dp),
-                _ => None,
-            },
+            dp,
+            steps,
         };
         let outcome = dp::train(&spec, &task.params, &data, &cfg)?;
         let delta: Vec<f32> = outcome
@@ -139,6 +146,15 @@ impl UpdateSource for LocalTrainer {
             Plan::Private { spend, .. } => Some(spend),
             _ => None,
         };
+        // The spend must describe exactly the mechanism that ran; nothing has left yet.
+        if let Some(s) = &spend
+            && (s.steps, s.sampling_rate) != (outcome.steps, outcome.sampling_rate)
+        {
+            return Err(SourceError::Privacy(format!(
+                "trained {} steps at sampling rate {} but accounted {} at {}",
+                outcome.steps, outcome.sampling_rate, s.steps, s.sampling_rate
+            )));
+        }
         Ok(Work::Update {
             delta,
             examples: data.len() as u64,

@@ -1,7 +1,8 @@
 //! Either accountant, chosen by its kind: [`accountant_for`] builds the [`Accountant`] an
 //! [`AccountantKind`] names, and the conveniences every caller uses take a kind: the epsilon of
 //! one run ([`epsilon_for`]) or of a history of runs ([`epsilon_of_history`]), and the inverse
-//! planner ([`noise_multiplier_for`]).
+//! planner ([`noise_multiplier_for`], built on [`smallest_noise_multiplier`], which planners of
+//! other shapes, such as a participant's per-round plan after a history, use too).
 //!
 //! The top of the accounting layers: it sits above [`crate::rdp`] and [`crate::pld`], which know
 //! only the shared vocabulary of [`crate::accounting`] (re-exported here, so that
@@ -75,6 +76,23 @@ pub fn noise_multiplier_for(
     delta: f64,
     accountant: AccountantKind,
 ) -> Result<f64, PrivacyError> {
+    smallest_noise_multiplier(target_epsilon, PLANNER_TOLERANCE, |z| {
+        Ok(epsilon_for(accountant, z, sampling_rate, steps, delta)?.epsilon <= target_epsilon)
+    })
+}
+
+/// The smallest noise multiplier (within a relative `tolerance`, rounded up) that `meets`
+/// accepts, for any test that accepts every multiplier above one it accepts (more noise never
+/// costs more epsilon): doubling from 1 until it is met, halving until it is not (answering the
+/// last one met once below 1e-6), then bisection. The value returned is always one `meets`
+/// accepted, so a planner built on it never under-delivers; `target_epsilon` only names the goal
+/// in [`PrivacyError::TargetUnreachable`] when nothing up to [`PLANNER_MAX_NOISE_MULTIPLIER`]
+/// meets it.
+pub fn smallest_noise_multiplier(
+    target_epsilon: f64,
+    tolerance: f64,
+    mut meets: impl FnMut(f64) -> Result<bool, PrivacyError>,
+) -> Result<f64, PrivacyError> {
     if !(target_epsilon.is_finite() && target_epsilon > 0.0) {
         return Err(PrivacyError::InvalidParameter {
             name: "target_epsilon",
@@ -82,9 +100,13 @@ pub fn noise_multiplier_for(
             reason: "must be finite and > 0",
         });
     }
-    let meets = |z: f64| -> Result<bool, PrivacyError> {
-        Ok(epsilon_for(accountant, z, sampling_rate, steps, delta)?.epsilon <= target_epsilon)
-    };
+    if !(tolerance.is_finite() && tolerance > 0.0) {
+        return Err(PrivacyError::InvalidParameter {
+            name: "tolerance",
+            value: tolerance,
+            reason: "must be finite and > 0",
+        });
+    }
     let mut hi = 1.0;
     while !meets(hi)? {
         hi *= 2.0;
@@ -104,7 +126,7 @@ pub fn noise_multiplier_for(
         }
     }
     // Invariant: lo fails, hi meets.
-    while hi - lo > PLANNER_TOLERANCE * hi {
+    while hi - lo > tolerance * hi {
         let mid = 0.5 * (lo + hi);
         if meets(mid)? {
             hi = mid;

@@ -114,6 +114,7 @@ impl Aggregator for DpAggregator {
             .map(|d| WeightedUpdate {
                 examples: 1,
                 delta: d,
+                privacy: None,
             })
             .collect();
         let mut out = self.inner.aggregate(global, &equal)?.params;
@@ -206,10 +207,12 @@ mod tests {
                     WeightedUpdate {
                         examples: 1000,
                         delta: &big,
+                        privacy: None,
                     },
                     WeightedUpdate {
                         examples: 1,
                         delta: &small,
+                        privacy: None,
                     },
                 ],
             )
@@ -244,6 +247,7 @@ mod tests {
             .map(|d| WeightedUpdate {
                 examples: 1,
                 delta: d,
+                privacy: None,
             })
             .collect();
         let first = agg.aggregate(&global, &views).unwrap().server_dp.unwrap();

@@ -12,7 +12,7 @@ use chacha20::ChaCha20Rng;
 
 pub use dp::{DpAggregator, federation_epsilon};
 pub use robust::{Bulyan, MultiKrum};
-pub use strategies::{CoordinateMedian, FedAvg, TrimmedMean, fedavg};
+pub use strategies::{CoordinateMedian, FedAvg, InverseNoiseFedAvg, TrimmedMean, fedavg};
 
 use crate::{
     config::{ServerDpSection, StrategyKind},
@@ -60,6 +60,7 @@ pub trait Aggregator: Send + Sync {
 pub fn strategy(kind: StrategyKind, byzantine: usize) -> Box<dyn Aggregator> {
     match kind {
         StrategyKind::Fedavg => Box::new(FedAvg),
+        StrategyKind::FedavgInverseNoise => Box::new(InverseNoiseFedAvg),
         StrategyKind::Median => Box::new(CoordinateMedian),
         StrategyKind::TrimmedMean => Box::new(TrimmedMean { fraction: 0.1 }),
         StrategyKind::MultiKrum => Box::new(MultiKrum {

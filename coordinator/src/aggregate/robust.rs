@@ -227,7 +227,11 @@ mod tests {
     use super::*;
 
     fn upd(delta: &[f32]) -> WeightedUpdate<'_> {
-        WeightedUpdate { examples: 1, delta }
+        WeightedUpdate {
+            examples: 1,
+            delta,
+            privacy: None,
+        }
     }
 
     /// Six honest updates near (1, 1, 1) and two far-off attackers.

@@ -3,7 +3,10 @@
 use rayon::prelude::*;
 
 use super::{Aggregate, Aggregator};
-use crate::{error::CoordinatorError, types::WeightedUpdate};
+use crate::{
+    error::CoordinatorError,
+    types::{WeightedUpdate, Weighting, fedavg_weights},
+};
 
 /// Coordinates per parallel work item: large enough to amortise scheduling, small enough that
 /// each item's slice of every update stays in cache while it is summed.
@@ -27,6 +30,31 @@ impl Aggregator for FedAvg {
     }
 }
 
+/// FedAvg weighted inversely to each update's planned DP-SGD noise per unit of signal
+/// ([`Weighting::InverseNoise`]): less noisy updates count more. The weights come from each
+/// update's recorded privacy spend and example count, so replay recomputes them; rounds with an
+/// update that reports no noisy DP-SGD run fall back to example weights.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InverseNoiseFedAvg;
+
+impl Aggregator for InverseNoiseFedAvg {
+    fn name(&self) -> &'static str {
+        "fedavg-inverse-noise"
+    }
+
+    fn aggregate(
+        &self,
+        global: &[f32],
+        updates: &[WeightedUpdate<'_>],
+    ) -> Result<Aggregate, CoordinatorError> {
+        let weights: Vec<f32> = fedavg_weights(updates, Weighting::InverseNoise)
+            .into_iter()
+            .map(|w| w as f32)
+            .collect();
+        Ok(Aggregate::plain(weighted_sum(global, updates, &weights)))
+    }
+}
+
 /// `w + sum_i (n_i / n) * delta_i`, four updates per pass over the accumulator.
 pub fn fedavg(global: &[f32], updates: &[WeightedUpdate<'_>]) -> Vec<f32> {
     let total: f64 = updates.iter().map(|u| u.examples as f64).sum();
@@ -40,6 +68,11 @@ pub fn fedavg(global: &[f32], updates: &[WeightedUpdate<'_>]) -> Vec<f32> {
             }
         })
         .collect();
+    weighted_sum(global, updates, &weights)
+}
+
+/// `w + sum_i weights_i * delta_i`, four updates per pass over the accumulator.
+fn weighted_sum(global: &[f32], updates: &[WeightedUpdate<'_>], weights: &[f32]) -> Vec<f32> {
     let mut out = global.to_vec();
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, dst)| {
         let start = c * CHUNK;
@@ -147,7 +180,11 @@ mod tests {
     use super::*;
 
     fn upd(examples: u64, delta: &[f32]) -> WeightedUpdate<'_> {
-        WeightedUpdate { examples, delta }
+        WeightedUpdate {
+            examples,
+            delta,
+            privacy: None,
+        }
     }
 
     #[test]
@@ -206,6 +243,36 @@ mod tests {
         for i in [0, CHUNK - 1, CHUNK, n - 1] {
             assert_eq!(out[i], g[i] + a[i]);
         }
+    }
+
+    #[test]
+    fn inverse_noise_fedavg_weighs_by_the_planned_noise_per_unit_of_signal() {
+        use fedledger_ledger::records::PrivacyObject;
+        let spend =
+            |z: f64, q: f64, steps: u64| PrivacyObject::conservative("rdp", z, q, steps, 1e-5);
+        // Weights T (q n)^2 / z^2: 4 * 100^2 / 1 = 40000 and 1 * (0.5 * 400)^2 / 4 = 10000.
+        let (a, b) = (spend(1.0, 1.0, 4), spend(2.0, 0.5, 1));
+        let g = vec![0.0f32; 2];
+        let (da, db) = ([1.0f32, 0.0], [0.0f32, 1.0]);
+        let ups = [
+            WeightedUpdate {
+                examples: 100,
+                delta: &da,
+                privacy: Some(&a),
+            },
+            WeightedUpdate {
+                examples: 400,
+                delta: &db,
+                privacy: Some(&b),
+            },
+        ];
+        let out = InverseNoiseFedAvg.aggregate(&g, &ups).unwrap().params;
+        assert!(
+            (out[0] - 0.8).abs() < 1e-6 && (out[1] - 0.2).abs() < 1e-6,
+            "{out:?}"
+        );
+        // Plain FedAvg still weighs by examples, bit for bit as before.
+        assert_eq!(FedAvg.aggregate(&g, &ups).unwrap().params, vec![0.2, 0.8]);
     }
 
     #[test]

@@ -154,6 +154,7 @@ pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         .map(|(m, d)| WeightedUpdate {
             examples: m.examples,
             delta: d,
+            privacy: Some(&m.privacy),
         })
         .collect();
     let aggregate = aggregator.aggregate(global, &views)?;

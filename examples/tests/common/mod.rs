@@ -83,6 +83,7 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
             clip_norm: dp.map_or(0.0, |_| 1.0),
             noise_multiplier: dp.map_or(0.0, |d| d.1),
             init_seed: 1,
+            planning: None,
         },
         aggregation: Default::default(),
         // Every hospital dials from 127.0.0.1 here.
