@@ -265,6 +265,8 @@ pub fn replay_against(
         })
         .collect();
 
+    // Updates the strategy left out count as zeros in the valuation game, as at the close.
+    let mut excluded = Vec::new();
     if recorded.server_dp.is_some() {
         report.skipped.push(
             "aggregate: DP-FedAvg noise is drawn fresh and not recorded, so the model digest \
@@ -272,9 +274,10 @@ pub fn replay_against(
                 .into(),
         );
     } else {
-        let after = aggregate::strategy(cfg.strategy, cfg.byzantine)
-            .aggregate(&global, &views)?
-            .params;
+        let aggregate =
+            aggregate::strategy(cfg.strategy, cfg.byzantine).aggregate(&global, &views)?;
+        excluded = aggregate.excluded;
+        let after = aggregate.params;
         let sha = fedledger_model::digest::vector_sha256(&after);
         if sha == against.model_after {
             report.checked.push(format!("aggregate hashes to {sha}"));
@@ -300,6 +303,8 @@ pub fn replay_against(
         .iter()
         .map(|c| c.public_key.as_str())
         .collect();
+    let zeros = vec![0f32; if excluded.is_empty() { 0 } else { global.len() }];
+    let views = aggregate::valuation_views(&views, &excluded, &zeros);
     let valued = valuer.value_round_seeded(
         round,
         val.seed,

@@ -63,6 +63,13 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let blobs = dir.join("blobs");
         fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
+        // Temporary files of writes a crash interrupted: never acknowledged, so never needed.
+        for entry in fs::read_dir(&blobs).map_err(io_err(&blobs))? {
+            let path = entry.map_err(io_err(&blobs))?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
         Self::open_parts(&dir.join("state.sled"), blobs)
     }
 
@@ -88,7 +95,13 @@ impl Store {
         if path.exists() {
             return Ok(sha);
         }
-        let tmp = self.blobs.join(format!("{sha}.tmp"));
+        // A temporary name of its own: two participants may send identical updates at once
+        // (a copy, or colluding attackers), and neither may rename or remove the other's file.
+        static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let writer = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .blobs
+            .join(format!("{sha}.{}-{writer}.tmp", std::process::id()));
         let written = (|| {
             let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
             f.write_all(bytes).map_err(io_err(&tmp))?;
@@ -271,5 +284,45 @@ impl Store {
                 decode("result", &v)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two participants sending identical updates at the same moment (a copy, colluding
+    /// attackers) both get their blob; nothing temporary is left behind.
+    #[test]
+    fn identical_blobs_written_at_once_are_all_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bytes = vec![7u8; 1 << 20];
+        let shas: Vec<String> = std::thread::scope(|s| {
+            let writers: Vec<_> = (0..8).map(|_| s.spawn(|| store.put_blob(&bytes))).collect();
+            writers
+                .into_iter()
+                .map(|w| w.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(shas.iter().all(|s| *s == shas[0]));
+        assert_eq!(store.get_blob(&shas[0]).unwrap(), bytes);
+        let names: Vec<String> = fs::read_dir(dir.path().join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![shas[0].clone()]);
+    }
+
+    /// A temporary file a crash left behind is removed when the store opens.
+    #[test]
+    fn temporary_files_of_an_interrupted_write_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let tmp = dir.path().join("blobs").join("abc.1-0.tmp");
+        fs::write(&tmp, b"half").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!tmp.exists());
+        drop(store);
     }
 }

@@ -164,11 +164,47 @@ fn start_participant(l: &Layout, h: usize, port: u16, crash_at: Option<&str>) ->
         .current_dir(&l.dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(participant_log(l, h));
     if let Some(c) = crash_at {
         cmd.env("FEDLEDGER_CRASH_AT", c);
     }
     cmd.spawn().expect("start a participant")
+}
+
+/// The last lines of every participant's log.
+fn log_tails(l: &Layout) -> String {
+    let mut out = String::new();
+    for h in 0..l.participants.len() {
+        let text =
+            std::fs::read_to_string(l.dir.join(format!("participant-{h}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("--- participant {h}\n"));
+        // Its last panic or error, if any, then its last lines.
+        if let Some(i) = lines
+            .iter()
+            .rposition(|l| l.contains("panicked at") || l.starts_with("Error"))
+        {
+            for line in &lines[i..(i + 8).min(lines.len())] {
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push_str("...\n");
+        }
+        for line in &lines[lines.len().saturating_sub(4)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Participant `h`'s log (appended across restarts), kept for a failure's message.
+fn participant_log(l: &Layout, h: usize) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(l.dir.join(format!("participant-{h}.log")))
+        .unwrap()
 }
 
 fn free_port() -> u16 {
@@ -351,7 +387,11 @@ fn killed_anywhere_the_federation_completes_and_loses_nothing() {
         "kill test: {kills} coordinator kills, {participant_kills} participant kills, restarts {restarts:?}, {:?} in all",
         started.elapsed()
     );
-    assert!(kills >= 10, "only {kills} coordinator kills");
+    assert!(
+        kills >= 10,
+        "only {kills} coordinator kills; the participants' logs end:\n{}",
+        log_tails(&l)
+    );
     let log = std::fs::read_to_string(l.dir.join("coordinator.log")).unwrap_or_default();
     let reached = log.matches("crash point").count();
     assert_eq!(

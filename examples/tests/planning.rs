@@ -63,7 +63,7 @@ async fn hospitals_plan_for_their_own_budgets_and_rounds_replay() {
     assert!(
         run.ledger
             .verify_text
-            .contains("ok      epsilon: every contribution's epsilon recomputed"),
+            .contains("ok      epsilon: every recorded cumulative epsilon is at least what"),
         "{}",
         run.ledger.verify_text
     );

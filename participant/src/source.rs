@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use fedledger_ledger::records::PrivacyObject;
 use fedledger_model::{Dataset, ModelKind, ModelSpec, Standardiser, TrainConfig};
 
 pub use crate::work::{SourceError, UpdateSource, Work};
@@ -146,9 +147,15 @@ impl UpdateSource for LocalTrainer {
             Plan::Private { spend, .. } => Some(spend),
             _ => None,
         };
-        // The spend must describe exactly the mechanism that ran; nothing has left yet.
+        // The spend must describe exactly the mechanism that ran (its sampling rate rounded up
+        // as the ledger records it); nothing has left yet.
         if let Some(s) = &spend
-            && (s.steps, s.sampling_rate) != (outcome.steps, outcome.sampling_rate)
+            && (s.steps, s.sampling_rate)
+                != (
+                    outcome.steps,
+                    PrivacyObject::conservative("", 0.0, outcome.sampling_rate, 0, 0.0)
+                        .sampling_rate(),
+                )
         {
             return Err(SourceError::Privacy(format!(
                 "trained {} steps at sampling rate {} but accounted {} at {}",

@@ -7,6 +7,7 @@
 //! * the plan, and the spend a trainer reports, depend on the row count, never on the values of
 //!   the data.
 
+use fedledger_ledger::records::PrivacyObject;
 use fedledger_model::DpSgdConfig;
 use fedledger_participant::{
     LocalTrainer, UpdateSource, Work,
@@ -59,10 +60,14 @@ fn follow(p: &PlanInputs<'_>, shape: Shape) -> Result<(), TestCaseError> {
         prop_assert_eq!(plan.rounds_left, p.bounds.rounds - round + 1);
         prop_assert!(plan.accounted_noise_multiplier <= plan.noise_multiplier);
         prop_assert!(plan.accounted_noise_multiplier > 0.0);
-        // The run accounted is exactly the one a trainer with this batch and these steps runs.
+        // The run accounted is exactly the one a trainer with this batch and these steps runs,
+        // its sampling rate rounded up as the ledger records it.
         let (q, _) = DpSgdConfig::schedule(p.rows, plan.batch_size, 1);
         prop_assert_eq!(plan.sampling_rate, q);
-        prop_assert_eq!(plan.run().sampling_rate, q);
+        prop_assert_eq!(
+            plan.run().sampling_rate,
+            PrivacyObject::conservative("", 0.0, q, 0, 0.0).sampling_rate()
+        );
         prop_assert_eq!(plan.run().steps, plan.steps);
         // The gate: every spend so far plus this round, within the budget.
         history.push(plan.run());

@@ -42,6 +42,36 @@ impl Aggregate {
     }
 }
 
+/// The updates as the valuation game sees them: those the strategy left out of the aggregate
+/// count as updates of zeros (`zeros`, at least as long as any delta). With the round's fixed
+/// weights a zero update changes no coalition's model, so it is a null player: worth exactly
+/// nothing, and paid nothing.
+pub fn valuation_views<'a>(
+    views: &[WeightedUpdate<'a>],
+    excluded: &[usize],
+    zeros: &'a [f32],
+) -> Vec<WeightedUpdate<'a>> {
+    views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if excluded.contains(&i) {
+                WeightedUpdate {
+                    delta: &zeros[..v.delta.len()],
+                    ..*v
+                }
+            } else {
+                *v
+            }
+        })
+        .collect()
+}
+
+/// The flag a contribution carries when the strategy left it out of the aggregate.
+pub fn excluded_flag(aggregator: &str) -> String {
+    format!("excluded by {aggregator}")
+}
+
 /// A server-side aggregation rule.
 pub trait Aggregator: Send + Sync {
     /// Short name, recorded with the round.

@@ -158,6 +158,7 @@ pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         })
         .collect();
     let aggregate = aggregator.aggregate(global, &views)?;
+    let excluded = aggregate.excluded;
     let new_global = aggregate.params;
     outcome.server_dp = match aggregate.server_dp {
         Some(mut report) => {
@@ -179,16 +180,24 @@ pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         .iter()
         .map(|m| cfg.participants[m.participant].public_key_hex.as_str())
         .collect();
-    let valuation = valuer.value_round(
+    let zeros = if excluded.is_empty() {
+        Vec::new()
+    } else {
+        vec![0f32; global.len()]
+    };
+    let mut valuation = valuer.value_round(
         job.round,
         &cfg.model,
         validation,
         global,
-        &views,
+        &crate::aggregate::valuation_views(&views, &excluded, &zeros),
         &names,
         &keys,
         noisy(&job.updates),
     )?;
+    for &i in &excluded {
+        valuation.flags[i].push(crate::aggregate::excluded_flag(aggregator.name()));
+    }
     let mut contributions: Vec<ContributionOutcome> = job
         .updates
         .iter()
