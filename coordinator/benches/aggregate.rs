@@ -1,9 +1,11 @@
 //! Weighted FedAvg of 32 updates x 1M parameters (128 MB) against one plain read pass over the
-//! same bytes, both on all cores. Goal: FedAvg within 1.3x of the read pass.
+//! same bytes, both on all cores. Goal: FedAvg within 1.3x of the read pass. The robust rules
+//! (coordinate-wise median, trimmed mean, Multi-Krum and Bulyan, f = 4) on the same updates, as
+//! ratios to the same read pass.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fedledger_coordinator::{
-    aggregate::{Aggregator, FedAvg},
+    aggregate::{Aggregator, Bulyan, CoordinateMedian, FedAvg, MultiKrum, TrimmedMean},
     types::WeightedUpdate,
 };
 use rayon::prelude::*;
@@ -58,6 +60,24 @@ fn bench(c: &mut Criterion) {
     g.bench_function("fedavg", |b| {
         b.iter(|| black_box(FedAvg.aggregate(black_box(&global), black_box(&views))))
     });
+    g.sample_size(10);
+    let robust: [(&str, Box<dyn Aggregator>); 4] = [
+        ("median", Box::new(CoordinateMedian)),
+        ("trimmed_mean", Box::new(TrimmedMean { fraction: 0.1 })),
+        (
+            "multi_krum",
+            Box::new(MultiKrum {
+                byzantine: 4,
+                keep: None,
+            }),
+        ),
+        ("bulyan", Box::new(Bulyan { byzantine: 4 })),
+    ];
+    for (name, rule) in &robust {
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(rule.aggregate(black_box(&global), black_box(&views))))
+        });
+    }
     g.finish();
 }
 
