@@ -308,3 +308,67 @@ fn a_thousand_participants_fit_the_entry_limit_and_verify() {
         "{r}"
     );
 }
+
+/// A round in which no contribution has a positive value pays nothing and records a pool of 0
+/// (the valuation's rule); verify accepts that, and refuses a pool of 0 when someone had a
+/// positive value, or the genesis pool when nobody could be paid.
+#[test]
+fn a_round_without_positive_values_records_a_pool_of_zero() {
+    let fed = Federation::new(3, 0);
+    let g = fed.genesis().len() as u64;
+    let with = |value_nano: i64, pool: u64| {
+        let entries: Vec<Vec<u8>> = fed
+            .round(1, g)
+            .into_iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                match validate_entry(g + i as u64, common::ORIGIN, &bytes).unwrap() {
+                    Record::Contribution(mut c) => {
+                        c.value_nano = value_nano;
+                        c.reward = if pool == 0 || c.name != "hospital-0" {
+                            0
+                        } else {
+                            pool
+                        };
+                        encode_canonical(&c).unwrap()
+                    }
+                    Record::Round(mut s) => {
+                        s.reward_pool = pool;
+                        encode_canonical(&s).unwrap()
+                    }
+                    _ => bytes,
+                }
+            })
+            .collect();
+        let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let log = fedledger_ledger::Log::open(store.path(), common::ORIGIN, fed.log_signer.clone())
+            .unwrap();
+        log.append_batch(&fed.genesis()).unwrap();
+        log.append_batch(&entries).unwrap();
+        log.checkpoint().unwrap();
+        export(&log, out.path()).unwrap();
+        verify(out.path())
+    };
+    let pool_failures = |r: &VerifyReport| {
+        r.failures
+            .iter()
+            .filter(|f| f.what.contains("reward_pool"))
+            .count()
+    };
+    let r = with(-5, 0);
+    assert_eq!(pool_failures(&r), 0, "{r}");
+    let r = with(-5, 1_000_000);
+    assert!(
+        r.failures
+            .iter()
+            .any(|f| f.what.contains("no contribution has a positive value")),
+        "{r}"
+    );
+    let r = with(5, 0);
+    assert!(
+        r.failures
+            .iter()
+            .any(|f| f.what.contains("differs from the genesis pool_per_round")),
+        "{r}"
+    );
+}

@@ -39,7 +39,8 @@ struct RoundVsGenesis<'a> {
 }
 
 impl RoundVsGenesis<'_> {
-    /// A completed round pays the genesis pool; the model size and validation file are the
+    /// A completed round pays the genesis pool, or nothing when no contribution may be paid
+    /// (none has a positive value, or only copies do: `payable` is false); the model size and validation file are the
     /// genesis's; the model chains from the previous round's (`prev_after`, then updated).
     #[allow(clippy::too_many_arguments)]
     fn check<'r>(
@@ -47,18 +48,27 @@ impl RoundVsGenesis<'_> {
         file: &str,
         status: records::RoundStatus,
         reward_pool: u64,
+        payable: bool,
         model: &'r records::ModelDigestsRecord,
         validation: &str,
         prev_after: &mut Option<&'r str>,
         r: &mut VerifyReport,
     ) {
-        if status == records::RoundStatus::Completed && reward_pool != self.pool_per_round {
+        let due = if payable { self.pool_per_round } else { 0 };
+        if status == records::RoundStatus::Completed && reward_pool != due {
             r.fail(
                 file,
-                format!(
-                    "reward_pool {reward_pool} differs from the genesis pool_per_round {}",
-                    self.pool_per_round
-                ),
+                if payable {
+                    format!(
+                        "reward_pool {reward_pool} differs from the genesis pool_per_round {}",
+                        self.pool_per_round
+                    )
+                } else {
+                    format!(
+                        "reward_pool {reward_pool} where no contribution has a positive value \
+                         that may be paid (the pool is then 0)"
+                    )
+                },
             );
         }
         if model.params != self.params {

@@ -120,6 +120,9 @@ pub(super) fn check_rounds(
             &file,
             rr.status,
             rr.reward_pool,
+            rr.contributions
+                .iter()
+                .any(|c| c.value_nano > 0 && !c.flags.iter().any(|f| f.starts_with("copy_of:"))),
             &rr.model,
             &rr.validation.sha256,
             &mut prev_after,

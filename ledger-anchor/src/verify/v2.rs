@@ -52,6 +52,7 @@ pub(super) fn check(
     // The round being recorded: its entries so far (index, participant).
     let mut pending: Vec<(u64, &str)> = Vec::new();
     let mut paid = 0u64;
+    let mut payable = false;
     let first_after_genesis = g.enrolments.saturating_add(1);
     for (i, rec) in records
         .iter()
@@ -75,6 +76,8 @@ pub(super) fn check(
                 );
                 pending.push((i, &c.participant));
                 paid = paid.saturating_add(c.reward);
+                // Copies are never paid; anyone else with a positive value may be.
+                payable |= c.value_nano > 0 && !c.flags.iter().any(|f| f.starts_with("copy_of:"));
                 signatures.push(signed(
                     &c.participant,
                     c.signing_message(),
@@ -153,6 +156,7 @@ pub(super) fn check(
                     &file,
                     s.status,
                     s.reward_pool,
+                    payable,
                     &s.model,
                     &s.validation.sha256,
                     &mut prev_after,
@@ -161,6 +165,7 @@ pub(super) fn check(
                 next_round = s.round.saturating_add(1);
                 pending.clear();
                 paid = 0;
+                payable = false;
             }
             Record::Enrolment(_) => r.fail(
                 &file,
