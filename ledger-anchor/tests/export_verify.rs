@@ -321,8 +321,8 @@ fn a_round_without_positive_values_records_a_pool_of_zero() {
             .round(1, g)
             .into_iter()
             .enumerate()
-            .map(|(i, bytes)| {
-                match validate_entry(g + i as u64, common::ORIGIN, &bytes).unwrap() {
+            .map(
+                |(i, bytes)| match validate_entry(g + i as u64, common::ORIGIN, &bytes).unwrap() {
                     Record::Contribution(mut c) => {
                         c.value_nano = value_nano;
                         c.reward = if pool == 0 || c.name != "hospital-0" {
@@ -337,8 +337,8 @@ fn a_round_without_positive_values_records_a_pool_of_zero() {
                         encode_canonical(&s).unwrap()
                     }
                     _ => bytes,
-                }
-            })
+                },
+            )
             .collect();
         let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let log = fedledger_ledger::Log::open(store.path(), common::ORIGIN, fed.log_signer.clone())
