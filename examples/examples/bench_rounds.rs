@@ -160,6 +160,7 @@ async fn upload() -> anyhow::Result<()> {
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
+        tls: None,
         participants: entries,
     }
     .validate()?;
@@ -252,6 +253,9 @@ async fn overhead(label: &str, limits: LimitsSection) -> anyhow::Result<()> {
             },
             reconnect_patience_secs: 10,
             ledger: None,
+            tls: None,
+            allow_plaintext: false,
+            proxy: None,
         });
     }
     let cfg = ConfigFile {
@@ -281,6 +285,7 @@ async fn overhead(label: &str, limits: LimitsSection) -> anyhow::Result<()> {
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
+        tls: None,
         participants: entries,
     }
     .validate()
