@@ -6,9 +6,9 @@
 //! store = "ledger-store"                       # replica's sled directory
 //! log_key = "fed.example+1a2b3c4d+AUx..."      # the log's verifier key (origin = its name)
 //! listen = ["/ip4/0.0.0.0/tcp/4001"]           # empty for a dial-out-only node (hospitals)
-//! dial = ["/ip4/127.0.0.1/tcp/4000/p2p/12D3KooWLtXmDkxoV5RbVhSQUNxLT6ZuLm9kuq2VTPvXU4uA6ZfD"]  # pinned: /p2p/<peer id>
+//! dial = ["/ip4/127.0.0.1/tcp/4000/p2p/12D3KooWNgW59BxXwMsZJT86Xmz6XnYS3P5i95gjqqmLDa1DSWPH"]  # pinned: /p2p/<peer id>
 //! node_key = "node.key"                         # libp2p identity (stable peer id); default <store>.node.key
-//! allow_witnesses = []                          # peer ids that may dial in as witnesses ...
+//! allow_witnesses = ["12D3KooWNLs4aRK3243g2NqQtyqoH2L2d7qJVQ4dBUGCtoTX5rW8"]  # peer ids that may dial in as witnesses ...
 //! allow_replicas = []                           # ... or replicas; both empty: any peer may
 //! tiles_listen = "127.0.0.1:8081"               # optional: serve the replica over C2SP tlog-tiles (HTTP)
 //!
