@@ -56,6 +56,12 @@
 //! listen = ["/ip4/0.0.0.0/tcp/4001"]    # libp2p: witnesses and replicas dial in here
 //! node_key = "ledger-node.key"          # libp2p identity (stable peer id); default <state_dir>/ledger-node.key
 //! tiles_listen = "0.0.0.0:8080"         # HTTP: the log in the C2SP tlog-tiles layout (receipts)
+//! allow_witnesses = []                  # peer ids allowed to dial in as witnesses ...
+//! allow_replicas = []                   # ... or replicas; both empty: any peer may
+//!
+//! [tls]                               # optional: TLS on listen and tiles_listen (else plaintext)
+//! cert = "tls/server.pem"               # PEM chain, leaf first; re-read when it changes on disk
+//! key = "tls/server.key"                # PEM private key
 //!
 //! [[participant]]
 //! name = "hospital-a"
@@ -96,8 +102,22 @@ pub struct ConfigFile {
     pub privacy: PrivacyPlanSection,
     #[serde(default)]
     pub ledger: LedgerSection,
+    /// TLS on the gRPC endpoint and the tlog-tiles server. Absent: plaintext (loopback trials).
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
     #[serde(rename = "participant", default)]
     pub participants: Vec<ParticipantEntry>,
+}
+
+/// `[tls]`: the coordinator's certificate. Both files are read again, for new connections,
+/// whenever either changes on disk, so a certificate is rotated by replacing the files.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, the server's certificate first (`tls init` writes `server.pem`).
+    pub cert: PathBuf,
+    /// PEM private key of that certificate (`server.key`).
+    pub key: PathBuf,
 }
 
 fn default_listen() -> SocketAddr {
@@ -665,6 +685,13 @@ pub struct LedgerSection {
     /// no HTTP server (hospitals cannot check receipts).
     #[serde(default)]
     pub tiles_listen: Option<SocketAddr>,
+    /// Peer ids of the witnesses' ledger nodes allowed to dial in.
+    #[serde(default)]
+    pub allow_witnesses: Vec<String>,
+    /// Peer ids of replicas (auditors' nodes) allowed to dial in. With both lists empty, any
+    /// peer may dial in.
+    #[serde(default)]
+    pub allow_replicas: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -718,6 +745,10 @@ pub struct FederationConfig {
     pub node_key: PathBuf,
     /// Where the tlog-tiles HTTP server listens, when it runs.
     pub tiles_listen: Option<SocketAddr>,
+    /// The certificate both servers present; `None`: plaintext.
+    pub tls: Option<TlsSection>,
+    /// Who may dial the ledger node.
+    pub ledger_allow: fedledger_ledger::node::AllowList,
     pub participants: Vec<Enrolled>,
 }
 
@@ -770,6 +801,10 @@ impl ConfigFile {
         }
         if let Some(k) = self.ledger.node_key.as_mut() {
             fix(k);
+        }
+        if let Some(t) = self.tls.as_mut() {
+            fix(&mut t.cert);
+            fix(&mut t.key);
         }
     }
 
@@ -876,6 +911,26 @@ impl ConfigFile {
                     .map_err(|e| ConfigError::Invalid(format!("ledger.listen: {a:?}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut ledger_allow = fedledger_ledger::node::AllowList::default();
+        for (ids, role, field) in [
+            (
+                &self.ledger.allow_witnesses,
+                fedledger_ledger::node::Role::Witness,
+                "allow_witnesses",
+            ),
+            (
+                &self.ledger.allow_replicas,
+                fedledger_ledger::node::Role::Replica,
+                "allow_replicas",
+            ),
+        ] {
+            for id in ids {
+                let peer = id.parse::<libp2p::PeerId>().map_err(|e| {
+                    ConfigError::Invalid(format!("ledger.{field}: {id:?} is not a peer id: {e}"))
+                })?;
+                ledger_allow.allow(peer, role);
+            }
+        }
         let n_witnesses = self.ledger.witnesses.len() as u64;
         let witness_quorum = self
             .ledger
@@ -1003,6 +1058,8 @@ impl ConfigFile {
             ledger_listen,
             node_key,
             tiles_listen: self.ledger.tiles_listen,
+            tls: self.tls,
+            ledger_allow,
             participants,
         })
     }

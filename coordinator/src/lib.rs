@@ -6,7 +6,8 @@
 //! 1. [`types`] (plain data: state, updates, outcomes) and [`error`] (refusals and storage
 //!    failures).
 //! 2. [`config`]: `coordinator.toml` and its validation; owns every section. [`refusal`]:
-//!    refusals counted by reason, logged once and rate-limited.
+//!    refusals counted by reason, logged once and rate-limited. [`tls`]: the certificate both
+//!    servers present, reloaded when its files change, and `tls init`.
 //! 3. [`aggregate`] (strategies behind one trait; the DP-FedAvg wrapper), [`value`] (Shapley
 //!    values and rewards of a round through the pure `fedledger-valuation` crate), [`transfer`]
 //!    (chunk reassembly).
@@ -37,6 +38,7 @@ pub mod types;
 
 pub mod config;
 pub mod refusal;
+pub mod tls;
 
 pub mod aggregate;
 pub mod transfer;
@@ -146,6 +148,8 @@ pub struct Running {
     pub tiles: Option<fedledger_ledger::http::TilesServer>,
     /// What parties check this coordinator by.
     pub identity: Identity,
+    /// Whether the gRPC endpoint (and the tiles server) speak TLS.
+    pub tls: bool,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     driver: JoinHandle<()>,
@@ -223,33 +227,70 @@ pub async fn serve(
     );
     let mut rx_server = rx.clone();
     let gate = transport::Gate::new(&limits, coordinator.clone());
-    // Connections past the limits are closed at accept. Small messages (task headers,
-    // receipts) must not wait for delayed ACKs.
-    let incoming = TcpListenerStream::new(listener).filter_map(move |s| match s {
-        Ok(sock) => {
-            if let Err(e) = sock.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-            gate.admit(sock).map(Ok)
-        }
-        Err(e) => Some(Err(e)),
-    });
+    let certificate = match &cfg.tls {
+        Some(t) => Some(Arc::new(
+            tls::ReloadingCert::new(&t.cert, &t.key)
+                .map_err(|e| CoordinatorError::Internal(format!("[tls]: {e}")))?,
+        )),
+        None => None,
+    };
+    let tls_config = |alpn: &[u8]| -> Result<Option<Arc<rustls::ServerConfig>>, CoordinatorError> {
+        certificate
+            .as_ref()
+            .map(|c| {
+                tls::server_config(c.clone(), alpn)
+                    .map(Arc::new)
+                    .map_err(|e| CoordinatorError::Internal(format!("[tls]: {e}")))
+            })
+            .transpose()
+    };
+    if certificate.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "serving gRPC WITHOUT TLS on a non-loopback address: add a [tls] section \
+             (`fedledger-coordinator tls init`) before hospitals connect across a network"
+        );
+    }
     // Memory any peer can make the server hold is bounded by these settings: per connection,
     // `transport::connection_memory_bound` (streams x (2 x message limit + stream window)),
     // times the connections allowed.
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .max_concurrent_streams(limits.max_streams_per_connection)
-            .initial_stream_window_size(transport::STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(transport::CONNECTION_WINDOW_BYTES)
-            .http2_keepalive_interval(limits.keepalive_interval)
-            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-            .tcp_keepalive(Some(Duration::from_secs(60)))
-            .add_service(grpc)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = rx_server.wait_for(|s| *s).await;
-            }),
-    );
+    let builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .initial_stream_window_size(transport::STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(transport::CONNECTION_WINDOW_BYTES)
+        .http2_keepalive_interval(limits.keepalive_interval)
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .add_service(grpc);
+    let stop = async move {
+        let _ = rx_server.wait_for(|s| *s).await;
+    };
+    let server = match tls_config(tls::ALPN_H2)? {
+        Some(server_tls) => {
+            // Connections past the limits are closed at accept, before any handshake.
+            let incoming = transport::tls_incoming(
+                listener,
+                gate,
+                tokio_rustls::TlsAcceptor::from(server_tls),
+                limits.message_timeout,
+            );
+            tokio::spawn(builder.serve_with_incoming_shutdown(incoming, stop))
+        }
+        None => {
+            // Connections past the limits are closed at accept. Small messages (task headers,
+            // receipts) must not wait for delayed ACKs.
+            let incoming = TcpListenerStream::new(listener).filter_map(move |s| match s {
+                Ok(sock) => {
+                    if let Err(e) = sock.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                    gate.admit(sock).map(Ok)
+                }
+                Err(e) => Some(Err(e)),
+            });
+            tokio::spawn(builder.serve_with_incoming_shutdown(incoming, stop))
+        }
+    };
     let mut rx_driver = rx;
     let driver = tokio::spawn(driver::drive_rounds(coordinator.clone(), async move {
         let _ = rx_driver.wait_for(|s| *s).await;
@@ -263,6 +304,7 @@ pub async fn serve(
         let node = fedledger_ledger::node::spawn(
             fedledger_ledger::node::NodeConfig {
                 listen: cfg.ledger_listen.clone(),
+                allow: cfg.ledger_allow.clone(),
                 ..Default::default()
             },
             node_key,
@@ -287,9 +329,13 @@ pub async fn serve(
                 .await
                 .map_err(|e| CoordinatorError::Internal(format!("bind tiles {at}: {e}")))?;
             Some(
-                fedledger_ledger::http::serve_tiles(l, coordinator.ledger().clone())
-                    .await
-                    .map_err(ledger_err)?,
+                fedledger_ledger::http::serve_tiles_with(
+                    l,
+                    coordinator.ledger().clone(),
+                    tls_config(tls::ALPN_HTTP1)?,
+                )
+                .await
+                .map_err(ledger_err)?,
             )
         }
         None => None,
@@ -306,6 +352,7 @@ pub async fn serve(
         peer_id = identity.peer_id.as_deref().unwrap_or("-"),
         genesis_sha256 = identity.genesis_sha256.as_deref().unwrap_or("-"),
         tiles = tiles.as_ref().map(|t| t.url()).as_deref().unwrap_or("-"),
+        tls = certificate.is_some(),
         "coordinator listening"
     );
     Ok(Running {
@@ -314,6 +361,7 @@ pub async fn serve(
         ledger_node,
         tiles,
         identity,
+        tls: certificate.is_some(),
         shutdown,
         server,
         driver,

@@ -54,6 +54,31 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// TLS certificates for the coordinator's endpoints.
+    Tls {
+        #[command(subcommand)]
+        command: TlsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Create a private CA and a server certificate for trials, and print what goes into
+    /// coordinator.toml and what to hand to hospitals. Run again with the same --out, it keeps
+    /// the CA (ca.key) and issues a fresh server certificate: a running coordinator serves it to
+    /// new connections, and hospitals keep trusting the same ca.pem. A certificate from a
+    /// public or corporate CA works as well: name its files in [tls].
+    ///
+    /// Example: fedledger-coordinator tls init --out tls --name coordinator.example.org
+    Init {
+        /// Folder for ca.pem, ca.key, server.pem and server.key (created if absent).
+        #[arg(long, default_value = "tls")]
+        out: PathBuf,
+        /// A DNS name or IP address hospitals dial (repeat for several); the certificate is
+        /// valid for these only.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,7 +107,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let running = fedledger_coordinator::serve(cfg, None)
                 .await
                 .context("start the coordinator")?;
-            println!("listening on {}", running.addr);
+            println!(
+                "listening on {} ({})",
+                running.addr,
+                if running.tls {
+                    "TLS"
+                } else {
+                    "plaintext, no TLS"
+                }
+            );
             println!("{}", running.identity);
             if let Some(url) = running.tiles_url() {
                 println!("tlog-tiles:       {url}");
@@ -154,6 +187,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let id = fedledger_coordinator::Identity::from_config(&cfg)
                 .context("read the coordinator's keys and genesis")?;
             println!("{id}");
+        }
+        Command::Tls {
+            command: TlsCommand::Init { out, names },
+        } => {
+            let issued = fedledger_coordinator::tls::init(&out, &names)
+                .with_context(|| format!("create certificates in {}", out.display()))?;
+            let d = |p: &std::path::Path| p.display().to_string();
+            if issued.ca_created {
+                println!(
+                    "created a private CA: {} (certificate) and {} (private key: keep it \
+                     offline; `tls init --out {}` uses it to issue the next certificate)",
+                    d(&issued.ca_cert),
+                    d(&issued.ca_key),
+                    d(&out)
+                );
+            } else {
+                println!(
+                    "kept the CA of {} (its key signed the new certificate)",
+                    d(&issued.ca_key)
+                );
+            }
+            println!(
+                "issued a server certificate for {}: {} and {}",
+                issued.names.join(", "),
+                d(&issued.cert),
+                d(&issued.key)
+            );
+            println!("CA certificate SHA-256: {}", issued.ca_sha256);
+            println!();
+            println!("In coordinator.toml (the certificate is re-read when these files change):");
+            println!("[tls]");
+            println!("cert = {:?}", d(&issued.cert));
+            println!("key = {:?}", d(&issued.key));
+            println!();
+            println!(
+                "Hand every hospital {} (let them compare the SHA-256 above over a second \
+                 channel) for its participant.toml:",
+                d(&issued.ca_cert)
+            );
+            let host = issued
+                .names
+                .first()
+                .map(String::as_str)
+                .unwrap_or("localhost");
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.to_owned()
+            };
+            println!("coordinator = \"https://{host}:50051\"");
+            println!("[tls]");
+            println!("ca = \"ca.pem\"");
         }
         Command::CheckConfig { config } => {
             let cfg = load(&config)?;

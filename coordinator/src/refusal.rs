@@ -20,6 +20,10 @@ use crate::error::CoordinatorError;
 pub enum Reason {
     /// A connection over `limits.max_connections_per_ip` or `limits.max_connections`.
     ConnectionLimit,
+    /// A connection whose TLS handshake failed or did not finish within
+    /// `limits.message_timeout_secs` (plaintext to a TLS endpoint, a client that does not
+    /// trust the certificate, a stalled handshake).
+    TlsHandshake,
     /// A call that did not complete within its deadline (a unary request not received whole
     /// within `limits.message_timeout_secs`; an upload past its whole-request deadline).
     Deadline,
@@ -50,8 +54,9 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::ConnectionLimit,
+        Reason::TlsHandshake,
         Reason::Deadline,
         Reason::MessageTimeout,
         Reason::Malformed,
@@ -79,6 +84,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::ConnectionLimit => "connection_limit",
+            Reason::TlsHandshake => "tls_handshake",
             Reason::Deadline => "deadline",
             Reason::MessageTimeout => "message_timeout",
             Reason::Malformed => "malformed",

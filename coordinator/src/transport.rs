@@ -2,7 +2,9 @@
 //! and in all (refused at accept), and a deadline on every call (a unary request must arrive
 //! whole within `limits.message_timeout_secs`; an upload within its whole-request deadline).
 //! The HTTP/2 settings themselves (streams per connection, windows, keepalive) are set where
-//! the server is built ([`crate::serve`]); the memory they bound is stated there.
+//! the server is built ([`crate::serve`]); the memory they bound is stated there. With `[tls]`,
+//! [`tls_incoming`] does each admitted connection's TLS handshake (concurrently, each within
+//! the message timeout) before HTTP/2 sees it.
 
 use std::{
     collections::HashMap,
@@ -18,8 +20,9 @@ use std::{
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
+    net::{TcpListener, TcpStream},
 };
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tonic::{
     Status,
     body::Body,
@@ -186,6 +189,122 @@ impl AsyncWrite for Admitted {
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
     }
+}
+
+/// Connections arriving at [`tls_incoming`] whose handshakes are done but not yet taken by the
+/// server; accepting waits while it is full.
+const HANDSHAKEN_QUEUE: usize = 64;
+
+/// An admitted connection after its TLS handshake.
+pub struct TlsConn(Box<TlsStream<Admitted>>);
+
+impl Connected for TlsConn {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.get_ref().0.connect_info()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}
+
+/// Accepts on `listener`, admits through `gate`, and does each admitted connection's TLS
+/// handshake on its own task, within `handshake_timeout`; the stream yields the connections
+/// whose handshake completed. A failed or stalled handshake (plaintext to this endpoint, a
+/// client that does not trust the certificate) is counted and logged as `tls_handshake`. The
+/// handshakes in flight are bounded by the gate's connection limits. Accepting stops when the
+/// stream is dropped.
+pub fn tls_incoming(
+    listener: TcpListener,
+    gate: Gate,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsConn, io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(HANDSHAKEN_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let sock = tokio::select! {
+                _ = tx.closed() => break,
+                a = listener.accept() => match a {
+                    Ok((sock, _)) => sock,
+                    Err(e) => {
+                        // Out of descriptors and the like: do not spin.
+                        tracing::debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = sock.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+            let peer = sock.peer_addr().ok();
+            let Some(admitted) = gate.admit(sock) else {
+                continue;
+            };
+            let (tx, acceptor, engine) = (tx.clone(), acceptor.clone(), gate.engine.clone());
+            tokio::spawn(async move {
+                let failed = match tokio::time::timeout(
+                    handshake_timeout,
+                    acceptor.accept(admitted),
+                )
+                .await
+                {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(TlsConn(Box::new(tls)))).await;
+                        return;
+                    }
+                    Ok(Err(e)) => format!("TLS handshake failed: {e}"),
+                    Err(_) => format!(
+                        "TLS handshake not finished within {} s",
+                        handshake_timeout.as_secs_f64()
+                    ),
+                };
+                engine
+                    .refusals()
+                    .record(Reason::TlsHandshake, "connection", peer, &failed);
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// The deadline of each call, by method.

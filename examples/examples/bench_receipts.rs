@@ -82,6 +82,9 @@ async fn receipts(n: usize, rounds: u64) -> anyhow::Result<()> {
             },
             reconnect_patience_secs: 30,
             ledger: None,
+            tls: None,
+            allow_plaintext: false,
+            proxy: None,
         });
     }
     let cfg = ConfigFile {
@@ -115,8 +118,11 @@ async fn receipts(n: usize, rounds: u64) -> anyhow::Result<()> {
         privacy: Default::default(),
         ledger: LedgerSection {
             tiles_listen: Some("127.0.0.1:0".parse()?),
+            allow_witnesses: Vec::new(),
+            allow_replicas: Vec::new(),
             ..Default::default()
         },
+        tls: None,
         participants: entries,
     }
     .validate()

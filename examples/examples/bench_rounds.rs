@@ -5,14 +5,18 @@
 //!   versus a raw tokio TCP copy of the same bytes;
 //! - round overhead: five participant agents that do no training, time from round open to the
 //!   aggregated model, over 20 rounds; once with the coordinator's default `[limits]` and once
-//!   with every limit as loose as it goes (the cost of the limits, in the same run).
+//!   with every limit as loose as it goes (the cost of the limits, in the same run);
+//! - TLS: the round overhead with TLS against without (default limits, same run), and the
+//!   16M-parameter upload over TLS against a raw rustls copy of the same bytes (same
+//!   certificate, same ring provider).
 //!
 //! ```text
-//! cargo run --release --example bench_rounds              # both
+//! cargo run --release --example bench_rounds              # everything
 //! cargo run --release --example bench_rounds -- overhead  # the round overhead only
+//! cargo run --release --example bench_rounds -- tls       # the TLS figures only
 //! ```
 
-use std::{sync::Arc, time::Instant};
+use std::{path::Path, sync::Arc, time::Instant};
 
 use anyhow::Context;
 use fedledger_coordinator::{
@@ -25,7 +29,13 @@ use fedledger_coordinator::{
 use fedledger_examples::{BREAST_CANCER_CSV, sources::ZeroSource};
 use fedledger_ledger::records::PrivacyObject;
 use fedledger_model::{Dataset, ModelKind, ModelSpec};
-use fedledger_participant::{ParticipantConfig, client::Client, config::PrivacySection, keys};
+use fedledger_participant::{
+    ParticipantConfig,
+    client::Client,
+    config::PrivacySection,
+    keys,
+    link::{Link, LinkSettings, Trust},
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn median(v: &mut [f64]) -> f64 {
@@ -41,9 +51,29 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let only_overhead = std::env::args().any(|a| a == "overhead");
+    let only_tls = std::env::args().any(|a| a == "tls");
+    let certs = tempfile::tempdir()?;
+    fedledger_coordinator::tls::init(certs.path(), &["localhost".into()])?;
     rt.block_on(async {
+        let defaults = LimitsSection {
+            // Every simulated hospital dials from 127.0.0.1.
+            max_connections_per_ip: 16,
+            ..LimitsSection::default()
+        };
+        if only_tls {
+            upload(Some(certs.path())).await?;
+            let plain = overhead("plaintext (defaults)", defaults.clone(), None).await?;
+            let tls = overhead("TLS (defaults)", defaults, Some(certs.path())).await?;
+            println!(
+                "round overhead with TLS / without: median {:.2}x, p90 {:.2}x",
+                tls.0 / plain.0,
+                tls.1 / plain.1
+            );
+            return Ok(());
+        }
         if !only_overhead {
-            upload().await?;
+            upload(None).await?;
+            upload(Some(certs.path())).await?;
         }
         let loose = LimitsSection {
             max_streams_per_connection: u32::MAX,
@@ -56,13 +86,15 @@ fn main() -> anyhow::Result<()> {
             session_ttl_secs: 366 * 24 * 3600,
             ..LimitsSection::default()
         };
-        let defaults = LimitsSection {
-            // Every simulated hospital dials from 127.0.0.1.
-            max_connections_per_ip: 16,
-            ..LimitsSection::default()
-        };
-        overhead("limits off (as loose as they go)", loose).await?;
-        overhead("limits on (defaults)", defaults).await
+        overhead("limits off (as loose as they go)", loose, None).await?;
+        let plain = overhead("limits on (defaults)", defaults.clone(), None).await?;
+        let tls = overhead("limits on (defaults), TLS", defaults, Some(certs.path())).await?;
+        println!(
+            "round overhead with TLS / without: median {:.2}x, p90 {:.2}x",
+            tls.0 / plain.0,
+            tls.1 / plain.1
+        );
+        Ok(())
     })
 }
 
@@ -112,7 +144,57 @@ async fn raw_tcp_copy(bytes: Arc<Vec<u8>>) -> anyhow::Result<f64> {
     Ok(secs)
 }
 
-async fn upload() -> anyhow::Result<()> {
+/// A raw rustls copy of `bytes` over loopback (the coordinator's certificate in `certs`, the
+/// participant's trust settings), acknowledged by one byte, as the TLS baseline.
+async fn raw_tls_copy(bytes: Arc<Vec<u8>>, certs: &Path) -> anyhow::Result<f64> {
+    let cert = Arc::new(fedledger_coordinator::tls::ReloadingCert::new(
+        &certs.join("server.pem"),
+        &certs.join("server.key"),
+    )?);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(
+        fedledger_coordinator::tls::server_config(cert, b"h2")?,
+    ));
+    let mut client_cfg =
+        fedledger_participant::link::client_config(&Trust::Ca(certs.join("ca.pem")))?;
+    client_cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let n = bytes.len();
+    let server = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await?;
+        sock.set_nodelay(true)?;
+        let mut sock = acceptor.accept(sock).await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0usize;
+        while got < n {
+            let k = sock.read(&mut buf).await?;
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        sock.write_all(b"k").await?;
+        sock.flush().await?;
+        anyhow::Ok(got)
+    });
+    let t = Instant::now();
+    let sock = tokio::net::TcpStream::connect(addr).await?;
+    sock.set_nodelay(true)?;
+    let name = rustls_pki_types::ServerName::try_from("localhost")?;
+    let mut sock = connector.connect(name, sock).await?;
+    sock.write_all(&bytes).await?;
+    sock.flush().await?;
+    let mut ack = [0u8; 1];
+    sock.read_exact(&mut ack).await?;
+    let secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(server.await?? == n, "raw TLS copy truncated");
+    Ok(secs)
+}
+
+/// The 16M-parameter upload, over TLS with the certificate in `tls` (against a raw rustls
+/// copy) or in plaintext (against a raw TCP copy).
+async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
     const SAMPLES: usize = 5;
     let dir = tempfile::tempdir()?;
     let (features, classes) = (4000usize, 4000usize);
@@ -160,16 +242,17 @@ async fn upload() -> anyhow::Result<()> {
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
+        tls: tls.map(tls_section),
         participants: entries,
     }
     .validate()?;
     let params = cfg.model.num_params();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = fedledger_coordinator::serve(cfg, Some(listener)).await?;
-    let url = format!("http://{}", running.addr);
+    let link = link_to(&running, tls)?;
     let mut clients = Vec::new();
     for p in &key_paths {
-        clients.push(Client::connect(&url, Arc::new(keys::load_key(p)?)).await?);
+        clients.push(Client::connect_with(&link, Arc::new(keys::load_key(p)?)).await?);
     }
     let delta: Vec<f32> = (0..params).map(|i| ((i % 1000) as f32) * 1e-4).collect();
     let bytes = Arc::new(fedledger_model::digest::vector_to_bytes(&delta));
@@ -188,7 +271,10 @@ async fn upload() -> anyhow::Result<()> {
         c.submit(task.header.round, 100, &delta, &PrivacyObject::none())
             .await?;
         grpc.push(t.elapsed().as_secs_f64());
-        raw.push(raw_tcp_copy(bytes.clone()).await?);
+        raw.push(match tls {
+            Some(certs) => raw_tls_copy(bytes.clone(), certs).await?,
+            None => raw_tcp_copy(bytes.clone()).await?,
+        });
     }
     running.wait_done().await;
     running.shutdown().await?;
@@ -205,8 +291,12 @@ async fn upload() -> anyhow::Result<()> {
     let write_ms = t.elapsed().as_secs_f64() * 1e3;
     anyhow::ensure!(digest.len() == 64);
     let (g, r, d) = (median(&mut grpc), median(&mut raw), median(&mut down));
+    let (how, raw_how) = match tls {
+        Some(_) => ("over TLS", "raw rustls copy"),
+        None => ("plaintext", "raw TCP copy"),
+    };
     println!(
-        "upload 16M params ({mb:.1} MB), median of {SAMPLES}: gRPC submit {:.1} ms = {:.0} MB/s; raw TCP copy {:.1} ms = {:.0} MB/s; ratio gRPC/raw throughput {:.2}",
+        "upload 16M params {how} ({mb:.1} MB), median of {SAMPLES}: gRPC submit {:.1} ms = {:.0} MB/s; {raw_how} {:.1} ms = {:.0} MB/s; ratio gRPC/raw throughput {:.2}",
         g * 1e3,
         mb / g,
         r * 1e3,
@@ -217,14 +307,44 @@ async fn upload() -> anyhow::Result<()> {
         "  of which, measured separately: SHA-256 of 64 MB {hash_ms:.1} ms (x2: client and coordinator), durable write (file + fsync) {write_ms:.1} ms"
     );
     println!(
-        "download 16M params (task pull, digest checked), median: {:.1} ms = {:.0} MB/s",
+        "download 16M params {how} (task pull, digest checked), median: {:.1} ms = {:.0} MB/s",
         d * 1e3,
         mb / d
     );
     Ok(())
 }
 
-async fn overhead(label: &str, limits: LimitsSection) -> anyhow::Result<()> {
+fn tls_section(certs: &Path) -> fedledger_coordinator::config::TlsSection {
+    fedledger_coordinator::config::TlsSection {
+        cert: certs.join("server.pem"),
+        key: certs.join("server.key"),
+    }
+}
+
+/// How the simulated hospitals reach `running`: https://localhost trusting the CA in `tls`, or
+/// plaintext on loopback.
+fn link_to(running: &fedledger_coordinator::Running, tls: Option<&Path>) -> anyhow::Result<Link> {
+    Ok(match tls {
+        Some(certs) => Link::new(
+            &format!("https://localhost:{}", running.addr.port()),
+            &LinkSettings {
+                trust: Trust::Ca(certs.join("ca.pem")),
+                ..Default::default()
+            },
+        )?,
+        None => Link::new(
+            &format!("http://{}", running.addr),
+            &LinkSettings::default(),
+        )?,
+    })
+}
+
+/// Round overhead of five agents that do no training; returns (median, p90) in seconds.
+async fn overhead(
+    label: &str,
+    limits: LimitsSection,
+    tls: Option<&Path>,
+) -> anyhow::Result<(f64, f64)> {
     const ROUNDS: u64 = 20;
     let dir = tempfile::tempdir()?;
     let data = Dataset::from_csv_reader(BREAST_CANCER_CSV.as_bytes(), "malignant")?;
@@ -252,6 +372,9 @@ async fn overhead(label: &str, limits: LimitsSection) -> anyhow::Result<()> {
             },
             reconnect_patience_secs: 10,
             ledger: None,
+            tls: None,
+            allow_plaintext: false,
+            proxy: None,
         });
     }
     let cfg = ConfigFile {
@@ -281,6 +404,7 @@ async fn overhead(label: &str, limits: LimitsSection) -> anyhow::Result<()> {
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
+        tls: tls.map(tls_section),
         participants: entries,
     }
     .validate()
@@ -288,11 +412,15 @@ async fn overhead(label: &str, limits: LimitsSection) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = fedledger_coordinator::serve(cfg, Some(listener)).await?;
     let mut watch = running.coordinator.subscribe();
-    let url = format!("http://{}", running.addr);
+    let url = link_to(&running, tls)?.url().to_owned();
     let agents: Vec<_> = pcfgs
         .into_iter()
         .map(|mut p| {
             p.coordinator = url.clone();
+            p.tls = tls.map(|certs| fedledger_participant::config::TlsSection {
+                ca: Some(certs.join("ca.pem")),
+                ..Default::default()
+            });
             tokio::spawn(fedledger_participant::run_with_source(
                 p,
                 false,
@@ -333,12 +461,12 @@ async fn overhead(label: &str, limits: LimitsSection) -> anyhow::Result<()> {
         .collect();
     running.shutdown().await?;
     let n = times.len();
-    let med = median(&mut times) * 1e3;
-    let p90 = percentile(&mut times, 0.9) * 1e3;
+    let (med_s, p90_s) = (median(&mut times), percentile(&mut times, 0.9));
+    let (med, p90) = (med_s * 1e3, p90_s * 1e3);
     let mut close = close;
     println!(
         "round overhead, {label}, 5 participants, no training, {n} rounds: median {med:.1} ms, p90 {p90:.1} ms (of which closing: aggregate + evaluate + exact Shapley, median {:.2} ms); goal < 50 ms",
         median(&mut close)
     );
-    Ok(())
+    Ok((med_s, p90_s))
 }

@@ -555,6 +555,9 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             reconnect_patience_secs: 30,
             // Filled in once the coordinator has started (its log key, genesis and tiles URL).
             ledger: None,
+            tls: None,
+            allow_plaintext: false,
+            proxy: None,
         };
         let rows_claimed = h.rows as u64;
         let source: Box<dyn UpdateSource> = match &h.behaviour {
@@ -672,7 +675,10 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             node_key: None,
             tiles_listen: Some("127.0.0.1:0".parse()?),
+            allow_witnesses: Vec::new(),
+            allow_replicas: Vec::new(),
         },
+        tls: None,
         participants: entries,
     };
     Ok(Prepared {

@@ -61,7 +61,8 @@ pub enum AgentError {
 
 /// How the agent runs.
 pub struct AgentOptions {
-    pub coordinator: String,
+    /// How to reach the coordinator (URL, TLS trust, proxy).
+    pub coordinator: crate::link::Link,
     pub reconnect_patience: Duration,
     /// Show a progress bar (when a person watches a terminal).
     pub progress: bool,
@@ -423,7 +424,7 @@ async fn connect_patiently(
     let start = Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
-        match Client::connect(&opts.coordinator, key.clone()).await {
+        match Client::connect_with(&opts.coordinator, key.clone()).await {
             Ok(c) => return Ok(c),
             Err(e) if retryable(&e) && start.elapsed() < opts.reconnect_patience => {
                 warn!(error = %e, "coordinator not reachable yet; retrying");
@@ -444,6 +445,7 @@ async fn connect_patiently(
 fn retryable(e: &ClientError) -> bool {
     match e {
         ClientError::Connect { .. } => true,
+        ClientError::Tls { .. } => false,
         ClientError::Refused { code, .. } => matches!(code, Code::Unavailable | Code::Unknown),
         ClientError::Protocol { .. } | ClientError::BadTask { .. } => false,
     }

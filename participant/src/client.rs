@@ -12,6 +12,29 @@ use fedledger_ledger::records::PrivacyObject;
 use fedledger_model::digest::vector_sha256;
 
 use crate::keys::public_key_hex;
+use crate::link::{ALPN_H2, Link, LinkSettings};
+
+/// A TCP connection (and tunnel, and TLS handshake) must be up within this.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The TLS failure inside a connection error, if that is what it is.
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && let Some(t) = inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(t.to_string());
+        }
+        cur = err.source();
+    }
+    None
+}
 
 /// Protocol-level failures.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +44,10 @@ pub enum ClientError {
         addr: String,
         source: tonic::transport::Error,
     },
+    /// The TLS handshake failed on a certificate (not trusted, not for this name, expired) or
+    /// on the protocol: retrying will not help.
+    #[error("connect to coordinator {addr}: TLS: {reason}")]
+    Tls { addr: String, reason: String },
     #[error("coordinator refused {call}: {code:?}: {message}")]
     Refused {
         call: &'static str,
@@ -212,17 +239,33 @@ pub struct Client {
 impl Client {
     /// Dial the coordinator and register with `key`.
     pub async fn connect(addr: &str, key: Arc<Ed25519KeyPair>) -> Result<Self, ClientError> {
+        let link = Link::new(addr, &LinkSettings::default()).map_err(|e| ClientError::Tls {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::connect_with(&link, key).await
+    }
+
+    /// Connect over `link` (TLS, proxy) and register.
+    pub async fn connect_with(link: &Link, key: Arc<Ed25519KeyPair>) -> Result<Self, ClientError> {
+        let addr = link.url();
         let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
             .map_err(|source| ClientError::Connect {
                 addr: addr.to_owned(),
                 source,
             })?
-            .tcp_nodelay(true)
-            .connect()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_with_connector(link.connector(ALPN_H2))
             .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_owned(),
-                source,
+            .map_err(|source| match tls_failure(&source) {
+                Some(reason) => ClientError::Tls {
+                    addr: addr.to_owned(),
+                    reason,
+                },
+                None => ClientError::Connect {
+                    addr: addr.to_owned(),
+                    source,
+                },
             })?;
         let rpc = CoordinatorClient::new(channel)
             .max_decoding_message_size(pb::MAX_MESSAGE_BYTES)

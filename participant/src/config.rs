@@ -1,7 +1,9 @@
 //! `participant.toml`.
 //!
 //! ```toml
-//! coordinator = "http://127.0.0.1:50051"   # dialled out; the participant accepts no connections
+//! coordinator = "https://coordinator.example.org:50051"  # dialled out; nothing listens here
+//! allow_plaintext = false                  # http:// only to loopback unless this is true
+//! # proxy = "http://proxy.hospital.local:3128"  # default: HTTPS_PROXY / HTTP_PROXY, minus NO_PROXY
 //! key = "hospital-a.key"                   # from `fedledger-participant keygen`
 //! data = "hospital-a.csv"                  # private; never leaves this machine
 //! label_column = "malignant"               # optional; default: the task's label column
@@ -21,12 +23,19 @@
 //! # genesis_sha256 = "<64 hex digits>"      # SHA-256 of the genesis entry
 //! allow_no_witnesses = false               # refuse a federation whose witness quorum is zero
 //! receipt_timeout_secs = 600               # round r's receipt must be complete before submitting for r + 2
+//!
+//! [tls]                                    # which coordinator certificate to trust
+//! ca = "federation-ca.pem"                 # the CA the operator handed over (`tls init`'s ca.pem)
+//! # pin = "coordinator.pem"                #   or exactly this certificate
+//! # server_name = "coordinator.example.org"  # default: the host in `coordinator`
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use fedledger_privacy::AccountantKind;
 use serde::{Deserialize, Serialize};
+
+use crate::link::{Link, LinkSettings, ProxySetting, Trust};
 
 /// The file format.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -46,13 +55,42 @@ pub struct ParticipantConfig {
     /// Receipts: where the log is served and what to pin. Without it, no receipt is checked.
     #[serde(default)]
     pub ledger: Option<LedgerSection>,
+    /// `[tls]`: which certificate the coordinator (and its tiles server) must present. Absent:
+    /// the public web PKI's roots.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    /// Allow `http://` (no TLS) to addresses other than loopback. Off: anyone on the path
+    /// could read updates and alter tasks.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// HTTP CONNECT proxy for every outbound link (`http://[user:password@]host:port`).
+    /// Absent: `HTTPS_PROXY` (`HTTP_PROXY` for http://) minus `NO_PROXY`; `""`: no proxy.
+    #[serde(default)]
+    pub proxy: Option<String>,
+}
+
+/// `[tls]`: the coordinator's certificate, as the operator handed it over.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM CA certificate(s): the coordinator's certificate must chain to one and be valid for
+    /// the server name.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Instead of `ca`: exactly this (PEM) certificate is accepted.
+    #[serde(default)]
+    pub pin: Option<PathBuf>,
+    /// The name the certificate must be valid for; default: the host in `coordinator`.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// `[ledger]`: how this hospital checks what the ledger records for it each round.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerSection {
-    /// The log's C2SP tlog-tiles URL prefix (`http://host:port/`).
+    /// The log's C2SP tlog-tiles URL prefix (`https://host:port/`; the same trust, plaintext
+    /// rule and proxy as the coordinator's link).
     pub url: String,
     /// A file the operator handed over: the output of `fedledger-coordinator keys` (lines
     /// `log verifier key: ...` and `genesis sha256: ...`). Instead of `log_key` and
@@ -211,19 +249,66 @@ impl ParticipantConfig {
             {
                 *p = base.join(&*p);
             }
+            if let Some(t) = cfg.tls.as_mut() {
+                for p in [t.ca.as_mut(), t.pin.as_mut()].into_iter().flatten() {
+                    if p.is_relative() {
+                        *p = base.join(&*p);
+                    }
+                }
+            }
         }
         cfg.validate()?;
         Ok(cfg)
     }
 
+    /// How links are made: trust, plaintext, proxy (server name: the coordinator's only).
+    pub fn link_settings(&self) -> Result<LinkSettings, ConfigError> {
+        let tls = self.tls.clone().unwrap_or_default();
+        let trust = match (tls.ca, tls.pin) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "[tls]: give either ca or pin, not both".into(),
+                ));
+            }
+            (Some(ca), None) => Trust::Ca(ca),
+            (None, Some(pin)) => Trust::Pin(pin),
+            (None, None) => Trust::PublicRoots,
+        };
+        let proxy = match self.proxy.as_deref().map(str::trim) {
+            None => ProxySetting::FromEnv,
+            Some("") => ProxySetting::Off,
+            Some(p) => ProxySetting::Url(p.to_owned()),
+        };
+        Ok(LinkSettings {
+            trust,
+            server_name: None,
+            allow_plaintext: self.allow_plaintext,
+            proxy,
+        })
+    }
+
+    /// The link to the coordinator's gRPC endpoint.
+    pub fn coordinator_link(&self) -> Result<Link, ConfigError> {
+        let mut s = self.link_settings()?;
+        s.server_name = self.tls.as_ref().and_then(|t| t.server_name.clone());
+        Link::new(&self.coordinator, &s)
+            .map_err(|e| ConfigError::Invalid(format!("coordinator: {e}")))
+    }
+
+    /// The link to the log's tlog-tiles server (`[ledger] url`), when receipts are checked.
+    pub fn ledger_link(&self) -> Result<Option<Link>, ConfigError> {
+        let Some(l) = &self.ledger else {
+            return Ok(None);
+        };
+        Link::new(&l.url, &self.link_settings()?)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("ledger.url: {e}")))
+    }
+
     /// Check the values.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.coordinator.starts_with("http://") || self.coordinator.starts_with("https://")) {
-            return Err(ConfigError::Invalid(format!(
-                "coordinator must be an http:// or https:// URL, got {:?}",
-                self.coordinator
-            )));
-        }
+        self.coordinator_link()?;
+        self.ledger_link()?;
         let p = &self.privacy;
         if !(p.epsilon_budget.is_finite() && p.epsilon_budget > 0.0) {
             return Err(ConfigError::Invalid(format!(
@@ -238,12 +323,6 @@ impl ParticipantConfig {
             )));
         }
         if let Some(l) = &self.ledger {
-            if !l.url.starts_with("http://") {
-                return Err(ConfigError::Invalid(format!(
-                    "ledger.url must be an http:// URL (TLS comes later), got {:?}",
-                    l.url
-                )));
-            }
             l.pins()?;
         }
         Ok(())

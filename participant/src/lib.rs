@@ -3,6 +3,8 @@
 //! update it sends. It never sends data, and never accepts inbound connections.
 //!
 //! Reading order (bottom up: a module imports only from modules above it in this list):
+//! - [`link`] - how a server is reached: TLS trust and server name, no plaintext off loopback
+//!   unless allowed, HTTP CONNECT proxies (config, `HTTPS_PROXY`, `NO_PROXY`).
 //! - [`config`] - `participant.toml`.
 //! - [`keys`] - the Ed25519 identity file.
 //! - [`store`] - local sled store of spends and answered rounds (flushed before sending).
@@ -24,6 +26,7 @@ pub mod config;
 pub mod dp;
 pub mod keys;
 pub mod plan;
+pub mod link;
 pub mod receipts;
 pub mod source;
 pub mod store;
@@ -93,9 +96,19 @@ pub async fn run_with_source(
         source,
     })?;
     let store = store::LocalStore::open(&cfg.state_dir)?;
+    let coordinator = cfg
+        .coordinator_link()
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let link = cfg
+        .link_settings()
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    if let Some(p) = coordinator.proxy() {
+        tracing::info!(proxy = p, "reaching the coordinator through a proxy");
+    }
     let receipts = match &cfg.ledger {
         Some(l) => Some(receipts::ReceiptSettings {
             url: l.url.clone(),
+            link,
             pins: l.pins().map_err(|e| RunError::Config(e.to_string()))?,
             allow_no_witnesses: l.allow_no_witnesses,
             timeout: Duration::from_secs(l.receipt_timeout_secs),
@@ -103,7 +116,7 @@ pub async fn run_with_source(
         None => None,
     };
     let opts = AgentOptions {
-        coordinator: cfg.coordinator.clone(),
+        coordinator,
         reconnect_patience: Duration::from_secs(cfg.reconnect_patience_secs),
         progress,
         receipts,

@@ -41,6 +41,8 @@ use crate::{
 pub struct ReceiptSettings {
     /// The log's tlog-tiles URL prefix.
     pub url: String,
+    /// How it is reached (TLS trust, plaintext, proxy).
+    pub link: crate::link::LinkSettings,
     /// The pinned log key and genesis digest.
     pub pins: Pins,
     /// Accept a genesis without a witness quorum.
@@ -145,7 +147,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ReceiptError> {
 /// The receipts of one hospital in one federation.
 pub struct Receipts {
     settings: ReceiptSettings,
-    tiles: TilesClient,
+    tiles: TilesClient<crate::link::Connector>,
     state_dir: PathBuf,
     federation: String,
     participant: String,
@@ -171,8 +173,11 @@ impl Receipts {
         federation: &str,
         participant: &str,
     ) -> Result<Self, ReceiptError> {
-        let tiles = TilesClient::new(&settings.url)
+        let link = crate::link::Link::new(&settings.url, &settings.link)
             .map_err(|e| ReceiptError::Refused(format!("ledger.url: {e}")))?;
+        let tiles =
+            TilesClient::with_connector(&settings.url, link.connector(crate::link::ALPN_HTTP1))
+                .map_err(|e| ReceiptError::Refused(format!("ledger.url: {e}")))?;
         if settings.pins.log_key.name != federation {
             return Err(ReceiptError::Refused(format!(
                 "the pinned log key is for the log {:?}, but the coordinator runs the federation \

@@ -203,6 +203,9 @@ async fn setup(dir: &std::path::Path) -> (Arc<Seen>, ParticipantConfig) {
         privacy: PrivacySection::default(),
         reconnect_patience_secs: 5,
         ledger: None,
+        tls: None,
+        allow_plaintext: false,
+        proxy: None,
     };
     (seen, cfg)
 }

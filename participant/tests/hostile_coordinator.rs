@@ -181,6 +181,9 @@ async fn declined(task: pb::TaskHeader) -> String {
         privacy: PrivacySection::default(),
         reconnect_patience_secs: 5,
         ledger: None,
+        tls: None,
+        allow_plaintext: false,
+        proxy: None,
     };
     let report = fedledger_participant::run(cfg.clone(), false)
         .await

@@ -93,6 +93,7 @@ fn signer() -> NoteSigner {
 fn settings(url: String, allow_no_witnesses: bool) -> ReceiptSettings {
     ReceiptSettings {
         url,
+        link: Default::default(),
         pins: Pins {
             log_key: signer().verifier_key().clone(),
             genesis_sha256: hex::encode(sha256_bytes(&genesis(2))),

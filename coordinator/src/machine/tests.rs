@@ -85,6 +85,7 @@ fn config() -> Arc<FederationConfig> {
             ..Default::default()
         },
         ledger: Default::default(),
+        tls: None,
         participants: (0..3)
             .map(|i| ParticipantEntry {
                 name: format!("h{i}"),

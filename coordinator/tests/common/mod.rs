@@ -88,6 +88,7 @@ pub fn config(
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
+        tls: None,
         participants: keys
             .iter()
             .enumerate()

@@ -53,6 +53,9 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
             },
             reconnect_patience_secs: 20,
             ledger: None,
+            tls: None,
+            allow_plaintext: false,
+            proxy: None,
         });
     }
     let coordinator = ConfigFile {
@@ -94,6 +97,7 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
         valuation: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
+        tls: None,
         participants: entries,
     };
     Fed {

@@ -5,9 +5,11 @@
 //! ```toml
 //! store = "ledger-store"                       # replica's sled directory
 //! log_key = "fed.example+1a2b3c4d+AUx..."      # the log's verifier key (origin = its name)
-//! listen = ["/ip4/0.0.0.0/tcp/4001"]           # empty for a dial-out-only node
-//! dial = ["/ip4/127.0.0.1/tcp/4000"]
-//! node_key = "node.key"                         # libp2p identity (stable peer id); generated if missing
+//! listen = ["/ip4/0.0.0.0/tcp/4001"]           # empty for a dial-out-only node (hospitals)
+//! dial = ["/ip4/127.0.0.1/tcp/4000/p2p/12D3KooWNgW59BxXwMsZJT86Xmz6XnYS3P5i95gjqqmLDa1DSWPH"]  # pinned: /p2p/<peer id>
+//! node_key = "node.key"                         # libp2p identity (stable peer id); default <store>.node.key
+//! allow_witnesses = ["12D3KooWNLs4aRK3243g2NqQtyqoH2L2d7qJVQ4dBUGCtoTX5rW8"]  # peer ids that may dial in as witnesses ...
+//! allow_replicas = []                           # ... or replicas; both empty: any peer may
 //! tiles_listen = "127.0.0.1:8081"               # optional: serve the replica over C2SP tlog-tiles (HTTP)
 //!
 //! [witness]                                     # optional: also cosign as a witness
@@ -24,7 +26,7 @@ use fedledger_ledger::node::{self, NodeConfig};
 use fedledger_ledger::note::{NoteSigner, VerifierKey};
 use fedledger_ledger::witness::Witness;
 use fedledger_ledger::{Log, keys};
-use libp2p::{Multiaddr, identity};
+use libp2p::Multiaddr;
 use serde::Deserialize;
 
 /// `ledger.toml`: configuration of `fedledger-ledger node` (see the module docs).
@@ -41,9 +43,16 @@ pub struct NodeFileConfig {
     /// Peers to dial.
     #[serde(default)]
     pub dial: Vec<String>,
-    /// The node's libp2p identity key file (a fresh identity each start when absent).
+    /// The node's libp2p identity key file, created on first start (default: `<store>.node.key`
+    /// beside the store). Not the witness's signing key: it only names the node on the network.
     #[serde(default)]
     pub node_key: Option<PathBuf>,
+    /// Peer ids allowed to dial in as witnesses.
+    #[serde(default)]
+    pub allow_witnesses: Vec<String>,
+    /// Peer ids allowed to dial in as replicas. With both lists empty any peer may dial in.
+    #[serde(default)]
+    pub allow_replicas: Vec<String>,
     /// Serve the replica in the C2SP tlog-tiles layout over HTTP at this address (off when
     /// absent: hospitals' nodes do not listen).
     #[serde(default)]
@@ -77,7 +86,8 @@ impl NodeFileConfig {
         VerifierKey::parse(&self.log_key).context("parse log_key")
     }
 
-    /// The network settings, with every address parsed.
+    /// The network settings, with every address parsed. Every address dialled must pin the
+    /// peer (`.../p2p/<peer id>`): libp2p then refuses a peer that proves another id.
     pub fn network(&self) -> anyhow::Result<NodeConfig> {
         let parse = |v: &[String]| {
             v.iter()
@@ -87,10 +97,41 @@ impl NodeFileConfig {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()
         };
+        let dial = parse(&self.dial)?;
+        for a in &dial {
+            if !matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
+                anyhow::bail!(
+                    "dial address {a} does not pin its peer: append /p2p/<peer id> (the peer id \
+                     the node prints at start, or `fedledger-coordinator keys`)"
+                );
+            }
+        }
+        let mut allow = node::AllowList::default();
+        for (ids, role) in [
+            (&self.allow_witnesses, node::Role::Witness),
+            (&self.allow_replicas, node::Role::Replica),
+        ] {
+            for id in ids {
+                let peer = id
+                    .parse::<libp2p::PeerId>()
+                    .with_context(|| format!("allow_{role}s: {id:?} is not a peer id"))?;
+                allow.allow(peer, role);
+            }
+        }
         Ok(NodeConfig {
             listen: parse(&self.listen)?,
-            dial: parse(&self.dial)?,
+            dial,
+            allow,
             ..NodeConfig::default()
+        })
+    }
+
+    /// The node key file: the configured one, or `<store>.node.key`.
+    pub fn node_key(&self) -> PathBuf {
+        self.node_key.clone().unwrap_or_else(|| {
+            let mut name = self.store.as_os_str().to_owned();
+            name.push(".node.key");
+            PathBuf::from(name)
         })
     }
 }
@@ -116,10 +157,25 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start runtime")?;
-    let identity = match &cfg.node_key {
-        Some(p) => node::load_or_generate_identity(p).context("load node key")?,
-        None => identity::Keypair::generate_ed25519(),
-    };
+    let node_key = cfg.node_key();
+    if let Some(w) = &cfg.witness
+        && w.key == node_key
+    {
+        anyhow::bail!(
+            "node_key and witness.key are the same file: the node's network identity and the \
+             witness's signing key must be separate keys"
+        );
+    }
+    let identity = node::load_or_generate_identity(&node_key)
+        .with_context(|| format!("load node key {}", node_key.display()))?;
+    println!(
+        "peer id: {} (node key {})",
+        identity.public().to_peer_id(),
+        node_key.display()
+    );
+    if net_cfg.allow.is_open() && !net_cfg.listen.is_empty() {
+        println!("allow-list: none (any peer may dial in)");
+    }
     rt.block_on(async move {
         let node = node::spawn(net_cfg, identity, log.clone(), witness)
             .await

@@ -140,3 +140,89 @@ fn the_real_accountant_catches_an_under_reported_epsilon() {
         "{report}"
     );
 }
+
+/// Starts `fedledger-ledger node` on `config` and returns the peer id it prints, then stops it.
+fn node_peer_id(config: &std::path::Path) -> String {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fedledger-ledger"))
+        .args(["node", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut peer = None;
+    for line in out.lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("peer id: ") {
+            peer = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if line.starts_with("node ") {
+            break; // listening: the node is up
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    peer.expect("the node prints its peer id at start")
+}
+
+#[test]
+fn a_node_restarted_with_its_key_file_keeps_its_peer_id_and_dials_only_pinned_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let fed = Federation::new(1, 1);
+    let config = dir.path().join("ledger.toml");
+    let store = dir.path().join("replica");
+    let base = format!(
+        "store = {:?}\nlog_key = {:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n",
+        store.display().to_string(),
+        fed.log_signer.verifier_key().to_string()
+    );
+    std::fs::write(&config, &base).unwrap();
+    let first = node_peer_id(&config);
+    let key_file = dir.path().join("replica.node.key");
+    assert!(
+        key_file.exists(),
+        "the default key file is <store>.node.key"
+    );
+    assert_eq!(node_peer_id(&config), first, "same key file, same peer id");
+
+    // Another key file, another peer id.
+    std::fs::write(
+        &config,
+        format!(
+            "{base}node_key = {:?}\n",
+            dir.path().join("other.key").display().to_string()
+        ),
+    )
+    .unwrap();
+    assert_ne!(node_peer_id(&config), first);
+
+    // A dial address that does not pin its peer is refused before anything starts.
+    std::fs::write(
+        &config,
+        format!("{base}dial = [\"/ip4/127.0.0.1/tcp/4001\"]\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fedledger-ledger"))
+        .args(["node", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/p2p/<peer id>"), "{err}");
+    // Allow-lists name peer ids.
+    std::fs::write(
+        &config,
+        format!("{base}allow_replicas = [\"not-a-peer-id\"]\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fedledger-ledger"))
+        .args(["node", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allow_replicas"));
+}

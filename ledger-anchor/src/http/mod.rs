@@ -17,4 +17,4 @@ mod client;
 mod server;
 
 pub use client::{FetchStats, TilesClient};
-pub use server::{TilesServer, serve_tiles};
+pub use server::{TilesServer, serve_tiles, serve_tiles_with};

@@ -29,6 +29,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A running tiles server.
 pub struct TilesServer {
     addr: SocketAddr,
+    tls: bool,
     served: Arc<AtomicU64>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -40,9 +41,10 @@ impl TilesServer {
         self.addr
     }
 
-    /// The URL prefix of the log (`http://<addr>/`).
+    /// The URL prefix of the log (`http://<addr>/`, or `https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}/", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/", self.addr)
     }
 
     /// Successful responses so far.
@@ -170,6 +172,18 @@ async fn handle(
 
 /// Serves `log` read-only in the tlog-tiles layout on `listener` until shut down.
 pub async fn serve_tiles(listener: TcpListener, log: Log) -> Result<TilesServer, LedgerError> {
+    serve_tiles_with(listener, log, None).await
+}
+
+/// Like [`serve_tiles`], over TLS when `tls` is given (each handshake must finish within the
+/// header timeout; the configuration's certificate resolver may change what it serves).
+pub async fn serve_tiles_with(
+    listener: TcpListener,
+    log: Log,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<TilesServer, LedgerError> {
+    let is_tls = tls.is_some();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let addr = listener
         .local_addr()
         .map_err(|e| LedgerError::io("tiles listener address", e))?;
@@ -203,14 +217,15 @@ pub async fn serve_tiles(listener: TcpListener, log: Log) -> Result<TilesServer,
             };
             let _ = stream.set_nodelay(true);
             let st = state.clone();
+            let acceptor = acceptor.clone();
             conns.spawn(async move {
-                let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), svc);
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "tiles: connection ended");
+                match acceptor {
+                    None => serve_connection(stream, st).await,
+                    Some(a) => match tokio::time::timeout(HEADER_TIMEOUT, a.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, st).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "tiles: TLS handshake failed"),
+                        Err(_) => tracing::debug!("tiles: TLS handshake timed out"),
+                    },
                 }
                 drop(permit);
             });
@@ -222,8 +237,23 @@ pub async fn serve_tiles(listener: TcpListener, log: Log) -> Result<TilesServer,
     });
     Ok(TilesServer {
         addr,
+        tls: is_tls,
         served,
         shutdown,
         task,
     })
+}
+
+async fn serve_connection<IO>(io: IO, st: Arc<State>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "tiles: connection ended");
+    }
 }

@@ -20,6 +20,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, identity, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 
+use super::allow::{AllowList, Gate};
 use super::handle::{Command, NodeHandle, Shared, Topic};
 use super::protocol::{
     Announcement, CheckedAnnouncement, IDENTIFY_PROTOCOL, MAX_GOSSIP_BYTES, MAX_REQUEST_BYTES,
@@ -53,6 +54,8 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// Timeout of one request.
     pub request_timeout: Duration,
+    /// Peers allowed to dial in, by role; empty: any peer may.
+    pub allow: AllowList,
 }
 
 impl Default for NodeConfig {
@@ -62,12 +65,15 @@ impl Default for NodeConfig {
             dial: Vec::new(),
             heartbeat: Duration::from_millis(200),
             request_timeout: Duration::from_secs(20),
+            allow: AllowList::default(),
         }
     }
 }
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    // First: a peer it refuses never reaches the others.
+    gate: Gate,
     gossipsub: gossipsub::Behaviour,
     identify: identify::Behaviour,
     sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
@@ -77,7 +83,9 @@ fn build_swarm(
     key: identity::Keypair,
     cfg: &NodeConfig,
     topics: &Topics,
+    refused: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Swarm<Behaviour>, LedgerError> {
+    let allow = cfg.allow.clone();
     let heartbeat = cfg.heartbeat;
     let timeout = cfg.request_timeout;
     // Keep unvalidated messages for the validation window (at least the default 5 heartbeats).
@@ -132,6 +140,7 @@ fn build_swarm(
                 request_response::Config::default().with_request_timeout(timeout),
             );
             Ok(Behaviour {
+                gate: Gate::new(allow, refused),
                 gossipsub,
                 identify,
                 sync,
@@ -152,7 +161,8 @@ pub async fn spawn(
     witness: Option<Witness>,
 ) -> Result<NodeHandle, LedgerError> {
     let topics = Topics::new(log.origin());
-    let mut swarm = build_swarm(key, &config, &topics)?;
+    let shared = Arc::new(Shared::default());
+    let mut swarm = build_swarm(key, &config, &topics, shared.refused_peers.clone())?;
     for t in [&topics.entries, &topics.evidence] {
         swarm
             .behaviour_mut()
@@ -169,7 +179,6 @@ pub async fn spawn(
     let (tx, commands) = mpsc::channel(COMMAND_QUEUE);
     let (jobs, jobs_rx) = mpsc::channel(MAX_VALIDATIONS);
     let (done_tx, done) = mpsc::channel(MAX_VALIDATIONS + MAX_SERVING);
-    let shared = Arc::new(Shared::default());
     let peer_id = *swarm.local_peer_id();
     let handle = NodeHandle::new(tx.clone(), peer_id, log.clone(), shared.clone());
     tokio::spawn(validator(log.clone(), jobs_rx, done_tx.clone()));

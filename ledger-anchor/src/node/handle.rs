@@ -49,6 +49,8 @@ pub(crate) struct Stats {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub(crate) stats: Stats,
+    /// Inbound connections refused by the allow-list.
+    pub(crate) refused_peers: Arc<AtomicU64>,
     /// A catch-up is running (at most one at a time).
     pub(crate) catching_up: AtomicBool,
 }
@@ -63,6 +65,8 @@ pub struct NodeStats {
     /// Messages ignored (duplicates, gaps handed to catch-up, equivocations, local storage
     /// failures, and messages that arrived while the validation queue was full).
     pub ignored: u64,
+    /// Inbound connections refused because the peer is not on the allow-list.
+    pub refused_peers: u64,
 }
 
 /// A cloneable handle to a running node.
@@ -150,6 +154,7 @@ impl NodeHandle {
             accepted: s.accepted.load(Ordering::Relaxed),
             rejected: s.rejected.load(Ordering::Relaxed),
             ignored: s.ignored.load(Ordering::Relaxed),
+            refused_peers: self.shared.refused_peers.load(Ordering::Relaxed),
         }
     }
 

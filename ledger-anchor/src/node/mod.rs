@@ -12,6 +12,8 @@
 //!
 //! Submodules, in reading order:
 //!
+//! - `allow`: who may dial in ([`AllowList`] by [`Role`]); a peer not on a configured list is
+//!   denied at connection, before the other behaviours see it, and logged once.
 //! - `protocol`: the wire types ([`Announcement`], [`SyncRequest`], [`SyncResponse`]), topics,
 //!   size limits, and the checks that need no store.
 //! - `storage`: what a gossip message or a sync request does to the [`Log`] and the witness
@@ -19,11 +21,13 @@
 //! - `handle`: the cloneable [`NodeHandle`] and the commands it sends.
 //! - `event_loop`: [`spawn`], the swarm, and the loop that dispatches events and store work.
 
+mod allow;
 mod event_loop;
 mod handle;
 mod protocol;
 mod storage;
 
+pub use allow::{AllowList, Role};
 pub use event_loop::{NodeConfig, spawn};
 pub use handle::{NodeHandle, NodeStats};
 pub use protocol::{Announcement, CHUNK, SyncRequest, SyncResponse};

@@ -1,0 +1,69 @@
+//! The README's configuration blocks are a contract: each `toml` block named `participant.toml`
+//! or `coordinator.toml` is parsed here with the binaries' own types (unknown fields refused),
+//! and the participant's is loaded and validated as `run` would, TLS trust and links included.
+
+use fedledger_coordinator::config::{LedgerSection, TlsSection};
+use fedledger_participant::ParticipantConfig;
+
+/// The README's `toml` block whose first line is `# <name>`.
+fn block(name: &str) -> String {
+    let readme = include_str!("../../README.md");
+    let mut blocks = readme.split("```toml\n").skip(1).map(|b| {
+        b.split("```")
+            .next()
+            .expect("a closed code block")
+            .to_owned()
+    });
+    blocks
+        .find(|b| b.lines().next() == Some(&format!("# {name}")))
+        .unwrap_or_else(|| panic!("the README has no {name} block"))
+}
+
+#[test]
+fn the_readme_participant_toml_loads_with_its_tls_trust_and_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = block("participant.toml");
+    let cfg: ParticipantConfig = toml::from_str(&text).unwrap();
+    assert!(cfg.coordinator.starts_with("https://"));
+    assert!(!cfg.allow_plaintext);
+    // What the operator hands over: the CA (`tls init`) and the keys file.
+    let tls = dir.path().join("tls");
+    let issued =
+        fedledger_coordinator::tls::init(&tls, &["coordinator.example.org".into()]).unwrap();
+    std::fs::copy(&issued.ca_cert, dir.path().join("federation-ca.pem")).unwrap();
+    let signer = fedledger_ledger::note::NoteSigner::log(
+        "breast-cancer-2026",
+        fedledger_ledger::keys::generate_key_file(&dir.path().join("log.key")).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("federation.keys"),
+        format!(
+            "log verifier key: {}\ngenesis sha256:   {}\n",
+            signer.verifier_key(),
+            "ab".repeat(32)
+        ),
+    )
+    .unwrap();
+    let path = dir.path().join("participant.toml");
+    std::fs::write(&path, &text).unwrap();
+    let cfg = ParticipantConfig::load(&path).unwrap();
+    let link = cfg.coordinator_link().unwrap();
+    assert!(link.is_tls());
+    assert!(cfg.ledger_link().unwrap().unwrap().is_tls());
+
+    // The same file with plaintext to that host is refused, naming the setting.
+    std::fs::write(&path, text.replace("https://", "http://")).unwrap();
+    let e = ParticipantConfig::load(&path).unwrap_err().to_string();
+    assert!(e.contains("allow_plaintext"), "{e}");
+}
+
+#[test]
+fn the_readme_coordinator_toml_tls_and_ledger_sections_parse() {
+    let value: toml::Table = toml::from_str(&block("coordinator.toml")).unwrap();
+    let tls: TlsSection = value["tls"].clone().try_into().unwrap();
+    assert_eq!(tls.cert, std::path::PathBuf::from("tls/server.pem"));
+    assert_eq!(tls.key, std::path::PathBuf::from("tls/server.key"));
+    let ledger: LedgerSection = value["ledger"].clone().try_into().unwrap();
+    assert!(ledger.allow_witnesses.is_empty() && ledger.allow_replicas.is_empty());
+}
