@@ -158,6 +158,7 @@ async fn upload() -> anyhow::Result<()> {
             ..Default::default()
         },
         valuation: Default::default(),
+        rewards: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
         participants: entries,
@@ -279,6 +280,7 @@ async fn overhead(label: &str, limits: LimitsSection) -> anyhow::Result<()> {
         aggregation: Default::default(),
         limits,
         valuation: Default::default(),
+        rewards: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
         participants: entries,
