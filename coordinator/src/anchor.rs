@@ -18,14 +18,21 @@ use fedledger_ledger::{
     records::{
         CONTRIBUTION_TYPE, ContributionEntry, DECLINE_TYPE, DeclineEntry, DigestRecord,
         ENROLMENT_TYPE, EnrolmentEntry, EntryRange, FEDERATION_TYPE, FederationEntry,
-        GovernanceRecord, ModelDigestsRecord, ModelSpecRecord, PrivacyPlan, RECORD_VERSION,
-        REWARD_RULE, ROLE_CONTRIBUTOR, ROUND_TYPE, Record, RewardRecord, RoundStatus, RoundSummary,
-        ServerDpRecord, TrainingRecord, ValidationRecord, ValuationRecord, WitnessesRecord,
+        GovernanceRecord, MAX_SETTLEMENT_LINES, ModelDigestsRecord, ModelSpecRecord, PrivacyPlan,
+        RECORD_VERSION, ROLE_CONTRIBUTOR, ROUND_TYPE, Record, RoundRange, RoundStatus,
+        RoundSummary, SETTLEMENT_TYPE, ServerDpRecord, SettlementEntry, SettlementLine,
+        TrainingRecord, UNCERTAINTY_BOOTSTRAP, UncertaintyRecord, VERDICT_DISTINGUISHABLE,
+        VERDICT_NOT_DISTINGUISHABLE, ValidationRecord, ValuationRecord, WitnessesRecord,
         encode_canonical, validate_entry,
     },
 };
 
-use crate::{config::FederationConfig, error::CoordinatorError, types::RoundOutcome};
+use crate::{
+    config::FederationConfig,
+    error::CoordinatorError,
+    types::{RoundOutcome, SettlementOutcome},
+    value::{recorded_scores, round_utility},
+};
 
 fn ledger_err(e: fedledger_ledger::LedgerError) -> CoordinatorError {
     CoordinatorError::Ledger(e.to_string())
@@ -43,10 +50,6 @@ pub fn decimal(x: f64) -> String {
     } else {
         "0".to_owned()
     }
-}
-
-fn nano(x: f64) -> i64 {
-    fedledger_valuation::value_nano(x)
 }
 
 /// Where an anchored round is in the log.
@@ -126,16 +129,16 @@ impl Anchor {
             )));
         }
         let first = self.log.size();
-        let batch = round_entries(cfg, outcome, first)?;
+        let (batch, summary_at) = round_entries(cfg, outcome, first)?;
         fail::fail_point!("coordinator::ledger::before_append", |_| Err(
             CoordinatorError::Ledger("injected failure: coordinator::ledger::before_append".into())
         ));
         let (_, cp) = self.log.append_and_checkpoint(&batch).map_err(ledger_err)?;
         let anchored = Anchored {
-            summary: first + batch.len() as u64 - 1,
+            summary: first + summary_at as u64,
             entries: EntryRange {
                 first,
-                count: batch.len() as u64 - 1,
+                count: summary_at as u64,
             },
         };
         self.rounds
@@ -247,10 +250,7 @@ pub fn genesis(
             keys: cfg.witnesses.clone(),
             quorum: cfg.witness_quorum,
         },
-        reward: RewardRecord {
-            rule: REWARD_RULE.into(),
-            pool_per_round: cfg.valuation.reward_pool_per_round,
-        },
+        reward: cfg.rewards.record(cfg.valuation.reward_pool_per_round),
         validation: DigestRecord {
             sha256: cfg.validation_sha256.clone(),
         },
@@ -332,12 +332,13 @@ fn omitted(_: &str) -> bool {
 }
 
 /// A finished round's entries when the log holds `first` entries before them: one per
-/// contribution (sorted by key), one per decline (sorted by key), then the summary.
+/// contribution (sorted by key), one per decline (sorted by key), the summary, then the
+/// settlement of the period it ends (settled rule). Returns them and the summary's position.
 pub fn round_entries(
     cfg: &FederationConfig,
     o: &RoundOutcome,
     first: u64,
-) -> Result<Vec<Vec<u8>>, CoordinatorError> {
+) -> Result<(Vec<Vec<u8>>, usize), CoordinatorError> {
     let completed = o.status == RoundStatus::Completed;
     let mut out = Vec::with_capacity(o.contributions.len() + o.declined.len() + 1);
     let mut contributions: Vec<_> = o.contributions.iter().collect();
@@ -355,6 +356,7 @@ pub fn round_entries(
             privacy: c.privacy.clone(),
             signature: base64_signature(&c.signature),
             value_nano: if completed { c.value_nano } else { 0 },
+            value_se_nano: Some(if completed { c.value_se_nano } else { 0 }),
             reward: if completed { c.reward } else { 0 },
             flags: c.flags.clone(),
         };
@@ -378,19 +380,8 @@ pub fn round_entries(
             .map_err(ledger_err)?,
         );
     }
-    let utility = o
-        .valuation
-        .as_ref()
-        .map_or(cfg.valuation.utility_name(), |v| v.utility.clone());
-    let score = |m: Option<&fedledger_model::Metrics>| {
-        m.map_or(0, |m| {
-            if utility == "accuracy" {
-                nano(m.accuracy)
-            } else {
-                nano(-m.log_loss)
-            }
-        })
-    };
+    let utility = round_utility(cfg, o);
+    let (score_before_nano, score_after_nano) = recorded_scores(cfg, o);
     let summary = RoundSummary {
         v: RECORD_VERSION,
         record_type: ROUND_TYPE.into(),
@@ -412,19 +403,24 @@ pub fn round_entries(
         validation: ValidationRecord {
             sha256: o.validation_sha256.clone(),
             metric: utility.clone(),
-            score_before_nano: score(o.metrics_before.as_ref()),
-            score_after_nano: score(o.metrics.as_ref().or(o.metrics_before.as_ref())),
+            score_before_nano,
+            score_after_nano,
         },
         valuation: match &o.valuation {
             Some(v) => ValuationRecord {
                 estimator: v.estimator.clone(),
                 seed: v.seed,
                 evaluations: v.evaluations,
+                uncertainty: (v.bootstrap_resamples >= 2).then(|| UncertaintyRecord {
+                    method: UNCERTAINTY_BOOTSTRAP.into(),
+                    resamples: u64::from(v.bootstrap_resamples),
+                }),
             },
             None => ValuationRecord {
                 estimator: "none".into(),
                 seed: 0,
                 evaluations: 0,
+                uncertainty: None,
             },
         },
         reward_pool: if completed { o.reward_pool } else { 0 },
@@ -441,11 +437,69 @@ pub fn round_entries(
             count: out.len() as u64,
         },
     };
+    let summary_at = out.len();
     out.push(encode_canonical(&summary).map_err(ledger_err)?);
+    if let Some(st) = &o.settlement {
+        out.extend(settlement_entries(cfg, st)?);
+    }
     for (i, e) in out.iter().enumerate() {
         validate_entry(first + i as u64, &cfg.federation, e).map_err(ledger_err)?;
     }
-    Ok(out)
+    Ok((out, summary_at))
+}
+
+/// A period's settlement as ledger entries: the lines in parts of at most
+/// [`MAX_SETTLEMENT_LINES`], each part repeating the period, rule, counted rounds and pool.
+pub fn settlement_entries(
+    cfg: &FederationConfig,
+    st: &SettlementOutcome,
+) -> Result<Vec<Vec<u8>>, CoordinatorError> {
+    let lines: Vec<SettlementLine> = st
+        .lines
+        .iter()
+        .map(|l| SettlementLine {
+            participant: l.public_key.clone(),
+            value_nano: l.value_nano,
+            se_nano: l.se_nano,
+            rounds: l.rounds,
+            verdict: if l.distinguishable {
+                VERDICT_DISTINGUISHABLE
+            } else {
+                VERDICT_NOT_DISTINGUISHABLE
+            }
+            .into(),
+            payout: l.payout,
+        })
+        .collect();
+    let chunks: Vec<&[SettlementLine]> = if lines.is_empty() {
+        vec![&[]]
+    } else {
+        lines.chunks(MAX_SETTLEMENT_LINES).collect()
+    };
+    let parts = chunks.len() as u64;
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(k, chunk)| {
+            encode_canonical(&SettlementEntry {
+                v: RECORD_VERSION,
+                record_type: SETTLEMENT_TYPE.into(),
+                federation: cfg.federation.clone(),
+                period: st.period,
+                rounds: RoundRange {
+                    first: st.first_round,
+                    last: st.last_round,
+                },
+                rule: cfg.rewards.record(cfg.valuation.reward_pool_per_round),
+                counted_rounds: st.counted_rounds.clone(),
+                pool: st.pool,
+                part: k as u64 + 1,
+                parts,
+                participants: chunk.to_vec(),
+            })
+            .map_err(ledger_err)
+        })
+        .collect()
 }
 
 /// SHA-256 (lowercase hex) of entry 0, the federation's genesis entry: the digest the operator

@@ -34,6 +34,12 @@
 //! [valuation]
 //! estimator = "auto"                    # exact up to 12 participants, else gtg
 //! reward_pool_per_round = 1000000       # integer base units
+//! bootstrap_resamples = 200             # standard errors of the values (0 or 1: none)
+//!
+//! [rewards]
+//! rule = "settled"                      # or "per-round" (each round's pool by its values)
+//! period_rounds = 5                     # settle every 5 rounds and at the last round
+//! z = 2.0                               # pay an accumulated value only above z standard errors
 //!
 //! [aggregation]
 //! strategy = "fedavg"                   # fedavg | fedavg-inverse-noise | median | trimmed-mean
@@ -98,6 +104,8 @@ pub struct ConfigFile {
     pub limits: LimitsSection,
     #[serde(default)]
     pub valuation: ValuationSection,
+    #[serde(default)]
+    pub rewards: RewardsSection,
     #[serde(default)]
     pub privacy: PrivacyPlanSection,
     #[serde(default)]
@@ -428,7 +436,7 @@ impl UtilityKind {
 
 /// `[valuation]` in `coordinator.toml`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ValuationSection {
     /// `auto` (exact up to 12 participants, else gtg), `exact`, `gtg`, `kernelshap` or `loo`.
     pub estimator: String,
@@ -441,6 +449,9 @@ pub struct ValuationSection {
     pub seed: u64,
     /// Cosine similarity at or above which the later of two updates is flagged a copy.
     pub copy_cosine: f64,
+    /// Bootstrap resamples of the validation rows behind each value's standard error (0 or 1:
+    /// no standard errors, recorded as 0).
+    pub bootstrap_resamples: u32,
 }
 
 impl Default for ValuationSection {
@@ -452,6 +463,7 @@ impl Default for ValuationSection {
             reward_pool_per_round: 1_000_000,
             seed: 0,
             copy_cosine: fedledger_valuation::AbuseConfig::default().copy_cosine,
+            bootstrap_resamples: 200,
         }
     }
 }
@@ -475,6 +487,90 @@ impl ValuationSection {
             ));
         }
         Ok(())
+    }
+}
+
+/// Which reward rule a federation uses (`[rewards] rule`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RewardRuleKind {
+    /// Settled over periods from accumulated values and their uncertainty
+    /// (`shapley-settled/v1`).
+    #[default]
+    Settled,
+    /// Each completed round's pool split by that round's positive values
+    /// (`shapley-proportional/v1`, the first rule).
+    PerRound,
+}
+
+/// `[rewards]` in `coordinator.toml`: how the pool (`[valuation] reward_pool_per_round`) is
+/// paid.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardsSection {
+    pub rule: RewardRuleKind,
+    /// `settled`: rounds per settlement period (the last period ends with the federation).
+    pub period_rounds: u64,
+    /// `settled`: an accumulated value is paid only when it exceeds `z` times its standard error
+    /// (one-sided; 2.0 is about 97.7% under a normal approximation). Recorded in thousandths.
+    pub z: f64,
+}
+
+impl Default for RewardsSection {
+    fn default() -> Self {
+        Self {
+            rule: RewardRuleKind::Settled,
+            period_rounds: 5,
+            z: 2.0,
+        }
+    }
+}
+
+impl RewardsSection {
+    fn validate(&self) -> Result<(), String> {
+        if self.period_rounds == 0 {
+            return Err("rewards.period_rounds must be at least 1".into());
+        }
+        if !(self.z.is_finite() && (0.0..=1000.0).contains(&self.z)) {
+            return Err(format!("rewards.z must be in [0, 1000], got {}", self.z));
+        }
+        Ok(())
+    }
+
+    /// `z` in thousandths, as recorded.
+    pub fn z_milli(&self) -> u64 {
+        (self.z * 1000.0).round() as u64
+    }
+
+    /// The settlement rule with `pool_per_round`, when the rule is `settled`.
+    pub fn settlement_rule(
+        &self,
+        pool_per_round: u64,
+    ) -> Option<fedledger_valuation::SettlementRule> {
+        (self.rule == RewardRuleKind::Settled).then(|| fedledger_valuation::SettlementRule {
+            pool_per_round,
+            period_rounds: self.period_rounds,
+            z_milli: self.z_milli(),
+        })
+    }
+
+    /// The rule as the genesis (and each settlement) records it.
+    pub fn record(&self, pool_per_round: u64) -> fedledger_ledger::records::RewardRecord {
+        use fedledger_ledger::records::{REWARD_RULE, REWARD_RULE_SETTLED, RewardRecord};
+        match self.rule {
+            RewardRuleKind::Settled => RewardRecord {
+                rule: REWARD_RULE_SETTLED.into(),
+                pool_per_round,
+                period_rounds: Some(self.period_rounds),
+                z_milli: Some(self.z_milli()),
+            },
+            RewardRuleKind::PerRound => RewardRecord {
+                rule: REWARD_RULE.into(),
+                pool_per_round,
+                period_rounds: None,
+                z_milli: None,
+            },
+        }
     }
 }
 
@@ -737,6 +833,7 @@ pub struct FederationConfig {
     /// Transport and session limits.
     pub limits: Limits,
     pub valuation: ValuationSection,
+    pub rewards: RewardsSection,
     pub privacy_plan: PrivacyPlanSection,
     pub witnesses: Vec<String>,
     pub witness_quorum: u64,
@@ -886,6 +983,7 @@ impl ConfigFile {
             ));
         }
         self.valuation.validate().map_err(ConfigError::Invalid)?;
+        self.rewards.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
         let plan = &self.privacy;
         let plan_ok = plan.epsilon_budget.is_finite()
@@ -1052,6 +1150,7 @@ impl ConfigFile {
             retain_rounds: self.limits.retain_rounds,
             limits: Limits::from(&self.limits),
             valuation: self.valuation,
+            rewards: self.rewards,
             privacy_plan: self.privacy,
             witnesses: self.ledger.witnesses,
             witness_quorum,

@@ -439,6 +439,21 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        // The earlier rounds when this round ends a settlement period (settled rule: the
+        // settlement reads the history), from the store.
+        let earlier_rounds = match self
+            .cfg
+            .rewards
+            .settlement_rule(self.cfg.valuation.reward_pool_per_round)
+        {
+            Some(rule) if rule.ends_period(job.round, self.cfg.rounds) => self
+                .store
+                .outcomes()?
+                .into_iter()
+                .filter(|o| o.round < job.round)
+                .collect(),
+            _ => Vec::new(),
+        };
         let closed = close_round(CloseInputs {
             cfg: &self.cfg,
             validation: &self.validation,
@@ -448,6 +463,7 @@ impl Engine {
             aggregator: self.aggregator.as_ref(),
             valuer: &self.valuer,
             server_dp_history: &history,
+            earlier_rounds: &earlier_rounds,
         })?;
         let mut outcome = closed.outcome;
         outcome.close_micros = started.elapsed().as_micros() as u64;

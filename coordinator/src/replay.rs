@@ -132,6 +132,8 @@ pub struct Recorded {
     pub update_sha256: String,
     pub examples: u64,
     pub value_nano: i64,
+    /// The value's standard error (bootstrap over validation rows), nano-units.
+    pub value_se_nano: u64,
     pub reward: u64,
 }
 
@@ -150,6 +152,7 @@ impl Figures {
                             update_sha256: c.update_sha256.clone(),
                             examples: c.examples,
                             value_nano: c.value_nano,
+                            value_se_nano: c.value_se_nano,
                             reward: c.reward,
                         },
                     )
@@ -172,6 +175,7 @@ impl Figures {
                             update_sha256: c.update_sha256.clone(),
                             examples: c.examples,
                             value_nano: c.value_nano,
+                            value_se_nano: c.value_se_nano.unwrap_or(0),
                             reward: c.reward,
                         },
                     )
@@ -296,8 +300,10 @@ pub fn replay_against(
     };
     let mut settings = cfg.valuation.clone();
     settings.estimator = val.estimator.clone();
-    let valuer =
-        Valuer::with_settings(&cfg.federation, settings).with_weighting(cfg.strategy.weighting());
+    settings.bootstrap_resamples = val.bootstrap_resamples;
+    let valuer = Valuer::with_settings(&cfg.federation, settings)
+        .with_weighting(cfg.strategy.weighting())
+        .with_rule(cfg.rewards.rule);
     let names: Vec<&str> = contributions.iter().map(|c| c.name.as_str()).collect();
     let keys: Vec<&str> = contributions
         .iter()
@@ -331,14 +337,21 @@ pub fn replay_against(
         });
     }
     for (i, c) in contributions.iter().enumerate() {
-        let (rec_value, rec_reward) = against
-            .contributions
-            .get(&c.public_key)
-            .map_or(("absent".to_owned(), "absent".to_owned()), |r| {
-                (r.value_nano.to_string(), r.reward.to_string())
-            });
+        let absent = || "absent".to_owned();
+        let (rec_value, rec_se, rec_reward) =
+            against
+                .contributions
+                .get(&c.public_key)
+                .map_or((absent(), absent(), absent()), |r| {
+                    (
+                        r.value_nano.to_string(),
+                        r.value_se_nano.to_string(),
+                        r.reward.to_string(),
+                    )
+                });
         for (what, rec, got) in [
             ("value_nano", rec_value, valued.value_nano[i].to_string()),
+            ("value_se_nano", rec_se, valued.value_se_nano[i].to_string()),
             ("reward", rec_reward, valued.rewards[i].to_string()),
         ] {
             if rec == got {

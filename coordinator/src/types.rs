@@ -163,6 +163,9 @@ pub struct RoundValuation {
     pub evaluations: u64,
     /// The utility: `neg_log_loss` (negative validation log-loss) or `accuracy`.
     pub utility: String,
+    /// Bootstrap resamples behind the values' standard errors (0: none).
+    #[serde(default)]
+    pub bootstrap_resamples: u32,
 }
 
 /// One participant's line in a finished round.
@@ -179,6 +182,13 @@ pub struct ContributionOutcome {
     pub privacy: PrivacyObject,
     pub value: f64,
     pub value_nano: i64,
+    /// The value's standard error over bootstrap resamples of the validation rows.
+    #[serde(default)]
+    pub value_se: f64,
+    #[serde(default)]
+    pub value_se_nano: u64,
+    /// Paid this round (the per-round rule); 0 under the settled rule, which pays in
+    /// [`RoundOutcome::settlement`].
     pub reward: u64,
     pub flags: Vec<String>,
 }
@@ -220,6 +230,40 @@ pub struct RoundOutcome {
     pub reward_pool: u64,
     /// Wall time spent closing the round (aggregation, evaluation, valuation), microseconds.
     pub close_micros: u64,
+    /// The settled reward rule's settlement of the period this round ends, if it ends one.
+    #[serde(default)]
+    pub settlement: Option<SettlementOutcome>,
+}
+
+/// A period's settlement (the settled reward rule), as recorded after the summary of the
+/// period's last round.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SettlementOutcome {
+    pub period: u64,
+    pub first_round: u64,
+    pub last_round: u64,
+    /// Completed rounds with a positive gain, ascending.
+    pub counted_rounds: Vec<u64>,
+    /// Units paid out (0 when nobody's accumulated value was distinguishable from zero).
+    pub pool: u64,
+    /// One line per participant with a contribution in the period, sorted by key.
+    pub lines: Vec<SettlementLineOutcome>,
+}
+
+/// One participant's settlement.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SettlementLineOutcome {
+    pub name: String,
+    pub public_key: String,
+    /// Accumulated value over the counted rounds it was not flagged a copy in, nano-units.
+    pub value_nano: i64,
+    /// Standard error of that sum, nano-units.
+    pub se_nano: u64,
+    /// Counted rounds accumulated.
+    pub rounds: u64,
+    /// Accumulated value above `z` standard errors (paid).
+    pub distinguishable: bool,
+    pub payout: u64,
 }
 
 /// A change a waiting participant may want to hear about.

@@ -1,23 +1,31 @@
-//! Contribution accounting for a completed round: Shapley values of the round's game, abuse
-//! flags, and the reward split, from the pure `fedledger-valuation` crate and the model's
-//! evaluation on the coordinator's validation data.
+//! Contribution accounting for a completed round: Shapley values of the round's game with their
+//! standard errors (bootstrap over validation rows), abuse flags, and the reward split (per
+//! round) or the settlement of a period (the settled rule), from the pure `fedledger-valuation`
+//! crate and the model's evaluation on the coordinator's validation data.
 
-use fedledger_model::{Dataset, ModelSpec};
+use fedledger_model::{Dataset, Metrics, ModelSpec};
 use fedledger_valuation::{
     AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, Participation, RewardEntry,
-    default_estimator, detect, estimator_by_name, split_rewards, value_nano,
+    RoundValues, RowGame, SettlementRule, ValueEntry, bootstrap_standard_errors, default_estimator,
+    detect, estimator_by_name, settle, split_rewards, value_nano,
 };
 
 use crate::{
-    config::{FederationConfig, UtilityKind, ValuationSection},
+    config::{FederationConfig, RewardRuleKind, UtilityKind, ValuationSection},
     error::CoordinatorError,
-    types::{RoundValuation, WeightedUpdate, Weighting, fedavg_weights},
+    types::{
+        RoundOutcome, RoundStatus, RoundValuation, SettlementLineOutcome, SettlementOutcome,
+        WeightedUpdate, Weighting, fedavg_weights,
+    },
 };
 
 /// Per-contribution results, in the order of the updates passed in.
 pub struct ValuedRound {
     pub values: Vec<f64>,
     pub value_nano: Vec<i64>,
+    /// Standard errors of the values (bootstrap over validation rows; 0 without resamples).
+    pub value_se: Vec<f64>,
+    pub value_se_nano: Vec<u64>,
     pub rewards: Vec<u64>,
     pub flags: Vec<Vec<String>>,
     pub reward_pool: u64,
@@ -30,6 +38,7 @@ pub struct Valuer {
     federation: String,
     abuse: AbuseConfig,
     weighting: Weighting,
+    rule: RewardRuleKind,
 }
 
 /// The estimator seed of a round: SHA-256 of the federation, round and configured seed, so
@@ -45,6 +54,13 @@ impl Valuer {
     pub fn from_config(cfg: &FederationConfig) -> Self {
         Self::with_settings(&cfg.federation, cfg.valuation.clone())
             .with_weighting(cfg.strategy.weighting())
+            .with_rule(cfg.rewards.rule)
+    }
+
+    /// Pay each round (`per-round`) or nothing per round (`settled`: paid by settlements).
+    pub fn with_rule(mut self, rule: RewardRuleKind) -> Self {
+        self.rule = rule;
+        self
     }
 
     /// Combine coalitions' updates with `weighting`'s fixed weights (default: examples).
@@ -62,6 +78,7 @@ impl Valuer {
             settings,
             federation: federation.to_owned(),
             weighting: Weighting::Examples,
+            rule: RewardRuleKind::PerRound,
         }
     }
 
@@ -109,13 +126,9 @@ impl Valuer {
         noisy: bool,
     ) -> Result<ValuedRound, CoordinatorError> {
         let utility = self.settings.utility;
-        let score = |params: &[f32]| match fedledger_model::evaluate(spec, params, validation) {
-            Ok(m) => match utility {
-                UtilityKind::NegLogLoss => -m.log_loss,
-                UtilityKind::Accuracy => m.accuracy,
-            },
-            Err(_) => f64::NAN,
-        };
+        // Coalitions are scored per validation row (the utility is their mean, the same bits
+        // as the metric), so bootstrap resamples reuse every coalition's model.
+        let score = |_: &[f32]| f64::NAN;
         let deltas: Vec<&[f32]> = updates.iter().map(|u| u.delta).collect();
         let examples: Vec<u64> = updates.iter().map(|u| u.examples).collect();
         let internal = |e: fedledger_valuation::ValuationError| {
@@ -132,9 +145,29 @@ impl Valuer {
             ),
         }
         .map_err(internal)?;
-        let valuation = self
-            .estimator(updates.len())?
-            .estimate(&game, seed)
+        let rows = RowGame::new(
+            updates.len(),
+            validation.len(),
+            fedledger_valuation::Utility::null_players(&game),
+            |c| {
+                let params = game.parameters(c);
+                match fedledger_model::evaluate_rows(spec, &params, validation) {
+                    Ok(r) => match utility {
+                        UtilityKind::NegLogLoss => r.log_loss.iter().map(|l| -l).collect(),
+                        UtilityKind::Accuracy => r
+                            .correct
+                            .iter()
+                            .map(|&c| if c { 1.0 } else { 0.0 })
+                            .collect(),
+                    },
+                    Err(_) => Vec::new(),
+                }
+            },
+        );
+        let estimator = self.estimator(updates.len())?;
+        let valuation = estimator.estimate(&rows, seed).map_err(internal)?;
+        let resamples = self.settings.bootstrap_resamples;
+        let value_se = bootstrap_standard_errors(&rows, estimator.as_ref(), seed, resamples)
             .map_err(internal)?;
         if let Some(i) = valuation.values.iter().position(|v| !v.is_finite()) {
             return Err(CoordinatorError::Internal(format!(
@@ -168,20 +201,124 @@ impl Valuer {
                 eligible: !f.iter().any(|f| f.starts_with(FLAG_COPY_OF_PREFIX)),
             })
             .collect();
-        let split = split_rewards(self.settings.reward_pool_per_round, &entries);
+        let (rewards, reward_pool) = match self.rule {
+            RewardRuleKind::PerRound => {
+                let split = split_rewards(self.settings.reward_pool_per_round, &entries);
+                (split.rewards, split.recorded_pool)
+            }
+            RewardRuleKind::Settled => (vec![0; entries.len()], 0),
+        };
+        let value_se_nano = value_se
+            .iter()
+            .map(|&s| fedledger_valuation::value_nano(s).max(0).unsigned_abs())
+            .collect();
         Ok(ValuedRound {
             values: valuation.values,
             value_nano,
-            rewards: split.rewards,
+            value_se,
+            value_se_nano,
+            rewards,
             flags,
-            reward_pool: split.recorded_pool,
+            reward_pool,
             summary: RoundValuation {
                 estimator: valuation.estimator,
                 seed,
                 evaluations: valuation.evaluations,
                 utility: utility.as_str().to_owned(),
+                bootstrap_resamples: if resamples >= 2 { resamples } else { 0 },
             },
         })
+    }
+}
+
+/// A model's score in the utility `utility` (`neg_log_loss` or `accuracy`), in nano-units, as
+/// the round summary records it.
+pub fn score_nano(utility: &str, m: Option<&Metrics>) -> i64 {
+    m.map_or(0, |m| {
+        if utility == "accuracy" {
+            value_nano(m.accuracy)
+        } else {
+            value_nano(-m.log_loss)
+        }
+    })
+}
+
+/// The utility a round was scored in.
+pub fn round_utility(cfg: &FederationConfig, o: &RoundOutcome) -> String {
+    o.valuation
+        .as_ref()
+        .map_or(cfg.valuation.utility_name(), |v| v.utility.clone())
+}
+
+/// The round's recorded validation scores before and after, nano-units (after = before when it
+/// produced no model).
+pub fn recorded_scores(cfg: &FederationConfig, o: &RoundOutcome) -> (i64, i64) {
+    let utility = round_utility(cfg, o);
+    (
+        score_nano(&utility, o.metrics_before.as_ref()),
+        score_nano(&utility, o.metrics.as_ref().or(o.metrics_before.as_ref())),
+    )
+}
+
+/// The settlement, under the settled rule `rule`, of the period that the last of `rounds` ends;
+/// `rounds` is the federation's history up to that round, ascending. From exactly the numbers
+/// the ledger records for those rounds, so `verify` recomputes it.
+pub fn settle_period(
+    cfg: &FederationConfig,
+    rule: &SettlementRule,
+    rounds: &[&RoundOutcome],
+) -> SettlementOutcome {
+    let values: Vec<RoundValues<'_>> = rounds
+        .iter()
+        .map(|o| {
+            let completed = o.status == RoundStatus::Completed;
+            let (before, after) = recorded_scores(cfg, o);
+            RoundValues {
+                round: o.round,
+                completed,
+                gain_nano: after.saturating_sub(before),
+                entries: o
+                    .contributions
+                    .iter()
+                    .map(|c| ValueEntry {
+                        participant_key_hex: &c.public_key,
+                        // As recorded: an abandoned round's values are 0.
+                        value_nano: if completed { c.value_nano } else { 0 },
+                        se_nano: if completed { c.value_se_nano } else { 0 },
+                        eligible: !c.flags.iter().any(|f| f.starts_with(FLAG_COPY_OF_PREFIX)),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let last_round = rounds.last().map_or(0, |o| o.round);
+    let period = rule.period_of(last_round);
+    let s = settle(rule, &values, rule.first_round(period));
+    let name_of = |key: &str| {
+        cfg.participants
+            .iter()
+            .find(|p| p.public_key_hex == key)
+            .map_or_else(String::new, |p| p.name.clone())
+    };
+    SettlementOutcome {
+        period,
+        first_round: rule.first_round(period),
+        last_round,
+        counted_rounds: s.counted_rounds,
+        pool: s.pool,
+        lines: s
+            .participants
+            .into_iter()
+            .map(|p| SettlementLineOutcome {
+                name: name_of(&p.participant_key_hex),
+                public_key: p.participant_key_hex,
+                value_nano: p.value_nano,
+                se_nano: p.se_nano,
+                rounds: p.rounds,
+                distinguishable: p.distinguishable,
+                payout: p.payout,
+            })
+            .collect(),
     }
 }
 

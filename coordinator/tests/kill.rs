@@ -418,6 +418,7 @@ fn killed_anywhere_the_federation_completes_and_loses_nothing() {
         fedledger_ledger::verify::VerifyOptions {
             quorum: None,
             accountant: Some(&fedledger_ledger_cli::PrivacyAccountant),
+            rewards: None,
         },
     );
     assert!(report.ok(), "{report}");

@@ -165,6 +165,8 @@ async fn a_v1_ledger_is_refused_not_mixed() {
         reward: RewardRecord {
             rule: REWARD_RULE.into(),
             pool_per_round: 1000,
+            period_rounds: None,
+            z_milli: None,
         },
         validation: DigestRecord {
             sha256: cfg.validation_sha256.clone(),

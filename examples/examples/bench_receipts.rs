@@ -115,6 +115,7 @@ async fn receipts(n: usize, rounds: u64) -> anyhow::Result<()> {
             ..LimitsSection::default()
         },
         valuation: Default::default(),
+        rewards: Default::default(),
         privacy: Default::default(),
         ledger: LedgerSection {
             tiles_listen: Some("127.0.0.1:0".parse()?),

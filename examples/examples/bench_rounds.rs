@@ -240,6 +240,7 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
             ..Default::default()
         },
         valuation: Default::default(),
+        rewards: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
         tls: tls.map(tls_section),
@@ -402,6 +403,7 @@ async fn overhead(
         aggregation: Default::default(),
         limits,
         valuation: Default::default(),
+        rewards: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
         tls: tls.map(tls_section),

@@ -78,6 +78,7 @@ async fn run(args: Options) -> anyhow::Result<()> {
         fmt_auc(m.auc)
     );
     print_participants(&run.outcomes, &run.reports, &run.hospital_rows);
+    print_settlements(&run.outcomes);
     let l = &run.ledger;
     println!(
         "\nledger: {} entries; latest checkpoint cosigned by {} of {} witnesses (quorum {}); \
@@ -148,7 +149,8 @@ fn print_participants(
     rows: &[(String, usize, String)],
 ) {
     println!(
-        "\nhospital      rows  behaviour   epsilon   batch  steps  noise mult.  value       reward  flags"
+        "\nhospital      rows  behaviour   epsilon   batch  steps  noise mult.  value       \
+         accumulated +- s.e.      reward  flags"
     );
     for (name, n, behaviour) in rows {
         let t = totals(outcomes, name);
@@ -166,10 +168,40 @@ fn print_participants(
         };
         println!(
             "{name:<12}  {n:>4}  {behaviour:<10}  {eps:>7.3}  {batch:>5}  {steps:>5}  {z:>11}  \
-             {:>+10.5}  {:>7}  {}",
+             {:>+10.5}  {:>+10.5} +- {:<8.5}  {:>8}  {}",
             t.value,
+            t.accumulated,
+            t.accumulated_se,
             t.reward,
             t.flags.join(",")
         );
+    }
+}
+
+/// Each settlement period: the rounds that counted (improved the model), the pool paid, and per
+/// hospital its accumulated value with its standard error, whether it is distinguishable from
+/// zero, and its payout.
+fn print_settlements(outcomes: &[RoundOutcome]) {
+    for s in outcomes.iter().filter_map(|o| o.settlement.as_ref()) {
+        println!(
+            "\nsettlement of period {} (rounds {}-{}): counted rounds {:?}, pool {}",
+            s.period, s.first_round, s.last_round, s.counted_rounds, s.pool
+        );
+        println!("  hospital      accumulated +- s.e.      rounds  verdict              payout");
+        for l in &s.lines {
+            println!(
+                "  {:<12}  {:>+10.5} +- {:<8.5}  {:>6}  {:<19}  {:>7}",
+                l.name,
+                l.value_nano as f64 * 1e-9,
+                l.se_nano as f64 * 1e-9,
+                l.rounds,
+                if l.distinguishable {
+                    "distinguishable"
+                } else {
+                    "not distinguishable"
+                },
+                l.payout
+            );
+        }
     }
 }

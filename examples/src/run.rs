@@ -10,7 +10,8 @@ use fedledger_coordinator::{
     ConfigFile, RoundOutcome,
     config::{
         AggregationSection, DataSection, LimitsSection, ParticipantEntry, PlanningSection,
-        RoundsSection, ServerDpSection, StandardisationMode, StrategyKind, TrainingSection,
+        RewardRuleKind, RewardsSection, RoundsSection, ServerDpSection, StandardisationMode,
+        StrategyKind, TrainingSection, ValuationSection,
     },
 };
 use fedledger_ledger::note::NoteSigner;
@@ -105,9 +106,32 @@ pub struct Options {
     /// with this noise multiplier; each round then reports the federation-level epsilon.
     #[arg(long)]
     pub server_dp: Option<f64>,
+    /// Reward rule: settled (over periods, from accumulated values and their uncertainty) or
+    /// per-round (each round's pool split by its positive values, the first rule).
+    #[arg(long, value_parser = parse_reward_rule, default_value = "settled")]
+    pub rewards: RewardRuleKind,
+    /// Rounds per settlement period (settled rule).
+    #[arg(long, default_value_t = 5)]
+    pub period_rounds: u64,
+    /// Pay an accumulated value only above this many standard errors (settled rule).
+    #[arg(long, default_value_t = 2.0)]
+    pub z: f64,
+    /// Bootstrap resamples of the validation rows behind each value's standard error.
+    #[arg(long, default_value_t = 200)]
+    pub bootstrap: u32,
     /// Print the coordinator's and participants' logs.
     #[arg(long)]
     pub verbose: bool,
+}
+
+fn parse_reward_rule(s: &str) -> Result<RewardRuleKind, String> {
+    match s {
+        "settled" => Ok(RewardRuleKind::Settled),
+        "per-round" => Ok(RewardRuleKind::PerRound),
+        other => Err(format!(
+            "unknown reward rule {other:?}: settled or per-round"
+        )),
+    }
 }
 
 fn parse_strategy(s: &str) -> Result<StrategyKind, String> {
@@ -336,6 +360,7 @@ impl LedgerNet {
             verify::VerifyOptions {
                 quorum: None,
                 accountant: Some(&fedledger_ledger_cli::PrivacyAccountant),
+                rewards: Some(&fedledger_ledger_cli::ValuationRewards),
             },
         );
         Ok(LedgerReport {
@@ -667,7 +692,15 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             max_connections_per_ip: scenario.hospitals.len() as u32 + 8,
             ..LimitsSection::default()
         },
-        valuation: Default::default(),
+        valuation: ValuationSection {
+            bootstrap_resamples: args.bootstrap,
+            ..ValuationSection::default()
+        },
+        rewards: RewardsSection {
+            rule: args.rewards,
+            period_rounds: args.period_rounds,
+            z: args.z,
+        },
         privacy: Default::default(),
         ledger: fedledger_coordinator::config::LedgerSection {
             witnesses: witness_vkeys,
@@ -733,22 +766,45 @@ pub fn last_spend<'a>(
 
 /// A hospital's totals over all rounds.
 pub struct Totals {
+    /// Sum of its values over every round.
     pub value: f64,
+    /// Sum of its accumulated values over the settlement periods (counted rounds only, copies
+    /// excluded), and the standard error of that sum.
+    pub accumulated: f64,
+    pub accumulated_se: f64,
+    /// Per-round rewards plus settlement payouts.
     pub reward: u64,
+    /// Per-round rewards only (what the contribution entries, and so the statements, record).
+    pub round_reward: u64,
     pub flags: Vec<String>,
 }
 
-/// Sum a hospital's values and rewards over the rounds; collect its flags.
+/// Sum a hospital's values and rewards over the rounds and settlements; collect its flags.
 pub fn totals(outcomes: &[RoundOutcome], name: &str) -> Totals {
     let mut t = Totals {
         value: 0.0,
+        accumulated: 0.0,
+        accumulated_se: 0.0,
         reward: 0,
+        round_reward: 0,
         flags: Vec::new(),
     };
+    let mut se_sq = 0.0f64;
     for o in outcomes {
+        for l in o
+            .settlement
+            .iter()
+            .flat_map(|s| &s.lines)
+            .filter(|l| l.name == name)
+        {
+            t.accumulated += l.value_nano as f64 * 1e-9;
+            se_sq += (l.se_nano as f64 * 1e-9).powi(2);
+            t.reward += l.payout;
+        }
         for c in o.contributions.iter().filter(|c| c.name == name) {
             t.value += c.value;
             t.reward += c.reward;
+            t.round_reward += c.reward;
             for f in &c.flags {
                 if !t.flags.contains(f) {
                     t.flags.push(f.clone());
@@ -759,6 +815,7 @@ pub fn totals(outcomes: &[RoundOutcome], name: &str) -> Totals {
             t.flags.push("declined".into());
         }
     }
+    t.accumulated_se = se_sq.sqrt();
     t
 }
 
@@ -787,6 +844,22 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
                 "participants": o.contributions.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
                 "noise_multiplier": noise_multiplier,
                 "values": o.contributions.iter().map(|c| (c.name.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
+                "value_se": o.contributions.iter().map(|c| (c.name.clone(), json!(c.value_se))).collect::<serde_json::Map<_, _>>(),
+                "gain": o.metrics.as_ref().zip(o.metrics_before.as_ref()).map(|(a, b)| b.log_loss - a.log_loss),
+                "settlement": o.settlement.as_ref().map(|s| json!({
+                    "period": s.period,
+                    "rounds": [s.first_round, s.last_round],
+                    "counted_rounds": s.counted_rounds,
+                    "pool": s.pool,
+                    "lines": s.lines.iter().map(|l| json!({
+                        "name": l.name,
+                        "value": l.value_nano as f64 * 1e-9,
+                        "se": l.se_nano as f64 * 1e-9,
+                        "rounds": l.rounds,
+                        "distinguishable": l.distinguishable,
+                        "payout": l.payout,
+                    })).collect::<Vec<_>>(),
+                })),
                 "rewards": o.contributions.iter().map(|c| (c.name.clone(), json!(c.reward))).collect::<serde_json::Map<_, _>>(),
                 "estimator": o.valuation.as_ref().map(|v| v.estimator.clone()),
                 "evaluations": o.valuation.as_ref().map(|v| v.evaluations),
@@ -829,6 +902,8 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
                     "noise_multiplier": p.noise_multiplier(),
                 })),
                 "value_total": t.value,
+                "accumulated_value": t.accumulated,
+                "accumulated_se": t.accumulated_se,
                 "reward_total": t.reward,
                 "flags": t.flags,
             })
@@ -842,6 +917,11 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
         "planning": (!args.no_dp).then(|| args.planning.as_str()),
         "accountant": (!args.no_dp).then(|| args.accountant.name()),
         "strategy": args.strategy().as_str(),
+        "reward_rule": match args.rewards {
+            RewardRuleKind::Settled => json!({"rule": "settled", "period_rounds": args.period_rounds, "z": args.z}),
+            RewardRuleKind::PerRound => json!({"rule": "per-round"}),
+        },
+        "bootstrap_resamples": args.bootstrap,
         "rounds": rounds,
         "final": metrics_json(Some(final_metrics)),
         "ledger": {

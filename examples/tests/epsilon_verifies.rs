@@ -44,6 +44,7 @@ fn verify_ledger(log: &fedledger_ledger::Log) -> fedledger_ledger::verify::Verif
         fedledger_ledger::verify::VerifyOptions {
             quorum: None,
             accountant: Some(&PrivacyAccountant),
+            rewards: None,
         },
     )
 }

@@ -60,6 +60,40 @@ async fn eight_hospitals_are_valued_fairly() {
             o.reward_pool
         );
     }
+    // The settled rule: one settlement at the federation's end (4 rounds, periods of 5), which
+    // conserves its pool over the rounds that improved the model; the copy, the zero update and
+    // the flipped labels earn nothing; the ledger's settlement recomputes in verify.
+    let settlements: Vec<_> = run
+        .outcomes
+        .iter()
+        .filter_map(|o| o.settlement.as_ref())
+        .collect();
+    assert_eq!(settlements.len(), 1);
+    let s = settlements[0];
+    assert_eq!((s.first_round, s.last_round), (1, 4));
+    let improved = run
+        .outcomes
+        .iter()
+        .filter(|o| {
+            let (before, after) = fedledger_coordinator::value::recorded_scores(&run.config, o);
+            after > before
+        })
+        .count() as u64;
+    assert_eq!(s.counted_rounds.len() as u64, improved);
+    assert_eq!(s.lines.iter().map(|l| l.payout).sum::<u64>(), s.pool);
+    for l in &s.lines {
+        if ["D", "F", "G"].contains(&l.name.as_str()) {
+            assert_eq!(l.payout, 0, "{}", l.name);
+        }
+    }
+    assert!(run.ledger.verify_ok, "{}", run.ledger.verify_text);
+    assert!(
+        run.ledger
+            .verify_text
+            .contains("recomputed from the recorded round values"),
+        "{}",
+        run.ledger.verify_text
+    );
     // Replay: every round's aggregate, values and rewards recompute exactly from the inputs the
     // coordinator kept by digest.
     let snapshot = fedledger_coordinator::replay::Snapshot::open(&run.coordinator_state).unwrap();

@@ -34,6 +34,7 @@ fn verify_with(dir: &Path, acc: &dyn EpsilonAccountant) -> VerifyReport {
         VerifyOptions {
             quorum: None,
             accountant: Some(acc),
+            rewards: None,
         },
     )
 }
@@ -85,6 +86,7 @@ fn a_fresh_export_verifies() {
         VerifyOptions {
             quorum: Some(3),
             accountant: None,
+            rewards: None,
         },
     );
     assert!(!r.ok());

@@ -11,22 +11,74 @@ mod common;
 
 use common::{Federation, ORIGIN};
 use fedledger_ledger::note::{Checkpoint, SignedCheckpoint};
-use fedledger_ledger::records::{MAX_ENTRY_BYTES, validate_entry};
+use fedledger_ledger::records::{
+    MAX_ENTRY_BYTES, RECORD_VERSION, REWARD_RULE_SETTLED, RewardRecord, RoundRange,
+    SETTLEMENT_TYPE, SettlementEntry, SettlementLine, VERDICT_DISTINGUISHABLE,
+    VERDICT_NOT_DISTINGUISHABLE, encode_canonical, validate_entry,
+};
 use fedledger_ledger::verify::{VerifyOptions, verify_dir};
 use proptest::prelude::*;
 
 /// Every kind of entry of a real round: federation, enrolments, contributions, a decline and a
-/// summary.
+/// summary; and under the settled reward rule, the same with standard errors and the period's
+/// settlement.
 fn samples() -> Vec<(u64, Vec<u8>)> {
     let fed = Federation::new(3, 1);
     let genesis = fed.genesis();
     let at = genesis.len() as u64;
-    genesis
+    let mut out: Vec<(u64, Vec<u8>)> = genesis
         .into_iter()
         .chain(fed.round(2, at))
         .enumerate()
         .map(|(i, e)| (i as u64, e))
-        .collect()
+        .collect();
+    let mut settled = Federation::new(3, 1);
+    settled.reward = RewardRecord {
+        rule: REWARD_RULE_SETTLED.into(),
+        pool_per_round: 1_000_000,
+        period_rounds: Some(2),
+        z_milli: Some(1960),
+    };
+    let genesis = settled.genesis();
+    let at = genesis.len() as u64;
+    let mut entries = genesis;
+    entries.extend(settled.round(2, at));
+    let lines = settled
+        .participants
+        .iter()
+        .enumerate()
+        .map(|(i, (_, k))| SettlementLine {
+            participant: fedledger_ledger::keys::public_key_hex(k),
+            value_nano: 1_000_000 * (i as i64 + 1) - 1_500_000,
+            se_nano: 400_000,
+            rounds: 1,
+            verdict: if i == 2 {
+                VERDICT_DISTINGUISHABLE
+            } else {
+                VERDICT_NOT_DISTINGUISHABLE
+            }
+            .into(),
+            payout: if i == 2 { 1_000_000 } else { 0 },
+        })
+        .collect();
+    entries.push(
+        encode_canonical(&SettlementEntry {
+            v: RECORD_VERSION,
+            record_type: SETTLEMENT_TYPE.into(),
+            federation: ORIGIN.into(),
+            period: 1,
+            rounds: RoundRange { first: 1, last: 2 },
+            rule: settled.reward.clone(),
+            counted_rounds: vec![2],
+            pool: 1_000_000,
+            part: 1,
+            parts: 1,
+            participants: lines,
+        })
+        .unwrap(),
+    );
+    out.extend(entries.into_iter().enumerate().map(|(i, e)| (i as u64, e)));
+    out
 }
 
 proptest! {
@@ -71,6 +123,8 @@ fn corpus() {
         (3, b"{\"federation\":\"fedledger.test/federation-1\",\"type\":\"fedledger.federation/v2\",\"v\":2}"),
         (1, b"{\"v\":18446744073709551616}"),
         (1, b"{\"v\":2.0}"),
+        (9, b"{\"federation\":\"fedledger.test/federation-1\",\"type\":\"fedledger.settlement/v2\",\"v\":2}"),
+        (9, b"{\"counted_rounds\":[],\"federation\":\"fedledger.test/federation-1\",\"part\":1,\"participants\":[],\"parts\":1,\"period\":1,\"pool\":0,\"rounds\":{\"first\":1,\"last\":1},\"rule\":{\"pool_per_round\":1,\"rule\":\"shapley-proportional/v1\"},\"type\":\"fedledger.settlement/v2\",\"v\":2}"),
         (1, &too_big),
     ] {
         assert!(validate_entry(index, ORIGIN, bytes).is_err(), "{}", String::from_utf8_lossy(bytes));

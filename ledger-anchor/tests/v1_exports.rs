@@ -42,6 +42,7 @@ fn a_fresh_export_verifies() {
         VerifyOptions {
             quorum: Some(3),
             accountant: None,
+            rewards: None,
         },
     );
     assert!(!r.ok());
@@ -114,6 +115,7 @@ fn epsilon_check_uses_the_plugged_accountant() {
         VerifyOptions {
             quorum: None,
             accountant: Some(&LinearAccountant),
+            rewards: None,
         },
     );
     assert!(r.ok() && r.skipped.is_empty(), "{r}");
@@ -122,6 +124,7 @@ fn epsilon_check_uses_the_plugged_accountant() {
         VerifyOptions {
             quorum: None,
             accountant: Some(&DoubleAccountant),
+            rewards: None,
         },
     );
     assert!(

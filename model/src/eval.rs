@@ -131,6 +131,50 @@ pub fn evaluate(spec: &ModelSpec, params: &[f32], data: &Dataset) -> Result<Metr
     })
 }
 
+/// Per-row scores of the model on `data`: each row's negative log-likelihood of its label and
+/// whether its most probable class is the label. [`evaluate`]'s `log_loss` and `accuracy` are
+/// their means, summed in row order (the same bits); the valuation keeps them per row to
+/// bootstrap over validation rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowScores {
+    pub log_loss: Vec<f64>,
+    pub correct: Vec<bool>,
+}
+
+/// [`RowScores`] of every row of `data`.
+pub fn evaluate_rows(
+    spec: &ModelSpec,
+    params: &[f32],
+    data: &Dataset,
+) -> Result<RowScores, ModelError> {
+    let z = logits(spec, params, data)?;
+    let k = spec.outputs();
+    let mut out = RowScores {
+        log_loss: Vec::with_capacity(data.len()),
+        correct: Vec::with_capacity(data.len()),
+    };
+    if k == 1 {
+        for (&zi, &yi) in z.iter().zip(&data.y) {
+            out.log_loss
+                .push(if yi == 1 { softplus(-zi) } else { softplus(zi) });
+            out.correct.push((zi > 0.0) == (yi == 1));
+        }
+    } else {
+        for (row, &yi) in z.chunks_exact(k).zip(&data.y) {
+            let (mut arg, mut m) = (0, f64::NEG_INFINITY);
+            for (j, &v) in row.iter().enumerate() {
+                if v > m {
+                    (arg, m) = (j, v);
+                }
+            }
+            let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+            out.log_loss.push(lse - row[yi as usize]);
+            out.correct.push(arg == yi as usize);
+        }
+    }
+    Ok(out)
+}
+
 /// ROC AUC of `scores` for labels `== 1` against the rest, by the Mann-Whitney rank sum with
 /// average ranks for ties. `None` when either class is absent.
 pub fn roc_auc(scores: &[f64], labels: &[u32]) -> Option<f64> {

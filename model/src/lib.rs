@@ -60,7 +60,7 @@ mod train;
 
 pub use data::{Dataset, Standardiser};
 pub use error::ModelError;
-pub use eval::{Metrics, evaluate, predict_proba, roc_auc};
+pub use eval::{Metrics, RowScores, evaluate, evaluate_rows, predict_proba, roc_auc};
 pub use spec::{ModelKind, ModelSpec, init_params};
 pub use train::{
     ClippedGradients, DpSgdConfig, GradientNoise, TrainConfig, TrainOutcome, Trainer,

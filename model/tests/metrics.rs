@@ -1,6 +1,8 @@
 //! Metrics against values computed by hand.
 
-use fedledger_model::{Dataset, ModelError, ModelSpec, evaluate, predict_proba, roc_auc};
+use fedledger_model::{
+    Dataset, ModelError, ModelSpec, evaluate, evaluate_rows, predict_proba, roc_auc,
+};
 
 fn data(x: &[f32], y: &[u32], d: usize) -> Dataset {
     Dataset {
@@ -132,4 +134,22 @@ fn spec_serde_forms() {
         serde_json::from_str(r#"{"kind":"logreg","features":30,"classes":2}"#).unwrap();
     assert_eq!(l, ModelSpec::logreg(30, 2));
     assert!(l.validate().is_ok());
+}
+
+#[test]
+fn row_scores_average_to_the_metrics_bit_for_bit() {
+    let spec = ModelSpec::logreg(1, 2);
+    let ds = data(&[-1.0, 0.0, 0.3, 2.0, -0.7], &[0, 1, 0, 1, 1], 1);
+    let params = [0.9f32, -0.1];
+    let m = evaluate(&spec, &params, &ds).unwrap();
+    let rows = evaluate_rows(&spec, &params, &ds).unwrap();
+    assert_eq!(rows.log_loss.iter().sum::<f64>() / 5.0, m.log_loss);
+    let right = rows.correct.iter().filter(|&&c| c).count();
+    assert_eq!(right as f64 / 5.0, m.accuracy);
+    let spec = ModelSpec::logreg(1, 3);
+    let ds = data(&[5.0, -1.0, 0.0], &[1, 0, 2], 1);
+    let params = [0.3, -0.2, 0.1, 0.0, 2f32.ln(), 0.0];
+    let m = evaluate(&spec, &params, &ds).unwrap();
+    let rows = evaluate_rows(&spec, &params, &ds).unwrap();
+    assert_eq!(rows.log_loss.iter().sum::<f64>() / 3.0, m.log_loss);
 }

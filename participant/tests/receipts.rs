@@ -60,6 +60,8 @@ fn genesis(enrolments: u64) -> Vec<u8> {
         reward: RewardRecord {
             rule: REWARD_RULE.into(),
             pool_per_round: 1000,
+            period_rounds: None,
+            z_milli: None,
         },
         validation: DigestRecord {
             sha256: "cc".repeat(32),

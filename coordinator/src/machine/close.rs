@@ -1,7 +1,8 @@
 //! Closing a round as a pure function of its inputs: the model it started from, the accepted
-//! updates, the declines, the validation data, the strategy and the valuation settings. It
-//! aggregates (or abandons below quorum), evaluates, values and splits the reward pool; it
-//! writes nothing. The engine persists what it returns; replay calls the same pieces to
+//! updates, the declines, the validation data, the strategy, the valuation settings and (for
+//! the settled reward rule) the outcomes of the period's earlier rounds. It aggregates (or
+//! abandons below quorum), evaluates, values, and splits the round's pool (per-round rule) or,
+//! when the round ends a period, settles the period (settled rule); it writes nothing. The engine persists what it returns; replay calls the same pieces to
 //! recompute a recorded round.
 
 use fedledger_model::{Dataset, digest::vector_sha256};
@@ -15,7 +16,7 @@ use crate::{
         ContributionOutcome, DeclinedOutcome, PersistedState, Phase, RoundOutcome, RoundStatus,
         UpdateMeta, WeightedUpdate,
     },
-    value::Valuer,
+    value::{Valuer, settle_period},
 };
 
 /// Everything a close reads.
@@ -32,6 +33,8 @@ pub struct CloseInputs<'a> {
     pub valuer: &'a Valuer,
     /// Effective noise multipliers of the earlier rounds aggregated with server-side DP.
     pub server_dp_history: &'a [f64],
+    /// The outcomes of the earlier rounds (settled rule: a settlement reads the history).
+    pub earlier_rounds: &'a [RoundOutcome],
 }
 
 /// A round's outcome and, when it completed, the new global parameters.
@@ -44,8 +47,8 @@ pub struct Closed {
 pub fn contribution(
     cfg: &FederationConfig,
     m: &UpdateMeta,
-    value: f64,
-    value_nano: i64,
+    value: (f64, i64),
+    se: (f64, u64),
     reward: u64,
     flags: Vec<String>,
 ) -> ContributionOutcome {
@@ -59,8 +62,10 @@ pub fn contribution(
         update_sha256: m.update_sha256.clone(),
         signature: m.signature.clone(),
         privacy: m.privacy.clone(),
-        value,
-        value_nano,
+        value: value.0,
+        value_nano: value.1,
+        value_se: se.0,
+        value_se_nano: se.1,
         reward,
         flags,
     }
@@ -72,8 +77,29 @@ pub fn noisy(updates: &[UpdateMeta]) -> bool {
     updates.iter().any(|m| m.privacy.is_private())
 }
 
-/// Close the round: abandon it below quorum, else aggregate, evaluate and value.
+/// Close the round: abandon it below quorum, else aggregate, evaluate and value; then, under the
+/// settled rule, settle the period if the round ends one.
 pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
+    let (cfg, earlier_rounds) = (i.cfg, i.earlier_rounds);
+    let mut closed = close_alone(i)?;
+    let rule = cfg
+        .rewards
+        .settlement_rule(cfg.valuation.reward_pool_per_round);
+    if let Some(rule) = rule
+        && rule.ends_period(closed.outcome.round, cfg.rounds)
+    {
+        let mut rounds: Vec<&RoundOutcome> = earlier_rounds
+            .iter()
+            .filter(|o| o.round < closed.outcome.round)
+            .collect();
+        rounds.sort_by_key(|o| o.round);
+        rounds.push(&closed.outcome);
+        closed.outcome.settlement = Some(settle_period(cfg, &rule, &rounds));
+    }
+    Ok(closed)
+}
+
+fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
     let CloseInputs {
         cfg,
         validation,
@@ -83,6 +109,7 @@ pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         aggregator,
         valuer,
         server_dp_history,
+        earlier_rounds: _,
     } = i;
     if deltas.len() != job.updates.len() {
         return Err(CoordinatorError::Internal(format!(
@@ -126,6 +153,7 @@ pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         server_dp: None,
         reward_pool: 0,
         close_micros: 0,
+        settlement: None,
     };
     if job.updates.len() < cfg.quorum as usize {
         outcome.reason = Some(format!(
@@ -137,7 +165,7 @@ pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         outcome.contributions = job
             .updates
             .iter()
-            .map(|m| contribution(cfg, m, 0.0, 0, 0, Vec::new()))
+            .map(|m| contribution(cfg, m, (0.0, 0), (0.0, 0), 0, Vec::new()))
             .collect();
         outcome
             .contributions
@@ -206,8 +234,8 @@ pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
             contribution(
                 cfg,
                 m,
-                valuation.values[i],
-                valuation.value_nano[i],
+                (valuation.values[i], valuation.value_nano[i]),
+                (valuation.value_se[i], valuation.value_se_nano[i]),
                 valuation.rewards[i],
                 valuation.flags[i].clone(),
             )

@@ -80,6 +80,7 @@ fn config() -> Arc<FederationConfig> {
         },
         limits: Default::default(),
         valuation: Default::default(),
+        rewards: Default::default(),
         privacy: PrivacyPlanSection {
             accountants: vec![AccountantKind::Rdp, AccountantKind::Pld],
             ..Default::default()
@@ -663,6 +664,7 @@ fn close(cfg: &FederationConfig, job: &CloseJob) -> super::close::Closed {
         aggregator: agg.as_ref(),
         valuer: &Valuer::from_config(cfg),
         server_dp_history: &[],
+        earlier_rounds: &[],
     })
     .unwrap()
 }

@@ -86,6 +86,7 @@ pub fn config(
             ..Default::default()
         },
         valuation: Default::default(),
+        rewards: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
         tls: None,

@@ -63,6 +63,20 @@
 //! exactly. Non-positive values earn nothing; if nobody has a positive eligible value nobody is paid
 //! and the recorded pool is 0.
 //!
+//! # Uncertainty
+//!
+//! [`bootstrap_standard_errors`] gives each value a standard error from seeded bootstrap
+//! resamples of the validation rows, reusing the coalition models already scored
+//! ([`RowGame`] keeps each coalition's per-row scores) (the draws: [`bootstrap_rng`]).
+//!
+//! # Settlement over periods
+//!
+//! [`settle`] is the reward rule [`RULE_SETTLED`]: over a period of rounds, only rounds that
+//! improved the model count, values accumulate, a value is paid only when it is distinguishable
+//! from zero at the rule's `z` (accumulated value > z x combined standard error), and the
+//! period's pool is split with [`split_rewards`]. Integer arithmetic only, so `verify`
+//! recomputes every settlement from the ledger's recorded values.
+//!
 //! # Abuse flags
 //!
 //! [`detect`] returns, per participant, a list of flag strings:
@@ -80,6 +94,7 @@
 //! What the detection catches and what it cannot is documented on [`detect`].
 
 mod abuse;
+mod bootstrap;
 mod coalition;
 mod error;
 mod estimators;
@@ -87,10 +102,12 @@ mod game;
 mod metrics;
 mod rewards;
 mod rng;
+mod settle;
 
 pub use abuse::{
     AbuseConfig, FLAG_COPY_OF_PREFIX, FLAG_DECLINED, FLAG_FREE_RIDER, Participation, cosine, detect,
 };
+pub use bootstrap::{RowGame, bootstrap_rng, bootstrap_standard_errors};
 pub use coalition::{Coalition, MAX_PLAYERS};
 pub use error::ValuationError;
 pub use estimators::{
@@ -101,3 +118,7 @@ pub use game::{LinearCombinationGame, Utility};
 pub use metrics::{relative_l2, spearman};
 pub use rewards::{RewardEntry, RewardSplit, split_rewards};
 pub use rng::rng_for_seed;
+pub use settle::{
+    RULE_PER_ROUND, RULE_SETTLED, RoundValues, SettledParticipant, Settlement, SettlementRule,
+    ValueEntry, distinguishable, isqrt_u128, settle,
+};

@@ -95,6 +95,7 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
             ..Default::default()
         },
         valuation: Default::default(),
+        rewards: Default::default(),
         privacy: Default::default(),
         ledger: Default::default(),
         tls: None,

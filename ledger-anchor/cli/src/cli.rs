@@ -196,7 +196,14 @@ pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Resu
             Ok(())
         }
         Command::Verify { dir, quorum } => {
-            let report = verify_dir(&dir, VerifyOptions { quorum, accountant });
+            let report = verify_dir(
+                &dir,
+                VerifyOptions {
+                    quorum,
+                    accountant,
+                    rewards: Some(&crate::ValuationRewards),
+                },
+            );
             print!("{report}");
             if report.ok() {
                 Ok(())

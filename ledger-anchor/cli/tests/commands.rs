@@ -130,6 +130,7 @@ fn the_real_accountant_catches_an_under_reported_epsilon() {
         fedledger_ledger::verify::VerifyOptions {
             quorum: None,
             accountant: Some(&fedledger_ledger_cli::PrivacyAccountant),
+            rewards: None,
         },
     );
     assert!(
@@ -225,4 +226,187 @@ fn a_node_restarted_with_its_key_file_keeps_its_peer_id_and_dials_only_pinned_pe
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("allow_replicas"));
+}
+
+/// A federation under the settled rule (periods of 2 rounds), each period-ending batch closed
+/// by its settlement as the valuation crate computes it from the recorded values; `tamper`
+/// may change a settlement before it is appended (and signed into the log).
+fn settled_log(
+    dir: &std::path::Path,
+    rounds: u64,
+    tamper: impl Fn(u64, &mut fedledger_ledger::records::SettlementEntry),
+) -> fedledger_ledger::Log {
+    use fedledger_ledger::records::*;
+    use fedledger_ledger::verify::{RecordedRound, RecordedValue, RewardRule};
+    let mut fed = Federation::new(4, 1);
+    fed.reward = RewardRecord {
+        rule: REWARD_RULE_SETTLED.into(),
+        pool_per_round: 1_000_000,
+        period_rounds: Some(2),
+        z_milli: Some(2000),
+    };
+    let log = fedledger_ledger::Log::open(dir, common::ORIGIN, fed.log_signer.clone()).unwrap();
+    log.append_batch(&fed.genesis()).unwrap();
+    log.checkpoint().unwrap();
+    fed.cosign_latest(&log, 1_700_000_000);
+    // Every round so far: the rule reads the history, settles the last period.
+    let mut period: Vec<Vec<Record>> = Vec::new();
+    for n in 1..=rounds {
+        let first = log.size();
+        let mut batch = fed.round(n, first);
+        period.push(
+            batch
+                .iter()
+                .enumerate()
+                .map(|(k, e)| validate_entry(first + k as u64, common::ORIGIN, e).unwrap())
+                .collect(),
+        );
+        if n % 2 == 0 {
+            let recorded: Vec<RecordedRound<'_>> = period
+                .iter()
+                .map(|recs| {
+                    let Some(Record::Round(s)) = recs.last() else {
+                        panic!("a summary closes the round")
+                    };
+                    RecordedRound {
+                        round: s.round,
+                        completed: s.status == RoundStatus::Completed,
+                        gain_nano: s.validation.score_after_nano - s.validation.score_before_nano,
+                        values: recs
+                            .iter()
+                            .filter_map(|r| match r {
+                                Record::Contribution(c) => Some(RecordedValue {
+                                    participant: &c.participant,
+                                    value_nano: c.value_nano,
+                                    se_nano: c.value_se_nano.unwrap_or(0),
+                                    flags: &c.flags,
+                                }),
+                                _ => None,
+                            })
+                            .collect(),
+                    }
+                })
+                .collect();
+            let want = fedledger_ledger_cli::ValuationRewards
+                .settle(&fed.reward, &recorded, n - 1)
+                .unwrap();
+            let mut st = SettlementEntry {
+                v: RECORD_VERSION,
+                record_type: SETTLEMENT_TYPE.into(),
+                federation: common::ORIGIN.into(),
+                period: n / 2,
+                rounds: RoundRange {
+                    first: n - 1,
+                    last: n,
+                },
+                rule: fed.reward.clone(),
+                counted_rounds: want.counted_rounds,
+                pool: want.pool,
+                part: 1,
+                parts: 1,
+                participants: want.lines,
+            };
+            drop(recorded);
+            tamper(n / 2, &mut st);
+            batch.push(encode_canonical(&st).unwrap());
+        }
+        log.append_batch(&batch).unwrap();
+        log.checkpoint().unwrap();
+        fed.cosign_latest(&log, 1_700_000_000 + n);
+    }
+    log
+}
+
+fn verify_with_rules(dir: &std::path::Path) -> fedledger_ledger::verify::VerifyReport {
+    fedledger_ledger::verify::verify_dir(
+        dir,
+        fedledger_ledger::verify::VerifyOptions {
+            quorum: None,
+            accountant: None,
+            rewards: Some(&fedledger_ledger_cli::ValuationRewards),
+        },
+    )
+}
+
+/// `verify` recomputes every settlement from the recorded round values and standard errors: an
+/// honest ledger verifies (a round that made the model worse counted for nothing), and a payout
+/// moved from one hospital to another (the pool still conserved, every signature valid) fails,
+/// naming the settlement entry.
+#[test]
+fn verify_recomputes_settlements_and_catches_a_changed_payout() {
+    let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = settled_log(store.path(), 4, |_, _| {});
+    fedledger_ledger::export::export(&log, out.path()).unwrap();
+    let report = verify_with_rules(out.path());
+    assert!(report.ok(), "{report}");
+    assert!(
+        report
+            .passed
+            .iter()
+            .any(|p| p.contains("2 recomputed from the recorded round values")),
+        "{report}"
+    );
+    // Period 2 is rounds 3 and 4; round 3 made the model worse, so only round 4 counts.
+    let settlement = |i: u64| {
+        let bytes = std::fs::read(out.path().join(format!("entries/{i}"))).unwrap();
+        match fedledger_ledger::records::validate_entry(i, common::ORIGIN, &bytes).unwrap() {
+            fedledger_ledger::records::Record::Settlement(s) => Some(*s),
+            _ => None,
+        }
+    };
+    let found: Vec<_> = (0..log.size()).filter_map(settlement).collect();
+    assert_eq!(found.len(), 2);
+    assert_eq!(found[1].counted_rounds, vec![4]);
+    assert_eq!(found[1].pool, 1_000_000);
+    assert!(found[1].participants.iter().any(|l| l.payout > 0));
+    drop(log);
+
+    let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = settled_log(store.path(), 4, |period, st| {
+        if period == 2 {
+            let paid = st
+                .participants
+                .iter()
+                .position(|l| l.payout > 0)
+                .expect("someone is paid");
+            let other = st
+                .participants
+                .iter()
+                .position(|l| {
+                    l.verdict == "distinguishable"
+                        && l.payout > 0
+                        && l.participant != st.participants[paid].participant
+                })
+                .expect("two are paid");
+            st.participants[paid].payout -= 1;
+            st.participants[other].payout += 1;
+        }
+    });
+    let at = (0..log.size())
+        .find(|&i| {
+            let e = log.entry(i).unwrap();
+            matches!(
+                fedledger_ledger::records::validate_entry(i, common::ORIGIN, &e),
+                Ok(fedledger_ledger::records::Record::Settlement(s)) if s.period == 2
+            )
+        })
+        .unwrap();
+    fedledger_ledger::export::export(&log, out.path()).unwrap();
+    let report = verify_with_rules(out.path());
+    assert!(!report.ok());
+    let file = format!("entries/{at}");
+    assert!(
+        report
+            .failures
+            .iter()
+            .all(|f| f.file == file && f.what.contains("recomputed from the recorded values")),
+        "{report}"
+    );
+    // Without the rule plugged in only the arithmetic is checked, which the moved unit keeps.
+    let plain = fedledger_ledger::verify::verify_dir(out.path(), Default::default());
+    assert!(plain.ok(), "{plain}");
+    assert!(
+        plain.skipped.iter().any(|s| s.contains("settlements")),
+        "{plain}"
+    );
 }

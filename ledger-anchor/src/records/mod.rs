@@ -55,8 +55,16 @@ pub use v2::*;
 /// a 16-bit length.
 pub const MAX_ENTRY_BYTES: usize = 65_535;
 
-/// The only reward rule defined so far.
+/// The first reward rule: each completed round's pool split by that round's positive values.
 pub const REWARD_RULE: &str = "shapley-proportional/v1";
+
+/// The reward rule settled over periods from accumulated values and their uncertainty (see
+/// [`SettlementEntry`]); its parameters are `period_rounds` and `z_milli`.
+pub const REWARD_RULE_SETTLED: &str = "shapley-settled/v1";
+
+/// The uncertainty method of the round values: seeded bootstrap resamples of the validation
+/// rows, reusing the coalition models (the valuation crate's `bootstrap_standard_errors`).
+pub const UNCERTAINTY_BOOTSTRAP: &str = "bootstrap-validation-rows/v1";
 
 /// The message a participant signs for its update (v2):
 /// `"fedledger/update/v2\n<federation>\n<round>\n<update_sha256>\n<examples>\n<privacy_sha256>\n"`.
@@ -124,14 +132,65 @@ pub struct WitnessesRecord {
     pub quorum: u64,
 }
 
-/// The reward rule.
+/// The reward rule and its parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewardRecord {
-    /// Rule name ([`REWARD_RULE`]).
+    /// Rule name ([`REWARD_RULE`] or [`REWARD_RULE_SETTLED`]).
     pub rule: String,
-    /// Pool per completed round, integer base units.
+    /// Pool per completed round ([`REWARD_RULE`]) or per counted round
+    /// ([`REWARD_RULE_SETTLED`]), integer base units.
     pub pool_per_round: u64,
+    /// [`REWARD_RULE_SETTLED`]: rounds per settlement period (the last period ends with the
+    /// federation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_rounds: Option<u64>,
+    /// [`REWARD_RULE_SETTLED`]: an accumulated value is paid only above `z` standard errors,
+    /// `z = z_milli / 1000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub z_milli: Option<u64>,
+}
+
+impl RewardRecord {
+    /// True for [`REWARD_RULE_SETTLED`].
+    pub fn is_settled(&self) -> bool {
+        self.rule == REWARD_RULE_SETTLED
+    }
+
+    /// A known rule with exactly its parameters.
+    pub(crate) fn check(&self, cx: &Ctx, field: &str) -> Result<(), LedgerError> {
+        match self.rule.as_str() {
+            REWARD_RULE => {
+                if self.period_rounds.is_some() || self.z_milli.is_some() {
+                    return Err(cx.err(
+                        format!("{field}.rule"),
+                        format!("{REWARD_RULE} takes no period_rounds or z_milli"),
+                    ));
+                }
+            }
+            REWARD_RULE_SETTLED => {
+                if !matches!(self.period_rounds, Some(p) if p >= 1) {
+                    return Err(cx.err(
+                        format!("{field}.period_rounds"),
+                        format!("{REWARD_RULE_SETTLED} needs period_rounds >= 1"),
+                    ));
+                }
+                if self.z_milli.is_none() {
+                    return Err(cx.err(
+                        format!("{field}.z_milli"),
+                        format!("{REWARD_RULE_SETTLED} needs z_milli"),
+                    ));
+                }
+            }
+            other => {
+                return Err(cx.err(
+                    format!("{field}.rule"),
+                    format!("unknown reward rule {other:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A file identified by digest.
@@ -198,6 +257,19 @@ pub struct ValuationRecord {
     pub seed: u64,
     /// Utility evaluations made.
     pub evaluations: u64,
+    /// How the values' standard errors (`value_se_nano` of the contributions) were estimated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertainty: Option<UncertaintyRecord>,
+}
+
+/// How a round's values' standard errors were estimated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UncertaintyRecord {
+    /// [`UNCERTAINTY_BOOTSTRAP`] (validators' spread once validators exist).
+    pub method: String,
+    /// Bootstrap resamples (their draws are keyed by the valuation's seed).
+    pub resamples: u64,
 }
 
 /// Where a schema check is (the entry's index), for precise errors.
@@ -345,6 +417,8 @@ pub enum Record {
     Decline(Box<DeclineEntry>),
     /// v2: a round's summary.
     Round(Box<RoundSummary>),
+    /// v2: (a part of) a period's reward settlement.
+    Settlement(Box<SettlementEntry>),
     /// v1 entry 0.
     V1Federation(Box<v1::FederationRecord>),
     /// v1 entry i >= 1.
@@ -475,6 +549,11 @@ pub fn validate_entry(index: u64, origin: &str, bytes: &[u8]) -> Result<Record, 
             let r: RoundSummary = typed(&cx, value)?;
             r.check(&cx)?;
             Ok(Record::Round(Box::new(r)))
+        }
+        (2, SETTLEMENT_TYPE) => {
+            let r: SettlementEntry = typed(&cx, value)?;
+            r.check(&cx)?;
+            Ok(Record::Settlement(Box::new(r)))
         }
         (v, other) => Err(cx.err(
             "type",

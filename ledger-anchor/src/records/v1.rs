@@ -405,6 +405,8 @@ pub(crate) mod tests {
             reward: RewardRecord {
                 rule: REWARD_RULE.into(),
                 pool_per_round: 1000,
+                period_rounds: None,
+                z_milli: None,
             },
             validation: DigestRecord {
                 sha256: "cc".repeat(32),
@@ -456,6 +458,7 @@ pub(crate) mod tests {
                 estimator: "exact".into(),
                 seed: 42,
                 evaluations: 4,
+                uncertainty: None,
             },
             reward_pool: 1000,
             contributions: vec![c("aa", 600), c("bb", 400)],

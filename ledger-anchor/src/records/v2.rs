@@ -11,7 +11,7 @@
 //! | `training` | `{rounds, quorum, local_epochs, batch_size, learning_rate, aggregation}` | as in v1 |
 //! | `privacy` | `{epsilon_budget, delta, clip_norm, noise_multiplier, accountants}` | decimal strings; `accountants`: the accountants whose spends the federation records |
 //! | `witnesses` | `{keys, quorum}` | cosignature/v1 keys; `quorum` <= keys |
-//! | `reward` | `{rule, pool_per_round}` | |
+//! | `reward` | `{rule, pool_per_round[, period_rounds, z_milli]}` | [`REWARD_RULE`] (per round) or [`REWARD_RULE_SETTLED`] (over periods, with its parameters) |
 //! | `validation` | `{sha256}` | digest of the coordinator's validation file |
 //! | `governance` | `{governors, threshold}` | Ed25519 keys (hex, sorted) of the governors and the k of k-of-n; both may be empty/0 |
 //! | `enrolments` | integer >= 1 | how many enrolment entries follow: the genesis is entries `0..=enrolments` |
@@ -25,7 +25,9 @@
 //!
 //! `round`, `participant`, `name`, `examples` (>= 1), `update_sha256`, `privacy`
 //! ([`PrivacyObject`]), `signature` (base64 Ed25519 over [`super::update_signing_message`]),
-//! `value_nano` (may be negative), `reward`, `flags` (strings).
+//! `value_nano` (may be negative), `value_se_nano` (its standard error; absent in ledgers
+//! written before uncertainty was recorded), `reward` (0 under [`REWARD_RULE_SETTLED`]: paid by
+//! the settlement), `flags` (strings).
 //!
 //! # `fedledger.decline/v2`
 //!
@@ -36,17 +38,35 @@
 //!
 //! `round`, `status` (`completed` or `abandoned`), `reason` (exactly when abandoned), `opened_at`,
 //! `closed_at`, `model {before, after, params}`, `validation {sha256, metric, score_before_nano,
-//! score_after_nano}`, `valuation {estimator, seed, evaluations}`, `reward_pool` (0 when
-//! abandoned), `server_dp` (only with DP-FedAvg: [`ServerDpRecord`]), `entries {first, count}`:
+//! score_after_nano}`, `valuation {estimator, seed, evaluations[, uncertainty {method,
+//! resamples}]}`, `reward_pool` (0 when abandoned, and under [`REWARD_RULE_SETTLED`]),
+//! `server_dp` (only with DP-FedAvg: [`ServerDpRecord`]), `entries {first, count}`:
 //! the index range of the round's contribution and decline entries, which immediately precede
 //! the summary in the same atomic batch.
+//!
+//! # `fedledger.settlement/v2` (a period's rewards, [`REWARD_RULE_SETTLED`])
+//!
+//! Written in the batch of the round that ends a period (every `period_rounds` rounds and the
+//! federation's last round), right after its summary, in `parts` consecutive entries of at
+//! most [`MAX_SETTLEMENT_LINES`] lines each (one entry up to that many participants):
+//! `period` (from 1), `rounds {first, last}`, `rule` (the [`RewardRecord`] applied),
+//! `counted_rounds` (the completed rounds with a positive gain, ascending), `pool` (the units
+//! split: `pool_per_round` x counted rounds, or 0 when nobody is paid), `part` (from 1),
+//! `parts`, and `participants`: per participant with a contribution in the period, sorted by
+//! key across parts, `participant`, `value_nano` (accumulated over the counted rounds it was
+//! not flagged a copy in), `se_nano` (its standard error: the larger of the bootstrap one,
+//! `sqrt(sum of value_se_nano^2)`, and the round-to-round one the rule estimates from the
+//! participant's recorded history; rounded down), `rounds` (those rounds), `verdict`
+//! (`distinguishable` when `value_nano > z x se`, tested exactly, else `not_distinguishable`)
+//! and `payout`. Payouts over all parts sum to `pool`. The valuation crate's `settle` is the
+//! rule; `verify` recomputes it from the recorded rounds.
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Ctx, DigestRecord, ModelDigestsRecord, ModelSpecRecord, PrivacyObject, REWARD_RULE,
-    RewardRecord, RoundHeader, RoundStatus, ServerDpRecord, TrainingRecord, ValidationRecord,
-    ValuationRecord, WitnessesRecord, check_round_header,
+    Ctx, DigestRecord, ModelDigestsRecord, ModelSpecRecord, PrivacyObject, RewardRecord,
+    RoundHeader, RoundStatus, ServerDpRecord, TrainingRecord, UNCERTAINTY_BOOTSTRAP,
+    ValidationRecord, ValuationRecord, WitnessesRecord, check_round_header,
 };
 use crate::error::LedgerError;
 
@@ -62,6 +82,15 @@ pub const CONTRIBUTION_TYPE: &str = "fedledger.contribution/v2";
 pub const DECLINE_TYPE: &str = "fedledger.decline/v2";
 /// `type` of a round's summary.
 pub const ROUND_TYPE: &str = "fedledger.round/v2";
+/// `type` of (a part of) a period's reward settlement.
+pub const SETTLEMENT_TYPE: &str = "fedledger.settlement/v2";
+/// Most participant lines in one settlement entry (a line is under 200 bytes, so an entry
+/// stays far below the 65,535-byte limit; more participants take more parts).
+pub const MAX_SETTLEMENT_LINES: usize = 256;
+/// `verdict` of a settlement line whose accumulated value is paid.
+pub const VERDICT_DISTINGUISHABLE: &str = "distinguishable";
+/// `verdict` of a settlement line whose accumulated value is not above `z` standard errors.
+pub const VERDICT_NOT_DISTINGUISHABLE: &str = "not_distinguishable";
 /// Role of a hospital that contributes updates.
 pub const ROLE_CONTRIBUTOR: &str = "contributor";
 /// Role of a party that evaluates contributions on its own data.
@@ -173,6 +202,10 @@ pub struct ContributionEntry {
     pub signature: String,
     /// Shapley value times 1e9 (the coordinator's).
     pub value_nano: i64,
+    /// The value's standard error times 1e9 (the coordinator's; see the summary's
+    /// `valuation.uncertainty`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_se_nano: Option<u64>,
     /// Reward in base units (the coordinator's).
     pub reward: u64,
     /// Flags raised while checking the update (the coordinator's).
@@ -269,6 +302,63 @@ pub struct RoundSummary {
     pub entries: EntryRange,
 }
 
+/// The rounds a settlement covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoundRange {
+    /// First round of the period.
+    pub first: u64,
+    /// Last round of the period (the round whose batch holds the settlement).
+    pub last: u64,
+}
+
+/// One participant's line in a settlement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementLine {
+    /// Ed25519 public key, 64 lowercase hex.
+    pub participant: String,
+    /// Accumulated value over the counted rounds, times 1e9.
+    pub value_nano: i64,
+    /// Its standard error, times 1e9.
+    pub se_nano: u64,
+    /// Counted rounds whose value it accumulated.
+    pub rounds: u64,
+    /// [`VERDICT_DISTINGUISHABLE`] or [`VERDICT_NOT_DISTINGUISHABLE`].
+    pub verdict: String,
+    /// Units paid.
+    pub payout: u64,
+}
+
+/// (A part of) a period's reward settlement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementEntry {
+    /// Always [`RECORD_VERSION`].
+    pub v: u64,
+    /// Always [`SETTLEMENT_TYPE`].
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// The log's origin.
+    pub federation: String,
+    /// The period, from 1.
+    pub period: u64,
+    /// Its rounds.
+    pub rounds: RoundRange,
+    /// The rule applied, with its parameters.
+    pub rule: RewardRecord,
+    /// Rounds that counted (completed with a positive gain), ascending.
+    pub counted_rounds: Vec<u64>,
+    /// Units split among the participants (0 when nobody is paid).
+    pub pool: u64,
+    /// This entry's part, from 1.
+    pub part: u64,
+    /// How many parts the settlement has.
+    pub parts: u64,
+    /// Lines sorted by participant key.
+    pub participants: Vec<SettlementLine>,
+}
+
 fn header(cx: &Ctx, ty: &str, v: u64, record_type: &str) -> Result<(), LedgerError> {
     if v != RECORD_VERSION {
         return Err(cx.err("v", format!("must be {RECORD_VERSION}")));
@@ -340,12 +430,7 @@ impl FederationEntry {
         if self.witnesses.quorum as usize > self.witnesses.keys.len() {
             return Err(cx.err("witnesses.quorum", "exceeds the number of witness keys"));
         }
-        if self.reward.rule != REWARD_RULE {
-            return Err(cx.err(
-                "reward.rule",
-                format!("unknown reward rule {:?}", self.reward.rule),
-            ));
-        }
+        self.reward.check(cx, "reward")?;
         cx.hex32("validation.sha256", &self.validation.sha256)?;
         for (i, g) in self.governance.governors.iter().enumerate() {
             let field = format!("governance.governors[{i}]");
@@ -445,6 +530,14 @@ impl RoundSummary {
                 valuation: &self.valuation,
             },
         )?;
+        if let Some(u) = &self.valuation.uncertainty
+            && u.method != UNCERTAINTY_BOOTSTRAP
+        {
+            return Err(cx.err(
+                "valuation.uncertainty.method",
+                format!("unknown uncertainty method {:?}", u.method),
+            ));
+        }
         if self.status == RoundStatus::Abandoned && self.reward_pool != 0 {
             return Err(cx.err("reward_pool", "an abandoned round has a zero pool"));
         }
@@ -463,6 +556,76 @@ impl RoundSummary {
                     self.entries.first, self.entries.count, cx.index
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl SettlementEntry {
+    pub(crate) fn check(&self, cx: &Ctx) -> Result<(), LedgerError> {
+        header(cx, SETTLEMENT_TYPE, self.v, &self.record_type)?;
+        if self.period == 0 {
+            return Err(cx.err("period", "periods start at 1"));
+        }
+        if self.rounds.first == 0 || self.rounds.first > self.rounds.last {
+            return Err(cx.err("rounds", "must be 1 <= first <= last"));
+        }
+        self.rule.check(cx, "rule")?;
+        if !self.rule.is_settled() {
+            return Err(cx.err(
+                "rule.rule",
+                format!("a settlement applies {}", super::REWARD_RULE_SETTLED),
+            ));
+        }
+        for (j, r) in self.counted_rounds.iter().enumerate() {
+            let in_range = (self.rounds.first..=self.rounds.last).contains(r);
+            if !in_range || (j > 0 && self.counted_rounds[j - 1] >= *r) {
+                return Err(cx.err(
+                    format!("counted_rounds[{j}]"),
+                    "counted rounds must be ascending, within the period",
+                ));
+            }
+        }
+        if self.parts == 0 || self.part == 0 || self.part > self.parts {
+            return Err(cx.err("part", "must be 1 <= part <= parts"));
+        }
+        if self.participants.len() > MAX_SETTLEMENT_LINES {
+            return Err(cx.err(
+                "participants",
+                format!("at most {MAX_SETTLEMENT_LINES} lines per part"),
+            ));
+        }
+        let mut paid: u128 = 0;
+        for (j, l) in self.participants.iter().enumerate() {
+            let field = format!("participants[{j}]");
+            cx.hex32(&format!("{field}.participant"), &l.participant)?;
+            if j > 0 && self.participants[j - 1].participant >= l.participant {
+                return Err(cx.err(
+                    format!("{field}.participant"),
+                    "lines must be sorted by key, without duplicates",
+                ));
+            }
+            if !matches!(
+                l.verdict.as_str(),
+                VERDICT_DISTINGUISHABLE | VERDICT_NOT_DISTINGUISHABLE
+            ) {
+                return Err(cx.err(
+                    format!("{field}.verdict"),
+                    format!(
+                        "must be {VERDICT_DISTINGUISHABLE:?} or {VERDICT_NOT_DISTINGUISHABLE:?}"
+                    ),
+                ));
+            }
+            if l.payout > 0 && l.verdict != VERDICT_DISTINGUISHABLE {
+                return Err(cx.err(
+                    format!("{field}.payout"),
+                    "only a distinguishable value is paid",
+                ));
+            }
+            paid += u128::from(l.payout);
+        }
+        if paid > u128::from(self.pool) {
+            return Err(cx.err("pool", "the payouts exceed the pool"));
         }
         Ok(())
     }
@@ -508,8 +671,10 @@ pub(crate) mod tests {
                 quorum: 0,
             },
             reward: RewardRecord {
-                rule: REWARD_RULE.into(),
+                rule: super::super::REWARD_RULE.into(),
                 pool_per_round: 1000,
+                period_rounds: None,
+                z_milli: None,
             },
             validation: DigestRecord {
                 sha256: "cc".repeat(32),
@@ -544,6 +709,7 @@ pub(crate) mod tests {
                 .with_epsilon(0.5, 0.5),
             signature: crate::note::b64_encode(&[7u8; 64]),
             value_nano: -5,
+            value_se_nano: Some(3),
             reward,
             flags: vec![],
         }
@@ -574,11 +740,136 @@ pub(crate) mod tests {
                 estimator: "exact".into(),
                 seed: 42,
                 evaluations: 4,
+                uncertainty: Some(super::super::UncertaintyRecord {
+                    method: UNCERTAINTY_BOOTSTRAP.into(),
+                    resamples: 200,
+                }),
             },
             reward_pool: 1000,
             server_dp: None,
             entries: EntryRange { first, count },
         }
+    }
+
+    pub(crate) fn settled_rule() -> RewardRecord {
+        RewardRecord {
+            rule: super::super::REWARD_RULE_SETTLED.into(),
+            pool_per_round: 1000,
+            period_rounds: Some(2),
+            z_milli: Some(2000),
+        }
+    }
+
+    pub(crate) fn settlement(period: u64, lines: Vec<SettlementLine>) -> SettlementEntry {
+        let pool = lines.iter().map(|l| l.payout).sum();
+        SettlementEntry {
+            v: RECORD_VERSION,
+            record_type: SETTLEMENT_TYPE.into(),
+            federation: ORIGIN.into(),
+            period,
+            rounds: RoundRange {
+                first: 2 * period - 1,
+                last: 2 * period,
+            },
+            rule: settled_rule(),
+            counted_rounds: vec![2 * period - 1],
+            pool,
+            part: 1,
+            parts: 1,
+            participants: lines,
+        }
+    }
+
+    pub(crate) fn line(key: &str, value_nano: i64, payout: u64) -> SettlementLine {
+        SettlementLine {
+            participant: key.into(),
+            value_nano,
+            se_nano: 10,
+            rounds: 1,
+            verdict: if payout > 0 {
+                VERDICT_DISTINGUISHABLE
+            } else {
+                VERDICT_NOT_DISTINGUISHABLE
+            }
+            .into(),
+            payout,
+        }
+    }
+
+    #[test]
+    fn settlements_round_trip_and_refusals_name_the_field() {
+        let st = settlement(
+            1,
+            vec![
+                line(&"aa".repeat(32), 700, 1000),
+                line(&"bb".repeat(32), 5, 0),
+            ],
+        );
+        assert_eq!(
+            validate_entry(9, ORIGIN, &encode_canonical(&st).unwrap()).unwrap(),
+            Record::Settlement(Box::new(st.clone()))
+        );
+        let f = |g: fn(&mut SettlementEntry)| {
+            let mut e = st.clone();
+            g(&mut e);
+            field_of(9, &encode_canonical(&e).unwrap())
+        };
+        assert_eq!(f(|e| e.period = 0), "period");
+        assert_eq!(f(|e| e.rounds.first = 3), "rounds");
+        assert_eq!(f(|e| e.counted_rounds = vec![3]), "counted_rounds[0]");
+        assert_eq!(f(|e| e.counted_rounds = vec![2, 1]), "counted_rounds[1]");
+        assert_eq!(f(|e| e.part = 2), "part");
+        assert_eq!(f(|e| e.pool = 999), "pool");
+        assert_eq!(f(|e| e.rule.z_milli = None), "rule.z_milli");
+        assert_eq!(f(|e| e.rule.period_rounds = Some(0)), "rule.period_rounds");
+        assert_eq!(
+            f(|e| e.participants.swap(0, 1)),
+            "participants[1].participant"
+        );
+        assert_eq!(
+            f(|e| e.participants[1].verdict = "maybe".into()),
+            "participants[1].verdict"
+        );
+        assert_eq!(
+            f(|e| e.participants[0].verdict = VERDICT_NOT_DISTINGUISHABLE.into()),
+            "participants[0].payout"
+        );
+        let mut per_round = settled_rule();
+        per_round.rule = super::super::REWARD_RULE.into();
+        per_round.period_rounds = None;
+        per_round.z_milli = None;
+        let mut e = st.clone();
+        e.rule = per_round;
+        assert_eq!(field_of(9, &encode_canonical(&e).unwrap()), "rule.rule");
+        // The genesis's rule is checked the same way.
+        let mut g = federation(1);
+        g.reward = settled_rule();
+        g.reward.period_rounds = None;
+        assert_eq!(
+            field_of(0, &encode_canonical(&g).unwrap()),
+            "reward.period_rounds"
+        );
+        // A full part of 256 lines stays within the entry limit.
+        let lines: Vec<SettlementLine> = (0..MAX_SETTLEMENT_LINES)
+            .map(|k| SettlementLine {
+                participant: format!("{k:064x}"),
+                value_nano: i64::MIN,
+                se_nano: u64::MAX,
+                rounds: u64::MAX,
+                verdict: VERDICT_NOT_DISTINGUISHABLE.into(),
+                payout: 0,
+            })
+            .collect();
+        let mut big = settlement(1, lines);
+        big.period = u64::MAX;
+        big.counted_rounds = vec![];
+        let bytes = encode_canonical(&big).unwrap();
+        assert!(
+            bytes.len() < super::super::MAX_ENTRY_BYTES,
+            "{}",
+            bytes.len()
+        );
+        validate_entry(9, ORIGIN, &bytes).unwrap();
     }
 
     fn field_of(index: u64, bytes: &[u8]) -> String {

@@ -104,6 +104,57 @@ pub trait EpsilonAccountant: Sync {
     -> Result<f64, String>;
 }
 
+/// One recorded contribution as a reward rule reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedValue<'a> {
+    /// The participant's key, lowercase hex.
+    pub participant: &'a str,
+    /// The round's value, nano-units.
+    pub value_nano: i64,
+    /// Its standard error, nano-units (0 when not recorded).
+    pub se_nano: u64,
+    /// The contribution's flags (a copy is not paid).
+    pub flags: &'a [String],
+}
+
+/// One recorded round as a reward rule reads it.
+#[derive(Debug, Clone)]
+pub struct RecordedRound<'a> {
+    pub round: u64,
+    /// Completed (not abandoned).
+    pub completed: bool,
+    /// `score_after_nano - score_before_nano` of its summary (saturating).
+    pub gain_nano: i64,
+    /// Its contributions, in ledger order.
+    pub values: Vec<RecordedValue<'a>>,
+}
+
+/// What a reward rule says a period's settlement must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecomputedSettlement {
+    /// The rounds that count, ascending.
+    pub counted_rounds: Vec<u64>,
+    /// Units split.
+    pub pool: u64,
+    /// Lines sorted by key.
+    pub lines: Vec<records::SettlementLine>,
+}
+
+/// Recomputes a period's settlement from the recorded round values. The ledger knows no reward
+/// rule; the valuation crate provides it (through the command-line package) and the caller
+/// plugs it in.
+pub trait RewardRule: Sync {
+    /// The settlement under `rule` of the period made of the rounds of `history` from
+    /// `first_round` on; `history` holds every recorded round up to the period's end,
+    /// ascending (earlier rounds inform each participant's round-to-round noise).
+    fn settle(
+        &self,
+        rule: &records::RewardRecord,
+        history: &[RecordedRound<'_>],
+        first_round: u64,
+    ) -> Result<RecomputedSettlement, String>;
+}
+
 /// Options of [`verify_dir`].
 #[derive(Default, Clone, Copy)]
 pub struct VerifyOptions<'a> {
@@ -111,6 +162,9 @@ pub struct VerifyOptions<'a> {
     pub quorum: Option<u64>,
     /// Accountant for the epsilon check; `None` reports that check as skipped.
     pub accountant: Option<&'a dyn EpsilonAccountant>,
+    /// Reward rule for recomputing settlements; `None` checks their arithmetic (pool, counted
+    /// rounds, enrolment) and reports the recomputation as skipped.
+    pub rewards: Option<&'a dyn RewardRule>,
 }
 
 /// One failed check: the file concerned and what is wrong.
@@ -473,7 +527,7 @@ pub fn verify_dir(dir: &Path, opts: VerifyOptions<'_>) -> VerifyReport {
             }
             v1::check_rounds(g, &rounds, opts.accountant, &mut r);
         }
-        Some(Record::Federation(_)) => v2::check(&records, opts.accountant, &mut r),
+        Some(Record::Federation(_)) => v2::check(&records, opts.accountant, opts.rewards, &mut r),
         _ if size > 0 => r.fail("entries/0", "no valid genesis record"),
         _ => {}
     }

@@ -1,14 +1,19 @@
 //! Cross-record checks of a v2 ledger: the genesis (federation entry plus its enrolments), then
 //! rounds as batches of contribution and decline entries closed by a summary; signatures over
-//! everything a hospital claimed; rewards, pools and model digests; and each hospital's
+//! everything a hospital claimed; rewards, pools and model digests; settlements (under the
+//! settled reward rule: where they must be, their arithmetic, and with a [`RewardRule`]
+//! plugged in, every line recomputed from the recorded round values); and each hospital's
 //! recorded cumulative epsilon against what this ledger's releases imply.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{EpsilonAccountant, Failure, RoundVsGenesis, Run, VerifyReport};
+use super::{
+    EpsilonAccountant, Failure, RecordedRound, RecordedValue, RewardRule, RoundVsGenesis, Run,
+    VerifyReport,
+};
 use crate::records::{
     ContributionEntry, FederationEntry, PrivacyObject, ROLE_CONTRIBUTOR, Record, RoundStatus,
-    micro_up,
+    SettlementEntry, SettlementLine, micro_up,
 };
 
 struct Enrolled<'a> {
@@ -35,9 +40,20 @@ fn signed(key_hex: &str, message: String, sig_b64: &str, file: String, what: Str
     }
 }
 
+/// A settlement that must follow: the period that just ended, and its parts so far.
+struct Due<'a> {
+    period: u64,
+    first: u64,
+    last: u64,
+    /// The summary's file (where a missing settlement is reported).
+    summary_file: String,
+    parts: Vec<(String, &'a SettlementEntry)>,
+}
+
 pub(super) fn check(
     records: &[Option<Record>],
     accountant: Option<&dyn EpsilonAccountant>,
+    rewards: Option<&dyn RewardRule>,
     r: &mut VerifyReport,
 ) {
     let Some(Some(Record::Federation(g))) = records.first() else {
@@ -53,6 +69,13 @@ pub(super) fn check(
     let mut pending: Vec<(u64, &str)> = Vec::new();
     let mut paid = 0u64;
     let mut payable = false;
+    let settled = g.reward.is_settled();
+    let period_rounds = g.reward.period_rounds.unwrap_or(1).max(1);
+    // The settled rule's history (every recorded round so far) and the round being recorded.
+    let mut period: Vec<RecordedRound<'_>> = Vec::new();
+    let mut values: Vec<RecordedValue<'_>> = Vec::new();
+    let mut due: Option<Due<'_>> = None;
+    let mut settlements = Settlements::default();
     let first_after_genesis = g.enrolments.saturating_add(1);
     for (i, rec) in records
         .iter()
@@ -62,8 +85,52 @@ pub(super) fn check(
         let i = i as u64;
         let file = format!("entries/{i}");
         let Some(rec) = rec else { continue };
+        if let Some(d) = due.take() {
+            match rec {
+                Record::Settlement(st) => {
+                    let mut d = d;
+                    d.parts.push((file.clone(), st));
+                    if st.part < st.parts && (d.parts.len() as u64) < st.parts {
+                        due = Some(d);
+                    } else {
+                        settlements.close(g, &enrolled, &d, &period, rewards, r);
+                    }
+                    continue;
+                }
+                _ => {
+                    if d.parts.is_empty() {
+                        r.fail(
+                            &d.summary_file,
+                            format!(
+                                "round {} ends period {} but no settlement follows its summary",
+                                d.last, d.period
+                            ),
+                        );
+                    } else {
+                        settlements.close(g, &enrolled, &d, &period, rewards, r);
+                    }
+                }
+            }
+        }
         match rec {
+            Record::Settlement(_) => r.fail(
+                &file,
+                if settled {
+                    "a settlement where no period ends (settlements follow the summary of a period's last round)".to_owned()
+                } else {
+                    format!(
+                        "a settlement in a ledger whose reward rule is {} (paid per round)",
+                        g.reward.rule
+                    )
+                },
+            ),
             Record::Contribution(c) => {
+                values.push(RecordedValue {
+                    participant: &c.participant,
+                    value_nano: c.value_nano,
+                    se_nano: c.value_se_nano.unwrap_or(0),
+                    flags: &c.flags,
+                });
                 member(
                     &enrolled,
                     &file,
@@ -148,7 +215,8 @@ pub(super) fn check(
                     _ => {}
                 }
                 RoundVsGenesis {
-                    pool_per_round: g.reward.pool_per_round,
+                    // Under the settled rule a round pays nothing itself.
+                    pool_per_round: if settled { 0 } else { g.reward.pool_per_round },
                     params: g.model.params,
                     validation: &g.validation.sha256,
                 }
@@ -166,6 +234,27 @@ pub(super) fn check(
                 pending.clear();
                 paid = 0;
                 payable = false;
+                if settled {
+                    let v = &s.validation;
+                    period.push(RecordedRound {
+                        round: s.round,
+                        completed: s.status == RoundStatus::Completed,
+                        gain_nano: v.score_after_nano.saturating_sub(v.score_before_nano),
+                        values: std::mem::take(&mut values),
+                    });
+                    if s.round == g.training.rounds || s.round.is_multiple_of(period_rounds) {
+                        let p = (s.round - 1) / period_rounds + 1;
+                        due = Some(Due {
+                            period: p,
+                            first: (p - 1) * period_rounds + 1,
+                            last: s.round,
+                            summary_file: file.clone(),
+                            parts: Vec::new(),
+                        });
+                    }
+                } else {
+                    values.clear();
+                }
             }
             Record::Enrolment(_) => r.fail(
                 &file,
@@ -180,12 +269,26 @@ pub(super) fn check(
             ),
         }
     }
+    if let Some(d) = due {
+        if d.parts.is_empty() {
+            r.fail(
+                &d.summary_file,
+                format!(
+                    "round {} ends period {} but no settlement follows its summary",
+                    d.last, d.period
+                ),
+            );
+        } else {
+            settlements.close(g, &enrolled, &d, &period, rewards, r);
+        }
+    }
     if let Some((k, _)) = pending.first() {
         r.fail(
             format!("entries/{k}"),
             "entries after the last round summary belong to no recorded round",
         );
     }
+    settlements.report(settled, rewards.is_some(), r);
     let rounds = next_round - 1;
     if r.failures.len() == before {
         r.passed.push(format!(
@@ -194,6 +297,208 @@ pub(super) fn check(
     }
     check_signatures(&signatures, r);
     check_epsilon(&releases, accountant, r);
+}
+
+/// What the settlement checks found, for the report.
+#[derive(Default)]
+struct Settlements {
+    checked: u64,
+    failed: bool,
+}
+
+impl Settlements {
+    /// Checks one period's settlement (all its parts) against the genesis rule, the enrolment,
+    /// the recorded rounds of the period and, when plugged in, the rule's recomputation from
+    /// the recorded history.
+    fn close(
+        &mut self,
+        g: &FederationEntry,
+        enrolled: &BTreeMap<&str, Enrolled<'_>>,
+        d: &Due<'_>,
+        history: &[RecordedRound<'_>],
+        rewards: Option<&dyn RewardRule>,
+        r: &mut VerifyReport,
+    ) {
+        let from = history.partition_point(|p| p.round < d.first);
+        let period = &history[from..];
+        self.checked += 1;
+        let before = r.failures.len();
+        let (file, first) = (&d.parts[0].0, d.parts[0].1);
+        let parts = d.parts.len() as u64;
+        for (k, (f, st)) in d.parts.iter().enumerate() {
+            if st.part != k as u64 + 1 || st.parts != first.parts {
+                r.fail(
+                    f,
+                    format!(
+                        "settlement part {} of {} where part {} of {} comes next",
+                        st.part,
+                        st.parts,
+                        k + 1,
+                        first.parts
+                    ),
+                );
+            }
+            if st.period != d.period || st.rounds.first != d.first || st.rounds.last != d.last {
+                r.fail(
+                    f,
+                    format!(
+                        "settles period {} (rounds {}..={}) where period {} (rounds {}..={}) ended",
+                        st.period, st.rounds.first, st.rounds.last, d.period, d.first, d.last
+                    ),
+                );
+            }
+            if st.rule != g.reward {
+                r.fail(
+                    f,
+                    "the settlement's rule differs from the genesis reward rule",
+                );
+            }
+            if st.pool != first.pool || st.counted_rounds != first.counted_rounds {
+                r.fail(
+                    f,
+                    "the parts of one settlement disagree on the pool or the counted rounds",
+                );
+            }
+        }
+        if first.parts != parts {
+            r.fail(
+                file,
+                format!(
+                    "the settlement has {parts} part(s), it says {}",
+                    first.parts
+                ),
+            );
+        }
+        let lines: Vec<(&str, &SettlementLine)> = d
+            .parts
+            .iter()
+            .flat_map(|(f, st)| st.participants.iter().map(move |l| (f.as_str(), l)))
+            .collect();
+        for w in lines.windows(2) {
+            if w[0].1.participant >= w[1].1.participant {
+                r.fail(
+                    w[1].0,
+                    "settlement lines must be sorted by key across parts, without duplicates",
+                );
+            }
+        }
+        for (f, l) in &lines {
+            match enrolled.get(l.participant.as_str()) {
+                Some(e) if e.role == ROLE_CONTRIBUTOR => {}
+                _ => r.fail(
+                    *f,
+                    format!("{} is not an enrolled contributor", l.participant),
+                ),
+            }
+        }
+        let paid: u128 = lines.iter().map(|(_, l)| u128::from(l.payout)).sum();
+        if paid != u128::from(first.pool) {
+            r.fail(
+                file,
+                format!(
+                    "the settlement's payouts sum to {paid}, not its pool {}",
+                    first.pool
+                ),
+            );
+        }
+        let counted: Vec<u64> = period
+            .iter()
+            .filter(|p| p.completed && p.gain_nano > 0)
+            .map(|p| p.round)
+            .collect();
+        if counted != first.counted_rounds {
+            r.fail(
+                file,
+                format!(
+                    "counted_rounds {:?} are not the period's completed rounds with a positive gain {counted:?}",
+                    first.counted_rounds
+                ),
+            );
+        }
+        let full = u128::from(g.reward.pool_per_round) * counted.len() as u128;
+        if first.pool != 0 && u128::from(first.pool) != full {
+            r.fail(
+                file,
+                format!(
+                    "pool {} is neither 0 nor pool_per_round x {} counted round(s) = {full}",
+                    first.pool,
+                    counted.len()
+                ),
+            );
+        }
+        let contributors: BTreeSet<&str> = period
+            .iter()
+            .flat_map(|p| p.values.iter().map(|v| v.participant))
+            .collect();
+        let named: BTreeSet<&str> = lines.iter().map(|(_, l)| l.participant.as_str()).collect();
+        if contributors != named {
+            r.fail(
+                file,
+                "the settlement's lines are not exactly the period's contributors",
+            );
+        }
+        if let Some(rule) = rewards {
+            match rule.settle(&g.reward, history, d.first) {
+                Err(e) => r.fail(file, format!("the reward rule refused the period: {e}")),
+                Ok(want) => {
+                    if want.pool != first.pool || want.counted_rounds != first.counted_rounds {
+                        r.fail(
+                            file,
+                            format!(
+                                "period {}: recorded pool {} over rounds {:?}; recomputed from the recorded values: {} over {:?}",
+                                d.period, first.pool, first.counted_rounds, want.pool, want.counted_rounds
+                            ),
+                        );
+                    }
+                    let got: BTreeMap<&str, (&str, &SettlementLine)> = lines
+                        .iter()
+                        .map(|(f, l)| (l.participant.as_str(), (*f, *l)))
+                        .collect();
+                    for w in &want.lines {
+                        match got.get(w.participant.as_str()) {
+                            Some((f, l)) if *l != w => r.fail(
+                                *f,
+                                format!(
+                                    "period {}: {} recorded value {} se {} rounds {} {} payout {}; recomputed from the recorded values: value {} se {} rounds {} {} payout {}",
+                                    d.period, w.participant, l.value_nano, l.se_nano, l.rounds, l.verdict, l.payout,
+                                    w.value_nano, w.se_nano, w.rounds, w.verdict, w.payout
+                                ),
+                            ),
+                            Some(_) => {}
+                            None => r.fail(
+                                file,
+                                format!("period {}: no line for {}, which the rule pays {}", d.period, w.participant, w.payout),
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        if r.failures.len() != before {
+            self.failed = true;
+        }
+    }
+
+    fn report(&self, settled: bool, recomputed: bool, r: &mut VerifyReport) {
+        if !settled || self.failed {
+            return;
+        }
+        r.passed.push(format!(
+            "settlements: {} period(s) settled where they end; payouts sum to their pools; counted rounds are those that improved the model",
+            self.checked
+        ));
+        if recomputed {
+            r.passed.push(format!(
+                "settlements: {} recomputed from the recorded round values and standard errors, line by line",
+                self.checked
+            ));
+        } else if self.checked > 0 {
+            r.skipped.push(
+                "settlements: no reward rule plugged in; payouts were not recomputed from the recorded values"
+                    .into(),
+            );
+        }
+    }
 }
 
 /// The genesis: entries 1..=enrolments are enrolments, with unique keys and names.

@@ -28,6 +28,9 @@ pub struct Federation {
     pub log_signer: NoteSigner,
     pub participants: Vec<(String, Ed25519KeyPair)>,
     pub witnesses: Vec<NoteSigner>,
+    /// The genesis reward rule ([`REWARD_RULE`] unless changed): under
+    /// [`REWARD_RULE_SETTLED`] rounds pay nothing and values carry standard errors.
+    pub reward: RewardRecord,
 }
 
 /// Epsilon of a release in this sample: 0.001 per step (the tests' linear accountant), 100
@@ -48,7 +51,18 @@ impl Federation {
                     NoteSigner::witness(&format!("witness-{i}.test"), key(100 + i as u8)).unwrap()
                 })
                 .collect(),
+            reward: RewardRecord {
+                rule: REWARD_RULE.into(),
+                pool_per_round: 1_000_000,
+                period_rounds: None,
+                z_milli: None,
+            },
         }
+    }
+
+    /// Under the settled rule.
+    pub fn settled(&self) -> bool {
+        self.reward.is_settled()
     }
 
     /// The genesis: the federation entry, then one enrolment per participant.
@@ -88,10 +102,7 @@ impl Federation {
                     .collect(),
                 quorum: (self.witnesses.len() as u64).div_ceil(2),
             },
-            reward: RewardRecord {
-                rule: REWARD_RULE.into(),
-                pool_per_round: 1_000_000,
-            },
+            reward: self.reward.clone(),
             validation: DigestRecord {
                 sha256: "ab".repeat(32),
             },
@@ -144,6 +155,7 @@ impl Federation {
             privacy,
             signature: String::new(),
             value_nano: 1_000_000 * (i as i64 + 1),
+            value_se_nano: self.settled().then_some(400_000 * (i as u64 + 1)),
             reward,
             flags: vec![],
         };
@@ -155,14 +167,16 @@ impl Federation {
     /// Round `n`'s entries when the log holds `first` entries before them: the contributions,
     /// a decline in even rounds, then the summary.
     pub fn round(&self, n: u64, first: u64) -> Vec<Vec<u8>> {
-        let pool = 1_000_000u64;
+        let pool = if self.settled() { 0 } else { 1_000_000u64 };
         let contributors: Vec<usize> = (0..self.participants.len())
             .filter(|&i| self.decliner(n) != Some(i))
             .collect();
         let np = contributors.len() as u64;
         let mut out = Vec::new();
         for (j, &i) in contributors.iter().enumerate() {
-            let reward = if j == 0 {
+            let reward = if pool == 0 {
+                0
+            } else if j == 0 {
                 pool - (pool / np) * (np - 1)
             } else {
                 pool / np
@@ -204,12 +218,21 @@ impl Federation {
                 sha256: "ab".repeat(32),
                 metric: "neg_log_loss".into(),
                 score_before_nano: -700_000_000,
-                score_after_nano: -690_000_000,
+                // Under the settled rule every third round makes the model worse.
+                score_after_nano: if self.settled() && n.is_multiple_of(3) {
+                    -710_000_000
+                } else {
+                    -690_000_000
+                },
             },
             valuation: ValuationRecord {
                 estimator: "exact".into(),
                 seed: n,
                 evaluations: 8,
+                uncertainty: self.settled().then(|| UncertaintyRecord {
+                    method: UNCERTAINTY_BOOTSTRAP.into(),
+                    resamples: 200,
+                }),
             },
             reward_pool: pool,
             server_dp: None,

@@ -84,6 +84,8 @@ impl Federation {
             reward: RewardRecord {
                 rule: REWARD_RULE.into(),
                 pool_per_round: 1_000_000,
+                period_rounds: None,
+                z_milli: None,
             },
             validation: DigestRecord {
                 sha256: "ab".repeat(32),
@@ -154,6 +156,7 @@ impl Federation {
                 estimator: "gtg-shapley".into(),
                 seed: n,
                 evaluations: 64,
+                uncertainty: None,
             },
             reward_pool: pool,
             contributions,

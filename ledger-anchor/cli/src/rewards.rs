@@ -1,0 +1,75 @@
+//! The valuation crate's settlement rule behind the ledger's [`RewardRule`] hook, so `verify`
+//! recomputes every settlement from the recorded round values with exactly the function the
+//! coordinator settles with.
+
+use fedledger_ledger::records::{
+    RewardRecord, SettlementLine, VERDICT_DISTINGUISHABLE, VERDICT_NOT_DISTINGUISHABLE,
+};
+use fedledger_ledger::verify::{RecomputedSettlement, RecordedRound, RewardRule};
+use fedledger_valuation::{
+    FLAG_COPY_OF_PREFIX, RULE_SETTLED, RoundValues, SettlementRule, ValueEntry, settle,
+};
+
+/// Recomputes settlements with `fedledger_valuation::settle`.
+pub struct ValuationRewards;
+
+impl RewardRule for ValuationRewards {
+    fn settle(
+        &self,
+        rule: &RewardRecord,
+        rounds: &[RecordedRound<'_>],
+        first_round: u64,
+    ) -> Result<RecomputedSettlement, String> {
+        if rule.rule != RULE_SETTLED {
+            return Err(format!("{} is not settled over periods", rule.rule));
+        }
+        let (Some(period_rounds), Some(z_milli)) = (rule.period_rounds, rule.z_milli) else {
+            return Err(format!("{RULE_SETTLED} without its parameters"));
+        };
+        let params = SettlementRule {
+            pool_per_round: rule.pool_per_round,
+            period_rounds,
+            z_milli,
+        };
+        let rounds: Vec<RoundValues<'_>> = rounds
+            .iter()
+            .map(|r| RoundValues {
+                round: r.round,
+                completed: r.completed,
+                gain_nano: r.gain_nano,
+                entries: r
+                    .values
+                    .iter()
+                    .map(|v| ValueEntry {
+                        participant_key_hex: v.participant,
+                        value_nano: v.value_nano,
+                        se_nano: v.se_nano,
+                        eligible: !v.flags.iter().any(|f| f.starts_with(FLAG_COPY_OF_PREFIX)),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let s = settle(&params, &rounds, first_round);
+        Ok(RecomputedSettlement {
+            counted_rounds: s.counted_rounds,
+            pool: s.pool,
+            lines: s
+                .participants
+                .into_iter()
+                .map(|p| SettlementLine {
+                    participant: p.participant_key_hex,
+                    value_nano: p.value_nano,
+                    se_nano: p.se_nano,
+                    rounds: p.rounds,
+                    verdict: if p.distinguishable {
+                        VERDICT_DISTINGUISHABLE
+                    } else {
+                        VERDICT_NOT_DISTINGUISHABLE
+                    }
+                    .into(),
+                    payout: p.payout,
+                })
+                .collect(),
+        })
+    }
+}
