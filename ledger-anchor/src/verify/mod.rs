@@ -38,6 +38,13 @@ struct RoundVsGenesis<'a> {
     validation: &'a str,
 }
 
+/// Whether a contribution may be paid: a positive value and not flagged as a copy (the
+/// valuation's `copy_of:<name>` flag). A completed round in which none may be paid records a
+/// pool of 0.
+fn may_be_paid(value_nano: i64, flags: &[String]) -> bool {
+    value_nano > 0 && !flags.iter().any(|f| f.starts_with("copy_of:"))
+}
+
 impl RoundVsGenesis<'_> {
     /// A completed round pays the genesis pool, or nothing when no contribution may be paid
     /// (none has a positive value, or only copies do: `payable` is false); the model size and validation file are the

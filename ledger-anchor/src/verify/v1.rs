@@ -122,7 +122,7 @@ pub(super) fn check_rounds(
             rr.reward_pool,
             rr.contributions
                 .iter()
-                .any(|c| c.value_nano > 0 && !c.flags.iter().any(|f| f.starts_with("copy_of:"))),
+                .any(|c| super::may_be_paid(c.value_nano, &c.flags)),
             &rr.model,
             &rr.validation.sha256,
             &mut prev_after,

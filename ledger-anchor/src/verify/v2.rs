@@ -143,8 +143,7 @@ pub(super) fn check(
                 );
                 pending.push((i, &c.participant));
                 paid = paid.saturating_add(c.reward);
-                // Copies are never paid; anyone else with a positive value may be.
-                payable |= c.value_nano > 0 && !c.flags.iter().any(|f| f.starts_with("copy_of:"));
+                payable |= super::may_be_paid(c.value_nano, &c.flags);
                 signatures.push(signed(
                     &c.participant,
                     c.signing_message(),
