@@ -128,7 +128,7 @@ pub fn plan(
         )));
     }
     // Delta as the ledger records it; every epsilon below is at this delta.
-    let delta = PrivacyObject::conservative(accountant.name(), 0.0, 0.0, 0, privacy.delta).delta();
+    let delta = PrivacyObject::recorded_delta(privacy.delta);
     let before = cumulative_epsilon(spent, None, delta, accountant)?;
     let exhausted = |after: String| {
         Plan::Decline(format!(

@@ -153,8 +153,7 @@ impl UpdateSource for LocalTrainer {
             && (s.steps, s.sampling_rate)
                 != (
                     outcome.steps,
-                    PrivacyObject::conservative("", 0.0, outcome.sampling_rate, 0, 0.0)
-                        .sampling_rate(),
+                    PrivacyObject::recorded_sampling_rate(outcome.sampling_rate),
                 )
         {
             return Err(SourceError::Privacy(format!(

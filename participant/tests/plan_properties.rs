@@ -66,7 +66,7 @@ fn follow(p: &PlanInputs<'_>, shape: Shape) -> Result<(), TestCaseError> {
         prop_assert_eq!(plan.sampling_rate, q);
         prop_assert_eq!(
             plan.run().sampling_rate,
-            PrivacyObject::conservative("", 0.0, q, 0, 0.0).sampling_rate()
+            PrivacyObject::recorded_sampling_rate(q)
         );
         prop_assert_eq!(plan.run().steps, plan.steps);
         // The gate: every spend so far plus this round, within the budget.

@@ -112,6 +112,16 @@ impl PrivacyObject {
         }
     }
 
+    /// A sampling rate as [`Self::conservative`] records it (rounded up to the nano-unit).
+    pub fn recorded_sampling_rate(sampling_rate: f64) -> f64 {
+        Self::conservative("", 0.0, sampling_rate, 0, 0.0).sampling_rate()
+    }
+
+    /// A delta as [`Self::conservative`] records it (to the nearest pico-unit).
+    pub fn recorded_delta(delta: f64) -> f64 {
+        Self::conservative("", 0.0, 0.0, 0, delta).delta()
+    }
+
     /// The object of figures that were already rounded by [`Self::conservative`] and turned
     /// back into `f64` by its accessors (a participant keeps them so): the mechanism's figures
     /// are taken to the nearest unit, which gives back exactly the integers they came from;
