@@ -1,16 +1,19 @@
-//! The `fedledger-ledger` command (auditor tools): `keygen`, `status`, `export`, `verify` and
-//! `node`. A package of its own so that the ledger library depends on no command-line,
+//! The `fedledger-ledger` command (auditor tools): `keygen`, `status`, `export`, `verify`,
+//! `receipts`, `monitor` and `node`. A package of its own so that the ledger library depends on no command-line,
 //! config-file or log-subscriber crate, and on no other fedledger crate. Modules, in reading
 //! order:
 //!
 //! - [`accountant`]: the privacy crate's accountant behind the ledger's `EpsilonAccountant`
 //!   hook (verify recomputes epsilon figures with it).
+//! - [`monitor`]: `fedledger-ledger monitor URL` (follows a tlog-tiles API, alerts with exit
+//!   status 3 naming the evidence).
 //! - [`node`]: `ledger.toml` and `fedledger-ledger node` (a replica and witness until Ctrl-C).
 //! - [`cli`]: the clap command line and [`run`], which `main.rs` calls after parsing and
 //!   installing the log subscriber.
 
 pub mod accountant;
 pub mod cli;
+pub mod monitor;
 pub mod node;
 
 pub use accountant::PrivacyAccountant;
