@@ -19,7 +19,8 @@
 //! 7. [`service`] (gRPC translation), [`driver`] (carries out due phase changes; gossips
 //!    anchored rounds), [`replay`] (recomputes a recorded round, read-only), [`transport`]
 //!    (connections per address and in all, a deadline on every call).
-//! 8. [`serve`] here, and the binary.
+//! 8. [`audit`]: audit bundles (`export-audit`) and their replay on another machine.
+//! 9. [`serve`] here, and the binary.
 //!
 //! Fault injection: with the non-default `failpoints` feature, named points (fail-rs) let tests
 //! hold or fail the effects: `coordinator::blob::after_fsync`, `coordinator::update::after_flush`,
@@ -55,6 +56,8 @@ pub mod driver;
 pub mod replay;
 pub mod service;
 pub mod transport;
+
+pub mod audit;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
