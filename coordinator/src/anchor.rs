@@ -134,6 +134,19 @@ impl Anchor {
             CoordinatorError::Ledger("injected failure: coordinator::ledger::before_append".into())
         ));
         let (_, cp) = self.log.append_and_checkpoint(&batch).map_err(ledger_err)?;
+        // Test builds: sign a second, inconsistent checkpoint of this size and publish it
+        // instead (`return` for every round, `return(<round>)` for one), so monitors see a fork.
+        #[cfg(feature = "failpoints")]
+        let cp = match fail::eval("coordinator::ledger::fork", |r| r) {
+            Some(r) if r.as_deref().is_none_or(|r| r == outcome.round.to_string()) => {
+                tracing::warn!(
+                    round = outcome.round,
+                    "failpoint: signing a forked checkpoint"
+                );
+                self.log.sign_forked_checkpoint().map_err(ledger_err)?
+            }
+            _ => cp,
+        };
         let anchored = Anchored {
             summary: first + summary_at as u64,
             entries: EntryRange {

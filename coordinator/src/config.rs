@@ -59,6 +59,7 @@
 //!
 //! [ledger]
 //! witnesses = []                        # cosignature/v1 verifier keys of the witnesses
+//! witness_urls = []                     # C2SP tlog-witness submission prefixes ("http://host:port/")
 //! listen = ["/ip4/0.0.0.0/tcp/4001"]    # libp2p: witnesses and replicas dial in here
 //! node_key = "ledger-node.key"          # libp2p identity (stable peer id); default <state_dir>/ledger-node.key
 //! tiles_listen = "0.0.0.0:8080"         # HTTP: the log in the C2SP tlog-tiles layout (receipts)
@@ -768,6 +769,11 @@ pub struct LedgerSection {
     /// Cosignatures needed to call a round anchored (default: a majority of the witnesses).
     #[serde(default)]
     pub witness_quorum: Option<u64>,
+    /// Submission prefixes of witnesses that speak C2SP tlog-witness over HTTP
+    /// (`http://host:port/`), asked to cosign each new checkpoint beside the libp2p witnesses;
+    /// their keys must be among `witnesses`, and the quorum counts both.
+    #[serde(default)]
+    pub witness_urls: Vec<String>,
     /// libp2p addresses the coordinator's ledger node listens on, for witnesses and replicas
     /// (e.g. "/ip4/0.0.0.0/tcp/4001"). Empty: the ledger is kept locally only.
     #[serde(default)]
@@ -837,6 +843,8 @@ pub struct FederationConfig {
     pub privacy_plan: PrivacyPlanSection,
     pub witnesses: Vec<String>,
     pub witness_quorum: u64,
+    /// C2SP tlog-witness submission prefixes (HTTP witnesses).
+    pub witness_urls: Vec<String>,
     pub ledger_listen: Vec<libp2p::Multiaddr>,
     /// The ledger node's libp2p identity key file.
     pub node_key: PathBuf,
@@ -1000,6 +1008,10 @@ impl ConfigFile {
             fedledger_ledger::note::VerifierKey::parse(w)
                 .map_err(|e| ConfigError::Invalid(format!("ledger.witnesses: {w:?}: {e}")))?;
         }
+        for u in &self.ledger.witness_urls {
+            fedledger_ledger::http::WitnessClient::new(u)
+                .map_err(|e| ConfigError::Invalid(format!("ledger.witness_urls: {u:?}: {e}")))?;
+        }
         let ledger_listen = self
             .ledger
             .listen
@@ -1154,6 +1166,7 @@ impl ConfigFile {
             privacy_plan: self.privacy,
             witnesses: self.ledger.witnesses,
             witness_quorum,
+            witness_urls: self.ledger.witness_urls,
             ledger_listen,
             node_key,
             tiles_listen: self.ledger.tiles_listen,

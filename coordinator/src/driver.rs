@@ -46,12 +46,14 @@ pub async fn drive_rounds(engine: Arc<Engine>, shutdown: impl std::future::Futur
     }
 }
 
-/// Gossip each newly anchored round to the ledger network and collect the witnesses'
-/// cosignatures, in order, without holding up training. A round counts as anchored once the
-/// genesis quorum of witnesses has cosigned its checkpoint.
+/// Gossip each newly anchored round to the ledger network (when there is a libp2p node) and
+/// collect the witnesses' cosignatures, over libp2p and from the witnesses listed by URL (C2SP
+/// tlog-witness), in order, without holding up training. A round counts as anchored once the
+/// genesis quorum of witnesses has cosigned its checkpoint, whichever way each cosignature came.
 pub async fn publish_rounds(
     engine: Arc<Engine>,
-    node: fedledger_ledger::node::NodeHandle,
+    node: Option<fedledger_ledger::node::NodeHandle>,
+    http_witnesses: Vec<fedledger_ledger::http::WitnessClient>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -72,23 +74,43 @@ pub async fn publish_rounds(
     loop {
         let size = log.size();
         if size > published {
-            if let Err(e) = node.publish_since(published).await {
+            if let Some(node) = &node
+                && let Err(e) = node.publish_since(published).await
+            {
                 debug!(error = %e, "gossip of new entries failed (no peers yet?)");
             }
             published = size;
             witnessed = witnesses.is_empty();
         }
         if !witnessed {
-            match node.collect_cosignatures(size, &witnesses).await {
-                Ok(n) => {
-                    witnessed = n as u64 >= quorum;
-                    if witnessed {
-                        tracing::info!(size, cosigned = n, quorum, "checkpoint witnessed");
-                    } else {
-                        debug!(size, cosigned = n, quorum, "checkpoint not yet witnessed");
-                    }
+            let mut cosigned = None;
+            if let Some(node) = &node {
+                match node.collect_cosignatures(size, &witnesses).await {
+                    Ok(n) => cosigned = Some(n),
+                    Err(e) => warn!(size, error = %e, "collecting cosignatures over libp2p failed"),
                 }
-                Err(e) => warn!(size, error = %e, "collecting cosignatures failed"),
+            }
+            if !http_witnesses.is_empty() {
+                match fedledger_ledger::http::collect_cosignatures_http(
+                    &log,
+                    size,
+                    &http_witnesses,
+                    &witnesses,
+                )
+                .await
+                {
+                    // Counted on the stored checkpoint: libp2p and HTTP cosignatures together.
+                    Ok(n) => cosigned = Some(n),
+                    Err(e) => warn!(size, error = %e, "collecting cosignatures over HTTP failed"),
+                }
+            }
+            if let Some(n) = cosigned {
+                witnessed = n as u64 >= quorum;
+                if witnessed {
+                    tracing::info!(size, cosigned = n, quorum, "checkpoint witnessed");
+                } else {
+                    debug!(size, cosigned = n, quorum, "checkpoint not yet witnessed");
+                }
             }
         }
         tokio::select! {

@@ -20,7 +20,8 @@
 //! 7. [`service`] (gRPC translation), [`driver`] (carries out due phase changes; gossips
 //!    anchored rounds), [`replay`] (recomputes a recorded round, read-only), [`transport`]
 //!    (connections per address and in all, a deadline on every call).
-//! 8. [`serve`] here, and the binary.
+//! 8. [`audit`]: audit bundles (`export-audit`) and their replay on another machine.
+//! 9. [`serve`] here, and the binary.
 //!
 //! Fault injection: with the non-default `failpoints` feature, named points (fail-rs) let tests
 //! hold or fail the effects: `coordinator::blob::after_fsync`, `coordinator::update::after_flush`,
@@ -31,7 +32,9 @@
 //! [`anchor`] where entries are built: `coordinator::record::other_digest`,
 //! `coordinator::record::other_examples`, `coordinator::record::other_privacy`,
 //! `coordinator::record::other_reward` and `coordinator::record::omit_entry`, each configured
-//! `return(<hospital name>)` (or plain `return` for every hospital).
+//! `return(<hospital name>)` (or plain `return` for every hospital). `coordinator::ledger::fork`
+//! (`return(<round>)`, or `return` for every round) makes it sign a second, inconsistent
+//! checkpoint of the size that round reached and publish it instead, so monitors see a fork.
 
 pub mod error;
 pub mod types;
@@ -55,6 +58,8 @@ pub mod driver;
 pub mod replay;
 pub mod service;
 pub mod transport;
+
+pub mod audit;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -296,32 +301,46 @@ pub async fn serve(
         let _ = rx_driver.wait_for(|s| *s).await;
     }));
     let ledger_err = |e: fedledger_ledger::LedgerError| CoordinatorError::Ledger(e.to_string());
-    let (ledger_node, publisher) = if cfg.ledger_listen.is_empty() {
-        (None, None)
+    let ledger_node = if cfg.ledger_listen.is_empty() {
+        None
     } else {
         let node_key =
             fedledger_ledger::node::load_or_generate_identity(&cfg.node_key).map_err(ledger_err)?;
-        let node = fedledger_ledger::node::spawn(
-            fedledger_ledger::node::NodeConfig {
-                listen: cfg.ledger_listen.clone(),
-                allow: cfg.ledger_allow.clone(),
-                ..Default::default()
-            },
-            node_key,
-            coordinator.ledger().clone(),
-            None,
+        Some(
+            fedledger_ledger::node::spawn(
+                fedledger_ledger::node::NodeConfig {
+                    listen: cfg.ledger_listen.clone(),
+                    allow: cfg.ledger_allow.clone(),
+                    ..Default::default()
+                },
+                node_key,
+                coordinator.ledger().clone(),
+                None,
+            )
+            .await
+            .map_err(|e| CoordinatorError::Ledger(format!("start the ledger node: {e}")))?,
         )
-        .await
-        .map_err(|e| CoordinatorError::Ledger(format!("start the ledger node: {e}")))?;
+    };
+    let http_witnesses = cfg
+        .witness_urls
+        .iter()
+        .map(|u| fedledger_ledger::http::WitnessClient::new(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ledger_err)?;
+    // Checkpoints are published (libp2p gossip) and cosigned (libp2p and HTTP witnesses) by
+    // one task, whichever ways are configured.
+    let publisher = if ledger_node.is_none() && http_witnesses.is_empty() {
+        None
+    } else {
         let mut rx_pub = shutdown.subscribe();
-        let publisher = tokio::spawn(driver::publish_rounds(
+        Some(tokio::spawn(driver::publish_rounds(
             coordinator.clone(),
-            node.clone(),
+            ledger_node.clone(),
+            http_witnesses,
             async move {
                 let _ = rx_pub.wait_for(|s| *s).await;
             },
-        ));
-        (Some(node), Some(publisher))
+        )))
     };
     let tiles = match cfg.tiles_listen {
         Some(at) => {

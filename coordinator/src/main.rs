@@ -33,11 +33,43 @@ enum Command {
     /// copy of it).
     ///
     /// Example: fedledger-coordinator replay --config coordinator.toml --round 3
+    ///
+    /// With --bundle DIR instead, replays an audit bundle (from `export-audit`) on any machine,
+    /// from the bundle alone: the ledger export is verified, then every round in it is
+    /// recomputed and compared with its anchored entries.
+    ///
+    /// Example: fedledger-coordinator replay --bundle audit-rounds-1-5
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["config", "bundle"])))]
     Replay {
+        #[arg(long, requires = "round")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        round: Option<u64>,
+        /// An audit bundle directory (no coordinator state needed).
+        #[arg(long, conflicts_with = "round")]
+        bundle: Option<PathBuf>,
+    },
+    /// Write an audit bundle of rounds A..B: a ledger export, the inputs kept by digest (the
+    /// model each round started from, every update) and the settings that shape aggregation
+    /// and valuation, so an auditor can recompute the rounds elsewhere with
+    /// `replay --bundle DIR`. The validation file is included only with --include-validation;
+    /// without it only aggregates can be checked. Exporting hospitals' updates is the
+    /// operator's decision under the federation's agreement. Run it on a stopped coordinator's
+    /// state (or a copy of it).
+    ///
+    /// Example: fedledger-coordinator export-audit --config coordinator.toml --rounds 1..5 --out audit-rounds-1-5
+    ExportAudit {
         #[arg(long)]
         config: PathBuf,
+        /// Rounds A..B (inclusive), e.g. 1..5.
         #[arg(long)]
-        round: u64,
+        rounds: String,
+        /// The bundle directory (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Include the coordinator's validation file (needed to check values and rewards).
+        #[arg(long)]
+        include_validation: bool,
     },
     /// Print what parties check this coordinator by: the log's verifier key (it signs every
     /// checkpoint), the ledger node's peer id and the SHA-256 of the genesis entry (hospitals
@@ -131,7 +163,93 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             running.shutdown().await.context("stop the server")?;
         }
-        Command::Replay { config, round } => {
+        Command::Replay {
+            bundle: Some(dir), ..
+        } => {
+            for l in fedledger_coordinator::audit::LIMITS {
+                println!("limit   {l}");
+            }
+            let report = fedledger_coordinator::audit::replay_bundle(&dir)
+                .with_context(|| format!("replay the audit bundle {}", dir.display()))?;
+            for f in &report.ledger_failures {
+                println!("FAILS   {f}");
+            }
+            if report.ledger_failures.is_empty() {
+                println!(
+                    "ok      ledger export verifies (fedledger-ledger verify also recomputes epsilon)"
+                );
+            }
+            for r in &report.rounds {
+                for c in &r.checked {
+                    println!("ok      round {}: {c}", r.round);
+                }
+                for s in &r.skipped {
+                    println!("skipped round {}: {s}", r.round);
+                }
+                for d in &r.differences {
+                    println!(
+                        "DIFFERS round {}: {}: recorded {}, recomputed {}",
+                        r.round, d.what, d.recorded, d.recomputed
+                    );
+                }
+            }
+            if !report.ok() {
+                anyhow::bail!(
+                    "the audit bundle {} does not match its ledger",
+                    dir.display()
+                );
+            }
+            println!(
+                "rounds {}..{}: every recomputed figure matches the anchored entries",
+                report.manifest.first_round, report.manifest.last_round
+            );
+        }
+        Command::ExportAudit {
+            config,
+            rounds,
+            out,
+            include_validation,
+        } => {
+            let cfg = load(&config)?;
+            let (a, b) = rounds
+                .split_once("..")
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+                .with_context(|| format!("--rounds {rounds:?}: expected A..B, e.g. 1..5"))?;
+            let snapshot = fedledger_coordinator::replay::Snapshot::open(&cfg.state_dir)
+                .with_context(|| {
+                    format!(
+                        "open the coordinator state in {} (stop the coordinator, or export from a copy)",
+                        cfg.state_dir.display()
+                    )
+                })?;
+            let done = fedledger_coordinator::audit::export_audit(
+                (&cfg).into(),
+                &snapshot,
+                a..=b,
+                &out,
+                include_validation,
+            )
+            .with_context(|| format!("export rounds {a}..{b}"))?;
+            println!(
+                "wrote rounds {a}..{b} ({} rounds, {} inputs, {} bytes) to {}",
+                done.rounds,
+                done.inputs,
+                done.bytes,
+                out.display()
+            );
+            for l in fedledger_coordinator::audit::LIMITS {
+                println!("limit: {l}");
+            }
+            println!(
+                "replay elsewhere: fedledger-coordinator replay --bundle {}",
+                out.display()
+            );
+        }
+        Command::Replay {
+            config: Some(config),
+            round: Some(round),
+            ..
+        } => {
             let cfg = load(&config)?;
             // A copy of the metadata and ledger: the state directory is only read.
             let snapshot = fedledger_coordinator::replay::Snapshot::open(&cfg.state_dir)
@@ -182,6 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("round {round}: every recomputed figure matches the record");
         }
+        Command::Replay { .. } => anyhow::bail!("replay needs --config and --round, or --bundle"),
         Command::Keys { config } => {
             let cfg = load(&config)?;
             let id = fedledger_coordinator::Identity::from_config(&cfg)

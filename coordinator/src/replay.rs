@@ -1,8 +1,10 @@
 //! Recompute a finished round from the inputs kept by digest (global model, every update, the
 //! validation file) and compare with what was recorded: the aggregate's digest, every
-//! `value_nano`, every reward. Replay only reads: it works on a [`Snapshot`], a temporary copy of
-//! a state directory's metadata and ledger, and reads blobs in place, so the state directory may
-//! be read-only and is never changed (no key, no genesis entry is ever created).
+//! `value_nano`, every reward. Replay only reads. Its inputs come through [`Inputs`]: a
+//! coordinator's [`Store`] (on a [`Snapshot`], a temporary copy of a state directory's metadata
+//! and ledger, blobs read in place, so the state directory may be read-only and is never
+//! changed), or an audit bundle's `inputs/` folder ([`BundleInputs`]); its settings are
+//! [`ReplaySettings`], from the configuration or the bundle.
 
 use std::{
     collections::BTreeMap,
@@ -13,14 +15,117 @@ use fedledger_ledger::records::{ContributionEntry, RoundSummary};
 
 use fedledger_model::{Dataset, Standardiser};
 
+use serde::{Deserialize, Serialize};
+
 use crate::{
     aggregate,
-    config::FederationConfig,
+    config::{FederationConfig, StrategyKind, ValuationSection},
     error::{CoordinatorError, StoreError},
     store::Store,
     types::{RoundOutcome, RoundStatus, WeightedUpdate},
     value::Valuer,
 };
+
+/// The settings that shape a round's aggregate and values (what an audit bundle carries as
+/// `settings` in `audit.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplaySettings {
+    pub federation: String,
+    pub label_column: String,
+    pub model: fedledger_model::ModelSpec,
+    pub strategy: StrategyKind,
+    pub byzantine: usize,
+    pub valuation: ValuationSection,
+    pub rewards: crate::config::RewardsSection,
+}
+
+impl From<&FederationConfig> for ReplaySettings {
+    fn from(cfg: &FederationConfig) -> Self {
+        Self {
+            federation: cfg.federation.clone(),
+            label_column: cfg.label_column.clone(),
+            model: cfg.model.clone(),
+            strategy: cfg.strategy,
+            byzantine: cfg.byzantine,
+            valuation: cfg.valuation.clone(),
+            rewards: cfg.rewards.clone(),
+        }
+    }
+}
+
+/// Where a replay reads the inputs kept by digest.
+pub trait Inputs {
+    /// The flat vector stored under `sha256` (an update or a model), checked against it.
+    fn vector(&self, sha256: &str) -> Result<Vec<f32>, CoordinatorError>;
+    /// The file stored under `sha256`, checked against it; `None` when it is not among the
+    /// inputs (an audit bundle holds the validation file only if the operator opted in).
+    fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, CoordinatorError>;
+}
+
+impl Inputs for Store {
+    fn vector(&self, sha256: &str) -> Result<Vec<f32>, CoordinatorError> {
+        Ok(self.get_vector(sha256)?)
+    }
+
+    fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, CoordinatorError> {
+        Ok(Some(self.get_blob(sha256)?))
+    }
+}
+
+/// An audit bundle's `inputs/` folder: files named by the SHA-256 of their bytes.
+pub struct BundleInputs {
+    dir: PathBuf,
+}
+
+impl BundleInputs {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn read(&self, sha256: &str) -> Result<Option<Vec<u8>>, CoordinatorError> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(CoordinatorError::Internal(format!(
+                "{sha256:?} is not a SHA-256 digest"
+            )));
+        }
+        let path = self.dir.join(sha256);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StoreError::Io { path, source }.into()),
+        };
+        let actual = fedledger_model::digest::sha256_hex(&bytes);
+        if actual != sha256 {
+            return Err(StoreError::CorruptBlob {
+                sha256: format!("inputs/{sha256}"),
+                actual,
+            }
+            .into());
+        }
+        Ok(Some(bytes))
+    }
+}
+
+impl Inputs for BundleInputs {
+    fn vector(&self, sha256: &str) -> Result<Vec<f32>, CoordinatorError> {
+        let bytes = self
+            .read(sha256)?
+            .ok_or_else(|| StoreError::MissingBlob(format!("inputs/{sha256}")))?;
+        fedledger_model::digest::vector_from_bytes(&bytes).ok_or_else(|| {
+            StoreError::Decode {
+                key: format!("inputs/{sha256}"),
+                reason: "not a vector of little-endian f32".into(),
+            }
+            .into()
+        })
+    }
+
+    fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, CoordinatorError> {
+        self.read(sha256)
+    }
+}
 
 /// One recomputed figure that differs from the record.
 #[derive(Clone, Debug, PartialEq)]
@@ -202,6 +307,18 @@ pub fn replay_against(
     recorded: &RoundOutcome,
     against: &Figures,
 ) -> Result<ReplayReport, CoordinatorError> {
+    replay_from(&ReplaySettings::from(cfg), store, recorded, against)
+}
+
+/// Replay a round with `settings` from `inputs` and compare with `against`. Without the
+/// validation file among the inputs only the aggregate is checked; an input that does not hash
+/// to its digest fails the replay, naming the round and the participant.
+pub fn replay_from(
+    cfg: &ReplaySettings,
+    inputs: &dyn Inputs,
+    recorded: &RoundOutcome,
+    against: &Figures,
+) -> Result<ReplayReport, CoordinatorError> {
     let round = recorded.round;
     let mut report = ReplayReport {
         round,
@@ -216,17 +333,22 @@ pub fn replay_against(
         ));
         return Ok(report);
     }
-    let global = store.get_vector(&recorded.model_before)?;
-    let validation_bytes = store.get_blob(&recorded.validation_sha256)?;
-    let mut validation = Dataset::from_csv_reader(validation_bytes.as_slice(), &cfg.label_column)?;
-    validation.classes = cfg.model.classes;
-    Standardiser::fit(&validation).apply(&mut validation)?;
+    let global = inputs.vector(&recorded.model_before).map_err(|e| {
+        CoordinatorError::Internal(format!("round {round}: the model before the round: {e}"))
+    })?;
 
     let mut contributions = recorded.contributions.clone();
     contributions.sort_by_key(|c| c.seq);
     let deltas: Vec<Vec<f32>> = contributions
         .iter()
-        .map(|c| store.get_vector(&c.update_sha256))
+        .map(|c| {
+            inputs.vector(&c.update_sha256).map_err(|e| {
+                CoordinatorError::Internal(format!(
+                    "round {round}: the update of participant {} ({}): {e}",
+                    c.name, c.public_key
+                ))
+            })
+        })
         .collect::<Result<_, _>>()?;
     for c in &contributions {
         report.checked.push(format!(
@@ -298,6 +420,17 @@ pub fn replay_against(
         report.skipped.push("valuation: none recorded".into());
         return Ok(report);
     };
+    let Some(validation_bytes) = inputs.blob(&recorded.validation_sha256)? else {
+        report.skipped.push(format!(
+            "values and rewards: the validation file ({}) is not among the inputs, so only the \
+             aggregate is checked",
+            recorded.validation_sha256
+        ));
+        return Ok(report);
+    };
+    let mut validation = Dataset::from_csv_reader(validation_bytes.as_slice(), &cfg.label_column)?;
+    validation.classes = cfg.model.classes;
+    Standardiser::fit(&validation).apply(&mut validation)?;
     let mut settings = cfg.valuation.clone();
     settings.estimator = val.estimator.clone();
     settings.bootstrap_resamples = val.bootstrap_resamples;

@@ -134,4 +134,66 @@ async fn replay_reads_a_copy_of_the_state_and_changes_nothing() {
     let out = replay(&bad_config, 1);
     assert!(!out.status.success());
     assert!(!empty.path().join("state").exists());
+
+    // The README's audit commands: a bundle of round 1, with the validation file, replayed by
+    // the binary from the bundle alone (after the state copy is gone), naming its limits.
+    let bundle = copy_dir.path().join("audit");
+    let out = Command::new(env!("CARGO_BIN_EXE_fedledger-coordinator"))
+        .args(["export-audit", "--config"])
+        .arg(&config_path)
+        .args(["--rounds", "1..1", "--include-validation", "--out"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("limit: without the validation file"),
+        "{stdout}"
+    );
+    assert_eq!(
+        tree(&state),
+        before,
+        "export-audit changed the state directory"
+    );
+    // Rounds that are not there cannot be exported.
+    let out = Command::new(env!("CARGO_BIN_EXE_fedledger-coordinator"))
+        .args(["export-audit", "--config"])
+        .arg(&config_path)
+        .args(["--rounds", "1..2", "--out"])
+        .arg(copy_dir.path().join("audit2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("round 2 has not finished"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!copy_dir.path().join("audit2").exists());
+    std::fs::remove_dir_all(&state).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fedledger-coordinator"))
+        .args(["replay", "--bundle"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok      round 1: value_nano of h"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("limit   server-side DP noise"), "{stdout}");
+    assert!(
+        stdout.contains("rounds 1..1: every recomputed figure matches the anchored entries"),
+        "{stdout}"
+    );
 }

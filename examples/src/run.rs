@@ -705,6 +705,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
         ledger: fedledger_coordinator::config::LedgerSection {
             witnesses: witness_vkeys,
             witness_quorum: None,
+            witness_urls: Vec::new(),
             listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             node_key: None,
             tiles_listen: Some("127.0.0.1:0".parse()?),

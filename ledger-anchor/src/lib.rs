@@ -16,14 +16,19 @@
 //!   and validation.
 //! - [`tiles`]: C2SP tlog-tiles without I/O: tile paths, hash tiles and entry bundles read
 //!   from perfect subtree hashes, and proofs computed back from fetched tiles.
-//! - [`witness`]: a C2SP tlog-witness style cosigner with persisted state.
+//! - [`witness`]: a C2SP tlog-witness cosigner with persisted state: `add-checkpoint`'s
+//!   checks in the spec's order, each refusal with its HTTP status, and the request body.
 //! - [`store`]: the sled-backed [`Log`] (writer and replica), checkpoints and evidence.
 //! - [`receipts`]: a hospital's receipts (tlog-proof files checked against the log and witness
 //!   keys) and its statement, a directory anyone can verify offline.
 //! - [`verify`]: verification of an exported directory, from files alone.
 //! - [`export`]: a store written out as the auditor's files.
-//! - [`http`]: the log over HTTP in the C2SP tlog-tiles layout: [`http::serve_tiles`] and
-//!   [`http::TilesClient`].
+//! - [`http`]: the log over HTTP in the C2SP tlog-tiles layout ([`http::serve_tiles`],
+//!   [`http::TilesClient`]) and a witness's C2SP tlog-witness API ([`http::serve_witness`],
+//!   [`http::WitnessClient`], [`http::collect_cosignatures_http`]).
+//! - [`monitor`]: follows a log's tlog-tiles API, checks every new checkpoint (log
+//!   signature, witness quorum, consistency with the last one accepted, entries as `verify`
+//!   checks them) into its own copy, and raises an [`monitor::Alert`] naming the evidence.
 //! - [`node`]: libp2p replication (gossipsub + request-response catch-up), witnessing and
 //!   equivocation gossip, behind a cloneable [`node::NodeHandle`]; its event loop never does
 //!   store work itself.
@@ -70,6 +75,7 @@ pub mod export;
 pub mod http;
 pub mod keys;
 pub mod merkle;
+pub mod monitor;
 pub mod node;
 pub mod note;
 pub mod receipts;

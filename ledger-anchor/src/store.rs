@@ -445,6 +445,27 @@ impl Log {
         Ok(cp)
     }
 
+    /// Test builds only (feature `failpoints`): signs a second checkpoint of the current size
+    /// over a root no entries reproduce, and stores it in place of the true one, so that this
+    /// log equivocates: what it serves from then on contradicts what it signed before. The
+    /// coordinator's `coordinator::ledger::fork` failpoint uses it to show monitors a fork.
+    #[cfg(feature = "failpoints")]
+    pub fn sign_forked_checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {
+        let signer = self
+            .inner
+            .signer
+            .as_ref()
+            .ok_or_else(|| LedgerError::Key("a replica cannot sign checkpoints".into()))?;
+        let st = self.state();
+        let root = merkle::node_hash(&st.root(), b"forked");
+        let cp = SignedCheckpoint::sign(Checkpoint::new(&self.inner.origin, st.size, root), signer);
+        self.inner
+            .checkpoints
+            .insert(st.size.to_be_bytes(), cp.encode().as_bytes())?;
+        self.inner.db.flush()?;
+        Ok(cp)
+    }
+
     /// Appends a batch and signs the checkpoint covering it, in one call.
     pub fn append_and_checkpoint<B: AsRef<[u8]> + Sync>(
         &self,

@@ -1,32 +1,167 @@
 //! A witness: checks each new checkpoint of a log for consistency with the last one it
-//! cosigned, persists it, and returns a cosignature/v1 line (the semantics of C2SP
-//! tlog-witness add-checkpoint).
+//! cosigned, persists it, and returns a cosignature/v1 line, exactly as C2SP tlog-witness
+//! `add-checkpoint` specifies (the checks, their order and what each refusal means; the HTTP
+//! status of each refusal is [`WitnessRefusal::status`]). Also the request body of
+//! `add-checkpoint` ([`AddCheckpoint`]), which the HTTP server and client share, without I/O.
+//!
+//! Only Ed25519 `cosignature/v1` (key type 0x04) is produced; ML-DSA-44 cosignatures are out of
+//! scope.
 
 use std::path::Path;
 
 use crate::error::LedgerError;
 use crate::merkle::{self, Hash};
-use crate::note::{Evidence, NoteSignature, NoteSigner, SignedCheckpoint, VerifierKey};
+use crate::note::{
+    Checkpoint, Evidence, NoteSignature, NoteSigner, SignedCheckpoint, SignedNote, VerifierKey,
+};
 
-/// Why a witness refused to cosign.
+/// Most consistency proof lines a request may carry (the spec's client limit).
+pub const MAX_PROOF_LINES: usize = 63;
+/// Largest `add-checkpoint` request body accepted: the old size line, 63 proof lines and a
+/// checkpoint with a hundred signatures fit in well under this.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Content type of a 409 response's body: the size the witness holds, in decimal, then a
+/// newline.
+pub const SIZE_CONTENT_TYPE: &str = "text/x.tlog.size";
+
+/// Why a witness refused to cosign, by the HTTP status C2SP tlog-witness gives each case.
 #[derive(Debug, thiserror::Error)]
 pub enum WitnessRefusal {
-    /// The request's old size is not the size this witness last cosigned (HTTP 409 in the
-    /// C2SP spec); retry with a consistency proof from `size`.
+    /// 400: the request does not parse, or its old size exceeds the checkpoint's size.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 403: no valid signature by the log's key on the checkpoint (or one by its key that
+    /// fails to verify).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// 404: this witness does not know the checkpoint's origin.
+    #[error("unknown log {origin:?}")]
+    UnknownLog {
+        /// The checkpoint's origin line.
+        origin: String,
+    },
+    /// 409: the request's old size is not the size this witness last cosigned; retry with a
+    /// consistency proof from `size`.
     #[error("conflict: this witness last cosigned size {size}")]
     Conflict {
-        /// Size of the witness's latest checkpoint.
+        /// Size of the witness's latest cosigned checkpoint (0 if none).
         size: u64,
     },
-    /// The checkpoint is not signed by the log, or the proof does not verify.
-    #[error("refused: {0}")]
-    Invalid(#[from] LedgerError),
-    /// The checkpoint contradicts the one the witness holds.
-    #[error("equivocation: {}", .0.reason)]
-    Equivocation(Box<Evidence>),
+    /// 422: the checkpoint is validly signed but not consistent with what the witness holds
+    /// (a proof that does not verify, a proof from size 0, two roots for one size, a size-0
+    /// checkpoint whose root is not the empty tree's). When the witness held a checkpoint, the
+    /// two are kept as evidence.
+    #[error("unprocessable: {reason}")]
+    Unprocessable {
+        /// What did not hold.
+        reason: String,
+        /// The held checkpoint and the refused one, when both are signed by the log.
+        evidence: Option<Box<Evidence>>,
+    },
+    /// 500: the witness could not read or persist its state; nothing was cosigned.
+    #[error("witness storage: {0}")]
+    Storage(#[from] LedgerError),
 }
 
-/// A witness for one log, persisting its latest cosigned checkpoint in sled.
+impl WitnessRefusal {
+    /// The HTTP status C2SP tlog-witness assigns to this refusal.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) => 400,
+            Self::Forbidden(_) => 403,
+            Self::UnknownLog { .. } => 404,
+            Self::Conflict { .. } => 409,
+            Self::Unprocessable { .. } => 422,
+            Self::Storage(_) => 500,
+        }
+    }
+}
+
+/// The body of an `add-checkpoint` request: `old <size>\n`, up to 63 base64 consistency proof
+/// lines, an empty line, then the checkpoint note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddCheckpoint {
+    /// Size of the checkpoint the witness last cosigned, as the client believes.
+    pub old_size: u64,
+    /// Consistency proof from `old_size` to the checkpoint's size.
+    pub proof: Vec<Hash>,
+    /// The signed checkpoint note, verbatim.
+    pub checkpoint: Vec<u8>,
+}
+
+impl AddCheckpoint {
+    /// The request body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = format!("old {}\n", self.old_size).into_bytes();
+        for h in &self.proof {
+            out.extend_from_slice(crate::note::b64_encode(h).as_bytes());
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+        out.extend_from_slice(&self.checkpoint);
+        out
+    }
+
+    /// Parses a request body; every malformation is a [`WitnessRefusal::BadRequest`] naming it.
+    pub fn parse(body: &[u8]) -> Result<Self, WitnessRefusal> {
+        let bad = |r: &str| WitnessRefusal::BadRequest(r.to_owned());
+        if body.len() > MAX_REQUEST_BYTES {
+            return Err(bad("request body over 64 KiB"));
+        }
+        let mut rest = body;
+        let mut line = || -> Result<&[u8], WitnessRefusal> {
+            let end = rest
+                .iter()
+                .position(|b| *b == b'\n')
+                .ok_or_else(|| bad("a line does not end in a newline"))?;
+            let (l, r) = rest.split_at(end);
+            rest = &r[1..];
+            Ok(l)
+        };
+        let old = line()?;
+        let digits = old
+            .strip_prefix(b"old ")
+            .ok_or_else(|| bad("the first line is not `old <size>`"))?;
+        if digits.is_empty()
+            || !digits.iter().all(u8::is_ascii_digit)
+            || (digits.len() > 1 && digits[0] == b'0')
+        {
+            return Err(bad("the old size is not a decimal without leading zeroes"));
+        }
+        let old_size: u64 = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("the old size is out of range"))?;
+        let mut proof = Vec::new();
+        loop {
+            let l = line()?;
+            if l.is_empty() {
+                break;
+            }
+            if proof.len() == MAX_PROOF_LINES {
+                return Err(bad("more than 63 consistency proof lines"));
+            }
+            let h: Hash = std::str::from_utf8(l)
+                .ok()
+                .and_then(crate::note::b64_decode)
+                .and_then(|h| h.try_into().ok())
+                .ok_or_else(|| bad("a consistency proof line is not a base64 SHA-256 hash"))?;
+            proof.push(h);
+        }
+        if rest.is_empty() {
+            return Err(bad("no checkpoint after the empty line"));
+        }
+        Ok(Self {
+            old_size,
+            proof,
+            checkpoint: rest.to_vec(),
+        })
+    }
+}
+
+/// A witness for one log, persisting its latest cosigned checkpoint (the log's signature and
+/// this witness's cosignature) in sled.
 #[derive(Clone)]
 pub struct Witness {
     db: sled::Db,
@@ -67,7 +202,13 @@ impl Witness {
         self.signer.verifier_key()
     }
 
-    /// The latest checkpoint this witness cosigned.
+    /// The key of the log this witness follows (its name is the log's origin).
+    pub fn log_key(&self) -> &VerifierKey {
+        &self.log_key
+    }
+
+    /// The latest checkpoint this witness cosigned, with the log's signature and the
+    /// cosignature it returned (what the monitoring endpoint serves).
     pub fn latest(&self) -> Result<Option<SignedCheckpoint>, LedgerError> {
         match self.db.get(LATEST)? {
             Some(b) => Ok(Some(SignedCheckpoint::open(&b, &self.log_key)?)),
@@ -75,9 +216,15 @@ impl Witness {
         }
     }
 
-    /// Handles add-checkpoint: `note` must be signed by the log, `old_size` must equal the size
-    /// last cosigned (0 at first), and `proof` must prove consistency from it. Persists the new
-    /// checkpoint before returning the cosignature, timestamped `now` (seconds since the epoch).
+    /// Handles add-checkpoint as C2SP tlog-witness specifies, in its order: the note must
+    /// parse (400), name this log's origin (404) and carry a valid signature by the log's key
+    /// (403; lines by other keys are ignored); `old_size` may not exceed the checkpoint's size
+    /// (400) and must equal the size last cosigned, 0 at first (409); then 422 when a size-0
+    /// checkpoint has another root than the empty tree's, when a proof comes with old size 0,
+    /// when the proof does not verify, or when equal sizes have different roots. Otherwise the
+    /// checkpoint is persisted (compare-and-swap, so concurrent requests cannot roll the state
+    /// back) before the cosignature, timestamped `now` (seconds since the epoch, not 0), is
+    /// returned. A refusal changes nothing.
     pub fn add_checkpoint(
         &self,
         old_size: u64,
@@ -85,7 +232,28 @@ impl Witness {
         note: &[u8],
         now: u64,
     ) -> Result<NoteSignature, WitnessRefusal> {
-        let cp = SignedCheckpoint::open(note, &self.log_key)?;
+        let parsed = SignedNote::parse(note)
+            .map_err(|e| WitnessRefusal::BadRequest(format!("checkpoint: {e}")))?;
+        let body = Checkpoint::parse_text(&parsed.text)
+            .map_err(|e| WitnessRefusal::BadRequest(format!("checkpoint: {e}")))?;
+        if body.origin != self.log_key.name {
+            return Err(WitnessRefusal::UnknownLog {
+                origin: body.origin,
+            });
+        }
+        parsed
+            .verify_signature(&self.log_key)
+            .map_err(|e| WitnessRefusal::Forbidden(e.to_string()))?;
+        let cp = SignedCheckpoint {
+            checkpoint: body,
+            note: parsed,
+        };
+        let size = cp.checkpoint.size;
+        if old_size > size {
+            return Err(WitnessRefusal::BadRequest(format!(
+                "old size {old_size} exceeds the checkpoint's size {size}"
+            )));
+        }
         let prev_bytes = self.db.get(LATEST).map_err(LedgerError::from)?;
         let prev = match &prev_bytes {
             Some(b) => Some(SignedCheckpoint::open(b, &self.log_key)?),
@@ -94,48 +262,53 @@ impl Witness {
         let (held_size, held_root) = prev.as_ref().map_or((0, merkle::empty_root()), |p| {
             (p.checkpoint.size, p.checkpoint.root)
         });
-        if let Some(p) = &prev
-            && p.checkpoint.size == cp.checkpoint.size
-        {
-            if p.checkpoint.root == cp.checkpoint.root {
-                return Ok(self.signer.cosign(&cp.note.text, now));
-            }
-            return Err(WitnessRefusal::Equivocation(Box::new(Evidence {
-                reason: format!("two roots for size {}", cp.checkpoint.size),
-                first: p.encode(),
-                second: cp.encode(),
-            })));
-        }
         if old_size != held_size {
             return Err(WitnessRefusal::Conflict { size: held_size });
         }
-        if cp.checkpoint.size < held_size {
-            return Err(WitnessRefusal::Conflict { size: held_size });
-        }
-        if let Err(e) = merkle::verify_consistency(
-            held_size,
-            cp.checkpoint.size,
-            &held_root,
-            &cp.checkpoint.root,
-            proof,
-        ) {
-            return match prev {
-                Some(p) => Err(WitnessRefusal::Equivocation(Box::new(Evidence {
-                    reason: format!(
-                        "no valid consistency from size {held_size} to {}: {e}",
-                        cp.checkpoint.size
-                    ),
+        let refuse = |reason: String| WitnessRefusal::Unprocessable {
+            evidence: prev.as_ref().map(|p| {
+                Box::new(Evidence {
+                    reason: reason.clone(),
                     first: p.encode(),
                     second: cp.encode(),
-                }))),
-                None => Err(WitnessRefusal::Invalid(e)),
-            };
+                })
+            }),
+            reason,
+        };
+        if size == 0 && cp.checkpoint.root != merkle::empty_root() {
+            return Err(refuse(
+                "a checkpoint of size 0 must have the empty tree's root".into(),
+            ));
         }
-        // Persist only the log's own signature line: the state is the log's checkpoint.
+        if old_size == 0 && !proof.is_empty() {
+            return Err(refuse(
+                "a consistency proof from size 0 must be empty".into(),
+            ));
+        }
+        if old_size == size && held_root != cp.checkpoint.root {
+            return Err(refuse(format!("two roots for size {size}")));
+        }
+        if old_size > 0
+            && let Err(e) =
+                merkle::verify_consistency(old_size, size, &held_root, &cp.checkpoint.root, proof)
+        {
+            return Err(refuse(format!(
+                "no valid consistency from size {old_size} to {size}: {e}"
+            )));
+        }
+        if now == 0 {
+            return Err(WitnessRefusal::Storage(LedgerError::io(
+                "read the clock",
+                std::io::Error::other("the clock is at or before 1970"),
+            )));
+        }
+        let cosignature = self.signer.cosign(&cp.note.text, now);
+        // The state is the log's checkpoint with its own signature and this cosignature.
         let mut stored = cp.note.clone();
         stored.signatures.retain(|s| s.is_by(&self.log_key));
+        stored.signatures.push(cosignature.clone());
         fail::fail_point!("ledger::witness::before_persist", |_| Err(
-            WitnessRefusal::Invalid(LedgerError::io(
+            WitnessRefusal::Storage(LedgerError::io(
                 "persist the witness state (failpoint ledger::witness::before_persist)",
                 std::io::Error::other("injected failure"),
             ))
@@ -154,7 +327,7 @@ impl Witness {
             });
         }
         self.db.flush().map_err(LedgerError::from)?;
-        Ok(self.signer.cosign(&cp.note.text, now))
+        Ok(cosignature)
     }
 }
 
@@ -210,7 +383,10 @@ mod tests {
         let p = merkle::consistency_proof(&tree, 9, 12).unwrap();
         assert!(matches!(
             w.add_checkpoint(9, &p, forged.as_bytes(), 9),
-            Err(WitnessRefusal::Equivocation(_))
+            Err(WitnessRefusal::Unprocessable {
+                evidence: Some(_),
+                ..
+            })
         ));
         // A checkpoint signed by someone else is invalid.
         let other = NoteSigner::log("log.example", key(3)).unwrap();
@@ -221,7 +397,7 @@ mod tests {
         .encode();
         assert!(matches!(
             w.add_checkpoint(9, &p, bad.as_bytes(), 9),
-            Err(WitnessRefusal::Invalid(_))
+            Err(WitnessRefusal::Forbidden(_))
         ));
         assert_eq!(w.latest().unwrap().unwrap().checkpoint.size, 9);
     }
@@ -250,7 +426,7 @@ mod tests {
         fail::cfg("ledger::witness::before_persist", "return").unwrap();
         assert!(matches!(
             w.add_checkpoint(0, &[], c5.as_bytes(), 7),
-            Err(WitnessRefusal::Invalid(LedgerError::Io { .. }))
+            Err(WitnessRefusal::Storage(LedgerError::Io { .. }))
         ));
         assert!(
             w.latest().unwrap().is_none(),

@@ -3,6 +3,8 @@
 //! the coordinator; these tests speak the wire protocol directly).
 #![allow(dead_code)]
 
+pub mod binaries;
+
 use std::path::Path;
 
 use fedledger_coordinator::{

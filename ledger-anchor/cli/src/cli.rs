@@ -1,5 +1,5 @@
-//! The `fedledger-ledger` command line: `keygen`, `status`, `export`, `verify`, `receipts` and
-//! `node`.
+//! The `fedledger-ledger` command line: `keygen`, `status`, `export`, `verify`, `receipts`,
+//! `monitor` and `node`.
 
 use std::path::PathBuf;
 
@@ -75,6 +75,36 @@ pub enum Command {
     /// A hospital's receipts: verify a statement directory offline, or one tlog-proof file.
     #[command(subcommand)]
     Receipts(ReceiptsCommand),
+    /// Follow a federation's tlog-tiles API and alert on misbehaviour (exit status 3).
+    ///
+    /// Each new checkpoint is checked before it is accepted: the log's signature (--log-key),
+    /// the genesis quorum of witness cosignatures, consistency with the last one accepted, the
+    /// entries served against the signed root, and every entry as `verify` checks it. The
+    /// monitor keeps its own copy of the log in --state. On inconsistency, equivocation or an
+    /// invalid entry it prints a line starting `ALERT` naming the evidence (both signed
+    /// checkpoints, or the entries), keeps it under <state>/alerts/, and exits with status 3;
+    /// it refuses to start again while an alert is kept there. Fetch failures are retried.
+    ///
+    /// Example: fedledger-ledger monitor http://coordinator.example.org:8080/ --state monitor-state --log-key 'fed+1a2b3c4d+AU...' --genesis <sha256>
+    Monitor {
+        /// The log's tlog-tiles URL prefix (the coordinator's `tiles_listen`).
+        url: String,
+        /// The monitor's state directory (its copy of the log and its alerts; created).
+        #[arg(long)]
+        state: PathBuf,
+        /// The log's verifier key, as the operator published it.
+        #[arg(long)]
+        log_key: String,
+        /// The SHA-256 of the genesis entry, as the operator published it.
+        #[arg(long)]
+        genesis: Option<String>,
+        /// Seconds between polls.
+        #[arg(long, default_value_t = 5)]
+        interval_secs: u64,
+        /// Poll once and exit (0 when everything up to the served checkpoint holds).
+        #[arg(long)]
+        once: bool,
+    },
     /// Run a replica + witness node over libp2p (see `ledger.toml` in the crate docs of `node`).
     Node {
         /// Node configuration (TOML).
@@ -260,6 +290,24 @@ pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Resu
             );
             Ok(())
         }
+        Command::Monitor {
+            url,
+            state,
+            log_key,
+            genesis,
+            interval_secs,
+            once,
+        } => crate::monitor::run(
+            crate::monitor::MonitorArgs {
+                url,
+                state,
+                log_key,
+                genesis,
+                interval: std::time::Duration::from_secs(interval_secs.max(1)),
+                once,
+            },
+            accountant,
+        ),
         Command::Node { config } => crate::node::run(&config),
     }
 }

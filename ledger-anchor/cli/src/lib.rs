@@ -1,19 +1,22 @@
-//! The `fedledger-ledger` command (auditor tools): `keygen`, `status`, `export`, `verify` and
-//! `node`. A package of its own so that the ledger library depends on no command-line,
-//! config-file or log-subscriber crate, and on no other fedledger crate (this package plugs the privacy and valuation crates into
-//! verify). Modules, in reading
+//! The `fedledger-ledger` command (auditor tools): `keygen`, `status`, `export`, `verify`,
+//! `receipts`, `monitor` and `node`. A package of its own so that the ledger library depends on
+//! no command-line, config-file or log-subscriber crate, and on no other fedledger crate (this
+//! package plugs the privacy and valuation crates into verify). Modules, in reading
 //! order:
 //!
 //! - [`accountant`]: the privacy crate's accountant behind the ledger's `EpsilonAccountant`
 //!   hook (verify recomputes epsilon figures with it).
 //! - [`rewards`]: the valuation crate's settlement rule behind the ledger's `RewardRule` hook
 //!   (verify recomputes every settlement with it).
+//! - [`monitor`]: `fedledger-ledger monitor URL` (follows a tlog-tiles API, alerts with exit
+//!   status 3 naming the evidence).
 //! - [`node`]: `ledger.toml` and `fedledger-ledger node` (a replica and witness until Ctrl-C).
 //! - [`cli`]: the clap command line and [`run`], which `main.rs` calls after parsing and
 //!   installing the log subscriber.
 
 pub mod accountant;
 pub mod cli;
+pub mod monitor;
 pub mod node;
 pub mod rewards;
 

@@ -16,6 +16,7 @@
 //! name = "witness.hospital-a.example"
 //! key = "witness.key"                           # PKCS#8 file from `fedledger-ledger keygen`
 //! state = "witness-state"                       # sled directory of the witness's state
+//! http_listen = "127.0.0.1:7380"                # optional: C2SP tlog-witness over HTTP (add-checkpoint, monitoring)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -71,6 +72,10 @@ pub struct WitnessFileConfig {
     pub key: PathBuf,
     /// Witness state directory.
     pub state: PathBuf,
+    /// Serve the C2SP tlog-witness HTTP API (`POST /add-checkpoint`, `GET /<origin
+    /// hash>/checkpoint`) at this address, beside the libp2p request (off when absent).
+    #[serde(default)]
+    pub http_listen: Option<std::net::SocketAddr>,
 }
 
 impl NodeFileConfig {
@@ -176,10 +181,25 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     if net_cfg.allow.is_open() && !net_cfg.listen.is_empty() {
         println!("allow-list: none (any peer may dial in)");
     }
+    let witness_http = witness.clone();
     rt.block_on(async move {
         let node = node::spawn(net_cfg, identity, log.clone(), witness)
             .await
             .context("start node")?;
+        let witness_http = match (
+            &witness_http,
+            cfg.witness.as_ref().and_then(|w| w.http_listen),
+        ) {
+            (Some(w), Some(at)) => {
+                let l = tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("bind {at}"))?;
+                let s = fedledger_ledger::http::serve_witness(l, vec![w.clone()]).await?;
+                println!("serving tlog-witness at {}", s.url());
+                Some(s)
+            }
+            _ => None,
+        };
         let tiles = match cfg.tiles_listen {
             Some(at) => {
                 let l = tokio::net::TcpListener::bind(at)
@@ -210,6 +230,9 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             }
         }
         node.shutdown().await;
+        if let Some(w) = witness_http {
+            w.shutdown().await;
+        }
         if let Some(t) = tiles {
             t.shutdown().await;
         }

@@ -103,6 +103,7 @@ fn help_text_is_unchanged() {
         "receipts --help",
         "receipts verify --help",
         "receipts check-proof --help",
+        "monitor --help",
         "node --help",
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_fedledger-ledger"))

@@ -1,50 +1,38 @@
 //! The tlog-tiles HTTP server (see the module docs of [`super`]).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::{JoinHandle, JoinSet};
 
+use super::listen::{self, Handler, Listening, plain};
 use crate::error::LedgerError;
 use crate::note::VerifierKey;
 use crate::records;
 use crate::store::Log;
 use crate::tiles::{self, TileId};
 
-/// Connections served at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 1024;
-/// A request's head must arrive within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A running tiles server.
 pub struct TilesServer {
-    addr: SocketAddr,
-    tls: bool,
+    inner: Listening,
     served: Arc<AtomicU64>,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
 }
 
 impl TilesServer {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.inner.addr
     }
 
     /// The URL prefix of the log (`http://<addr>/`, or `https://` with TLS).
     pub fn url(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}/", self.addr)
+        let scheme = if self.inner.tls { "https" } else { "http" };
+        format!("{scheme}://{}/", self.inner.addr)
     }
 
     /// Successful responses so far.
@@ -54,8 +42,7 @@ impl TilesServer {
 
     /// Stops accepting, closes the open connections and waits for the server to finish.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        let _ = self.task.await;
+        self.inner.shutdown().await;
     }
 }
 
@@ -105,40 +92,27 @@ impl State {
     }
 }
 
-fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-async fn handle(
-    state: Arc<State>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
         r.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return Ok(r);
+        return r;
     }
     let path = req.uri().path().trim_start_matches('/').to_owned();
     let st = state.clone();
     let found = tokio::task::spawn_blocking(move || st.resource(&path)).await;
     let (body, content_type) = match found {
         Ok(Ok(Some(x))) => x,
-        Ok(Ok(None)) => return Ok(plain(StatusCode::NOT_FOUND, "not found")),
+        Ok(Ok(None)) => return plain(StatusCode::NOT_FOUND, "not found"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, path = req.uri().path(), "tiles: reading the store failed");
-            return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "store error"));
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "store error");
         }
         Err(e) => {
             tracing::warn!(error = %e, "tiles: worker failed");
-            return Ok(plain(StatusCode::INTERNAL_SERVER_ERROR, "worker failed"));
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "worker failed");
         }
     };
     let cache = if content_type == tiles::CHECKPOINT_CONTENT_TYPE {
@@ -167,7 +141,7 @@ async fn handle(
         header::HeaderValue::from_static("*"),
     );
     state.served.fetch_add(1, Ordering::Relaxed);
-    Ok(r)
+    r
 }
 
 /// Serves `log` read-only in the tlog-tiles layout on `listener` until shut down.
@@ -182,78 +156,15 @@ pub async fn serve_tiles_with(
     log: Log,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<TilesServer, LedgerError> {
-    let is_tls = tls.is_some();
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let addr = listener
-        .local_addr()
-        .map_err(|e| LedgerError::io("tiles listener address", e))?;
     let served = Arc::new(AtomicU64::new(0));
     let state = Arc::new(State {
         log,
         witnesses: OnceLock::new(),
         served: served.clone(),
     });
-    let (shutdown, mut stop) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let mut conns = JoinSet::new();
-        loop {
-            let permit = tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
-                p = slots.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
-            let (stream, _) = tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "tiles: accept failed");
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let st = state.clone();
-            let acceptor = acceptor.clone();
-            conns.spawn(async move {
-                match acceptor {
-                    None => serve_connection(stream, st).await,
-                    Some(a) => match tokio::time::timeout(HEADER_TIMEOUT, a.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(tls, st).await,
-                        Ok(Err(e)) => tracing::debug!(error = %e, "tiles: TLS handshake failed"),
-                        Err(_) => tracing::debug!("tiles: TLS handshake timed out"),
-                    },
-                }
-                drop(permit);
-            });
-            // Reap finished connections without waiting.
-            while conns.try_join_next().is_some() {}
-        }
-        conns.abort_all();
-        while conns.join_next().await.is_some() {}
-    });
+    let handler: Handler = Arc::new(move |req| Box::pin(handle(state.clone(), req)));
     Ok(TilesServer {
-        addr,
-        tls: is_tls,
+        inner: listen::serve(listener, handler, tls, "tiles")?,
         served,
-        shutdown,
-        task,
     })
-}
-
-async fn serve_connection<IO>(io: IO, st: Arc<State>)
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = hyper::service::service_fn(move |req| handle(st.clone(), req));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(io), svc);
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "tiles: connection ended");
-    }
 }

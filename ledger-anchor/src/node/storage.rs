@@ -140,7 +140,9 @@ pub(crate) fn serve(
                 Err(WitnessRefusal::Conflict { size }) => {
                     (SyncResponse::Conflict(size), Vec::new())
                 }
-                Err(WitnessRefusal::Equivocation(ev)) => {
+                Err(WitnessRefusal::Unprocessable {
+                    evidence: Some(ev), ..
+                }) => {
                     let _ = log.record_evidence(&ev);
                     let found =
                         Verdict::equivocation(log, &LedgerError::Equivocation(ev.reason.clone()));

@@ -349,22 +349,7 @@ pub fn verify_dir(dir: &Path, opts: VerifyOptions<'_>) -> VerifyReport {
     }
 
     // Records: every entry's schema on its own; the checks across entries follow below.
-    let mut records: Vec<Option<Record>> = Vec::with_capacity(entries.len());
-    let mut schema_ok = true;
-    for (i, e) in entries.iter().enumerate() {
-        match records::validate_entry(i as u64, &origin, e) {
-            Ok(rec) => records.push(Some(rec)),
-            Err(err) => {
-                schema_ok = false;
-                r.fail(format!("entries/{i}"), err.to_string());
-                records.push(None);
-            }
-        }
-    }
-    if schema_ok {
-        r.passed
-            .push(format!("entries: {size} records match their schema"));
-    }
+    let records = check_schemas(&origin, &entries, &mut r);
     let genesis = records.first().and_then(Option::as_ref);
 
     // Witness keys and cosignatures.
@@ -515,29 +500,7 @@ pub fn verify_dir(dir: &Path, opts: VerifyOptions<'_>) -> VerifyReport {
     }
     r.failures.extend(proof_failures);
 
-    // Cross-record checks, by the format the genesis names; a log is one format throughout.
-    match genesis {
-        Some(Record::V1Federation(g)) => {
-            let mut rounds = Vec::new();
-            for (i, rec) in records.iter().enumerate().skip(1) {
-                match rec {
-                    Some(Record::V1Round(rr)) => rounds.push((i as u64, (**rr).clone())),
-                    Some(other) => r.fail(
-                        format!("entries/{i}"),
-                        format!(
-                            "a format v{} entry in a v1 ledger (formats are never mixed)",
-                            other.version()
-                        ),
-                    ),
-                    None => {}
-                }
-            }
-            v1::check_rounds(g, &rounds, opts.accountant, &mut r);
-        }
-        Some(Record::Federation(_)) => v2::check(&records, opts.accountant, opts.rewards, &mut r),
-        _ if size > 0 => r.fail("entries/0", "no valid genesis record"),
-        _ => {}
-    }
+    check_across(&records, opts.accountant, opts.rewards, &mut r);
 
     // Evidence recorded by the store.
     if let Ok(rd) = std::fs::read_dir(dir.join("evidence")) {
@@ -555,6 +518,78 @@ pub fn verify_dir(dir: &Path, opts: VerifyOptions<'_>) -> VerifyReport {
             }
         }
     }
+    r
+}
+
+/// Every entry's schema on its own (failures named `entries/<index>`); the records, `None`
+/// where an entry failed.
+fn check_schemas(origin: &str, entries: &[Vec<u8>], r: &mut VerifyReport) -> Vec<Option<Record>> {
+    let mut records: Vec<Option<Record>> = Vec::with_capacity(entries.len());
+    let mut schema_ok = true;
+    for (i, e) in entries.iter().enumerate() {
+        match records::validate_entry(i as u64, origin, e) {
+            Ok(rec) => records.push(Some(rec)),
+            Err(err) => {
+                schema_ok = false;
+                r.fail(format!("entries/{i}"), err.to_string());
+                records.push(None);
+            }
+        }
+    }
+    if schema_ok {
+        r.passed.push(format!(
+            "entries: {} records match their schema",
+            entries.len()
+        ));
+    }
+    records
+}
+
+/// The checks across entries, by the format the genesis names; a log is one format throughout.
+fn check_across(
+    records: &[Option<Record>],
+    accountant: Option<&dyn EpsilonAccountant>,
+    rewards: Option<&dyn RewardRule>,
+    r: &mut VerifyReport,
+) {
+    match records.first().and_then(Option::as_ref) {
+        Some(Record::V1Federation(g)) => {
+            let mut rounds = Vec::new();
+            for (i, rec) in records.iter().enumerate().skip(1) {
+                match rec {
+                    Some(Record::V1Round(rr)) => rounds.push((i as u64, (**rr).clone())),
+                    Some(other) => r.fail(
+                        format!("entries/{i}"),
+                        format!(
+                            "a format v{} entry in a v1 ledger (formats are never mixed)",
+                            other.version()
+                        ),
+                    ),
+                    None => {}
+                }
+            }
+            v1::check_rounds(g, &rounds, accountant, r);
+        }
+        Some(Record::Federation(_)) => v2::check(records, accountant, rewards, r),
+        _ if !records.is_empty() => r.fail("entries/0", "no valid genesis record"),
+        _ => {}
+    }
+}
+
+/// The checks `verify_dir` makes of the entries themselves, from their bytes alone: every
+/// entry's schema, then across entries (enrolment, contiguous rounds, every hospital's
+/// signature, rewards against pools, model digests chained, epsilon figures and settlements
+/// when an accountant and a reward rule are given). Failures are named `entries/<index>`. A monitor runs it on the copy
+/// it keeps.
+pub fn verify_entries(
+    origin: &str,
+    entries: &[Vec<u8>],
+    accountant: Option<&dyn EpsilonAccountant>,
+    rewards: Option<&dyn RewardRule>,
+) -> VerifyReport {
+    let mut r = VerifyReport::default();
+    let records = check_schemas(origin, entries, &mut r);
+    check_across(&records, accountant, rewards, &mut r);
     r
 }
 
