@@ -303,7 +303,8 @@ fn lie(point: &str, name: &str) -> bool {
 
 /// What a lying coordinator records instead of what the hospital signed or was told: the
 /// failpoints `coordinator::record::other_digest`, `other_examples`, `other_privacy`,
-/// `other_reward` change one field of the hospital's contribution entry; `omit_entry` leaves
+/// `other_reward` change one field of the hospital's contribution entry (and
+/// `other_settlement` its settlement line, see [`falsify_line`]); `omit_entry` leaves
 /// its contribution or decline out of the round. Without the feature, the truth.
 #[cfg(feature = "failpoints")]
 fn falsify(c: &mut ContributionEntry) {
@@ -330,6 +331,23 @@ fn falsify(c: &mut ContributionEntry) {
         c.reward += 1;
     }
 }
+
+/// The failpoint `coordinator::record::other_settlement` changes the hospital's settlement
+/// line: one unit less paid when it is paid (the pool still covers the payouts), else one
+/// nano-unit more value.
+#[cfg(feature = "failpoints")]
+fn falsify_line(l: &mut SettlementLine, name: &str) {
+    if lie("coordinator::record::other_settlement", name) {
+        if l.payout > 0 {
+            l.payout -= 1;
+        } else {
+            l.value_nano += 1;
+        }
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn falsify_line(_: &mut SettlementLine, _: &str) {}
 
 #[cfg(feature = "failpoints")]
 fn omitted(name: &str) -> bool {
@@ -482,6 +500,11 @@ pub fn settlement_entries(
             }
             .into(),
             payout: l.payout,
+        })
+        .zip(&st.lines)
+        .map(|(mut line, l)| {
+            falsify_line(&mut line, &l.name);
+            line
         })
         .collect();
     let chunks: Vec<&[SettlementLine]> = if lines.is_empty() {

@@ -164,6 +164,26 @@ fn outcome_to_wire(o: &RoundOutcome) -> pb::RoundResult {
             .collect(),
         ledger_record: Default::default(),
         ledger_index: 0,
+        settlement: o.settlement.as_ref().map(|st| pb::Settlement {
+            period: st.period,
+            first_round: st.first_round,
+            last_round: st.last_round,
+            counted_rounds: st.counted_rounds.clone(),
+            pool: st.pool,
+            lines: st
+                .lines
+                .iter()
+                .map(|l| pb::SettlementLine {
+                    participant: l.public_key.clone(),
+                    name: l.name.clone(),
+                    value_nano: l.value_nano,
+                    se_nano: l.se_nano,
+                    rounds: l.rounds,
+                    distinguishable: l.distinguishable,
+                    payout: l.payout,
+                })
+                .collect(),
+        }),
     }
 }
 

@@ -463,3 +463,99 @@ async fn a_receipt_that_never_comes_stops_the_hospital_before_round_r_plus_2() {
     running.shutdown().await.unwrap();
     scenario.teardown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_settlement_line_stops_its_hospital_and_the_honest_statement_proves_its_payouts()
+{
+    let _serial = SERIAL.lock().await;
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hs, ks) = hospitals(dir.path(), 2);
+    let refs: Vec<_> = ks.iter().collect();
+    std::fs::create_dir_all(dir.path().join("coordinator")).unwrap();
+    let mut cfg = config(&dir.path().join("coordinator"), &refs, 3, 2, 3, 1);
+    cfg.tiles_listen = Some("127.0.0.1:0".parse().unwrap());
+    // Periods of two rounds: settlements with rounds 2 and 3 (the last).
+    cfg.rewards.period_rounds = 2;
+    fail::cfg("coordinator::record::other_settlement", "return(h0)").unwrap();
+    let running = start(cfg).await;
+    let federation = running.coordinator.config().federation.clone();
+    for h in &mut hs {
+        write_config(h, &running);
+        h.start();
+    }
+    // h0 stops at the first settlement: its line differs from what it was told.
+    let code = hs[0].wait(Duration::from_secs(120)).await;
+    let log = hs[0].log();
+    assert_eq!(code, 3, "{log}");
+    let ev = hs[0].evidence();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["round"], 2, "{}", ev[0]);
+    let what = ev[0]["what"].as_str().unwrap();
+    assert!(what.contains("settlement of period 1"), "{what}");
+    assert!(
+        !hs[0]
+            .state()
+            .join("receipts")
+            .join(&federation)
+            .join("settlements/1.entry")
+            .exists()
+    );
+
+    // h1 checks both settlements and keeps them.
+    let code = hs[1].wait(Duration::from_secs(120)).await;
+    assert_eq!(code, 0, "{}", hs[1].log());
+    assert!(hs[1].evidence().is_empty());
+    running.wait_done().await;
+    let key1 = pubhex(&ks[1]);
+    let mut expected = Vec::new();
+    for round in [2, 3] {
+        let st = running
+            .coordinator
+            .outcome(round)
+            .unwrap()
+            .settlement
+            .expect("a settlement with this round");
+        let line = st.lines.iter().find(|l| l.public_key == key1).unwrap();
+        expected.push((st.period, line.payout, line.value_nano));
+    }
+    let statement = dir.path().join("statement");
+    let out = Command::new(participant_bin())
+        .args(["receipts", "--config"])
+        .arg(&hs[1].config)
+        .arg("--out")
+        .arg(&statement)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let opts = fedledger_ledger::receipts::StatementOptions {
+        log_key: Some(running.coordinator.ledger().log_key().clone()),
+        genesis_sha256: running.identity.genesis_sha256.clone(),
+    };
+    let report = fedledger_ledger::receipts::verify_statement(&statement, &opts);
+    assert!(report.ok(), "{report}");
+    let s = report.statement.unwrap();
+    let got: Vec<(u64, u64, i64)> = s
+        .settlements
+        .iter()
+        .map(|x| (x.period, x.payout, x.value_nano))
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(s.totals.paid, expected.iter().map(|e| e.1).sum::<u64>());
+
+    // A changed settlement entry is named.
+    let f = statement.join("settlements/1.entry");
+    let text = std::fs::read_to_string(&f).unwrap();
+    let changed = text.replacen("\"payout\":", "\"payout\":1", 1);
+    assert_ne!(changed, text);
+    std::fs::write(&f, changed).unwrap();
+    let report = fedledger_ledger::receipts::verify_statement(&statement, &opts);
+    assert!(!report.ok());
+    assert_eq!(report.failed_files(), ["settlements/1.entry"], "{report}");
+    running.shutdown().await.unwrap();
+    scenario.teardown();
+}

@@ -16,9 +16,12 @@
 //!   operator gave the hospital) and its receipt;
 //! - `rounds/<r>.entry` and `rounds/<r>.tlog-proof`: the hospital's contribution or decline
 //!   entry of round `r` and its receipt;
+//! - `settlements/<p>.entry` and `settlements/<p>.tlog-proof` (settled reward rule): the part of
+//!   period `p`'s settlement that holds the hospital's line, and its receipt;
 //! - `statement.json`: the summary (per round: kind, index, update digest, examples, epsilon,
-//!   value, reward or the decline's reason; totals) and the SHA-256 of every other file, in
-//!   canonical JSON.
+//!   value, reward or the decline's reason; per settlement: the hospital's accumulated value,
+//!   its standard error, the verdict and the payout; totals) and the SHA-256 of every other
+//!   file, in canonical JSON.
 //!
 //! [`verify_statement`] checks such a directory with nothing but its files (and, when given,
 //! the log key and genesis digest the verifier obtained from the operator): every receipt,
@@ -273,6 +276,35 @@ pub struct StatementTotals {
     pub reward: u64,
     /// The largest cumulative epsilon recorded, micro-units.
     pub epsilon_micro: u64,
+    /// Sum of settlement payouts (settled reward rule; absent when there are none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub paid: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The hospital's line of one period's settlement (settled reward rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementSettlement {
+    /// The period.
+    pub period: u64,
+    /// Index of the settlement entry (the part holding the line) in the log.
+    pub index: u64,
+    /// First round of the period.
+    pub first_round: u64,
+    /// Last round of the period.
+    pub last_round: u64,
+    /// Accumulated value over the counted rounds, times 1e9.
+    pub value_nano: i64,
+    /// Its standard error, times 1e9.
+    pub se_nano: u64,
+    /// Whether the value was distinguishable from zero.
+    pub verdict: String,
+    /// Units paid.
+    pub payout: u64,
 }
 
 /// `statement.json`.
@@ -292,6 +324,9 @@ pub struct Statement {
     pub genesis_sha256: String,
     /// Per round, in round order.
     pub rounds: Vec<StatementRound>,
+    /// Per settlement period, in period order (settled reward rule).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settlements: Vec<StatementSettlement>,
     /// Totals.
     pub totals: StatementTotals,
     /// SHA-256 of every other file of the statement, by relative path.
@@ -306,6 +341,35 @@ pub fn round_files(round: u64) -> (String, String) {
     )
 }
 
+/// Where a statement keeps the settlement of `period` holding the hospital's line.
+pub fn settlement_files(period: u64) -> (String, String) {
+    (
+        format!("settlements/{period}.entry"),
+        format!("settlements/{period}.tlog-proof"),
+    )
+}
+
+/// `participant`'s line of `rec`, which must be a part of `period`'s settlement.
+pub fn settlement_line<'a>(
+    rec: &'a Record,
+    participant: &str,
+    period: u64,
+) -> Result<&'a crate::records::SettlementLine, String> {
+    let Record::Settlement(s) = rec else {
+        return Err("not a settlement entry".into());
+    };
+    if s.period != period {
+        return Err(format!(
+            "the entry settles period {}, not {period}",
+            s.period
+        ));
+    }
+    s.participants
+        .iter()
+        .find(|l| l.participant == participant)
+        .ok_or_else(|| format!("the settlement holds no line of {participant}"))
+}
+
 fn sha_hex(b: &[u8]) -> String {
     hex::encode(sha256_bytes(b))
 }
@@ -317,6 +381,7 @@ fn summarise(
     participant: &str,
     genesis_sha256: &str,
     rounds: &[(u64, u64, Record)],
+    settled: &[(u64, u64, Record)],
     files: BTreeMap<String, String>,
 ) -> Statement {
     let mut out = Vec::new();
@@ -326,6 +391,7 @@ fn summarise(
         declines: 0,
         reward: 0,
         epsilon_micro: 0,
+        paid: 0,
     };
     let mut name = None;
     for (round, index, rec) in rounds {
@@ -368,6 +434,23 @@ fn summarise(
         totals.rounds += 1;
         out.push(r);
     }
+    let mut settlements = Vec::new();
+    for (period, index, rec) in settled {
+        if let (Record::Settlement(s), Ok(line)) = (rec, settlement_line(rec, participant, *period))
+        {
+            totals.paid = totals.paid.saturating_add(line.payout);
+            settlements.push(StatementSettlement {
+                period: *period,
+                index: *index,
+                first_round: s.rounds.first,
+                last_round: s.rounds.last,
+                value_nano: line.value_nano,
+                se_nano: line.se_nano,
+                verdict: line.verdict.clone(),
+                payout: line.payout,
+            });
+        }
+    }
     Statement {
         format: STATEMENT_FORMAT.into(),
         federation: origin.to_owned(),
@@ -375,6 +458,7 @@ fn summarise(
         name,
         genesis_sha256: genesis_sha256.to_owned(),
         rounds: out,
+        settlements,
         totals,
         files,
     }
@@ -405,8 +489,31 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> LedgerError {
     move |e| LedgerError::io(context, e)
 }
 
+/// The numbers `<n>` of the files `<dir>/<n>.entry`, ascending (none when `dir` is absent).
+fn numbered_entries(dir: &Path) -> Result<Vec<u64>, LedgerError> {
+    let mut out = Vec::new();
+    if dir.exists() {
+        for e in std::fs::read_dir(dir).map_err(io(format!("list {}", dir.display())))? {
+            let name = e
+                .map_err(io(format!("list {}", dir.display())))?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if let Some(n) = name
+                .strip_suffix(".entry")
+                .and_then(|r| r.parse::<u64>().ok())
+            {
+                out.push(n);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
 /// Writes the statement of the receipts kept in `receipts` (a hospital's receipts folder of
-/// one federation: `trust.json`, `genesis.*`, `rounds/*`) for `participant` to `out`.
+/// one federation: `trust.json`, `genesis.*`, `rounds/*`, `settlements/*`) for `participant`
+/// to `out`.
 pub fn write_statement(
     receipts: &Path,
     participant: &str,
@@ -420,25 +527,13 @@ pub fn write_statement(
     let trust = TrustFile::parse(&trust_bytes)?;
     let genesis = read("genesis.entry")?;
     let genesis_proof = read("genesis.tlog-proof")?;
-    let mut rounds = Vec::new();
-    let dir = receipts.join("rounds");
-    if dir.exists() {
-        for e in std::fs::read_dir(&dir).map_err(io(format!("list {}", dir.display())))? {
-            let name = e
-                .map_err(io(format!("list {}", dir.display())))?
-                .file_name()
-                .to_string_lossy()
-                .into_owned();
-            if let Some(r) = name
-                .strip_suffix(".entry")
-                .and_then(|r| r.parse::<u64>().ok())
-            {
-                rounds.push(r);
-            }
-        }
-    }
-    rounds.sort_unstable();
+    let rounds = numbered_entries(&receipts.join("rounds"))?;
+    let periods = numbered_entries(&receipts.join("settlements"))?;
     std::fs::create_dir_all(out.join("rounds")).map_err(io(format!("create {}", out.display())))?;
+    if !periods.is_empty() {
+        std::fs::create_dir_all(out.join("settlements"))
+            .map_err(io(format!("create {}", out.display())))?;
+    }
     let mut files = BTreeMap::new();
     let mut put = |rel: String, bytes: &[u8]| -> Result<(), LedgerError> {
         std::fs::write(out.join(&rel), bytes).map_err(io(format!("write {rel}")))?;
@@ -462,7 +557,28 @@ pub fn write_statement(
         put(e, &entry)?;
         put(p, &proof)?;
     }
-    let statement = summarise(&trust.origin, participant, &sha_hex(&genesis), &recs, files);
+    let mut settled = Vec::new();
+    for period in periods {
+        let (e, p) = settlement_files(period);
+        let entry = read(&e)?;
+        let proof = read(&p)?;
+        let index = TlogProof::parse(&proof)?.index;
+        settled.push((
+            period,
+            index,
+            records::validate_entry(index, &trust.origin, &entry)?,
+        ));
+        put(e, &entry)?;
+        put(p, &proof)?;
+    }
+    let statement = summarise(
+        &trust.origin,
+        participant,
+        &sha_hex(&genesis),
+        &recs,
+        &settled,
+        files,
+    );
     let bytes = records::encode_canonical(&statement)?;
     std::fs::write(out.join("statement.json"), &bytes)
         .map_err(io("write statement.json".into()))?;
@@ -716,70 +832,58 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
         }
     }
 
-    // Rounds.
+    // Rounds and settlements.
     let participant = statement.as_ref().map(|s| s.participant.clone());
     let mut recs: Vec<(u64, u64, Record)> = Vec::new();
+    let mut settled: Vec<(u64, u64, Record)> = Vec::new();
     let mut seen_roots: BTreeMap<u64, (Hash, String)> = BTreeMap::new();
-    let round_of = |f: &str| -> Option<u64> {
-        let rest = f.strip_prefix("rounds/")?;
+    let numbered = |dir: &str, f: &str| -> Option<u64> {
+        let rest = f.strip_prefix(dir)?.strip_prefix('/')?;
         let stem = rest
             .strip_suffix(".entry")
             .or_else(|| rest.strip_suffix(".tlog-proof"))?;
         stem.parse::<u64>().ok().filter(|n| n.to_string() == stem)
     };
-    let mut round_numbers: Vec<u64> = listed.keys().filter_map(|f| round_of(f)).collect();
-    round_numbers.sort_unstable();
-    round_numbers.dedup();
+    let numbers = |dir: &str| -> Vec<u64> {
+        let mut v: Vec<u64> = listed.keys().filter_map(|f| numbered(dir, f)).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let (round_numbers, periods) = (numbers("rounds"), numbers("settlements"));
     for f in listed.keys() {
         let ok = f == "trust.json"
             || f == "genesis.entry"
             || f == "genesis.tlog-proof"
-            || round_of(f).is_some();
+            || numbered("rounds", f).is_some()
+            || numbered("settlements", f).is_some();
         if !ok {
             r.fail(f.clone(), "not a file a statement holds");
         }
     }
     if let (Some(policy), Some(origin), Some(participant)) = (&policy, &origin, &participant) {
+        let mut proven = Proven {
+            contents: &contents,
+            digest_ok: &digest_ok,
+            policy,
+            origin,
+            seen_roots: &mut seen_roots,
+            own_failures: &mut own_failures,
+            report: &mut r,
+        };
         for round in &round_numbers {
             let (ef, pf) = round_files(*round);
-            let (Some(entry), Some(proof)) = (contents.get(&ef), contents.get(&pf)) else {
-                r.fail(
-                    if contents.contains_key(&ef) { pf } else { ef },
-                    "missing (rounds come as an entry and its receipt)",
-                );
-                continue;
-            };
-            match verify_receipt(proof, entry, policy) {
-                Ok(v) => {
-                    let cp = &v.checkpoint.checkpoint;
-                    if let Some((root, other)) = seen_roots.get(&cp.size)
-                        && *root != cp.root
-                    {
-                        own_failures.insert(
-                            pf.clone(),
-                            format!(
-                                "its checkpoint of size {} has another root than {other}'s: \
-                                 the log equivocated",
-                                cp.size
-                            ),
-                        );
-                    }
-                    seen_roots.insert(cp.size, (cp.root, pf.clone()));
-                    match records::validate_entry(v.index, origin, entry) {
-                        Ok(rec) => match check_own_entry(&rec, participant, *round) {
-                            Ok(()) => recs.push((*round, v.index, rec)),
-                            Err(e) => {
-                                own_failures.insert(ef.clone(), e);
-                            }
-                        },
-                        Err(e) => {
-                            own_failures.insert(ef.clone(), e.to_string());
-                        }
-                    }
-                }
-                Err(e) => {
-                    own_failures.insert(blame(&digest_ok, &ef, &pf), e.to_string());
-                }
+            if let Some(x) = proven.check(&ef, &pf, |rec| check_own_entry(rec, participant, *round))
+            {
+                recs.push((*round, x.0, x.1));
+            }
+        }
+        for period in &periods {
+            let (ef, pf) = settlement_files(*period);
+            if let Some(x) = proven.check(&ef, &pf, |rec| {
+                settlement_line(rec, participant, *period).map(|_| ())
+            }) {
+                settled.push((*period, x.0, x.1));
             }
         }
         r.passed.push(format!(
@@ -815,7 +919,7 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
     if let (Some(s), Some(origin), Some(g)) = (&statement, &origin, &genesis_sha)
         && r.ok()
     {
-        let again = summarise(origin, &s.participant, g, &recs, s.files.clone());
+        let again = summarise(origin, &s.participant, g, &recs, &settled, s.files.clone());
         if &again != s {
             r.fail(
                 "statement.json",
@@ -823,18 +927,91 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
             );
         } else {
             r.passed.push(format!(
-                "{} round(s) of {}: {} contribution(s), {} decline(s), reward {}, epsilon {} (micro)",
+                "{} round(s) of {}: {} contribution(s), {} decline(s), reward {}, epsilon {} \
+                 (micro), {} settlement(s) paying {}",
                 s.totals.rounds,
                 s.participant,
                 s.totals.contributions,
                 s.totals.declines,
                 s.totals.reward,
-                s.totals.epsilon_micro
+                s.totals.epsilon_micro,
+                s.settlements.len(),
+                s.totals.paid
             ));
         }
     }
     r.statement = statement;
     r
+}
+
+/// What checks one entry of a statement and its receipt.
+struct Proven<'a> {
+    contents: &'a BTreeMap<String, Vec<u8>>,
+    digest_ok: &'a BTreeMap<String, bool>,
+    policy: &'a TrustPolicy,
+    origin: &'a str,
+    /// Checkpoint roots seen, by size, and the receipt each came from.
+    seen_roots: &'a mut BTreeMap<u64, (Hash, String)>,
+    own_failures: &'a mut BTreeMap<String, String>,
+    report: &'a mut StatementReport,
+}
+
+impl Proven<'_> {
+    /// The entry `ef` proven by the receipt `pf`, parsed, when it verifies and `own` accepts
+    /// it; otherwise the failure is noted against the file to blame.
+    fn check(
+        &mut self,
+        ef: &str,
+        pf: &str,
+        own: impl FnOnce(&Record) -> Result<(), String>,
+    ) -> Option<(u64, Record)> {
+        let (Some(entry), Some(proof)) = (self.contents.get(ef), self.contents.get(pf)) else {
+            self.report.fail(
+                if self.contents.contains_key(ef) {
+                    pf
+                } else {
+                    ef
+                },
+                "missing (an entry comes with its receipt)",
+            );
+            return None;
+        };
+        let v = match verify_receipt(proof, entry, self.policy) {
+            Ok(v) => v,
+            Err(e) => {
+                self.own_failures
+                    .insert(blame(self.digest_ok, ef, pf), e.to_string());
+                return None;
+            }
+        };
+        let cp = &v.checkpoint.checkpoint;
+        if let Some((root, other)) = self.seen_roots.get(&cp.size)
+            && *root != cp.root
+        {
+            self.own_failures.insert(
+                pf.to_owned(),
+                format!(
+                    "its checkpoint of size {} has another root than {other}'s: the log \
+                     equivocated",
+                    cp.size
+                ),
+            );
+        }
+        self.seen_roots.insert(cp.size, (cp.root, pf.to_owned()));
+        match records::validate_entry(v.index, self.origin, entry) {
+            Ok(rec) => match own(&rec) {
+                Ok(()) => Some((v.index, rec)),
+                Err(e) => {
+                    self.own_failures.insert(ef.to_owned(), e);
+                    None
+                }
+            },
+            Err(e) => {
+                self.own_failures.insert(ef.to_owned(), e.to_string());
+                None
+            }
+        }
+    }
 }
 
 /// Of an entry and its receipt that do not verify together, the one whose digest changed (the

@@ -84,6 +84,8 @@ pub struct AgentReport {
     pub epsilon_spent: f64,
     /// Receipts checked in this run, with their time and bytes fetched.
     pub receipts: Vec<ReceiptStat>,
+    /// Settlements checked in this run (settled reward rule): (period, units paid).
+    pub settled: Vec<(u64, u64)>,
 }
 
 /// Run until the coordinator says the federation is done.
@@ -174,6 +176,7 @@ async fn drive(
                 if let Some(r) = receipts.as_mut() {
                     r.wait(&mut client, &store, None).await?;
                     report.receipts = r.stats.clone();
+                    report.settled = r.settled.clone();
                 }
                 report.final_params = task.params;
                 if let Some(b) = &bar {

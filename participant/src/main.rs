@@ -285,13 +285,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ))
                 .context("take part in the federation")?;
             println!(
-                "{}: federation {} finished; sent {} updates, declined {} rounds, epsilon spent {:.4}, {} receipts checked",
+                "{}: federation {} finished; sent {} updates, declined {} rounds, epsilon spent {:.4}, {} receipts checked, {} settlement(s) checked paying {} units",
                 report.name,
                 report.federation,
                 report.rounds_sent.len(),
                 report.rounds_declined.len(),
                 report.epsilon_spent,
-                report.receipts.len()
+                report.receipts.len(),
+                report.settled.len(),
+                report.settled.iter().map(|(_, p)| p).sum::<u64>()
             );
         }
         Command::Resume { config } => {

@@ -22,8 +22,10 @@ use fedledger_ledger::{
     http::TilesClient,
     merkle::{self, sha256_bytes},
     note::{SignedCheckpoint, b64_encode},
-    receipts::{TrustFile, TrustPolicy, check_cosignatures, make_receipt, round_files},
-    records::{self, Record, encode_canonical},
+    receipts::{
+        TrustFile, TrustPolicy, check_cosignatures, make_receipt, round_files, settlement_files,
+    },
+    records::{self, Record, VERDICT_DISTINGUISHABLE, encode_canonical},
     tiles::TileCache,
 };
 use serde_json::json;
@@ -157,6 +159,8 @@ pub struct Receipts {
     enrolments: u64,
     /// Completed checks of this run.
     pub stats: Vec<ReceiptStat>,
+    /// Settlements checked in this run: (period, units paid to this hospital).
+    pub settled: Vec<(u64, u64)>,
 }
 
 /// What a check found, for the evidence file.
@@ -194,6 +198,7 @@ impl Receipts {
             trust: None,
             enrolments: 0,
             stats: Vec::new(),
+            settled: Vec::new(),
         })
     }
 
@@ -704,6 +709,8 @@ impl Receipts {
             return Err(self.mismatch(store, rec, what, reported, found, &note));
         }
         let receipt = make_receipt(index, proof, &cp, &policy).map_err(not_yet)?;
+        self.check_settlement(store, rec, &result, (&note, &cp), &mut cache, summary_index)
+            .await?;
         let dir = self.dir();
         let (ef, pf) = round_files(round);
         write_atomically(&dir.join(ef), &entry)?;
@@ -726,6 +733,181 @@ impl Receipts {
         );
         self.stats.push(stat);
         Ok(())
+    }
+}
+
+impl Receipts {
+    /// The settlement that follows round `rec.round`'s summary in the ledger, if the round ends
+    /// a period (settled reward rule; the parts of a settlement are appended with the round's
+    /// entries, so a checkpoint covering the summary covers them): this hospital's line must be
+    /// there when it contributed in the period, and must be what the coordinator reported. The
+    /// part holding the line is kept as a receipt (`settlements/<period>.*`).
+    async fn check_settlement(
+        &mut self,
+        store: &LocalStore,
+        rec: &RoundRecord,
+        result: &fedledger_proto::RoundResult,
+        (note, cp): (&[u8], &SignedCheckpoint),
+        cache: &mut TileCache,
+        summary_index: u64,
+    ) -> Result<(), Failure> {
+        let round = rec.round;
+        let reported = result.settlement.as_ref();
+        let reported_line =
+            reported.and_then(|s| s.lines.iter().find(|l| l.participant == self.participant));
+        let reported_json = json!({
+            "settlement_period": reported.map(|s| s.period),
+            "line": reported_line.map(|l| json!({
+                "value_nano": l.value_nano,
+                "se_nano": l.se_nano,
+                "rounds": l.rounds,
+                "distinguishable": l.distinguishable,
+                "payout": l.payout,
+            })),
+        });
+        // The parts that follow the summary.
+        let mut parts = Vec::new();
+        let mut at = summary_index + 1;
+        while at < cp.checkpoint.size {
+            self.tiles.fill(cache, &[at], None).await.map_err(not_yet)?;
+            let (entry, proof) = Self::proven(cache, cp, at)?;
+            match records::validate_entry(at, &self.federation, &entry) {
+                Ok(Record::Settlement(st)) if st.rounds.last == round => {
+                    let last = st.part >= st.parts;
+                    parts.push((at, entry, proof, st));
+                    if last {
+                        break;
+                    }
+                    at += 1;
+                }
+                _ => break,
+            }
+        }
+        let Some(first) = parts.first().map(|p| &p.3) else {
+            if let Some(s) = reported {
+                let what = format!(
+                    "the coordinator reported the settlement of period {} with round {round}, \
+                     but no settlement entry follows the round's summary (entry {summary_index})",
+                    s.period
+                );
+                return Err(self.mismatch(store, rec, what, reported_json, nothing(), note));
+            }
+            return Ok(());
+        };
+        let (period, first_round) = (first.period, first.rounds.first);
+        // Did this hospital contribute in the period (an acknowledged update)?
+        let contributed: Vec<u64> = store
+            .rounds()?
+            .into_iter()
+            .filter(|r| {
+                r.federation == self.federation
+                    && r.action == "sent"
+                    && (first_round..=round).contains(&r.round)
+                    && (r.round == round
+                        || matches!(
+                            r.receipt.as_deref(),
+                            Some(receipt_state::PENDING | receipt_state::DONE)
+                        ))
+            })
+            .map(|r| r.round)
+            .collect();
+        let mine = parts.iter().find_map(|(i, e, p, st)| {
+            st.participants
+                .iter()
+                .find(|l| l.participant == self.participant)
+                .map(|l| (*i, e, p, l.clone()))
+        });
+        let found = |i: Option<u64>, e: Option<&Vec<u8>>| Found {
+            index: i,
+            entry: e.map(|e| String::from_utf8_lossy(e).into_owned()),
+        };
+        let Some((index, entry, proof, line)) = mine else {
+            if !contributed.is_empty() || reported_line.is_some() {
+                let what = format!(
+                    "the settlement of period {period} (entries {}..{}) holds no line of this \
+                     hospital, which contributed in round(s) {contributed:?} of it",
+                    summary_index + 1,
+                    summary_index + 1 + parts.len() as u64
+                );
+                return Err(self.mismatch(store, rec, what, reported_json, nothing(), note));
+            }
+            return Ok(());
+        };
+        let recorded = (
+            line.value_nano,
+            line.se_nano,
+            line.rounds,
+            line.verdict == VERDICT_DISTINGUISHABLE,
+            line.payout,
+        );
+        let told = reported_line.map(|l| {
+            (
+                l.value_nano,
+                l.se_nano,
+                l.rounds,
+                l.distinguishable,
+                l.payout,
+            )
+        });
+        if told != Some(recorded) || reported.map(|s| s.period) != Some(period) {
+            let what = match told {
+                Some(t) => format!(
+                    "settlement of period {period}: the coordinator reported value {} nano \
+                     (se {}, {} rounds, paid: {}) and a payout of {}, the ledger records value \
+                     {} nano (se {}, {} rounds, {}) and a payout of {}",
+                    t.0,
+                    t.1,
+                    t.2,
+                    t.3,
+                    t.4,
+                    line.value_nano,
+                    line.se_nano,
+                    line.rounds,
+                    line.verdict,
+                    line.payout
+                ),
+                None => format!(
+                    "the ledger records this hospital's line in the settlement of period \
+                     {period} (payout {}), which the coordinator did not report",
+                    line.payout
+                ),
+            };
+            return Err(self.mismatch(
+                store,
+                rec,
+                what,
+                reported_json,
+                found(Some(index), Some(entry)),
+                note,
+            ));
+        }
+        let policy = self
+            .trust
+            .clone()
+            .expect("genesis verified before a receipt");
+        let receipt = make_receipt(index, proof.clone(), cp, &policy).map_err(not_yet)?;
+        let dir = self.dir();
+        let (ef, pf) = settlement_files(period);
+        write_atomically(&dir.join(ef), entry)?;
+        write_atomically(&dir.join(pf), receipt.encode().as_bytes())?;
+        info!(
+            period,
+            index,
+            value_nano = line.value_nano,
+            se_nano = line.se_nano,
+            verdict = %line.verdict,
+            payout = line.payout,
+            "settlement checked and stored"
+        );
+        self.settled.push((period, line.payout));
+        Ok(())
+    }
+}
+
+fn nothing() -> Found {
+    Found {
+        index: None,
+        entry: None,
     }
 }
 
