@@ -41,6 +41,14 @@ fn max(v: &[f64]) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Quiet unless RUST_LOG asks (the figures go to stdout).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let rt = tokio::runtime::Runtime::new()?;
     let only = std::env::args().nth(1);
     rt.block_on(async {
