@@ -991,6 +991,39 @@ impl ConfigFile {
             ));
         }
         self.valuation.validate().map_err(ConfigError::Invalid)?;
+        // Every participant is a player of the valuation game.
+        let players = self.participants.len();
+        if players > fedledger_valuation::MAX_PLAYERS {
+            return Err(ConfigError::Invalid(format!(
+                "{players} participants: the valuation game has at most {} players",
+                fedledger_valuation::MAX_PLAYERS
+            )));
+        }
+        if self.valuation.estimator == "kernelshap"
+            && players > fedledger_valuation::KERNELSHAP_MAX_PLAYERS
+        {
+            return Err(ConfigError::Invalid(format!(
+                "valuation.estimator = \"kernelshap\" values at most {} participants, this \
+                 federation has {players}: use \"gtg\" (or \"auto\") or \"loo\"",
+                fedledger_valuation::KERNELSHAP_MAX_PLAYERS
+            )));
+        }
+        // A budget below what the estimator needs would fail every round's close.
+        let budget = self.valuation.max_evaluations;
+        let exact = self.valuation.estimator == "exact"
+            || (self.valuation.estimator == "auto"
+                && players <= fedledger_valuation::EXACT_DEFAULT_MAX_PLAYERS);
+        let needed = if exact {
+            1u64 << players.min(63)
+        } else {
+            players as u64 + 2
+        };
+        if budget > 0 && budget < needed {
+            return Err(ConfigError::Invalid(format!(
+                "valuation.max_evaluations = {budget} is below the {needed} coalitions the \
+                 estimator needs for {players} participants (0: the estimator's default)"
+            )));
+        }
         self.rewards.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
         let plan = &self.privacy;

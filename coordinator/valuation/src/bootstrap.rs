@@ -45,7 +45,7 @@ pub struct RowGame<F> {
     rows: usize,
     null: Coalition,
     score_rows: F,
-    cache: Mutex<HashMap<u64, Rows>>,
+    cache: Mutex<HashMap<Coalition, Rows>>,
 }
 
 impl<F> RowGame<F>
@@ -65,7 +65,7 @@ where
     }
 
     fn rows_of(&self, coalition: Coalition) -> Rows {
-        let key = coalition.minus(self.null).bits();
+        let key = coalition.minus(self.null);
         if let Some(r) = self
             .cache
             .lock()

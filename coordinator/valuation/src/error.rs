@@ -30,10 +30,10 @@ pub enum ValuationError {
         needed: u64,
     },
     /// The utility of a coalition was NaN or infinite.
-    #[error("utility of coalition {coalition:#x} is not finite ({value})")]
+    #[error("utility of the coalition of players {coalition:?} is not finite ({value})")]
     NonFiniteUtility {
-        /// The coalition's mask.
-        coalition: u64,
+        /// The coalition's members.
+        coalition: Vec<usize>,
         /// The value returned.
         value: f64,
     },

@@ -15,7 +15,7 @@ mod loo;
 
 pub use exact::{EXACT_DEFAULT_MAX_PLAYERS, EXACT_HARD_MAX_PLAYERS, Exact};
 pub use gtg::GtgShapley;
-pub use kernelshap::KernelShap;
+pub use kernelshap::{KERNELSHAP_MAX_PLAYERS, KernelShap};
 pub use loo::LeaveOneOut;
 
 /// The values of one round as an estimator produced them, with what is needed to recompute them.
@@ -114,31 +114,28 @@ impl<'g> Reduced<'g> {
         self.active.len()
     }
 
-    /// The reduced mask of all active players.
-    pub(crate) fn full(&self) -> u64 {
-        match self.m() {
-            MAX_PLAYERS => u64::MAX,
-            m => (1u64 << m) - 1,
-        }
+    /// The reduced coalition of all active players.
+    pub(crate) fn full(&self) -> Coalition {
+        Coalition::full(self.m()).expect("at most MAX_PLAYERS players, checked at new")
     }
 
-    fn expand(&self, reduced: u64) -> Coalition {
+    fn expand(&self, reduced: Coalition) -> Coalition {
         let mut c = Coalition::EMPTY;
-        for r in Coalition::from_bits(reduced).members() {
+        for r in reduced.members() {
             c = c.with(self.active[r]);
         }
         c
     }
 
     /// The utility of a reduced coalition, refusing non-finite numbers.
-    pub(crate) fn utility(&self, reduced: u64) -> Result<f64, ValuationError> {
+    pub(crate) fn utility(&self, reduced: Coalition) -> Result<f64, ValuationError> {
         let coalition = self.expand(reduced);
         let value = self.game.utility(coalition);
         if value.is_finite() {
             Ok(value)
         } else {
             Err(ValuationError::NonFiniteUtility {
-                coalition: coalition.bits(),
+                coalition: coalition.members().collect(),
                 value,
             })
         }
@@ -165,7 +162,7 @@ pub(crate) enum Stop {
 /// Memo of utilities by reduced coalition, bounded by a budget of distinct coalitions.
 pub(crate) struct Memo<'r, 'g> {
     game: &'r Reduced<'g>,
-    cache: HashMap<u64, f64>,
+    cache: HashMap<Coalition, f64>,
     budget: u64,
 }
 
@@ -184,7 +181,7 @@ impl<'r, 'g> Memo<'r, 'g> {
     }
 
     /// The utility of a reduced coalition, computing it if new and the budget allows.
-    pub(crate) fn get(&mut self, reduced: u64) -> Result<f64, Stop> {
+    pub(crate) fn get(&mut self, reduced: Coalition) -> Result<f64, Stop> {
         if let Some(&v) = self.cache.get(&reduced) {
             return Ok(v);
         }
@@ -198,8 +195,8 @@ impl<'r, 'g> Memo<'r, 'g> {
 
     /// The utilities of `coalitions`, computing the new ones in parallel. Refuses (computing
     /// nothing) if the new ones do not fit in the budget.
-    pub(crate) fn get_all(&mut self, coalitions: &[u64]) -> Result<Vec<f64>, Stop> {
-        let mut fresh: Vec<u64> = coalitions
+    pub(crate) fn get_all(&mut self, coalitions: &[Coalition]) -> Result<Vec<f64>, Stop> {
+        let mut fresh: Vec<Coalition> = coalitions
             .iter()
             .copied()
             .filter(|c| !self.cache.contains_key(c))

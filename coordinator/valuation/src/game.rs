@@ -4,7 +4,7 @@ use std::cell::RefCell;
 
 use super::{Coalition, MAX_PLAYERS, ValuationError};
 
-/// A cooperative game over at most 64 players.
+/// A cooperative game over at most [`MAX_PLAYERS`] players.
 pub trait Utility: Sync {
     /// The number of players (at most [`MAX_PLAYERS`]).
     fn players(&self) -> usize;
@@ -239,10 +239,10 @@ mod tests {
             LinearCombinationGame::new(&base, &[&base], &[0], score),
             Err(ValuationError::NoExamples)
         ));
-        let many: Vec<&[f32]> = vec![&base; 65];
+        let many: Vec<&[f32]> = vec![&base; MAX_PLAYERS + 1];
         assert!(matches!(
-            LinearCombinationGame::new(&base, &many, &[1; 65], score),
-            Err(ValuationError::TooManyPlayers { players: 65, .. })
+            LinearCombinationGame::new(&base, &many, &[1; MAX_PLAYERS + 1], score),
+            Err(ValuationError::TooManyPlayers { players, .. }) if players == MAX_PLAYERS + 1
         ));
     }
 }

@@ -10,7 +10,7 @@
 //! participant that sends a zero update is a null player whose value is exactly 0. The score is a
 //! closure handed in by the caller; the coordinator passes the negative validation log-loss (accuracy
 //! is coarse and hides harm). The abstraction is [`Utility`]: anything that maps a [`Coalition`]
-//! (a bitmask over at most 64 players) to a real number.
+//! (a bit set over at most [`MAX_PLAYERS`] players) to a real number.
 //!
 //! # The valuation
 //!
@@ -111,8 +111,9 @@ pub use bootstrap::{RowGame, bootstrap_rng, bootstrap_standard_errors};
 pub use coalition::{Coalition, MAX_PLAYERS};
 pub use error::ValuationError;
 pub use estimators::{
-    EXACT_DEFAULT_MAX_PLAYERS, EXACT_HARD_MAX_PLAYERS, Estimator, Exact, GtgShapley, KernelShap,
-    LeaveOneOut, Valuation, default_estimator, estimator_by_name, value_nano,
+    EXACT_DEFAULT_MAX_PLAYERS, EXACT_HARD_MAX_PLAYERS, Estimator, Exact, GtgShapley,
+    KERNELSHAP_MAX_PLAYERS, KernelShap, LeaveOneOut, Valuation, default_estimator,
+    estimator_by_name, value_nano,
 };
 pub use game::{LinearCombinationGame, Utility};
 pub use metrics::{relative_l2, spearman};

@@ -6,8 +6,8 @@ mod support;
 
 use fedledger_valuation::{
     AbuseConfig, Coalition, Estimator, Exact, GtgShapley, KernelShap, LeaveOneOut,
-    LinearCombinationGame, Participation, RewardEntry, Utility, Valuation, ValuationError, cosine,
-    detect, estimator_by_name, relative_l2, spearman, split_rewards,
+    LinearCombinationGame, MAX_PLAYERS, Participation, RewardEntry, Utility, Valuation,
+    ValuationError, cosine, detect, estimator_by_name, relative_l2, spearman, split_rewards,
 };
 use support::{Round, breast_cancer, eight_hospitals, synthetic, train};
 
@@ -44,6 +44,33 @@ impl Dividends {
             })
             .collect()
     }
+}
+
+/// `U(S) = sum of w_i over S`: every player's Shapley value is its own `w_i`.
+struct Additive(Vec<f64>);
+
+impl Utility for Additive {
+    fn players(&self) -> usize {
+        self.0.len()
+    }
+    fn utility(&self, coalition: Coalition) -> f64 {
+        coalition.members().map(|i| self.0[i]).sum()
+    }
+}
+
+#[test]
+fn gtg_and_loo_value_hundreds_of_players() {
+    // Player weights on both sides of the 64-player word boundaries.
+    let w: Vec<f64> = (0..130).map(|i| f64::from(i % 7) - 2.5).collect();
+    let game = Additive(w.clone());
+    // Leave-one-out is exact on an additive game; GTG truncates scans whose remaining
+    // marginals are within its tolerance of zero, so it is close.
+    let loo = LeaveOneOut::default().estimate(&game, 3).unwrap();
+    assert_close(&loo.values, &w, 1e-9);
+    assert_eq!(loo.evaluations, 131);
+    let gtg = GtgShapley::default().estimate(&game, 3).unwrap();
+    assert_close(&gtg.values, &w, 0.01);
+    assert!(gtg.evaluations > 131, "{}", gtg.evaluations);
 }
 
 fn estimators(budget: Option<u64>) -> Vec<Box<dyn Estimator>> {
@@ -321,18 +348,25 @@ fn refusals_name_what_is_wrong() {
         })
     ));
     let too_many = Dividends {
-        players: 65,
+        players: MAX_PLAYERS + 1,
         dividends: vec![],
     };
     for estimator in estimators(None) {
         assert!(matches!(
             estimator.estimate(&too_many, 0),
-            Err(ValuationError::TooManyPlayers {
-                players: 65,
-                max: 64
-            })
+            Err(ValuationError::TooManyPlayers { players, max: MAX_PLAYERS })
+                if players == MAX_PLAYERS + 1
         ));
     }
+    // KernelSHAP's design is built on 64-bit masks.
+    let sixty_five = Additive((0..65).map(f64::from).collect());
+    assert!(matches!(
+        KernelShap::default().estimate(&sixty_five, 0),
+        Err(ValuationError::TooManyPlayers {
+            players: 65,
+            max: 64
+        })
+    ));
     struct Broken;
     impl Utility for Broken {
         fn players(&self) -> usize {

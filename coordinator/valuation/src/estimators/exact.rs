@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::{Estimator, Reduced, Valuation, binomial};
-use crate::{Utility, ValuationError};
+use crate::{Coalition, Utility, ValuationError};
 
 /// Exact enumeration is the default up to this many players.
 pub const EXACT_DEFAULT_MAX_PLAYERS: usize = 12;
@@ -55,7 +55,7 @@ impl Estimator for Exact {
         }
         let table = (0..coalitions)
             .into_par_iter()
-            .map(|c| reduced.utility(c))
+            .map(|c| reduced.utility(Coalition::from_bits(c)))
             .collect::<Result<Vec<f64>, ValuationError>>()?;
         let values = shapley_from_table(m, &table);
         Ok(Valuation {

@@ -1,7 +1,7 @@
 //! GTG-Shapley-style guided permutation sampling with conservative truncation.
 
 use super::{Estimator, Memo, Reduced, Stop, Valuation, guided_permutation, seeded};
-use crate::{Utility, ValuationError};
+use crate::{Coalition, Utility, ValuationError};
 
 /// GTG-Shapley-style permutation sampling (Liu et al., "GTG-Shapley: Efficient and Accurate
 /// Participant Contribution Evaluation in Federated Learning", 2022), without its between-round
@@ -70,8 +70,8 @@ impl Estimator for GtgShapley {
             return Ok(self.valuation(&reduced, &[], &memo, seed));
         }
         let full = reduced.full();
-        let mut first = vec![0u64, full];
-        first.extend((0..m).map(|i| full & !(1u64 << i)));
+        let mut first = vec![Coalition::EMPTY, full];
+        first.extend((0..m).map(|i| full.without(i)));
         let top = memo.get_all(&first).map_err(fail)?;
         let (empty, grand) = (top[0], top[1]);
         let loo: Vec<f64> = top[2..].iter().map(|u| (grand - u).abs()).collect();
@@ -155,7 +155,7 @@ impl GtgShapley {
         marginals: &mut [f64],
     ) -> Result<(), Stop> {
         marginals.fill(0.0);
-        let mut prefix = 0u64;
+        let mut prefix = Coalition::EMPTY;
         let mut previous = empty;
         for (position, &player) in order.iter().enumerate() {
             let rest = &order[position..];
@@ -165,7 +165,7 @@ impl GtgShapley {
             {
                 break;
             }
-            prefix |= 1u64 << player;
+            prefix = prefix.with(player);
             let current = if position + 1 == order.len() {
                 grand
             } else {

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use super::{Estimator, Memo, Reduced, Stop, Valuation, binomial, random_subset, seeded};
 use crate::rng::shuffle;
-use crate::{Utility, ValuationError};
+use crate::{Coalition, Utility, ValuationError};
 
 /// Paired KernelSHAP (Lundberg and Lee 2017; paired sampling as in Covert and Lee 2021) with the
 /// efficiency constraint `sum phi = U(all) - U(none)`.
@@ -29,6 +29,10 @@ struct Design {
     weights: Vec<f64>,
 }
 
+/// The most active players KernelSHAP values (its design is built on 64-bit masks); use `gtg`
+/// or `loo` above.
+pub const KERNELSHAP_MAX_PLAYERS: usize = 64;
+
 impl Estimator for KernelShap {
     fn name(&self) -> &'static str {
         "kernelshap"
@@ -37,6 +41,13 @@ impl Estimator for KernelShap {
     fn estimate(&self, game: &dyn Utility, seed: u64) -> Result<Valuation, ValuationError> {
         let reduced = Reduced::new(game)?;
         let m = reduced.m();
+        // The design enumerates coalitions as 64-bit masks.
+        if m > KERNELSHAP_MAX_PLAYERS {
+            return Err(ValuationError::TooManyPlayers {
+                players: m,
+                max: KERNELSHAP_MAX_PLAYERS,
+            });
+        }
         let all = if m >= 63 { u64::MAX } else { 1u64 << m };
         let needed = all.min(2 * m as u64 + 2);
         let budget = self
@@ -61,15 +72,22 @@ impl Estimator for KernelShap {
         let values = match m {
             0 => Vec::new(),
             1 => {
-                let u = memo.get_all(&[0, 1]).map_err(fail)?;
+                let u = memo
+                    .get_all(&[Coalition::EMPTY, Coalition::from_bits(1)])
+                    .map_err(fail)?;
                 vec![u[1] - u[0]]
             }
             _ => {
                 let full = reduced.full();
-                let ends = memo.get_all(&[0, full]).map_err(fail)?;
+                let ends = memo.get_all(&[Coalition::EMPTY, full]).map_err(fail)?;
                 let (empty, grand) = (ends[0], ends[1]);
                 let design = design(m, budget - 2, seed);
-                let utilities = memo.get_all(&design.coalitions).map_err(fail)?;
+                let masks: Vec<Coalition> = design
+                    .coalitions
+                    .iter()
+                    .map(|&c| Coalition::from_bits(c))
+                    .collect();
+                let utilities = memo.get_all(&masks).map_err(fail)?;
                 solve(m, &design, &utilities, empty, grand)?
             }
         };

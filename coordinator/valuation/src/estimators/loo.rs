@@ -24,7 +24,7 @@ impl Estimator for LeaveOneOut {
         let budget = self.max_evaluations.unwrap_or(u64::MAX);
         let mut memo = Memo::new(&reduced, budget);
         let mut coalitions = vec![full];
-        coalitions.extend((0..m).map(|i| full & !(1u64 << i)));
+        coalitions.extend((0..m).map(|i| full.without(i)));
         let values = if m == 0 {
             Vec::new()
         } else {
