@@ -1,0 +1,269 @@
+//! Many sites per coordinator: round time with no training for N participants (10, 100 and
+//! 1,000 by default), with the coordinator's CPU time, its peak anonymous memory and what the
+//! valuation took.
+//!
+//! The coordinator runs in a child process (this binary again, with `--serve`), so its CPU time
+//! (`/proc/<pid>/stat`) and anonymous memory (`RssAnon` in `/proc/<pid>/status`, sampled every
+//! 20 ms) are its own; the N participant agents run in this process, each a real agent over
+//! loopback gRPC with its own state directory, sending a zero update (no training, so the
+//! figures are the system's cost alone). Zero updates make every participant a null player of
+//! the valuation game, so the valuation is the estimator's fixed coalitions; the close time is
+//! aggregate + evaluate + valuation + ledger batch.
+//!
+//! ```text
+//! cargo run --release --example bench_sites                         # 10, 100, 1000 sites
+//! cargo run --release --example bench_sites -- --sites 10,100 --rounds 3
+//! ```
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Parser;
+use fedledger_examples::{BREAST_CANCER_CSV, sources::ZeroSource};
+use fedledger_model::Dataset;
+use fedledger_participant::{ParticipantConfig, config::PrivacySection, keys};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Participant counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    sites: Vec<usize>,
+    /// Rounds per federation.
+    #[arg(long, default_value_t = 5)]
+    rounds: u64,
+    /// Internal: run the coordinator of this configuration file (the child process).
+    #[arg(long, hide = true)]
+    serve: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Runtime::new()?;
+    if let Some(config) = &args.serve {
+        return rt.block_on(serve(config));
+    }
+    println!(
+        "sites  rounds  round median / max    close median   valuation evals/round  \
+         coordinator CPU (per round)  peak RssAnon"
+    );
+    for &n in &args.sites {
+        rt.block_on(sites(n, args.rounds))
+            .with_context(|| format!("{n} sites"))?;
+    }
+    Ok(())
+}
+
+/// The child: serve the federation, print its address, then (once done) one line per round.
+async fn serve(config: &Path) -> anyhow::Result<()> {
+    let cfg = fedledger_coordinator::ConfigFile::load(config)?.validate()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = fedledger_coordinator::serve(cfg, Some(listener)).await?;
+    println!("ADDR {}", running.addr);
+    std::io::stdout().flush()?;
+    running.wait_done().await;
+    for o in running.coordinator.store().outcomes()? {
+        println!(
+            "ROUND {} {} {} {} {}",
+            o.round,
+            o.closed_at_ms.saturating_sub(o.opened_at_ms),
+            o.close_micros,
+            o.valuation.as_ref().map_or(0, |v| v.evaluations),
+            o.contributions.len()
+        );
+    }
+    println!("DONE");
+    std::io::stdout().flush()?;
+    // Wait for the parent to read the CPU time, then exit (stdin closes).
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    running.shutdown().await?;
+    Ok(())
+}
+
+fn write_config(dir: &Path, n: usize, rounds: u64, keys_hex: &[String]) -> anyhow::Result<PathBuf> {
+    let mut enrolled = String::new();
+    for (i, k) in keys_hex.iter().enumerate() {
+        enrolled.push_str(&format!(
+            "[[participant]]\nname = \"h{i}\"\npublic_key = \"{k}\"\n\n"
+        ));
+    }
+    let path = dir.join("coordinator.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "federation = \"bench-sites-{n}\"\nlisten = \"127.0.0.1:0\"\nstate_dir = \"state\"\n\n\
+             [model]\nkind = \"logreg\"\nfeatures = 30\nclasses = 2\n\n\
+             [data]\nlabel_column = \"malignant\"\nvalidation = \"validation.csv\"\n\
+             standardisation = \"reference\"\n\n\
+             [rounds]\ntotal = {rounds}\nquorum = {n}\ndeadline_secs = 600\n\n\
+             [training]\nlocal_epochs = 1\nbatch_size = 16\nlearning_rate = 0.1\n\
+             clip_norm = 1.0\nnoise_multiplier = 1.0\ninit_seed = 1\n\n\
+             [valuation]\nestimator = \"auto\"\nmax_evaluations = 0\nutility = \"neg_log_loss\"\n\
+             reward_pool_per_round = 1000000\nseed = 0\ncopy_cosine = 0.999\n\n\
+             [limits]\nmax_connections_per_ip = {}\nmax_connections = {}\n\n{enrolled}",
+            2 * n + 16,
+            2 * n + 64
+        ),
+    )?;
+    Ok(path)
+}
+
+/// Anonymous resident memory of `pid`, in KiB.
+fn rss_anon_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// User + system CPU seconds of `pid`.
+fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &s[s.rfind(')').context("stat format")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    // The clock tick is 100 Hz on Linux (USER_HZ).
+    Ok(ticks as f64 / 100.0)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn sites(n: usize, rounds: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = Dataset::from_csv_reader(BREAST_CANCER_CSV.as_bytes(), "malignant")?;
+    let vpath = dir.path().join("validation.csv");
+    data.subset(&(0..143).collect::<Vec<_>>())
+        .write_csv(&vpath)?;
+    let mut keys_hex = Vec::new();
+    let mut pcfgs = Vec::new();
+    for i in 0..n {
+        let p = dir.path().join(format!("k{i}.key"));
+        let k = keys::generate_key_file(&p)?;
+        keys_hex.push(keys::public_key_hex(&k));
+        pcfgs.push(ParticipantConfig {
+            coordinator: String::new(),
+            key: p,
+            data: vpath.clone(),
+            label_column: None,
+            state_dir: dir.path().join(format!("h{i}")),
+            privacy: PrivacySection {
+                require_dp: false,
+                ..Default::default()
+            },
+            reconnect_patience_secs: 60,
+            ledger: None,
+            tls: None,
+            allow_plaintext: false,
+            proxy: None,
+        });
+    }
+    let config = write_config(dir.path(), n, rounds, &keys_hex)?;
+    let mut child: Child = Command::new(std::env::current_exe()?)
+        .arg("--serve")
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("start the coordinator process")?;
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().context("child stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("ADDR ")
+        .with_context(|| format!("the coordinator printed {line:?}"))?
+        .to_owned();
+    // Peak anonymous memory, sampled.
+    let peak = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(k) = rss_anon_kib(pid) {
+                    peak.fetch_max(k, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let started = Instant::now();
+    let agents: Vec<_> = pcfgs
+        .into_iter()
+        .map(|mut p| {
+            p.coordinator = format!("http://{addr}");
+            tokio::spawn(fedledger_participant::run_with_source(
+                p,
+                false,
+                Box::new(ZeroSource { rows: 50 }),
+            ))
+        })
+        .collect();
+    for a in agents {
+        a.await??;
+    }
+    let wall = started.elapsed();
+    // The child's round lines, then DONE.
+    let mut per_round = Vec::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line)? == 0 {
+            anyhow::bail!("the coordinator exited before DONE");
+        }
+        let l = line.trim();
+        if l == "DONE" {
+            break;
+        }
+        if let Some(rest) = l.strip_prefix("ROUND ") {
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()?;
+            per_round.push(f);
+        }
+    }
+    let cpu = cpu_secs(pid)?;
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().ok();
+    drop(child.stdin.take());
+    child.wait()?;
+    anyhow::ensure!(
+        per_round.len() as u64 == rounds && per_round.iter().all(|f| f[4] as usize == n),
+        "expected {rounds} rounds of {n} contributions each, got {per_round:?}"
+    );
+    let mut dur: Vec<f64> = per_round.iter().map(|f| f[1] as f64).collect();
+    let max = dur.iter().copied().fold(0.0, f64::max);
+    let mut close: Vec<f64> = per_round.iter().map(|f| f[2] as f64 / 1e3).collect();
+    let evals = per_round.iter().map(|f| f[3]).sum::<u64>() / rounds.max(1);
+    println!(
+        "{n:>5}  {rounds:>6}  {:>8.1} / {max:>8.1} ms  {:>9.1} ms   {evals:>21}  {cpu:>8.2} s ({:>7.3} s)    {:>7.1} MiB   (whole run {:.1} s)",
+        median(&mut dur),
+        median(&mut close),
+        cpu / rounds as f64,
+        peak.load(Ordering::Relaxed) as f64 / 1024.0,
+        wall.as_secs_f64()
+    );
+    Ok(())
+}
