@@ -178,7 +178,7 @@ fn default_patience() -> u64 {
 
 /// The participant's own privacy limits, enforced locally whatever the coordinator asks.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PrivacySection {
     pub epsilon_budget: f64,
     pub delta: f64,

@@ -284,8 +284,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     std::io::stderr().is_terminal(),
                 ))
                 .context("take part in the federation")?;
+            let how = match &report.ended {
+                fedledger_participant::Ended::Done => "finished".to_owned(),
+                fedledger_participant::Ended::CoordinatorGone {
+                    round,
+                    total,
+                    unchecked,
+                } => format!(
+                    "over (the coordinator stopped serving after round {round} of {total}{})",
+                    if unchecked.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; receipts of rounds {unchecked:?} could not be checked")
+                    }
+                ),
+            };
             println!(
-                "{}: federation {} finished; sent {} updates, declined {} rounds, epsilon spent {:.4}, {} receipts checked",
+                "{}: federation {} {how}; sent {} updates, declined {} rounds, epsilon spent {:.4}, {} receipts checked",
                 report.name,
                 report.federation,
                 report.rounds_sent.len(),

@@ -79,6 +79,7 @@ pub fn config(
             total: rounds,
             quorum,
             deadline_secs: 60,
+            grace_secs: 60,
         },
         training: TrainingSection::default(),
         aggregation: Default::default(),
@@ -98,6 +99,7 @@ pub fn config(
             .map(|(i, k)| ParticipantEntry {
                 name: format!("h{i}"),
                 public_key: pubhex(k),
+                public_key_file: None,
             })
             .collect(),
     }
