@@ -10,10 +10,13 @@ use fedledger_privacy::accountant::{self, AccountantKind};
 /// Participant agent of a fedledger federation. Runs next to a hospital's private data, trains
 /// locally with differential privacy, and only ever dials out to the coordinator.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, arg_required_else_help = true)]
 struct Cli {
+    /// Print a complete participant.toml, every field with its default and a comment, and exit.
+    #[arg(long, exclusive = true)]
+    print_default_config: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -28,6 +31,7 @@ enum Command {
     },
     /// Print the public key of an existing key file.
     Pubkey {
+        /// The key file (from `keygen`).
         #[arg(long)]
         key: PathBuf,
     },
@@ -79,8 +83,11 @@ enum Command {
     ///
     /// Example: fedledger-participant budget --config participant.toml
     Budget {
+        /// Path of participant.toml (its state_dir holds the spends).
         #[arg(long)]
         config: PathBuf,
+        /// Print JSON: {"epsilon_spent":..,"epsilon_budget":..,"epsilon_remaining":..,
+        /// "delta":..,"releases":..}.
         #[arg(long)]
         json: bool,
     },
@@ -92,8 +99,12 @@ enum Command {
     ///
     /// Example: fedledger-participant run --config participant.toml
     Run {
+        /// Path of participant.toml (`--print-default-config` prints a complete one).
         #[arg(long)]
         config: PathBuf,
+        /// The state directory, instead of the file's `state_dir`.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// After a receipt mismatch stopped the agent and the operator investigated it: clear the
     /// stop so `run` takes part again. The round concerned is not checked again (its evidence
@@ -102,6 +113,7 @@ enum Command {
     ///
     /// Example: fedledger-participant resume --config participant.toml
     Resume {
+        /// Path of participant.toml (its state_dir holds the stop).
         #[arg(long)]
         config: PathBuf,
     },
@@ -112,6 +124,7 @@ enum Command {
     ///
     /// Example: fedledger-participant receipts --config participant.toml --out statement
     Receipts {
+        /// Path of participant.toml (its state_dir holds the receipts).
         #[arg(long)]
         config: PathBuf,
         /// Output directory (created).
@@ -166,7 +179,12 @@ fn describe(report: &accountant::EpsilonReport) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        // `--print-default-config` (clap requires one or the other).
+        print!("{}", fedledger_participant::config::DEFAULT_CONFIG);
+        return Ok(());
+    };
+    match command {
         Command::Keygen { out } => {
             let key = keys::generate_key_file(&out)
                 .with_context(|| format!("create key file {}", out.display()))?;
@@ -230,8 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Budget { config, json } => {
-            let cfg = ParticipantConfig::load(&config)
-                .with_context(|| format!("load config {}", config.display()))?;
+            let cfg = ParticipantConfig::load(&config)?;
             let store = fedledger_participant::store::LocalStore::open(&cfg.state_dir)
                 .context("open the local store")?;
             let spends = store.spends().context("read spends")?;
@@ -274,9 +291,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Run { config } => {
-            let cfg = ParticipantConfig::load(&config)
-                .with_context(|| format!("load config {}", config.display()))?;
+        Command::Run { config, state_dir } => {
+            let cfg = ParticipantConfig::load_with(&config, state_dir.as_deref())?;
             let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
             let report = rt
                 .block_on(fedledger_participant::run(
@@ -310,8 +326,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Resume { config } => {
-            let cfg = ParticipantConfig::load(&config)
-                .with_context(|| format!("load config {}", config.display()))?;
+            let cfg = ParticipantConfig::load(&config)?;
             let store = fedledger_participant::store::LocalStore::open(&cfg.state_dir)
                 .context("open the local store")?;
             match store.resume().context("clear the stop")? {
@@ -335,8 +350,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             federation,
         } => {
-            let cfg = ParticipantConfig::load(&config)
-                .with_context(|| format!("load config {}", config.display()))?;
+            let cfg = ParticipantConfig::load(&config)?;
             let key = keys::load_key(&cfg.key).context("load key")?;
             let root = cfg.state_dir.join("receipts");
             let mut dirs: Vec<(String, PathBuf)> = std::fs::read_dir(&root)

@@ -16,11 +16,15 @@ const ABOUT: &str = "fedledger ledger: RFC 9162 Merkle log, signed and cosigned 
 
 /// fedledger ledger: export, verify and replicate a federation's signed Merkle log.
 #[derive(Debug, Parser)]
-#[command(name = "fedledger-ledger", version, about = ABOUT, long_about = None)]
+#[command(name = "fedledger-ledger", version, about = ABOUT, long_about = None, arg_required_else_help = true)]
 pub struct Cli {
+    /// Print a complete ledger.toml (for `node`), every field with its default and a comment,
+    /// and exit.
+    #[arg(long, exclusive = true)]
+    pub print_default_config: bool,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Subcommands.
@@ -105,9 +109,14 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Run a replica + witness node over libp2p (see `ledger.toml` in the crate docs of `node`).
+    /// Run a replica (and, with [witness], a witness) of one log over libp2p until Ctrl-C.
+    ///
+    /// It catches up from the peers it dials, follows gossip and reports equivocation; it
+    /// prints its peer id at start.
+    ///
+    /// Example: fedledger-ledger node --config ledger.toml
     Node {
-        /// Node configuration (TOML).
+        /// Path of ledger.toml (`fedledger-ledger --print-default-config` prints a complete one).
         #[arg(long)]
         config: PathBuf,
     },
@@ -161,7 +170,12 @@ pub enum ReceiptsCommand {
 /// `accountant` recomputes epsilon figures in `verify` (the binary plugs in the privacy crate's;
 /// without one that check is reported as skipped).
 pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        // `--print-default-config` (clap requires one or the other).
+        print!("{}", crate::node::DEFAULT_CONFIG);
+        return Ok(());
+    };
+    match command {
         Command::Keygen { out, name, witness } => {
             let key = keys::generate_key_file(&out)
                 .with_context(|| format!("generate key {}", out.display()))?;

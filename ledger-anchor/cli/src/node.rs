@@ -28,10 +28,14 @@ use fedledger_ledger::note::{NoteSigner, VerifierKey};
 use fedledger_ledger::witness::Witness;
 use fedledger_ledger::{Log, keys};
 use libp2p::Multiaddr;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+/// A complete `ledger.toml`: every field with its default, commented
+/// (`fedledger-ledger --print-default-config`). Valid once `log_key` is filled in.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/ledger.toml");
 
 /// `ledger.toml`: configuration of `fedledger-ledger node` (see the module docs).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeFileConfig {
     /// Replica store directory.
@@ -46,7 +50,7 @@ pub struct NodeFileConfig {
     pub dial: Vec<String>,
     /// The node's libp2p identity key file, created on first start (default: `<store>.node.key`
     /// beside the store). Not the witness's signing key: it only names the node on the network.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_key: Option<PathBuf>,
     /// Peer ids allowed to dial in as witnesses.
     #[serde(default)]
@@ -56,14 +60,15 @@ pub struct NodeFileConfig {
     pub allow_replicas: Vec<String>,
     /// Serve the replica in the C2SP tlog-tiles layout over HTTP at this address (off when
     /// absent: hospitals' nodes do not listen).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiles_listen: Option<std::net::SocketAddr>,
     /// Witness settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness: Option<WitnessFileConfig>,
 }
 
 /// The `[witness]` table of `ledger.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WitnessFileConfig {
     /// Witness key name.
@@ -74,16 +79,38 @@ pub struct WitnessFileConfig {
     pub state: PathBuf,
     /// Serve the C2SP tlog-witness HTTP API (`POST /add-checkpoint`, `GET /<origin
     /// hash>/checkpoint`) at this address, beside the libp2p request (off when absent).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<std::net::SocketAddr>,
 }
 
 impl NodeFileConfig {
-    /// Reads and parses `ledger.toml`.
+    /// Reads and parses `ledger.toml`; relative paths in it are resolved against its folder.
+    /// A parse error is said once, naming the file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parse {}", path.display()))
+        let mut cfg: Self = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}(every field, with its default: `fedledger-ledger --print-default-config`)",
+                path.display()
+            )
+        })?;
+        if let Some(base) = path.parent() {
+            let fix = |p: &mut PathBuf| {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            };
+            fix(&mut cfg.store);
+            if let Some(k) = cfg.node_key.as_mut() {
+                fix(k);
+            }
+            if let Some(w) = cfg.witness.as_mut() {
+                fix(&mut w.key);
+                fix(&mut w.state);
+            }
+        }
+        Ok(cfg)
     }
 
     /// The log's verifier key, parsed.
@@ -265,7 +292,7 @@ mod tests {
         let path = dir.path().join("ledger.toml");
         std::fs::write(&path, &doc).unwrap();
         let cfg = NodeFileConfig::load(&path).unwrap();
-        assert_eq!(cfg.store, PathBuf::from("ledger-store"));
+        assert_eq!(cfg.store, dir.path().join("ledger-store"));
         assert_eq!(
             cfg.witness.as_ref().unwrap().name,
             "witness.hospital-a.example"
@@ -289,6 +316,60 @@ mod tests {
             format!("{err:#}").contains("parse address nonsense"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn the_default_ledger_toml_names_every_field_and_loads_once_the_log_key_is_in() {
+        fn key_paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    out.push(format!("{prefix}{k}"));
+                    key_paths(v, &format!("{prefix}{k}."), out);
+                }
+            }
+        }
+        // Uncommented, every optional field is there too.
+        let full: String = DEFAULT_CONFIG
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") || rest.starts_with('[') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        for text in [DEFAULT_CONFIG, full.as_str()] {
+            let cfg: NodeFileConfig = toml::from_str(text).unwrap();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            key_paths(&toml::Value::try_from(&cfg).unwrap(), "", &mut a);
+            key_paths(&toml::from_str(text).unwrap(), "", &mut b);
+            a.sort();
+            b.sort();
+            assert_eq!(a, b);
+        }
+        let full: NodeFileConfig = toml::from_str(&full).unwrap();
+        assert!(full.witness.is_some_and(|w| w.http_listen.is_some()));
+
+        let dir = tempfile::tempdir().unwrap();
+        let signer = NoteSigner::log(
+            "fed.example",
+            keys::generate_key_file(&dir.path().join("log.key")).unwrap(),
+        )
+        .unwrap();
+        let text = DEFAULT_CONFIG.replace(
+            "\"<the log verifier key from `fedledger-coordinator keys`>\"",
+            &format!("\"{}\"", signer.verifier_key()),
+        );
+        let path = dir.path().join("ledger.toml");
+        std::fs::write(&path, &text).unwrap();
+        let cfg = NodeFileConfig::load(&path).unwrap();
+        assert_eq!(&cfg.log_key().unwrap(), signer.verifier_key());
+        cfg.network().unwrap();
+
+        std::fs::write(&path, format!("colour = 1\n{text}")).unwrap();
+        let said = format!("{:#}", NodeFileConfig::load(&path).unwrap_err());
+        assert!(said.contains("unknown field `colour`"), "{said}");
+        assert!(said.contains("ledger.toml"), "{said}");
+        assert_eq!(said.matches("unknown field").count(), 1, "{said}");
     }
 
     mod fuzz {
