@@ -40,8 +40,14 @@ pub const DEFAULT_CONFIG: &str = include_str!("../config/ledger.toml");
 pub struct NodeFileConfig {
     /// Replica store directory.
     pub store: PathBuf,
-    /// The log's verifier key.
+    /// The log's verifier key. Give this or `keys_file`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub log_key: String,
+    /// The federation's keys file, as the operator hands it out (`fedledger-coordinator keys`
+    /// output): the log's verifier key, and the coordinator node's peer id, which pins every
+    /// `dial` address that does not end in `/p2p/<peer id>` itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_file: Option<PathBuf>,
     /// Listen addresses.
     #[serde(default)]
     pub listen: Vec<String>,
@@ -102,6 +108,9 @@ impl NodeFileConfig {
                 }
             };
             fix(&mut cfg.store);
+            if let Some(k) = cfg.keys_file.as_mut() {
+                fix(k);
+            }
             if let Some(k) = cfg.node_key.as_mut() {
                 fix(k);
             }
@@ -115,7 +124,34 @@ impl NodeFileConfig {
 
     /// The log's verifier key, parsed.
     pub fn log_key(&self) -> anyhow::Result<VerifierKey> {
-        VerifierKey::parse(&self.log_key).context("parse log_key")
+        let key = match (
+            self.log_key.is_empty(),
+            self.keys_file_line("log verifier key:")?,
+        ) {
+            (false, None) => self.log_key.clone(),
+            (true, Some(k)) => k,
+            (false, Some(_)) => anyhow::bail!("give log_key or keys_file, not both"),
+            (true, None) => anyhow::bail!(
+                "no log_key: set keys_file to the operator's `fedledger-coordinator keys` output, \
+                 or log_key to the log verifier key it names"
+            ),
+        };
+        VerifierKey::parse(&key).context("parse log_key")
+    }
+
+    /// The value of the keys file's line starting `label`, when there is a keys file.
+    fn keys_file_line(&self, label: &str) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.keys_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read keys_file {}", path.display()))?;
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .map(|v| v.trim().to_owned())
+            .with_context(|| format!("keys_file {} has no {label:?} line", path.display()))?;
+        Ok(Some(value))
     }
 
     /// The network settings, with every address parsed. Every address dialled must pin the
@@ -129,7 +165,19 @@ impl NodeFileConfig {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()
         };
-        let dial = parse(&self.dial)?;
+        let mut dial = parse(&self.dial)?;
+        let pinned =
+            |a: &Multiaddr| matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_)));
+        if dial.iter().any(|a| !pinned(a))
+            && let Some(id) = self.keys_file_line("ledger peer id:")?
+        {
+            let peer = id
+                .parse::<libp2p::PeerId>()
+                .with_context(|| format!("keys_file: ledger peer id {id:?}"))?;
+            for a in dial.iter_mut().filter(|a| !pinned(a)) {
+                a.push(libp2p::multiaddr::Protocol::P2p(peer));
+            }
+        }
         for a in &dial {
             if !matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
                 anyhow::bail!(
@@ -355,15 +403,30 @@ mod tests {
             keys::generate_key_file(&dir.path().join("log.key")).unwrap(),
         )
         .unwrap();
-        let text = DEFAULT_CONFIG.replace(
-            "\"<the log verifier key from `fedledger-coordinator keys`>\"",
-            &format!("\"{}\"", signer.verifier_key()),
-        );
+        // What `fedledger-coordinator keys` prints.
+        let peer = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        std::fs::write(
+            dir.path().join("federation.keys"),
+            format!(
+                "log verifier key: {}\nledger peer id:   {peer}\ngenesis sha256:   {}\n",
+                signer.verifier_key(),
+                "ab".repeat(32)
+            ),
+        )
+        .unwrap();
+        let text = DEFAULT_CONFIG.replace("dial = []", "dial = [\"/ip4/127.0.0.1/tcp/4001\"]");
         let path = dir.path().join("ledger.toml");
         std::fs::write(&path, &text).unwrap();
         let cfg = NodeFileConfig::load(&path).unwrap();
         assert_eq!(&cfg.log_key().unwrap(), signer.verifier_key());
-        cfg.network().unwrap();
+        // The address is pinned to the keys file's peer id.
+        let dial = cfg.network().unwrap().dial;
+        assert_eq!(
+            dial[0].to_string(),
+            format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")
+        );
 
         std::fs::write(&path, format!("colour = 1\n{text}")).unwrap();
         let said = format!("{:#}", NodeFileConfig::load(&path).unwrap_err());
