@@ -900,10 +900,11 @@ pub struct FederationConfig {
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("read {path}: {source}")]
+    #[error("read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        /// Part of the message, not a source: said once.
+        error: std::io::Error,
     },
     /// The TOML did not parse or names a field that does not exist. Said once: the TOML error is
     /// part of this message, not a source of it.
@@ -920,9 +921,9 @@ pub enum ConfigError {
 impl ConfigFile {
     /// Read and parse a TOML file; relative paths inside it are resolved against its folder.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let mut file: ConfigFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
@@ -961,9 +962,9 @@ impl ConfigFile {
 
     /// Check every field and load the validation data from its file.
     pub fn validate(self) -> Result<FederationConfig, ConfigError> {
-        let bytes = std::fs::read(&self.data.validation).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(&self.data.validation).map_err(|error| ConfigError::Read {
             path: self.data.validation.clone(),
-            source,
+            error,
         })?;
         self.validate_with(&bytes)
     }

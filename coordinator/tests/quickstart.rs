@@ -371,3 +371,116 @@ fn every_printed_default_config_is_valid_once_keys_and_data_are_there() {
     let cfg: toml::Table = toml::from_str(&ledger).unwrap();
     assert_eq!(cfg["keys_file"].as_str(), Some("federation.keys"));
 }
+
+/// The `text` blocks of a section of `docs/troubleshooting.md`.
+fn troubleshooting(section: &str) -> Vec<String> {
+    let doc = include_str!("../../docs/troubleshooting.md");
+    let body = doc
+        .split("\n## ")
+        .find(|s| s.starts_with(section))
+        .expect("the section");
+    body.split("```text\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap().trim_end().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_troubleshooting_guide_quotes_the_configuration_errors_the_binaries_print() {
+    let blocks = troubleshooting("Configuration");
+    // Each block's situation, made from the quickstart's files.
+    type Setup = fn(&Path);
+    let cases: [(Setup, &str, &str); 7] = [
+        (
+            |d| edit_file(d, "coordinator.toml", "quorum = 3", "quorom = 3"),
+            "fedledger-coordinator",
+            "coordinator.toml",
+        ),
+        (
+            |d| remove_pubs(d),
+            "fedledger-coordinator",
+            "coordinator.toml",
+        ),
+        (
+            |d| edit_file(d, "coordinator.toml", "quorum = 3", "quorum = 4"),
+            "fedledger-coordinator",
+            "coordinator.toml",
+        ),
+        (
+            |d| std::fs::remove_file(d.join("validation.csv")).unwrap(),
+            "fedledger-coordinator",
+            "coordinator.toml",
+        ),
+        (
+            |d| edit_file(d, "coordinator.toml", "features = 30", "features = 20"),
+            "fedledger-coordinator",
+            "coordinator.toml",
+        ),
+        (
+            |d| {
+                edit_file(
+                    d,
+                    "hospital-a.toml",
+                    "http://127.0.0.1:50051",
+                    "http://coordinator.example.org:50051",
+                )
+            },
+            "fedledger-participant",
+            "hospital-a.toml",
+        ),
+        (|_| {}, "fedledger-participant", "hospital-a.toml"),
+    ];
+    assert_eq!(
+        blocks.len(),
+        cases.len(),
+        "one case per quoted configuration error"
+    );
+    for (block, (setup, program, config)) in blocks.iter().zip(cases) {
+        let dir = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(QUICKSTART).unwrap() {
+            let f = f.unwrap().path();
+            if matches!(f.extension().and_then(|e| e.to_str()), Some("csv" | "toml")) {
+                std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+            }
+        }
+        // Distinct keys, as real hospitals' would be.
+        for (i, h) in ["hospital-a", "hospital-b", "hospital-c"]
+            .iter()
+            .enumerate()
+        {
+            let key = format!("{i}{}\n", "c".repeat(63));
+            std::fs::write(dir.path().join(format!("{h}.pub")), key).unwrap();
+        }
+        setup(dir.path());
+        let command = if program == "fedledger-coordinator" {
+            "check-config"
+        } else {
+            "budget"
+        };
+        let out = Command::new(bin(program))
+            .args([command, "--config", config])
+            .current_dir(dir.path())
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{program} {command} accepted the case of:\n{block}"
+        );
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(said.trim_end(), block, "the guide quotes another message");
+    }
+}
+
+fn edit_file(dir: &Path, file: &str, from: &str, to: &str) {
+    let p = dir.join(file);
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains(from), "{file} has no {from:?}");
+    std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+}
+
+fn remove_pubs(dir: &Path) {
+    for h in ["hospital-a", "hospital-b", "hospital-c"] {
+        std::fs::remove_file(dir.join(format!("{h}.pub"))).unwrap();
+    }
+}

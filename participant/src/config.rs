@@ -142,9 +142,9 @@ impl LedgerSection {
                     "give either keys_file or log_key and genesis_sha256, not both".into(),
                 ));
             }
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
                 path: path.clone(),
-                source,
+                error,
             })?;
             for line in text.lines() {
                 if let Some(v) = line.strip_prefix("log verifier key:") {
@@ -217,10 +217,11 @@ impl Default for PrivacySection {
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("read {path}: {source}")]
+    #[error("read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        /// Part of the message, not a source: said once.
+        error: std::io::Error,
     },
     /// The TOML did not parse or names a field that does not exist. Said once: the TOML error is
     /// part of this message, not a source of it.
@@ -241,9 +242,9 @@ impl ParticipantConfig {
     /// [`ParticipantConfig::load`], with the state directory given on the command line instead
     /// of the file's.
     pub fn load_with(path: &Path, state_dir: Option<&Path>) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         let mut cfg: ParticipantConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
