@@ -1,79 +1,9 @@
 //! `coordinator.toml`: what an operator writes, and the validated configuration the coordinator
 //! runs with.
 //!
-//! ```toml
-//! federation = "breast-cancer-2026"     # the ledger's origin; letters, digits, . _ - /
-//! listen = "127.0.0.1:50051"
-//! state_dir = "coordinator-state"       # sled store and blobs
-//! key = "coordinator.key"               # Ed25519 key (PKCS#8); created on first start if absent
-//!
-//! [model]
-//! kind = "logreg"                       # or "mlp" (with hidden = [64])
-//! features = 30
-//! classes = 2
-//!
-//! [data]
-//! label_column = "malignant"
-//! validation = "validation.csv"         # the coordinator's own labelled data
-//! standardisation = "reference"         # or "site": each hospital uses its own statistics
-//!
-//! [rounds]
-//! total = 20
-//! quorum = 3                            # minimum updates for a round to complete
-//! deadline_secs = 120
-//!
-//! [training]
-//! local_epochs = 2
-//! batch_size = 32
-//! learning_rate = 0.1
-//! clip_norm = 1.0                       # DP-SGD per-example clipping norm (0: no DP-SGD)
-//! noise_multiplier = 1.1                # for hospitals that do not plan for themselves
-//! # Each hospital plans its own DP-SGD for its own budget within these bounds:
-//! # planning = { max_batch_size = 512, max_steps = 30 }   # also rounds, min_batch_size, min_steps
-//!
-//! [valuation]
-//! estimator = "auto"                    # exact up to 12 participants, else gtg
-//! reward_pool_per_round = 1000000       # integer base units
-//! bootstrap_resamples = 200             # standard errors of the values (0 or 1: none)
-//!
-//! [rewards]
-//! rule = "settled"                      # or "per-round" (each round's pool by its values)
-//! period_rounds = 5                     # settle every 5 rounds and at the last round
-//! z = 2.0                               # pay an accumulated value only above z standard errors
-//!
-//! [aggregation]
-//! strategy = "fedavg"                   # fedavg | fedavg-inverse-noise | median | trimmed-mean
-//! max_update_norm = 0.0                 # refuse larger updates (0: off)
-//! # dp = { noise_multiplier = 1.0, clip_norm = 0.5, adaptive = true }   # DP-FedAvg
-//!
-//! [privacy]                             # the plan recorded in the genesis record
-//! epsilon_budget = 8.0
-//! delta = 1e-5
-//! accountants = ["rdp", "pld", "rdp-dp-accounting"]   # spends the federation records
-//!
-//! [limits]                            # what any peer can make the coordinator hold
-//! max_streams_per_connection = 8
-//! max_connections_per_ip = 8            # raise for simulations of many hospitals on one host
-//! message_timeout_secs = 30
-//! session_ttl_secs = 86400
-//!
-//! [ledger]
-//! witnesses = []                        # cosignature/v1 verifier keys of the witnesses
-//! witness_urls = []                     # C2SP tlog-witness submission prefixes ("http://host:port/")
-//! listen = ["/ip4/0.0.0.0/tcp/4001"]    # libp2p: witnesses and replicas dial in here
-//! node_key = "ledger-node.key"          # libp2p identity (stable peer id); default <state_dir>/ledger-node.key
-//! tiles_listen = "0.0.0.0:8080"         # HTTP: the log in the C2SP tlog-tiles layout (receipts)
-//! allow_witnesses = []                  # peer ids allowed to dial in as witnesses ...
-//! allow_replicas = []                   # ... or replicas; both empty: any peer may
-//!
-//! [tls]                               # optional: TLS on listen and tiles_listen (else plaintext)
-//! cert = "tls/server.pem"               # PEM chain, leaf first; re-read when it changes on disk
-//! key = "tls/server.key"                # PEM private key
-//!
-//! [[participant]]
-//! name = "hospital-a"
-//! public_key = "<64 hex digits>"
-//! ```
+//! The complete file, every field with its default and a comment, is `config/coordinator.toml`
+//! ([`DEFAULT_CONFIG`], what `fedledger-coordinator --print-default-config` prints and the
+//! README's configuration reference shows); a test keeps it equal to the fields below.
 
 use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
 

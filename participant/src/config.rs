@@ -1,34 +1,8 @@
 //! `participant.toml`.
 //!
-//! ```toml
-//! coordinator = "https://coordinator.example.org:50051"  # dialled out; nothing listens here
-//! allow_plaintext = false                  # http:// only to loopback unless this is true
-//! # proxy = "http://proxy.hospital.local:3128"  # default: HTTPS_PROXY / HTTP_PROXY, minus NO_PROXY
-//! key = "hospital-a.key"                   # from `fedledger-participant keygen`
-//! data = "hospital-a.csv"                  # private; never leaves this machine
-//! label_column = "malignant"               # optional; default: the task's label column
-//! state_dir = "hospital-a-state"           # local sled store: privacy spend, rounds answered
-//!
-//! [privacy]
-//! epsilon_budget = 8.0                     # hard limit over the whole federation
-//! delta = 1e-5
-//! require_dp = true                        # decline rounds that would train without noise
-//! accountant = "rdp"                       # or "pld" (tighter); keep it for the state_dir's life
-//!
-//! [ledger]                                 # receipts: check every round's record (recommended)
-//! url = "http://127.0.0.1:8080/"           # the log's C2SP tlog-tiles prefix (coordinator's tiles_listen)
-//! keys_file = "federation.keys"            # what `fedledger-coordinator keys` printed, from the operator
-//! # or, instead of keys_file:
-//! # log_key = "<origin>+<key id>+<base64>"  # the log's verifier key
-//! # genesis_sha256 = "<64 hex digits>"      # SHA-256 of the genesis entry
-//! allow_no_witnesses = false               # refuse a federation whose witness quorum is zero
-//! receipt_timeout_secs = 600               # round r's receipt must be complete before submitting for r + 2
-//!
-//! [tls]                                    # which coordinator certificate to trust
-//! ca = "federation-ca.pem"                 # the CA the operator handed over (`tls init`'s ca.pem)
-//! # pin = "coordinator.pem"                #   or exactly this certificate
-//! # server_name = "coordinator.example.org"  # default: the host in `coordinator`
-//! ```
+//! The complete file, every field with its default and a comment, is `config/participant.toml`
+//! ([`DEFAULT_CONFIG`], what `fedledger-participant --print-default-config` prints and the
+//! README's configuration reference shows); a test keeps it equal to the fields below.
 
 use std::path::{Path, PathBuf};
 
