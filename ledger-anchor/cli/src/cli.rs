@@ -119,6 +119,9 @@ pub enum Command {
         /// Path of ledger.toml (`fedledger-ledger --print-default-config` prints a complete one).
         #[arg(long)]
         config: PathBuf,
+        /// The replica's store directory, instead of the file's `store`.
+        #[arg(long)]
+        store: Option<PathBuf>,
     },
 }
 
@@ -322,6 +325,6 @@ pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Resu
             },
             accountant,
         ),
-        Command::Node { config } => crate::node::run(&config),
+        Command::Node { config, store } => crate::node::run(&config, store),
     }
 }

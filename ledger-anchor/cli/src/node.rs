@@ -216,11 +216,14 @@ impl NodeFileConfig {
     }
 }
 
-/// Runs `fedledger-ledger node --config FILE` until Ctrl-C: a replica (and witness) that
+/// Runs `fedledger-ledger node --config FILE [--store DIR]` until Ctrl-C: a replica (and witness) that
 /// catches up from the peers it dials, follows gossip and reports equivocation loudly. Fails
 /// when evidence of equivocation is held at exit.
-pub fn run(path: &Path) -> anyhow::Result<()> {
-    let cfg = NodeFileConfig::load(path)?;
+pub fn run(path: &Path, store: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut cfg = NodeFileConfig::load(path)?;
+    if let Some(s) = store {
+        cfg.store = s;
+    }
     let log_key = cfg.log_key()?;
     let net_cfg = cfg.network()?;
     let log = Log::open_replica(&cfg.store, log_key.clone()).context("open replica store")?;
