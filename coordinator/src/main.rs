@@ -13,6 +13,10 @@ struct Cli {
     /// Print a complete coordinator.toml, every field with its default and a comment, and exit.
     #[arg(long, exclusive = true)]
     print_default_config: bool,
+    /// Log filter, instead of the RUST_LOG environment variable: a level (error, warn, info,
+    /// debug, trace) or directives such as "info,fedledger_ledger=debug". Default: info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -132,10 +136,9 @@ enum TlsCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter(cli.log_level.as_deref()))
         .init();
     // Test builds only: named fail-rs points from FAILPOINTS, and crash points from
     // FEDLEDGER_CRASH_AT (a release build refuses the latter rather than ignore it).
@@ -145,14 +148,23 @@ fn main() -> anyhow::Result<()> {
     if !armed.is_empty() {
         tracing::warn!(points = ?armed, "crash points armed (test build)");
     }
-    let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(run(cli))
 }
 
+/// `--log-level` if given, else `RUST_LOG`, else `info`.
+fn log_filter(flag: Option<&str>) -> tracing_subscriber::EnvFilter {
+    match flag {
+        Some(f) => tracing_subscriber::EnvFilter::new(f),
+        None => {
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())
+        }
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let Some(command) = cli.command else {
-        // `--print-default-config` (clap requires one or the other).
+        anyhow::ensure!(cli.print_default_config, "no command given: see --help");
         print!("{}", fedledger_coordinator::config::DEFAULT_CONFIG);
         return Ok(());
     };

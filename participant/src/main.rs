@@ -15,6 +15,10 @@ struct Cli {
     /// Print a complete participant.toml, every field with its default and a comment, and exit.
     #[arg(long, exclusive = true)]
     print_default_config: bool,
+    /// Log filter, instead of the RUST_LOG environment variable: a level (error, warn, info,
+    /// debug, trace) or directives such as "info,fedledger_ledger=debug". Default: info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -137,10 +141,9 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter(cli.log_level.as_deref()))
         .with_writer(std::io::stderr)
         .init();
     // Test builds only: named fail-rs points from FAILPOINTS, and crash points from
@@ -157,7 +160,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     }
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:?}");
@@ -166,6 +169,16 @@ fn main() -> std::process::ExitCode {
                 .find_map(|c| c.downcast_ref::<fedledger_participant::RunError>())
                 .map_or(1, fedledger_participant::RunError::exit_code);
             std::process::ExitCode::from(code)
+        }
+    }
+}
+
+/// `--log-level` if given, else `RUST_LOG`, else `info`.
+fn log_filter(flag: Option<&str>) -> tracing_subscriber::EnvFilter {
+    match flag {
+        Some(f) => tracing_subscriber::EnvFilter::new(f),
+        None => {
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())
         }
     }
 }
@@ -180,7 +193,7 @@ fn describe(report: &accountant::EpsilonReport) -> String {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let Some(command) = cli.command else {
-        // `--print-default-config` (clap requires one or the other).
+        anyhow::ensure!(cli.print_default_config, "no command given: see --help");
         print!("{}", fedledger_participant::config::DEFAULT_CONFIG);
         return Ok(());
     };

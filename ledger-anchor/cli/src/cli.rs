@@ -22,6 +22,10 @@ pub struct Cli {
     /// and exit.
     #[arg(long, exclusive = true)]
     pub print_default_config: bool,
+    /// Log filter, instead of the RUST_LOG environment variable: a level (error, warn, info,
+    /// debug, trace) or directives such as "info,fedledger_ledger=debug". Default: info.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -174,7 +178,7 @@ pub enum ReceiptsCommand {
 /// without one that check is reported as skipped).
 pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Result<()> {
     let Some(command) = cli.command else {
-        // `--print-default-config` (clap requires one or the other).
+        anyhow::ensure!(cli.print_default_config, "no command given: see --help");
         print!("{}", crate::node::DEFAULT_CONFIG);
         return Ok(());
     };
