@@ -484,3 +484,36 @@ fn remove_pubs(dir: &Path) {
         std::fs::remove_file(dir.join(format!("{h}.pub"))).unwrap();
     }
 }
+
+#[test]
+fn the_troubleshooting_guide_quotes_the_node_error_for_an_unpinned_dial_address() {
+    let blocks = troubleshooting("Ledger");
+    let unpinned = blocks
+        .iter()
+        .find(|b| b.contains("does not pin its peer"))
+        .expect("the guide quotes it");
+    let dir = tempfile::tempdir().unwrap();
+    let log_key = Command::new(bin("fedledger-ledger"))
+        .args(["keygen", "--out", "log.key", "--name", "quickstart"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let log_key = String::from_utf8(log_key.stdout).unwrap();
+    std::fs::write(
+        dir.path().join("ledger.toml"),
+        format!(
+            "store = \"auditor-store\"\nlog_key = \"{}\"\ndial = [\"/ip4/127.0.0.1/tcp/4001\"]\n",
+            log_key.trim()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin("fedledger-ledger"))
+        .args(["node", "--config", "ledger.toml"])
+        .current_dir(dir.path())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(unpinned.as_str()), "{said}");
+}
