@@ -844,8 +844,6 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
-    #[error("validation data: {0}")]
-    Validation(#[from] fedledger_model::ModelError),
 }
 
 impl ConfigFile {
@@ -1088,7 +1086,12 @@ impl ConfigFile {
             });
         }
         let validation_sha256 = fedledger_model::digest::sha256_hex(bytes);
-        let mut validation = Dataset::from_csv_reader(bytes, &self.data.label_column)?;
+        let mut validation = Dataset::from_csv_named(
+            bytes,
+            &self.data.label_column,
+            &self.data.validation.display().to_string(),
+        )
+        .map_err(|e| ConfigError::Invalid(format!("data.validation: {e}")))?;
         if validation.n_features() != self.model.features {
             return bad(format!(
                 "validation file has {} feature columns but model.features = {}",
