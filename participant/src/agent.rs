@@ -249,6 +249,7 @@ async fn drive(
                             round,
                             "round answered before a restart; waiting for the next"
                         );
+                        answered_last = Some((round, task.header.total_rounds));
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         continue;
                     }
