@@ -89,13 +89,13 @@ pub struct Engine {
     progress: watch::Sender<Progress>,
     wake: Notify,
     refusals: Refusals,
-    farewell: Mutex<Farewell>,
+    farewell: Mutex<Hearers>,
 }
 
 /// Who has heard that the federation finished, and when anyone last asked anything: what
 /// `serve` waits for before it exits after the last round.
 #[derive(Debug)]
-struct Farewell {
+struct Hearers {
     told_done: BTreeSet<usize>,
     last_request: Instant,
 }
@@ -230,7 +230,7 @@ impl Engine {
             progress,
             wake: Notify::new(),
             refusals: Refusals::new(),
-            farewell: Mutex::new(Farewell {
+            farewell: Mutex::new(Hearers {
                 told_done: BTreeSet::new(),
                 last_request: Instant::now(),
             }),
@@ -348,7 +348,7 @@ impl Engine {
         Ok((info, global))
     }
 
-    fn farewell(&self) -> MutexGuard<'_, Farewell> {
+    fn farewell(&self) -> MutexGuard<'_, Hearers> {
         self.farewell.lock().unwrap_or_else(|p| p.into_inner())
     }
 
