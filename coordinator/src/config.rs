@@ -1,79 +1,9 @@
 //! `coordinator.toml`: what an operator writes, and the validated configuration the coordinator
 //! runs with.
 //!
-//! ```toml
-//! federation = "breast-cancer-2026"     # the ledger's origin; letters, digits, . _ - /
-//! listen = "127.0.0.1:50051"
-//! state_dir = "coordinator-state"       # sled store and blobs
-//! key = "coordinator.key"               # Ed25519 key (PKCS#8); created on first start if absent
-//!
-//! [model]
-//! kind = "logreg"                       # or "mlp" (with hidden = [64])
-//! features = 30
-//! classes = 2
-//!
-//! [data]
-//! label_column = "malignant"
-//! validation = "validation.csv"         # the coordinator's own labelled data
-//! standardisation = "reference"         # or "site": each hospital uses its own statistics
-//!
-//! [rounds]
-//! total = 20
-//! quorum = 3                            # minimum updates for a round to complete
-//! deadline_secs = 120
-//!
-//! [training]
-//! local_epochs = 2
-//! batch_size = 32
-//! learning_rate = 0.1
-//! clip_norm = 1.0                       # DP-SGD per-example clipping norm (0: no DP-SGD)
-//! noise_multiplier = 1.1                # for hospitals that do not plan for themselves
-//! # Each hospital plans its own DP-SGD for its own budget within these bounds:
-//! # planning = { max_batch_size = 512, max_steps = 30 }   # also rounds, min_batch_size, min_steps
-//!
-//! [valuation]
-//! estimator = "auto"                    # exact up to 12 participants, else gtg
-//! reward_pool_per_round = 1000000       # integer base units
-//! bootstrap_resamples = 200             # standard errors of the values (0 or 1: none)
-//!
-//! [rewards]
-//! rule = "settled"                      # or "per-round" (each round's pool by its values)
-//! period_rounds = 5                     # settle every 5 rounds and at the last round
-//! z = 2.0                               # pay an accumulated value only above z standard errors
-//!
-//! [aggregation]
-//! strategy = "fedavg"                   # fedavg | fedavg-inverse-noise | median | trimmed-mean
-//! max_update_norm = 0.0                 # refuse larger updates (0: off)
-//! # dp = { noise_multiplier = 1.0, clip_norm = 0.5, adaptive = true }   # DP-FedAvg
-//!
-//! [privacy]                             # the plan recorded in the genesis record
-//! epsilon_budget = 8.0
-//! delta = 1e-5
-//! accountants = ["rdp", "pld", "rdp-dp-accounting"]   # spends the federation records
-//!
-//! [limits]                            # what any peer can make the coordinator hold
-//! max_streams_per_connection = 8
-//! max_connections_per_ip = 8            # raise for simulations of many hospitals on one host
-//! message_timeout_secs = 30
-//! session_ttl_secs = 86400
-//!
-//! [ledger]
-//! witnesses = []                        # cosignature/v1 verifier keys of the witnesses
-//! witness_urls = []                     # C2SP tlog-witness submission prefixes ("http://host:port/")
-//! listen = ["/ip4/0.0.0.0/tcp/4001"]    # libp2p: witnesses and replicas dial in here
-//! node_key = "ledger-node.key"          # libp2p identity (stable peer id); default <state_dir>/ledger-node.key
-//! tiles_listen = "0.0.0.0:8080"         # HTTP: the log in the C2SP tlog-tiles layout (receipts)
-//! allow_witnesses = []                  # peer ids allowed to dial in as witnesses ...
-//! allow_replicas = []                   # ... or replicas; both empty: any peer may
-//!
-//! [tls]                               # optional: TLS on listen and tiles_listen (else plaintext)
-//! cert = "tls/server.pem"               # PEM chain, leaf first; re-read when it changes on disk
-//! key = "tls/server.key"                # PEM private key
-//!
-//! [[participant]]
-//! name = "hospital-a"
-//! public_key = "<64 hex digits>"
-//! ```
+//! The complete file, every field with its default and a comment, is `config/coordinator.toml`
+//! ([`DEFAULT_CONFIG`], what `fedledger-coordinator --print-default-config` prints and the
+//! README's configuration reference shows); a test keeps it equal to the fields below.
 
 use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -84,6 +14,11 @@ use fedledger_privacy::AccountantKind;
 
 use crate::types::Weighting;
 
+/// A complete `coordinator.toml`: every field with its default, commented
+/// (`fedledger-coordinator --print-default-config`). Valid once the validation file and the
+/// hospitals' public key files it names exist.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/coordinator.toml");
+
 /// The file format, as written by an operator.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -92,7 +27,7 @@ pub struct ConfigFile {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
     pub model: ModelSpec,
     pub data: DataSection,
@@ -112,7 +47,7 @@ pub struct ConfigFile {
     #[serde(default)]
     pub ledger: LedgerSection,
     /// TLS on the gRPC endpoint and the tlog-tiles server. Absent: plaintext (loopback trials).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSection>,
     #[serde(rename = "participant", default)]
     pub participants: Vec<ParticipantEntry>,
@@ -161,6 +96,16 @@ pub struct RoundsSection {
     pub quorum: u32,
     #[serde(default = "default_deadline")]
     pub deadline_secs: u64,
+    /// After the last round, keep answering DONE, round results and tiles for at most this many
+    /// seconds: `serve` exits earlier once the final checkpoint carries the witness quorum,
+    /// every enrolled hospital has been told DONE and no hospital has asked anything for
+    /// [`crate::QUIET_BEFORE_EXIT`]. 0: exit as soon as the last round closes.
+    #[serde(default = "default_grace")]
+    pub grace_secs: u64,
+}
+
+fn default_grace() -> u64 {
+    60
 }
 
 fn default_deadline() -> u64 {
@@ -168,7 +113,7 @@ fn default_deadline() -> u64 {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TrainingSection {
     pub local_epochs: u32,
     pub batch_size: u32,
@@ -183,7 +128,7 @@ pub struct TrainingSection {
     /// Let each hospital plan its own DP-SGD (batch size, steps, noise multiplier) within these
     /// bounds for its own budget, instead of `batch_size`, `local_epochs` and
     /// `noise_multiplier`; absent: every hospital trains with those.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub planning: Option<PlanningSection>,
 }
 
@@ -254,7 +199,7 @@ pub struct AggregationSection {
     #[serde(default)]
     pub max_update_norm: f64,
     /// Participant-level DP (DP-FedAvg) around the strategy; absent: off.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dp: Option<ServerDpSection>,
     /// Byzantine updates per round the selecting strategies (`multi-krum`, `bulyan`) assume.
     #[serde(default = "one")]
@@ -720,7 +665,7 @@ impl Default for Limits {
 /// The privacy budget the federation is planned for (recorded in the genesis record; every
 /// hospital enforces its own budget locally whatever this says).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PrivacyPlanSection {
     pub epsilon_budget: f64,
     pub delta: f64,
@@ -767,7 +712,7 @@ pub struct LedgerSection {
     #[serde(default)]
     pub witnesses: Vec<String>,
     /// Cosignatures needed to call a round anchored (default: a majority of the witnesses).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness_quorum: Option<u64>,
     /// Submission prefixes of witnesses that speak C2SP tlog-witness over HTTP
     /// (`http://host:port/`), asked to cosign each new checkpoint beside the libp2p witnesses;
@@ -780,12 +725,12 @@ pub struct LedgerSection {
     pub listen: Vec<String>,
     /// The ledger node's libp2p identity key file (created on first start), so its peer id is
     /// stable and peers can pin it. Default: `<state_dir>/ledger-node.key`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_key: Option<PathBuf>,
     /// Address of the HTTP server that serves the log in the C2SP tlog-tiles layout, where
     /// hospitals fetch their receipts and monitors read the log (e.g. "0.0.0.0:8080"). Absent:
     /// no HTTP server (hospitals cannot check receipts).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiles_listen: Option<SocketAddr>,
     /// Peer ids of the witnesses' ledger nodes allowed to dial in.
     #[serde(default)]
@@ -800,7 +745,30 @@ pub struct LedgerSection {
 #[serde(deny_unknown_fields)]
 pub struct ParticipantEntry {
     pub name: String,
+    /// The hospital's Ed25519 public key, 64 hex digits (what `fedledger-participant keygen`
+    /// printed). Give this or `public_key_file`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub public_key: String,
+    /// A file holding that key (`fedledger-participant keygen --out h.key > h.pub`), relative
+    /// to the config file's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<PathBuf>,
+}
+
+impl ParticipantEntry {
+    /// The key's hex digits, from the config or from its file.
+    fn key_text(&self) -> Result<String, String> {
+        match (self.public_key.is_empty(), &self.public_key_file) {
+            (false, None) => Ok(self.public_key.clone()),
+            (true, Some(path)) => std::fs::read_to_string(path)
+                .map(|t| t.trim().to_owned())
+                .map_err(|e| format!("public_key_file {}: {e}", path.display())),
+            (false, Some(_)) => Err("give public_key or public_key_file, not both".into()),
+            (true, None) => Err("no public_key (or public_key_file): enrol the key \
+                 `fedledger-participant keygen` printed"
+                .into()),
+        }
+    }
 }
 
 /// An enrolled participant, with its key decoded.
@@ -828,6 +796,8 @@ pub struct FederationConfig {
     pub rounds: u64,
     pub quorum: u32,
     pub deadline: Duration,
+    /// How long `serve` keeps answering after the last round, at most (`rounds.grace_secs`).
+    pub grace: Duration,
     pub training: TrainingSection,
     pub strategy: StrategyKind,
     /// Byzantine updates per round the selecting strategies assume.
@@ -860,32 +830,32 @@ pub struct FederationConfig {
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("read {path}: {source}")]
+    #[error("read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        /// Part of the message, not a source: said once.
+        error: std::io::Error,
     },
-    #[error("parse {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    /// The TOML did not parse or names a field that does not exist. Said once: the TOML error is
+    /// part of this message, not a source of it.
+    #[error(
+        "{path}: {message}(every field, with its default: `fedledger-coordinator --print-default-config`)"
+    )]
+    Parse { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
-    #[error("validation data: {0}")]
-    Validation(#[from] fedledger_model::ModelError),
 }
 
 impl ConfigFile {
     /// Read and parse a TOML file; relative paths inside it are resolved against its folder.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
-        let mut file: ConfigFile = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let mut file: ConfigFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            source: Box::new(source),
+            message: e.to_string(),
         })?;
         if let Some(base) = path.parent() {
             file.resolve_paths(base);
@@ -911,13 +881,18 @@ impl ConfigFile {
             fix(&mut t.cert);
             fix(&mut t.key);
         }
+        for p in &mut self.participants {
+            if let Some(f) = p.public_key_file.as_mut() {
+                fix(f);
+            }
+        }
     }
 
     /// Check every field and load the validation data from its file.
     pub fn validate(self) -> Result<FederationConfig, ConfigError> {
-        let bytes = std::fs::read(&self.data.validation).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(&self.data.validation).map_err(|error| ConfigError::Read {
             path: self.data.validation.clone(),
-            source,
+            error,
         })?;
         self.validate_with(&bytes)
     }
@@ -1127,7 +1102,9 @@ impl ConfigFile {
                     p.name
                 ));
             }
-            let key = decode_public_key(&p.public_key)
+            let key = p
+                .key_text()
+                .and_then(|k| decode_public_key(&k))
                 .map_err(|e| ConfigError::Invalid(format!("participant {}: {e}", p.name)))?;
             if !names.insert(p.name.clone()) {
                 return bad(format!("participant name {} enrolled twice", p.name));
@@ -1142,7 +1119,12 @@ impl ConfigFile {
             });
         }
         let validation_sha256 = fedledger_model::digest::sha256_hex(bytes);
-        let mut validation = Dataset::from_csv_reader(bytes, &self.data.label_column)?;
+        let mut validation = Dataset::from_csv_named(
+            bytes,
+            &self.data.label_column,
+            &self.data.validation.display().to_string(),
+        )
+        .map_err(|e| ConfigError::Invalid(format!("data.validation: {e}")))?;
         if validation.n_features() != self.model.features {
             return bad(format!(
                 "validation file has {} feature columns but model.features = {}",
@@ -1186,6 +1168,7 @@ impl ConfigFile {
             rounds: self.rounds.total,
             quorum: self.rounds.quorum,
             deadline: Duration::from_secs(self.rounds.deadline_secs),
+            grace: Duration::from_secs(self.rounds.grace_secs),
             training: self.training,
             strategy: self.aggregation.strategy,
             byzantine: self.aggregation.byzantine,
@@ -1224,4 +1207,104 @@ pub fn decode_public_key(s: &str) -> Result<[u8; 32], String> {
     bytes
         .try_into()
         .map_err(|b: Vec<u8>| format!("public key must be 32 bytes, got {}", b.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key path of a TOML table (`a.b.c`; arrays of tables by their first element).
+    pub(crate) fn key_paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let path = format!("{prefix}{k}");
+                    out.push(path.clone());
+                    key_paths(v, &format!("{path}."), out);
+                }
+            }
+            toml::Value::Array(a) => {
+                if let Some(first @ toml::Value::Table(_)) = a.first() {
+                    key_paths(first, prefix, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_default_config_names_every_field_and_nothing_else() {
+        let file: ConfigFile = toml::from_str(DEFAULT_CONFIG).unwrap();
+        // Serialising the parsed file writes every field that has a value, defaults included:
+        // had the text left one out, or named one that is ignored, the two would differ.
+        let written = toml::Value::try_from(&file).unwrap();
+        let text: toml::Value = toml::from_str(DEFAULT_CONFIG).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        key_paths(&written, "", &mut a);
+        key_paths(&text, "", &mut b);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        // Every commented-out optional field parses when uncommented.
+        let uncommented: String = DEFAULT_CONFIG
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") || rest.starts_with('[') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let full: ConfigFile = toml::from_str(&uncommented).unwrap();
+        assert!(full.tls.is_some() && full.key.is_some() && full.aggregation.dp.is_some());
+        assert!(full.training.planning.is_some() && full.ledger.tiles_listen.is_some());
+        assert!(full.ledger.node_key.is_some() && full.ledger.witness_quorum.is_some());
+    }
+
+    #[test]
+    fn a_minimal_config_takes_every_default_and_an_unknown_field_is_named_once() {
+        let minimal = "federation = \"f\"\nstate_dir = \"s\"\n[model]\nkind = \"logreg\"\n\
+            features = 2\nclasses = 2\n[data]\nlabel_column = \"y\"\nvalidation = \"v.csv\"\n\
+            [rounds]\ntotal = 1\nquorum = 1\n[training]\nlearning_rate = 0.5\n[valuation]\n\
+            estimator = \"exact\"\n[privacy]\ndelta = 1e-6\n";
+        let f: ConfigFile = toml::from_str(minimal).unwrap();
+        assert_eq!(f.training.init_seed, 0);
+        assert_eq!(f.training.batch_size, TrainingSection::default().batch_size);
+        assert_eq!(f.valuation.max_evaluations, 0);
+        assert_eq!(f.privacy.epsilon_budget, 8.0);
+        assert_eq!(f.rounds.grace_secs, 60);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("coordinator.toml");
+        std::fs::write(&path, format!("{minimal}colour = 1\n")).unwrap();
+        let e = ConfigFile::load(&path).unwrap_err();
+        let said = e.to_string();
+        assert!(said.contains("unknown field `colour`"), "{said}");
+        assert!(said.contains("coordinator.toml"), "{said}");
+        assert_eq!(said.matches("unknown field").count(), 1, "{said}");
+        // Said once: the message is not repeated by a source below it.
+        assert!(std::error::Error::source(&e).is_none());
+    }
+
+    #[test]
+    fn a_hospital_is_enrolled_by_public_key_or_by_its_file_not_both_nor_neither() {
+        let dir = tempfile::tempdir().unwrap();
+        let hex = "ab".repeat(32);
+        std::fs::write(dir.path().join("a.pub"), format!("{hex}\n")).unwrap();
+        let entry = |key: &str, file: Option<&str>| ParticipantEntry {
+            name: "a".into(),
+            public_key: key.into(),
+            public_key_file: file.map(|f| dir.path().join(f)),
+        };
+        assert_eq!(entry("", Some("a.pub")).key_text().unwrap(), hex);
+        assert_eq!(entry(&hex, None).key_text().unwrap(), hex);
+        assert!(
+            entry(&hex, Some("a.pub"))
+                .key_text()
+                .unwrap_err()
+                .contains("not both")
+        );
+        assert!(entry("", None).key_text().unwrap_err().contains("keygen"));
+        let missing = entry("", Some("missing.pub")).key_text().unwrap_err();
+        assert!(missing.contains("missing.pub"), "{missing}");
+    }
 }

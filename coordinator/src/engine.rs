@@ -9,7 +9,7 @@
 //! with `spawn_blocking`.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard, RwLock},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
@@ -89,6 +89,26 @@ pub struct Engine {
     progress: watch::Sender<Progress>,
     wake: Notify,
     refusals: Refusals,
+    farewell: Mutex<Hearers>,
+}
+
+/// Who has heard that the federation finished, and when anyone last asked anything: what
+/// `serve` waits for before it exits after the last round.
+#[derive(Debug)]
+struct Hearers {
+    told_done: BTreeSet<usize>,
+    last_request: Instant,
+}
+
+/// The end of a federation as the engine sees it: for deciding when to stop serving.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Goodbye {
+    /// Enrolled hospitals not yet told DONE, by name.
+    pub not_told: Vec<String>,
+    /// Time since the last task or round-result request.
+    pub quiet: std::time::Duration,
+    /// Whether the latest checkpoint, covering every entry, carries the genesis witness quorum.
+    pub witnessed: bool,
 }
 
 impl Engine {
@@ -210,6 +230,10 @@ impl Engine {
             progress,
             wake: Notify::new(),
             refusals: Refusals::new(),
+            farewell: Mutex::new(Hearers {
+                told_done: BTreeSet::new(),
+                last_request: Instant::now(),
+            }),
             cfg,
         })
     }
@@ -315,7 +339,42 @@ impl Engine {
         let info = m.task(now_ms(), session)?;
         // Read under the machine's lock: the parameters match the digest in `info`.
         let global = self.global();
+        drop(m);
+        let mut f = self.farewell();
+        f.last_request = Instant::now();
+        if info.phase == Phase::Done {
+            f.told_done.insert(info.participant);
+        }
         Ok((info, global))
+    }
+
+    fn farewell(&self) -> MutexGuard<'_, Hearers> {
+        self.farewell.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Who has not heard DONE yet, how long nobody has asked anything, and whether the log's
+    /// latest entries are witnessed.
+    pub fn goodbye(&self) -> Result<Goodbye, CoordinatorError> {
+        let (not_told, quiet) = {
+            let f = self.farewell();
+            let not_told = (0..self.cfg.participants.len())
+                .filter(|i| !f.told_done.contains(i))
+                .map(|i| self.cfg.participants[i].name.clone())
+                .collect();
+            (not_told, f.last_request.elapsed())
+        };
+        let log = self.ledger();
+        let err = |e: fedledger_ledger::LedgerError| CoordinatorError::Ledger(e.to_string());
+        let (witnesses, quorum) = fedledger_ledger::node::genesis_witnesses(log).map_err(err)?;
+        let witnessed = log
+            .latest_witnessed(&witnesses, quorum)
+            .map_err(err)?
+            .is_some_and(|cp| cp.checkpoint.size == log.size());
+        Ok(Goodbye {
+            not_told,
+            quiet,
+            witnessed,
+        })
     }
 
     /// Check an update's header; the returned upload collects its chunks.
@@ -358,6 +417,7 @@ impl Engine {
 
     /// A finished round's outcome.
     pub fn outcome(&self, round: u64) -> Result<RoundOutcome, CoordinatorError> {
+        self.farewell().last_request = Instant::now();
         if let Some(o) = self.store.outcome(round)? {
             return Ok(o);
         }

@@ -174,6 +174,38 @@ impl Running {
         let _ = rx.wait_for(|p| p.phase == Phase::Done).await;
     }
 
+    /// Wait until every round has run, then go on serving (DONE, round results, tiles) for the
+    /// grace period: until the final checkpoint carries the witness quorum, every enrolled
+    /// hospital has been told DONE and nobody has asked anything for [`QUIET_BEFORE_EXIT`]
+    /// (the time hospitals take to fetch their last receipts), but never longer than `grace`
+    /// after the last round. Says why it stopped waiting.
+    pub async fn wait_finished(&self, grace: Duration) -> Farewell {
+        self.wait_done().await;
+        let until = tokio::time::Instant::now() + grace;
+        loop {
+            let g = match self.coordinator.goodbye() {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot tell whether the federation's end is witnessed");
+                    return Farewell::GraceOver {
+                        not_told: Vec::new(),
+                        witnessed: false,
+                    };
+                }
+            };
+            if g.witnessed && g.not_told.is_empty() && g.quiet >= QUIET_BEFORE_EXIT {
+                return Farewell::Complete;
+            }
+            if tokio::time::Instant::now() >= until {
+                return Farewell::GraceOver {
+                    not_told: g.not_told,
+                    witnessed: g.witnessed,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Stop serving and wait for the server to finish.
     pub async fn shutdown(self) -> Result<(), CoordinatorError> {
         let _ = self.shutdown.send(true);
@@ -192,6 +224,25 @@ impl Running {
             .map_err(|e| CoordinatorError::Internal(format!("server task: {e}")))?
             .map_err(|e| CoordinatorError::Internal(format!("server: {e}")))
     }
+}
+
+/// After the last round, how long nobody may have asked anything before `serve` exits (once
+/// every hospital was told DONE and the final checkpoint is witnessed): hospitals fetch their
+/// last receipts in that time.
+pub const QUIET_BEFORE_EXIT: Duration = Duration::from_secs(3);
+
+/// Why [`Running::wait_finished`] stopped waiting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Farewell {
+    /// Every hospital was told DONE, the final checkpoint is witnessed, and nobody asks more.
+    Complete,
+    /// The grace period ran out first.
+    GraceOver {
+        /// Hospitals never told DONE.
+        not_told: Vec<String>,
+        /// Whether the final checkpoint carries its witness quorum.
+        witnessed: bool,
+    },
 }
 
 /// How long a `GetTask` with nothing to do waits for news before answering WAIT.

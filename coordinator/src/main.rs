@@ -8,10 +8,17 @@ use clap::{Parser, Subcommand};
 /// Coordinator of a fedledger federation: runs the rounds over gRPC, aggregates the hospitals'
 /// updates, values their contributions and records every round.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, arg_required_else_help = true)]
 struct Cli {
+    /// Print a complete coordinator.toml, every field with its default and a comment, and exit.
+    #[arg(long, exclusive = true)]
+    print_default_config: bool,
+    /// Log filter, instead of the RUST_LOG environment variable: a level (error, warn, info,
+    /// debug, trace) or directives such as "info,fedledger_ledger=debug". Default: info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -23,9 +30,16 @@ enum Command {
         /// Path of coordinator.toml (see the README's configuration reference).
         #[arg(long)]
         config: PathBuf,
-        /// Keep serving round results after the last round instead of exiting.
+        /// Keep serving round results after the last round until Ctrl-C, instead of exiting
+        /// after `[rounds] grace_secs`.
         #[arg(long)]
         stay: bool,
+        /// The gRPC address to listen on, instead of the file's `listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// The state directory, instead of the file's `state_dir`.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Recompute a finished round from the inputs kept by digest (global model, updates,
     /// validation file) and compare the aggregate, every value and every reward with the
@@ -41,8 +55,10 @@ enum Command {
     /// Example: fedledger-coordinator replay --bundle audit-rounds-1-5
     #[command(group(clap::ArgGroup::new("source").required(true).args(["config", "bundle"])))]
     Replay {
+        /// Path of the coordinator.toml whose state directory holds the round.
         #[arg(long, requires = "round")]
         config: Option<PathBuf>,
+        /// The round to recompute (with --config).
         #[arg(long)]
         round: Option<u64>,
         /// An audit bundle directory (no coordinator state needed).
@@ -59,6 +75,7 @@ enum Command {
     ///
     /// Example: fedledger-coordinator export-audit --config coordinator.toml --rounds 1..5 --out audit-rounds-1-5
     ExportAudit {
+        /// Path of the coordinator.toml whose state directory holds the rounds.
         #[arg(long)]
         config: PathBuf,
         /// Rounds A..B (inclusive), e.g. 1..5.
@@ -78,11 +95,16 @@ enum Command {
     ///
     /// Example: fedledger-coordinator keys --config coordinator.toml
     Keys {
+        /// Path of coordinator.toml (its key files and state directory are read).
         #[arg(long)]
         config: PathBuf,
     },
-    /// Check a config file (and its validation data) without starting anything.
+    /// Check a config file (and its validation data and enrolled keys) without starting
+    /// anything. Each problem is named with what to change.
+    ///
+    /// Example: fedledger-coordinator check-config --config coordinator.toml
     CheckConfig {
+        /// Path of coordinator.toml.
         #[arg(long)]
         config: PathBuf,
     },
@@ -114,10 +136,9 @@ enum TlsCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter(cli.log_level.as_deref()))
         .init();
     // Test builds only: named fail-rs points from FAILPOINTS, and crash points from
     // FEDLEDGER_CRASH_AT (a release build refuses the latter rather than ignore it).
@@ -127,15 +148,44 @@ fn main() -> anyhow::Result<()> {
     if !armed.is_empty() {
         tracing::warn!(points = ?armed, "crash points armed (test build)");
     }
-    let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(run(cli))
 }
 
+/// `--log-level` if given, else `RUST_LOG`, else `info`.
+fn log_filter(flag: Option<&str>) -> tracing_subscriber::EnvFilter {
+    match flag {
+        Some(f) => tracing_subscriber::EnvFilter::new(f),
+        None => {
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())
+        }
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Serve { config, stay } => {
-            let cfg = load(&config)?;
+    let Some(command) = cli.command else {
+        anyhow::ensure!(cli.print_default_config, "no command given: see --help");
+        print!("{}", fedledger_coordinator::config::DEFAULT_CONFIG);
+        return Ok(());
+    };
+    match command {
+        Command::Serve {
+            config,
+            stay,
+            listen,
+            state_dir,
+        } => {
+            let mut file = fedledger_coordinator::ConfigFile::load(&config)?;
+            if let Some(l) = listen {
+                file.listen = l;
+            }
+            if let Some(d) = state_dir {
+                file.state_dir = d;
+            }
+            let cfg = file
+                .validate()
+                .with_context(|| format!("check {}", config.display()))?;
+            let grace = cfg.grace;
             let running = fedledger_coordinator::serve(cfg, None)
                 .await
                 .context("start the coordinator")?;
@@ -153,9 +203,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("tlog-tiles:       {url}");
             }
             tokio::select! {
-                _ = running.wait_done(), if !stay => {
-                    println!("all rounds finished");
-                }
+                f = running.wait_finished(grace), if !stay => match f {
+                    fedledger_coordinator::Farewell::Complete => println!(
+                        "all rounds finished; every hospital was told, the final checkpoint is witnessed"
+                    ),
+                    fedledger_coordinator::Farewell::GraceOver { not_told, witnessed } => println!(
+                        "all rounds finished; grace period of {} s over{}{}",
+                        grace.as_secs(),
+                        if not_told.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; never told: {}", not_told.join(", "))
+                        },
+                        if witnessed { "" } else { "; the final checkpoint lacks its witness quorum" }
+                    ),
+                },
                 r = tokio::signal::ctrl_c() => {
                     r.context("wait for ctrl-c")?;
                     println!("interrupted; state is saved, a restart resumes the round in flight");
@@ -376,8 +438,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads and checks a config file. A parse error names the file itself; anything else found
+/// wrong is said once, under the file's name.
 fn load(path: &std::path::Path) -> anyhow::Result<fedledger_coordinator::FederationConfig> {
-    fedledger_coordinator::ConfigFile::load(path)
-        .and_then(|f| f.validate())
-        .with_context(|| format!("load config {}", path.display()))
+    fedledger_coordinator::ConfigFile::load(path)?
+        .validate()
+        .with_context(|| format!("check {}", path.display()))
 }

@@ -77,6 +77,7 @@ async fn receipts(n: usize, rounds: u64) -> anyhow::Result<()> {
         entries.push(ParticipantEntry {
             name: format!("h{i}"),
             public_key: keys::public_key_hex(&k),
+            public_key_file: None,
         });
         pcfgs.push(ParticipantConfig {
             coordinator: String::new(),
@@ -115,6 +116,7 @@ async fn receipts(n: usize, rounds: u64) -> anyhow::Result<()> {
             total: rounds,
             quorum: n as u32,
             deadline_secs: 120,
+            grace_secs: 60,
         },
         training: TrainingSection::default(),
         aggregation: Default::default(),

@@ -208,6 +208,7 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
         entries.push(ParticipantEntry {
             name: format!("h{i}"),
             public_key: keys::public_key_hex(&k),
+            public_key_file: None,
         });
         key_paths.push(p);
     }
@@ -231,6 +232,7 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
             total: 1,
             quorum: SAMPLES as u32,
             deadline_secs: 3600,
+            grace_secs: 60,
         },
         training: TrainingSection::default(),
         aggregation: Default::default(),
@@ -360,6 +362,7 @@ async fn overhead(
         entries.push(ParticipantEntry {
             name: format!("h{i}"),
             public_key: keys::public_key_hex(&k),
+            public_key_file: None,
         });
         pcfgs.push(ParticipantConfig {
             coordinator: String::new(),
@@ -398,6 +401,7 @@ async fn overhead(
             total: ROUNDS,
             quorum: 5,
             deadline_secs: 60,
+            grace_secs: 60,
         },
         training: TrainingSection::default(),
         aggregation: Default::default(),

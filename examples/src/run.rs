@@ -558,6 +558,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
         entries.push(ParticipantEntry {
             name: h.name.clone(),
             public_key: keys::public_key_hex(&key),
+            public_key_file: None,
         });
         let data_path = out.join(format!("hospitals/{}.csv", h.name));
         let mut local = data.subset(r);
@@ -657,6 +658,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             total: args.rounds,
             quorum: (scenario.hospitals.len() as u32).div_ceil(2),
             deadline_secs: 300,
+            grace_secs: 60,
         },
         training: TrainingSection {
             local_epochs: args.local_epochs,

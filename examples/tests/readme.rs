@@ -67,3 +67,71 @@ fn the_readme_coordinator_toml_tls_and_ledger_sections_parse() {
     let ledger: LedgerSection = value["ledger"].clone().try_into().unwrap();
     assert!(ledger.allow_witnesses.is_empty() && ledger.allow_replicas.is_empty());
 }
+
+/// Every `toml` block of the README, with the file name its first line gives.
+fn every_block() -> Vec<(String, String)> {
+    let readme = include_str!("../../README.md");
+    readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| {
+            let b = b
+                .split("```")
+                .next()
+                .expect("a closed code block")
+                .to_owned();
+            let first = b.lines().next().unwrap_or_default();
+            let name = first
+                .strip_prefix("# ")
+                .and_then(|n| n.split([':', ' ']).next())
+                .unwrap_or_else(|| panic!("a README toml block does not name its file: {first}"))
+                .to_owned();
+            (name, b)
+        })
+        .collect()
+}
+
+#[test]
+fn every_readme_toml_block_parses_as_the_file_it_names() {
+    let blocks = every_block();
+    assert!(blocks.len() >= 8, "{} blocks", blocks.len());
+    for (name, text) in &blocks {
+        let file = name.rsplit('/').next().unwrap();
+        let parsed = if file == "coordinator.toml" {
+            toml::from_str::<fedledger_coordinator::ConfigFile>(text).map(drop)
+        } else if file == "participant.toml" || file.starts_with("hospital-") {
+            toml::from_str::<ParticipantConfig>(text).map(drop)
+        } else if file == "ledger.toml" {
+            toml::from_str::<fedledger_ledger_cli::node::NodeFileConfig>(text).map(drop)
+        } else {
+            panic!("the README shows {name}, which no test knows how to parse")
+        };
+        if let Err(e) = parsed {
+            panic!("the README's {name} does not parse: {e}");
+        }
+    }
+}
+
+#[test]
+fn the_readme_configuration_reference_is_what_the_binaries_print() {
+    let readme = include_str!("../../README.md");
+    for (binary, text) in [
+        (
+            "fedledger-coordinator",
+            fedledger_coordinator::config::DEFAULT_CONFIG,
+        ),
+        (
+            "fedledger-participant",
+            fedledger_participant::config::DEFAULT_CONFIG,
+        ),
+        (
+            "fedledger-ledger",
+            fedledger_ledger_cli::node::DEFAULT_CONFIG,
+        ),
+    ] {
+        assert!(
+            readme.contains(&format!("```toml\n{text}```")),
+            "the README's reference differs from `{binary} --print-default-config`"
+        );
+    }
+}

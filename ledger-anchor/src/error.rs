@@ -44,20 +44,27 @@ pub enum LedgerError {
     /// A cryptographic key that cannot be generated, read or used.
     #[error("key: {0}")]
     Key(String),
-    /// The sled database failed.
+    /// The sled database failed. Its error is part of the message, not a source of it, so it
+    /// is said once.
     #[error("storage: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(sled::Error),
     /// A file could not be read or written.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Io {
         /// What was being done.
         context: String,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not a source: said once).
+        error: std::io::Error,
     },
     /// The network layer failed or was shut down.
     #[error("network: {0}")]
     Network(String),
+}
+
+impl From<sled::Error> for LedgerError {
+    fn from(e: sled::Error) -> Self {
+        Self::Storage(e)
+    }
 }
 
 impl LedgerError {
@@ -71,7 +78,7 @@ impl LedgerError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),
-            source,
+            error: source,
         }
     }
 

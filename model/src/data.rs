@@ -44,6 +44,16 @@ impl Dataset {
         parse_csv(r, label_column, "<reader>")
     }
 
+    /// As [`Dataset::from_csv_reader`], with errors naming the source `name` (the file the
+    /// bytes were read from).
+    pub fn from_csv_named<R: Read>(
+        r: R,
+        label_column: &str,
+        name: &str,
+    ) -> Result<Dataset, ModelError> {
+        parse_csv(r, label_column, name)
+    }
+
     /// Writes the data set as CSV: the feature columns, then the label column. Values are written
     /// in shortest round-trip form, so [`Dataset::load_csv`] reads back exactly the same data.
     pub fn write_csv(&self, path: &Path) -> Result<(), ModelError> {

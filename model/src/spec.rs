@@ -55,6 +55,7 @@ impl std::str::FromStr for ModelKind {
 /// `classes == 2` gives a single logit with a sigmoid; `classes > 2` gives `classes` logits with a
 /// softmax (multinomial logistic regression for [`ModelKind::Logreg`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// Model family.
     pub kind: ModelKind,

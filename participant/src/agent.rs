@@ -86,6 +86,24 @@ pub struct AgentReport {
     pub receipts: Vec<ReceiptStat>,
     /// Settlements checked in this run (settled reward rule): (period, units paid).
     pub settled: Vec<(u64, u64)>,
+    /// How the agent learnt that the federation was over.
+    pub ended: Ended,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Ended {
+    /// The coordinator said DONE.
+    #[default]
+    Done,
+    /// The coordinator was gone after this hospital had answered the last round it knew of
+    /// (`round` of `total`): the federation is over as far as it can tell. Receipts of
+    /// `unchecked` rounds could not be fetched any more.
+    CoordinatorGone {
+        round: u64,
+        total: u64,
+        unchecked: Vec<u64>,
+    },
 }
 
 /// Run until the coordinator says the federation is done.
@@ -146,13 +164,19 @@ async fn drive(
         b
     });
     let mut unreachable_since: Option<Instant> = None;
+    // The last round this agent answered, and the federation's rounds as the last task said.
+    let mut answered_last: Option<(u64, u64)> = None;
     loop {
         let task = match client.task().await {
             Ok(t) => {
                 unreachable_since = None;
                 t
             }
-            Err(ClientError::BadTask { round, reason }) => {
+            Err(ClientError::BadTask {
+                round,
+                total,
+                reason,
+            }) => {
                 // Judged from the task alone, before anything was allocated or trained: decline
                 // (once per round) and wait for a better one.
                 unreachable_since = None;
@@ -160,10 +184,36 @@ async fn drive(
                     let expect = receipts.is_some();
                     decline(&mut client, &store, round, reason, &mut report, expect).await?;
                 }
+                answered_last = Some((round, total));
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
             Err(e) => {
+                if let Some((round, total)) = answered_last.filter(|(r, t)| r >= t)
+                    && gone(&e)
+                {
+                    // The coordinator stops serving some time after the last round: nothing
+                    // is left to wait for.
+                    let unchecked = match receipts.as_mut() {
+                        Some(r) => {
+                            r.poll(&mut client, &store).await?;
+                            report.receipts = r.stats.clone();
+                            report.settled = r.settled.clone();
+                            r.pending(&store)?.iter().map(|p| p.round).collect()
+                        }
+                        None => Vec::new(),
+                    };
+                    info!(round, total, error = %e, "coordinator gone after the last round");
+                    if let Some(b) = &bar {
+                        b.finish_with_message("federation over (coordinator gone)");
+                    }
+                    report.ended = Ended::CoordinatorGone {
+                        round,
+                        total,
+                        unchecked,
+                    };
+                    return Ok(report);
+                }
                 recover(&mut client, e, &mut unreachable_since, &opts).await?;
                 continue;
             }
@@ -203,6 +253,7 @@ async fn drive(
                             round,
                             "round answered before a restart; waiting for the next"
                         );
+                        answered_last = Some((round, task.header.total_rounds));
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         continue;
                     }
@@ -220,6 +271,7 @@ async fn drive(
                 let sent_before = report.rounds_sent.len();
                 let expect = receipts.is_some();
                 let msg = handle(&mut client, &store, &task, work, &mut report, expect).await?;
+                answered_last = Some((round, task.header.total_rounds));
                 if report.rounds_sent.len() > sent_before {
                     source.submitted(round);
                 }
@@ -443,6 +495,12 @@ async fn connect_patiently(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The coordinator no longer answers (closed, reset, refused): after the last round, the sign
+/// that it has stopped serving.
+fn gone(e: &ClientError) -> bool {
+    retryable(e) || e.code() == Some(Code::Cancelled)
 }
 
 fn retryable(e: &ClientError) -> bool {

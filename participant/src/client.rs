@@ -59,7 +59,12 @@ pub enum ClientError {
     /// A training task this participant will not take, judged from its header alone before
     /// anything is allocated or read: the agent declines the round with `reason`.
     #[error("task for round {round} refused: {reason}")]
-    BadTask { round: u64, reason: String },
+    BadTask {
+        round: u64,
+        /// The federation's rounds, as the task said.
+        total: u64,
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -356,6 +361,7 @@ impl Client {
         {
             return Err(ClientError::BadTask {
                 round: header.round,
+                total: header.total_rounds,
                 reason,
             });
         }

@@ -1,36 +1,15 @@
 //! `participant.toml`.
 //!
-//! ```toml
-//! coordinator = "https://coordinator.example.org:50051"  # dialled out; nothing listens here
-//! allow_plaintext = false                  # http:// only to loopback unless this is true
-//! # proxy = "http://proxy.hospital.local:3128"  # default: HTTPS_PROXY / HTTP_PROXY, minus NO_PROXY
-//! key = "hospital-a.key"                   # from `fedledger-participant keygen`
-//! data = "hospital-a.csv"                  # private; never leaves this machine
-//! label_column = "malignant"               # optional; default: the task's label column
-//! state_dir = "hospital-a-state"           # local sled store: privacy spend, rounds answered
-//!
-//! [privacy]
-//! epsilon_budget = 8.0                     # hard limit over the whole federation
-//! delta = 1e-5
-//! require_dp = true                        # decline rounds that would train without noise
-//! accountant = "rdp"                       # or "pld" (tighter); keep it for the state_dir's life
-//!
-//! [ledger]                                 # receipts: check every round's record (recommended)
-//! url = "http://127.0.0.1:8080/"           # the log's C2SP tlog-tiles prefix (coordinator's tiles_listen)
-//! keys_file = "federation.keys"            # what `fedledger-coordinator keys` printed, from the operator
-//! # or, instead of keys_file:
-//! # log_key = "<origin>+<key id>+<base64>"  # the log's verifier key
-//! # genesis_sha256 = "<64 hex digits>"      # SHA-256 of the genesis entry
-//! allow_no_witnesses = false               # refuse a federation whose witness quorum is zero
-//! receipt_timeout_secs = 600               # round r's receipt must be complete before submitting for r + 2
-//!
-//! [tls]                                    # which coordinator certificate to trust
-//! ca = "federation-ca.pem"                 # the CA the operator handed over (`tls init`'s ca.pem)
-//! # pin = "coordinator.pem"                #   or exactly this certificate
-//! # server_name = "coordinator.example.org"  # default: the host in `coordinator`
-//! ```
+//! The complete file, every field with its default and a comment, is `config/participant.toml`
+//! ([`DEFAULT_CONFIG`], what `fedledger-participant --print-default-config` prints and the
+//! README's configuration reference shows); a test keeps it equal to the fields below.
 
 use std::path::{Path, PathBuf};
+
+/// A complete `participant.toml`: every field with its default, commented
+/// (`fedledger-participant --print-default-config`). Valid once the key, the data and the
+/// operator's keys file it names exist.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/participant.toml");
 
 use fedledger_privacy::AccountantKind;
 use serde::{Deserialize, Serialize};
@@ -137,9 +116,9 @@ impl LedgerSection {
                     "give either keys_file or log_key and genesis_sha256, not both".into(),
                 ));
             }
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
                 path: path.clone(),
-                source,
+                error,
             })?;
             for line in text.lines() {
                 if let Some(v) = line.strip_prefix("log verifier key:") {
@@ -178,7 +157,7 @@ fn default_patience() -> u64 {
 
 /// The participant's own privacy limits, enforced locally whatever the coordinator asks.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PrivacySection {
     pub epsilon_budget: f64,
     pub delta: f64,
@@ -212,16 +191,18 @@ impl Default for PrivacySection {
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("read {path}: {source}")]
+    #[error("read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        /// Part of the message, not a source: said once.
+        error: std::io::Error,
     },
-    #[error("parse {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    /// The TOML did not parse or names a field that does not exist. Said once: the TOML error is
+    /// part of this message, not a source of it.
+    #[error(
+        "{path}: {message}(every field, with its default: `fedledger-participant --print-default-config`)"
+    )]
+    Parse { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -229,15 +210,20 @@ pub enum ConfigError {
 impl ParticipantConfig {
     /// Read, resolve relative paths against the file's folder, and validate.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        Self::load_with(path, None)
+    }
+
+    /// [`ParticipantConfig::load`], with the state directory given on the command line instead
+    /// of the file's.
+    pub fn load_with(path: &Path, state_dir: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
-        let mut cfg: ParticipantConfig =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                path: path.to_owned(),
-                source: Box::new(source),
-            })?;
+        let mut cfg: ParticipantConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         if let Some(base) = path.parent() {
             for p in [&mut cfg.key, &mut cfg.data, &mut cfg.state_dir] {
                 if p.is_relative() {
@@ -257,7 +243,11 @@ impl ParticipantConfig {
                 }
             }
         }
-        cfg.validate()?;
+        if let Some(d) = state_dir {
+            cfg.state_dir = d.to_owned();
+        }
+        cfg.validate()
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
         Ok(cfg)
     }
 
@@ -326,5 +316,61 @@ impl ParticipantConfig {
             l.pins()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+        if let toml::Value::Table(t) = v {
+            for (k, v) in t {
+                out.push(format!("{prefix}{k}"));
+                key_paths(v, &format!("{prefix}{k}."), out);
+            }
+        }
+    }
+
+    #[test]
+    fn the_default_config_names_every_field_loads_and_errors_are_said_once() {
+        let file: ParticipantConfig = toml::from_str(DEFAULT_CONFIG).unwrap();
+        // Serialised back, the parsed file names exactly the fields the text sets: none is left
+        // out (defaults are written too) and none is ignored.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        key_paths(&toml::Value::try_from(&file).unwrap(), "", &mut a);
+        key_paths(&toml::from_str(DEFAULT_CONFIG).unwrap(), "", &mut b);
+        a.retain(|k| !k.ends_with("log_key") && !k.ends_with("genesis_sha256"));
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+
+        // It loads once the operator's keys file is there.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("participant.toml");
+        std::fs::write(&path, DEFAULT_CONFIG).unwrap();
+        let log = fedledger_ledger::note::NoteSigner::log(
+            "f",
+            fedledger_ledger::keys::generate_key_file(&dir.path().join("log.key")).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("federation.keys"),
+            format!(
+                "log verifier key: {}\ngenesis sha256:   {}\n",
+                log.verifier_key(),
+                "cd".repeat(32)
+            ),
+        )
+        .unwrap();
+        let cfg = ParticipantConfig::load_with(&path, Some(Path::new("/elsewhere"))).unwrap();
+        assert_eq!(cfg.state_dir, PathBuf::from("/elsewhere"));
+
+        std::fs::write(&path, format!("colour = 1\n{DEFAULT_CONFIG}")).unwrap();
+        let e = ParticipantConfig::load(&path).unwrap_err();
+        let said = e.to_string();
+        assert!(said.contains("unknown field `colour`"), "{said}");
+        assert!(said.contains("participant.toml"), "{said}");
+        assert!(std::error::Error::source(&e).is_none());
     }
 }

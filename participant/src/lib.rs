@@ -34,7 +34,7 @@ pub mod work;
 
 use std::{sync::Arc, time::Duration};
 
-pub use agent::{AgentError, AgentOptions, AgentReport, run_agent};
+pub use agent::{AgentError, AgentOptions, AgentReport, Ended, run_agent};
 pub use config::ParticipantConfig;
 pub use source::LocalTrainer;
 pub use work::{SourceError, UpdateSource, Work};

@@ -10,10 +10,17 @@ use fedledger_privacy::accountant::{self, AccountantKind};
 /// Participant agent of a fedledger federation. Runs next to a hospital's private data, trains
 /// locally with differential privacy, and only ever dials out to the coordinator.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, arg_required_else_help = true)]
 struct Cli {
+    /// Print a complete participant.toml, every field with its default and a comment, and exit.
+    #[arg(long, exclusive = true)]
+    print_default_config: bool,
+    /// Log filter, instead of the RUST_LOG environment variable: a level (error, warn, info,
+    /// debug, trace) or directives such as "info,fedledger_ledger=debug". Default: info.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -28,6 +35,7 @@ enum Command {
     },
     /// Print the public key of an existing key file.
     Pubkey {
+        /// The key file (from `keygen`).
         #[arg(long)]
         key: PathBuf,
     },
@@ -79,8 +87,11 @@ enum Command {
     ///
     /// Example: fedledger-participant budget --config participant.toml
     Budget {
+        /// Path of participant.toml (its state_dir holds the spends).
         #[arg(long)]
         config: PathBuf,
+        /// Print JSON: {"epsilon_spent":..,"epsilon_budget":..,"epsilon_remaining":..,
+        /// "delta":..,"releases":..}.
         #[arg(long)]
         json: bool,
     },
@@ -92,8 +103,12 @@ enum Command {
     ///
     /// Example: fedledger-participant run --config participant.toml
     Run {
+        /// Path of participant.toml (`--print-default-config` prints a complete one).
         #[arg(long)]
         config: PathBuf,
+        /// The state directory, instead of the file's `state_dir`.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// After a receipt mismatch stopped the agent and the operator investigated it: clear the
     /// stop so `run` takes part again. The round concerned is not checked again (its evidence
@@ -102,6 +117,7 @@ enum Command {
     ///
     /// Example: fedledger-participant resume --config participant.toml
     Resume {
+        /// Path of participant.toml (its state_dir holds the stop).
         #[arg(long)]
         config: PathBuf,
     },
@@ -112,6 +128,7 @@ enum Command {
     ///
     /// Example: fedledger-participant receipts --config participant.toml --out statement
     Receipts {
+        /// Path of participant.toml (its state_dir holds the receipts).
         #[arg(long)]
         config: PathBuf,
         /// Output directory (created).
@@ -124,10 +141,9 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter(cli.log_level.as_deref()))
         .with_writer(std::io::stderr)
         .init();
     // Test builds only: named fail-rs points from FAILPOINTS, and crash points from
@@ -144,7 +160,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     }
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:?}");
@@ -153,6 +169,16 @@ fn main() -> std::process::ExitCode {
                 .find_map(|c| c.downcast_ref::<fedledger_participant::RunError>())
                 .map_or(1, fedledger_participant::RunError::exit_code);
             std::process::ExitCode::from(code)
+        }
+    }
+}
+
+/// `--log-level` if given, else `RUST_LOG`, else `info`.
+fn log_filter(flag: Option<&str>) -> tracing_subscriber::EnvFilter {
+    match flag {
+        Some(f) => tracing_subscriber::EnvFilter::new(f),
+        None => {
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())
         }
     }
 }
@@ -166,7 +192,12 @@ fn describe(report: &accountant::EpsilonReport) -> String {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        anyhow::ensure!(cli.print_default_config, "no command given: see --help");
+        print!("{}", fedledger_participant::config::DEFAULT_CONFIG);
+        return Ok(());
+    };
+    match command {
         Command::Keygen { out } => {
             let key = keys::generate_key_file(&out)
                 .with_context(|| format!("create key file {}", out.display()))?;
@@ -230,8 +261,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Budget { config, json } => {
-            let cfg = ParticipantConfig::load(&config)
-                .with_context(|| format!("load config {}", config.display()))?;
+            let cfg = ParticipantConfig::load(&config)?;
             let store = fedledger_participant::store::LocalStore::open(&cfg.state_dir)
                 .context("open the local store")?;
             let spends = store.spends().context("read spends")?;
@@ -274,9 +304,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Run { config } => {
-            let cfg = ParticipantConfig::load(&config)
-                .with_context(|| format!("load config {}", config.display()))?;
+        Command::Run { config, state_dir } => {
+            let cfg = ParticipantConfig::load_with(&config, state_dir.as_deref())?;
             let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
             let report = rt
                 .block_on(fedledger_participant::run(
@@ -284,8 +313,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     std::io::stderr().is_terminal(),
                 ))
                 .context("take part in the federation")?;
+            let how = match &report.ended {
+                fedledger_participant::Ended::Done => "finished".to_owned(),
+                fedledger_participant::Ended::CoordinatorGone {
+                    round,
+                    total,
+                    unchecked,
+                } => format!(
+                    "over (the coordinator stopped serving after round {round} of {total}{})",
+                    if unchecked.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; receipts of rounds {unchecked:?} could not be checked")
+                    }
+                ),
+            };
             println!(
-                "{}: federation {} finished; sent {} updates, declined {} rounds, epsilon spent {:.4}, {} receipts checked, {} settlement(s) checked paying {} units",
+                "{}: federation {} {how}; sent {} updates, declined {} rounds, epsilon spent {:.4}, {} receipts checked, {} settlement(s) checked paying {} units",
                 report.name,
                 report.federation,
                 report.rounds_sent.len(),
@@ -297,8 +341,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Resume { config } => {
-            let cfg = ParticipantConfig::load(&config)
-                .with_context(|| format!("load config {}", config.display()))?;
+            let cfg = ParticipantConfig::load(&config)?;
             let store = fedledger_participant::store::LocalStore::open(&cfg.state_dir)
                 .context("open the local store")?;
             match store.resume().context("clear the stop")? {
@@ -322,8 +365,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             federation,
         } => {
-            let cfg = ParticipantConfig::load(&config)
-                .with_context(|| format!("load config {}", config.display()))?;
+            let cfg = ParticipantConfig::load(&config)?;
             let key = keys::load_key(&cfg.key).context("load key")?;
             let root = cfg.state_dir.join("receipts");
             let mut dirs: Vec<(String, PathBuf)> = std::fs::read_dir(&root)

@@ -79,6 +79,8 @@ pub struct Registered {
 /// What a participant is told to do next (the engine adds the parameters).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskInfo {
+    /// The asking participant's index among the enrolled.
+    pub participant: usize,
     pub phase: Phase,
     /// True when this participant should train now (round open and it has not answered).
     pub train: bool,
@@ -389,6 +391,7 @@ impl RoundMachine {
             Phase::Done => (false, "federation finished".to_owned()),
         };
         Ok(TaskInfo {
+            participant: idx,
             phase: st.phase,
             train,
             round: st.round,

@@ -72,6 +72,7 @@ fn config() -> Arc<FederationConfig> {
             total: 3,
             quorum: 2,
             deadline_secs: 60,
+            grace_secs: 60,
         },
         training: Default::default(),
         aggregation: crate::config::AggregationSection {
@@ -91,6 +92,7 @@ fn config() -> Arc<FederationConfig> {
             .map(|i| ParticipantEntry {
                 name: format!("h{i}"),
                 public_key: hex_of(&key(i)),
+                public_key_file: None,
             })
             .collect(),
     };

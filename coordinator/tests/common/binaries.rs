@@ -162,8 +162,16 @@ impl Drop for Watched {
 impl Watched {
     /// Starts `bin args...`, its stderr to `stderr`.
     pub fn spawn(bin: &Path, args: &[&std::ffi::OsStr], stderr: PathBuf) -> Self {
-        let mut child = Command::new(bin)
-            .args(args)
+        Self::spawn_with(Command::new(bin).args(args), stderr)
+    }
+
+    /// Like [`Watched::spawn`], logging at `info` whatever `RUST_LOG` the tests run with.
+    pub fn spawn_logged(bin: &Path, args: &[&std::ffi::OsStr], stderr: PathBuf) -> Self {
+        Self::spawn_with(Command::new(bin).args(args).env("RUST_LOG", "info"), stderr)
+    }
+
+    fn spawn_with(command: &mut Command, stderr: PathBuf) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()

@@ -94,6 +94,7 @@ pub fn config_file(
             total: rounds,
             quorum,
             deadline_secs: 60,
+            grace_secs: 60,
         },
         training: TrainingSection::default(),
         aggregation: Default::default(),
@@ -113,6 +114,7 @@ pub fn config_file(
             .map(|(i, k)| ParticipantEntry {
                 name: format!("h{i}"),
                 public_key: pubhex(k),
+                public_key_file: None,
             })
             .collect(),
     }

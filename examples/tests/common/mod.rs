@@ -34,6 +34,7 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
         entries.push(ParticipantEntry {
             name: format!("h{h}"),
             public_key: keys::public_key_hex(&key),
+            public_key_file: None,
         });
         let csv = dir.path().join(format!("h{h}.csv"));
         data.subset(&s.pool[h * per..(h + 1) * per])
@@ -78,6 +79,7 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
             total: rounds,
             quorum: hospitals as u32,
             deadline_secs: 120,
+            grace_secs: 60,
         },
         training: TrainingSection {
             local_epochs: 2,

@@ -16,11 +16,19 @@ const ABOUT: &str = "fedledger ledger: RFC 9162 Merkle log, signed and cosigned 
 
 /// fedledger ledger: export, verify and replicate a federation's signed Merkle log.
 #[derive(Debug, Parser)]
-#[command(name = "fedledger-ledger", version, about = ABOUT, long_about = None)]
+#[command(name = "fedledger-ledger", version, about = ABOUT, long_about = None, arg_required_else_help = true)]
 pub struct Cli {
+    /// Print a complete ledger.toml (for `node`), every field with its default and a comment,
+    /// and exit.
+    #[arg(long, exclusive = true)]
+    pub print_default_config: bool,
+    /// Log filter, instead of the RUST_LOG environment variable: a level (error, warn, info,
+    /// debug, trace) or directives such as "info,fedledger_ledger=debug". Default: info.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Subcommands.
@@ -105,11 +113,19 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Run a replica + witness node over libp2p (see `ledger.toml` in the crate docs of `node`).
+    /// Run a replica (and, with [witness], a witness) of one log over libp2p until Ctrl-C.
+    ///
+    /// It catches up from the peers it dials, follows gossip and reports equivocation; it
+    /// prints its peer id at start.
+    ///
+    /// Example: fedledger-ledger node --config ledger.toml
     Node {
-        /// Node configuration (TOML).
+        /// Path of ledger.toml (`fedledger-ledger --print-default-config` prints a complete one).
         #[arg(long)]
         config: PathBuf,
+        /// The replica's store directory, instead of the file's `store`.
+        #[arg(long)]
+        store: Option<PathBuf>,
     },
 }
 
@@ -161,7 +177,12 @@ pub enum ReceiptsCommand {
 /// `accountant` recomputes epsilon figures in `verify` (the binary plugs in the privacy crate's;
 /// without one that check is reported as skipped).
 pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        anyhow::ensure!(cli.print_default_config, "no command given: see --help");
+        print!("{}", crate::node::DEFAULT_CONFIG);
+        return Ok(());
+    };
+    match command {
         Command::Keygen { out, name, witness } => {
             let key = keys::generate_key_file(&out)
                 .with_context(|| format!("generate key {}", out.display()))?;
@@ -308,6 +329,6 @@ pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Resu
             },
             accountant,
         ),
-        Command::Node { config } => crate::node::run(&config),
+        Command::Node { config, store } => crate::node::run(&config, store),
     }
 }

@@ -28,16 +28,26 @@ use fedledger_ledger::note::{NoteSigner, VerifierKey};
 use fedledger_ledger::witness::Witness;
 use fedledger_ledger::{Log, keys};
 use libp2p::Multiaddr;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+/// A complete `ledger.toml`: every field with its default, commented
+/// (`fedledger-ledger --print-default-config`). Valid once `log_key` is filled in.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/ledger.toml");
 
 /// `ledger.toml`: configuration of `fedledger-ledger node` (see the module docs).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeFileConfig {
     /// Replica store directory.
     pub store: PathBuf,
-    /// The log's verifier key.
+    /// The log's verifier key. Give this or `keys_file`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub log_key: String,
+    /// The federation's keys file, as the operator hands it out (`fedledger-coordinator keys`
+    /// output): the log's verifier key, and the coordinator node's peer id, which pins every
+    /// `dial` address that does not end in `/p2p/<peer id>` itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys_file: Option<PathBuf>,
     /// Listen addresses.
     #[serde(default)]
     pub listen: Vec<String>,
@@ -46,7 +56,7 @@ pub struct NodeFileConfig {
     pub dial: Vec<String>,
     /// The node's libp2p identity key file, created on first start (default: `<store>.node.key`
     /// beside the store). Not the witness's signing key: it only names the node on the network.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_key: Option<PathBuf>,
     /// Peer ids allowed to dial in as witnesses.
     #[serde(default)]
@@ -56,14 +66,15 @@ pub struct NodeFileConfig {
     pub allow_replicas: Vec<String>,
     /// Serve the replica in the C2SP tlog-tiles layout over HTTP at this address (off when
     /// absent: hospitals' nodes do not listen).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiles_listen: Option<std::net::SocketAddr>,
     /// Witness settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness: Option<WitnessFileConfig>,
 }
 
 /// The `[witness]` table of `ledger.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WitnessFileConfig {
     /// Witness key name.
@@ -74,21 +85,73 @@ pub struct WitnessFileConfig {
     pub state: PathBuf,
     /// Serve the C2SP tlog-witness HTTP API (`POST /add-checkpoint`, `GET /<origin
     /// hash>/checkpoint`) at this address, beside the libp2p request (off when absent).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<std::net::SocketAddr>,
 }
 
 impl NodeFileConfig {
-    /// Reads and parses `ledger.toml`.
+    /// Reads and parses `ledger.toml`; relative paths in it are resolved against its folder.
+    /// A parse error is said once, naming the file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parse {}", path.display()))
+        let mut cfg: Self = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}(every field, with its default: `fedledger-ledger --print-default-config`)",
+                path.display()
+            )
+        })?;
+        if let Some(base) = path.parent() {
+            let fix = |p: &mut PathBuf| {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            };
+            fix(&mut cfg.store);
+            if let Some(k) = cfg.keys_file.as_mut() {
+                fix(k);
+            }
+            if let Some(k) = cfg.node_key.as_mut() {
+                fix(k);
+            }
+            if let Some(w) = cfg.witness.as_mut() {
+                fix(&mut w.key);
+                fix(&mut w.state);
+            }
+        }
+        Ok(cfg)
     }
 
     /// The log's verifier key, parsed.
     pub fn log_key(&self) -> anyhow::Result<VerifierKey> {
-        VerifierKey::parse(&self.log_key).context("parse log_key")
+        let key = match (
+            self.log_key.is_empty(),
+            self.keys_file_line("log verifier key:")?,
+        ) {
+            (false, None) => self.log_key.clone(),
+            (true, Some(k)) => k,
+            (false, Some(_)) => anyhow::bail!("give log_key or keys_file, not both"),
+            (true, None) => anyhow::bail!(
+                "no log_key: set keys_file to the operator's `fedledger-coordinator keys` output, \
+                 or log_key to the log verifier key it names"
+            ),
+        };
+        VerifierKey::parse(&key).context("parse log_key")
+    }
+
+    /// The value of the keys file's line starting `label`, when there is a keys file.
+    fn keys_file_line(&self, label: &str) -> anyhow::Result<Option<String>> {
+        let Some(path) = &self.keys_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read keys_file {}", path.display()))?;
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .map(|v| v.trim().to_owned())
+            .with_context(|| format!("keys_file {} has no {label:?} line", path.display()))?;
+        Ok(Some(value))
     }
 
     /// The network settings, with every address parsed. Every address dialled must pin the
@@ -102,7 +165,19 @@ impl NodeFileConfig {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()
         };
-        let dial = parse(&self.dial)?;
+        let mut dial = parse(&self.dial)?;
+        let pinned =
+            |a: &Multiaddr| matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_)));
+        if dial.iter().any(|a| !pinned(a))
+            && let Some(id) = self.keys_file_line("ledger peer id:")?
+        {
+            let peer = id
+                .parse::<libp2p::PeerId>()
+                .with_context(|| format!("keys_file: ledger peer id {id:?}"))?;
+            for a in dial.iter_mut().filter(|a| !pinned(a)) {
+                a.push(libp2p::multiaddr::Protocol::P2p(peer));
+            }
+        }
         for a in &dial {
             if !matches!(a.iter().last(), Some(libp2p::multiaddr::Protocol::P2p(_))) {
                 anyhow::bail!(
@@ -141,11 +216,14 @@ impl NodeFileConfig {
     }
 }
 
-/// Runs `fedledger-ledger node --config FILE` until Ctrl-C: a replica (and witness) that
+/// Runs `fedledger-ledger node --config FILE [--store DIR]` until Ctrl-C: a replica (and witness) that
 /// catches up from the peers it dials, follows gossip and reports equivocation loudly. Fails
 /// when evidence of equivocation is held at exit.
-pub fn run(path: &Path) -> anyhow::Result<()> {
-    let cfg = NodeFileConfig::load(path)?;
+pub fn run(path: &Path, store: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut cfg = NodeFileConfig::load(path)?;
+    if let Some(s) = store {
+        cfg.store = s;
+    }
     let log_key = cfg.log_key()?;
     let net_cfg = cfg.network()?;
     let log = Log::open_replica(&cfg.store, log_key.clone()).context("open replica store")?;
@@ -265,7 +343,7 @@ mod tests {
         let path = dir.path().join("ledger.toml");
         std::fs::write(&path, &doc).unwrap();
         let cfg = NodeFileConfig::load(&path).unwrap();
-        assert_eq!(cfg.store, PathBuf::from("ledger-store"));
+        assert_eq!(cfg.store, dir.path().join("ledger-store"));
         assert_eq!(
             cfg.witness.as_ref().unwrap().name,
             "witness.hospital-a.example"
@@ -289,6 +367,75 @@ mod tests {
             format!("{err:#}").contains("parse address nonsense"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn the_default_ledger_toml_names_every_field_and_loads_once_the_log_key_is_in() {
+        fn key_paths(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    out.push(format!("{prefix}{k}"));
+                    key_paths(v, &format!("{prefix}{k}."), out);
+                }
+            }
+        }
+        // Uncommented, every optional field is there too.
+        let full: String = DEFAULT_CONFIG
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.contains(" = ") || rest.starts_with('[') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        for text in [DEFAULT_CONFIG, full.as_str()] {
+            let cfg: NodeFileConfig = toml::from_str(text).unwrap();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            key_paths(&toml::Value::try_from(&cfg).unwrap(), "", &mut a);
+            key_paths(&toml::from_str(text).unwrap(), "", &mut b);
+            a.sort();
+            b.sort();
+            assert_eq!(a, b);
+        }
+        let full: NodeFileConfig = toml::from_str(&full).unwrap();
+        assert!(full.witness.is_some_and(|w| w.http_listen.is_some()));
+
+        let dir = tempfile::tempdir().unwrap();
+        let signer = NoteSigner::log(
+            "fed.example",
+            keys::generate_key_file(&dir.path().join("log.key")).unwrap(),
+        )
+        .unwrap();
+        // What `fedledger-coordinator keys` prints.
+        let peer = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        std::fs::write(
+            dir.path().join("federation.keys"),
+            format!(
+                "log verifier key: {}\nledger peer id:   {peer}\ngenesis sha256:   {}\n",
+                signer.verifier_key(),
+                "ab".repeat(32)
+            ),
+        )
+        .unwrap();
+        let text = DEFAULT_CONFIG.replace("dial = []", "dial = [\"/ip4/127.0.0.1/tcp/4001\"]");
+        let path = dir.path().join("ledger.toml");
+        std::fs::write(&path, &text).unwrap();
+        let cfg = NodeFileConfig::load(&path).unwrap();
+        assert_eq!(&cfg.log_key().unwrap(), signer.verifier_key());
+        // The address is pinned to the keys file's peer id.
+        let dial = cfg.network().unwrap().dial;
+        assert_eq!(
+            dial[0].to_string(),
+            format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")
+        );
+
+        std::fs::write(&path, format!("colour = 1\n{text}")).unwrap();
+        let said = format!("{:#}", NodeFileConfig::load(&path).unwrap_err());
+        assert!(said.contains("unknown field `colour`"), "{said}");
+        assert!(said.contains("ledger.toml"), "{said}");
+        assert_eq!(said.matches("unknown field").count(), 1, "{said}");
     }
 
     mod fuzz {
