@@ -86,6 +86,38 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the federation's state: phase and round, rounds completed and abandoned, updates
+    /// accepted, the last round's model quality and durations, the ledger's size and latest
+    /// checkpoint with its cosignatures, and per participant whether it is registered and
+    /// online, its updates, declines and epsilon spent. Asks a running coordinator through its
+    /// admin endpoint ([metrics] listen, on loopback by default; the address it noted in the
+    /// state directory); when none answers, reads the stopped coordinator's state directory.
+    ///
+    /// Example: fedledger-coordinator status --config coordinator.toml
+    Status {
+        /// The coordinator's configuration (names the state directory and the endpoint).
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the state as JSON (the admin endpoint's GET /status) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the federation's report: one self-contained HTML page (DIR/report.html, inline
+    /// SVG plots, nothing fetched) with accuracy, log-loss and AUC per round, each hospital's
+    /// value and reward per round and cumulatively, epsilon spent against the budget, declines
+    /// and abandoned rounds, and the anchored checkpoints with the commands that verify them.
+    /// Everything comes from the state directory and its ledger (read from a copy), not from a
+    /// run's memory.
+    ///
+    /// Example: fedledger-coordinator report --config coordinator.toml --out report
+    Report {
+        /// The coordinator's configuration (names the state directory).
+        #[arg(long)]
+        config: PathBuf,
+        /// The folder to write report.html into (created if absent; the page is replaced).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// TLS certificates for the coordinator's endpoints.
     Tls {
         #[command(subcommand)]
@@ -301,6 +333,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("round {round}: every recomputed figure matches the record");
         }
         Command::Replay { .. } => anyhow::bail!("replay needs --config and --round, or --bundle"),
+        Command::Status { config, json } => {
+            let cfg = load(&config)?;
+            let status = fedledger_coordinator::status::of_config(&cfg).with_context(|| {
+                format!(
+                    "read the state of federation {} (no coordinator answered on its admin \
+                     endpoint, so from its state directory {})",
+                    cfg.federation,
+                    cfg.state_dir.display()
+                )
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("{status}");
+            }
+        }
+        Command::Report { config, out } => {
+            let cfg = load(&config)?;
+            let path = fedledger_coordinator::report::write(&cfg, &out).with_context(|| {
+                format!(
+                    "write the report of {} from {}",
+                    cfg.federation,
+                    cfg.state_dir.display()
+                )
+            })?;
+            println!("wrote {}", path.display());
+        }
         Command::Keys { config } => {
             let cfg = load(&config)?;
             let id = fedledger_coordinator::Identity::from_config(&cfg)

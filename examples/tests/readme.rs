@@ -67,3 +67,15 @@ fn the_readme_coordinator_toml_tls_and_ledger_sections_parse() {
     let ledger: LedgerSection = value["ledger"].clone().try_into().unwrap();
     assert!(ledger.allow_witnesses.is_empty() && ledger.allow_replicas.is_empty());
 }
+
+#[test]
+fn the_readme_coordinator_toml_metrics_section_parses() {
+    let value: toml::Table = toml::from_str(&block("coordinator.toml")).unwrap();
+    let metrics: fedledger_coordinator::config::MetricsSection =
+        value["metrics"].clone().try_into().unwrap();
+    assert!(metrics.enabled);
+    assert_eq!(
+        metrics.listen,
+        Some(fedledger_coordinator::config::DEFAULT_METRICS_LISTEN)
+    );
+}
