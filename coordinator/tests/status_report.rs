@@ -92,9 +92,24 @@ fn marks(page: &str) -> BTreeMap<(String, String), Vec<u64>> {
     out
 }
 
+/// The per-round plots of the coordinator's page (the auditor's has the recorded validation
+/// score instead of accuracy, log-loss and AUC).
+const COORDINATOR_PLOTS: [&str; 9] = [
+    "quality-accuracy",
+    "quality-log-loss",
+    "quality-auc",
+    "value",
+    "value-cumulative",
+    "reward",
+    "reward-cumulative",
+    "epsilon",
+    "declines",
+];
+
 /// Every per-round plot of a run of `ROUNDS` completed rounds by two hospitals that answered
-/// every round has one mark per round in each of its series.
-fn assert_one_mark_per_round(page: &str) {
+/// every round has one mark per round in each of its series, and every plot in `expected` is
+/// there.
+fn assert_one_mark_per_round(page: &str, expected: &[&str]) {
     let all: Vec<u64> = (1..=ROUNDS).collect();
     let marks = marks(page);
     let mut plots = std::collections::BTreeSet::new();
@@ -105,18 +120,9 @@ fn assert_one_mark_per_round(page: &str) {
         }
         assert_eq!(rounds, &all, "plot {plot}, series {series}");
     }
-    for p in [
-        "quality-accuracy",
-        "quality-log-loss",
-        "quality-auc",
-        "value",
-        "value-cumulative",
-        "reward",
-        "reward-cumulative",
-        "epsilon",
-        "declines",
-    ] {
-        assert!(plots.contains(p), "no plot {p} in {plots:?}");
+    assert_eq!(plots.len(), expected.len(), "{plots:?}");
+    for p in expected {
+        assert!(plots.contains(*p), "no plot {p} in {plots:?}");
     }
     for plot in ["value", "reward", "epsilon"] {
         for h in ["h0", "h1"] {
@@ -259,10 +265,50 @@ async fn metrics_status_and_report_follow_a_run() {
     let page_path = out.join("report.html");
     assert!(printed.contains("report.html"), "{printed}");
     let page = std::fs::read_to_string(&page_path).unwrap();
-    assert_one_mark_per_round(&page);
+    assert_one_mark_per_round(&page, &COORDINATOR_PLOTS);
     assert!(page.contains(&running_log_key(&cfg)));
+    chromium_check(&page_path, dir.path(), &COORDINATOR_PLOTS);
 
-    chromium_check(&page_path, dir.path());
+    // The auditor's page: an export of the ledger verified by `fedledger-ledger verify
+    // --report` (its run function, as the binary calls it).
+    let export = dir.path().join("export");
+    let ledger = |args: &[&str]| {
+        use clap::Parser as _;
+        let cli = fedledger_ledger_cli::Cli::parse_from(
+            std::iter::once("fedledger-ledger").chain(args.iter().copied()),
+        );
+        fedledger_ledger_cli::run(cli, Some(&fedledger_ledger_cli::PrivacyAccountant))
+    };
+    let store = cfg.state_dir.join("ledger");
+    ledger(&[
+        "export",
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        export.to_str().unwrap(),
+    ])
+    .unwrap();
+    let audited = dir.path().join("auditor-report");
+    ledger(&[
+        "verify",
+        export.to_str().unwrap(),
+        "--report",
+        audited.to_str().unwrap(),
+    ])
+    .unwrap();
+    let page = std::fs::read_to_string(audited.join("report.html")).unwrap();
+    let auditor_plots = [
+        "quality-validation-neg-log-loss",
+        "value",
+        "value-cumulative",
+        "reward",
+        "reward-cumulative",
+        "epsilon",
+        "declines",
+    ];
+    assert_one_mark_per_round(&page, &auditor_plots);
+    assert!(page.contains("the ledger verifies"), "the title says so");
+    assert!(page.contains("ok: checkpoint: log signature"));
 }
 
 fn running_log_key(cfg: &fedledger_coordinator::FederationConfig) -> String {
@@ -274,7 +320,7 @@ fn running_log_key(cfg: &fedledger_coordinator::FederationConfig) -> String {
 /// With FEDLEDGER_CHROMIUM=1 (set by `.ci/run`, which installs Debian's chromium), the page as
 /// a browser builds it: the DOM headless Chromium dumps has the same marks, and a screenshot
 /// is taken (kept under target/ for a person to look at).
-fn chromium_check(page: &Path, tmp: &Path) {
+fn chromium_check(page: &Path, tmp: &Path, expected: &[&str]) {
     if std::env::var("FEDLEDGER_CHROMIUM").as_deref() != Ok("1") {
         println!("skipped the headless Chromium check: set FEDLEDGER_CHROMIUM=1 (needs chromium)");
         return;
@@ -302,7 +348,7 @@ fn chromium_check(page: &Path, tmp: &Path) {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let dom = chromium(&["--dump-dom".to_owned()]);
-    assert_one_mark_per_round(&dom);
+    assert_one_mark_per_round(&dom, expected);
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("coordinator-report.png");
     let _ = std::fs::remove_file(&shot);
     chromium(&[

@@ -112,6 +112,11 @@ async fn run(args: Options) -> anyhow::Result<()> {
     let path = args.out.join("summary.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&summary(&args, &run))?)
         .with_context(|| format!("write {}", path.display()))?;
+    // The page an operator would show, drawn from the stopped coordinator's state directory
+    // (what is recorded), as `fedledger-coordinator report --out DIR` draws it.
+    let page = fedledger_coordinator::report::write(&run.config, &args.out.join("report"))
+        .context("write the report")?;
+    println!("wrote {} (open it in a browser)", page.display());
     println!(
         "\nwrote {} ({:.1} s in all)",
         path.display(),

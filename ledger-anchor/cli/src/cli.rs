@@ -65,12 +65,23 @@ pub enum Command {
         tiles: Option<PathBuf>,
     },
     /// Verify an exported directory; exit status 0 only if every check holds.
+    ///
+    /// With --report DIR, also writes DIR/report.html: one self-contained page (inline SVG
+    /// plots) of what the verified ledger records (the validation score per round, each
+    /// hospital's value and reward per round and cumulatively, epsilon against the budget,
+    /// declines and abandoned rounds, the signed checkpoints) and the checks made. It is written
+    /// when verification fails too, saying so at the top.
+    ///
+    /// Example: fedledger-ledger verify ledger-export --report auditor-report
     Verify {
         /// The exported directory.
         dir: PathBuf,
         /// Cosignatures required on the latest checkpoint (default: the genesis quorum).
         #[arg(long)]
         quorum: Option<u64>,
+        /// Also write an HTML report of what was verified into this folder (created).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// A hospital's receipts: verify a statement directory offline, or one tlog-proof file.
     #[command(subcommand)]
@@ -225,7 +236,11 @@ pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Resu
             }
             Ok(())
         }
-        Command::Verify { dir, quorum } => {
+        Command::Verify {
+            dir,
+            quorum,
+            report: page,
+        } => {
             let report = verify_dir(
                 &dir,
                 VerifyOptions {
@@ -235,6 +250,11 @@ pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Resu
                 },
             );
             print!("{report}");
+            if let Some(out) = page {
+                let path = crate::report::write(&dir, &report, &out)
+                    .with_context(|| format!("write the report of {}", dir.display()))?;
+                println!("wrote {}", path.display());
+            }
             if report.ok() {
                 Ok(())
             } else {
