@@ -87,7 +87,23 @@ pub fn figure(v: f64) -> String {
         return format!("{v}");
     }
     let a = v.abs();
-    if (1e-3..1e6).contains(&a) {
+    if (1e4..1e15).contains(&a) {
+        // Units and other large figures: whole, in groups of three.
+        let digits = format!("{:.0}", a);
+        let mut grouped = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        return if v < 0.0 {
+            format!("-{grouped}")
+        } else {
+            grouped
+        };
+    }
+    if (1e-3..1e4).contains(&a) {
         let decimals = (3 - a.log10().floor() as i32).clamp(0, 6) as usize;
         let s = format!("{v:.decimals$}");
         if s.contains('.') {
@@ -279,6 +295,8 @@ mod tests {
     fn figures_are_short() {
         assert_eq!(figure(0.30000000000000004), "0.3");
         assert_eq!(figure(1234.5678), "1235");
+        assert_eq!(figure(1.8e6), "1,800,000");
+        assert_eq!(figure(-12345.6), "-12,346");
         assert_eq!(figure(0.012345), "0.01235");
         assert_eq!(figure(-2.5), "-2.5");
         assert_eq!(figure(1e-9), "1.000e-9");
