@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: fedledger_logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -146,11 +148,8 @@ enum TlsCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    let cli = Cli::parse();
+    fedledger_logging::init(cli.log.log_format);
     // Test builds only: named fail-rs points from FAILPOINTS, and crash points from
     // FEDLEDGER_CRASH_AT (a release build refuses the latter rather than ignore it).
     #[cfg(feature = "failpoints")]
@@ -159,7 +158,6 @@ fn main() -> anyhow::Result<()> {
     if !armed.is_empty() {
         tracing::warn!(points = ?armed, "crash points armed (test build)");
     }
-    let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(run(cli))
 }

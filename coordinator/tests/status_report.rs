@@ -50,7 +50,7 @@ fn config_file(dir: &Path, fed: &str, keys: &[&ring::signature::Ed25519KeyPair])
     std::fs::write(
         &path,
         format!(
-            "federation = \"{fed}\"\nstate_dir = \"state\"\n\n[model]\nkind = \"logreg\"\n\
+            "federation = \"{fed}\"\nstate_dir = \"state\"\nlisten = \"127.0.0.1:0\"\n\n[model]\nkind = \"logreg\"\n\
              features = 3\nclasses = 2\n\n[data]\nlabel_column = \"label\"\n\
              validation = \"validation.csv\"\n\n[rounds]\ntotal = {ROUNDS}\nquorum = 2\n\n\
              [metrics]\nenabled = false\n\n{participants}"
@@ -268,6 +268,36 @@ async fn metrics_status_and_report_follow_a_run() {
     assert_one_mark_per_round(&page, &COORDINATOR_PLOTS);
     assert!(page.contains(&running_log_key(&cfg)));
     chromium_check(&page_path, dir.path(), &COORDINATOR_PLOTS);
+
+    // Logs to a pipe carry no colour codes; --log-format json writes one object per line. (A
+    // finished federation's `serve` starts, logs, and exits at once.)
+    for json in [false, true] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fedledger-coordinator"));
+        if json {
+            cmd.args(["--log-format", "json"]);
+        }
+        let out = cmd
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains('\x1b'), "colour codes in a pipe: {stderr}");
+        let listening = stderr
+            .lines()
+            .find(|l| l.contains("coordinator listening"))
+            .unwrap_or_else(|| panic!("no start line in {stderr}"));
+        if json {
+            let v: serde_json::Value = serde_json::from_str(listening).unwrap();
+            assert_eq!(v["level"], "INFO");
+            assert_eq!(v["fields"]["message"], "coordinator listening");
+            assert_eq!(v["fields"]["federation"], fed.as_str());
+        } else {
+            assert!(serde_json::from_str::<serde_json::Value>(listening).is_err());
+        }
+    }
 
     // The auditor's page: an export of the ledger verified by `fedledger-ledger verify
     // --report` (its run function, as the binary calls it).

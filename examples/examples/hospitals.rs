@@ -16,13 +16,10 @@ use fedledger_examples::run::{Options, Planning, last_spend, run_federation, sum
 
 fn main() -> anyhow::Result<()> {
     let args = Options::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| if args.verbose { "info" } else { "warn" }.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    fedledger_logging::init_with(
+        fedledger_logging::LogFormat::Text,
+        if args.verbose { "info" } else { "warn" },
+    );
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(run(args))
 }

@@ -21,6 +21,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// How logs are written.
+    #[command(flatten)]
+    pub log: fedledger_logging::LogArgs,
 }
 
 /// Subcommands.

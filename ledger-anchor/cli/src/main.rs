@@ -18,11 +18,6 @@ fn main() -> anyhow::Result<()> {
 
 fn run_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    fedledger_logging::init(cli.log.log_format);
     run(cli, Some(&PrivacyAccountant))
 }
