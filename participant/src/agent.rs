@@ -9,13 +9,13 @@ use std::{
 };
 
 use fedledger_proto as pb;
-use indicatif::{ProgressBar, ProgressStyle};
 use ring::signature::Ed25519KeyPair;
 use tonic::Code;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
     client::{Client, ClientError, Task},
+    progress::{Progress, ProgressMode},
     receipts::{ReceiptError, ReceiptSettings, ReceiptStat, Receipts},
     store::{
         Halt, LocalStore, PreparedUpdate, RoundRecord, SpendRecord, StoreError, receipt_state,
@@ -64,8 +64,11 @@ pub struct AgentOptions {
     /// How to reach the coordinator (URL, TLS trust, proxy).
     pub coordinator: crate::link::Link,
     pub reconnect_patience: Duration,
-    /// Show a progress bar (when a person watches a terminal).
-    pub progress: bool,
+    /// How rounds are shown: a progress bar (a person watches a terminal), a line per round,
+    /// or nothing.
+    pub progress: ProgressMode,
+    /// The hospital's privacy budget, shown with each round (what is left).
+    pub epsilon_budget: Option<f64>,
     /// Check receipts (from `[ledger]`); `None`: no receipt is checked.
     pub receipts: Option<ReceiptSettings>,
     /// Where receipts and evidence files are kept.
@@ -133,16 +136,7 @@ async fn drive(
     mut receipts: Option<Receipts>,
     opts: AgentOptions,
 ) -> Result<AgentReport, AgentError> {
-    let bar = opts.progress.then(|| {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] round {pos}/{len} {msg}")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        b.set_prefix(report.name.clone());
-        b
-    });
+    let mut progress = Progress::new(opts.progress, &report.name, opts.epsilon_budget);
     let mut unreachable_since: Option<Instant> = None;
     loop {
         let task = match client.task().await {
@@ -156,7 +150,9 @@ async fn drive(
                 unreachable_since = None;
                 if !report.rounds_declined.iter().any(|(r, _)| *r == round) {
                     let expect = receipts.is_some();
-                    decline(&mut client, &store, round, reason, &mut report, expect).await?;
+                    let msg =
+                        decline(&mut client, &store, round, reason, &mut report, expect).await?;
+                    progress.round(round, &msg, report.epsilon_spent);
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
@@ -166,9 +162,7 @@ async fn drive(
                 continue;
             }
         };
-        if let Some(b) = &bar {
-            b.set_length(task.header.total_rounds);
-        }
+        progress.total(task.header.total_rounds);
         match task.state() {
             pb::TaskState::Done => {
                 if let Some(r) = receipts.as_mut() {
@@ -176,9 +170,11 @@ async fn drive(
                     report.receipts = r.stats.clone();
                 }
                 report.final_params = task.params;
-                if let Some(b) = &bar {
-                    b.finish_with_message("federation finished");
-                }
+                progress.finished(
+                    report.rounds_sent.len(),
+                    report.rounds_declined.len(),
+                    report.epsilon_spent,
+                );
                 info!(rounds = report.rounds_sent.len(), "federation finished");
                 return Ok(report);
             }
@@ -220,10 +216,7 @@ async fn drive(
                 if report.rounds_sent.len() > sent_before {
                     source.submitted(round);
                 }
-                if let Some(b) = &bar {
-                    b.set_position(round);
-                    b.set_message(msg);
-                }
+                progress.round(round, &msg, report.epsilon_spent);
             }
             _ => {
                 if let Some(r) = receipts.as_mut() {

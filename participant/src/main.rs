@@ -90,7 +90,9 @@ enum Command {
     /// answered round's receipt is checked; exit status 3 means the ledger did not record what
     /// this hospital signed or was told (an evidence file was written; see the README), 4 that a
     /// receipt was not complete in time, 5 that the federation was refused (genesis digest or
-    /// witness quorum).
+    /// witness quorum). On a terminal a progress bar shows the rounds; otherwise (a file, a
+    /// journal) one line per round on standard output says what was answered and how much of
+    /// the privacy budget is left.
     ///
     /// Example: fedledger-participant run --config participant.toml
     Run {
@@ -277,9 +279,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("load config {}", config.display()))?;
             let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
             let report = rt
-                .block_on(fedledger_participant::run(
+                .block_on(fedledger_participant::run_showing(
                     cfg,
-                    std::io::stderr().is_terminal(),
+                    // A bar for a person at a terminal; a line per round for a file or journal.
+                    if std::io::stderr().is_terminal() {
+                        fedledger_participant::ProgressMode::Bar
+                    } else {
+                        fedledger_participant::ProgressMode::Lines
+                    },
                 ))
                 .context("take part in the federation")?;
             println!(

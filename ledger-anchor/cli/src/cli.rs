@@ -120,6 +120,11 @@ pub enum Command {
         once: bool,
     },
     /// Run a replica + witness node over libp2p (see `ledger.toml` in the crate docs of `node`).
+    ///
+    /// Every 10 seconds it checks its state and prints a `status:` line when it changed: the
+    /// replica's entries, its peers, the last verified checkpoint that carries the genesis
+    /// quorum of witness cosignatures (with its root), gossip counters and any evidence of
+    /// equivocation.
     Node {
         /// Node configuration (TOML).
         #[arg(long)]

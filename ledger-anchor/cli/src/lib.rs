@@ -12,6 +12,8 @@
 //!   status 3 naming the evidence).
 //! - [`report`]: `verify --report DIR` (the auditor's HTML page of what was verified, drawn
 //!   by the report crate).
+//! - [`node_status`]: what a running node reports (size, peers, the last verified and cosigned
+//!   checkpoint, gossip counters, evidence).
 //! - [`node`]: `ledger.toml` and `fedledger-ledger node` (a replica and witness until Ctrl-C).
 //! - [`cli`]: the clap command line and [`run`], which `main.rs` calls after parsing and
 //!   installing the log subscriber.
@@ -20,6 +22,7 @@ pub mod accountant;
 pub mod cli;
 pub mod monitor;
 pub mod node;
+pub mod node_status;
 pub mod report;
 pub mod rewards;
 
