@@ -269,8 +269,8 @@ impl Collector for Metrics {
 type Scrape = (Status, Vec<crate::types::RoundOutcome>, u64);
 
 fn scrape(engine: &Engine) -> Result<Scrape, CoordinatorError> {
-    let status = Status::of_running(engine)?;
     let outcomes = engine.store().outcomes()?;
+    let status = Status::of_running_with(engine, &outcomes)?;
     let ledger = engine.ledger();
     let witnesses = ledger.witness_keys();
     let cosignatures = ledger

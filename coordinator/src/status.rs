@@ -98,12 +98,19 @@ pub struct CheckpointStatus {
 impl Status {
     /// The state of a running coordinator.
     pub fn of_running(engine: &Engine) -> Result<Self, CoordinatorError> {
-        let outcomes = engine.store().outcomes()?;
+        Self::of_running_with(engine, &engine.store().outcomes()?)
+    }
+
+    /// [`Status::of_running`] with the finished rounds' outcomes already read.
+    pub fn of_running_with(
+        engine: &Engine,
+        outcomes: &[RoundOutcome],
+    ) -> Result<Self, CoordinatorError> {
         let mut s = collect(
             engine.config(),
             engine.store(),
             engine.ledger(),
-            &outcomes,
+            outcomes,
             Some(engine.presence()),
         )?;
         s.refusals = engine
