@@ -134,6 +134,10 @@ fn y_range(plot: &PerRoundPlot) -> (f64, f64) {
     if !lo.is_finite() || !hi.is_finite() {
         return (0.0, 1.0);
     }
+    // Counts and units start at zero and show at least one unit of height.
+    if plot.style == Style::Bars && lo >= 0.0 {
+        return (0.0, (hi * 1.08).max(1.0));
+    }
     if hi - lo < 1e-12 {
         let pad = if lo.abs() > 1e-12 {
             lo.abs() * 0.1
@@ -143,12 +147,7 @@ fn y_range(plot: &PerRoundPlot) -> (f64, f64) {
         return (lo - pad, hi + pad);
     }
     let pad = (hi - lo) * 0.08;
-    let lo = if plot.style == Style::Bars && lo >= 0.0 {
-        0.0
-    } else {
-        lo - pad
-    };
-    (lo, hi + pad)
+    (lo - pad, hi + pad)
 }
 
 /// Draws `plot` as a standalone `<svg>` element.
@@ -289,6 +288,20 @@ mod tests {
         };
         assert!(cx(1) < cx(2) && cx(2) < cx(3));
         assert!(cx(3) < WIDTH as i32);
+    }
+
+    #[test]
+    fn bars_of_nothing_start_at_zero() {
+        let plot = PerRoundPlot {
+            rounds: 2,
+            series: vec![Series {
+                name: "declines".into(),
+                points: vec![(1, 0.0), (2, 0.0)],
+            }],
+            style: Style::Bars,
+            ..Default::default()
+        };
+        assert_eq!(y_range(&plot), (0.0, 1.0));
     }
 
     #[test]
