@@ -11,10 +11,11 @@ use std::io::IsTerminal;
 /// The `--log-format` every binary accepts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
-    /// Human-readable lines; coloured only on a terminal.
+    // Human-readable lines; coloured only on a terminal. (Plain comments: doc comments here
+    // would make clap print a long help for every subcommand.)
     #[default]
     Text,
-    /// One JSON object per line, for log collectors.
+    // One JSON object per line, for log collectors.
     Json,
 }
 
@@ -22,8 +23,7 @@ pub enum LogFormat {
 /// subcommand).
 #[derive(Clone, Copy, Debug, Default, clap::Args)]
 pub struct LogArgs {
-    /// How logs are written to standard error: `text` (coloured only on a terminal) or `json`
-    /// (one object per line, for log collectors). RUST_LOG filters them (default: info).
+    /// Logs on standard error: text (colour only on a terminal) or json lines; RUST_LOG filters.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
