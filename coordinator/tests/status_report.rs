@@ -250,6 +250,7 @@ async fn metrics_status_and_report_follow_a_run() {
     // `config` wrote the validation file beside it.
     let config = config_file(dir.path(), &fed, &[&k0, &k1]);
     let text = coordinator(&["status"], &config);
+    println!("{text}");
     assert!(text.contains("not running"), "{text}");
     assert!(
         text.contains(&format!("updates accepted: {accepted}")),
