@@ -182,6 +182,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(url) = running.tiles_url() {
                 println!("tlog-tiles:       {url}");
             }
+            if let Some(at) = running.admin_addr() {
+                println!("metrics, status:  http://{at}/metrics, http://{at}/status");
+            }
             tokio::select! {
                 _ = running.wait_done(), if !stay => {
                     println!("all rounds finished");
