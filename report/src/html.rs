@@ -12,8 +12,8 @@ h1{margin-bottom:0}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 figure{margin:1.2em 0}figcaption{font-weight:bold;margin-bottom:.3em}\
 .legend span{display:inline-block;margin-right:1.2em;font-size:.9em}\
 .legend i{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:middle;border-radius:50%}\
-table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:right}\
-td:first-child,th:first-child{text-align:left}.abandoned{color:#b00}\
+table{border-collapse:collapse;margin:1em 0;font-size:.9em;font-variant-numeric:tabular-nums}\
+td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}.abandoned{color:#b00}\
 pre{background:#f4f4f4;padding:.6em;overflow-x:auto;font-size:.85em}.muted{color:#666;font-size:.9em}";
 
 /// The per-round plots of a federation, in page order (also what tests count marks in).
