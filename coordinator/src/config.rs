@@ -49,6 +49,9 @@ pub struct ConfigFile {
     /// TLS on the gRPC endpoint and the tlog-tiles server. Absent: plaintext (loopback trials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSection>,
+    /// Prometheus metrics and the admin status endpoint (`fedledger-coordinator status`).
+    #[serde(default)]
+    pub metrics: MetricsSection,
     #[serde(rename = "participant", default)]
     pub participants: Vec<ParticipantEntry>,
 }
@@ -62,6 +65,39 @@ pub struct TlsSection {
     pub cert: PathBuf,
     /// PEM private key of that certificate (`server.key`).
     pub key: PathBuf,
+}
+
+/// `[metrics]`: where `GET /metrics` (Prometheus text format) and `GET /status` (the
+/// federation's state as JSON, what `fedledger-coordinator status` prints) are served. Plain
+/// HTTP, meant for loopback or a monitoring network: the figures name the hospitals.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Serve the endpoint at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where it listens. Absent: [`DEFAULT_METRICS_LISTEN`], and a coordinator that finds that
+    /// port taken (another coordinator on the machine) goes on without the endpoint, with a
+    /// warning; an address given here must be free.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Where metrics are served unless `[metrics] listen` says otherwise.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -824,6 +860,8 @@ pub struct FederationConfig {
     pub tls: Option<TlsSection>,
     /// Who may dial the ledger node.
     pub ledger_allow: fedledger_ledger::node::AllowList,
+    /// `[metrics]`.
+    pub metrics: MetricsSection,
     pub participants: Vec<Enrolled>,
 }
 
@@ -1188,6 +1226,7 @@ impl ConfigFile {
             tiles_listen: self.ledger.tiles_listen,
             tls: self.tls,
             ledger_allow,
+            metrics: self.metrics,
             participants,
         })
     }

@@ -10,7 +10,10 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex, MutexGuard, RwLock},
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -89,6 +92,9 @@ pub struct Engine {
     progress: watch::Sender<Progress>,
     wake: Notify,
     refusals: Refusals,
+    /// When each enrolled participant (by index) last made a call with a live session, in
+    /// milliseconds since the Unix epoch (0: not since start).
+    last_seen: Vec<AtomicU64>,
     farewell: Mutex<Hearers>,
 }
 
@@ -109,6 +115,21 @@ pub struct Goodbye {
     pub quiet: std::time::Duration,
     /// Whether the latest checkpoint, covering every entry, carries the genesis witness quorum.
     pub witnessed: bool,
+}
+
+/// What a running engine knows beyond its store: sessions, presence, the open round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Presence {
+    /// Per enrolled participant: holds a live session.
+    pub registered: Vec<bool>,
+    /// Per enrolled participant: when it last made a call with its session (ms since the epoch).
+    pub last_seen_ms: Vec<Option<u64>>,
+    /// The open round's accepted updates and signed declines so far.
+    pub open_updates: u64,
+    pub open_declines: u64,
+    /// When the open round's deadline falls (ms since the epoch; 0 when no round is open).
+    pub deadline_ms: u64,
+    pub now_ms: u64,
 }
 
 impl Engine {
@@ -234,6 +255,7 @@ impl Engine {
                 told_done: BTreeSet::new(),
                 last_request: Instant::now(),
             }),
+            last_seen: cfg.participants.iter().map(|_| AtomicU64::new(0)).collect(),
             cfg,
         })
     }
@@ -261,6 +283,34 @@ impl Engine {
     /// Refusals counted by reason (every request, connection or call refused so far).
     pub fn refusals(&self) -> &Refusals {
         &self.refusals
+    }
+
+    /// Sessions, presence and the open round, for status and metrics.
+    pub fn presence(&self) -> Presence {
+        let now = now_ms();
+        let m = self.machine();
+        Presence {
+            registered: m.live_sessions(now),
+            last_seen_ms: self
+                .last_seen
+                .iter()
+                .map(|t| Some(t.load(Ordering::Relaxed)).filter(|&t| t > 0))
+                .collect(),
+            open_updates: m.updates().len() as u64,
+            open_declines: m.declines().len() as u64,
+            deadline_ms: if m.state().phase == Phase::Open {
+                m.state().deadline_ms
+            } else {
+                0
+            },
+            now_ms: now,
+        }
+    }
+
+    fn seen(&self, participant: usize) {
+        if let Some(t) = self.last_seen.get(participant) {
+            t.store(now_ms(), Ordering::Relaxed);
+        }
     }
 
     /// The store (for replay and reporting).
@@ -330,6 +380,7 @@ impl Engine {
     pub fn check_session(&self, session: &[u8]) -> Result<String, CoordinatorError> {
         let m = self.machine();
         let idx = m.session(now_ms(), session)?;
+        self.seen(idx);
         Ok(m.enrolled(idx).name.clone())
     }
 
@@ -337,6 +388,9 @@ impl Engine {
     pub fn task(&self, session: &[u8]) -> Result<(TaskInfo, Arc<Vec<f32>>), CoordinatorError> {
         let m = self.machine();
         let info = m.task(now_ms(), session)?;
+        if let Ok(idx) = m.session(now_ms(), session) {
+            self.seen(idx);
+        }
         // Read under the machine's lock: the parameters match the digest in `info`.
         let global = self.global();
         drop(m);
@@ -384,6 +438,7 @@ impl Engine {
         header: UpdateHeader,
     ) -> Result<Upload, CoordinatorError> {
         let ticket = self.machine().begin_upload(now_ms(), session, header)?;
+        self.seen(ticket.participant);
         Ok(Upload {
             assembler: Assembler::new(ticket.num_params, fedledger_proto::CHUNK_FLOATS),
             engine: self.clone(),
@@ -403,6 +458,7 @@ impl Engine {
         let meta = self
             .machine()
             .decline(now_ms(), session, round, reason, signature)?;
+        self.seen(meta.participant);
         if let Err(e) = self.store.record_decline(&meta) {
             self.machine().release(meta.participant);
             return Err(e.into());

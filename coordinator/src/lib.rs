@@ -21,7 +21,10 @@
 //!    anchored rounds), [`replay`] (recomputes a recorded round, read-only), [`transport`]
 //!    (connections per address and in all, a deadline on every call).
 //! 8. [`audit`]: audit bundles (`export-audit`) and their replay on another machine.
-//! 9. [`serve`] here, and the binary.
+//!    [`status`]: the federation's state, from a running engine or a stopped state directory.
+//! 9. [`admin`]: the `[metrics]` endpoint (Prometheus `/metrics`, JSON `/status`).
+//!    [`report`]: the HTML report of a state directory (`fedledger-coordinator report`).
+//! 10. [`serve`] here, and the binary.
 //!
 //! Fault injection: with the non-default `failpoints` feature, named points (fail-rs) let tests
 //! hold or fail the effects: `coordinator::blob::after_fsync`, `coordinator::update::after_flush`,
@@ -60,6 +63,10 @@ pub mod service;
 pub mod transport;
 
 pub mod audit;
+pub mod status;
+
+pub mod admin;
+pub mod report;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -155,6 +162,8 @@ pub struct Running {
     pub identity: Identity,
     /// Whether the gRPC endpoint (and the tiles server) speak TLS.
     pub tls: bool,
+    /// The admin endpoint (`/metrics`, `/status`), when it runs.
+    pub admin: Option<admin::Admin>,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     driver: JoinHandle<()>,
@@ -206,8 +215,22 @@ impl Running {
         }
     }
 
+    /// Where the admin endpoint (`/metrics`, `/status`) listens, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
+    }
+
     /// Stop serving and wait for the server to finish.
     pub async fn shutdown(self) -> Result<(), CoordinatorError> {
+        if let Some(a) = self.admin {
+            a.shutdown();
+            let _ = std::fs::remove_file(
+                self.coordinator
+                    .config()
+                    .state_dir
+                    .join(status::ADMIN_ADDR_FILE),
+            );
+        }
         let _ = self.shutdown.send(true);
         let _ = self.driver.await;
         if let Some(p) = self.publisher {
@@ -410,6 +433,7 @@ pub async fn serve(
         }
         None => None,
     };
+    let admin = start_admin(&cfg, &coordinator).await?;
     let identity = Identity {
         log_key: coordinator.ledger().log_key().to_string(),
         peer_id: ledger_node.as_ref().map(|n| n.peer_id().to_string()),
@@ -423,6 +447,7 @@ pub async fn serve(
         genesis_sha256 = identity.genesis_sha256.as_deref().unwrap_or("-"),
         tiles = tiles.as_ref().map(|t| t.url()).as_deref().unwrap_or("-"),
         tls = certificate.is_some(),
+        admin = admin.as_ref().map(|a| a.addr.to_string()).as_deref().unwrap_or("-"),
         "coordinator listening"
     );
     Ok(Running {
@@ -432,9 +457,48 @@ pub async fn serve(
         tiles,
         identity,
         tls: certificate.is_some(),
+        admin,
         shutdown,
         server,
         driver,
         publisher,
     })
+}
+
+/// Starts the `[metrics]` endpoint and notes its address in the state directory, where
+/// `fedledger-coordinator status` looks for it. The default address is given up with a warning
+/// when taken (another coordinator on this machine); an address the configuration names must
+/// be free.
+async fn start_admin(
+    cfg: &FederationConfig,
+    engine: &Arc<Engine>,
+) -> Result<Option<admin::Admin>, CoordinatorError> {
+    if !cfg.metrics.enabled {
+        return Ok(None);
+    }
+    let at = cfg.metrics.listen.unwrap_or(config::DEFAULT_METRICS_LISTEN);
+    let listener = match TcpListener::bind(at).await {
+        Ok(l) => l,
+        Err(e) if cfg.metrics.listen.is_none() => {
+            tracing::warn!(
+                %at,
+                error = %e,
+                "metrics and status endpoint off: its default address is taken (set [metrics] listen)"
+            );
+            return Ok(None);
+        }
+        Err(e) => {
+            return Err(CoordinatorError::Internal(format!(
+                "bind [metrics] listen {at}: {e}"
+            )));
+        }
+    };
+    if !at.ip().is_loopback() {
+        tracing::warn!(%at, "metrics and status served beyond loopback: they name the hospitals");
+    }
+    let admin = admin::serve(listener, engine.clone())?;
+    let file = cfg.state_dir.join(status::ADMIN_ADDR_FILE);
+    std::fs::write(&file, format!("{}\n", admin.addr))
+        .map_err(|e| CoordinatorError::Internal(format!("write {}: {e}", file.display())))?;
+    Ok(Some(admin))
 }

@@ -19,6 +19,8 @@ struct Cli {
     log_level: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    log: fedledger_logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -108,6 +110,38 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the federation's state: phase and round, rounds completed and abandoned, updates
+    /// accepted, the last round's model quality and durations, the ledger's size and latest
+    /// checkpoint with its cosignatures, and per participant whether it is registered and
+    /// online, its updates, declines and epsilon spent. Asks a running coordinator through its
+    /// admin endpoint ([metrics] listen, on loopback by default; the address it noted in the
+    /// state directory); when none answers, reads the stopped coordinator's state directory.
+    ///
+    /// Example: fedledger-coordinator status --config coordinator.toml
+    Status {
+        /// The coordinator's configuration (names the state directory and the endpoint).
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the state as JSON (the admin endpoint's GET /status) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the federation's report: one self-contained HTML page (DIR/report.html, inline
+    /// SVG plots, nothing fetched) with accuracy, log-loss and AUC per round, each hospital's
+    /// value and reward per round and cumulatively, epsilon spent against the budget, declines
+    /// and abandoned rounds, and the anchored checkpoints with the commands that verify them.
+    /// Everything comes from the state directory and its ledger (read from a copy), not from a
+    /// run's memory.
+    ///
+    /// Example: fedledger-coordinator report --config coordinator.toml --out report
+    Report {
+        /// The coordinator's configuration (names the state directory).
+        #[arg(long)]
+        config: PathBuf,
+        /// The folder to write report.html into (created if absent; the page is replaced).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// TLS certificates for the coordinator's endpoints.
     Tls {
         #[command(subcommand)]
@@ -137,9 +171,7 @@ enum TlsCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter(cli.log_level.as_deref()))
-        .init();
+    fedledger_logging::init_level(cli.log.log_format, cli.log_level.as_deref());
     // Test builds only: named fail-rs points from FAILPOINTS, and crash points from
     // FEDLEDGER_CRASH_AT (a release build refuses the latter rather than ignore it).
     #[cfg(feature = "failpoints")]
@@ -150,16 +182,6 @@ fn main() -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(run(cli))
-}
-
-/// `--log-level` if given, else `RUST_LOG`, else `info`.
-fn log_filter(flag: Option<&str>) -> tracing_subscriber::EnvFilter {
-    match flag {
-        Some(f) => tracing_subscriber::EnvFilter::new(f),
-        None => {
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())
-        }
-    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -201,6 +223,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", running.identity);
             if let Some(url) = running.tiles_url() {
                 println!("tlog-tiles:       {url}");
+            }
+            if let Some(at) = running.admin_addr() {
+                println!("metrics, status:  http://{at}/metrics, http://{at}/status");
             }
             tokio::select! {
                 f = running.wait_finished(grace), if !stay => match f {
@@ -363,6 +388,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("round {round}: every recomputed figure matches the record");
         }
         Command::Replay { .. } => anyhow::bail!("replay needs --config and --round, or --bundle"),
+        Command::Status { config, json } => {
+            let cfg = load(&config)?;
+            let status = fedledger_coordinator::status::of_config(&cfg).with_context(|| {
+                format!(
+                    "read the state of federation {} (no coordinator answered on its admin \
+                     endpoint, so from its state directory {})",
+                    cfg.federation,
+                    cfg.state_dir.display()
+                )
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("{status}");
+            }
+        }
+        Command::Report { config, out } => {
+            let cfg = load(&config)?;
+            let path = fedledger_coordinator::report::write(&cfg, &out).with_context(|| {
+                format!(
+                    "write the report of {} from {}",
+                    cfg.federation,
+                    cfg.state_dir.display()
+                )
+            })?;
+            println!("wrote {}", path.display());
+        }
         Command::Keys { config } => {
             let cfg = load(&config)?;
             let id = fedledger_coordinator::Identity::from_config(&cfg)

@@ -134,6 +134,7 @@ async fn receipts(n: usize, rounds: u64) -> anyhow::Result<()> {
             ..Default::default()
         },
         tls: None,
+        metrics: Default::default(),
         participants: entries,
     }
     .validate()

@@ -246,6 +246,7 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
         privacy: Default::default(),
         ledger: Default::default(),
         tls: tls.map(tls_section),
+        metrics: Default::default(),
         participants: entries,
     }
     .validate()?;
@@ -411,6 +412,7 @@ async fn overhead(
         privacy: Default::default(),
         ledger: Default::default(),
         tls: tls.map(tls_section),
+        metrics: Default::default(),
         participants: entries,
     }
     .validate()

@@ -16,13 +16,10 @@ use fedledger_examples::run::{Options, Planning, last_spend, run_federation, sum
 
 fn main() -> anyhow::Result<()> {
     let args = Options::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| if args.verbose { "info" } else { "warn" }.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    fedledger_logging::init_with(
+        fedledger_logging::LogFormat::Text,
+        if args.verbose { "info" } else { "warn" },
+    );
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(run(args))
 }
@@ -112,6 +109,11 @@ async fn run(args: Options) -> anyhow::Result<()> {
     let path = args.out.join("summary.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&summary(&args, &run))?)
         .with_context(|| format!("write {}", path.display()))?;
+    // The page an operator would show, drawn from the stopped coordinator's state directory
+    // (what is recorded), as `fedledger-coordinator report --out DIR` draws it.
+    let page = fedledger_coordinator::report::write(&run.config, &args.out.join("report"))
+        .context("write the report")?;
+    println!("wrote {} (open it in a browser)", page.display());
     println!(
         "\nwrote {} ({:.1} s in all)",
         path.display(),

@@ -40,13 +40,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    fedledger_logging::init_with(fedledger_logging::LogFormat::Text, "error");
     let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
     rt.block_on(run(args))
 }

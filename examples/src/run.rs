@@ -715,6 +715,11 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             allow_replicas: Vec::new(),
         },
         tls: None,
+        // A free port: several examples (and tests) may run at once.
+        metrics: fedledger_coordinator::config::MetricsSection {
+            enabled: true,
+            listen: Some("127.0.0.1:0".parse()?),
+        },
         participants: entries,
     };
     Ok(Prepared {

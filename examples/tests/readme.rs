@@ -135,3 +135,15 @@ fn the_readme_configuration_reference_is_what_the_binaries_print() {
         );
     }
 }
+
+#[test]
+fn the_readme_coordinator_toml_metrics_section_parses() {
+    let value: toml::Table = toml::from_str(&block("coordinator.toml")).unwrap();
+    let metrics: fedledger_coordinator::config::MetricsSection =
+        value["metrics"].clone().try_into().unwrap();
+    assert!(metrics.enabled);
+    assert_eq!(
+        metrics.listen,
+        Some(fedledger_coordinator::config::DEFAULT_METRICS_LISTEN)
+    );
+}

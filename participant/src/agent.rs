@@ -9,13 +9,13 @@ use std::{
 };
 
 use fedledger_proto as pb;
-use indicatif::{ProgressBar, ProgressStyle};
 use ring::signature::Ed25519KeyPair;
 use tonic::Code;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
     client::{Client, ClientError, Task},
+    progress::{Progress, ProgressMode},
     receipts::{ReceiptError, ReceiptSettings, ReceiptStat, Receipts},
     store::{
         Halt, LocalStore, PreparedUpdate, RoundRecord, SpendRecord, StoreError, receipt_state,
@@ -64,8 +64,11 @@ pub struct AgentOptions {
     /// How to reach the coordinator (URL, TLS trust, proxy).
     pub coordinator: crate::link::Link,
     pub reconnect_patience: Duration,
-    /// Show a progress bar (when a person watches a terminal).
-    pub progress: bool,
+    /// How rounds are shown: a progress bar (a person watches a terminal), a line per round,
+    /// or nothing.
+    pub progress: ProgressMode,
+    /// The hospital's privacy budget, shown with each round (what is left).
+    pub epsilon_budget: Option<f64>,
     /// Check receipts (from `[ledger]`); `None`: no receipt is checked.
     pub receipts: Option<ReceiptSettings>,
     /// Where receipts and evidence files are kept.
@@ -153,16 +156,7 @@ async fn drive(
     mut receipts: Option<Receipts>,
     opts: AgentOptions,
 ) -> Result<AgentReport, AgentError> {
-    let bar = opts.progress.then(|| {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] round {pos}/{len} {msg}")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        b.set_prefix(report.name.clone());
-        b
-    });
+    let mut progress = Progress::new(opts.progress, &report.name, opts.epsilon_budget);
     let mut unreachable_since: Option<Instant> = None;
     // The last round this agent answered, and the federation's rounds as the last task said.
     let mut answered_last: Option<(u64, u64)> = None;
@@ -182,7 +176,9 @@ async fn drive(
                 unreachable_since = None;
                 if !report.rounds_declined.iter().any(|(r, _)| *r == round) {
                     let expect = receipts.is_some();
-                    decline(&mut client, &store, round, reason, &mut report, expect).await?;
+                    let msg =
+                        decline(&mut client, &store, round, reason, &mut report, expect).await?;
+                    progress.round(round, &msg, report.epsilon_spent);
                 }
                 answered_last = Some((round, total));
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -204,9 +200,12 @@ async fn drive(
                         None => Vec::new(),
                     };
                     info!(round, total, error = %e, "coordinator gone after the last round");
-                    if let Some(b) = &bar {
-                        b.finish_with_message("federation over (coordinator gone)");
-                    }
+                    progress.finished(
+                        "over (coordinator gone after the last round)",
+                        report.rounds_sent.len(),
+                        report.rounds_declined.len(),
+                        report.epsilon_spent,
+                    );
                     report.ended = Ended::CoordinatorGone {
                         round,
                         total,
@@ -218,9 +217,7 @@ async fn drive(
                 continue;
             }
         };
-        if let Some(b) = &bar {
-            b.set_length(task.header.total_rounds);
-        }
+        progress.total(task.header.total_rounds);
         match task.state() {
             pb::TaskState::Done => {
                 if let Some(r) = receipts.as_mut() {
@@ -229,9 +226,12 @@ async fn drive(
                     report.settled = r.settled.clone();
                 }
                 report.final_params = task.params;
-                if let Some(b) = &bar {
-                    b.finish_with_message("federation finished");
-                }
+                progress.finished(
+                    "finished",
+                    report.rounds_sent.len(),
+                    report.rounds_declined.len(),
+                    report.epsilon_spent,
+                );
                 info!(rounds = report.rounds_sent.len(), "federation finished");
                 return Ok(report);
             }
@@ -275,10 +275,7 @@ async fn drive(
                 if report.rounds_sent.len() > sent_before {
                     source.submitted(round);
                 }
-                if let Some(b) = &bar {
-                    b.set_position(round);
-                    b.set_message(msg);
-                }
+                progress.round(round, &msg, report.epsilon_spent);
             }
             _ => {
                 if let Some(r) = receipts.as_mut() {

@@ -5,6 +5,8 @@
 //! Reading order (bottom up: a module imports only from modules above it in this list):
 //! - [`link`] - how a server is reached: TLS trust and server name, no plaintext off loopback
 //!   unless allowed, HTTP CONNECT proxies (config, `HTTPS_PROXY`, `NO_PROXY`).
+//! - [`progress`] - what a person sees of the rounds: a bar on a terminal, a line per round
+//!   otherwise, each with the budget left.
 //! - [`config`] - `participant.toml`.
 //! - [`keys`] - the Ed25519 identity file.
 //! - [`store`] - local sled store of spends and answered rounds (flushed before sending).
@@ -27,6 +29,7 @@ pub mod dp;
 pub mod keys;
 pub mod link;
 pub mod plan;
+pub mod progress;
 pub mod receipts;
 pub mod source;
 pub mod store;
@@ -36,6 +39,7 @@ use std::{sync::Arc, time::Duration};
 
 pub use agent::{AgentError, AgentOptions, AgentReport, Ended, run_agent};
 pub use config::ParticipantConfig;
+pub use progress::ProgressMode;
 pub use source::LocalTrainer;
 pub use work::{SourceError, UpdateSource, Work};
 
@@ -75,12 +79,26 @@ impl RunError {
 /// Run a participant from its configuration until the federation finishes, training on its
 /// own data. `progress` shows a progress bar.
 pub async fn run(cfg: ParticipantConfig, progress: bool) -> Result<AgentReport, RunError> {
+    let mode = if progress {
+        ProgressMode::Bar
+    } else {
+        ProgressMode::Quiet
+    };
+    run_showing(cfg, mode).await
+}
+
+/// Like [`run`], showing rounds as `mode` says (the binary: a bar on a terminal, a line per
+/// round otherwise).
+pub async fn run_showing(
+    cfg: ParticipantConfig,
+    mode: ProgressMode,
+) -> Result<AgentReport, RunError> {
     let source = Box::new(LocalTrainer::new(
         cfg.data.clone(),
         cfg.label_column.clone(),
         cfg.privacy.clone(),
     ));
-    run_with_source(cfg, progress, source).await
+    run_source_showing(cfg, mode, source).await
 }
 
 /// Like [`run`], with another source of updates (the examples use this to simulate
@@ -88,6 +106,19 @@ pub async fn run(cfg: ParticipantConfig, progress: bool) -> Result<AgentReport, 
 pub async fn run_with_source(
     cfg: ParticipantConfig,
     progress: bool,
+    source: Box<dyn UpdateSource>,
+) -> Result<AgentReport, RunError> {
+    let mode = if progress {
+        ProgressMode::Bar
+    } else {
+        ProgressMode::Quiet
+    };
+    run_source_showing(cfg, mode, source).await
+}
+
+async fn run_source_showing(
+    cfg: ParticipantConfig,
+    progress: ProgressMode,
     source: Box<dyn UpdateSource>,
 ) -> Result<AgentReport, RunError> {
     let key = Arc::new(keys::load_key(&cfg.key)?);
@@ -119,6 +150,7 @@ pub async fn run_with_source(
         coordinator,
         reconnect_patience: Duration::from_secs(cfg.reconnect_patience_secs),
         progress,
+        epsilon_budget: Some(cfg.privacy.epsilon_budget),
         receipts,
         state_dir: cfg.state_dir.clone(),
     };

@@ -21,6 +21,8 @@ struct Cli {
     log_level: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    log: fedledger_logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -99,7 +101,9 @@ enum Command {
     /// answered round's receipt is checked; exit status 3 means the ledger did not record what
     /// this hospital signed or was told (an evidence file was written; see the README), 4 that a
     /// receipt was not complete in time, 5 that the federation was refused (genesis digest or
-    /// witness quorum).
+    /// witness quorum). On a terminal a progress bar shows the rounds; otherwise (a file, a
+    /// journal) one line per round on standard output says what was answered and how much of
+    /// the privacy budget is left.
     ///
     /// Example: fedledger-participant run --config participant.toml
     Run {
@@ -142,10 +146,7 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter(cli.log_level.as_deref()))
-        .with_writer(std::io::stderr)
-        .init();
+    fedledger_logging::init_level(cli.log.log_format, cli.log_level.as_deref());
     // Test builds only: named fail-rs points from FAILPOINTS, and crash points from
     // FEDLEDGER_CRASH_AT (a release build refuses the latter rather than ignore it).
     #[cfg(feature = "failpoints")]
@@ -169,16 +170,6 @@ fn main() -> std::process::ExitCode {
                 .find_map(|c| c.downcast_ref::<fedledger_participant::RunError>())
                 .map_or(1, fedledger_participant::RunError::exit_code);
             std::process::ExitCode::from(code)
-        }
-    }
-}
-
-/// `--log-level` if given, else `RUST_LOG`, else `info`.
-fn log_filter(flag: Option<&str>) -> tracing_subscriber::EnvFilter {
-    match flag {
-        Some(f) => tracing_subscriber::EnvFilter::new(f),
-        None => {
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())
         }
     }
 }
@@ -308,9 +299,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = ParticipantConfig::load_with(&config, state_dir.as_deref())?;
             let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
             let report = rt
-                .block_on(fedledger_participant::run(
+                .block_on(fedledger_participant::run_showing(
                     cfg,
-                    std::io::stderr().is_terminal(),
+                    // A bar for a person at a terminal; a line per round for a file or journal.
+                    if std::io::stderr().is_terminal() {
+                        fedledger_participant::ProgressMode::Bar
+                    } else {
+                        fedledger_participant::ProgressMode::Lines
+                    },
                 ))
                 .context("take part in the federation")?;
             let how = match &report.ended {

@@ -214,6 +214,24 @@ impl RoundMachine {
         &self.updates
     }
 
+    /// The open round's signed declines.
+    pub fn declines(&self) -> &[DeclineMeta] {
+        &self.declines
+    }
+
+    /// Per enrolled participant (by index): whether it holds a session that has not expired.
+    pub fn live_sessions(&self, now_ms: u64) -> Vec<bool> {
+        let mut live = vec![false; self.cfg.participants.len()];
+        for s in self.sessions.values() {
+            if s.expires_ms > now_ms
+                && let Some(l) = live.get_mut(s.participant)
+            {
+                *l = true;
+            }
+        }
+        live
+    }
+
     /// What waiting participants watch.
     pub fn progress(&self) -> Progress {
         Progress {

@@ -88,6 +88,7 @@ fn config() -> Arc<FederationConfig> {
         },
         ledger: Default::default(),
         tls: None,
+        metrics: Default::default(),
         participants: (0..3)
             .map(|i| ParticipantEntry {
                 name: format!("h{i}"),

@@ -108,6 +108,7 @@ pub fn config_file(
         privacy: Default::default(),
         ledger: Default::default(),
         tls: None,
+        metrics: Default::default(),
         participants: keys
             .iter()
             .enumerate()

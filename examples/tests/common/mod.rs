@@ -101,6 +101,7 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
         privacy: Default::default(),
         ledger: Default::default(),
         tls: None,
+        metrics: Default::default(),
         participants: entries,
     };
     Fed {

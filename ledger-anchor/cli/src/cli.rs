@@ -29,6 +29,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// How logs are written.
+    #[command(flatten)]
+    pub log: fedledger_logging::LogArgs,
 }
 
 /// Subcommands.
@@ -73,12 +76,23 @@ pub enum Command {
         tiles: Option<PathBuf>,
     },
     /// Verify an exported directory; exit status 0 only if every check holds.
+    ///
+    /// With --report DIR, also writes DIR/report.html: one self-contained page (inline SVG
+    /// plots) of what the verified ledger records (the validation score per round, each
+    /// hospital's value and reward per round and cumulatively, epsilon against the budget,
+    /// declines and abandoned rounds, the signed checkpoints) and the checks made. It is written
+    /// when verification fails too, saying so at the top.
+    ///
+    /// Example: fedledger-ledger verify ledger-export --report auditor-report
     Verify {
         /// The exported directory.
         dir: PathBuf,
         /// Cosignatures required on the latest checkpoint (default: the genesis quorum).
         #[arg(long)]
         quorum: Option<u64>,
+        /// Also write an HTML report of what was verified into this folder (created).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// A hospital's receipts: verify a statement directory offline, or one tlog-proof file.
     #[command(subcommand)]
@@ -116,7 +130,10 @@ pub enum Command {
     /// Run a replica (and, with [witness], a witness) of one log over libp2p until Ctrl-C.
     ///
     /// It catches up from the peers it dials, follows gossip and reports equivocation; it
-    /// prints its peer id at start.
+    /// prints its peer id at start. Every 10 seconds it checks its state and prints a
+    /// `status:` line when it changed: the replica's entries, its peers, the last verified
+    /// checkpoint that carries the genesis quorum of witness cosignatures (with its root),
+    /// gossip counters and any evidence of equivocation.
     ///
     /// Example: fedledger-ledger node --config ledger.toml
     Node {
@@ -246,7 +263,11 @@ pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Resu
             }
             Ok(())
         }
-        Command::Verify { dir, quorum } => {
+        Command::Verify {
+            dir,
+            quorum,
+            report: page,
+        } => {
             let report = verify_dir(
                 &dir,
                 VerifyOptions {
@@ -256,6 +277,11 @@ pub fn run(cli: Cli, accountant: Option<&dyn EpsilonAccountant>) -> anyhow::Resu
                 },
             );
             print!("{report}");
+            if let Some(out) = page {
+                let path = crate::report::write(&dir, &report, &out)
+                    .with_context(|| format!("write the report of {}", dir.display()))?;
+                println!("wrote {}", path.display());
+            }
             if report.ok() {
                 Ok(())
             } else {

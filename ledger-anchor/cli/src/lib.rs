@@ -10,6 +10,10 @@
 //!   (verify recomputes every settlement with it).
 //! - [`monitor`]: `fedledger-ledger monitor URL` (follows a tlog-tiles API, alerts with exit
 //!   status 3 naming the evidence).
+//! - [`report`]: `verify --report DIR` (the auditor's HTML page of what was verified, drawn
+//!   by the report crate).
+//! - [`node_status`]: what a running node reports (size, peers, the last verified and cosigned
+//!   checkpoint, gossip counters, evidence).
 //! - [`node`]: `ledger.toml` and `fedledger-ledger node` (a replica and witness until Ctrl-C).
 //! - [`cli`]: the clap command line and [`run`], which `main.rs` calls after parsing and
 //!   installing the log subscriber.
@@ -18,6 +22,8 @@ pub mod accountant;
 pub mod cli;
 pub mod monitor;
 pub mod node;
+pub mod node_status;
+pub mod report;
 pub mod rewards;
 
 pub use accountant::PrivacyAccountant;

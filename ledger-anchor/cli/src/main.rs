@@ -18,19 +18,6 @@ fn main() -> anyhow::Result<()> {
 
 fn run_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter(cli.log_level.as_deref()))
-        .with_writer(std::io::stderr)
-        .init();
+    fedledger_logging::init_level(cli.log.log_format, cli.log_level.as_deref());
     run(cli, Some(&PrivacyAccountant))
-}
-
-/// `--log-level` if given, else `RUST_LOG`, else `info`.
-fn log_filter(flag: Option<&str>) -> tracing_subscriber::EnvFilter {
-    match flag {
-        Some(f) => tracing_subscriber::EnvFilter::new(f),
-        None => {
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())
-        }
-    }
 }

@@ -295,6 +295,9 @@ pub fn run(path: &Path, store: Option<PathBuf>) -> anyhow::Result<()> {
             node.listen_addrs(Duration::from_secs(2)).await?
         );
         let mut tick = tokio::time::interval(Duration::from_secs(10));
+        // What the node reports: a line whenever its size, peers, last verified and cosigned
+        // checkpoint or evidence change (gossip counters alone do not make a new line).
+        let mut reported: Option<crate::node_status::NodeStatus> = None;
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
@@ -303,7 +306,23 @@ pub fn run(path: &Path, store: Option<PathBuf>) -> anyhow::Result<()> {
                     for e in &evidence {
                         eprintln!("{e}");
                     }
-                    tracing::info!(size = log.size(), evidence = evidence.len(), "status");
+                    let peers = node.peers().await.map(|p| p.len()).unwrap_or(0);
+                    let status = crate::node_status::NodeStatus::read(&log, peers, node.stats())?;
+                    let changed = reported.as_ref().is_none_or(|r| {
+                        (r.size, r.peers, &r.witnessed, r.latest, r.evidence)
+                            != (status.size, status.peers, &status.witnessed, status.latest, status.evidence)
+                    });
+                    if changed {
+                        println!("{status}");
+                    }
+                    tracing::info!(
+                        size = status.size,
+                        peers = status.peers,
+                        witnessed = status.witnessed.as_ref().map_or(0, |w| w.0),
+                        evidence = status.evidence,
+                        "status"
+                    );
+                    reported = Some(status);
                 }
             }
         }
