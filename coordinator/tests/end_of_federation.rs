@@ -210,10 +210,16 @@ async fn a_hospital_that_declined_the_last_round_exits_cleanly_when_the_coordina
     let decliner = &mut hs[1];
     start(decliner);
     declined(decliner, 1).await;
-    // The decline is durable at the coordinator (which logs to stdout) before it is logged.
-    coordinator
-        .line(Duration::from_secs(60), |l| l.contains("round declined"))
-        .await;
+    // The decline is durable at the coordinator (which logs to stderr) before it is logged.
+    let until = Instant::now() + Duration::from_secs(60);
+    while !coordinator.stderr().contains("round declined") {
+        assert!(
+            Instant::now() < until,
+            "the coordinator never logged the decline:\n{}",
+            coordinator.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     coordinator.child.kill().unwrap();
     let gone = Instant::now();
     let code = decliner.wait(Duration::from_secs(120)).await;

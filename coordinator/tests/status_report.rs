@@ -52,7 +52,7 @@ fn config_file(dir: &Path, fed: &str, keys: &[&ring::signature::Ed25519KeyPair])
         format!(
             "federation = \"{fed}\"\nstate_dir = \"state\"\nlisten = \"127.0.0.1:0\"\n\n[model]\nkind = \"logreg\"\n\
              features = 3\nclasses = 2\n\n[data]\nlabel_column = \"label\"\n\
-             validation = \"validation.csv\"\n\n[rounds]\ntotal = {ROUNDS}\nquorum = 2\n\n\
+             validation = \"validation.csv\"\n\n[rounds]\ntotal = {ROUNDS}\nquorum = 2\ngrace_secs = 0\n\n\
              [metrics]\nenabled = false\n\n{participants}"
         ),
     )
@@ -271,7 +271,7 @@ async fn metrics_status_and_report_follow_a_run() {
     chromium_check(&page_path, dir.path(), &COORDINATOR_PLOTS);
 
     // Logs to a pipe carry no colour codes; --log-format json writes one object per line. (A
-    // finished federation's `serve` starts, logs, and exits at once.)
+    // finished federation's `serve` starts, logs, and exits at once: no grace period here.)
     for json in [false, true] {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fedledger-coordinator"));
         if json {
