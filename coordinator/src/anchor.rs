@@ -267,7 +267,11 @@ pub fn genesis(
         validation: DigestRecord {
             sha256: cfg.validation_sha256.clone(),
         },
-        governance: GovernanceRecord::default(),
+        governance: GovernanceRecord {
+            governors: cfg.governance.governors.clone(),
+            threshold: cfg.governance.threshold,
+        },
+        schema: cfg.governance.schema.clone(),
         enrolments: participants.len() as u64,
     };
     let mut out = vec![encode_canonical(&federation).map_err(ledger_err)?];
@@ -449,6 +453,7 @@ pub fn round_entries(
             first,
             count: out.len() as u64,
         },
+        rules_sha256: o.rules_sha256.clone(),
     };
     let summary_at = out.len();
     out.push(encode_canonical(&summary).map_err(ledger_err)?);

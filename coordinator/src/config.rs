@@ -70,10 +70,21 @@
 //! cert = "tls/server.pem"               # PEM chain, leaf first; re-read when it changes on disk
 //! key = "tls/server.key"                # PEM private key
 //!
+//! [governance]                        # optional: who may change the rules after genesis
+//! governors = ["<64 hex digits>", "<64 hex digits>", "<64 hex digits>"]
+//! threshold = 2                         # k of the governors must sign every change
+//! # schema: the accepted data (hospitals refuse to start without these columns)
+//! # schema = { label = "malignant", features = [{ name = "radius", min = 0.0, max = 30.0 }] }
+//!
 //! [[participant]]
 //! name = "hospital-a"
 //! public_key = "<64 hex digits>"
 //! ```
+//!
+//! After the genesis, the governed fields (participants, `[training]` hyper-parameters and
+//! DP-SGD parameters, `[aggregation] strategy`, `[rounds]` quorum and deadline,
+//! `[valuation]` estimator and pool, `[governance]`) change only through governance entries;
+//! a config that differs from the governed state is refused at start, naming the field.
 
 use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -114,8 +125,113 @@ pub struct ConfigFile {
     /// TLS on the gRPC endpoint and the tlog-tiles server. Absent: plaintext (loopback trials).
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    /// Governors and threshold (and the accepted data schema) named in the genesis.
+    #[serde(default)]
+    pub governance: GovernanceSection,
     #[serde(rename = "participant", default)]
     pub participants: Vec<ParticipantEntry>,
+}
+
+/// `[governance]`: governors (Ed25519 keys, hex), the threshold k, and the accepted data
+/// schema, as the genesis records them.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GovernanceSection {
+    #[serde(default)]
+    pub governors: Vec<String>,
+    #[serde(default)]
+    pub threshold: u64,
+    #[serde(default)]
+    pub schema: Option<SchemaSection>,
+}
+
+/// The accepted data schema as an operator writes it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaSection {
+    pub label: String,
+    pub features: Vec<FeatureSection>,
+}
+
+/// One feature column and the range its values are clamped to.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSection {
+    pub name: String,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// The validated `[governance]`: keys lowercase hex, sorted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GovernanceConfig {
+    pub governors: Vec<String>,
+    pub threshold: u64,
+    pub schema: Option<fedledger_ledger::records::SchemaRecord>,
+}
+
+impl GovernanceSection {
+    fn validate(&self, model_features: usize) -> Result<GovernanceConfig, String> {
+        let mut governors = Vec::new();
+        for g in &self.governors {
+            let key = decode_public_key(g).map_err(|e| format!("governance.governors: {e}"))?;
+            governors.push(hex::encode(key));
+        }
+        governors.sort();
+        governors.dedup();
+        if governors.len() != self.governors.len() {
+            return Err("governance.governors names a key twice".into());
+        }
+        let n = governors.len() as u64;
+        if (n == 0 && self.threshold != 0) || (n > 0 && !(1..=n).contains(&self.threshold)) {
+            return Err(format!(
+                "governance.threshold must be between 1 and the {n} governors (0 without governors), got {}",
+                self.threshold
+            ));
+        }
+        let schema = match &self.schema {
+            None => None,
+            Some(s) => {
+                if s.features.len() != model_features {
+                    return Err(format!(
+                        "governance.schema names {} features but model.features = {model_features}",
+                        s.features.len()
+                    ));
+                }
+                let bound = |x: Option<f64>, which: &str, name: &str| match x {
+                    None => Ok(None),
+                    Some(v) if v.is_finite() => Ok(Some(format!("{v}"))),
+                    Some(v) => Err(format!(
+                        "governance.schema: feature {name}: {which} {v} is not finite"
+                    )),
+                };
+                let record = fedledger_ledger::records::SchemaRecord {
+                    label: s.label.clone(),
+                    features: s
+                        .features
+                        .iter()
+                        .map(|f| {
+                            Ok(fedledger_ledger::records::FeatureRecord {
+                                name: f.name.clone(),
+                                min: bound(f.min, "min", &f.name)?,
+                                max: bound(f.max, "max", &f.name)?,
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                };
+                fedledger_ledger::records::check_schema(&record)
+                    .map_err(|e| format!("governance.schema: {e}"))?;
+                Some(record)
+            }
+        };
+        Ok(GovernanceConfig {
+            governors,
+            threshold: self.threshold,
+            schema,
+        })
+    }
 }
 
 /// `[tls]`: the coordinator's certificate. Both files are read again, for new connections,
@@ -809,6 +925,8 @@ pub struct Enrolled {
     pub name: String,
     pub public_key: [u8; 32],
     pub public_key_hex: String,
+    /// Removed by governance: may no longer register, send or decline.
+    pub removed: bool,
 }
 
 /// A validated configuration: everything the coordinator needs, checked once at start-up.
@@ -854,6 +972,10 @@ pub struct FederationConfig {
     pub tls: Option<TlsSection>,
     /// Who may dial the ledger node.
     pub ledger_allow: fedledger_ledger::node::AllowList,
+    /// Governors, threshold and schema of the genesis.
+    pub governance: GovernanceConfig,
+    /// In config order, then those enrolled by governance in ledger order; removed ones
+    /// stay (indices are stable) but are marked.
     pub participants: Vec<Enrolled>,
 }
 
@@ -1106,8 +1228,13 @@ impl ConfigFile {
                 name: p.name.clone(),
                 public_key: key,
                 public_key_hex: hex::encode(key),
+                removed: false,
             });
         }
+        let governance = self
+            .governance
+            .validate(self.model.features)
+            .map_err(ConfigError::Invalid)?;
         let validation_sha256 = fedledger_model::digest::sha256_hex(bytes);
         let mut validation = Dataset::from_csv_reader(bytes, &self.data.label_column)?;
         if validation.n_features() != self.model.features {
@@ -1172,6 +1299,7 @@ impl ConfigFile {
             tiles_listen: self.ledger.tiles_listen,
             tls: self.tls,
             ledger_allow,
+            governance,
             participants,
         })
     }

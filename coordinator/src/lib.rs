@@ -48,6 +48,7 @@ pub mod transfer;
 pub mod value;
 
 pub mod anchor;
+pub mod governance;
 pub mod store;
 
 pub mod machine;

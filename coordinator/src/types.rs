@@ -233,6 +233,10 @@ pub struct RoundOutcome {
     /// The settled reward rule's settlement of the period this round ends, if it ends one.
     #[serde(default)]
     pub settlement: Option<SettlementOutcome>,
+    /// SHA-256 of the rules in force for the round (the ledger's `Rules`), recorded in its
+    /// summary.
+    #[serde(default)]
+    pub rules_sha256: Option<String>,
 }
 
 /// A period's settlement (the settled reward rule), as recorded after the summary of the

@@ -124,6 +124,7 @@ async fn receipts(n: usize, rounds: u64) -> anyhow::Result<()> {
             ..Default::default()
         },
         tls: None,
+        governance: Default::default(),
         participants: entries,
     }
     .validate()

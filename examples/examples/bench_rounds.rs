@@ -244,6 +244,7 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
         privacy: Default::default(),
         ledger: Default::default(),
         tls: tls.map(tls_section),
+        governance: Default::default(),
         participants: entries,
     }
     .validate()?;
@@ -407,6 +408,7 @@ async fn overhead(
         privacy: Default::default(),
         ledger: Default::default(),
         tls: tls.map(tls_section),
+        governance: Default::default(),
         participants: entries,
     }
     .validate()

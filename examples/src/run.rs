@@ -713,6 +713,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             allow_replicas: Vec::new(),
         },
         tls: None,
+        governance: Default::default(),
         participants: entries,
     };
     Ok(Prepared {

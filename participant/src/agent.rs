@@ -144,6 +144,8 @@ async fn drive(
         b
     });
     let mut unreachable_since: Option<Instant> = None;
+    // The governed schema the local data was last checked against.
+    let mut checked_schema: Option<pb::DataSchema> = None;
     loop {
         let task = match client.task().await {
             Ok(t) => {
@@ -168,6 +170,21 @@ async fn drive(
         };
         if let Some(b) = &bar {
             b.set_length(task.header.total_rounds);
+        }
+        if let Some(schema) = &task.header.schema
+            && checked_schema.as_ref() != Some(schema)
+        {
+            source
+                .check_schema(schema)
+                .map_err(|source| AgentError::Source {
+                    round: task.header.round,
+                    source,
+                })?;
+            info!(
+                features = schema.features.len(),
+                "local data has every governed feature column"
+            );
+            checked_schema = Some(schema.clone());
         }
         match task.state() {
             pb::TaskState::Done => {

@@ -87,6 +87,7 @@ fn config() -> Arc<FederationConfig> {
         },
         ledger: Default::default(),
         tls: None,
+        governance: Default::default(),
         participants: (0..3)
             .map(|i| ParticipantEntry {
                 name: format!("h{i}"),

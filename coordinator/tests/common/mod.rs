@@ -92,6 +92,7 @@ pub fn config(
         privacy: Default::default(),
         ledger: Default::default(),
         tls: None,
+        governance: Default::default(),
         participants: keys
             .iter()
             .enumerate()

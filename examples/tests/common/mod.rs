@@ -99,6 +99,7 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
         privacy: Default::default(),
         ledger: Default::default(),
         tls: None,
+        governance: Default::default(),
         participants: entries,
     };
     Fed {
