@@ -57,6 +57,20 @@ pub fn config(
     rounds: u64,
     quorum: u32,
 ) -> FederationConfig {
+    config_file(dir, keys, features, classes, rounds, quorum)
+        .validate()
+        .unwrap()
+}
+
+/// The file form of [`config`], for tests that change it before validating.
+pub fn config_file(
+    dir: &Path,
+    keys: &[&Ed25519KeyPair],
+    features: usize,
+    classes: usize,
+    rounds: u64,
+    quorum: u32,
+) -> ConfigFile {
     let validation = dir.join("validation.csv");
     write_validation(&validation, features, 6, classes);
     ConfigFile {
@@ -102,8 +116,6 @@ pub fn config(
             })
             .collect(),
     }
-    .validate()
-    .unwrap()
 }
 
 pub async fn start(cfg: FederationConfig) -> Running {

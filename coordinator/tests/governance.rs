@@ -1,0 +1,279 @@
+//! Governance over real gRPC: a hospital enrolled mid-federation by 2 of 3 governors
+//! contributes from the named round without a restart; every refused proposal (one signature,
+//! a non-governor's, another federation's, replayed, expired, unchained, too early) says why
+//! and changes nothing; a restart with a config that contradicts the governed state is refused
+//! naming the field; `verify` passes on the resulting ledger.
+
+mod common;
+
+use common::*;
+use fedledger_coordinator::{ConfigFile, config::ParticipantEntry};
+use fedledger_ledger::records::{Change, PROPOSAL_TYPE, Proposal, ROLE_CONTRIBUTOR};
+use fedledger_proto as pb;
+use pb::coordinator_client::CoordinatorClient;
+use ring::signature::Ed25519KeyPair;
+use tonic::transport::Channel;
+
+fn sign(k: &Ed25519KeyPair, p: &Proposal) -> pb::GovernorSignature {
+    pb::GovernorSignature {
+        governor: pubhex(k),
+        signature: fedledger_ledger::note::b64_encode(
+            k.sign(p.signing_message().unwrap().as_bytes()).as_ref(),
+        ),
+    }
+}
+
+async fn submit_proposal(
+    c: &mut CoordinatorClient<Channel>,
+    p: &Proposal,
+    sigs: Vec<pb::GovernorSignature>,
+) -> Result<pb::ProposalReceipt, tonic::Status> {
+    c.submit_proposal(pb::ProposalRequest {
+        proposal: serde_json::to_vec(p).unwrap(),
+        signatures: sigs,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+async fn list(c: &mut CoordinatorClient<Channel>) -> pb::ProposalList {
+    c.list_proposals(pb::ListProposalsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn file(
+    dir: &std::path::Path,
+    keys: &[&Ed25519KeyPair],
+    governors: &[&Ed25519KeyPair],
+) -> ConfigFile {
+    let mut f = config_file(dir, keys, 3, 2, 3, 2);
+    f.valuation.reward_pool_per_round = 1000;
+    f.governance.governors = governors.iter().map(|g| pubhex(g)).collect();
+    f.governance.threshold = 2;
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hospital_enrolled_by_two_of_three_governors_contributes_from_the_named_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h0, h1, h2) = (keypair(), keypair(), keypair());
+    let governors = [keypair(), keypair(), keypair()];
+    let outsider = keypair();
+    let gov_refs: Vec<&Ed25519KeyPair> = governors.iter().collect();
+    let base = file(dir.path(), &[&h0, &h1], &gov_refs);
+    let cfg = base.clone().validate().unwrap();
+    let fed = cfg.federation.clone();
+    let running = start(cfg).await;
+    let mut c = client(&running).await;
+    let s0 = register(&mut c, &h0).await;
+    let s1 = register(&mut c, &h1).await;
+    let (t, _) = task(&mut c, &s0).await;
+    assert_eq!(t.round, 1);
+
+    let head = list(&mut c).await.head;
+    let enrol = Proposal {
+        record_type: PROPOSAL_TYPE.into(),
+        federation: fed.clone(),
+        previous: head.clone(),
+        from_round: 2,
+        expires_at: "2099-01-01T00:00:00Z".into(),
+        changes: vec![
+            Change::Enrol {
+                participant: pubhex(&h2),
+                name: "h2".into(),
+                role: ROLE_CONTRIBUTOR.into(),
+            },
+            Change::RewardPool {
+                pool_per_round: 600,
+            },
+        ],
+    };
+    let size = |r: &fedledger_coordinator::Running| r.coordinator.ledger().size();
+
+    // Refused, each changing nothing.
+    let before = size(&running);
+    let refusals: Vec<(Proposal, Vec<pb::GovernorSignature>, tonic::Code, &str)> = vec![
+        (
+            enrol.clone(),
+            vec![sign(&governors[0], &enrol)],
+            tonic::Code::PermissionDenied,
+            "1 valid governor signature(s), 2 needed",
+        ),
+        (
+            enrol.clone(),
+            vec![sign(&governors[0], &enrol), sign(&outsider, &enrol)],
+            tonic::Code::PermissionDenied,
+            "is not a governor in force",
+        ),
+        {
+            let mut p = enrol.clone();
+            p.federation = "another-federation".into();
+            let sigs = vec![sign(&governors[0], &p), sign(&governors[1], &p)];
+            (
+                p,
+                sigs,
+                tonic::Code::FailedPrecondition,
+                "another-federation",
+            )
+        },
+        {
+            let mut p = enrol.clone();
+            p.expires_at = "2020-01-01T00:00:00Z".into();
+            let sigs = vec![sign(&governors[0], &p), sign(&governors[1], &p)];
+            (p, sigs, tonic::Code::InvalidArgument, "expired")
+        },
+        {
+            let mut p = enrol.clone();
+            p.previous = "ab".repeat(32);
+            let sigs = vec![sign(&governors[0], &p), sign(&governors[1], &p)];
+            (p, sigs, tonic::Code::FailedPrecondition, "does not chain")
+        },
+        {
+            let mut p = enrol.clone();
+            p.from_round = 1;
+            let sigs = vec![sign(&governors[0], &p), sign(&governors[1], &p)];
+            (
+                p,
+                sigs,
+                tonic::Code::InvalidArgument,
+                "not after the open round 1",
+            )
+        },
+    ];
+    for (p, sigs, code, why) in refusals {
+        let e = submit_proposal(&mut c, &p, sigs).await.unwrap_err();
+        assert_eq!(e.code(), code, "{}", e.message());
+        assert!(
+            e.message().contains(why),
+            "{why:?} not in {:?}",
+            e.message()
+        );
+        assert_eq!(
+            size(&running),
+            before,
+            "a refused proposal changed the ledger"
+        );
+        assert!(list(&mut c).await.proposals.is_empty());
+    }
+    // Not enrolled yet: the newcomer cannot register during round 1.
+    let e = c
+        .challenge(pb::ChallengeRequest {
+            public_key: pubhex(&h2),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+
+    // Two of three governors: anchored before the answer.
+    let sigs = vec![sign(&governors[2], &enrol), sign(&governors[0], &enrol)];
+    let receipt = submit_proposal(&mut c, &enrol, sigs.clone()).await.unwrap();
+    assert_eq!(receipt.ledger_index, before);
+    assert_eq!(size(&running), before + 1);
+    let listed = list(&mut c).await;
+    assert_eq!(listed.proposals.len(), 1);
+    assert!(!listed.proposals[0].applied);
+    assert_ne!(listed.head, head);
+    // Replayed: no longer chains, changes nothing.
+    let e = submit_proposal(&mut c, &enrol, sigs).await.unwrap_err();
+    assert!(e.message().contains("does not chain"), "{}", e.message());
+    assert_eq!(size(&running), before + 1);
+    // Still round 1: the enrolment is not in force yet.
+    assert!(
+        c.challenge(pb::ChallengeRequest {
+            public_key: pubhex(&h2),
+        })
+        .await
+        .is_err()
+    );
+
+    // Round 1 with the genesis hospitals.
+    let d = vec![0.1f32, 0.2, 0.3, 0.4];
+    for (k, s) in [(&h0, &s0), (&h1, &s1)] {
+        submit(&mut c, update_messages(&fed, k, s, 1, 5, &d))
+            .await
+            .unwrap();
+    }
+    // Round 2 opens with the newcomer enrolled, without a restart.
+    let (t, _) = task(&mut c, &s0).await;
+    assert_eq!((t.state, t.round), (pb::TaskState::Train as i32, 2));
+    let s2 = register(&mut c, &h2).await;
+    let (t2, _) = task(&mut c, &s2).await;
+    assert_eq!((t2.state, t2.round), (pb::TaskState::Train as i32, 2));
+    let deltas = [
+        vec![0.2f32, 0.1, 0.0, 0.3],
+        vec![0.0f32, 0.3, 0.1, 0.1],
+        vec![0.3f32, 0.0, 0.2, 0.2],
+    ];
+    for ((k, s), d) in [(&h0, &s0), (&h1, &s1), (&h2, &s2)]
+        .into_iter()
+        .zip(&deltas)
+    {
+        submit(&mut c, update_messages(&fed, k, s, 2, 5, d))
+            .await
+            .unwrap();
+    }
+    let (t, _) = task(&mut c, &s2).await;
+    assert_eq!(t.round, 3);
+    let o1 = running.coordinator.outcome(1).unwrap();
+    let o2 = running.coordinator.outcome(2).unwrap();
+    assert_eq!(o1.contributions.len(), 2);
+    assert_eq!(o2.contributions.len(), 3);
+    assert!(o2.contributions.iter().any(|x| x.public_key == pubhex(&h2)));
+    // The governed pool is paid from round 2 (when any value is positive).
+    assert!(o1.reward_pool == 1000 || o1.reward_pool == 0);
+    assert!(o2.reward_pool == 600 || o2.reward_pool == 0);
+    assert_ne!(o1.rules_sha256, o2.rules_sha256);
+    assert!(list(&mut c).await.proposals[0].applied);
+
+    // The ledger verifies, governance included.
+    let log = running.coordinator.ledger();
+    let entries = log.entries(0, log.size()).unwrap();
+    let report = fedledger_ledger::verify::verify_entries(&fed, &entries, None, None);
+    assert!(report.ok(), "{:?}", report.failures);
+    assert!(
+        report.passed.iter().any(|p| p.starts_with("governance: 1")),
+        "{:?}",
+        report.passed
+    );
+    running.shutdown().await.unwrap();
+    drop(c);
+
+    // Restarted with the genesis config: the governed state says otherwise; refused, naming
+    // the field, changing nothing.
+    let size_before = {
+        let log = fedledger_ledger::Log::open_existing(&dir.path().join("state/ledger")).unwrap();
+        log.size()
+    };
+    let err = fedledger_coordinator::engine::Engine::open(base.clone().validate().unwrap())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("[[participant]]"), "{err}");
+    // With the governed enrolment but an edited pool: refused naming the pool.
+    let mut governed = base.clone();
+    governed.participants.push(ParticipantEntry {
+        name: "h2".into(),
+        public_key: pubhex(&h2),
+    });
+    let mut edited = governed.clone();
+    edited.valuation.reward_pool_per_round = 777;
+    let err = fedledger_coordinator::engine::Engine::open(edited.validate().unwrap())
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("valuation.reward_pool_per_round"),
+        "{err}"
+    );
+    let log = fedledger_ledger::Log::open_existing(&dir.path().join("state/ledger")).unwrap();
+    assert_eq!(log.size(), size_before);
+    drop(log);
+    // Equal to the governed state: it resumes.
+    governed.valuation.reward_pool_per_round = 600;
+    let running = start(governed.validate().unwrap()).await;
+    let mut c = client(&running).await;
+    let s2 = register(&mut c, &h2).await;
+    let (t, _) = task(&mut c, &s2).await;
+    assert_eq!(t.round, 3);
+    running.shutdown().await.unwrap();
+}
