@@ -32,6 +32,8 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error("producing the update for round {round}: {source}")]
     Source { round: u64, source: SourceError },
+    #[error("refusing to take part: the federation's governed data schema: {0}")]
+    Schema(SourceError),
     #[error("coordinator unreachable for {secs} s: {last}")]
     Unreachable { secs: u64, last: String },
     #[error("training task failed: {0}")]
@@ -174,12 +176,7 @@ async fn drive(
         if let Some(schema) = &task.header.schema
             && checked_schema.as_ref() != Some(schema)
         {
-            source
-                .check_schema(schema)
-                .map_err(|source| AgentError::Source {
-                    round: task.header.round,
-                    source,
-                })?;
+            source.check_schema(schema).map_err(AgentError::Schema)?;
             info!(
                 features = schema.features.len(),
                 "local data has every governed feature column"
