@@ -306,6 +306,21 @@ impl Engine {
         gov.check(&proposal, &signatures)?;
         let entry = GovernanceEntry::new(proposal, signatures);
         let bytes = encode_canonical(&entry).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        // The rules it leads to must be ones this coordinator can run, from its round on.
+        let mut trial = gov.clone();
+        trial.admit(&bytes, &entry)?;
+        let from = entry.proposal.from_round;
+        for round in trial
+            .anchored()
+            .iter()
+            .map(|p| p.from_round)
+            .filter(|r| *r >= from)
+            .chain([from])
+        {
+            let cfg = governance::effective(&self.base, &trial, round)
+                .map_err(|e| Refusal::Inapplicable(e.to_string()))?;
+            governance::check_effective(&cfg)?;
+        }
         let log = self.anchor.log();
         fedledger_ledger::records::validate_entry(log.size(), log.origin(), &bytes)
             .map_err(|e| Refusal::Malformed(e.to_string()))?;

@@ -177,6 +177,11 @@ pub fn effective(
                 rules.aggregation
             ))
         })?;
+    } else if rules.aggregation != "dp-fedavg" {
+        return Err(CoordinatorError::Ledger(format!(
+            "governed strategy {:?}: this federation runs DP-FedAvg, whose guarantee assumes a mean",
+            rules.aggregation
+        )));
     }
     cfg.quorum = u32::try_from(rules.quorum)
         .map_err(|_| CoordinatorError::Ledger("governed quorum too large".into()))?;
@@ -193,6 +198,56 @@ pub fn effective(
         schema: rules.schema.clone(),
     };
     Ok(cfg)
+}
+
+/// The checks a configuration built from governed rules must pass before a proposal that
+/// leads to it is accepted (the same the file's validation makes of these fields), so a
+/// change this coordinator could not run is refused rather than anchored.
+pub fn check_effective(cfg: &FederationConfig) -> Result<(), Refusal> {
+    let bad = |m: String| Err(Refusal::Inapplicable(m));
+    let t = &cfg.training;
+    if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
+        return bad(format!(
+            "learning_rate must be > 0, got {}",
+            t.learning_rate
+        ));
+    }
+    if (t.noise_multiplier > 0.0) != (t.clip_norm > 0.0) {
+        return bad("DP-SGD needs both clip_norm and noise_multiplier > 0 (or both 0)".into());
+    }
+    if t.planning.is_some() && t.clip_norm <= 0.0 {
+        return bad("the federation plans DP-SGD: clip_norm must stay > 0".into());
+    }
+    cfg.valuation
+        .validate()
+        .map_err(|e| Refusal::Inapplicable(e.to_string()))?;
+    let n = cfg.participants.iter().filter(|p| !p.removed).count();
+    let f = cfg.byzantine;
+    match cfg.strategy {
+        StrategyKind::MultiKrum if n < 2 * f + 3 => {
+            return bad(format!(
+                "multi-krum with byzantine = {f} needs {} contributors, {n} would be enrolled",
+                2 * f + 3
+            ));
+        }
+        StrategyKind::Bulyan if n < 4 * f + 3 => {
+            return bad(format!(
+                "bulyan with byzantine = {f} needs {} contributors, {n} would be enrolled",
+                4 * f + 3
+            ));
+        }
+        _ => {}
+    }
+    if let Some(schema) = &cfg.governance.schema
+        && schema.features.len() != cfg.model.features
+    {
+        return bad(format!(
+            "the schema names {} features but the model has {}",
+            schema.features.len(),
+            cfg.model.features
+        ));
+    }
+    Ok(())
 }
 
 /// After the genesis, the governed fields of the operator's file must equal the governed state

@@ -277,3 +277,107 @@ async fn a_hospital_enrolled_by_two_of_three_governors_contributes_from_the_name
     assert_eq!(t.round, 3);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_hospital_stops_and_governed_hyper_parameters_and_strategy_apply_from_the_named_round()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (h0, h1, h2) = (keypair(), keypair(), keypair());
+    let governors = [keypair(), keypair(), keypair()];
+    let gov_refs: Vec<&Ed25519KeyPair> = governors.iter().collect();
+    let cfg = file(dir.path(), &[&h0, &h1, &h2], &gov_refs)
+        .validate()
+        .unwrap();
+    let fed = cfg.federation.clone();
+    let running = start(cfg).await;
+    let mut c = client(&running).await;
+    let s0 = register(&mut c, &h0).await;
+    let s1 = register(&mut c, &h1).await;
+    let s2 = register(&mut c, &h2).await;
+    let (t, _) = task(&mut c, &s0).await;
+    assert_eq!(t.round, 1);
+    let epochs_before = t.hyper.unwrap().local_epochs;
+    let head = list(&mut c).await.head;
+    let mut p = Proposal {
+        record_type: PROPOSAL_TYPE.into(),
+        federation: fed.clone(),
+        previous: head,
+        from_round: 2,
+        expires_at: "2099-01-01T00:00:00Z".into(),
+        changes: vec![Change::Aggregation {
+            strategy: "no-such-strategy".into(),
+        }],
+    };
+    // A change this coordinator could not run is refused, changing nothing.
+    let before = running.coordinator.ledger().size();
+    let sigs = vec![sign(&governors[0], &p), sign(&governors[1], &p)];
+    let e = submit_proposal(&mut c, &p, sigs).await.unwrap_err();
+    assert!(e.message().contains("no-such-strategy"), "{}", e.message());
+    assert_eq!(running.coordinator.ledger().size(), before);
+
+    p.changes = vec![
+        Change::Remove {
+            participant: pubhex(&h2),
+        },
+        Change::Aggregation {
+            strategy: "median".into(),
+        },
+        Change::Training {
+            local_epochs: u64::from(epochs_before) + 2,
+            batch_size: 8,
+            learning_rate: "0.05".into(),
+        },
+    ];
+    let sigs = vec![sign(&governors[1], &p), sign(&governors[2], &p)];
+    submit_proposal(&mut c, &p, sigs).await.unwrap();
+
+    let d = vec![0.1f32, 0.2, 0.3, 0.4];
+    for (k, s) in [(&h0, &s0), (&h1, &s1), (&h2, &s2)] {
+        submit(&mut c, update_messages(&fed, k, s, 1, 5, &d))
+            .await
+            .unwrap();
+    }
+    let (t, _) = task(&mut c, &s0).await;
+    assert_eq!((t.state, t.round), (pb::TaskState::Train as i32, 2));
+    let hyper = t.hyper.unwrap();
+    assert_eq!(hyper.local_epochs, epochs_before + 2);
+    assert_eq!(hyper.batch_size, 8);
+    // The removed hospital's session ends and it cannot register again.
+    let e = c
+        .get_task(pb::TaskRequest {
+            session: s2.clone(),
+        })
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    let e = c
+        .challenge(pb::ChallengeRequest {
+            public_key: pubhex(&h2),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    for (k, s) in [(&h0, &s0), (&h1, &s1)] {
+        submit(&mut c, update_messages(&fed, k, s, 2, 5, &d))
+            .await
+            .unwrap();
+    }
+    let (t, _) = task(&mut c, &s0).await;
+    assert_eq!(t.round, 3);
+    let o1 = running.coordinator.outcome(1).unwrap();
+    let o2 = running.coordinator.outcome(2).unwrap();
+    assert_eq!(
+        (o1.contributions.len(), o1.aggregator.as_str()),
+        (3, "fedavg")
+    );
+    assert_eq!(
+        (o2.contributions.len(), o2.aggregator.as_str()),
+        (2, "median")
+    );
+    let log = running.coordinator.ledger();
+    let entries = log.entries(0, log.size()).unwrap();
+    let report = fedledger_ledger::verify::verify_entries(&fed, &entries, None, None);
+    assert!(report.ok(), "{:?}", report.failures);
+    running.shutdown().await.unwrap();
+}
