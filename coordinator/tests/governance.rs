@@ -381,3 +381,123 @@ async fn a_removed_hospital_stops_and_governed_hyper_parameters_and_strategy_app
     assert!(report.ok(), "{:?}", report.failures);
     running.shutdown().await.unwrap();
 }
+
+/// The README's commands, as separate processes: governors' keys from `keygen`, signatures
+/// from `fedledger-participant govern sign`, then `fedledger-coordinator govern submit` and
+/// `govern list` against the running coordinator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_govern_commands_sign_submit_and_list() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let participant = common::binaries::participant_bin();
+    let coordinator = env!("CARGO_BIN_EXE_fedledger-coordinator");
+    let mut governor_keys = Vec::new();
+    for g in ["a", "b", "c"] {
+        let path = dir.path().join(format!("governor-{g}.key"));
+        let out = Command::new(participant)
+            .args(["keygen", "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        governor_keys.push((
+            path.clone(),
+            fedledger_ledger::keys::load_key(&path).unwrap(),
+        ));
+    }
+    let (h0, h1, newcomer) = (keypair(), keypair(), keypair());
+    let refs: Vec<&Ed25519KeyPair> = governor_keys.iter().map(|(_, k)| k).collect();
+    let cfg = file(dir.path(), &[&h0, &h1], &refs).validate().unwrap();
+    let fed = cfg.federation.clone();
+    let running = start(cfg).await;
+    let url = format!("http://{}", running.addr);
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let list_out = || {
+        tokio::task::spawn_blocking({
+            let url = url.clone();
+            move || {
+                let out = Command::new(env!("CARGO_BIN_EXE_fedledger-coordinator"))
+                    .args(["govern", "list", "--coordinator", &url])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            }
+        })
+    };
+    let listed = list_out().await.unwrap();
+    let previous = listed
+        .lines()
+        .find_map(|l| l.strip_prefix("previous:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let proposal = Proposal {
+        record_type: PROPOSAL_TYPE.into(),
+        federation: fed,
+        previous,
+        from_round: 2,
+        expires_at: "2099-01-01T00:00:00Z".into(),
+        changes: vec![Change::Enrol {
+            participant: pubhex(&newcomer),
+            name: "hospital-d".into(),
+            role: ROLE_CONTRIBUTOR.into(),
+        }],
+    };
+    let proposal_path = dir.path().join("enrol-d.json");
+    std::fs::write(
+        &proposal_path,
+        serde_json::to_vec_pretty(&proposal).unwrap(),
+    )
+    .unwrap();
+    let mut sig_paths = Vec::new();
+    for (g, (key, _)) in ["a", "b"].iter().zip(&governor_keys) {
+        let out = dir.path().join(format!("sig-{g}.json"));
+        let (ok, stdout, stderr) = run(Command::new(participant)
+            .args(["govern", "sign", "--key"])
+            .arg(key)
+            .arg("--proposal")
+            .arg(&proposal_path)
+            .arg("--out")
+            .arg(&out));
+        assert!(ok, "{stdout}{stderr}");
+        sig_paths.push(out);
+    }
+    // One signature is refused, with the reason, by the command's exit status.
+    let submit = |sigs: &[std::path::PathBuf]| {
+        let mut cmd = Command::new(coordinator);
+        cmd.args(["govern", "submit", "--coordinator", &url, "--proposal"])
+            .arg(&proposal_path);
+        for s in sigs {
+            cmd.arg("--signature").arg(s);
+        }
+        cmd
+    };
+    let (ok, _, stderr) = tokio::task::spawn_blocking({
+        let mut cmd = submit(&sig_paths[..1]);
+        move || run(&mut cmd)
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(stderr.contains("2 needed"), "{stderr}");
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking({
+        let mut cmd = submit(&sig_paths);
+        move || run(&mut cmd)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("applies from round 2"), "{stdout}");
+    let listed = list_out().await.unwrap();
+    assert!(listed.contains("pending from round 2"), "{listed}");
+    assert!(listed.contains("hospital-d"), "{listed}");
+    running.shutdown().await.unwrap();
+}
