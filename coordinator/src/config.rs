@@ -84,7 +84,9 @@
 //! After the genesis, the governed fields (participants, `[training]` hyper-parameters and
 //! DP-SGD parameters, `[aggregation] strategy`, `[rounds]` quorum and deadline,
 //! `[valuation]` estimator and pool, `[governance]`) change only through governance entries;
-//! a config that differs from the governed state is refused at start, naming the field.
+//! a config that differs from the governed state is refused at start, naming the field
+//! (`[governance]` and its schema may be left out after the genesis: absent keeps the governed
+//! ones).
 
 use std::{collections::HashSet, net::SocketAddr, path::PathBuf, time::Duration};
 

@@ -349,6 +349,11 @@ pub fn check_config(
         (
             "governance.governors",
             Box::new(|r: &Rules| {
+                // An absent [governance] keeps the governed governors.
+                let absent = file.governance.governors.is_empty() && file.governance.threshold == 0;
+                if absent {
+                    return None;
+                }
                 differs(
                     format!(
                         "{:?} k={}",
@@ -361,7 +366,9 @@ pub fn check_config(
         (
             "governance.schema",
             Box::new(|r: &Rules| {
-                (file.governance.schema != r.schema).then(|| {
+                // An absent schema keeps the governed one.
+                let absent = file.governance.schema.is_none();
+                (!absent && file.governance.schema != r.schema).then(|| {
                     "differs from the governed schema (leave it as at genesis or as governed)"
                         .to_owned()
                 })

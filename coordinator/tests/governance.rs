@@ -268,8 +268,17 @@ async fn a_hospital_enrolled_by_two_of_three_governors_contributes_from_the_name
     let log = fedledger_ledger::Log::open_existing(&dir.path().join("state/ledger")).unwrap();
     assert_eq!(log.size(), size_before);
     drop(log);
-    // Equal to the governed state: it resumes.
+    // Other governors than those in force: refused naming them.
     governed.valuation.reward_pool_per_round = 600;
+    let mut edited = governed.clone();
+    edited.governance.threshold = 1;
+    let err = fedledger_coordinator::engine::Engine::open(edited.validate().unwrap())
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("governance.governors"), "{err}");
+    // Equal to the governed state, [governance] left out (absent keeps the governed one): it
+    // resumes.
+    governed.governance = Default::default();
     let running = start(governed.validate().unwrap()).await;
     let mut c = client(&running).await;
     let s2 = register(&mut c, &h2).await;
