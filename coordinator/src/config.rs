@@ -1062,10 +1062,10 @@ impl ConfigFile {
         if self.rounds.total == 0 {
             return bad("rounds.total must be at least 1".into());
         }
-        if self.participants.is_empty() {
-            return bad("no [[participant]] enrolled".into());
-        }
-        if self.rounds.quorum == 0 || self.rounds.quorum as usize > self.participants.len() {
+        // After the genesis the participants may be left out: the governed enrolment holds
+        // (a new federation without any is refused when its genesis would be written).
+        let enrolled = self.participants.len();
+        if self.rounds.quorum == 0 || (enrolled > 0 && self.rounds.quorum as usize > enrolled) {
             return bad(format!(
                 "rounds.quorum must be between 1 and the number of participants ({}), got {}",
                 self.participants.len(),
@@ -1192,6 +1192,7 @@ impl ConfigFile {
         let f = self.aggregation.byzantine;
         let n = self.participants.len();
         match self.aggregation.strategy {
+            _ if n == 0 => {}
             StrategyKind::MultiKrum if n < 2 * f + 3 => {
                 return bad(format!(
                     "strategy multi-krum with byzantine = {f} needs at least {} participants, \

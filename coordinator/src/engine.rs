@@ -73,6 +73,8 @@ pub enum Step {
 pub struct Engine {
     /// The operator's configuration file, validated.
     base: Arc<FederationConfig>,
+    /// The genesis participants' index order (kept in the store).
+    order: Vec<String>,
     /// The configuration the open round runs with: `base` with the governed rules in force.
     cfg: RwLock<Arc<FederationConfig>>,
     machine: Mutex<RoundMachine>,
@@ -160,7 +162,24 @@ impl Engine {
         // Governance: what the ledger says the rules are; the file may not contradict them.
         let gov = governance::load(anchor.log())?;
         governance::check_config(&base, &gov, state.round)?;
-        let cfg = Arc::new(governance::effective(&base, &gov, state.round.max(1))?);
+        let order = match store.load_order()? {
+            Some(order) => order,
+            None => {
+                let order: Vec<String> = base
+                    .participants
+                    .iter()
+                    .map(|p| p.public_key_hex.clone())
+                    .collect();
+                store.save_order(&order)?;
+                order
+            }
+        };
+        let cfg = Arc::new(governance::effective(
+            &base,
+            &order,
+            &gov,
+            state.round.max(1),
+        )?);
         // Rounds stored but not in the ledger (a crash between the sled flush and the ledger
         // append): anchor them now, by round number; what the ledger still refuses is retried
         // at every step.
@@ -213,6 +232,7 @@ impl Engine {
             )?),
             valuer: RwLock::new(Arc::new(Valuer::from_config(&cfg))),
             governance: Mutex::new(gov),
+            order,
             base,
             machine: Mutex::new(machine),
             anchor,
@@ -263,7 +283,7 @@ impl Engine {
         m: &mut RoundMachine,
         round: u64,
     ) -> Result<(), CoordinatorError> {
-        let next = Arc::new(governance::effective(&self.base, gov, round)?);
+        let next = Arc::new(governance::effective(&self.base, &self.order, gov, round)?);
         let old = self.config();
         if next.strategy != old.strategy {
             *self.aggregator.lock().unwrap_or_else(|p| p.into_inner()) = aggregate::build(
@@ -317,7 +337,7 @@ impl Engine {
             .filter(|r| *r >= from)
             .chain([from])
         {
-            let cfg = governance::effective(&self.base, &trial, round)
+            let cfg = governance::effective(&self.base, &self.order, &trial, round)
                 .map_err(|e| Refusal::Inapplicable(e.to_string()))?;
             governance::check_effective(&cfg)?;
         }

@@ -112,10 +112,11 @@ fn number(field: &str, s: &str) -> Result<f64, CoordinatorError> {
         .ok_or_else(|| CoordinatorError::Ledger(format!("governed {field} {s:?} is not a number")))
 }
 
-/// The participants in stable order: the operator's genesis participants in file order, then
-/// every key a governance entry enrolled, in ledger order. A key not enrolled as a contributor
-/// in `rules` is marked removed (indices never move, so persisted answers stay valid).
-fn participants(base: &FederationConfig, gov: &Governance, rules: &Rules) -> Vec<Enrolled> {
+/// The participants in stable order: the genesis participants in `order` (the file's order at
+/// the first start, kept in the store), the rest of the genesis in ledger order, then every
+/// key a governance entry enrolled, in ledger order. A key not enrolled as a contributor in
+/// `rules` is marked removed (indices never move, so persisted answers stay valid).
+fn participants(order: &[String], gov: &Governance, rules: &Rules) -> Vec<Enrolled> {
     let mut out: Vec<Enrolled> = Vec::new();
     let genesis = gov.rules_for(0);
     let mut push = |key_hex: &str, name: &str| {
@@ -133,9 +134,9 @@ fn participants(base: &FederationConfig, gov: &Governance, rules: &Rules) -> Vec
             removed: !rules.is_contributor(key_hex),
         });
     };
-    for p in &base.participants {
-        if genesis.members.contains_key(&p.public_key_hex) {
-            push(&p.public_key_hex, &p.name);
+    for key in order {
+        if let Some(m) = genesis.members.get(key) {
+            push(key, &m.name);
         }
     }
     for (key, m) in &genesis.members {
@@ -154,15 +155,17 @@ fn participants(base: &FederationConfig, gov: &Governance, rules: &Rules) -> Vec
     out
 }
 
-/// The configuration round `round` runs with: `base` with the governed rules in force for it.
+/// The configuration round `round` runs with: `base` with the governed rules in force for it;
+/// `order` is the genesis participants' index order ([`participants`]).
 pub fn effective(
     base: &FederationConfig,
+    order: &[String],
     gov: &Governance,
     round: u64,
 ) -> Result<FederationConfig, CoordinatorError> {
     let rules = gov.rules_for(round);
     let mut cfg = base.clone();
-    cfg.participants = participants(base, gov, &rules);
+    cfg.participants = participants(order, gov, &rules);
     cfg.training.local_epochs = u32::try_from(rules.local_epochs)
         .map_err(|_| CoordinatorError::Ledger("governed local_epochs too large".into()))?;
     cfg.training.batch_size = u32::try_from(rules.batch_size)
@@ -277,6 +280,9 @@ pub fn check_config(
         (
             "[[participant]]",
             Box::new(|r: &Rules| {
+                if keys.is_empty() {
+                    return None;
+                }
                 let mut governed: Vec<&str> = r
                     .members
                     .iter()

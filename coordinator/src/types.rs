@@ -252,6 +252,10 @@ pub struct SettlementOutcome {
     pub pool: u64,
     /// One line per participant with a contribution in the period, sorted by key.
     pub lines: Vec<SettlementLineOutcome>,
+    /// The pool per counted round in force at the period's last round (governance may change
+    /// it); absent in outcomes stored before governance (the configured pool then).
+    #[serde(default)]
+    pub pool_per_round: Option<u64>,
 }
 
 /// One participant's settlement.

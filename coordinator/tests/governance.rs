@@ -237,6 +237,10 @@ async fn a_hospital_enrolled_by_two_of_three_governors_contributes_from_the_name
         "{:?}",
         report.passed
     );
+    // An answer of round 3 is persisted before the restart (by participant index).
+    submit(&mut c, update_messages(&fed, &h1, &s1, 3, 5, &deltas[1]))
+        .await
+        .unwrap();
     running.shutdown().await.unwrap();
     drop(c);
 
@@ -276,14 +280,32 @@ async fn a_hospital_enrolled_by_two_of_three_governors_contributes_from_the_name
         .err()
         .expect("refused");
     assert!(err.to_string().contains("governance.governors"), "{err}");
-    // Equal to the governed state, [governance] left out (absent keeps the governed one): it
-    // resumes.
+    // Equal to the governed state, [governance] and [[participant]] left out (absent keeps the
+    // governed ones): it resumes round 3 with the answer given before the restart.
     governed.governance = Default::default();
+    governed.participants.clear();
     let running = start(governed.validate().unwrap()).await;
     let mut c = client(&running).await;
+    let s0 = register(&mut c, &h0).await;
     let s2 = register(&mut c, &h2).await;
     let (t, _) = task(&mut c, &s2).await;
     assert_eq!(t.round, 3);
+    for (k, s, d) in [(&h0, &s0, &deltas[0]), (&h2, &s2, &deltas[2])] {
+        submit(&mut c, update_messages(&fed, k, s, 3, 5, d))
+            .await
+            .unwrap();
+    }
+    running.wait_done().await;
+    let o3 = running.coordinator.outcome(3).unwrap();
+    let mut names: Vec<&str> = o3.contributions.iter().map(|x| x.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["h0", "h1", "h2"]);
+    let h1_entry = o3.contributions.iter().find(|x| x.name == "h1").unwrap();
+    assert_eq!(h1_entry.public_key, pubhex(&h1));
+    let log = running.coordinator.ledger();
+    let entries = log.entries(0, log.size()).unwrap();
+    let report = fedledger_ledger::verify::verify_entries(&fed, &entries, None, None);
+    assert!(report.ok(), "{:?}", report.failures);
     running.shutdown().await.unwrap();
 }
 

@@ -41,7 +41,9 @@
 //! `closed_at`, `model {before, after, params}`, `validation {sha256, metric, score_before_nano,
 //! score_after_nano}`, `valuation {estimator, seed, evaluations[, uncertainty {method,
 //! resamples}]}`, `reward_pool` (0 when abandoned, and under [`REWARD_RULE_SETTLED`]),
-//! `server_dp` (only with DP-FedAvg: [`ServerDpRecord`]), `entries {first, count}`:
+//! `server_dp` (only with DP-FedAvg: [`ServerDpRecord`]), `rules_sha256` (the SHA-256 of the
+//! canonical JSON of the [`super::Rules`] in force for the round; written since governance,
+//! required when the genesis names governors), `entries {first, count}`:
 //! the index range of the round's contribution and decline entries, which immediately precede
 //! the summary in the same atomic batch.
 //!

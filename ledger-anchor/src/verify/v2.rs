@@ -46,6 +46,9 @@ struct Due<'a> {
     last: u64,
     /// The summary's file (where a missing settlement is reported).
     summary_file: String,
+    /// The reward rule in force at the period's last round (the genesis's, with the pool
+    /// governance set by then).
+    reward: crate::records::RewardRecord,
     parts: Vec<(String, &'a SettlementEntry)>,
 }
 
@@ -112,7 +115,7 @@ pub(super) fn check(
                     if st.part < st.parts && (d.parts.len() as u64) < st.parts {
                         due = Some(d);
                     } else {
-                        settlements.close(g, &enrolled, &d, &period, rewards, r);
+                        settlements.close(&enrolled, &d, &period, rewards, r);
                     }
                     continue;
                 }
@@ -126,7 +129,7 @@ pub(super) fn check(
                             ),
                         );
                     } else {
-                        settlements.close(g, &enrolled, &d, &period, rewards, r);
+                        settlements.close(&enrolled, &d, &period, rewards, r);
                     }
                 }
             }
@@ -233,6 +236,7 @@ pub(super) fn check(
                     _ => {}
                 }
                 check_rules(g, &rules, s, &file, r);
+                let reward_in_force = rules.reward.clone();
                 RoundVsGenesis {
                     // Under the settled rule a round pays nothing itself; otherwise the pool
                     // in force (the genesis's, or the last governed one).
@@ -270,6 +274,7 @@ pub(super) fn check(
                             first: (p - 1) * period_rounds + 1,
                             last: s.round,
                             summary_file: file.clone(),
+                            reward: reward_in_force,
                             parts: Vec::new(),
                         });
                     }
@@ -334,7 +339,7 @@ pub(super) fn check(
                 ),
             );
         } else {
-            settlements.close(g, &enrolled, &d, &period, rewards, r);
+            settlements.close(&enrolled, &d, &period, rewards, r);
         }
     }
     if let Some((k, _)) = pending.first() {
@@ -414,7 +419,6 @@ impl Settlements {
     /// the recorded history.
     fn close(
         &mut self,
-        g: &FederationEntry,
         enrolled: &BTreeMap<&str, Enrolled<'_>>,
         d: &Due<'_>,
         history: &[RecordedRound<'_>],
@@ -449,10 +453,10 @@ impl Settlements {
                     ),
                 );
             }
-            if st.rule != g.reward {
+            if st.rule != d.reward {
                 r.fail(
                     f,
-                    "the settlement's rule differs from the genesis reward rule",
+                    "the settlement's rule differs from the reward rule in force (the genesis's, with the governed pool)",
                 );
             }
             if st.pool != first.pool || st.counted_rounds != first.counted_rounds {
@@ -517,7 +521,7 @@ impl Settlements {
                 ),
             );
         }
-        let full = u128::from(g.reward.pool_per_round) * counted.len() as u128;
+        let full = u128::from(d.reward.pool_per_round) * counted.len() as u128;
         if first.pool != 0 && u128::from(first.pool) != full {
             r.fail(
                 file,
@@ -540,7 +544,7 @@ impl Settlements {
             );
         }
         if let Some(rule) = rewards {
-            match rule.settle(&g.reward, history, d.first) {
+            match rule.settle(&d.reward, history, d.first) {
                 Err(e) => r.fail(file, format!("the reward rule refused the period: {e}")),
                 Ok(want) => {
                     if want.pool != first.pool || want.counted_rounds != first.counted_rounds {
