@@ -18,7 +18,9 @@ use fedledger_ledger::{
 
 use crate::{
     anchor::decimal,
-    config::{Enrolled, FederationConfig, GovernanceConfig, StrategyKind, decode_public_key},
+    config::{
+        Enrolled, FederationConfig, GovernanceConfig, StrategyKind, UtilityKind, decode_public_key,
+    },
     error::CoordinatorError,
 };
 
@@ -195,6 +197,16 @@ pub fn effective(
     if let Some(e) = &rules.estimator {
         cfg.valuation.estimator = e.clone();
     }
+    if let Some(u) = &rules.utility {
+        cfg.valuation.utility = [UtilityKind::NegLogLoss, UtilityKind::Accuracy]
+            .into_iter()
+            .find(|k| k.as_str() == u)
+            .ok_or_else(|| {
+                CoordinatorError::Ledger(format!(
+                    "governed utility {u:?} is not one this coordinator knows"
+                ))
+            })?;
+    }
     cfg.governance = GovernanceConfig {
         governors: gov.governors().governors.clone(),
         threshold: gov.governors().threshold,
@@ -350,6 +362,14 @@ pub fn check_config(
                 r.estimator
                     .as_ref()
                     .and_then(|e| differs(file.valuation.estimator.clone(), e.clone()))
+            }),
+        ),
+        (
+            "valuation.utility",
+            Box::new(|r: &Rules| {
+                r.utility
+                    .as_ref()
+                    .and_then(|u| differs(file.valuation.utility.as_str().to_owned(), u.clone()))
             }),
         ),
         (

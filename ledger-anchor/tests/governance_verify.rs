@@ -23,12 +23,15 @@ struct Plan {
     enrol_signers: usize,
     /// A pool change from round 2 (the rounds keep paying the genesis pool).
     pool_from_2: Option<u64>,
+    /// The utility governed from round 3 (the rounds record neg_log_loss).
+    utility_from_3: &'static str,
 }
 
 const HONEST: Plan = Plan {
     enrol_from: 1,
     enrol_signers: 2,
     pool_from_2: None,
+    utility_from_3: "neg_log_loss",
 };
 
 /// Entries: genesis (governors, k = 2), the enrolment, round 1, two more governance entries,
@@ -123,9 +126,14 @@ fn ledger(plan: &Plan) -> (Vec<Vec<u8>>, u64) {
         &mut gov,
         3,
         2,
-        vec![Change::Estimator {
-            estimator: "exact".into(),
-        }],
+        vec![
+            Change::Estimator {
+                estimator: "exact".into(),
+            },
+            Change::Utility {
+                utility: plan.utility_from_3.into(),
+            },
+        ],
     );
     round(&mut entries, &gov, 2);
     round(&mut entries, &gov, 3);
@@ -209,6 +217,20 @@ fn a_round_recording_other_rules_fails() {
     let r = verify(&entries);
     assert!(
         fails_with(&r, "but the rules in force for it are"),
+        "{:?}",
+        r.failures
+    );
+}
+
+#[test]
+fn a_round_scored_by_another_utility_than_the_one_in_force_fails() {
+    let (entries, _) = ledger(&Plan {
+        utility_from_3: "accuracy",
+        ..HONEST
+    });
+    let r = verify(&entries);
+    assert!(
+        fails_with(&r, "not the utility in force \"accuracy\""),
         "{:?}",
         r.failures
     );

@@ -36,6 +36,8 @@ use crate::error::LedgerError;
 pub const GOVERNANCE_TYPE: &str = "fedledger.governance/v1";
 /// `type` of a proposal (inside a governance entry, and as signed).
 pub const PROPOSAL_TYPE: &str = "fedledger.proposal/v1";
+/// The utilities a round may be valued with (recorded as the summary's `validation.metric`).
+pub const UTILITIES: [&str; 2] = ["neg_log_loss", "accuracy"];
 /// Most changes in one proposal (keeps an entry well within the size limit).
 pub const MAX_CHANGES: usize = 64;
 
@@ -129,6 +131,11 @@ pub enum Change {
     Estimator {
         /// Estimator name (`exact`, `gtg`, `kernelshap`, `loo`).
         estimator: String,
+    },
+    /// The valuation's utility (what a coalition's model is scored by).
+    Utility {
+        /// [`UTILITIES`]: `neg_log_loss` or `accuracy`.
+        utility: String,
     },
     /// The accepted data schema.
     Schema {
@@ -276,6 +283,11 @@ impl Change {
             }
             Change::RewardPool { .. } => {}
             Change::Estimator { estimator } => cx.nonempty(&f("estimator"), estimator)?,
+            Change::Utility { utility } => {
+                if !UTILITIES.contains(&utility.as_str()) {
+                    return Err(cx.err(f("utility"), format!("must be one of {UTILITIES:?}")));
+                }
+            }
             Change::Schema { schema } => schema.check(cx, &f("schema"))?,
             Change::Governors {
                 governors,
@@ -479,6 +491,9 @@ pub struct Rules {
     /// Valuation estimator, when governed (each round records the one it used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimator: Option<String>,
+    /// Valuation utility, when governed (each round records it as `validation.metric`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utility: Option<String>,
     /// Accepted data schema, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<SchemaRecord>,
@@ -512,6 +527,7 @@ impl Rules {
             deadline_secs: None,
             reward: g.reward.clone(),
             estimator: None,
+            utility: None,
             schema: g.schema.clone(),
             governance: g.governance.clone(),
         }
@@ -593,6 +609,7 @@ impl Rules {
             }
             Change::RewardPool { pool_per_round } => self.reward.pool_per_round = *pool_per_round,
             Change::Estimator { estimator } => self.estimator = Some(estimator.clone()),
+            Change::Utility { utility } => self.utility = Some(utility.clone()),
             Change::Schema { schema } => self.schema = Some(schema.clone()),
             Change::Governors {
                 governors,

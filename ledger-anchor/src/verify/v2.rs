@@ -391,6 +391,17 @@ fn check_rules(
         ),
         _ => {}
     }
+    if let Some(u) = &rules.utility
+        && *u != s.validation.metric
+    {
+        r.fail(
+            file,
+            format!(
+                "round {} was scored by {:?}, not the utility in force {u:?}",
+                s.round, s.validation.metric
+            ),
+        );
+    }
     if let Some(e) = &rules.estimator
         && s.status == RoundStatus::Completed
         && e != "auto"
