@@ -789,11 +789,37 @@ impl Governance {
             });
         }
         // The changes must apply to the rules of the round they start from, as anchored so
-        // far, and leave every later round's rules applicable too.
-        let mut rules = self.rules_for(proposal.from_round);
-        rules
-            .apply(&proposal.changes)
-            .map_err(Refusal::Inapplicable)?;
+        // far, and leave every proposal that applies later applicable too.
+        self.applicable_with(proposal)
+            .map_err(Refusal::Inapplicable)
+    }
+
+    /// With `extra` anchored next: the rules of every round from `extra.from_round` on that
+    /// some proposal starts, built strictly (every change applies).
+    fn applicable_with(&self, extra: &Proposal) -> Result<(), String> {
+        let all: Vec<&Proposal> = self.anchored.iter().chain([extra]).collect();
+        let mut starts: Vec<u64> = all
+            .iter()
+            .map(|p| p.from_round)
+            .filter(|r| *r >= extra.from_round)
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        for round in starts {
+            let mut rules = self.genesis.clone();
+            for p in all.iter().filter(|p| p.from_round <= round) {
+                rules.apply(&p.changes).map_err(|e| {
+                    if std::ptr::eq(*p, extra) {
+                        e
+                    } else {
+                        format!(
+                            "an anchored proposal from round {} would no longer apply at round {round}: {e}",
+                            p.from_round
+                        )
+                    }
+                })?;
+            }
+        }
         Ok(())
     }
 
@@ -980,6 +1006,37 @@ mod tests {
             Err(Refusal::NotGovernor(hexkey(&govs[0])))
         );
         gov.check(&q, &[sign(&newcomer, &q)]).unwrap();
+    }
+
+    #[test]
+    fn a_proposal_that_would_break_a_later_one_is_refused() {
+        let (mut gov, govs, _) = setup();
+        let mut later = proposal(gov.head());
+        later.from_round = 5;
+        later.changes = vec![Change::Enrol {
+            participant: "bb".repeat(32),
+            name: "b".into(),
+            role: ROLE_CONTRIBUTOR.into(),
+        }];
+        let e = GovernanceEntry::new(
+            later.clone(),
+            vec![sign(&govs[0], &later), sign(&govs[1], &later)],
+        );
+        gov.admit(&encode_canonical(&e).unwrap(), &e).unwrap();
+        // Enrolling the same key from an earlier round: at round 5 both apply, in ledger
+        // order, and the second finds the key enrolled.
+        let mut earlier = proposal(gov.head());
+        earlier.from_round = 3;
+        earlier.changes = later.changes.clone();
+        match gov.check(
+            &earlier,
+            &[sign(&govs[0], &earlier), sign(&govs[1], &earlier)],
+        ) {
+            Err(Refusal::Inapplicable(why)) => {
+                assert!(why.contains("is already enrolled"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
