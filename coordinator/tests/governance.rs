@@ -499,6 +499,8 @@ async fn the_readme_govern_commands_sign_submit_and_list() {
             .arg("--out")
             .arg(&out));
         assert!(ok, "{stdout}{stderr}");
+        // The governor sees what it signs.
+        assert!(stderr.contains("\"hospital-d\""), "{stderr}");
         sig_paths.push(out);
     }
     // One signature is refused, with the reason, by the command's exit status.

@@ -207,6 +207,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("read the proposal {}", proposal.display()))?;
             let signature = fedledger_participant::governance::sign(&key, &text)
                 .with_context(|| format!("sign the proposal {}", proposal.display()))?;
+            // What is being signed, for the governor's eyes (standard error: the signature
+            // alone goes to standard output).
+            let p: fedledger_ledger::records::Proposal =
+                serde_json::from_slice(&text).context("parse the proposal")?;
+            eprintln!(
+                "signing for federation {}: from round {}, expires {}, after {}",
+                p.federation, p.from_round, p.expires_at, p.previous
+            );
+            for c in &p.changes {
+                eprintln!("  {}", serde_json::to_string(c).context("encode a change")?);
+            }
             let json = serde_json::to_string(&signature).context("encode the signature")?;
             match out {
                 Some(path) => std::fs::write(&path, format!("{json}\n"))
