@@ -43,6 +43,37 @@ async fn list(c: &mut CoordinatorClient<Channel>) -> pb::ProposalList {
         .into_inner()
 }
 
+/// The store of a coordinator just shut down stays locked until its last connection task
+/// has dropped the engine: try again while the lock is held.
+fn locked(e: &fedledger_coordinator::CoordinatorError) -> bool {
+    e.to_string().contains("could not acquire lock")
+}
+
+/// Start a coordinator on a state directory that must refuse it; returns why.
+async fn refused_start(
+    cfg: fedledger_coordinator::FederationConfig,
+) -> fedledger_coordinator::CoordinatorError {
+    loop {
+        match fedledger_coordinator::engine::Engine::open(cfg.clone()) {
+            Err(e) if locked(&e) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            Err(e) => return e,
+            Ok(_) => panic!("the coordinator started"),
+        }
+    }
+}
+
+async fn start_when_released(
+    cfg: fedledger_coordinator::FederationConfig,
+) -> fedledger_coordinator::Running {
+    loop {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        match fedledger_coordinator::serve(cfg.clone(), Some(listener)).await {
+            Err(e) if locked(&e) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            other => return other.unwrap(),
+        }
+    }
+}
+
 fn file(
     dir: &std::path::Path,
     keys: &[&Ed25519KeyPair],
@@ -246,13 +277,11 @@ async fn a_hospital_enrolled_by_two_of_three_governors_contributes_from_the_name
 
     // Restarted with the genesis config: the governed state says otherwise; refused, naming
     // the field, changing nothing.
+    let err = refused_start(base.clone().validate().unwrap()).await;
     let size_before = {
         let log = fedledger_ledger::Log::open_existing(&dir.path().join("state/ledger")).unwrap();
         log.size()
     };
-    let err = fedledger_coordinator::engine::Engine::open(base.clone().validate().unwrap())
-        .err()
-        .expect("refused");
     assert!(err.to_string().contains("[[participant]]"), "{err}");
     // With the governed enrolment but an edited pool: refused naming the pool.
     let mut governed = base.clone();
@@ -262,9 +291,7 @@ async fn a_hospital_enrolled_by_two_of_three_governors_contributes_from_the_name
     });
     let mut edited = governed.clone();
     edited.valuation.reward_pool_per_round = 777;
-    let err = fedledger_coordinator::engine::Engine::open(edited.validate().unwrap())
-        .err()
-        .expect("refused");
+    let err = refused_start(edited.validate().unwrap()).await;
     assert!(
         err.to_string().contains("valuation.reward_pool_per_round"),
         "{err}"
@@ -276,15 +303,13 @@ async fn a_hospital_enrolled_by_two_of_three_governors_contributes_from_the_name
     governed.valuation.reward_pool_per_round = 600;
     let mut edited = governed.clone();
     edited.governance.threshold = 1;
-    let err = fedledger_coordinator::engine::Engine::open(edited.validate().unwrap())
-        .err()
-        .expect("refused");
+    let err = refused_start(edited.validate().unwrap()).await;
     assert!(err.to_string().contains("governance.governors"), "{err}");
     // Equal to the governed state, [governance] and [[participant]] left out (absent keeps the
     // governed ones): it resumes round 3 with the answer given before the restart.
     governed.governance = Default::default();
     governed.participants.clear();
-    let running = start(governed.validate().unwrap()).await;
+    let running = start_when_released(governed.validate().unwrap()).await;
     let mut c = client(&running).await;
     let s0 = register(&mut c, &h0).await;
     let s2 = register(&mut c, &h2).await;
