@@ -53,25 +53,27 @@ fn locked(e: &fedledger_coordinator::CoordinatorError) -> bool {
 async fn refused_start(
     cfg: fedledger_coordinator::FederationConfig,
 ) -> fedledger_coordinator::CoordinatorError {
-    loop {
+    for _ in 0..1200 {
         match fedledger_coordinator::engine::Engine::open(cfg.clone()) {
             Err(e) if locked(&e) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             Err(e) => return e,
             Ok(_) => panic!("the coordinator started"),
         }
     }
+    panic!("the store stayed locked")
 }
 
 async fn start_when_released(
     cfg: fedledger_coordinator::FederationConfig,
 ) -> fedledger_coordinator::Running {
-    loop {
+    for _ in 0..1200 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         match fedledger_coordinator::serve(cfg.clone(), Some(listener)).await {
             Err(e) if locked(&e) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
             other => return other.unwrap(),
         }
     }
+    panic!("the store stayed locked")
 }
 
 fn file(
