@@ -105,6 +105,24 @@ impl std::fmt::Display for Identity {
     }
 }
 
+/// For `check-config`: when the state directory already holds a ledger, check the file
+/// against the federation's governed state as a start would (through a copy, so a running
+/// coordinator is not disturbed). Returns how many governance entries the ledger holds, or
+/// None before the genesis.
+pub fn check_governed(cfg: &FederationConfig) -> Result<Option<usize>, CoordinatorError> {
+    if !cfg.state_dir.join("ledger").exists() {
+        return Ok(None);
+    }
+    let snapshot = replay::Snapshot::open(&cfg.state_dir)?;
+    let gov = governance::load(&snapshot.ledger)?;
+    let open_round = match snapshot.store.load_state()? {
+        Some(state) => state.round,
+        None => 0,
+    };
+    governance::check_config(cfg, &gov, open_round)?;
+    Ok(Some(gov.anchored().len()))
+}
+
 impl Identity {
     /// Reads the identity from a configuration without starting or creating anything: the log
     /// key file, the node key file and (through a copy of the ledger, so a running

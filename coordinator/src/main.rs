@@ -81,7 +81,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Check a config file (and its validation data) without starting anything.
+    /// Check a config file (and its validation data) without starting anything; once the
+    /// federation has a ledger, also against its governed state (as a restart would).
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
@@ -395,6 +396,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let cfg = load(&config)?;
+            if let Some(n) = fedledger_coordinator::check_governed(&cfg)
+                .context("check the file against the federation's governed state")?
+            {
+                println!(
+                    "ok: the file agrees with the governed state ({n} governance entries anchored)"
+                );
+            }
             println!(
                 "ok: federation {} with {} participants, model {:?} ({} parameters), {} rounds, quorum {}, {} validation rows",
                 cfg.federation,

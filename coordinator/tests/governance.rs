@@ -279,6 +279,11 @@ async fn a_hospital_enrolled_by_two_of_three_governors_contributes_from_the_name
 
     // Restarted with the genesis config: the governed state says otherwise; refused, naming
     // the field, changing nothing.
+    // `check-config` says so too, from a copy of the state.
+    let err = fedledger_coordinator::check_governed(&base.clone().validate().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[[participant]]"), "{err}");
     let err = refused_start(base.clone().validate().unwrap()).await;
     let size_before = {
         let log = fedledger_ledger::Log::open_existing(&dir.path().join("state/ledger")).unwrap();
@@ -311,6 +316,10 @@ async fn a_hospital_enrolled_by_two_of_three_governors_contributes_from_the_name
     // governed ones): it resumes round 3 with the answer given before the restart.
     governed.governance = Default::default();
     governed.participants.clear();
+    assert_eq!(
+        fedledger_coordinator::check_governed(&governed.clone().validate().unwrap()).unwrap(),
+        Some(1)
+    );
     let running = start_when_released(governed.validate().unwrap()).await;
     let mut c = client(&running).await;
     let s0 = register(&mut c, &h0).await;
