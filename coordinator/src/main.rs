@@ -312,6 +312,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("read the anchored round")?;
             let against =
                 fedledger_coordinator::replay::Figures::from_record(&summary, &contributions);
+            // The rules in force for that round (governance may have changed them since).
+            let cfg = fedledger_coordinator::replay::config_for_round(&cfg, &snapshot, round)
+                .context("read the rules in force for the round")?;
             let report =
                 fedledger_coordinator::replay::replay_against(&cfg, store, &recorded, &against)
                     .with_context(|| format!("replay round {round} against the ledger"))?;

@@ -291,6 +291,25 @@ impl Figures {
 }
 
 /// Replay a round from the inputs in `store` and compare with the coordinator's own outcome.
+/// The configuration round `round` ran with: the file's, with the rules the snapshot's
+/// ledger had in force for that round (strategy, estimator, pool, ... may have been governed).
+pub fn config_for_round(
+    cfg: &FederationConfig,
+    snapshot: &Snapshot,
+    round: u64,
+) -> Result<FederationConfig, CoordinatorError> {
+    let gov = crate::governance::load(&snapshot.ledger)?;
+    let order = match snapshot.store.load_order()? {
+        Some(order) => order,
+        None => cfg
+            .participants
+            .iter()
+            .map(|p| p.public_key_hex.clone())
+            .collect(),
+    };
+    crate::governance::effective(cfg, &order, &gov, round)
+}
+
 pub fn replay(
     cfg: &FederationConfig,
     store: &Store,

@@ -356,6 +356,7 @@ async fn a_removed_hospital_stops_and_governed_hyper_parameters_and_strategy_app
         .validate()
         .unwrap();
     let fed = cfg.federation.clone();
+    let base = cfg.clone();
     let running = start(cfg).await;
     let mut c = client(&running).await;
     let s0 = register(&mut c, &h0).await;
@@ -447,6 +448,17 @@ async fn a_removed_hospital_stops_and_governed_hyper_parameters_and_strategy_app
     let report = fedledger_ledger::verify::verify_entries(&fed, &entries, None, None);
     assert!(report.ok(), "{:?}", report.failures);
     running.shutdown().await.unwrap();
+
+    // Replay recomputes each round under the rules in force for it: round 2 by the median.
+    use fedledger_coordinator::replay;
+    let snapshot = replay::Snapshot::open(&base.state_dir).unwrap();
+    for (round, strategy) in [(1, "fedavg"), (2, "median")] {
+        let rules = replay::config_for_round(&base, &snapshot, round).unwrap();
+        assert_eq!(rules.strategy.as_str(), strategy);
+        let recorded = snapshot.store.outcome(round).unwrap().unwrap();
+        let report = replay::replay(&rules, &snapshot.store, &recorded).unwrap();
+        assert!(report.ok(), "round {round}: {:?}", report.differences);
+    }
 }
 
 /// The README's commands, as separate processes: governors' keys from `keygen`, signatures
