@@ -12,7 +12,9 @@
 //!    values and rewards of a round through the pure `fedledger-valuation` crate), [`transfer`]
 //!    (chunk reassembly).
 //! 4. [`store`] (sled metadata plus content-addressed blobs) and [`anchor`] (ledger records
-//!    built from outcomes, appended to the signed log).
+//!    built from outcomes, appended to the signed log); above them [`governance`] (the
+//!    ledger's governance entries read back, the configuration a round runs with under the
+//!    rules in force, the start-up refusal of a file that contradicts them).
 //! 5. [`machine`]: the round state machine, sans-IO: requests and the clock in, replies and
 //!    jobs out; closing a round is a pure function of its inputs ([`machine::close`]). Start
 //!    reading here.
