@@ -158,7 +158,7 @@ fn participants(order: &[String], gov: &Governance, rules: &Rules) -> Vec<Enroll
 }
 
 /// The configuration round `round` runs with: `base` with the governed rules in force for it;
-/// `order` is the genesis participants' index order ([`participants`]).
+/// `order` is the genesis participants' index order (see `participants`).
 pub fn effective(
     base: &FederationConfig,
     order: &[String],
