@@ -766,6 +766,21 @@ impl Governance {
         if self.governors.governors.is_empty() {
             return Err(Refusal::NoGovernors);
         }
+        if let Some(s) = signatures
+            .iter()
+            .find(|s| !self.governors.governors.contains(&s.governor))
+        {
+            return Err(Refusal::NotGovernor(s.governor.clone()));
+        }
+        // At most one signature per governor is worth checking (bounds the work a request
+        // can ask for).
+        if signatures.len() > self.governors.governors.len() {
+            return Err(Refusal::Malformed(format!(
+                "{} signatures for {} governors",
+                signatures.len(),
+                self.governors.governors.len()
+            )));
+        }
         let message = proposal
             .signing_message()
             .map_err(|e| Refusal::Malformed(e.to_string()))?;
@@ -946,10 +961,14 @@ mod tests {
                 threshold: 2
             })
         );
-        // The same governor twice counts once.
+        // The same governor twice counts once; more signatures than governors are not read.
         assert!(matches!(
             gov.check(&p, &[sign(&govs[0], &p), sign(&govs[0], &p)]),
             Err(Refusal::UnderSigned { valid: 1, .. })
+        ));
+        assert!(matches!(
+            gov.check(&p, &vec![sign(&govs[0], &p); 4]),
+            Err(Refusal::Malformed(_))
         ));
         let outsider = key(9);
         assert_eq!(
