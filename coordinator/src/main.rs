@@ -257,8 +257,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         cfg.state_dir.display()
                     )
                 })?;
+            // The rules those rounds ran under (governance may have changed them since).
+            let settings =
+                fedledger_coordinator::replay::settings_for_rounds(&cfg, &snapshot, a, b)
+                    .with_context(|| format!("read the rules of rounds {a}..{b}"))?;
             let done = fedledger_coordinator::audit::export_audit(
-                (&cfg).into(),
+                settings,
                 &snapshot,
                 a..=b,
                 &out,

@@ -310,6 +310,27 @@ pub fn config_for_round(
     crate::governance::effective(cfg, &order, &gov, round)
 }
 
+/// The one set of settings rounds `first..=last` ran with (an audit bundle records one), or
+/// why there is none: governance changed what shapes aggregation or valuation within them.
+pub fn settings_for_rounds(
+    cfg: &FederationConfig,
+    snapshot: &Snapshot,
+    first: u64,
+    last: u64,
+) -> Result<ReplaySettings, CoordinatorError> {
+    let at = |r: u64| config_for_round(cfg, snapshot, r).map(|c| ReplaySettings::from(&c));
+    let settings = at(first.max(1))?;
+    for r in first.max(1)..=last {
+        if at(r)? != settings {
+            return Err(CoordinatorError::Internal(format!(
+                "round {r} ran under other governed rules than round {first} (strategy, \
+                 estimator, utility or pool); export the rounds before and from {r} as two bundles"
+            )));
+        }
+    }
+    Ok(settings)
+}
+
 pub fn replay(
     cfg: &FederationConfig,
     store: &Store,

@@ -471,6 +471,12 @@ async fn a_removed_hospital_stops_and_governed_hyper_parameters_and_strategy_app
         let report = replay::replay(&rules, &snapshot.store, &recorded).unwrap();
         assert!(report.ok(), "round {round}: {:?}", report.differences);
     }
+    // An audit bundle records one set of settings: rounds under other rules are refused
+    // together, each is fine alone.
+    let e = replay::settings_for_rounds(&base, &snapshot, 1, 2).unwrap_err();
+    assert!(e.to_string().contains("round 2 ran under other"), "{e}");
+    let s = replay::settings_for_rounds(&base, &snapshot, 2, 2).unwrap();
+    assert_eq!(s.strategy.as_str(), "median");
 }
 
 /// The README's commands, as separate processes: governors' keys from `keygen`, signatures
