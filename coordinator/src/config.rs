@@ -175,7 +175,11 @@ pub struct GovernanceConfig {
 }
 
 impl GovernanceSection {
-    fn validate(&self, model_features: usize) -> Result<GovernanceConfig, String> {
+    fn validate(
+        &self,
+        model_features: usize,
+        label_column: &str,
+    ) -> Result<GovernanceConfig, String> {
         let mut governors = Vec::new();
         for g in &self.governors {
             let key = decode_public_key(g).map_err(|e| format!("governance.governors: {e}"))?;
@@ -196,6 +200,12 @@ impl GovernanceSection {
         let schema = match &self.schema {
             None => None,
             Some(s) => {
+                if s.label != label_column {
+                    return Err(format!(
+                        "governance.schema.label {:?} differs from data.label_column {label_column:?}",
+                        s.label
+                    ));
+                }
                 if s.features.len() != model_features {
                     return Err(format!(
                         "governance.schema names {} features but model.features = {model_features}",
@@ -1236,7 +1246,7 @@ impl ConfigFile {
         }
         let governance = self
             .governance
-            .validate(self.model.features)
+            .validate(self.model.features, &self.data.label_column)
             .map_err(ConfigError::Invalid)?;
         let validation_sha256 = fedledger_model::digest::sha256_hex(bytes);
         let mut validation = Dataset::from_csv_reader(bytes, &self.data.label_column)?;

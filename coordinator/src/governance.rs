@@ -253,14 +253,20 @@ pub fn check_effective(cfg: &FederationConfig) -> Result<(), Refusal> {
         }
         _ => {}
     }
-    if let Some(schema) = &cfg.governance.schema
-        && schema.features.len() != cfg.model.features
-    {
-        return bad(format!(
-            "the schema names {} features but the model has {}",
-            schema.features.len(),
-            cfg.model.features
-        ));
+    if let Some(schema) = &cfg.governance.schema {
+        if schema.features.len() != cfg.model.features {
+            return bad(format!(
+                "the schema names {} features but the model has {}",
+                schema.features.len(),
+                cfg.model.features
+            ));
+        }
+        if schema.label != cfg.label_column {
+            return bad(format!(
+                "the schema's label {:?} is not the label column {:?} tasks name",
+                schema.label, cfg.label_column
+            ));
+        }
     }
     Ok(())
 }
