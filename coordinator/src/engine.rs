@@ -440,13 +440,20 @@ impl Engine {
         Ok(m.enrolled(idx).name.clone())
     }
 
-    /// What the participant behind `session` should do now, with the global parameters.
-    pub fn task(&self, session: &[u8]) -> Result<(TaskInfo, Arc<Vec<f32>>), CoordinatorError> {
+    /// What the participant behind `session` should do now, with the global parameters and
+    /// the configuration (the rules) of that round.
+    #[allow(clippy::type_complexity)]
+    pub fn task(
+        &self,
+        session: &[u8],
+    ) -> Result<(TaskInfo, Arc<Vec<f32>>, Arc<FederationConfig>), CoordinatorError> {
         let m = self.machine();
         let info = m.task(now_ms(), session)?;
-        // Read under the machine's lock: the parameters match the digest in `info`.
+        // Read under the machine's lock: the parameters match the digest in `info`, and the
+        // rules are those of its round (they change only under this lock).
         let global = self.global();
-        Ok((info, global))
+        let cfg = self.config();
+        Ok((info, global, cfg))
     }
 
     /// Check an update's header; the returned upload collects its chunks.

@@ -272,19 +272,20 @@ impl pb::coordinator_server::Coordinator for Service {
         let session = req.into_inner().session;
         let refuse = |e: CoordinatorError| self.refuse("GetTask", peer, e.into());
         let mut watch = self.engine.subscribe();
-        let (mut view, mut global) = self.engine.task(&session).map_err(refuse)?;
+        let (mut view, mut global, mut cfg) = self.engine.task(&session).map_err(refuse)?;
         if !view.train && view.phase != Phase::Done {
             // Long poll: answer as soon as something changes, so a new round reaches waiting
             // participants at once instead of at their next poll.
             let deadline = tokio::time::Instant::now() + self.long_poll;
             while !view.train && view.phase != Phase::Done {
                 match tokio::time::timeout_at(deadline, watch.changed()).await {
-                    Ok(Ok(())) => (view, global) = self.engine.task(&session).map_err(refuse)?,
+                    Ok(Ok(())) => {
+                        (view, global, cfg) = self.engine.task(&session).map_err(refuse)?
+                    }
                     _ => break,
                 }
             }
         }
-        let cfg = self.engine.config();
         let state = match (view.phase, view.train) {
             (_, true) => pb::TaskState::Train,
             (Phase::Done, _) => pb::TaskState::Done,
