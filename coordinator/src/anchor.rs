@@ -77,6 +77,13 @@ impl Anchor {
         let log = Log::open(&cfg.state_dir.join("ledger"), &cfg.federation, signer)
             .map_err(ledger_err)?;
         if log.size() == 0 {
+            if cfg.participants.is_empty() {
+                return Err(CoordinatorError::Config(
+                    "no [[participant]] enrolled: a new federation's genesis needs at least one \
+                     (after the genesis they may be left out; the governed enrolment holds)"
+                        .into(),
+                ));
+            }
             log.append_and_checkpoint(&genesis(cfg, now_ms)?)
                 .map_err(ledger_err)?;
         }
@@ -267,7 +274,11 @@ pub fn genesis(
         validation: DigestRecord {
             sha256: cfg.validation_sha256.clone(),
         },
-        governance: GovernanceRecord::default(),
+        governance: GovernanceRecord {
+            governors: cfg.governance.governors.clone(),
+            threshold: cfg.governance.threshold,
+        },
+        schema: cfg.governance.schema.clone(),
         enrolments: participants.len() as u64,
     };
     let mut out = vec![encode_canonical(&federation).map_err(ledger_err)?];
@@ -467,6 +478,7 @@ pub fn round_entries(
             first,
             count: out.len() as u64,
         },
+        rules_sha256: o.rules_sha256.clone(),
     };
     let summary_at = out.len();
     out.push(encode_canonical(&summary).map_err(ledger_err)?);
@@ -526,7 +538,10 @@ pub fn settlement_entries(
                     first: st.first_round,
                     last: st.last_round,
                 },
-                rule: cfg.rewards.record(cfg.valuation.reward_pool_per_round),
+                rule: cfg.rewards.record(
+                    st.pool_per_round
+                        .unwrap_or(cfg.valuation.reward_pool_per_round),
+                ),
                 counted_rounds: st.counted_rounds.clone(),
                 pool: st.pool,
                 part: k as u64 + 1,

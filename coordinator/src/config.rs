@@ -52,8 +52,123 @@ pub struct ConfigFile {
     /// Prometheus metrics and the admin status endpoint (`fedledger-coordinator status`).
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// Governors and threshold (and the accepted data schema) named in the genesis.
+    #[serde(default)]
+    pub governance: GovernanceSection,
     #[serde(rename = "participant", default)]
     pub participants: Vec<ParticipantEntry>,
+}
+
+/// `[governance]`: governors (Ed25519 keys, hex), the threshold k, and the accepted data
+/// schema, as the genesis records them.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GovernanceSection {
+    #[serde(default)]
+    pub governors: Vec<String>,
+    #[serde(default)]
+    pub threshold: u64,
+    #[serde(default)]
+    pub schema: Option<SchemaSection>,
+}
+
+/// The accepted data schema as an operator writes it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaSection {
+    pub label: String,
+    pub features: Vec<FeatureSection>,
+}
+
+/// One feature column and the range its values are clamped to.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureSection {
+    pub name: String,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+}
+
+/// The validated `[governance]`: keys lowercase hex, sorted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GovernanceConfig {
+    pub governors: Vec<String>,
+    pub threshold: u64,
+    pub schema: Option<fedledger_ledger::records::SchemaRecord>,
+}
+
+impl GovernanceSection {
+    fn validate(
+        &self,
+        model_features: usize,
+        label_column: &str,
+    ) -> Result<GovernanceConfig, String> {
+        let mut governors = Vec::new();
+        for g in &self.governors {
+            let key = decode_public_key(g).map_err(|e| format!("governance.governors: {e}"))?;
+            governors.push(hex::encode(key));
+        }
+        governors.sort();
+        governors.dedup();
+        if governors.len() != self.governors.len() {
+            return Err("governance.governors names a key twice".into());
+        }
+        let n = governors.len() as u64;
+        if (n == 0 && self.threshold != 0) || (n > 0 && !(1..=n).contains(&self.threshold)) {
+            return Err(format!(
+                "governance.threshold must be between 1 and the {n} governors (0 without governors), got {}",
+                self.threshold
+            ));
+        }
+        let schema = match &self.schema {
+            None => None,
+            Some(s) => {
+                if s.label != label_column {
+                    return Err(format!(
+                        "governance.schema.label {:?} differs from data.label_column {label_column:?}",
+                        s.label
+                    ));
+                }
+                if s.features.len() != model_features {
+                    return Err(format!(
+                        "governance.schema names {} features but model.features = {model_features}",
+                        s.features.len()
+                    ));
+                }
+                let bound = |x: Option<f64>, which: &str, name: &str| match x {
+                    None => Ok(None),
+                    Some(v) if v.is_finite() => Ok(Some(format!("{v}"))),
+                    Some(v) => Err(format!(
+                        "governance.schema: feature {name}: {which} {v} is not finite"
+                    )),
+                };
+                let record = fedledger_ledger::records::SchemaRecord {
+                    label: s.label.clone(),
+                    features: s
+                        .features
+                        .iter()
+                        .map(|f| {
+                            Ok(fedledger_ledger::records::FeatureRecord {
+                                name: f.name.clone(),
+                                min: bound(f.min, "min", &f.name)?,
+                                max: bound(f.max, "max", &f.name)?,
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                };
+                fedledger_ledger::records::check_schema(&record)
+                    .map_err(|e| format!("governance.schema: {e}"))?;
+                Some(record)
+            }
+        };
+        Ok(GovernanceConfig {
+            governors,
+            threshold: self.threshold,
+            schema,
+        })
+    }
 }
 
 /// `[tls]`: the coordinator's certificate. Both files are read again, for new connections,
@@ -813,6 +928,8 @@ pub struct Enrolled {
     pub name: String,
     pub public_key: [u8; 32],
     pub public_key_hex: String,
+    /// Removed by governance: may no longer register, send or decline.
+    pub removed: bool,
 }
 
 /// A validated configuration: everything the coordinator needs, checked once at start-up.
@@ -862,6 +979,10 @@ pub struct FederationConfig {
     pub ledger_allow: fedledger_ledger::node::AllowList,
     /// `[metrics]`.
     pub metrics: MetricsSection,
+    /// Governors, threshold and schema of the genesis.
+    pub governance: GovernanceConfig,
+    /// In config order, then those enrolled by governance in ledger order; removed ones
+    /// stay (indices are stable) but are marked.
     pub participants: Vec<Enrolled>,
 }
 
@@ -951,10 +1072,10 @@ impl ConfigFile {
         if self.rounds.total == 0 {
             return bad("rounds.total must be at least 1".into());
         }
-        if self.participants.is_empty() {
-            return bad("no [[participant]] enrolled".into());
-        }
-        if self.rounds.quorum == 0 || self.rounds.quorum as usize > self.participants.len() {
+        // After the genesis the participants may be left out: the governed enrolment holds
+        // (a new federation without any is refused when its genesis would be written).
+        let enrolled = self.participants.len();
+        if self.rounds.quorum == 0 || (enrolled > 0 && self.rounds.quorum as usize > enrolled) {
             return bad(format!(
                 "rounds.quorum must be between 1 and the number of participants ({}), got {}",
                 self.participants.len(),
@@ -1114,6 +1235,7 @@ impl ConfigFile {
         let f = self.aggregation.byzantine;
         let n = self.participants.len();
         match self.aggregation.strategy {
+            _ if n == 0 => {}
             StrategyKind::MultiKrum if n < 2 * f + 3 => {
                 return bad(format!(
                     "strategy multi-krum with byzantine = {f} needs at least {} participants, \
@@ -1154,8 +1276,13 @@ impl ConfigFile {
                 name: p.name.clone(),
                 public_key: key,
                 public_key_hex: hex::encode(key),
+                removed: false,
             });
         }
+        let governance = self
+            .governance
+            .validate(self.model.features, &self.data.label_column)
+            .map_err(ConfigError::Invalid)?;
         let validation_sha256 = fedledger_model::digest::sha256_hex(bytes);
         let mut validation = Dataset::from_csv_named(
             bytes,
@@ -1227,6 +1354,7 @@ impl ConfigFile {
             tls: self.tls,
             ledger_allow,
             metrics: self.metrics,
+            governance,
             participants,
         })
     }

@@ -10,10 +10,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{
-        Arc, Mutex, MutexGuard, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard, RwLock},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -28,6 +25,7 @@ use crate::{
     anchor::Anchor,
     config::FederationConfig,
     error::CoordinatorError,
+    governance,
     machine::{
         Job, Received, RoundMachine, TaskInfo, UploadTicket,
         close::{CloseInputs, close_round, next_state},
@@ -73,12 +71,21 @@ pub enum Step {
 
 /// A running federation's state and effects.
 pub struct Engine {
-    cfg: Arc<FederationConfig>,
+    /// The operator's configuration file, validated.
+    base: Arc<FederationConfig>,
+    /// The genesis participants' index order (kept in the store).
+    order: Vec<String>,
+    /// The configuration the open round runs with: `base` with the governed rules in force.
+    cfg: RwLock<Arc<FederationConfig>>,
     machine: Mutex<RoundMachine>,
     store: Store,
     anchor: Anchor,
-    aggregator: Box<dyn Aggregator>,
-    valuer: Valuer,
+    aggregator: Mutex<Box<dyn Aggregator>>,
+    valuer: RwLock<Arc<Valuer>>,
+    /// The ledger's governance state. Taken before the machine's lock, and held from the
+    /// moment a round's successor rules are computed until that round is open (and while a
+    /// proposal is checked and anchored), so a proposal never lands between the two.
+    governance: Mutex<fedledger_ledger::records::Governance>,
     validation: Dataset,
     /// The current global parameters (their digest is the machine's `global_sha256`).
     global: RwLock<Arc<Vec<f32>>>,
@@ -94,7 +101,8 @@ pub struct Engine {
     refusals: Refusals,
     /// When each enrolled participant (by index) last made a call with a live session, in
     /// milliseconds since the Unix epoch (0: not since start).
-    last_seen: Vec<AtomicU64>,
+    /// Grows when governance enrols more participants.
+    last_seen: Mutex<Vec<u64>>,
     farewell: Mutex<Hearers>,
 }
 
@@ -134,8 +142,9 @@ pub struct Presence {
 
 impl Engine {
     /// Open the store and resume where the federation was, or start it.
-    pub fn open(cfg: FederationConfig) -> Result<Self, CoordinatorError> {
-        let cfg = Arc::new(cfg);
+    pub fn open(base: FederationConfig) -> Result<Self, CoordinatorError> {
+        let base = Arc::new(base);
+        let cfg = base.clone();
         let store = Store::open(&cfg.state_dir)?;
         let mut validation = cfg.validation.clone();
         let standardiser = cfg
@@ -188,7 +197,28 @@ impl Engine {
             .iter()
             .filter_map(|o| o.server_dp.as_ref().map(|d| d.noise_multiplier))
             .collect();
-        let anchor = Anchor::open(&cfg, now_ms())?;
+        let anchor = Anchor::open(&base, now_ms())?;
+        // Governance: what the ledger says the rules are; the file may not contradict them.
+        let gov = governance::load(anchor.log())?;
+        governance::check_config(&base, &gov, state.round)?;
+        let order = match store.load_order()? {
+            Some(order) => order,
+            None => {
+                let order: Vec<String> = base
+                    .participants
+                    .iter()
+                    .map(|p| p.public_key_hex.clone())
+                    .collect();
+                store.save_order(&order)?;
+                order
+            }
+        };
+        let cfg = Arc::new(governance::effective(
+            &base,
+            &order,
+            &gov,
+            state.round.max(1),
+        )?);
         // Rounds stored but not in the ledger (a crash between the sled flush and the ledger
         // append): anchor them now, by round number; what the ledger still refuses is retried
         // at every step.
@@ -233,13 +263,16 @@ impl Engine {
         );
         let progress = watch::Sender::new(machine.progress());
         Ok(Self {
-            aggregator: aggregate::build(
+            aggregator: Mutex::new(aggregate::build(
                 cfg.strategy,
                 cfg.byzantine,
                 cfg.server_dp.as_ref(),
                 os_rng()?,
-            )?,
-            valuer: Valuer::from_config(&cfg),
+            )?),
+            valuer: RwLock::new(Arc::new(Valuer::from_config(&cfg))),
+            governance: Mutex::new(gov),
+            order,
+            base,
             machine: Mutex::new(machine),
             anchor,
             validation,
@@ -255,8 +288,8 @@ impl Engine {
                 told_done: BTreeSet::new(),
                 last_request: Instant::now(),
             }),
-            last_seen: cfg.participants.iter().map(|_| AtomicU64::new(0)).collect(),
-            cfg,
+            last_seen: Mutex::new(vec![0; cfg.participants.len()]),
+            cfg: RwLock::new(cfg),
         })
     }
 
@@ -275,9 +308,105 @@ impl Engine {
         });
     }
 
-    /// The validated configuration.
-    pub fn config(&self) -> &FederationConfig {
-        &self.cfg
+    /// The configuration the open round runs with (the file's, with the governed rules in
+    /// force laid over it).
+    pub fn config(&self) -> Arc<FederationConfig> {
+        self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn governance(&self) -> MutexGuard<'_, fedledger_ledger::records::Governance> {
+        self.governance.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Install the rules of `round` (about to open): the machine's configuration, and the
+    /// aggregator and valuer when what they are built from changed. Called with the governance
+    /// lock held and the machine's lock passed in.
+    fn install_rules(
+        &self,
+        gov: &fedledger_ledger::records::Governance,
+        m: &mut RoundMachine,
+        round: u64,
+    ) -> Result<(), CoordinatorError> {
+        let next = Arc::new(governance::effective(&self.base, &self.order, gov, round)?);
+        let old = self.config();
+        if next.strategy != old.strategy {
+            *self.aggregator.lock().unwrap_or_else(|p| p.into_inner()) = aggregate::build(
+                next.strategy,
+                next.byzantine,
+                next.server_dp.as_ref(),
+                os_rng()?,
+            )?;
+            info!(
+                round,
+                strategy = next.strategy.as_str(),
+                "governed aggregation strategy in force"
+            );
+        }
+        *self.valuer.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Valuer::from_config(&next));
+        m.set_config(next.clone());
+        *self.cfg.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+
+    /// Check a governance proposal and its signatures against the acceptance rule, anchor it
+    /// (durably, with a new checkpoint) and admit it; it applies from its `from_round`, when
+    /// that round opens. Returns the entry's index in the log. A refused proposal changes
+    /// nothing.
+    pub fn submit_proposal(
+        &self,
+        proposal: &[u8],
+        signatures: Vec<fedledger_ledger::records::GovernorSignature>,
+    ) -> Result<u64, CoordinatorError> {
+        use fedledger_ledger::records::{GovernanceEntry, Proposal, Refusal, encode_canonical};
+        let proposal: Proposal = serde_json::from_slice(proposal)
+            .map_err(|e| Refusal::Malformed(format!("not a proposal: {e}")))?;
+        let mut gov = self.governance();
+        let state = self.machine().state().clone();
+        if state.phase == Phase::Done {
+            return Err(Refusal::Malformed("the federation has finished".into()).into());
+        }
+        governance::check_timing(&proposal, now_ms(), state.round)?;
+        gov.check(&proposal, &signatures)?;
+        let entry = GovernanceEntry::new(proposal, signatures);
+        let bytes = encode_canonical(&entry).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        // The rules it leads to must be ones this coordinator can run, from its round on.
+        let mut trial = gov.clone();
+        trial.admit(&bytes, &entry)?;
+        let from = entry.proposal.from_round;
+        for round in trial
+            .anchored()
+            .iter()
+            .map(|p| p.from_round)
+            .filter(|r| *r >= from)
+            .chain([from])
+        {
+            let cfg = governance::effective(&self.base, &self.order, &trial, round)
+                .map_err(|e| Refusal::Inapplicable(e.to_string()))?;
+            governance::check_effective(&cfg)?;
+        }
+        let log = self.anchor.log();
+        fedledger_ledger::records::validate_entry(log.size(), log.origin(), &bytes)
+            .map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let (index, _) = log
+            .append_and_checkpoint(std::slice::from_ref(&bytes))
+            .map_err(|e| CoordinatorError::Ledger(e.to_string()))?;
+        gov.admit(&bytes, &entry)?;
+        info!(
+            index,
+            from_round = entry.proposal.from_round,
+            changes = entry.proposal.changes.len(),
+            "governance proposal anchored"
+        );
+        Ok(index)
+    }
+
+    /// The anchored proposals (ledger order), the open round and the chain head a new
+    /// proposal must name.
+    pub fn proposals(&self) -> (Vec<fedledger_ledger::records::Proposal>, u64, String) {
+        let gov = self.governance();
+        let round = self.machine().state().round;
+        (gov.anchored().to_vec(), round, gov.head().to_owned())
     }
 
     /// Refusals counted by reason (every request, connection or call refused so far).
@@ -291,11 +420,12 @@ impl Engine {
         let m = self.machine();
         Presence {
             registered: m.live_sessions(now),
-            last_seen_ms: self
-                .last_seen
-                .iter()
-                .map(|t| Some(t.load(Ordering::Relaxed)).filter(|&t| t > 0))
-                .collect(),
+            last_seen_ms: {
+                let seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+                (0..self.config().participants.len())
+                    .map(|i| seen.get(i).copied().filter(|&t| t > 0))
+                    .collect()
+            },
             open_updates: m.updates().len() as u64,
             open_declines: m.declines().len() as u64,
             deadline_ms: if m.state().phase == Phase::Open {
@@ -308,9 +438,11 @@ impl Engine {
     }
 
     fn seen(&self, participant: usize) {
-        if let Some(t) = self.last_seen.get(participant) {
-            t.store(now_ms(), Ordering::Relaxed);
+        let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() <= participant {
+            seen.resize(participant + 1, 0);
         }
+        seen[participant] = now_ms();
     }
 
     /// The store (for replay and reporting).
@@ -384,22 +516,29 @@ impl Engine {
         Ok(m.enrolled(idx).name.clone())
     }
 
-    /// What the participant behind `session` should do now, with the global parameters.
-    pub fn task(&self, session: &[u8]) -> Result<(TaskInfo, Arc<Vec<f32>>), CoordinatorError> {
+    /// What the participant behind `session` should do now, with the global parameters and
+    /// the configuration (the rules) of that round.
+    #[allow(clippy::type_complexity)]
+    pub fn task(
+        &self,
+        session: &[u8],
+    ) -> Result<(TaskInfo, Arc<Vec<f32>>, Arc<FederationConfig>), CoordinatorError> {
         let m = self.machine();
         let info = m.task(now_ms(), session)?;
         if let Ok(idx) = m.session(now_ms(), session) {
             self.seen(idx);
         }
-        // Read under the machine's lock: the parameters match the digest in `info`.
+        // Read under the machine's lock: the parameters match the digest in `info`, and the
+        // rules are those of its round (they change only under this lock).
         let global = self.global();
+        let cfg = self.config();
         drop(m);
         let mut f = self.farewell();
         f.last_request = Instant::now();
         if info.phase == Phase::Done {
             f.told_done.insert(info.participant);
         }
-        Ok((info, global))
+        Ok((info, global, cfg))
     }
 
     fn farewell(&self) -> MutexGuard<'_, Hearers> {
@@ -409,11 +548,13 @@ impl Engine {
     /// Who has not heard DONE yet, how long nobody has asked anything, and whether the log's
     /// latest entries are witnessed.
     pub fn goodbye(&self) -> Result<Goodbye, CoordinatorError> {
+        let cfg = self.config();
         let (not_told, quiet) = {
             let f = self.farewell();
-            let not_told = (0..self.cfg.participants.len())
-                .filter(|i| !f.told_done.contains(i))
-                .map(|i| self.cfg.participants[i].name.clone())
+            // Hospitals the governors removed need not hear it.
+            let not_told = (0..cfg.participants.len())
+                .filter(|i| !f.told_done.contains(i) && !cfg.participants[*i].removed)
+                .map(|i| cfg.participants[i].name.clone())
                 .collect();
             (not_told, f.last_request.elapsed())
         };
@@ -525,9 +666,11 @@ impl Engine {
     }
 
     fn open_round(&self, state: PersistedState) -> Result<Step, CoordinatorError> {
+        let gov = self.governance();
         self.store.save_state(&state)?;
         let round = state.round;
         let mut m = self.machine();
+        self.install_rules(&gov, &mut m, round)?;
         m.opened(state);
         info!(round, "round opened");
         self.publish(&m);
@@ -538,6 +681,7 @@ impl Engine {
         let span = info_span!("close", round = job.round);
         let _enter = span.enter();
         let started = Instant::now();
+        let cfg = self.config();
         let global = self.global();
         let deltas = {
             let cache = self.received.lock().unwrap_or_else(|p| p.into_inner());
@@ -557,12 +701,11 @@ impl Engine {
             .clone();
         // The earlier rounds when this round ends a settlement period (settled rule: the
         // settlement reads the history), from the store.
-        let earlier_rounds = match self
-            .cfg
+        let earlier_rounds = match cfg
             .rewards
-            .settlement_rule(self.cfg.valuation.reward_pool_per_round)
+            .settlement_rule(cfg.valuation.reward_pool_per_round)
         {
-            Some(rule) if rule.ends_period(job.round, self.cfg.rounds) => self
+            Some(rule) if rule.ends_period(job.round, cfg.rounds) => self
                 .store
                 .outcomes()?
                 .into_iter()
@@ -570,20 +713,31 @@ impl Engine {
                 .collect(),
             _ => Vec::new(),
         };
+        let valuer = self
+            .valuer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let aggregator = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
         let closed = close_round(CloseInputs {
-            cfg: &self.cfg,
+            cfg: &cfg,
             validation: &self.validation,
             job: &job,
             global: &global,
             deltas: &slices,
-            aggregator: self.aggregator.as_ref(),
-            valuer: &self.valuer,
+            aggregator: aggregator.as_ref(),
+            valuer: &valuer,
             server_dp_history: &history,
             earlier_rounds: &earlier_rounds,
         })?;
+        drop(aggregator);
         let mut outcome = closed.outcome;
         outcome.close_micros = started.elapsed().as_micros() as u64;
-        let next = next_state(&self.cfg, &outcome, now_ms());
+        // From here until the next round is open, no proposal may be anchored: the next
+        // round's rules are those anchored now.
+        let gov = self.governance();
+        outcome.rules_sha256 = Some(gov.rules_for(job.round).sha256_hex());
+        let next = next_state(&cfg, &outcome, now_ms());
         // Effects in order: the model blob, then the outcome and next state in sled, then the
         // ledger.
         if let Some(g) = &closed.new_global {
@@ -607,6 +761,9 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         let done = next.phase == Phase::Done;
+        if !done && let Err(e) = self.install_rules(&gov, &mut m, next.round) {
+            warn!(round = next.round, error = %e, "the governed rules could not be installed; the round runs with the previous ones");
+        }
         m.closed(next);
         self.publish(&m);
         drop(m);
@@ -615,7 +772,7 @@ impl Engine {
     }
 
     fn prune(&self, round: u64) {
-        let keep = self.cfg.retain_rounds;
+        let keep = self.base.retain_rounds;
         if keep > 0 && round > keep {
             let old = round - keep;
             match self.store.prune_round(old, round) {
@@ -637,7 +794,7 @@ impl Engine {
             backlog.push(outcome.round);
             return;
         }
-        match self.anchor.anchor(&self.cfg, outcome) {
+        match self.anchor.anchor(&self.config(), outcome) {
             Ok((at, cp)) => info!(
                 size = cp.checkpoint.size,
                 summary = at.summary,
@@ -660,7 +817,7 @@ impl Engine {
                 .map_err(CoordinatorError::from)
                 .and_then(|o| {
                     o.ok_or(CoordinatorError::NoSuchRound { round })
-                        .and_then(|o| self.anchor.anchor(&self.cfg, &o))
+                        .and_then(|o| self.anchor.anchor(&self.config(), &o))
                 });
             match anchored {
                 Ok(_) => {

@@ -73,6 +73,10 @@ pub enum CoordinatorError {
     Model(#[from] fedledger_model::ModelError),
     #[error("ledger: {0}")]
     Ledger(String),
+    #[error("proposal refused: {0}")]
+    Proposal(#[from] fedledger_ledger::records::Refusal),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("internal: {0}")]
     Internal(String),
 }

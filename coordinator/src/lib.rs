@@ -12,7 +12,9 @@
 //!    values and rewards of a round through the pure `fedledger-valuation` crate), [`transfer`]
 //!    (chunk reassembly).
 //! 4. [`store`] (sled metadata plus content-addressed blobs) and [`anchor`] (ledger records
-//!    built from outcomes, appended to the signed log).
+//!    built from outcomes, appended to the signed log); above them [`governance`] (the
+//!    ledger's governance entries read back, the configuration a round runs with under the
+//!    rules in force, the start-up refusal of a file that contradicts them).
 //! 5. [`machine`]: the round state machine, sans-IO: requests and the clock in, replies and
 //!    jobs out; closing a round is a pure function of its inputs ([`machine::close`]). Start
 //!    reading here.
@@ -51,6 +53,7 @@ pub mod transfer;
 pub mod value;
 
 pub mod anchor;
+pub mod governance;
 pub mod store;
 
 pub mod machine;
@@ -109,6 +112,24 @@ impl std::fmt::Display for Identity {
                 .unwrap_or("(no ledger yet: start the coordinator once)")
         )
     }
+}
+
+/// For `check-config`: when the state directory already holds a ledger, check the file
+/// against the federation's governed state as a start would (through a copy, so a running
+/// coordinator is not disturbed). Returns how many governance entries the ledger holds, or
+/// None before the genesis.
+pub fn check_governed(cfg: &FederationConfig) -> Result<Option<usize>, CoordinatorError> {
+    if !cfg.state_dir.join("ledger").exists() {
+        return Ok(None);
+    }
+    let snapshot = replay::Snapshot::open(&cfg.state_dir)?;
+    let gov = governance::load(&snapshot.ledger)?;
+    let open_round = match snapshot.store.load_state()? {
+        Some(state) => state.round,
+        None => 0,
+    };
+    governance::check_config(cfg, &gov, open_round)?;
+    Ok(Some(gov.anchored().len()))
 }
 
 impl Identity {

@@ -102,7 +102,8 @@ enum Command {
         config: PathBuf,
     },
     /// Check a config file (and its validation data and enrolled keys) without starting
-    /// anything. Each problem is named with what to change.
+    /// anything; once the federation has a ledger, also against its governed state (as a
+    /// restart would). Each problem is named with what to change.
     ///
     /// Example: fedledger-coordinator check-config --config coordinator.toml
     CheckConfig {
@@ -146,6 +147,39 @@ enum Command {
     Tls {
         #[command(subcommand)]
         command: TlsCommand,
+    },
+    /// Governance: hand a proposal signed by k governors to the running coordinator, or list
+    /// the anchored ones.
+    Govern {
+        #[command(subcommand)]
+        command: GovernCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GovernCommand {
+    /// Submit a proposal (JSON, see the README) with its governors' signatures (each the
+    /// output of `fedledger-participant govern sign`). The coordinator anchors it in the
+    /// ledger before answering, or refuses it with the reason and changes nothing.
+    ///
+    /// Example: fedledger-coordinator govern submit --coordinator http://127.0.0.1:50051 --proposal enrol-d.json --signature sig-a.json --signature sig-b.json
+    Submit {
+        /// The coordinator's gRPC address (plaintext `http://` on loopback).
+        #[arg(long)]
+        coordinator: String,
+        #[arg(long)]
+        proposal: PathBuf,
+        /// A signature file (repeat for each governor).
+        #[arg(long = "signature", required = true)]
+        signatures: Vec<PathBuf>,
+    },
+    /// List the anchored proposals (pending until their from_round opens, then applied) and
+    /// the digest the next proposal's `previous` must name.
+    ///
+    /// Example: fedledger-coordinator govern list --coordinator http://127.0.0.1:50051
+    List {
+        #[arg(long)]
+        coordinator: String,
     },
 }
 
@@ -250,6 +284,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             running.shutdown().await.context("stop the server")?;
         }
+        Command::Govern { command } => govern(command).await?,
         Command::Replay {
             bundle: Some(dir), ..
         } => {
@@ -309,8 +344,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         cfg.state_dir.display()
                     )
                 })?;
+            // The rules those rounds ran under (governance may have changed them since).
+            let settings =
+                fedledger_coordinator::replay::settings_for_rounds(&cfg, &snapshot, a, b)
+                    .with_context(|| format!("read the rules of rounds {a}..{b}"))?;
             let done = fedledger_coordinator::audit::export_audit(
-                (&cfg).into(),
+                settings,
                 &snapshot,
                 a..=b,
                 &out,
@@ -364,6 +403,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("read the anchored round")?;
             let against =
                 fedledger_coordinator::replay::Figures::from_record(&summary, &contributions);
+            // The rules in force for that round (governance may have changed them since).
+            let cfg = fedledger_coordinator::replay::config_for_round(&cfg, &snapshot, round)
+                .context("read the rules in force for the round")?;
             let report =
                 fedledger_coordinator::replay::replay_against(&cfg, store, &recorded, &against)
                     .with_context(|| format!("replay round {round} against the ledger"))?;
@@ -475,6 +517,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let cfg = load(&config)?;
+            if let Some(n) = fedledger_coordinator::check_governed(&cfg)
+                .context("check the file against the federation's governed state")?
+            {
+                println!(
+                    "ok: the file agrees with the governed state ({n} governance entries anchored)"
+                );
+            }
             println!(
                 "ok: federation {} with {} participants, model {:?} ({} parameters), {} rounds, quorum {}, {} validation rows",
                 cfg.federation,
@@ -496,4 +545,71 @@ fn load(path: &std::path::Path) -> anyhow::Result<fedledger_coordinator::Federat
     fedledger_coordinator::ConfigFile::load(path)?
         .validate()
         .with_context(|| format!("check {}", path.display()))
+}
+
+async fn govern(command: GovernCommand) -> anyhow::Result<()> {
+    use fedledger_proto::coordinator_client::CoordinatorClient;
+    let connect = |url: String| async move {
+        CoordinatorClient::connect(url.clone())
+            .await
+            .with_context(|| format!("connect to the coordinator at {url}"))
+    };
+    match command {
+        GovernCommand::Submit {
+            coordinator,
+            proposal,
+            signatures,
+        } => {
+            let proposal_bytes = std::fs::read(&proposal)
+                .with_context(|| format!("read the proposal {}", proposal.display()))?;
+            let mut sigs = Vec::new();
+            for path in &signatures {
+                let text = std::fs::read(path)
+                    .with_context(|| format!("read the signature {}", path.display()))?;
+                let s: fedledger_ledger::records::GovernorSignature = serde_json::from_slice(&text)
+                    .with_context(|| {
+                        format!(
+                            "parse the signature {} ({{governor, signature}})",
+                            path.display()
+                        )
+                    })?;
+                sigs.push(fedledger_proto::GovernorSignature {
+                    governor: s.governor,
+                    signature: s.signature,
+                });
+            }
+            let mut client = connect(coordinator).await?;
+            let receipt = client
+                .submit_proposal(fedledger_proto::ProposalRequest {
+                    proposal: proposal_bytes,
+                    signatures: sigs,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("refused: {}", s.message()))?
+                .into_inner();
+            println!(
+                "anchored as ledger entry {}; applies from round {}",
+                receipt.ledger_index, receipt.from_round
+            );
+        }
+        GovernCommand::List { coordinator } => {
+            let mut client = connect(coordinator).await?;
+            let list = client
+                .list_proposals(fedledger_proto::ListProposalsRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("refused: {}", s.message()))?
+                .into_inner();
+            println!("open round: {}", list.open_round);
+            println!("previous:   {}", list.head);
+            for p in &list.proposals {
+                println!(
+                    "{} from round {}: {}",
+                    if p.applied { "applied" } else { "pending" },
+                    p.from_round,
+                    String::from_utf8_lossy(&p.proposal)
+                );
+            }
+        }
+    }
+    Ok(())
 }

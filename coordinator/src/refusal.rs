@@ -48,13 +48,15 @@ pub enum Reason {
     InvalidField,
     NotFinished,
     NoSuchRound,
+    /// A governance proposal refused (unchained, expired, under-signed, ...).
+    ProposalRefused,
     /// Not a refusal: the coordinator failed (storage, ledger). Counted so it shows.
     Internal,
 }
 
 impl Reason {
     /// Every reason, in counter order.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::ConnectionLimit,
         Reason::TlsHandshake,
         Reason::Deadline,
@@ -77,6 +79,7 @@ impl Reason {
         Reason::InvalidField,
         Reason::NotFinished,
         Reason::NoSuchRound,
+        Reason::ProposalRefused,
         Reason::Internal,
     ];
 
@@ -105,6 +108,7 @@ impl Reason {
             Reason::InvalidField => "invalid_field",
             Reason::NotFinished => "not_finished",
             Reason::NoSuchRound => "no_such_round",
+            Reason::ProposalRefused => "proposal_refused",
             Reason::Internal => "internal",
         }
     }
@@ -146,6 +150,8 @@ impl From<&CoordinatorError> for Reason {
             E::InvalidField { .. } => Reason::InvalidField,
             E::RoundNotFinished { .. } => Reason::NotFinished,
             E::NoSuchRound { .. } => Reason::NoSuchRound,
+            E::Proposal(_) => Reason::ProposalRefused,
+            E::Config(_) => Reason::Internal,
             E::Store(_) | E::Model(_) | E::Ledger(_) | E::Internal(_) => Reason::Internal,
         }
     }

@@ -291,6 +291,46 @@ impl Figures {
 }
 
 /// Replay a round from the inputs in `store` and compare with the coordinator's own outcome.
+/// The configuration round `round` ran with: the file's, with the rules the snapshot's
+/// ledger had in force for that round (strategy, estimator, pool, ... may have been governed).
+pub fn config_for_round(
+    cfg: &FederationConfig,
+    snapshot: &Snapshot,
+    round: u64,
+) -> Result<FederationConfig, CoordinatorError> {
+    let gov = crate::governance::load(&snapshot.ledger)?;
+    let order = match snapshot.store.load_order()? {
+        Some(order) => order,
+        None => cfg
+            .participants
+            .iter()
+            .map(|p| p.public_key_hex.clone())
+            .collect(),
+    };
+    crate::governance::effective(cfg, &order, &gov, round)
+}
+
+/// The one set of settings rounds `first..=last` ran with (an audit bundle records one), or
+/// why there is none: governance changed what shapes aggregation or valuation within them.
+pub fn settings_for_rounds(
+    cfg: &FederationConfig,
+    snapshot: &Snapshot,
+    first: u64,
+    last: u64,
+) -> Result<ReplaySettings, CoordinatorError> {
+    let at = |r: u64| config_for_round(cfg, snapshot, r).map(|c| ReplaySettings::from(&c));
+    let settings = at(first.max(1))?;
+    for r in first.max(1)..=last {
+        if at(r)? != settings {
+            return Err(CoordinatorError::Internal(format!(
+                "round {r} ran under other governed rules than round {first} (strategy, \
+                 estimator, utility or pool); export the rounds before and from {r} as two bundles"
+            )));
+        }
+    }
+    Ok(settings)
+}
+
 pub fn replay(
     cfg: &FederationConfig,
     store: &Store,

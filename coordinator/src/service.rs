@@ -292,19 +292,20 @@ impl pb::coordinator_server::Coordinator for Service {
         let session = req.into_inner().session;
         let refuse = |e: CoordinatorError| self.refuse("GetTask", peer, e.into());
         let mut watch = self.engine.subscribe();
-        let (mut view, mut global) = self.engine.task(&session).map_err(refuse)?;
+        let (mut view, mut global, mut cfg) = self.engine.task(&session).map_err(refuse)?;
         if !view.train && view.phase != Phase::Done {
             // Long poll: answer as soon as something changes, so a new round reaches waiting
             // participants at once instead of at their next poll.
             let deadline = tokio::time::Instant::now() + self.long_poll;
             while !view.train && view.phase != Phase::Done {
                 match tokio::time::timeout_at(deadline, watch.changed()).await {
-                    Ok(Ok(())) => (view, global) = self.engine.task(&session).map_err(refuse)?,
+                    Ok(Ok(())) => {
+                        (view, global, cfg) = self.engine.task(&session).map_err(refuse)?
+                    }
                     _ => break,
                 }
             }
         }
-        let cfg = self.engine.config();
         let state = match (view.phase, view.train) {
             (_, true) => pb::TaskState::Train,
             (Phase::Done, _) => pb::TaskState::Done,
@@ -348,6 +349,18 @@ impl pb::coordinator_server::Coordinator for Service {
                 max_batch_size: p.max_batch_size,
                 min_steps: p.min_steps,
                 max_steps: p.max_steps,
+            }),
+            schema: cfg.governance.schema.as_ref().map(|s| pb::DataSchema {
+                label: s.label.clone(),
+                features: s
+                    .features
+                    .iter()
+                    .map(|f| pb::SchemaFeature {
+                        name: f.name.clone(),
+                        min: f.min.as_deref().and_then(|x| x.parse().ok()),
+                        max: f.max.as_deref().and_then(|x| x.parse().ok()),
+                    })
+                    .collect(),
             }),
         };
         let head = stream::once(async move {
@@ -425,6 +438,54 @@ impl pb::coordinator_server::Coordinator for Service {
         }
         Ok(Response::new(wire))
     }
+
+    async fn submit_proposal(
+        &self,
+        req: Request<pb::ProposalRequest>,
+    ) -> Result<Response<pb::ProposalReceipt>, Status> {
+        let peer = req.remote_addr();
+        let r = req.into_inner();
+        let signatures = r
+            .signatures
+            .into_iter()
+            .map(|s| fedledger_ledger::records::GovernorSignature {
+                governor: s.governor,
+                signature: s.signature,
+            })
+            .collect();
+        let proposal = r.proposal;
+        let from_round = serde_json::from_slice::<serde_json::Value>(&proposal)
+            .ok()
+            .and_then(|v| v.get("from_round").and_then(serde_json::Value::as_u64))
+            .unwrap_or(0);
+        let ledger_index = self
+            .blocking(move |c| c.submit_proposal(&proposal, signatures))
+            .await
+            .map_err(|f| self.refuse("SubmitProposal", peer, f))?;
+        Ok(Response::new(pb::ProposalReceipt {
+            ledger_index,
+            from_round,
+        }))
+    }
+
+    async fn list_proposals(
+        &self,
+        _req: Request<pb::ListProposalsRequest>,
+    ) -> Result<Response<pb::ProposalList>, Status> {
+        let (proposals, open_round, head) = self.engine.proposals();
+        Ok(Response::new(pb::ProposalList {
+            proposals: proposals
+                .iter()
+                .map(|p| pb::ProposalStatus {
+                    proposal: p.canonical().unwrap_or_default(),
+                    from_round: p.from_round,
+                    applied: p.from_round <= open_round,
+                })
+                .collect(),
+            open_round,
+            head,
+        }))
+    }
 }
 
 /// The one translation of domain errors into gRPC statuses.
@@ -444,6 +505,16 @@ impl From<CoordinatorError> for tonic::Status {
             }
             E::AlreadySubmitted { .. } | E::InFlight { .. } => Code::AlreadyExists,
             E::NoSuchRound { .. } => Code::NotFound,
+            E::Proposal(r) => {
+                use fedledger_ledger::records::Refusal as R;
+                match r {
+                    R::NotGovernor(_) | R::BadSignature(_) | R::UnderSigned { .. } => {
+                        Code::PermissionDenied
+                    }
+                    R::Malformed(_) => Code::InvalidArgument,
+                    _ => Code::FailedPrecondition,
+                }
+            }
             E::ChunkTooLarge { .. } => Code::ResourceExhausted,
             E::MalformedKey(_)
             | E::DimensionMismatch { .. }
@@ -457,7 +528,9 @@ impl From<CoordinatorError> for tonic::Status {
             | E::BadExampleCount { .. }
             | E::BadPrivacyReport(_)
             | E::InvalidField { .. } => Code::InvalidArgument,
-            E::Store(_) | E::Model(_) | E::Ledger(_) | E::Internal(_) => Code::Internal,
+            E::Store(_) | E::Model(_) | E::Ledger(_) | E::Internal(_) | E::Config(_) => {
+                Code::Internal
+            }
         };
         tonic::Status::new(code, e.to_string())
     }

@@ -107,7 +107,7 @@ impl Status {
         outcomes: &[RoundOutcome],
     ) -> Result<Self, CoordinatorError> {
         let mut s = collect(
-            engine.config(),
+            &engine.config(),
             engine.store(),
             engine.ledger(),
             outcomes,

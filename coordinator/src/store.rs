@@ -32,6 +32,7 @@ pub struct Store {
 }
 
 const STATE_KEY: &[u8] = b"state";
+const ORDER_KEY: &[u8] = b"participant_order";
 
 fn round_key(round: u64, participant: usize) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -173,6 +174,23 @@ impl Store {
             .get(STATE_KEY)?
             .map(|b| decode("state", &b))
             .transpose()
+    }
+
+    /// The genesis participants' keys (hex) in the order their indices were first given
+    /// (the file's order at the first start), so indices persisted in the store stay valid
+    /// whatever the file lists later.
+    pub fn load_order(&self) -> Result<Option<Vec<String>>, StoreError> {
+        self.meta
+            .get(ORDER_KEY)?
+            .map(|b| decode("participant_order", &b))
+            .transpose()
+    }
+
+    /// Record the participants' order (once, at the first start), flushed.
+    pub fn save_order(&self, order: &[String]) -> Result<(), StoreError> {
+        self.meta.insert(ORDER_KEY, encode(&order))?;
+        self.db.flush()?;
+        Ok(())
     }
 
     pub fn save_state(&self, state: &PersistedState) -> Result<(), StoreError> {

@@ -233,6 +233,10 @@ pub struct RoundOutcome {
     /// The settled reward rule's settlement of the period this round ends, if it ends one.
     #[serde(default)]
     pub settlement: Option<SettlementOutcome>,
+    /// SHA-256 of the rules in force for the round (the ledger's `Rules`), recorded in its
+    /// summary.
+    #[serde(default)]
+    pub rules_sha256: Option<String>,
 }
 
 /// A period's settlement (the settled reward rule), as recorded after the summary of the
@@ -248,6 +252,10 @@ pub struct SettlementOutcome {
     pub pool: u64,
     /// One line per participant with a contribution in the period, sorted by key.
     pub lines: Vec<SettlementLineOutcome>,
+    /// The pool per counted round in force at the period's last round (governance may change
+    /// it); absent in outcomes stored before governance (the configured pool then).
+    #[serde(default)]
+    pub pool_per_round: Option<u64>,
 }
 
 /// One participant's settlement.

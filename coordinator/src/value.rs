@@ -306,6 +306,7 @@ pub fn settle_period(
         last_round,
         counted_rounds: s.counted_rounds,
         pool: s.pool,
+        pool_per_round: Some(cfg.valuation.reward_pool_per_round),
         lines: s
             .participants
             .into_iter()

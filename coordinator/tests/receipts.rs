@@ -341,7 +341,7 @@ async fn a_hospital_refuses_a_federation_whose_genesis_differs_from_the_pinned_o
     // What the operator hands over: `keys` prints, from the configuration and a copy of the
     // ledger (the coordinator keeps running), what `serve` printed at start.
     assert_eq!(
-        fedledger_coordinator::Identity::from_config(running.coordinator.config()).unwrap(),
+        fedledger_coordinator::Identity::from_config(&running.coordinator.config()).unwrap(),
         fedledger_coordinator::Identity {
             peer_id: None,
             ..running.identity.clone()

@@ -135,6 +135,7 @@ async fn receipts(n: usize, rounds: u64) -> anyhow::Result<()> {
         },
         tls: None,
         metrics: Default::default(),
+        governance: Default::default(),
         participants: entries,
     }
     .validate()

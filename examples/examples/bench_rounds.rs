@@ -247,6 +247,7 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
         ledger: Default::default(),
         tls: tls.map(tls_section),
         metrics: Default::default(),
+        governance: Default::default(),
         participants: entries,
     }
     .validate()?;
@@ -413,6 +414,7 @@ async fn overhead(
         ledger: Default::default(),
         tls: tls.map(tls_section),
         metrics: Default::default(),
+        governance: Default::default(),
         participants: entries,
     }
     .validate()

@@ -720,6 +720,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             enabled: true,
             listen: Some("127.0.0.1:0".parse()?),
         },
+        governance: Default::default(),
         participants: entries,
     };
     Ok(Prepared {

@@ -147,3 +147,27 @@ fn the_readme_coordinator_toml_metrics_section_parses() {
         Some(fedledger_coordinator::config::DEFAULT_METRICS_LISTEN)
     );
 }
+
+#[test]
+fn the_readme_proposal_parses_as_a_proposal_and_its_coordinator_toml_governance_section_too() {
+    let readme = include_str!("../../README.md");
+    let json = readme
+        .split("```json\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the README's proposal block");
+    let p: fedledger_ledger::records::Proposal = serde_json::from_str(json).unwrap();
+    assert_eq!(p.record_type, fedledger_ledger::records::PROPOSAL_TYPE);
+    assert_eq!(p.changes.len(), 2);
+    // With real keys in place of the placeholders, it passes the proposal's checks.
+    let real = json.replace("<64 hex>", &"ab".repeat(32)).replace(
+        "<sha256 of the latest governance entry, or of the genesis entry>",
+        &"cd".repeat(32),
+    );
+    let p: fedledger_ledger::records::Proposal = serde_json::from_str(&real).unwrap();
+    fedledger_ledger::records::check_proposal(&p).unwrap();
+    let value: toml::Table = toml::from_str(&block("coordinator.toml")).unwrap();
+    let g: fedledger_coordinator::config::GovernanceSection =
+        value["governance"].clone().try_into().unwrap();
+    assert_eq!((g.governors.len(), g.threshold), (3, 2));
+}

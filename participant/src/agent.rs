@@ -32,6 +32,8 @@ pub enum AgentError {
     Store(#[from] StoreError),
     #[error("producing the update for round {round}: {source}")]
     Source { round: u64, source: SourceError },
+    #[error("refusing to take part: the federation's governed data schema: {0}")]
+    Schema(SourceError),
     #[error("coordinator unreachable for {secs} s: {last}")]
     Unreachable { secs: u64, last: String },
     #[error("training task failed: {0}")]
@@ -160,6 +162,8 @@ async fn drive(
     let mut unreachable_since: Option<Instant> = None;
     // The last round this agent answered, and the federation's rounds as the last task said.
     let mut answered_last: Option<(u64, u64)> = None;
+    // The governed schema the local data was last checked against.
+    let mut checked_schema: Option<pb::DataSchema> = None;
     loop {
         let task = match client.task().await {
             Ok(t) => {
@@ -218,6 +222,16 @@ async fn drive(
             }
         };
         progress.total(task.header.total_rounds);
+        if let Some(schema) = &task.header.schema
+            && checked_schema.as_ref() != Some(schema)
+        {
+            source.check_schema(schema).map_err(AgentError::Schema)?;
+            info!(
+                features = schema.features.len(),
+                "local data has every governed feature column"
+            );
+            checked_schema = Some(schema.clone());
+        }
         match task.state() {
             pb::TaskState::Done => {
                 if let Some(r) = receipts.as_mut() {

@@ -10,6 +10,8 @@
 //! - [`config`] - `participant.toml`.
 //! - [`keys`] - the Ed25519 identity file.
 //! - [`store`] - local sled store of spends and answered rounds (flushed before sending).
+//! - [`governance`] - signing proposals as a governor; the governed data schema (columns
+//!   checked once, values clamped to their ranges).
 //! - [`client`] - the wire protocol, participant side.
 //! - [`receipts`] - each answered round's receipt, fetched over the log's tlog-tiles API and
 //!   checked against what was signed and reported; evidence and a halt on a mismatch.
@@ -26,6 +28,7 @@ pub mod agent;
 pub mod client;
 pub mod config;
 pub mod dp;
+pub mod governance;
 pub mod keys;
 pub mod link;
 pub mod plan;

@@ -41,6 +41,11 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Governance: sign a proposal as a governor.
+    Govern {
+        #[command(subcommand)]
+        command: GovernCommand,
+    },
     /// Epsilon of DP-SGD (Poisson-subsampled Gaussian) over `steps` steps, or with
     /// --target-epsilon the smallest noise multiplier that meets it.
     ///
@@ -144,6 +149,24 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum GovernCommand {
+    /// Sign a proposal (JSON, see the README) with this key: prints what it changes and
+    /// writes `{"governor": <public key>, "signature": <base64>}`, an Ed25519 signature over
+    /// `fedledger/governance/v1\n<federation>\n<sha256 of the proposal's canonical JSON>\n`.
+    ///
+    /// Example: fedledger-participant govern sign --key hospital-a.key --proposal enrol-d.json --out sig-a.json
+    Sign {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        proposal: PathBuf,
+        /// Where to write the signature (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     fedledger_logging::init_level(cli.log.log_format, cli.log_level.as_deref());
@@ -197,6 +220,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "wrote {} (keep it secret); give the public key above to the coordinator operator",
                 out.display()
             );
+        }
+        Command::Govern {
+            command: GovernCommand::Sign { key, proposal, out },
+        } => {
+            let key = keys::load_key(&key).context("load key")?;
+            let text = std::fs::read(&proposal)
+                .with_context(|| format!("read the proposal {}", proposal.display()))?;
+            let signature = fedledger_participant::governance::sign(&key, &text)
+                .with_context(|| format!("sign the proposal {}", proposal.display()))?;
+            // What is being signed, for the governor's eyes (standard error: the signature
+            // alone goes to standard output).
+            let p: fedledger_ledger::records::Proposal =
+                serde_json::from_slice(&text).context("parse the proposal")?;
+            eprintln!(
+                "signing for federation {}: from round {}, expires {}, after {}",
+                p.federation, p.from_round, p.expires_at, p.previous
+            );
+            for c in &p.changes {
+                eprintln!("  {}", serde_json::to_string(c).context("encode a change")?);
+            }
+            let json = serde_json::to_string(&signature).context("encode the signature")?;
+            match out {
+                Some(path) => std::fs::write(&path, format!("{json}\n"))
+                    .with_context(|| format!("write {}", path.display()))?,
+                None => println!("{json}"),
+            }
         }
         Command::Pubkey { key } => {
             let key = keys::load_key(&key).context("load key")?;

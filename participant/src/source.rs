@@ -69,12 +69,12 @@ impl LocalTrainer {
         }
     }
 
-    fn data(&mut self, task: &Task) -> Result<Dataset, SourceError> {
+    fn data(&mut self, label_column: &str) -> Result<Dataset, SourceError> {
         if self.data.is_none() {
             let label = self
                 .label_override
                 .clone()
-                .unwrap_or_else(|| task.header.label_column.clone());
+                .unwrap_or_else(|| label_column.to_owned());
             self.data = Some(Dataset::load_csv(&self.data_path, &label)?);
         }
         Ok(self.data.clone().expect("loaded above"))
@@ -82,10 +82,20 @@ impl LocalTrainer {
 }
 
 impl UpdateSource for LocalTrainer {
+    fn check_schema(&mut self, schema: &fedledger_proto::DataSchema) -> Result<(), SourceError> {
+        let data = self.data(&schema.label)?;
+        crate::governance::feature_columns(&data.feature_names, schema)
+            .map(|_| ())
+            .map_err(SourceError::Task)
+    }
+
     fn work(&mut self, task: &Task, spent: &[SpendRecord]) -> Result<Work, SourceError> {
         let spec = model_spec(task)?;
-        let mut data = self.data(task)?;
-        if data.feature_names != task.header.feature_names {
+        let mut data = self.data(&task.header.label_column)?;
+        if let Some(schema) = &task.header.schema {
+            // The governed schema: its features in its order, values clamped to its ranges.
+            data = crate::governance::conform(&data, schema).map_err(SourceError::Task)?;
+        } else if data.feature_names != task.header.feature_names {
             return Ok(Work::Decline(format!(
                 "local data columns do not match the task's {} feature columns",
                 task.header.feature_names.len()

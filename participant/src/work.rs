@@ -38,6 +38,14 @@ pub trait UpdateSource: Send {
     /// `spent` is every spend recorded so far on this machine.
     fn work(&mut self, task: &Task, spent: &[SpendRecord]) -> Result<Work, SourceError>;
 
+    /// Check the local data against the federation's governed schema, before any round and
+    /// again when the schema changes: an error (naming the missing column) stops the agent.
+    /// Sources without local data accept any schema.
+    fn check_schema(&mut self, schema: &fedledger_proto::DataSchema) -> Result<(), SourceError> {
+        let _ = schema;
+        Ok(())
+    }
+
     /// Called after the coordinator acknowledged this source's update for `round`.
     fn submitted(&mut self, _round: u64) {}
 }

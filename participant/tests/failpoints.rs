@@ -153,6 +153,20 @@ impl pb::coordinator_server::Coordinator for FakeCoordinator {
     ) -> Result<Response<pb::RoundResult>, Status> {
         Err(Status::unimplemented("not needed here"))
     }
+
+    async fn submit_proposal(
+        &self,
+        _req: Request<pb::ProposalRequest>,
+    ) -> Result<Response<pb::ProposalReceipt>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn list_proposals(
+        &self,
+        _req: Request<pb::ListProposalsRequest>,
+    ) -> Result<Response<pb::ProposalList>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
 }
 
 /// A private update with a fixed spend, without training (`delta` fills the vector).

@@ -146,6 +146,20 @@ impl pb::coordinator_server::Coordinator for Hostile {
     ) -> Result<Response<pb::RoundResult>, Status> {
         Err(Status::unimplemented("not needed here"))
     }
+
+    async fn submit_proposal(
+        &self,
+        _req: Request<pb::ProposalRequest>,
+    ) -> Result<Response<pb::ProposalReceipt>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn list_proposals(
+        &self,
+        _req: Request<pb::ListProposalsRequest>,
+    ) -> Result<Response<pb::ProposalList>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
 }
 
 /// Run the real participant (training on a small CSV) against a coordinator serving `task`;

@@ -136,6 +136,20 @@ impl pb::coordinator_server::Coordinator for FakeCoordinator {
     ) -> Result<Response<pb::RoundResult>, Status> {
         Err(Status::unimplemented("not needed here"))
     }
+
+    async fn submit_proposal(
+        &self,
+        _: Request<pb::ProposalRequest>,
+    ) -> Result<Response<pb::ProposalReceipt>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
+
+    async fn list_proposals(
+        &self,
+        _: Request<pb::ListProposalsRequest>,
+    ) -> Result<Response<pb::ProposalList>, Status> {
+        Err(Status::unimplemented("not needed here"))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,6 +67,7 @@ fn genesis(enrolments: u64) -> Vec<u8> {
             sha256: "cc".repeat(32),
         },
         governance: GovernanceRecord::default(),
+        schema: None,
         enrolments,
     })
     .unwrap()

@@ -154,6 +154,7 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         reward_pool: 0,
         close_micros: 0,
         settlement: None,
+        rules_sha256: None,
     };
     if job.updates.len() < cfg.quorum as usize {
         outcome.reason = Some(format!(

@@ -260,7 +260,7 @@ impl RoundMachine {
         self.cfg
             .participants
             .iter()
-            .position(|p| p.public_key == key)
+            .position(|p| p.public_key == key && !p.removed)
             .ok_or_else(|| CoordinatorError::NotEnrolled {
                 key: hex::encode(key),
                 federation: self.cfg.federation.clone(),
@@ -271,7 +271,9 @@ impl RoundMachine {
     pub fn session(&self, now_ms: u64, token: &[u8]) -> Result<usize, CoordinatorError> {
         let token: [u8; 32] = token.try_into().map_err(|_| CoordinatorError::NoSession)?;
         match self.sessions.get(&token) {
-            Some(s) if s.expires_ms > now_ms => Ok(s.participant),
+            Some(s) if s.expires_ms > now_ms && !self.participant(s.participant).removed => {
+                Ok(s.participant)
+            }
             _ => Err(CoordinatorError::NoSession),
         }
     }
@@ -672,7 +674,19 @@ impl RoundMachine {
     }
 
     fn all_answered(&self) -> bool {
-        self.updates.len() + self.declines.len() >= self.cfg.participants.len()
+        let active = self.cfg.participants.iter().filter(|p| !p.removed).count();
+        self.updates.len() + self.declines.len() >= active
+    }
+
+    /// The rules of the round about to open (governance): a new configuration whose
+    /// participants extend the old list (indices never move; removed ones are marked), so
+    /// sessions and persisted answers stay valid. Registrations of removed keys are forgotten.
+    pub fn set_config(&mut self, cfg: Arc<FederationConfig>) {
+        self.cfg = cfg;
+        let cfg = self.cfg.clone();
+        let gone = |i: &usize| cfg.participants.get(*i).is_none_or(|p| p.removed);
+        self.registered.retain(|i| !gone(i));
+        self.sessions.retain(|_, s| !gone(&s.participant));
     }
 
     fn committing(&self) -> bool {

@@ -89,6 +89,7 @@ fn config() -> Arc<FederationConfig> {
         ledger: Default::default(),
         tls: None,
         metrics: Default::default(),
+        governance: Default::default(),
         participants: (0..3)
             .map(|i| ParticipantEntry {
                 name: format!("h{i}"),
@@ -787,4 +788,46 @@ fn an_upload_that_outlives_its_round_is_refused() {
         m.task(T0, &s[1]).unwrap().train,
         "released: h1 may answer round 2"
     );
+}
+
+#[test]
+fn governed_rules_installed_between_rounds_remove_a_participant_without_moving_indices() {
+    let (mut m, s) = open(true);
+    submit(&mut m, &s[0], 0, T0 + 1);
+    submit(&mut m, &s[1], 1, T0 + 1);
+    submit(&mut m, &s[2], 2, T0 + 1);
+    let Some(Job::Close(job)) = m.poll(T0 + 2) else {
+        panic!("all answered")
+    };
+    // The engine installs round 2's rules (h1 removed) before the round opens.
+    let mut cfg = (*config()).clone();
+    cfg.participants[1].removed = true;
+    m.set_config(Arc::new(cfg));
+    m.closed(PersistedState {
+        phase: Phase::Open,
+        round: 2,
+        global_sha256: job.model_before.clone(),
+        opened_at_ms: T0 + 3,
+        deadline_ms: T0 + 60_000,
+    });
+    // h1's session is gone and it cannot register again; the others keep their indices.
+    assert!(matches!(
+        m.task(T0 + 4, &s[1]),
+        Err(CoordinatorError::NoSession)
+    ));
+    assert!(matches!(
+        m.challenge(T0 + 4, &hex_of(&key(1))),
+        Err(CoordinatorError::NotEnrolled { .. })
+    ));
+    assert!(m.task(T0 + 4, &s[2]).unwrap().train);
+    let u0 = submit(&mut m, &s[0], 0, T0 + 5);
+    assert_eq!(m.poll(T0 + 6), None, "h2 has not answered");
+    let u2 = submit(&mut m, &s[2], 2, T0 + 7);
+    assert_eq!((u0.participant, u2.participant), (0, 2));
+    // Everyone enrolled has answered: the removed hospital is not waited for.
+    let Some(Job::Close(job)) = m.poll(T0 + 8) else {
+        panic!("every enrolled participant answered")
+    };
+    assert_eq!(job.round, 2);
+    assert_eq!(job.updates.len(), 2);
 }

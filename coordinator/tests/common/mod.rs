@@ -62,7 +62,7 @@ pub fn config(
         .unwrap()
 }
 
-/// The configuration [`config`] validates, before validation.
+/// The file form of [`config`], for tests that change it before validating.
 #[allow(dead_code)]
 pub fn config_file(
     dir: &Path,
@@ -109,6 +109,7 @@ pub fn config_file(
         ledger: Default::default(),
         tls: None,
         metrics: Default::default(),
+        governance: Default::default(),
         participants: keys
             .iter()
             .enumerate()

@@ -102,6 +102,7 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
         ledger: Default::default(),
         tls: None,
         metrics: Default::default(),
+        governance: Default::default(),
         participants: entries,
     };
     Fed {

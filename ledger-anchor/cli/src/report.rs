@@ -134,6 +134,18 @@ pub fn federation(dir: &Path, verified: &VerifyReport) -> anyhow::Result<report:
                     }),
                 }
             }
+            // Hospitals the governors enrolled after the genesis.
+            Record::Governance(g) => {
+                for c in &g.proposal.changes {
+                    if let fedledger_ledger::records::Change::Enrol {
+                        participant, name, ..
+                    } = c
+                        && names.insert(participant.clone(), name.clone()).is_none()
+                    {
+                        f.hospitals.push(name.clone());
+                    }
+                }
+            }
             Record::Federation(_) | Record::V1Federation(_) | Record::V1Round(_) => {}
         }
     }

@@ -16,7 +16,8 @@
 //! (`fedledger.decline/v2`) per signed decline, then the round's [`RoundSummary`]
 //! (`fedledger.round/v2`) whose `entries` field names the index range of those entries. Round
 //! numbers are contiguous among summaries (1, 2, ...); the entry index is not the round number,
-//! and other entry types (governance, added later) may stand between rounds.
+//! and governance entries (`fedledger.governance/v1`, see [`Governance`]) may stand between
+//! rounds.
 //!
 //! Every claim a hospital makes is signed by it: a contribution's signature covers
 //! [`update_signing_message`] = `fedledger/update/v2\n<federation>\n<round>\n<update_sha256>\n
@@ -39,6 +40,7 @@
 //! round i with every contribution inside), so that the records of existing federations stay
 //! checkable. A log is written in one version throughout.
 
+mod governance;
 mod privacy;
 pub mod v1;
 mod v2;
@@ -48,6 +50,7 @@ use serde_json::Value;
 
 pub use crate::canonical::encode_canonical;
 use crate::error::LedgerError;
+pub use governance::*;
 pub use privacy::{ACCOUNTANT_NONE, PrivacyObject, ServerDpRecord, micro_up};
 pub use v2::*;
 
@@ -419,6 +422,8 @@ pub enum Record {
     Round(Box<RoundSummary>),
     /// v2: (a part of) a period's reward settlement.
     Settlement(Box<SettlementEntry>),
+    /// v2: a governance change, anchored with its governors' signatures.
+    Governance(Box<GovernanceEntry>),
     /// v1 entry 0.
     V1Federation(Box<v1::FederationRecord>),
     /// v1 entry i >= 1.
@@ -554,6 +559,11 @@ pub fn validate_entry(index: u64, origin: &str, bytes: &[u8]) -> Result<Record, 
             let r: SettlementEntry = typed(&cx, value)?;
             r.check(&cx)?;
             Ok(Record::Settlement(Box::new(r)))
+        }
+        (2, GOVERNANCE_TYPE) => {
+            let r: GovernanceEntry = typed(&cx, value)?;
+            r.check(&cx)?;
+            Ok(Record::Governance(Box::new(r)))
         }
         (v, other) => Err(cx.err(
             "type",

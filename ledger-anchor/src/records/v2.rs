@@ -14,6 +14,7 @@
 //! | `reward` | `{rule, pool_per_round[, period_rounds, z_milli]}` | [`REWARD_RULE`] (per round) or [`REWARD_RULE_SETTLED`] (over periods, with its parameters) |
 //! | `validation` | `{sha256}` | digest of the coordinator's validation file |
 //! | `governance` | `{governors, threshold}` | Ed25519 keys (hex, sorted) of the governors and the k of k-of-n; both may be empty/0 |
+//! | `schema` | `{label, features: [{name[, min, max]}]}`, optional | the accepted data schema (governed) |
 //! | `enrolments` | integer >= 1 | how many enrolment entries follow: the genesis is entries `0..=enrolments` |
 //!
 //! # `fedledger.enrolment/v2`
@@ -40,7 +41,9 @@
 //! `closed_at`, `model {before, after, params}`, `validation {sha256, metric, score_before_nano,
 //! score_after_nano}`, `valuation {estimator, seed, evaluations[, uncertainty {method,
 //! resamples}]}`, `reward_pool` (0 when abandoned, and under [`REWARD_RULE_SETTLED`]),
-//! `server_dp` (only with DP-FedAvg: [`ServerDpRecord`]), `entries {first, count}`:
+//! `server_dp` (only with DP-FedAvg: [`ServerDpRecord`]), `rules_sha256` (the SHA-256 of the
+//! canonical JSON of the [`super::Rules`] in force for the round; written since governance,
+//! required when the genesis names governors), `entries {first, count}`:
 //! the index range of the round's contribution and decline entries, which immediately precede
 //! the summary in the same atomic batch.
 //!
@@ -152,6 +155,9 @@ pub struct FederationEntry {
     pub validation: DigestRecord,
     /// Governors and threshold.
     pub governance: GovernanceRecord,
+    /// The accepted data schema, when the federation governs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<super::SchemaRecord>,
     /// Enrolment entries that follow (entries `1..=enrolments`).
     pub enrolments: u64,
 }
@@ -300,6 +306,10 @@ pub struct RoundSummary {
     pub server_dp: Option<ServerDpRecord>,
     /// The round's contribution and decline entries.
     pub entries: EntryRange,
+    /// SHA-256 of the canonical JSON of the rules in force for the round
+    /// ([`super::Rules`]); absent in ledgers written before governance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_sha256: Option<String>,
 }
 
 /// The rounds a settlement covers.
@@ -448,6 +458,9 @@ impl FederationEntry {
                 "must be at least 1 when governors are named",
             ));
         }
+        if let Some(schema) = &self.schema {
+            schema.check(cx, "schema")?;
+        }
         if self.enrolments == 0 {
             return Err(cx.err("enrolments", "at least one key must be enrolled"));
         }
@@ -540,6 +553,9 @@ impl RoundSummary {
         }
         if self.status == RoundStatus::Abandoned && self.reward_pool != 0 {
             return Err(cx.err("reward_pool", "an abandoned round has a zero pool"));
+        }
+        if let Some(r) = &self.rules_sha256 {
+            cx.hex32("rules_sha256", r)?;
         }
         if let Some(d) = &self.server_dp {
             cx.decimal("server_dp.clip_norm", &d.clip_norm)?;
@@ -680,6 +696,7 @@ pub(crate) mod tests {
                 sha256: "cc".repeat(32),
             },
             governance: GovernanceRecord::default(),
+            schema: None,
             enrolments,
         }
     }
@@ -748,6 +765,7 @@ pub(crate) mod tests {
             reward_pool: 1000,
             server_dp: None,
             entries: EntryRange { first, count },
+            rules_sha256: None,
         }
     }
 

@@ -67,7 +67,7 @@ impl RoundVsGenesis<'_> {
                 file,
                 if payable {
                     format!(
-                        "reward_pool {reward_pool} differs from the genesis pool_per_round {}",
+                        "reward_pool {reward_pool} differs from the genesis pool_per_round {} (the pool in force)",
                         self.pool_per_round
                     )
                 } else {
@@ -500,7 +500,7 @@ pub fn verify_dir(dir: &Path, opts: VerifyOptions<'_>) -> VerifyReport {
     }
     r.failures.extend(proof_failures);
 
-    check_across(&records, opts.accountant, opts.rewards, &mut r);
+    check_across(&records, &entries, opts.accountant, opts.rewards, &mut r);
 
     // Evidence recorded by the store.
     if let Ok(rd) = std::fs::read_dir(dir.join("evidence")) {
@@ -548,6 +548,7 @@ fn check_schemas(origin: &str, entries: &[Vec<u8>], r: &mut VerifyReport) -> Vec
 /// The checks across entries, by the format the genesis names; a log is one format throughout.
 fn check_across(
     records: &[Option<Record>],
+    entries: &[Vec<u8>],
     accountant: Option<&dyn EpsilonAccountant>,
     rewards: Option<&dyn RewardRule>,
     r: &mut VerifyReport,
@@ -570,7 +571,7 @@ fn check_across(
             }
             v1::check_rounds(g, &rounds, accountant, r);
         }
-        Some(Record::Federation(_)) => v2::check(records, accountant, rewards, r),
+        Some(Record::Federation(_)) => v2::check(records, entries, accountant, rewards, r),
         _ if !records.is_empty() => r.fail("entries/0", "no valid genesis record"),
         _ => {}
     }
@@ -589,7 +590,7 @@ pub fn verify_entries(
 ) -> VerifyReport {
     let mut r = VerifyReport::default();
     let records = check_schemas(origin, entries, &mut r);
-    check_across(&records, accountant, rewards, &mut r);
+    check_across(&records, entries, accountant, rewards, &mut r);
     r
 }
 

@@ -12,12 +12,11 @@ use super::{
     VerifyReport,
 };
 use crate::records::{
-    ContributionEntry, FederationEntry, PrivacyObject, ROLE_CONTRIBUTOR, Record, RoundStatus,
-    SettlementEntry, SettlementLine, micro_up,
+    Change, ContributionEntry, EnrolmentEntry, FederationEntry, Governance, PrivacyObject,
+    ROLE_CONTRIBUTOR, Record, RoundStatus, Rules, SettlementEntry, SettlementLine, micro_up,
 };
 
 struct Enrolled<'a> {
-    name: &'a str,
     role: &'a str,
 }
 
@@ -47,11 +46,15 @@ struct Due<'a> {
     last: u64,
     /// The summary's file (where a missing settlement is reported).
     summary_file: String,
+    /// The reward rule in force at the period's last round (the genesis's, with the pool
+    /// governance set by then).
+    reward: crate::records::RewardRecord,
     parts: Vec<(String, &'a SettlementEntry)>,
 }
 
 pub(super) fn check(
     records: &[Option<Record>],
+    entries: &[Vec<u8>],
     accountant: Option<&dyn EpsilonAccountant>,
     rewards: Option<&dyn RewardRule>,
     r: &mut VerifyReport,
@@ -60,7 +63,26 @@ pub(super) fn check(
         return;
     };
     let before = r.failures.len();
-    let enrolled = genesis(g, records, r);
+    let mut enrolled = genesis(g, records, r);
+    // Governance: the genesis's rules, then each governance entry admitted by the same rule
+    // the coordinator applies (chained, k valid governor signatures); the rules of the round
+    // being recorded follow from them.
+    let genesis_enrolments: Vec<&EnrolmentEntry> = records
+        .iter()
+        .skip(1)
+        .take(g.enrolments as usize)
+        .filter_map(|rec| match rec {
+            Some(Record::Enrolment(e)) => Some(&**e),
+            _ => None,
+        })
+        .collect();
+    let mut governance = Governance::new(
+        entries.first().map_or(&[][..], Vec::as_slice),
+        g,
+        &genesis_enrolments,
+    );
+    let mut governance_entries = 0u64;
+    let mut rules: Rules = governance.rules_for(1);
     let mut signatures = Vec::new();
     let mut releases: BTreeMap<&str, Vec<(u64, &ContributionEntry)>> = BTreeMap::new();
     let mut next_round = 1u64;
@@ -93,7 +115,7 @@ pub(super) fn check(
                     if st.part < st.parts && (d.parts.len() as u64) < st.parts {
                         due = Some(d);
                     } else {
-                        settlements.close(g, &enrolled, &d, &period, rewards, r);
+                        settlements.close(&enrolled, &d, &period, rewards, r);
                     }
                     continue;
                 }
@@ -107,7 +129,7 @@ pub(super) fn check(
                             ),
                         );
                     } else {
-                        settlements.close(g, &enrolled, &d, &period, rewards, r);
+                        settlements.close(&enrolled, &d, &period, rewards, r);
                     }
                 }
             }
@@ -132,7 +154,7 @@ pub(super) fn check(
                     flags: &c.flags,
                 });
                 member(
-                    &enrolled,
+                    &rules,
                     &file,
                     c.round,
                     next_round,
@@ -155,7 +177,7 @@ pub(super) fn check(
             }
             Record::Decline(d) => {
                 member(
-                    &enrolled,
+                    &rules,
                     &file,
                     d.round,
                     next_round,
@@ -213,9 +235,12 @@ pub(super) fn check(
                     }
                     _ => {}
                 }
+                check_rules(g, &rules, s, &file, r);
+                let reward_in_force = rules.reward.clone();
                 RoundVsGenesis {
-                    // Under the settled rule a round pays nothing itself.
-                    pool_per_round: if settled { 0 } else { g.reward.pool_per_round },
+                    // Under the settled rule a round pays nothing itself; otherwise the pool
+                    // in force (the genesis's, or the last governed one).
+                    pool_per_round: if settled { 0 } else { rules.reward.pool_per_round },
                     params: g.model.params,
                     validation: &g.validation.sha256,
                 }
@@ -230,6 +255,7 @@ pub(super) fn check(
                     r,
                 );
                 next_round = s.round.saturating_add(1);
+                rules = governance.rules_for(next_round);
                 pending.clear();
                 paid = 0;
                 payable = false;
@@ -248,6 +274,7 @@ pub(super) fn check(
                             first: (p - 1) * period_rounds + 1,
                             last: s.round,
                             summary_file: file.clone(),
+                            reward: reward_in_force,
                             parts: Vec::new(),
                         });
                     }
@@ -255,9 +282,43 @@ pub(super) fn check(
                     values.clear();
                 }
             }
+            Record::Governance(e) => {
+                governance_entries += 1;
+                if !pending.is_empty() {
+                    r.fail(&file, "a governance entry inside a round's entries");
+                }
+                if e.proposal.from_round < next_round {
+                    r.fail(
+                        &file,
+                        format!(
+                            "the proposal applies from round {}, which is already recorded (round {next_round} comes next)",
+                            e.proposal.from_round
+                        ),
+                    );
+                }
+                let bytes = entries.get(i as usize).map_or(&[][..], Vec::as_slice);
+                match governance.admit(bytes, e) {
+                    Ok(()) => {
+                        for c in &e.proposal.changes {
+                            if let Change::Enrol {
+                                participant,
+                                name: _,
+                                role,
+                            } = c
+                            {
+                                enrolled.entry(participant.as_str()).or_insert(Enrolled {
+                                    role: role.as_str(),
+                                });
+                            }
+                        }
+                        rules = governance.rules_for(next_round);
+                    }
+                    Err(why) => r.fail(&file, format!("governance entry refused: {why}")),
+                }
+            }
             Record::Enrolment(_) => r.fail(
                 &file,
-                "an enrolment outside the genesis (keys are enrolled at genesis in this version)",
+                "an enrolment outside the genesis (keys are enrolled later only by governance entries)",
             ),
             other => r.fail(
                 &file,
@@ -278,7 +339,7 @@ pub(super) fn check(
                 ),
             );
         } else {
-            settlements.close(g, &enrolled, &d, &period, rewards, r);
+            settlements.close(&enrolled, &d, &period, rewards, r);
         }
     }
     if let Some((k, _)) = pending.first() {
@@ -294,8 +355,66 @@ pub(super) fn check(
             "rounds: {rounds} rounds, contiguous; every contributor and decliner enrolled; each round's entries named by its summary; rewards sum to their pools; model digests chained"
         ));
     }
+    if governance_entries > 0 && r.failures.len() == before {
+        r.passed.push(format!(
+            "governance: {governance_entries} governance entries chained and signed by the governors in force; every round ran under the rules in force"
+        ));
+    }
     check_signatures(&signatures, r);
     check_epsilon(&releases, accountant, r);
+}
+
+/// A round's summary against the rules in force for it: the digest it records (which covers
+/// hyper-parameters, strategy, pool, schema and enrolment) and the estimator when governed.
+fn check_rules(
+    g: &FederationEntry,
+    rules: &Rules,
+    s: &crate::records::RoundSummary,
+    file: &str,
+    r: &mut VerifyReport,
+) {
+    match &s.rules_sha256 {
+        Some(d) if *d != rules.sha256_hex() => r.fail(
+            file,
+            format!(
+                "round {} records rules {d}, but the rules in force for it are {} (hyper-parameters, strategy, pool, schema or enrolment differ)",
+                s.round,
+                rules.sha256_hex()
+            ),
+        ),
+        None if !g.governance.governors.is_empty() => r.fail(
+            file,
+            format!(
+                "round {} does not record the rules it ran under (a governed federation's rounds must)",
+                s.round
+            ),
+        ),
+        _ => {}
+    }
+    if let Some(u) = &rules.utility
+        && *u != s.validation.metric
+    {
+        r.fail(
+            file,
+            format!(
+                "round {} was scored by {:?}, not the utility in force {u:?}",
+                s.round, s.validation.metric
+            ),
+        );
+    }
+    if let Some(e) = &rules.estimator
+        && s.status == RoundStatus::Completed
+        && e != "auto"
+        && *e != s.valuation.estimator
+    {
+        r.fail(
+            file,
+            format!(
+                "round {} was valued with {:?}, not the estimator in force {e:?}",
+                s.round, s.valuation.estimator
+            ),
+        );
+    }
 }
 
 /// What the settlement checks found, for the report.
@@ -311,7 +430,6 @@ impl Settlements {
     /// the recorded history.
     fn close(
         &mut self,
-        g: &FederationEntry,
         enrolled: &BTreeMap<&str, Enrolled<'_>>,
         d: &Due<'_>,
         history: &[RecordedRound<'_>],
@@ -346,10 +464,10 @@ impl Settlements {
                     ),
                 );
             }
-            if st.rule != g.reward {
+            if st.rule != d.reward {
                 r.fail(
                     f,
-                    "the settlement's rule differs from the genesis reward rule",
+                    "the settlement's rule differs from the reward rule in force (the genesis's, with the governed pool)",
                 );
             }
             if st.pool != first.pool || st.counted_rounds != first.counted_rounds {
@@ -414,7 +532,7 @@ impl Settlements {
                 ),
             );
         }
-        let full = u128::from(g.reward.pool_per_round) * counted.len() as u128;
+        let full = u128::from(d.reward.pool_per_round) * counted.len() as u128;
         if first.pool != 0 && u128::from(first.pool) != full {
             r.fail(
                 file,
@@ -437,7 +555,7 @@ impl Settlements {
             );
         }
         if let Some(rule) = rewards {
-            match rule.settle(&g.reward, history, d.first) {
+            match rule.settle(&d.reward, history, d.first) {
                 Err(e) => r.fail(file, format!("the reward rule refused the period: {e}")),
                 Ok(want) => {
                     if want.pool != first.pool || want.counted_rounds != first.counted_rounds {
@@ -531,13 +649,7 @@ fn genesis<'a>(
                     r.fail(&file, format!("name {:?} enrolled twice", e.name));
                 }
                 if enrolled
-                    .insert(
-                        e.participant.as_str(),
-                        Enrolled {
-                            name: &e.name,
-                            role: &e.role,
-                        },
-                    )
+                    .insert(e.participant.as_str(), Enrolled { role: &e.role })
                     .is_some()
                 {
                     r.fail(&file, format!("key {} enrolled twice", e.participant));
@@ -557,7 +669,7 @@ fn genesis<'a>(
 /// enrolled name, once per round.
 #[allow(clippy::too_many_arguments)]
 fn member(
-    enrolled: &BTreeMap<&str, Enrolled<'_>>,
+    rules: &Rules,
     file: &str,
     round: u64,
     next_round: u64,
@@ -572,8 +684,11 @@ fn member(
             format!("an entry of round {round} while round {next_round} is being recorded"),
         );
     }
-    match enrolled.get(participant) {
-        None => r.fail(file, format!("{participant} is not enrolled")),
+    match rules.members.get(participant) {
+        None => r.fail(
+            file,
+            format!("{participant} is not enrolled in round {round} (not yet, or removed)"),
+        ),
         Some(e) if e.role != ROLE_CONTRIBUTOR => r.fail(
             file,
             format!(

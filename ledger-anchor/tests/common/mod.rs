@@ -107,6 +107,7 @@ impl Federation {
                 sha256: "ab".repeat(32),
             },
             governance: GovernanceRecord::default(),
+            schema: None,
             enrolments: self.participants.len() as u64,
         };
         let mut out = vec![encode_canonical(&g).unwrap()];
@@ -240,6 +241,7 @@ impl Federation {
                 first,
                 count: out.len() as u64,
             },
+            rules_sha256: None,
         };
         out.push(encode_canonical(&s).unwrap());
         out
