@@ -167,6 +167,7 @@ enum GovernCommand {
         /// The coordinator's gRPC address (plaintext `http://` on loopback).
         #[arg(long)]
         coordinator: String,
+        /// The proposal file (JSON, see the README), the one the governors signed.
         #[arg(long)]
         proposal: PathBuf,
         /// A signature file (repeat for each governor).
@@ -178,6 +179,7 @@ enum GovernCommand {
     ///
     /// Example: fedledger-coordinator govern list --coordinator http://127.0.0.1:50051
     List {
+        /// The coordinator's gRPC address (plaintext `http://` on loopback).
         #[arg(long)]
         coordinator: String,
     },

@@ -157,8 +157,10 @@ enum GovernCommand {
     ///
     /// Example: fedledger-participant govern sign --key hospital-a.key --proposal enrol-d.json --out sig-a.json
     Sign {
+        /// The governor's Ed25519 key file (PKCS#8, as `keygen` writes it).
         #[arg(long)]
         key: PathBuf,
+        /// The proposal file (JSON, see the README).
         #[arg(long)]
         proposal: PathBuf,
         /// Where to write the signature (default: standard output).
