@@ -227,7 +227,7 @@ pub struct StatementReport {
     pub dir: PathBuf,
     /// Rounds with a receipt.
     pub rounds: u64,
-    /// Sum of the rewards its receipts prove.
+    /// Sum of the rewards its receipts prove: per-round rewards and settlement payouts.
     pub reward: u64,
     pub verify_ok: bool,
     pub verify_text: String,
@@ -452,7 +452,7 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
             name: report.name.clone(),
             dir,
             rounds: written.totals.rounds,
-            reward: written.totals.reward,
+            reward: written.totals.reward + written.totals.paid,
             verify_ok: check.ok(),
             verify_text: check.to_string(),
         });
@@ -783,7 +783,7 @@ pub struct Totals {
     pub accumulated_se: f64,
     /// Per-round rewards plus settlement payouts.
     pub reward: u64,
-    /// Per-round rewards only (what the contribution entries, and so the statements, record).
+    /// Per-round rewards only (what the contribution entries record).
     pub round_reward: u64,
     pub flags: Vec<String>,
 }

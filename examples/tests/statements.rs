@@ -59,7 +59,7 @@ async fn every_hospital_keeps_a_receipt_per_round_and_its_statement_verifies_off
         assert!(st.verify_ok, "{}: {}", st.name, st.verify_text);
         assert_eq!(
             st.reward,
-            totals(&run.outcomes, &st.name).round_reward,
+            totals(&run.outcomes, &st.name).reward,
             "{}",
             st.name
         );
