@@ -22,14 +22,12 @@ use std::{
 
 use anyhow::Context;
 use fedledger_coordinator::config::{
-    DataSection, LedgerSection, LimitsSection, ParticipantEntry, RoundsSection,
-    StandardisationMode, TrainingSection,
+    DataSection, LedgerSection, LimitsSection, RoundsSection, StandardisationMode, TrainingSection,
 };
 use fedledger_coordinator::{ConfigFile, Identity};
-use fedledger_examples::{BREAST_CANCER_CSV, sources::ZeroSource};
+use fedledger_examples::bench::{ZeroSites, spawn_zero_agent, zero_sites};
 use fedledger_ledger::{Log, http, note::NoteSigner, tiles};
-use fedledger_model::{Dataset, ModelKind, ModelSpec};
-use fedledger_participant::{ParticipantConfig, config::PrivacySection, keys};
+use fedledger_model::{ModelKind, ModelSpec};
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -65,37 +63,11 @@ fn main() -> anyhow::Result<()> {
 
 async fn receipts(n: usize, rounds: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let data = Dataset::from_csv_reader(BREAST_CANCER_CSV.as_bytes(), "malignant")?;
-    let vpath = dir.path().join("validation.csv");
-    data.subset(&(0..143).collect::<Vec<_>>())
-        .write_csv(&vpath)?;
-    let mut entries = Vec::new();
-    let mut pcfgs = Vec::new();
-    for i in 0..n {
-        let p = dir.path().join(format!("k{i}.key"));
-        let k = keys::generate_key_file(&p)?;
-        entries.push(ParticipantEntry {
-            name: format!("h{i}"),
-            public_key: keys::public_key_hex(&k),
-            public_key_file: None,
-        });
-        pcfgs.push(ParticipantConfig {
-            coordinator: String::new(),
-            key: p,
-            data: vpath.clone(),
-            label_column: None,
-            state_dir: dir.path().join(format!("h{i}")),
-            privacy: PrivacySection {
-                require_dp: false,
-                ..Default::default()
-            },
-            reconnect_patience_secs: 30,
-            ledger: None,
-            tls: None,
-            allow_plaintext: false,
-            proxy: None,
-        });
-    }
+    let ZeroSites {
+        validation: vpath,
+        entries,
+        configs: pcfgs,
+    } = zero_sites(dir.path(), n, 30)?;
     let cfg = ConfigFile {
         federation: format!("bench-receipts-{n}"),
         listen: "127.0.0.1:0".parse()?,
@@ -161,11 +133,7 @@ async fn receipts(n: usize, rounds: u64) -> anyhow::Result<()> {
         .map(|mut p| {
             p.coordinator = url.clone();
             p.ledger = Some(section.clone());
-            tokio::spawn(fedledger_participant::run_with_source(
-                p,
-                false,
-                Box::new(ZeroSource { rows: 50 }),
-            ))
+            spawn_zero_agent(p)
         })
         .collect();
     let mut by_round: BTreeMap<u64, (Vec<f64>, Vec<f64>)> = BTreeMap::new();

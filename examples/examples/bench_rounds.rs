@@ -26,13 +26,11 @@ use fedledger_coordinator::{
         TrainingSection,
     },
 };
-use fedledger_examples::{BREAST_CANCER_CSV, sources::ZeroSource};
+use fedledger_examples::bench::{ZeroSites, spawn_zero_agent, zero_sites};
 use fedledger_ledger::records::PrivacyObject;
-use fedledger_model::{Dataset, ModelKind, ModelSpec};
+use fedledger_model::{ModelKind, ModelSpec};
 use fedledger_participant::{
-    ParticipantConfig,
     client::Client,
-    config::PrivacySection,
     keys,
     link::{Link, LinkSettings, Trust},
 };
@@ -352,37 +350,11 @@ async fn overhead(
 ) -> anyhow::Result<(f64, f64)> {
     const ROUNDS: u64 = 20;
     let dir = tempfile::tempdir()?;
-    let data = Dataset::from_csv_reader(BREAST_CANCER_CSV.as_bytes(), "malignant")?;
-    let vpath = dir.path().join("validation.csv");
-    data.subset(&(0..143).collect::<Vec<_>>())
-        .write_csv(&vpath)?;
-    let mut entries = Vec::new();
-    let mut pcfgs = Vec::new();
-    for i in 0..5 {
-        let p = dir.path().join(format!("k{i}.key"));
-        let k = keys::generate_key_file(&p)?;
-        entries.push(ParticipantEntry {
-            name: format!("h{i}"),
-            public_key: keys::public_key_hex(&k),
-            public_key_file: None,
-        });
-        pcfgs.push(ParticipantConfig {
-            coordinator: String::new(),
-            key: p,
-            data: vpath.clone(),
-            label_column: None,
-            state_dir: dir.path().join(format!("h{i}")),
-            privacy: PrivacySection {
-                require_dp: false,
-                ..Default::default()
-            },
-            reconnect_patience_secs: 10,
-            ledger: None,
-            tls: None,
-            allow_plaintext: false,
-            proxy: None,
-        });
-    }
+    let ZeroSites {
+        validation: vpath,
+        entries,
+        configs: pcfgs,
+    } = zero_sites(dir.path(), 5, 10)?;
     let cfg = ConfigFile {
         federation: "bench-overhead".into(),
         listen: "127.0.0.1:0".parse()?,
@@ -431,11 +403,7 @@ async fn overhead(
                 ca: Some(certs.join("ca.pem")),
                 ..Default::default()
             });
-            tokio::spawn(fedledger_participant::run_with_source(
-                p,
-                false,
-                Box::new(ZeroSource { rows: 50 }),
-            ))
+            spawn_zero_agent(p)
         })
         .collect();
     let mut opened: Option<(u64, Instant)> = None;

@@ -28,9 +28,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
-use fedledger_examples::{BREAST_CANCER_CSV, sources::ZeroSource};
-use fedledger_model::Dataset;
-use fedledger_participant::{ParticipantConfig, config::PrivacySection, keys};
+use fedledger_examples::bench::{ZeroSites, spawn_zero_agent, zero_sites};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -150,33 +148,12 @@ fn median(v: &mut [f64]) -> f64 {
 
 async fn sites(n: usize, rounds: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let data = Dataset::from_csv_reader(BREAST_CANCER_CSV.as_bytes(), "malignant")?;
-    let vpath = dir.path().join("validation.csv");
-    data.subset(&(0..143).collect::<Vec<_>>())
-        .write_csv(&vpath)?;
-    let mut keys_hex = Vec::new();
-    let mut pcfgs = Vec::new();
-    for i in 0..n {
-        let p = dir.path().join(format!("k{i}.key"));
-        let k = keys::generate_key_file(&p)?;
-        keys_hex.push(keys::public_key_hex(&k));
-        pcfgs.push(ParticipantConfig {
-            coordinator: String::new(),
-            key: p,
-            data: vpath.clone(),
-            label_column: None,
-            state_dir: dir.path().join(format!("h{i}")),
-            privacy: PrivacySection {
-                require_dp: false,
-                ..Default::default()
-            },
-            reconnect_patience_secs: 60,
-            ledger: None,
-            tls: None,
-            allow_plaintext: false,
-            proxy: None,
-        });
-    }
+    let ZeroSites {
+        entries,
+        configs: pcfgs,
+        ..
+    } = zero_sites(dir.path(), n, 60)?;
+    let keys_hex: Vec<String> = entries.into_iter().map(|e| e.public_key).collect();
     let config = write_config(dir.path(), n, rounds, &keys_hex)?;
     let mut child: Child = Command::new(std::env::current_exe()?)
         .arg("--serve")
@@ -214,11 +191,7 @@ async fn sites(n: usize, rounds: u64) -> anyhow::Result<()> {
         .into_iter()
         .map(|mut p| {
             p.coordinator = format!("http://{addr}");
-            tokio::spawn(fedledger_participant::run_with_source(
-                p,
-                false,
-                Box::new(ZeroSource { rows: 50 }),
-            ))
+            spawn_zero_agent(p)
         })
         .collect();
     for a in agents {

@@ -1,11 +1,13 @@
 //! Building blocks of the runnable federations in `examples/`: the embedded data sets, the
 //! seeded stratified split into test, validation and hospital shares, scenario files, and the
 //! simulated misbehaving hospitals (`zero`, `random`, `copy:<name>`) used to exercise valuation,
-//! and the privacy-utility curve's table and plot (`curve`).
+//! the privacy-utility curve's table and plot (`curve`), and the zero-update hospitals the
+//! benchmarks share (`bench`).
 //!
 //! Everything a hospital does on the wire is the real participant agent; only where its update
 //! comes from differs for the simulated behaviours.
 
+pub mod bench;
 pub mod curve;
 pub mod run;
 pub mod scenario;
