@@ -6,14 +6,14 @@
 //! round and counts what arrives. fail-rs keeps its configuration in a global registry, so these
 //! tests live in their own binary and each holds a `FailScenario` (which also serialises them).
 
-use std::{
-    pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+mod common;
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
 };
 
+use common::{Script, TaskStream, serve};
 use fail::FailScenario;
 use fedledger_model::digest::{vector_sha256, vector_to_bytes};
 use fedledger_participant::{
@@ -22,8 +22,7 @@ use fedledger_participant::{
 };
 use fedledger_privacy::{AccountantKind, PrivacySpend};
 use fedledger_proto as pb;
-use futures::{Stream, stream};
-use tokio_stream::wrappers::TcpListenerStream;
+use futures::stream;
 use tonic::{Request, Response, Status, Streaming};
 
 const ROUND: u64 = 1;
@@ -42,34 +41,8 @@ struct FakeCoordinator {
     seen: Arc<Seen>,
 }
 
-type TaskStream = Pin<Box<dyn Stream<Item = Result<pb::TaskMessage, Status>> + Send>>;
-
 #[tonic::async_trait]
-impl pb::coordinator_server::Coordinator for FakeCoordinator {
-    async fn challenge(
-        &self,
-        _req: Request<pb::ChallengeRequest>,
-    ) -> Result<Response<pb::ChallengeResponse>, Status> {
-        Ok(Response::new(pb::ChallengeResponse {
-            federation: "fed".into(),
-            challenge: vec![7; 32],
-            expires_unix_ms: u64::MAX,
-        }))
-    }
-
-    async fn register(
-        &self,
-        _req: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        Ok(Response::new(pb::RegisterResponse {
-            session: vec![1],
-            name: "h0".into(),
-            federation: "fed".into(),
-        }))
-    }
-
-    type GetTaskStream = TaskStream;
-
+impl Script for FakeCoordinator {
     async fn get_task(
         &self,
         _req: Request<pb::TaskRequest>,
@@ -146,27 +119,6 @@ impl pb::coordinator_server::Coordinator for FakeCoordinator {
             round: req.into_inner().round,
         }))
     }
-
-    async fn get_round_result(
-        &self,
-        _req: Request<pb::RoundResultRequest>,
-    ) -> Result<Response<pb::RoundResult>, Status> {
-        Err(Status::unimplemented("not needed here"))
-    }
-
-    async fn submit_proposal(
-        &self,
-        _req: Request<pb::ProposalRequest>,
-    ) -> Result<Response<pb::ProposalReceipt>, Status> {
-        Err(Status::unimplemented("not needed here"))
-    }
-
-    async fn list_proposals(
-        &self,
-        _req: Request<pb::ListProposalsRequest>,
-    ) -> Result<Response<pb::ProposalList>, Status> {
-        Err(Status::unimplemented("not needed here"))
-    }
 }
 
 /// A private update with a fixed spend, without training (`delta` fills the vector).
@@ -196,20 +148,12 @@ impl UpdateSource for FixedUpdate {
 
 /// A fake coordinator on a loopback port, and a participant configuration pointing at it.
 async fn setup(dir: &std::path::Path) -> (Arc<Seen>, ParticipantConfig) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Seen::default());
-    let service =
-        pb::coordinator_server::CoordinatorServer::new(FakeCoordinator { seen: seen.clone() });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let (url, _server) = serve(FakeCoordinator { seen: seen.clone() }).await;
     let key = dir.join("h0.key");
     keys::generate_key_file(&key).unwrap();
     let cfg = ParticipantConfig {
-        coordinator: format!("http://{addr}"),
+        coordinator: url,
         key,
         data: dir.join("unused.csv"),
         label_column: None,

@@ -6,16 +6,15 @@
 //! The real agent and trainer run against a fake coordinator on loopback that serves one such
 //! task, then says the federation is done once it has been answered.
 
-use std::{
-    pin::Pin,
-    sync::{Arc, Mutex},
-};
+mod common;
 
+use std::sync::{Arc, Mutex};
+
+use common::{Script, TaskStream, serve};
 use fedledger_model::digest::{vector_sha256, vector_to_bytes};
 use fedledger_participant::{ParticipantConfig, config::PrivacySection, keys, store::LocalStore};
 use fedledger_proto as pb;
-use futures::{Stream, stream};
-use tokio_stream::wrappers::TcpListenerStream;
+use futures::stream;
 use tonic::{Request, Response, Status, Streaming};
 
 const GLOBAL: [f32; 4] = [0.5, -0.25, 1.0, 0.0];
@@ -67,34 +66,8 @@ struct Hostile {
     seen: Arc<Mutex<Seen>>,
 }
 
-type TaskStream = Pin<Box<dyn Stream<Item = Result<pb::TaskMessage, Status>> + Send>>;
-
 #[tonic::async_trait]
-impl pb::coordinator_server::Coordinator for Hostile {
-    async fn challenge(
-        &self,
-        _req: Request<pb::ChallengeRequest>,
-    ) -> Result<Response<pb::ChallengeResponse>, Status> {
-        Ok(Response::new(pb::ChallengeResponse {
-            federation: "fed".into(),
-            challenge: vec![7; 32],
-            expires_unix_ms: u64::MAX,
-        }))
-    }
-
-    async fn register(
-        &self,
-        _req: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        Ok(Response::new(pb::RegisterResponse {
-            session: vec![1],
-            name: "h0".into(),
-            federation: "fed".into(),
-        }))
-    }
-
-    type GetTaskStream = TaskStream;
-
+impl Script for Hostile {
     async fn get_task(
         &self,
         _req: Request<pb::TaskRequest>,
@@ -139,45 +112,18 @@ impl pb::coordinator_server::Coordinator for Hostile {
         self.seen.lock().unwrap().declines.push(r.reason);
         Ok(Response::new(pb::DeclineReceipt { round: r.round }))
     }
-
-    async fn get_round_result(
-        &self,
-        _req: Request<pb::RoundResultRequest>,
-    ) -> Result<Response<pb::RoundResult>, Status> {
-        Err(Status::unimplemented("not needed here"))
-    }
-
-    async fn submit_proposal(
-        &self,
-        _req: Request<pb::ProposalRequest>,
-    ) -> Result<Response<pb::ProposalReceipt>, Status> {
-        Err(Status::unimplemented("not needed here"))
-    }
-
-    async fn list_proposals(
-        &self,
-        _req: Request<pb::ListProposalsRequest>,
-    ) -> Result<Response<pb::ProposalList>, Status> {
-        Err(Status::unimplemented("not needed here"))
-    }
 }
 
 /// Run the real participant (training on a small CSV) against a coordinator serving `task`;
 /// returns the reason it declined with. Nothing may be spent or sent.
 async fn declined(task: pb::TaskHeader) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let service = pb::coordinator_server::CoordinatorServer::new(Hostile {
+    let (url, server) = serve(Hostile {
         task,
         seen: seen.clone(),
-    });
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    })
+    .await;
     let data = dir.path().join("data.csv");
     let mut csv = String::from("a,b,c,label\n");
     for i in 0..20 {
@@ -187,7 +133,7 @@ async fn declined(task: pb::TaskHeader) -> String {
     let key = dir.path().join("h0.key");
     keys::generate_key_file(&key).unwrap();
     let cfg = ParticipantConfig {
-        coordinator: format!("http://{addr}"),
+        coordinator: url,
         key,
         data,
         label_column: None,

@@ -3,8 +3,9 @@
 //! loopback that serves three training rounds, prints exactly one line per round saying what
 //! it answered and the privacy budget left, then one line when the federation finishes.
 
+mod common;
+
 use std::{
-    pin::Pin,
     process::Command,
     sync::{
         Arc,
@@ -12,11 +13,11 @@ use std::{
     },
 };
 
+use common::{Script, TaskStream, serve};
 use fedledger_model::digest::{vector_sha256, vector_to_bytes};
 use fedledger_participant::keys;
 use fedledger_proto as pb;
-use futures::{Stream, stream};
-use tokio_stream::wrappers::TcpListenerStream;
+use futures::stream;
 use tonic::{Request, Response, Status, Streaming};
 
 const ROUNDS: u64 = 3;
@@ -28,34 +29,8 @@ struct FakeCoordinator {
     answered: Arc<AtomicU64>,
 }
 
-type TaskStream = Pin<Box<dyn Stream<Item = Result<pb::TaskMessage, Status>> + Send>>;
-
 #[tonic::async_trait]
-impl pb::coordinator_server::Coordinator for FakeCoordinator {
-    async fn challenge(
-        &self,
-        _req: Request<pb::ChallengeRequest>,
-    ) -> Result<Response<pb::ChallengeResponse>, Status> {
-        Ok(Response::new(pb::ChallengeResponse {
-            federation: "fed".into(),
-            challenge: vec![7; 32],
-            expires_unix_ms: u64::MAX,
-        }))
-    }
-
-    async fn register(
-        &self,
-        _req: Request<pb::RegisterRequest>,
-    ) -> Result<Response<pb::RegisterResponse>, Status> {
-        Ok(Response::new(pb::RegisterResponse {
-            session: vec![1],
-            name: "h0".into(),
-            federation: "fed".into(),
-        }))
-    }
-
-    type GetTaskStream = TaskStream;
-
+impl Script for FakeCoordinator {
     async fn get_task(
         &self,
         _req: Request<pb::TaskRequest>,
@@ -129,40 +104,13 @@ impl pb::coordinator_server::Coordinator for FakeCoordinator {
             round: req.into_inner().round,
         }))
     }
-
-    async fn get_round_result(
-        &self,
-        _req: Request<pb::RoundResultRequest>,
-    ) -> Result<Response<pb::RoundResult>, Status> {
-        Err(Status::unimplemented("not needed here"))
-    }
-
-    async fn submit_proposal(
-        &self,
-        _: Request<pb::ProposalRequest>,
-    ) -> Result<Response<pb::ProposalReceipt>, Status> {
-        Err(Status::unimplemented("not needed here"))
-    }
-
-    async fn list_proposals(
-        &self,
-        _: Request<pb::ListProposalsRequest>,
-    ) -> Result<Response<pb::ProposalList>, Status> {
-        Err(Status::unimplemented("not needed here"))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_terminal_the_agent_prints_one_line_per_round_with_the_budget_left() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let fake = FakeCoordinator::default();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(pb::coordinator_server::CoordinatorServer::new(fake.clone()))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let (url, _server) = serve(fake.clone()).await;
     keys::generate_key_file(&dir.path().join("h0.key")).unwrap();
     let mut csv = String::from("a,b,c,label\n");
     for i in 0..40 {
@@ -173,7 +121,7 @@ async fn without_a_terminal_the_agent_prints_one_line_per_round_with_the_budget_
     std::fs::write(
         &config,
         format!(
-            "coordinator = \"http://{addr}\"\nkey = \"h0.key\"\ndata = \"data.csv\"\n\
+            "coordinator = \"{url}\"\nkey = \"h0.key\"\ndata = \"data.csv\"\n\
              label_column = \"label\"\nstate_dir = \"state\"\n"
         ),
     )
