@@ -474,30 +474,25 @@ mod tests {
         }
     }
 
+    /// The spend of a first round (1000 rows, 10 parameters) gated by `accountant`.
+    fn fresh_spend(accountant: AccountantKind) -> PrivacySpend {
+        spend_of(
+            plan(
+                &mut Planner::default(),
+                &task(hyper(), &[]),
+                1000,
+                10,
+                &privacy(accountant),
+                &[],
+            )
+            .unwrap(),
+        )
+    }
+
     #[test]
     fn the_configured_accountant_gates_and_is_recorded() {
-        let pld = spend_of(
-            plan(
-                &mut Planner::default(),
-                &task(hyper(), &[]),
-                1000,
-                10,
-                &privacy(AccountantKind::Pld),
-                &[],
-            )
-            .unwrap(),
-        );
-        let rdp = spend_of(
-            plan(
-                &mut Planner::default(),
-                &task(hyper(), &[]),
-                1000,
-                10,
-                &privacy(AccountantKind::Rdp),
-                &[],
-            )
-            .unwrap(),
-        );
+        let pld = fresh_spend(AccountantKind::Pld);
+        let rdp = fresh_spend(AccountantKind::Rdp);
         assert_eq!(pld.accountant, AccountantKind::Pld);
         assert_eq!(rdp.accountant, AccountantKind::Rdp);
         let run = (pld.noise_multiplier, pld.sampling_rate, pld.steps);
@@ -569,17 +564,7 @@ mod tests {
 
     #[test]
     fn the_spend_carries_the_figures_as_recorded() {
-        let p = spend_of(
-            plan(
-                &mut Planner::default(),
-                &task(hyper(), &[]),
-                1000,
-                10,
-                &privacy(AccountantKind::Rdp),
-                &[],
-            )
-            .unwrap(),
-        );
+        let p = fresh_spend(AccountantKind::Rdp);
         let o = privacy_object(Some(&p));
         assert_eq!(o.noise_multiplier(), p.noise_multiplier);
         assert_eq!(o.sampling_rate(), p.sampling_rate);
