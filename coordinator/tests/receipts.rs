@@ -12,169 +12,12 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::OnceLock,
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
+use common::binaries::{hospitals, participant_bin};
 use common::*;
-use fedledger_ledger::keys;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The `fedledger-participant` binary of this target directory.
-fn participant_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_BIN_EXE_fedledger-coordinator"))
-            .parent()
-            .unwrap()
-            .to_owned();
-        let bin = dir.join(format!(
-            "fedledger-participant{}",
-            std::env::consts::EXE_SUFFIX
-        ));
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args([
-                    "build",
-                    "-p",
-                    "fedledger-participant",
-                    "--bin",
-                    "fedledger-participant",
-                ])
-                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building fedledger-participant failed");
-        }
-        assert!(bin.exists(), "{} missing", bin.display());
-        bin
-    })
-}
-
-/// A hospital: its files, and its process once started.
-struct Hospital {
-    name: String,
-    dir: PathBuf,
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Hospital {
-    fn state(&self) -> PathBuf {
-        self.dir.join("state")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
-    }
-
-    fn start(&mut self) {
-        let err = std::fs::File::create(self.dir.join("stderr.log")).unwrap();
-        self.child = Some(
-            Command::new(participant_bin())
-                .args(["run", "--config"])
-                .arg(&self.config)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(err)
-                .spawn()
-                .expect("start fedledger-participant"),
-        );
-    }
-
-    /// Waits for the process to exit; its exit code.
-    async fn wait(&mut self, patience: Duration) -> i32 {
-        let child = self.child.as_mut().expect("started");
-        let until = Instant::now() + patience;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > until {
-                let _ = child.kill();
-                panic!(
-                    "{} did not exit in time; its log:\n{}",
-                    self.name,
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn receipts(&self, federation: &str) -> Vec<u64> {
-        let dir = self
-            .state()
-            .join("receipts")
-            .join(federation)
-            .join("rounds");
-        let mut v: Vec<u64> = std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.filter_map(|e| {
-                    e.ok()?
-                        .file_name()
-                        .to_string_lossy()
-                        .strip_suffix(".tlog-proof")?
-                        .parse()
-                        .ok()
-                })
-                .collect()
-            })
-            .unwrap_or_default();
-        v.sort_unstable();
-        v
-    }
-
-    fn evidence(&self) -> Vec<serde_json::Value> {
-        std::fs::read_dir(self.state().join("evidence"))
-            .map(|rd| {
-                rd.filter_map(|e| serde_json::from_slice(&std::fs::read(e.ok()?.path()).ok()?).ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-/// `n` hospitals' keys, data and configuration files under `root` (written once the
-/// coordinator's address, tiles URL and identity are known).
-fn hospitals(root: &Path, n: usize) -> (Vec<Hospital>, Vec<ring::signature::Ed25519KeyPair>) {
-    let mut hs = Vec::new();
-    let mut keys_ = Vec::new();
-    for i in 0..n {
-        let dir = root.join(format!("h{i}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let key = keys::generate_key_file(&dir.join("key")).unwrap();
-        write_validation(&dir.join("data.csv"), 3, 40 + 7 * i, 2);
-        keys_.push(key);
-        hs.push(Hospital {
-            name: format!("h{i}"),
-            config: dir.join("participant.toml"),
-            dir,
-            child: None,
-        });
-    }
-    (hs, keys_)
-}
-
-fn write_config(h: &Hospital, running: &fedledger_coordinator::Running) {
-    let id = &running.identity;
-    let text = format!(
-        "coordinator = \"http://{}\"\nkey = \"key\"\ndata = \"data.csv\"\nlabel_column = \"label\"\n\
-         state_dir = \"state\"\nreconnect_patience_secs = 10\n\n[privacy]\nepsilon_budget = 8.0\n\
-         delta = 1e-5\nrequire_dp = false\n\n[ledger]\nurl = \"{}\"\nlog_key = \"{}\"\n\
-         genesis_sha256 = \"{}\"\nallow_no_witnesses = true\nreceipt_timeout_secs = 30\n",
-        running.addr,
-        running.tiles_url().unwrap(),
-        id.log_key,
-        id.genesis_sha256.as_deref().unwrap(),
-    );
-    std::fs::write(&h.config, text).unwrap();
-}
 
 /// Each lie, the hospital it targets, and what that hospital must name.
 const LIES: [(&str, &str); 5] = [
@@ -203,7 +46,7 @@ async fn each_lie_stops_the_hospital_it_concerns_and_an_honest_one_keeps_every_r
     let running = start(cfg).await;
     let federation = running.coordinator.config().federation.clone();
     for h in &mut hs {
-        write_config(h, &running);
+        h.write_config(&running);
         h.start();
     }
     let honest = hs.len() - 1;
@@ -301,7 +144,7 @@ async fn a_hospital_refuses_a_federation_whose_genesis_differs_from_the_pinned_o
     let mut cfg = config(&dir.path().join("coordinator"), &refs, 3, 2, 1, 1);
     cfg.tiles_listen = Some("127.0.0.1:0".parse().unwrap());
     let running = start(cfg).await;
-    write_config(&hs[0], &running);
+    hs[0].write_config(&running);
     let text = std::fs::read_to_string(&hs[0].config).unwrap();
     let pinned = running.identity.genesis_sha256.clone().unwrap();
     std::fs::write(&hs[0].config, text.replace(&pinned, &"ab".repeat(32))).unwrap();
@@ -424,7 +267,7 @@ async fn a_receipt_that_never_comes_stops_the_hospital_before_round_r_plus_2() {
     let running = start(cfg).await;
     // The genesis is in the log; from now on no round reaches it.
     fail::cfg("coordinator::ledger::before_append", "return").unwrap();
-    write_config(&hs[0], &running);
+    hs[0].write_config(&running);
     let text = std::fs::read_to_string(&hs[0].config).unwrap();
     std::fs::write(
         &hs[0].config,
@@ -481,7 +324,7 @@ async fn a_changed_settlement_line_stops_its_hospital_and_the_honest_statement_p
     let running = start(cfg).await;
     let federation = running.coordinator.config().federation.clone();
     for h in &mut hs {
-        write_config(h, &running);
+        h.write_config(&running);
         h.start();
     }
     // h0 stops at the first settlement: its line differs from what it was told.

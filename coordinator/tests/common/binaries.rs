@@ -108,6 +108,40 @@ impl Hospital {
         }
     }
 
+    /// Rounds whose receipt it stored, ascending.
+    pub fn receipts(&self, federation: &str) -> Vec<u64> {
+        let dir = self
+            .state()
+            .join("receipts")
+            .join(federation)
+            .join("rounds");
+        let mut v: Vec<u64> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| {
+                    e.ok()?
+                        .file_name()
+                        .to_string_lossy()
+                        .strip_suffix(".tlog-proof")?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        v.sort_unstable();
+        v
+    }
+
+    /// Its evidence files, parsed.
+    pub fn evidence(&self) -> Vec<serde_json::Value> {
+        std::fs::read_dir(self.state().join("evidence"))
+            .map(|rd| {
+                rd.filter_map(|e| serde_json::from_slice(&std::fs::read(e.ok()?.path()).ok()?).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Writes its `participant.toml` for a running coordinator.
     pub fn write_config(&self, running: &fedledger_coordinator::Running) {
         let id = &running.identity;
