@@ -5,6 +5,8 @@
 //! one mark per round in every per-round plot (checked in the HTML, and in the DOM headless
 //! Chromium builds when FEDLEDGER_CHROMIUM=1, as `.ci/run` sets).
 
+#[path = "../../report/tests/support/chromium.rs"]
+mod chromium;
 mod common;
 
 use std::{
@@ -78,18 +80,7 @@ fn coordinator(args: &[&str], config: &Path) -> String {
 
 /// Marks of each plot, by series: the rounds it has a mark in.
 fn marks(page: &str) -> BTreeMap<(String, String), Vec<u64>> {
-    let mut out: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
-    let attr = |s: &str, name: &str| -> String {
-        let at = s.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
-        s[at..at + s[at..].find('"').unwrap()].to_owned()
-    };
-    for (at, _) in page.match_indices("<circle class=\"mark\"") {
-        let tag = &page[at..at + page[at..].find('>').unwrap()];
-        out.entry((attr(tag, "data-plot"), attr(tag, "data-series")))
-            .or_default()
-            .push(attr(tag, "data-round").parse().unwrap());
-    }
-    out
+    fedledger_report::marks(page).unwrap()
 }
 
 /// The per-round plots of the coordinator's page (the auditor's has the recorded validation
@@ -352,41 +343,10 @@ fn running_log_key(cfg: &fedledger_coordinator::FederationConfig) -> String {
 /// a browser builds it: the DOM headless Chromium dumps has the same marks, and a screenshot
 /// is taken (kept under target/ for a person to look at).
 fn chromium_check(page: &Path, tmp: &Path, expected: &[&str]) {
-    if std::env::var("FEDLEDGER_CHROMIUM").as_deref() != Ok("1") {
-        println!("skipped the headless Chromium check: set FEDLEDGER_CHROMIUM=1 (needs chromium)");
+    if !chromium::enabled() {
         return;
     }
-    let url = format!("file://{}", page.display());
-    let profile = tmp.join("chromium-profile");
-    let chromium = |extra: &[String]| {
-        let out = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                &format!("--user-data-dir={}", profile.display()),
-            ])
-            .args(extra)
-            .arg(&url)
-            .output()
-            .expect("run chromium (FEDLEDGER_CHROMIUM=1 says it is installed)");
-        assert!(
-            out.status.success(),
-            "chromium: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let dom = chromium(&["--dump-dom".to_owned()]);
-    assert_one_mark_per_round(&dom, expected);
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("coordinator-report.png");
-    let _ = std::fs::remove_file(&shot);
-    chromium(&[
-        format!("--screenshot={}", shot.display()),
-        "--window-size=1000,4000".to_owned(),
-    ]);
-    let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
-    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    println!("screenshot: {}", shot.display());
+    let dom = chromium::dom_and_screenshot(page, tmp, &shot, "1000,4000");
+    assert_one_mark_per_round(&dom, expected);
 }

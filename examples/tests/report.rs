@@ -6,9 +6,11 @@
 //! Chromium builds when FEDLEDGER_CHROMIUM=1 (set by `.ci/run`, which installs Debian's
 //! chromium), with a screenshot kept under target/ for a person to look at.
 
+#[path = "../../report/tests/support/chromium.rs"]
+mod chromium;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use clap::Parser;
 use fedledger_examples::run::{Options, run_federation};
@@ -17,18 +19,7 @@ type Marks = BTreeMap<(String, String), Vec<u64>>;
 
 /// Every mark of a page: (plot, series) -> rounds.
 fn marks(page: &str) -> Marks {
-    let mut out = Marks::new();
-    let attr = |s: &str, name: &str| -> String {
-        let at = s.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
-        s[at..at + s[at..].find('"').unwrap()].to_owned()
-    };
-    for (at, _) in page.match_indices("<circle class=\"mark\"") {
-        let tag = &page[at..at + page[at..].find('>').unwrap()];
-        out.entry((attr(tag, "data-plot"), attr(tag, "data-series")))
-            .or_default()
-            .push(attr(tag, "data-round").parse().unwrap());
-    }
-    out
+    fedledger_report::marks(page).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,41 +76,10 @@ async fn the_default_runs_report_has_one_mark_per_round_in_every_per_round_plot(
 }
 
 fn chromium(page: &Path, tmp: &Path, expected: &Marks) {
-    if std::env::var("FEDLEDGER_CHROMIUM").as_deref() != Ok("1") {
-        println!("skipped the headless Chromium check: set FEDLEDGER_CHROMIUM=1 (needs chromium)");
+    if !chromium::enabled() {
         return;
     }
-    let run = |extra: &[String]| {
-        let out = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-            ])
-            .arg(format!(
-                "--user-data-dir={}",
-                tmp.join("chromium-profile").display()
-            ))
-            .args(extra)
-            .arg(format!("file://{}", page.display()))
-            .output()
-            .expect("run chromium (FEDLEDGER_CHROMIUM=1 says it is installed)");
-        assert!(
-            out.status.success(),
-            "chromium: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let dom = run(&["--dump-dom".to_owned()]);
-    assert_eq!(&marks(&dom), expected, "the DOM Chromium built");
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hospitals-report.png");
-    let _ = std::fs::remove_file(&shot);
-    run(&[
-        format!("--screenshot={}", shot.display()),
-        "--window-size=1000,5200".to_owned(),
-    ]);
-    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
-    println!("screenshot: {}", shot.display());
+    let dom = chromium::dom_and_screenshot(page, tmp, &shot, "1000,5200");
+    assert_eq!(&marks(&dom), expected, "the DOM Chromium built");
 }

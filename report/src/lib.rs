@@ -18,6 +18,7 @@ pub mod plot;
 mod html;
 
 pub use html::render;
+pub use plot::marks;
 
 /// What the page shows: a federation as recorded.
 #[derive(Clone, Debug, Default)]

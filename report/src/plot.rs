@@ -7,6 +7,34 @@ use plotters::prelude::*;
 
 use crate::ReportError;
 
+/// The marks of a page (or of one chart), as this module writes them: (plot, series) -> the
+/// rounds it has a mark in, in page order. What tests and tools count marks with; a mark
+/// without its plot, series or round is an error naming it.
+pub fn marks(page: &str) -> Result<std::collections::BTreeMap<(String, String), Vec<u64>>, String> {
+    let mut out: std::collections::BTreeMap<(String, String), Vec<u64>> = Default::default();
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let at = tag.find(&format!("{name}=\""))? + name.len() + 2;
+        Some(tag[at..at + tag[at..].find('"')?].to_owned())
+    };
+    for (at, _) in page.match_indices("<circle class=\"mark\"") {
+        let end = page[at..]
+            .find('>')
+            .ok_or("a mark tag that does not close")?;
+        let tag = &page[at..at + end];
+        match (
+            attr(tag, "data-plot"),
+            attr(tag, "data-series"),
+            attr(tag, "data-round").and_then(|r| r.parse().ok()),
+        ) {
+            (Some(plot), Some(series), Some(round)) => {
+                out.entry((plot, series)).or_default().push(round)
+            }
+            _ => return Err(format!("a mark without its plot, series or round: {tag}")),
+        }
+    }
+    Ok(out)
+}
+
 /// Chart size in pixels.
 pub const WIDTH: u32 = 760;
 pub const HEIGHT: u32 = 300;
@@ -275,6 +303,11 @@ mod tests {
         let s = svg(&plot).unwrap();
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
         assert_eq!(s.matches("class=\"mark\"").count(), 4);
+        // The reader gives back what was drawn, and names a mark it cannot read.
+        let m = marks(&s).unwrap();
+        assert_eq!(m.values().map(Vec::len).sum::<usize>(), 4);
+        assert_eq!(m.values().find(|r| r.len() == 3), Some(&vec![1, 2, 3]));
+        assert!(marks("<circle class=\"mark\" data-plot=\"p\">").is_err());
         assert_eq!(s.matches("data-series=\"a\"").count(), 3);
         assert_eq!(s.matches("data-series=\"b&lt;&amp;&gt;\"").count(), 1);
         // Later rounds are further right, higher values further up.
