@@ -347,15 +347,13 @@ fn every_printed_default_config_is_valid_once_keys_and_data_are_there() {
         "fedledger-ledger",
         &["keygen", "--out", "log.key", "--name", "my-federation"],
     );
-    std::fs::write(
-        dir.path().join("federation.keys"),
-        format!(
-            "log verifier key: {}\ngenesis sha256:   {}\n",
-            log_key.trim(),
-            "ab".repeat(32)
-        ),
-    )
-    .unwrap();
+    // As `fedledger-coordinator keys` prints it.
+    let keys = fedledger_coordinator::Identity {
+        log_key: log_key.trim().to_owned(),
+        peer_id: None,
+        genesis_sha256: Some("ab".repeat(32)),
+    };
+    std::fs::write(dir.path().join("federation.keys"), keys.to_string()).unwrap();
     let budget = run(
         "fedledger-participant",
         &["budget", "--config", "participant.toml"],

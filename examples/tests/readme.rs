@@ -36,15 +36,13 @@ fn the_readme_participant_toml_loads_with_its_tls_trust_and_links() {
         fedledger_ledger::keys::generate_key_file(&dir.path().join("log.key")).unwrap(),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("federation.keys"),
-        format!(
-            "log verifier key: {}\ngenesis sha256:   {}\n",
-            signer.verifier_key(),
-            "ab".repeat(32)
-        ),
-    )
-    .unwrap();
+    // As `fedledger-coordinator keys` prints it.
+    let keys = fedledger_coordinator::Identity {
+        log_key: signer.verifier_key().to_string(),
+        peer_id: None,
+        genesis_sha256: Some("ab".repeat(32)),
+    };
+    std::fs::write(dir.path().join("federation.keys"), keys.to_string()).unwrap();
     let path = dir.path().join("participant.toml");
     std::fs::write(&path, &text).unwrap();
     let cfg = ParticipantConfig::load(&path).unwrap();
