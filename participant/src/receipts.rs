@@ -620,10 +620,6 @@ impl Receipts {
             .await
             .map_err(not_yet)?;
         let (summary_bytes, _) = Self::proven(&cache, &cp, summary_index)?;
-        let nothing = || Found {
-            index: None,
-            entry: None,
-        };
         if summary_bytes != result.ledger_record {
             let what = format!(
                 "the round summary the coordinator reported differs from entry {summary_index} \
@@ -904,6 +900,7 @@ impl Receipts {
     }
 }
 
+/// Nothing found (for the evidence file).
 fn nothing() -> Found {
     Found {
         index: None,
