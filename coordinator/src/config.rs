@@ -1133,25 +1133,23 @@ impl ConfigFile {
                 fedledger_valuation::MAX_PLAYERS
             )));
         }
-        if self.valuation.estimator == "kernelshap"
-            && players > fedledger_valuation::KERNELSHAP_MAX_PLAYERS
-        {
+        // The estimator must be able to value the federation, within the budget given.
+        let estimator = match self.valuation.estimator.as_str() {
+            "auto" => fedledger_valuation::default_estimator(players),
+            name => fedledger_valuation::estimator_by_name(name, None)
+                .map_err(|e| ConfigError::Invalid(format!("valuation.estimator: {e}")))?,
+        };
+        if players > estimator.max_players() {
             return Err(ConfigError::Invalid(format!(
-                "valuation.estimator = \"kernelshap\" values at most {} participants, this \
+                "valuation.estimator = \"{}\" values at most {} participants, this \
                  federation has {players}: use \"gtg\" (or \"auto\") or \"loo\"",
-                fedledger_valuation::KERNELSHAP_MAX_PLAYERS
+                self.valuation.estimator,
+                estimator.max_players()
             )));
         }
         // A budget below what the estimator needs would fail every round's close.
         let budget = self.valuation.max_evaluations;
-        let exact = self.valuation.estimator == "exact"
-            || (self.valuation.estimator == "auto"
-                && players <= fedledger_valuation::EXACT_DEFAULT_MAX_PLAYERS);
-        let needed = if exact {
-            1u64 << players.min(63)
-        } else {
-            players as u64 + 2
-        };
+        let needed = estimator.min_evaluations(players);
         if budget > 0 && budget < needed {
             return Err(ConfigError::Invalid(format!(
                 "valuation.max_evaluations = {budget} is below the {needed} coalitions the \

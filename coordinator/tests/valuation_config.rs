@@ -45,6 +45,15 @@ fn valuation_settings_that_cannot_value_the_federation_are_refused() {
         "{what}"
     );
 
+    // Exact values enumerate every coalition: 12 participants at most by default.
+    let mut cfg = config_file(dir.path(), &refs[..13], 3, 2, 1, 1);
+    cfg.valuation.estimator = "exact".into();
+    let what = invalid(cfg.validate());
+    assert!(
+        what.contains("\"exact\" values at most 12") && what.contains("13"),
+        "{what}"
+    );
+
     let mut cfg = config_file(dir.path(), &refs[..4], 3, 2, 1, 1);
     cfg.valuation.max_evaluations = 15;
     let what = invalid(cfg.validate());

@@ -51,6 +51,15 @@ pub trait Estimator: Send + Sync {
 
     /// Values every player of `game`; the same game and seed give bit-identical values.
     fn estimate(&self, game: &dyn Utility, seed: u64) -> Result<Valuation, ValuationError>;
+
+    /// The most non-null players it values; a game with more is refused.
+    fn max_players(&self) -> usize {
+        MAX_PLAYERS
+    }
+
+    /// The fewest distinct coalitions it evaluates for `players` non-null players: an
+    /// evaluation budget below this is refused.
+    fn min_evaluations(&self, players: usize) -> u64;
 }
 
 /// The estimator for a round of `players` participants: `exact` up to

@@ -36,14 +36,23 @@ impl Estimator for Exact {
         "exact"
     }
 
+    fn max_players(&self) -> usize {
+        self.max_players.min(EXACT_HARD_MAX_PLAYERS)
+    }
+
+    /// Every coalition: `2^players` (saturating).
+    fn min_evaluations(&self, players: usize) -> u64 {
+        1u64.checked_shl(players as u32).unwrap_or(u64::MAX)
+    }
+
     fn estimate(&self, game: &dyn Utility, seed: u64) -> Result<Valuation, ValuationError> {
         let reduced = Reduced::new(game)?;
         let m = reduced.m();
-        let max = self.max_players.min(EXACT_HARD_MAX_PLAYERS);
+        let max = self.max_players();
         if m > max {
             return Err(ValuationError::TooManyForExact { players: m, max });
         }
-        let coalitions = 1u64 << m;
+        let coalitions = self.min_evaluations(m);
         if let Some(budget) = self.max_evaluations
             && budget < coalitions
         {

@@ -50,12 +50,20 @@ impl Estimator for GtgShapley {
         "gtg"
     }
 
+    /// U(none), U(all) and the leave-one-out coalitions (a lower bound: permutations follow).
+    fn min_evaluations(&self, players: usize) -> u64 {
+        if players <= 1 {
+            players as u64 * 2
+        } else {
+            players as u64 + 2
+        }
+    }
+
     fn estimate(&self, game: &dyn Utility, seed: u64) -> Result<Valuation, ValuationError> {
         let reduced = Reduced::new(game)?;
         let m = reduced.m();
         let budget = self.max_evaluations.unwrap_or(u64::MAX);
-        // U(none), U(all) and the m leave-one-out coalitions.
-        let needed = if m <= 1 { m as u64 * 2 } else { m as u64 + 2 };
+        let needed = self.min_evaluations(m);
         let too_small = || ValuationError::BudgetTooSmall {
             estimator: "gtg",
             budget,

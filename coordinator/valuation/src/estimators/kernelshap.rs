@@ -38,18 +38,32 @@ impl Estimator for KernelShap {
         "kernelshap"
     }
 
+    /// The design enumerates coalitions as 64-bit masks.
+    fn max_players(&self) -> usize {
+        KERNELSHAP_MAX_PLAYERS
+    }
+
+    /// The empty and full coalitions and at least `2m` others (all of them when fewer).
+    fn min_evaluations(&self, players: usize) -> u64 {
+        let all = if players >= 63 {
+            u64::MAX
+        } else {
+            1u64 << players
+        };
+        all.min(2 * players as u64 + 2)
+    }
+
     fn estimate(&self, game: &dyn Utility, seed: u64) -> Result<Valuation, ValuationError> {
         let reduced = Reduced::new(game)?;
         let m = reduced.m();
-        // The design enumerates coalitions as 64-bit masks.
-        if m > KERNELSHAP_MAX_PLAYERS {
+        if m > self.max_players() {
             return Err(ValuationError::TooManyPlayers {
                 players: m,
-                max: KERNELSHAP_MAX_PLAYERS,
+                max: self.max_players(),
             });
         }
         let all = if m >= 63 { u64::MAX } else { 1u64 << m };
-        let needed = all.min(2 * m as u64 + 2);
+        let needed = self.min_evaluations(m);
         let budget = self
             .max_evaluations
             .unwrap_or_else(|| all.min(needed.max(2048)));

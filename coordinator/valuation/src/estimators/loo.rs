@@ -16,11 +16,16 @@ impl Estimator for LeaveOneOut {
         "loo"
     }
 
+    /// The grand coalition and each leave-one-out coalition.
+    fn min_evaluations(&self, players: usize) -> u64 {
+        if players == 0 { 0 } else { players as u64 + 1 }
+    }
+
     fn estimate(&self, game: &dyn Utility, seed: u64) -> Result<Valuation, ValuationError> {
         let reduced = Reduced::new(game)?;
         let m = reduced.m();
         let full = reduced.full();
-        let needed = if m == 0 { 0 } else { m as u64 + 1 };
+        let needed = self.min_evaluations(m);
         let budget = self.max_evaluations.unwrap_or(u64::MAX);
         let mut memo = Memo::new(&reduced, budget);
         let mut coalitions = vec![full];
