@@ -136,8 +136,8 @@ pub fn plan(
             privacy.epsilon_budget, privacy.delta
         ))
     };
-    // The run: (sampler multiplier, accounted multiplier, q, steps, batch size, planned steps).
-    let (z, sigma, q, t, batch_size, steps) = match &task.planning {
+    // The run: (sampler multiplier, its figures as recorded, batch size, planned steps).
+    let (z, recorded, batch_size, steps) = match &task.planning {
         Some(bounds) => {
             let bounds = match PlanBounds::from_task(bounds) {
                 Ok(b) => b,
@@ -160,12 +160,20 @@ pub fn plan(
                     "no plan within the task's bounds fits another round".into(),
                 ));
             };
+            // The planner accounted the figures as recorded already: rounding them again
+            // could move the sampling rate up one more nano-unit than the trainer's.
             let run = p.run();
             (
                 p.noise_multiplier,
-                run.noise_multiplier,
-                run.sampling_rate,
-                run.steps,
+                PrivacyObject::from_rounded(
+                    accountant.name(),
+                    run.noise_multiplier,
+                    run.sampling_rate,
+                    run.steps,
+                    privacy.delta,
+                    0.0,
+                    0.0,
+                ),
                 p.batch_size,
                 Some(p.steps),
             )
@@ -177,11 +185,13 @@ pub fn plan(
             let sampler = SecureGaussian::new(hyper.noise_multiplier * hyper.clip_norm, None)
                 .map_err(|e| SourceError::Privacy(e.to_string()))?;
             let sigma = sampler.effective_noise_multiplier(hyper.clip_norm, num_params);
-            (hyper.noise_multiplier, sigma, q, t, batch_size, None)
+            let recorded =
+                PrivacyObject::conservative(accountant.name(), sigma, q, t, privacy.delta);
+            (hyper.noise_multiplier, recorded, batch_size, None)
         }
     };
-    // The figures as recorded, and accounted for as recorded.
-    let recorded = PrivacyObject::conservative(accountant.name(), sigma, q, t, privacy.delta);
+    // Accounted for as recorded.
+    let t = recorded.steps;
     let next = Some((recorded.noise_multiplier(), recorded.sampling_rate(), t));
     let after = cumulative_epsilon(spent, next, delta, accountant)?;
     if after > privacy.epsilon_budget {
