@@ -9,7 +9,7 @@
 //! with `spawn_blocking`.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashSet},
     sync::{Arc, Mutex, MutexGuard, RwLock},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
@@ -89,9 +89,9 @@ pub struct Engine {
     validation: Dataset,
     /// The current global parameters (their digest is the machine's `global_sha256`).
     global: RwLock<Arc<Vec<f32>>>,
-    /// The open round's accepted update vectors by digest (the close reads them from here, or
-    /// from the store after a restart).
-    received: Mutex<HashMap<String, Arc<Vec<f32>>>>,
+    /// Digests of the open round's accepted updates whose blobs this process checked (hashed
+    /// as they arrived, or read back at start), which the close reads without hashing again.
+    received: Mutex<HashSet<String>>,
     /// Effective noise multipliers of the rounds aggregated with server-side DP so far.
     server_dp_history: Mutex<Vec<f64>>,
     /// Rounds stored but not yet in the ledger (the ledger refused an append).
@@ -245,12 +245,11 @@ impl Engine {
                 }
             }
         }
-        let mut received = HashMap::new();
+        // The open round's updates are checked against their digests once, here.
+        let mut received = HashSet::new();
         for u in &updates {
-            received.insert(
-                u.update_sha256.clone(),
-                Arc::new(store.get_vector(&u.update_sha256)?),
-            );
+            store.get_vector(&u.update_sha256)?;
+            received.insert(u.update_sha256.clone());
         }
         let machine = RoundMachine::new(
             cfg.clone(),
@@ -580,8 +579,16 @@ impl Engine {
     ) -> Result<Upload, CoordinatorError> {
         let ticket = self.machine().begin_upload(now_ms(), session, header)?;
         self.seen(ticket.participant);
+        let blob = match self.store.blob_writer() {
+            Ok(b) => b,
+            Err(e) => {
+                self.machine().release(ticket.participant);
+                return Err(e.into());
+            }
+        };
         Ok(Upload {
             assembler: Assembler::new(ticket.num_params, fedledger_proto::CHUNK_FLOATS),
+            blob: Some(blob),
             engine: self.clone(),
             ticket,
             reserved: true,
@@ -684,12 +691,16 @@ impl Engine {
         let cfg = self.config();
         let global = self.global();
         let deltas = {
-            let cache = self.received.lock().unwrap_or_else(|p| p.into_inner());
+            let checked = self
+                .received
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             job.updates
                 .iter()
-                .map(|u| match cache.get(&u.update_sha256) {
-                    Some(v) => Ok(v.clone()),
-                    None => self.store.get_vector(&u.update_sha256).map(Arc::new),
+                .map(|u| match checked.contains(&u.update_sha256) {
+                    true => self.store.get_vector_written(&u.update_sha256),
+                    false => self.store.get_vector(&u.update_sha256),
                 })
                 .collect::<Result<Vec<_>, _>>()?
         };
@@ -857,27 +868,54 @@ fn log_close(outcome: &RoundOutcome, done: bool) {
     }
 }
 
-/// An update whose header was accepted, collecting its chunks. Dropping it before
-/// [`Upload::finish`] (the stream broke off, a chunk was refused) releases the participant's
-/// reservation, so it can send again.
+/// An update whose header was accepted, its chunks checked as they arrive and streamed to its
+/// file ([`crate::store::BlobWriter`]), so no upload is ever held whole in memory. Dropping it
+/// before [`Upload::finish`] (the stream broke off, a chunk was refused) releases the
+/// participant's reservation, so it can send again, and removes the partial file.
 pub struct Upload {
     engine: Arc<Engine>,
     ticket: UploadTicket,
     assembler: Assembler,
+    blob: Option<crate::store::BlobWriter>,
     reserved: bool,
 }
 
 impl Upload {
-    /// Append the chunk (little-endian f32 bytes) that starts at value `offset`.
-    pub fn push(&mut self, offset: u64, bytes: &[u8]) -> Result<(), CoordinatorError> {
-        self.assembler.push(offset, bytes)
+    /// Check the chunk (little-endian f32 bytes) that starts at value `offset`, then queue it
+    /// for the update's file (waiting while the file's writer is behind).
+    pub async fn push(&mut self, offset: u64, bytes: bytes::Bytes) -> Result<(), CoordinatorError> {
+        self.assembler.push(offset, &bytes)?;
+        match &mut self.blob {
+            Some(b) => Ok(b.write(bytes).await?),
+            None => Err(CoordinatorError::Internal(
+                "a chunk arrived after the upload finished".into(),
+            )),
+        }
     }
 
-    /// All chunks are in: check, write the blob (fsync), record the update (flush), then
-    /// acknowledge. Blocks on disk.
+    /// Refused before it was complete: release the reservation and remove the partial file,
+    /// waiting until it is gone. Blocks on disk.
+    pub fn abandon(mut self) {
+        if let Some(b) = self.blob.take() {
+            b.abandon();
+        }
+    }
+
+    /// All chunks are in: check, make the blob durable (fsync, then its name), record the
+    /// update (flush), then acknowledge. Blocks on disk.
     pub fn finish(mut self) -> Result<Receipt, CoordinatorError> {
         let assembler = std::mem::replace(&mut self.assembler, Assembler::new(0, 1));
-        let values = assembler.finish()?;
+        let blob = self
+            .blob
+            .take()
+            .ok_or_else(|| CoordinatorError::Internal("an upload finished twice".into()))?;
+        let values = match assembler.finish() {
+            Ok(v) => v,
+            Err(e) => {
+                blob.abandon();
+                return Err(e);
+            }
+        };
         let received = Received {
             sha256: values.sha256.clone(),
             norm: values.norm,
@@ -885,12 +923,18 @@ impl Upload {
         let engine = self.engine.clone();
         // From here on the machine owns the reservation (a refusal drops it there).
         self.reserved = false;
-        let meta = engine
+        let finished = engine
             .machine()
-            .finish_upload(now_ms(), &self.ticket, &received)?;
-        let persisted = engine
-            .store
-            .put_vector(&values.values)
+            .finish_upload(now_ms(), &self.ticket, &received);
+        let meta = match finished {
+            Ok(m) => m,
+            Err(e) => {
+                blob.abandon();
+                return Err(e);
+            }
+        };
+        let persisted = blob
+            .commit(&meta.update_sha256)
             .and_then(|_| engine.store.record_update(&meta));
         if let Err(e) = persisted {
             engine.machine().release(meta.participant);
@@ -900,7 +944,7 @@ impl Upload {
             .received
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(meta.update_sha256.clone(), Arc::new(values.values));
+            .insert(meta.update_sha256.clone());
         let mut m = engine.machine();
         let name = m.enrolled(meta.participant).name.clone();
         let norm = meta.norm;

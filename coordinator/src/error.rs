@@ -101,4 +101,6 @@ pub enum StoreError {
     Transaction(String),
     #[error("injected failure: {0}")]
     Injected(String),
+    #[error("the blob's writer stopped before the upload was complete")]
+    Abandoned,
 }

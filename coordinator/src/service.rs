@@ -225,20 +225,31 @@ impl Service {
             ),
         };
         let mut upload = self.engine.begin_upload(&session, domain)?;
-        while let Some(msg) = self.next_message(&mut stream, deadline).await? {
-            match msg.msg {
-                Some(pb::update_message::Msg::Chunk(c)) => upload.push(c.offset, &c.data)?,
-                Some(pb::update_message::Msg::Header(_)) => {
-                    return Err(CoordinatorError::DuplicateHeader.into());
-                }
-                None => {
-                    return Err(CoordinatorError::InvalidField {
-                        field: "msg",
-                        reason: "empty update message".into(),
+        let received: Result<(), Failure> = async {
+            while let Some(msg) = self.next_message(&mut stream, deadline).await? {
+                match msg.msg {
+                    Some(pb::update_message::Msg::Chunk(c)) => {
+                        upload.push(c.offset, c.data).await?
                     }
-                    .into());
+                    Some(pb::update_message::Msg::Header(_)) => {
+                        return Err(CoordinatorError::DuplicateHeader.into());
+                    }
+                    None => {
+                        return Err(CoordinatorError::InvalidField {
+                            field: "msg",
+                            reason: "empty update message".into(),
+                        }
+                        .into());
+                    }
                 }
             }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = received {
+            // The partial file is gone before the refusal is answered.
+            let _ = tokio::task::spawn_blocking(move || upload.abandon()).await;
+            return Err(e);
         }
         Ok(tokio::task::spawn_blocking(move || upload.finish())
             .await

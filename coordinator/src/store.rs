@@ -4,11 +4,23 @@
 //! `blobs/<sha256>` and fsynced, then its metadata is inserted into sled and flushed, and only then
 //! does the participant get its receipt. Closing a round writes the round's result and the next
 //! round's state in one sled transaction.
+//!
+//! An upload is streamed to its file as it arrives ([`BlobWriter`]): a writer thread of its own
+//! writes each chunk under a temporary name and starts the disk's writeback every
+//! [`WRITEBACK_BYTES`], so the fsync the acknowledgement waits for finds little left to do and
+//! the coordinator never holds the whole update in memory. The file gets its content's name
+//! only once every check passed ([`BlobWriter::commit`]); a refused or abandoned upload's file
+//! is removed by its writer, and one a crash interrupted at the next start. Concurrent commits
+//! share the folder's fsync (group commit, [`DirSync`]).
 
 use std::{
     fs,
     io::Write,
     path::{Path, PathBuf},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -29,6 +41,224 @@ pub struct Store {
     declines: sled::Tree,
     results: sled::Tree,
     blobs: PathBuf,
+    dir_sync: Arc<DirSync>,
+}
+
+/// Bytes a streamed blob's writer lets accumulate before it asks the disk to write them back
+/// (`fdatasync` on the partial file), so the final fsync flushes at most this much.
+pub const WRITEBACK_BYTES: u64 = 16 << 20;
+
+/// Chunks an upload's writer thread may have queued: bounds the memory of one upload in
+/// flight to this many chunks whatever the disk's speed (the receiver waits for room).
+const WRITER_QUEUE: usize = 4;
+
+/// Unique temporary names: two participants may send identical updates at once (a copy, or
+/// colluding attackers), and neither may rename or remove the other's file.
+static WRITERS: AtomicU64 = AtomicU64::new(0);
+
+fn temp_name(blobs: &Path, stem: &str) -> PathBuf {
+    let writer = WRITERS.fetch_add(1, Ordering::Relaxed);
+    blobs.join(format!("{stem}.{}-{writer}.tmp", std::process::id()))
+}
+
+/// Group commit of the blob folder's fsync: a committer whose rename happened before a sync
+/// started waits for that sync instead of starting its own, so concurrent uploads finishing
+/// together pay for one folder fsync.
+#[derive(Default)]
+pub struct DirSync {
+    state: Mutex<DirSyncState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct DirSyncState {
+    /// Renames made (each takes the next number).
+    requested: u64,
+    /// Every rename up to this number is durable.
+    synced: u64,
+    /// A sync is running.
+    running: bool,
+}
+
+impl DirSync {
+    /// Make every rename done before this call durable.
+    fn sync(&self, dir: &Path) -> Result<(), StoreError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.requested += 1;
+        let mine = st.requested;
+        loop {
+            if st.synced >= mine {
+                return Ok(());
+            }
+            if st.running {
+                st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.running = true;
+            let target = st.requested;
+            drop(st);
+            let result = fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir));
+            st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.running = false;
+            if result.is_ok() {
+                st.synced = st.synced.max(target);
+            }
+            self.done.notify_all();
+            result?;
+        }
+    }
+}
+
+/// What a blob's writer thread is handed.
+enum Piece {
+    Bytes(bytes::Bytes),
+    /// Every byte is in: make the file durable and hand it back.
+    Finish,
+}
+
+/// A blob written as its bytes arrive, on a thread of its own, under a temporary name until
+/// [`Self::commit`] names it by its content. Dropped uncommitted (the upload broke off or was
+/// refused), its writer removes the file.
+pub struct BlobWriter {
+    tx: Option<tokio::sync::mpsc::Sender<Piece>>,
+    worker: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
+    tmp: PathBuf,
+    blobs: PathBuf,
+    dir_sync: Arc<DirSync>,
+    written: u64,
+}
+
+impl BlobWriter {
+    fn start(blobs: &Path, dir_sync: Arc<DirSync>) -> Result<Self, StoreError> {
+        let tmp = temp_name(blobs, "upload");
+        let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(WRITER_QUEUE);
+        let path = tmp.clone();
+        let worker = std::thread::Builder::new()
+            .name("blob-writer".into())
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let result = (|| {
+                    let mut unsynced = 0u64;
+                    while let Some(piece) = rx.blocking_recv() {
+                        match piece {
+                            Piece::Bytes(b) => {
+                                file.write_all(&b).map_err(io_err(&path))?;
+                                unsynced += b.len() as u64;
+                                if unsynced >= WRITEBACK_BYTES {
+                                    file.sync_data().map_err(io_err(&path))?;
+                                    unsynced = 0;
+                                }
+                            }
+                            Piece::Finish => {
+                                file.sync_all().map_err(io_err(&path))?;
+                                return Ok(true);
+                            }
+                        }
+                    }
+                    Ok(false)
+                })();
+                match result {
+                    Ok(true) => Ok(()),
+                    Ok(false) => {
+                        // Abandoned: never acknowledged, so never needed.
+                        let _ = fs::remove_file(&path);
+                        Err(StoreError::Abandoned)
+                    }
+                    Err(e) => {
+                        let _ = fs::remove_file(&path);
+                        Err(e)
+                    }
+                }
+            })
+            .map_err(io_err(blobs))?;
+        Ok(Self {
+            tx: Some(tx),
+            worker: Some(worker),
+            tmp,
+            blobs: blobs.to_owned(),
+            dir_sync,
+            written: 0,
+        })
+    }
+
+    /// Bytes handed to the writer so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Queue `bytes` for the file; waits while the writer has [`WRITER_QUEUE`] chunks queued.
+    pub async fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StoreError> {
+        let n = bytes.len() as u64;
+        let sent = match &self.tx {
+            Some(tx) => tx.send(Piece::Bytes(bytes)).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The writer stopped on an error: its result says which.
+            return Err(self.stop());
+        }
+        self.written += n;
+        Ok(())
+    }
+
+    /// The writer's error after it stopped early.
+    fn stop(&mut self) -> StoreError {
+        self.tx = None;
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(Err(e))) => e,
+            Some(Ok(Ok(()))) => StoreError::Abandoned,
+            Some(Err(_)) | None => StoreError::Abandoned,
+        }
+    }
+
+    /// Drop the blob and wait until its file is gone (a refusal on a thread that may block:
+    /// nothing is left behind when the refusal is answered).
+    pub fn abandon(mut self) {
+        self.tx = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+
+    /// Every byte is in and `sha256` is their digest (checked by the caller): fsync the file,
+    /// name it `blobs/<sha256>` and make the name durable (a folder fsync shared with
+    /// concurrent commits). Blocks on disk.
+    pub fn commit(mut self, sha256: &str) -> Result<(), StoreError> {
+        let tx = self.tx.take().ok_or(StoreError::Abandoned)?;
+        if tx.blocking_send(Piece::Finish).is_err() {
+            return Err(self.stop());
+        }
+        drop(tx);
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(e))) => return Err(e),
+            Some(Err(_)) | None => return Err(StoreError::Abandoned),
+        }
+        let tmp = self.tmp.clone();
+        let path = self.blobs.join(sha256);
+        let named = (|| {
+            fail::fail_point!("coordinator::blob::after_fsync", |_| Err(
+                StoreError::Injected("coordinator::blob::after_fsync".into())
+            ));
+            fs::rename(&tmp, &path).map_err(io_err(&path))
+        })();
+        if named.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        named?;
+        self.dir_sync.sync(&self.blobs)
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // Closing the queue without `Finish` tells the writer to remove its file; it does so on
+        // its own thread, so dropping never waits for the disk.
+        self.tx = None;
+    }
 }
 
 const STATE_KEY: &[u8] = b"state";
@@ -85,6 +315,7 @@ impl Store {
             results: db.open_tree("results")?,
             db,
             blobs,
+            dir_sync: Arc::default(),
         })
     }
 
@@ -96,13 +327,7 @@ impl Store {
         if path.exists() {
             return Ok(sha);
         }
-        // A temporary name of its own: two participants may send identical updates at once
-        // (a copy, or colluding attackers), and neither may rename or remove the other's file.
-        static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let writer = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = self
-            .blobs
-            .join(format!("{sha}.{}-{writer}.tmp", std::process::id()));
+        let tmp = temp_name(&self.blobs, &sha);
         let written = (|| {
             let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
             f.write_all(bytes).map_err(io_err(&tmp))?;
@@ -117,10 +342,13 @@ impl Store {
             let _ = fs::remove_file(&tmp);
         }
         written?;
-        fs::File::open(&self.blobs)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.blobs))?;
+        self.dir_sync.sync(&self.blobs)?;
         Ok(sha)
+    }
+
+    /// A blob streamed to disk as its bytes arrive (an upload), named by [`BlobWriter::commit`].
+    pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
+        BlobWriter::start(&self.blobs, self.dir_sync.clone())
     }
 
     /// Store a flat vector; its key is the SHA-256 of its little-endian bytes.
@@ -146,6 +374,23 @@ impl Store {
             });
         }
         Ok(bytes)
+    }
+
+    /// Read a stored vector this process wrote itself after hashing it (an upload it checked
+    /// as it arrived), without hashing it again; any other blob is read with [`Self::get_vector`].
+    pub fn get_vector_written(&self, sha256: &str) -> Result<Vec<f32>, StoreError> {
+        let path = self.blobs.join(sha256);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingBlob(sha256.to_owned()));
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        vector_from_bytes(&bytes).ok_or_else(|| StoreError::Decode {
+            key: sha256.to_owned(),
+            reason: "length is not a multiple of 4".into(),
+        })
     }
 
     /// Read a stored vector by digest.
@@ -342,5 +587,87 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert!(!tmp.exists());
         drop(store);
+    }
+
+    fn blob_names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir.join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    /// Streamed in many pieces, committed under its digest: the file holds exactly the bytes
+    /// (more than one writeback interval of them), and concurrent commits of different blobs
+    /// all land, sharing folder fsyncs.
+    #[test]
+    fn streamed_blobs_are_named_by_their_digest_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rt = runtime();
+        let contents: Vec<Vec<u8>> = (0..4u8)
+            .map(|i| {
+                (0..(WRITEBACK_BYTES as usize + 3 * 4096 + usize::from(i)))
+                    .map(|j| (j as u8) ^ i)
+                    .collect()
+            })
+            .collect();
+        let writers: Vec<(BlobWriter, String)> = contents
+            .iter()
+            .map(|c| {
+                let mut w = store.blob_writer().unwrap();
+                rt.block_on(async {
+                    for piece in c.chunks(1 << 20) {
+                        w.write(bytes::Bytes::copy_from_slice(piece)).await.unwrap();
+                    }
+                });
+                assert_eq!(w.written(), c.len() as u64);
+                (w, sha256_hex(c))
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for (w, sha) in writers {
+                s.spawn(move || w.commit(&sha).unwrap());
+            }
+        });
+        let mut expected: Vec<String> = contents.iter().map(|c| sha256_hex(c)).collect();
+        expected.sort();
+        assert_eq!(blob_names(dir.path()), expected);
+        for c in &contents {
+            assert_eq!(&store.get_blob(&sha256_hex(c)).unwrap(), c);
+        }
+    }
+
+    /// A writer dropped before its commit (an upload broken off or refused) leaves no file.
+    #[test]
+    fn abandoned_streamed_blobs_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rt = runtime();
+        let mut w = store.blob_writer().unwrap();
+        rt.block_on(w.write(bytes::Bytes::from_static(&[1, 2, 3, 4])))
+            .unwrap();
+        assert_eq!(blob_names(dir.path()).len(), 1, "the partial file exists");
+        w.abandon();
+        assert!(blob_names(dir.path()).is_empty());
+        // Dropped (a stream broken off in an async handler): its writer removes the file on
+        // its own thread, soon.
+        let mut w = store.blob_writer().unwrap();
+        rt.block_on(w.write(bytes::Bytes::from_static(&[5, 6, 7, 8])))
+            .unwrap();
+        drop(w);
+        let mut waited = 0;
+        while !blob_names(dir.path()).is_empty() && waited < 500 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            waited += 1;
+        }
+        assert!(blob_names(dir.path()).is_empty());
     }
 }

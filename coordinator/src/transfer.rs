@@ -1,16 +1,18 @@
-//! Reassembly of a chunked vector from the wire, with every check that can be made before the
-//! whole vector has arrived: chunk size, order, total length, finiteness; the digest is computed
-//! on the fly so a vector is never hashed twice.
+//! The checks of a chunked vector arriving from the wire, made chunk by chunk before the whole
+//! vector has arrived: chunk size, order, total length, finiteness; the digest and the norm are
+//! computed on the fly, so a vector is never hashed twice and never held whole (the chunks go
+//! on to the update's file as they pass).
 
 use fedledger_model::digest::VectorHasher;
 
 use crate::error::CoordinatorError;
 
-/// Collects the chunks of one vector of known length.
+/// Checks the chunks of one vector of known length as they pass.
 pub struct Assembler {
     expected: u64,
     max_chunk: usize,
-    values: Vec<f32>,
+    /// Values accepted so far.
+    have: u64,
     hasher: VectorHasher,
     sum_sq: f64,
 }
@@ -21,15 +23,15 @@ impl Assembler {
         Self {
             expected,
             max_chunk,
-            values: Vec::with_capacity(expected as usize),
+            have: 0,
             hasher: VectorHasher::default(),
             sum_sq: 0.0,
         }
     }
 
-    /// Append the chunk (little-endian f32 bytes) that starts at value `offset`.
+    /// Check the chunk (little-endian f32 bytes) that starts at value `offset` and count it.
     pub fn push(&mut self, offset: u64, bytes: &[u8]) -> Result<(), CoordinatorError> {
-        let have = self.values.len() as u64;
+        let have = self.have;
         if !bytes.len().is_multiple_of(4) {
             return Err(CoordinatorError::InvalidField {
                 field: "data",
@@ -46,48 +48,38 @@ impl Assembler {
                 max: self.max_chunk,
             });
         }
-        let chunk: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let chunk = chunk.as_slice();
-        if chunk.len() > self.max_chunk {
-            return Err(CoordinatorError::ChunkTooLarge {
-                offset,
-                len: chunk.len(),
-                max: self.max_chunk,
-            });
-        }
+        let len = bytes.len() / 4;
         if offset != have {
             return Err(CoordinatorError::ChunkOutOfOrder {
                 got: offset,
                 expected: have,
             });
         }
-        if have + chunk.len() as u64 > self.expected {
+        if have + len as u64 > self.expected {
             return Err(CoordinatorError::DimensionMismatch {
-                got: have + chunk.len() as u64,
+                got: have + len as u64,
                 expected: self.expected,
             });
         }
         let mut sq = 0.0f64;
-        for (i, v) in chunk.iter().enumerate() {
+        for (i, c) in bytes.chunks_exact(4).enumerate() {
+            let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             if !v.is_finite() {
                 return Err(CoordinatorError::NonFinite {
                     index: have + i as u64,
                 });
             }
-            sq += f64::from(*v) * f64::from(*v);
+            sq += f64::from(v) * f64::from(v);
         }
         self.sum_sq += sq;
         self.hasher.update_bytes(bytes);
-        self.values.extend_from_slice(chunk);
+        self.have += len as u64;
         Ok(())
     }
 
-    /// The complete vector, its SHA-256 (hex) and its L2 norm.
+    /// The complete vector's SHA-256 (hex) and L2 norm.
     pub fn finish(self) -> Result<Received, CoordinatorError> {
-        let got = self.values.len() as u64;
+        let got = self.have;
         if got != self.expected {
             return Err(CoordinatorError::Truncated {
                 got,
@@ -97,14 +89,12 @@ impl Assembler {
         Ok(Received {
             sha256: self.hasher.finish_hex(),
             norm: self.sum_sq.sqrt(),
-            values: self.values,
         })
     }
 }
 
-/// A fully received vector.
+/// What a fully received vector added up to.
 pub struct Received {
-    pub values: Vec<f32>,
     pub sha256: String,
     pub norm: f64,
 }
@@ -126,7 +116,6 @@ mod tests {
             a.push((i * 4) as u64, &bytes(c)).unwrap();
         }
         let r = a.finish().unwrap();
-        assert_eq!(r.values, v);
         assert_eq!(r.sha256, vector_sha256(&v));
         assert!((r.norm - 285f64.sqrt()).abs() < 1e-9);
     }

@@ -31,6 +31,8 @@ fn chunks() -> impl Strategy<Value = Vec<(Option<u64>, Vec<u8>)>> {
 fn assemble(expected: u64, max_chunk: usize, chunks: &[(Option<u64>, Vec<u8>)]) {
     let mut a = Assembler::new(expected, max_chunk);
     let mut have = 0u64;
+    // What the upload would have streamed to its file.
+    let mut accepted = Vec::new();
     for (offset, bytes) in chunks {
         let offset = offset.unwrap_or(have);
         match a.push(offset, bytes) {
@@ -41,6 +43,7 @@ fn assemble(expected: u64, max_chunk: usize, chunks: &[(Option<u64>, Vec<u8>)]) 
                 assert!(bytes.len() / 4 <= max_chunk);
                 have += bytes.len() as u64 / 4;
                 assert!(have <= expected);
+                accepted.extend_from_slice(bytes);
             }
             Err(e) => {
                 assert!(
@@ -61,9 +64,16 @@ fn assemble(expected: u64, max_chunk: usize, chunks: &[(Option<u64>, Vec<u8>)]) 
     match a.finish() {
         Ok(r) => {
             assert_eq!(have, expected);
-            assert_eq!(r.values.len() as u64, expected);
-            assert!(r.values.iter().all(|v| v.is_finite()));
-            assert_eq!(r.sha256, fedledger_model::digest::vector_sha256(&r.values));
+            let values = fedledger_model::digest::vector_from_bytes(&accepted).unwrap();
+            assert_eq!(values.len() as u64, expected);
+            assert!(values.iter().all(|v| v.is_finite()));
+            assert_eq!(r.sha256, fedledger_model::digest::vector_sha256(&values));
+            let norm = values
+                .iter()
+                .map(|v| f64::from(*v).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!((r.norm - norm).abs() <= 1e-9 * norm.max(1.0));
         }
         Err(e) => assert!(matches!(e, CoordinatorError::Truncated { .. }), "{e}"),
     }

@@ -383,6 +383,9 @@ impl Client {
                     }
                 })?;
             params.reserve_exact(n);
+            // Decoded into place and hashed chunk by chunk as they arrive; the digest is
+            // compared once the last one is in.
+            let mut hasher = fedledger_model::digest::VectorHasher::default();
             while let Some(msg) = stream
                 .message()
                 .await
@@ -390,22 +393,26 @@ impl Client {
             {
                 match msg.msg {
                     Some(pb::task_message::Msg::Chunk(c)) => {
-                        let values = fedledger_model::digest::vector_from_bytes(&c.data)
-                            .ok_or_else(|| {
-                                proto(format!(
-                                    "chunk at offset {} is not whole f32 values",
-                                    c.offset
-                                ))
-                            })?;
-                        if c.offset != params.len() as u64 || params.len() + values.len() > n {
+                        if !c.data.len().is_multiple_of(4) {
                             return Err(proto(format!(
-                                "chunk at offset {} of {} values does not fit after {} of {n}",
+                                "chunk at offset {} is not whole f32 values",
+                                c.offset
+                            )));
+                        }
+                        let len = c.data.len() / 4;
+                        if c.offset != params.len() as u64 || params.len() + len > n {
+                            return Err(proto(format!(
+                                "chunk at offset {} of {len} values does not fit after {} of {n}",
                                 c.offset,
-                                values.len(),
                                 params.len()
                             )));
                         }
-                        params.extend_from_slice(&values);
+                        hasher.update_bytes(&c.data);
+                        params.extend(
+                            c.data
+                                .chunks_exact(4)
+                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                        );
                     }
                     _ => return Err(proto("unexpected message after the header".into())),
                 }
@@ -416,7 +423,7 @@ impl Client {
                     params.len()
                 )));
             }
-            let sha = vector_sha256(&params);
+            let sha = hasher.finish_hex();
             if sha != header.model_sha256 {
                 return Err(proto(format!(
                     "global parameters hash to {sha}, header says {}",
