@@ -162,11 +162,10 @@ enum GovernCommand {
     /// output of `fedledger-participant govern sign`). The coordinator anchors it in the
     /// ledger before answering, or refuses it with the reason and changes nothing.
     ///
-    /// Example: fedledger-coordinator govern submit --coordinator http://127.0.0.1:50051 --proposal enrol-d.json --signature sig-a.json --signature sig-b.json
+    /// Example: fedledger-coordinator govern submit --coordinator https://coordinator.example.org:50051 --ca tls/ca.pem --proposal enrol-d.json --signature sig-a.json --signature sig-b.json
     Submit {
-        /// The coordinator's gRPC address (plaintext `http://` on loopback).
-        #[arg(long)]
-        coordinator: String,
+        #[command(flatten)]
+        remote: Remote,
         /// The proposal file (JSON, see the README), the one the governors signed.
         #[arg(long)]
         proposal: PathBuf,
@@ -177,12 +176,66 @@ enum GovernCommand {
     /// List the anchored proposals (pending until their from_round opens, then applied) and
     /// the digest the next proposal's `previous` must name.
     ///
-    /// Example: fedledger-coordinator govern list --coordinator http://127.0.0.1:50051
+    /// Example: fedledger-coordinator govern list --coordinator https://coordinator.example.org:50051 --ca tls/ca.pem
     List {
-        /// The coordinator's gRPC address (plaintext `http://` on loopback).
-        #[arg(long)]
-        coordinator: String,
+        #[command(flatten)]
+        remote: Remote,
     },
+}
+
+/// How `govern` reaches the running coordinator: the same link settings as a hospital's
+/// `[coordinator]` section (TLS trust, server name, plaintext policy; proxies from
+/// `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY`).
+#[derive(clap::Args)]
+struct Remote {
+    /// The coordinator's gRPC URL: `https://host:port`, or plaintext `http://` (loopback only,
+    /// unless --allow-plaintext).
+    #[arg(long)]
+    coordinator: String,
+    /// Trust certificates chaining to this CA (PEM; `tls init`'s ca.pem) instead of the
+    /// public web PKI.
+    #[arg(long, conflicts_with = "pin")]
+    ca: Option<PathBuf>,
+    /// Trust exactly this certificate (PEM), whatever its issuer.
+    #[arg(long)]
+    pin: Option<PathBuf>,
+    /// The name the certificate must be valid for (default: the URL's host).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Allow plaintext http:// to an address other than loopback.
+    #[arg(long)]
+    allow_plaintext: bool,
+}
+
+impl Remote {
+    async fn connect(
+        &self,
+    ) -> anyhow::Result<
+        fedledger_proto::coordinator_client::CoordinatorClient<tonic::transport::Channel>,
+    > {
+        use fedledger_link::{ALPN_H2, Link, LinkSettings, Trust};
+        let settings = LinkSettings {
+            trust: match (&self.ca, &self.pin) {
+                (Some(ca), _) => Trust::Ca(ca.clone()),
+                (None, Some(pin)) => Trust::Pin(pin.clone()),
+                (None, None) => Trust::PublicRoots,
+            },
+            server_name: self.server_name.clone(),
+            allow_plaintext: self.allow_plaintext,
+            ..LinkSettings::default()
+        };
+        let url = &self.coordinator;
+        let link = Link::new(url, &settings).with_context(|| format!("the coordinator {url}"))?;
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .with_context(|| format!("the coordinator URL {url}"))?
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_with_connector(link.connector(ALPN_H2))
+            .await
+            .with_context(|| format!("connect to the coordinator at {url}"))?;
+        Ok(fedledger_proto::coordinator_client::CoordinatorClient::new(
+            channel,
+        ))
+    }
 }
 
 #[derive(Subcommand)]
@@ -550,15 +603,9 @@ fn load(path: &std::path::Path) -> anyhow::Result<fedledger_coordinator::Federat
 }
 
 async fn govern(command: GovernCommand) -> anyhow::Result<()> {
-    use fedledger_proto::coordinator_client::CoordinatorClient;
-    let connect = |url: String| async move {
-        CoordinatorClient::connect(url.clone())
-            .await
-            .with_context(|| format!("connect to the coordinator at {url}"))
-    };
     match command {
         GovernCommand::Submit {
-            coordinator,
+            remote,
             proposal,
             signatures,
         } => {
@@ -580,7 +627,7 @@ async fn govern(command: GovernCommand) -> anyhow::Result<()> {
                     signature: s.signature,
                 });
             }
-            let mut client = connect(coordinator).await?;
+            let mut client = remote.connect().await?;
             let receipt = client
                 .submit_proposal(fedledger_proto::ProposalRequest {
                     proposal: proposal_bytes,
@@ -594,8 +641,8 @@ async fn govern(command: GovernCommand) -> anyhow::Result<()> {
                 receipt.ledger_index, receipt.from_round
             );
         }
-        GovernCommand::List { coordinator } => {
-            let mut client = connect(coordinator).await?;
+        GovernCommand::List { remote } => {
+            let mut client = remote.connect().await?;
             let list = client
                 .list_proposals(fedledger_proto::ListProposalsRequest {})
                 .await

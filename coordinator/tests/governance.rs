@@ -601,3 +601,67 @@ async fn the_readme_govern_commands_sign_submit_and_list() {
     assert!(listed.contains("hospital-d"), "{listed}");
     running.shutdown().await.unwrap();
 }
+
+/// `govern` reaches a coordinator that serves TLS the way hospitals do: `--ca` trusts `tls
+/// init`'s CA for the certificate's name; without it (public roots), and in plaintext, it is
+/// refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn govern_reaches_a_tls_coordinator_with_its_ca_and_is_refused_without() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let issued =
+        fedledger_coordinator::tls::init(&dir.path().join("tls"), &["localhost".into()]).unwrap();
+    let governors = [keypair(), keypair()];
+    let (h0, h1) = (keypair(), keypair());
+    let mut f = file(dir.path(), &[&h0, &h1], &[&governors[0], &governors[1]]);
+    f.tls = Some(fedledger_coordinator::config::TlsSection {
+        cert: issued.cert.clone(),
+        key: issued.key.clone(),
+    });
+    let running = start(f.validate().unwrap()).await;
+    let port = running.addr.port();
+    let list = move |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_fedledger-coordinator"))
+                .args(["govern", "list"])
+                .args(&args)
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let https = format!("https://localhost:{port}");
+    let ca = issued.ca_cert.to_string_lossy().into_owned();
+    let (ok, stdout, stderr) = list(vec![
+        "--coordinator".into(),
+        https.clone(),
+        "--ca".into(),
+        ca,
+    ])
+    .await
+    .unwrap();
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("open round: "), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("previous:")),
+        "{stdout}"
+    );
+    // The trial CA is not a public root.
+    let (ok, _, stderr) = list(vec!["--coordinator".into(), https]).await.unwrap();
+    assert!(!ok);
+    assert!(stderr.contains("certificate"), "{stderr}");
+    // Plaintext to the TLS endpoint gets no answer it could take for the coordinator's.
+    let (ok, stdout, _) = list(vec![
+        "--coordinator".into(),
+        format!("http://127.0.0.1:{port}"),
+    ])
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(!stdout.contains("open round"), "{stdout}");
+    running.shutdown().await.unwrap();
+}

@@ -30,7 +30,8 @@ pub mod config;
 pub mod dp;
 pub mod governance;
 pub mod keys;
-pub mod link;
+/// How the agent reaches its servers: the shared `fedledger-link` crate.
+pub use fedledger_link as link;
 pub mod plan;
 pub mod progress;
 pub mod receipts;

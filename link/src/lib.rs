@@ -1,5 +1,5 @@
-//! How the participant reaches a server (the coordinator's gRPC endpoint, the log's tlog-tiles
-//! API): which certificate it trusts, which name it verifies, whether plaintext is allowed, and
+//! How a client reaches a server (the participant: the coordinator's gRPC endpoint and the log's
+//! tlog-tiles API; the operators' tools: the coordinator's gRPC endpoint): which certificate it trusts, which name it verifies, whether plaintext is allowed, and
 //! through which HTTP CONNECT proxy, if any. One [`Connector`] (a tower service from URI to
 //! stream) does it for tonic and for the hyper client alike: a TCP connection to the server or
 //! to the proxy, a CONNECT tunnel through the proxy, then TLS (rustls over ring) with the
