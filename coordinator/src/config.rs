@@ -537,7 +537,8 @@ impl UtilityKind {
 pub struct ValuationSection {
     /// `auto` (exact up to 12 participants, else gtg), `exact`, `gtg`, `kernelshap` or `loo`.
     pub estimator: String,
-    /// Most distinct coalitions an approximate estimator may evaluate (0: its default).
+    /// Most distinct coalitions an approximate estimator may evaluate per round (0: its
+    /// default; `auto`'s gtg: [`fedledger_valuation::default_budget`]).
     pub max_evaluations: u64,
     pub utility: UtilityKind,
     /// Integer base units split among a round's contributors.
@@ -1135,7 +1136,7 @@ impl ConfigFile {
         }
         // The estimator must be able to value the federation, within the budget given.
         let estimator = match self.valuation.estimator.as_str() {
-            "auto" => fedledger_valuation::default_estimator(players),
+            "auto" => fedledger_valuation::default_estimator(players, None),
             name => fedledger_valuation::estimator_by_name(name, None)
                 .map_err(|e| ConfigError::Invalid(format!("valuation.estimator: {e}")))?,
         };

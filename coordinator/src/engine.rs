@@ -855,6 +855,17 @@ fn log_close(outcome: &RoundOutcome, done: bool) {
                 .auc
                 .map(|a| format!("{a:.4}"))
                 .unwrap_or_else(|| "-".into()),
+            valuation = outcome
+                .valuation
+                .as_ref()
+                .map(|v| {
+                    let spread = v
+                        .sampling_rel_se
+                        .map(|s| format!(", sampling error {:.1}%", s * 100.0))
+                        .unwrap_or_default();
+                    format!("{} ({} evaluations{spread})", v.estimator, v.evaluations)
+                })
+                .unwrap_or_else(|| "-".into()),
             "round closed"
         ),
         None => warn!(

@@ -166,6 +166,11 @@ pub struct RoundValuation {
     /// Bootstrap resamples behind the values' standard errors (0: none).
     #[serde(default)]
     pub bootstrap_resamples: u32,
+    /// A sampling estimator's own accuracy: the L2 norm of its values' sampling standard errors
+    /// over the L2 norm of the values (`None` for exact estimators). Not in the ledger: replay
+    /// recomputes it from the recorded seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_rel_se: Option<f64>,
 }
 
 /// One participant's line in a finished round.

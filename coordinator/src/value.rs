@@ -85,7 +85,7 @@ impl Valuer {
     fn estimator(&self, players: usize) -> Result<Box<dyn Estimator>, CoordinatorError> {
         let budget = (self.settings.max_evaluations > 0).then_some(self.settings.max_evaluations);
         if self.settings.estimator == "auto" {
-            return Ok(default_estimator(players));
+            return Ok(default_estimator(players, budget));
         }
         estimator_by_name(&self.settings.estimator, budget)
             .map_err(|e| CoordinatorError::Internal(format!("valuation: {e}")))
@@ -166,6 +166,7 @@ impl Valuer {
         );
         let estimator = self.estimator(updates.len())?;
         let valuation = estimator.estimate(&rows, seed).map_err(internal)?;
+        let sampling_rel_se = valuation.relative_sampling_se();
         let resamples = self.settings.bootstrap_resamples;
         let value_se = bootstrap_standard_errors(&rows, estimator.as_ref(), seed, resamples)
             .map_err(internal)?;
@@ -226,6 +227,7 @@ impl Valuer {
                 evaluations: valuation.evaluations,
                 utility: utility.as_str().to_owned(),
                 bootstrap_resamples: if resamples >= 2 { resamples } else { 0 },
+                sampling_rel_se,
             },
         })
     }

@@ -41,7 +41,7 @@ fn valuation_settings_that_cannot_value_the_federation_are_refused() {
     cfg.valuation.max_evaluations = 50;
     let what = invalid(cfg.validate());
     assert!(
-        what.contains("max_evaluations = 50") && what.contains("102"),
+        what.contains("max_evaluations = 50") && what.contains("298"),
         "{what}"
     );
 

@@ -29,12 +29,26 @@ pub struct Valuation {
     pub estimator: String,
     /// The seed of the estimator's random stream.
     pub seed: u64,
+    /// Sampling estimators: each value's standard error as an estimate of the sampled mean
+    /// (the spread of the independent sampling units, over the square root of their number),
+    /// in the game's player order; null players 0. `None` for estimators that do not sample
+    /// (or sampled fewer than two units).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_se: Option<Vec<f64>>,
 }
 
 impl Valuation {
     /// Each value as integer nano-units ([`value_nano`]), as recorded in the ledger.
     pub fn values_nano(&self) -> Vec<i64> {
         self.values.iter().map(|&v| value_nano(v)).collect()
+    }
+
+    /// The estimator's own accuracy in one figure: the L2 norm of the sampling standard errors
+    /// over the L2 norm of the values (`None` without sampling errors or with all values 0).
+    pub fn relative_sampling_se(&self) -> Option<f64> {
+        let se = self.sampling_se.as_ref()?;
+        let norm = self.values.iter().map(|v| v * v).sum::<f64>().sqrt();
+        (norm > 0.0).then(|| se.iter().map(|s| s * s).sum::<f64>().sqrt() / norm)
     }
 }
 
@@ -62,13 +76,30 @@ pub trait Estimator: Send + Sync {
     fn min_evaluations(&self, players: usize) -> u64;
 }
 
+/// Utility evaluations per round the default estimator spends above
+/// [`EXACT_DEFAULT_MAX_PLAYERS`] players, unless the round needs more to sample at all (see
+/// [`default_budget`]).
+pub const DEFAULT_EVALUATIONS: u64 = 1_000;
+
+/// The default per-round evaluation budget of `gtg` for `players` participants: at least
+/// [`DEFAULT_EVALUATIONS`], and at least its fixed coalitions plus one antithetic pair of
+/// permutations ([`Estimator::min_evaluations`], `3n - 2`), so it always samples. A count of
+/// evaluations, never a time: replay must not read the clock.
+pub fn default_budget(players: usize) -> u64 {
+    DEFAULT_EVALUATIONS.max(GtgShapley::default().min_evaluations(players))
+}
+
 /// The estimator for a round of `players` participants: `exact` up to
-/// [`EXACT_DEFAULT_MAX_PLAYERS`], `gtg` with its defaults above.
-pub fn default_estimator(players: usize) -> Box<dyn Estimator> {
+/// [`EXACT_DEFAULT_MAX_PLAYERS`], above it `gtg` within `max_evaluations` utility evaluations
+/// (`None`: [`default_budget`]).
+pub fn default_estimator(players: usize, max_evaluations: Option<u64>) -> Box<dyn Estimator> {
     if players <= EXACT_DEFAULT_MAX_PLAYERS {
         Box::new(Exact::default())
     } else {
-        Box::new(GtgShapley::default())
+        Box::new(GtgShapley {
+            max_evaluations: Some(max_evaluations.unwrap_or_else(|| default_budget(players))),
+            ..GtgShapley::default()
+        })
     }
 }
 

@@ -24,7 +24,10 @@
 //!   collect) and applies the formula above, summing each player's terms sequentially in coalition
 //!   order. The default up to 12 players. Satisfies efficiency (values sum to `U(all) - U(none)`),
 //!   symmetry and the null-player property up to floating-point rounding.
-//! - `gtg` ([`GtgShapley`]): GTG-Shapley-style permutation sampling. Sampling proceeds in rounds of
+//! - `gtg` ([`GtgShapley`]): GTG-Shapley-style permutation sampling, the default above 12
+//!   players within a per-round budget of utility evaluations ([`default_budget`]: 1,000, or
+//!   what one sample needs when that is more), reporting its own accuracy: each value's standard
+//!   error as a sampled mean ([`Valuation::sampling_se`]). Sampling proceeds in rounds of
 //!   `n` permutations in which player `k` is placed first in the `k`-th permutation (guided first
 //!   positions) and the rest are shuffled; by default each permutation is followed by its reverse
 //!   (antithetic pair), which makes the estimate exact for games with at most pairwise interactions.
@@ -112,7 +115,7 @@ pub use coalition::{Coalition, MAX_PLAYERS};
 pub use error::ValuationError;
 pub use estimators::{
     EXACT_DEFAULT_MAX_PLAYERS, EXACT_HARD_MAX_PLAYERS, Estimator, Exact, GtgShapley,
-    KERNELSHAP_MAX_PLAYERS, KernelShap, LeaveOneOut, Valuation, default_estimator,
+    KERNELSHAP_MAX_PLAYERS, KernelShap, LeaveOneOut, Valuation, default_budget, default_estimator,
     estimator_by_name, value_nano,
 };
 pub use game::{LinearCombinationGame, Utility};

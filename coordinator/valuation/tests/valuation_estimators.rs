@@ -561,3 +561,77 @@ mod properties {
         }
     }
 }
+
+/// The default above 12 players keeps to its per-round budget of evaluations, and gtg reports
+/// its own accuracy: on a game with three-way interactions (where no permutation sampler is
+/// exact), each value lies within four of its reported standard errors of the exact value, and
+/// the errors shrink as the budget grows.
+#[test]
+fn gtg_reports_its_sampling_error_and_the_default_keeps_its_budget() {
+    let round = support::many_hospitals(100, 4);
+    let v = fedledger_valuation::default_estimator(100, None)
+        .estimate(&round.game(), 1)
+        .unwrap();
+    assert_eq!(v.estimator, "gtg");
+    assert!(
+        v.evaluations <= fedledger_valuation::default_budget(100),
+        "{}",
+        v.evaluations
+    );
+    assert_eq!(fedledger_valuation::default_budget(100), 1_000);
+    assert_eq!(fedledger_valuation::default_budget(1_000), 2_998);
+    assert!(v.relative_sampling_se().is_some_and(|s| s > 0.0));
+
+    let mut dividends = Vec::new();
+    for a in 0..16u64 {
+        dividends.push((1 << a, 0.1 * (a as f64 - 3.0)));
+        for b in a + 1..16 {
+            if (a + b) % 3 == 0 {
+                dividends.push(((1 << a) | (1 << b), 0.05 * ((a * b) % 5) as f64 - 0.1));
+            }
+            for c in b + 1..16 {
+                if (a + b + c) % 7 == 0 {
+                    dividends.push(((1 << a) | (1 << b) | (1 << c), 0.3));
+                }
+            }
+        }
+    }
+    let game = Dividends {
+        players: 16,
+        dividends,
+    };
+    let exact = game.shapley();
+    let mut previous = f64::INFINITY;
+    for budget in [400, 1600, 6400] {
+        let gtg = GtgShapley {
+            max_evaluations: Some(budget),
+            truncation_tolerance: 0.0,
+            ..GtgShapley::default()
+        }
+        .estimate(&game, 9)
+        .unwrap();
+        let se = gtg.sampling_se.clone().unwrap();
+        assert_eq!(se.len(), 16);
+        for ((v, e), s) in gtg.values.iter().zip(&exact).zip(&se) {
+            assert!(
+                (v - e).abs() <= 4.0 * s + 1e-12,
+                "budget {budget}: {v} vs {e}, se {s}"
+            );
+        }
+        let total: f64 = se.iter().map(|s| s * s).sum::<f64>().sqrt();
+        assert!(
+            total < previous,
+            "budget {budget}: {total} after {previous}"
+        );
+        previous = total;
+    }
+    // Exact values carry no sampling error.
+    let small = support::many_hospitals(8, 4);
+    assert!(
+        Exact::default()
+            .estimate(&small.game(), 1)
+            .unwrap()
+            .sampling_se
+            .is_none()
+    );
+}

@@ -72,6 +72,7 @@ impl Estimator for Exact {
             evaluations: coalitions,
             estimator: self.name().to_owned(),
             seed,
+            sampling_se: None,
         })
     }
 }

@@ -50,12 +50,16 @@ impl Estimator for GtgShapley {
         "gtg"
     }
 
-    /// U(none), U(all) and the leave-one-out coalitions (a lower bound: permutations follow).
+    /// U(none), U(all) and the leave-one-out coalitions, then one permutation (with its reverse
+    /// when antithetic) scanned to the end: each adds its `n - 2` prefixes of sizes `1..n-1`
+    /// (the size `n - 1` prefix is a leave-one-out coalition). With less, not a single
+    /// sample may fit and every close would fail.
     fn min_evaluations(&self, players: usize) -> u64 {
-        if players <= 1 {
-            players as u64 * 2
-        } else {
-            players as u64 + 2
+        let n = players as u64;
+        match n {
+            0 | 1 => n * 2,
+            2 => 4,
+            _ => n + 2 + (n - 2) * if self.antithetic { 2 } else { 1 },
         }
     }
 
@@ -88,6 +92,10 @@ impl Estimator for GtgShapley {
 
         let mut rng = seeded(seed);
         let mut sums = vec![0.0f64; m];
+        // The sampling units are independent: a permutation, or a permutation with its reverse
+        // (their mean marginal is one draw). Squares of the unit means give the spread.
+        let mut squares = vec![0.0f64; m];
+        let mut units = 0u64;
         let mut permutations = 0u64;
         let mut previous: Option<Vec<f64>> = None;
         let mut marginals = vec![0.0f64; m];
@@ -122,9 +130,12 @@ impl Estimator for GtgShapley {
                         Err(Stop::Fail(e)) => return Err(e),
                     }
                 }
-                for (s, x) in sums.iter_mut().zip(&pair) {
+                let len = orders.len() as f64;
+                for ((s, q), x) in sums.iter_mut().zip(squares.iter_mut()).zip(&pair) {
                     *s += x;
+                    *q += (x / len) * (x / len);
                 }
+                units += 1;
                 permutations += orders.len() as u64;
             }
             let estimate: Vec<f64> = sums.iter().map(|s| s / permutations as f64).collect();
@@ -145,7 +156,17 @@ impl Estimator for GtgShapley {
             });
         }
         let values: Vec<f64> = sums.iter().map(|s| s / permutations as f64).collect();
-        Ok(self.valuation(&reduced, &values, &memo, seed))
+        let mut valuation = self.valuation(&reduced, &values, &memo, seed);
+        if units >= 2 {
+            let k = units as f64;
+            let se: Vec<f64> = values
+                .iter()
+                .zip(&squares)
+                .map(|(mean, q)| ((q / k - mean * mean).max(0.0) / (k - 1.0)).sqrt())
+                .collect();
+            valuation.sampling_se = Some(reduced.expand_values(&se));
+        }
+        Ok(valuation)
     }
 }
 
@@ -197,6 +218,7 @@ impl GtgShapley {
             evaluations: memo.evaluations(),
             estimator: self.name().to_owned(),
             seed,
+            sampling_se: None,
         }
     }
 }

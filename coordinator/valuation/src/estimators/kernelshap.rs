@@ -110,6 +110,7 @@ impl Estimator for KernelShap {
             evaluations: memo.evaluations(),
             estimator: self.name().to_owned(),
             seed,
+            sampling_se: None,
         })
     }
 }

@@ -48,6 +48,7 @@ impl Estimator for LeaveOneOut {
             evaluations: memo.evaluations(),
             estimator: self.name().to_owned(),
             seed,
+            sampling_se: None,
         })
     }
 }
