@@ -72,6 +72,15 @@
 //! resamples of the validation rows, reusing the coalition models already scored
 //! ([`RowGame`] keeps each coalition's per-row scores) (the draws: [`bootstrap_rng`]).
 //!
+//! # Validators' consensus
+//!
+//! [`consensus`] is the game independent validators evaluate on their own holdouts: a coalition
+//! list fixed by the round's announced seed and the sorted contributor keys alone (all subsets
+//! up to 12 players, else a fixed number of sampled permutations, no truncation), the
+//! per-coalition median of the validators' integer utility vectors, the Shapley values of that
+//! consensus game, each validator's distance from it, the equal split of the validators' pool
+//! among those near consensus, and the quality rule that keeps an update out of the aggregate.
+//!
 //! # Settlement over periods
 //!
 //! [`settle`] is the reward rule [`RULE_SETTLED`]: over a period of rounds, only rounds that
@@ -99,6 +108,7 @@
 mod abuse;
 mod bootstrap;
 mod coalition;
+pub mod consensus;
 mod error;
 mod estimators;
 mod game;
