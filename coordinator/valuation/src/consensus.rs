@@ -310,11 +310,11 @@ mod tests {
     use crate::value_nano;
 
     /// A game with pair and triple interactions on `n` players, in nano-units.
-    fn game(n: usize, c: Coalition) -> i64 {
+    fn game(c: Coalition) -> i64 {
         let members: Vec<usize> = c.members().collect();
         let mut u = 0.0f64;
         for &i in &members {
-            u += 0.01 * (i as f64 + 1.0) - 0.02 * f64::from(i as u32 % 3 == 0);
+            u += 0.01 * (i as f64 + 1.0) - 0.02 * f64::from((i as u32).is_multiple_of(3));
             for &j in &members {
                 if i < j && (i + j) % 4 == 1 {
                     u += 0.003;
@@ -356,7 +356,7 @@ mod tests {
     #[test]
     fn exact_values_are_efficient_and_match_the_estimator() {
         let d = design(3, 6, 12, 0).unwrap();
-        let u = vector(&d, |c| game(6, c));
+        let u = vector(&d, game);
         let phi = values(&d, &u).unwrap();
         let total = (u[63] - u[0]) as f64 / 1e9;
         assert!((phi.iter().sum::<f64>() - total).abs() < 1e-12);
@@ -379,9 +379,9 @@ mod tests {
     fn permutation_values_are_efficient_and_close_to_exact() {
         let n = 10;
         let exact_d = design(0, n, 12, 0).unwrap();
-        let exact = values(&exact_d, &vector(&exact_d, |c| game(n, c))).unwrap();
+        let exact = values(&exact_d, &vector(&exact_d, game)).unwrap();
         let d = design(5, n, 8, 400).unwrap();
-        let u = vector(&d, |c| game(n, c));
+        let u = vector(&d, game);
         let phi = values(&d, &u).unwrap();
         let full = d
             .coalitions
@@ -396,10 +396,10 @@ mod tests {
     #[test]
     fn the_median_resists_an_inverted_validator_and_flags_it() {
         let d = design(2, 5, 12, 0).unwrap();
-        let honest_a = vector(&d, |c| game(5, c));
+        let honest_a = vector(&d, game);
         // Another holdout: harder (every utility lower) and slightly different.
-        let honest_b = vector(&d, |c| game(5, c) - 40_000_000 + 300_000 * c.len() as i64);
-        let honest_c = vector(&d, |c| game(5, c) - 10_000_000 - 200_000 * c.len() as i64);
+        let honest_b = vector(&d, |c| game(c) - 40_000_000 + 300_000 * c.len() as i64);
+        let honest_c = vector(&d, |c| game(c) - 10_000_000 - 200_000 * c.len() as i64);
         let inverted: Vec<i64> = honest_a.iter().map(|u| -u).collect();
         let all: Vec<&[i64]> = vec![&honest_a, &honest_b, &honest_c, &inverted];
         let cons = consensus(&d, &all[..3]).unwrap();
