@@ -464,23 +464,26 @@ impl Client {
             signature,
             privacy: Some(privacy_to_wire(privacy)),
         };
-        let chunks: Vec<pb::UpdateMessage> = std::iter::once(pb::UpdateMessage {
+        // Chunks are encoded as the stream is polled, so the first bytes leave at once and no
+        // second copy of the whole update is built up front.
+        let owned: Arc<[f32]> = delta.into();
+        let chunks = delta.len().div_ceil(pb::CHUNK_FLOATS);
+        let body = (0..chunks).map(move |i| {
+            let start = i * pb::CHUNK_FLOATS;
+            let end = (start + pb::CHUNK_FLOATS).min(owned.len());
+            pb::UpdateMessage {
+                msg: Some(pb::update_message::Msg::Chunk(pb::ParamChunk {
+                    offset: start as u64,
+                    data: fedledger_model::digest::vector_to_bytes(&owned[start..end]).into(),
+                })),
+            }
+        });
+        let messages = std::iter::once(pb::UpdateMessage {
             msg: Some(pb::update_message::Msg::Header(header)),
         })
-        .chain(
-            delta
-                .chunks(pb::CHUNK_FLOATS)
-                .enumerate()
-                .map(|(i, c)| pb::UpdateMessage {
-                    msg: Some(pb::update_message::Msg::Chunk(pb::ParamChunk {
-                        offset: (i * pb::CHUNK_FLOATS) as u64,
-                        data: fedledger_model::digest::vector_to_bytes(c).into(),
-                    })),
-                }),
-        )
-        .collect();
+        .chain(body);
         self.rpc
-            .submit_update(tokio_stream::iter(chunks))
+            .submit_update(tokio_stream::iter(messages))
             .await
             .map(|r| r.into_inner())
             .map_err(|s| ClientError::refused("SubmitUpdate", s))
