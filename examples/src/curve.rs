@@ -7,7 +7,8 @@
 //!   trains with batch 16 and 2 local epochs, with one noise multiplier planned so that the
 //!   smallest hospital fits its budget, learning rate 0.1, FedAvg by examples;
 //! * `planned`: the example's defaults: each hospital plans its own batch, steps and noise
-//!   multiplier within the task's bounds for its own budget, learning rate 0.2, FedAvg weighted
+//!   multiplier within the task's bounds for its own budget, learning rate 0.2 (MLP) or 0.1
+//!   (logistic regression), FedAvg weighted
 //!   inversely to each update's planned noise per unit of signal;
 //!
 //! and the same federation without DP (learning rate 0.1) gives the ceiling.
@@ -57,7 +58,7 @@ impl Setting {
             }
             Setting::Planned => {
                 "each hospital plans batch (<= 512), steps (<= 30) and noise for its own budget, \
-                 lr 0.2, FedAvg weighted by inverse planned noise"
+                 lr 0.2 (MLP) or 0.1 (logreg), FedAvg weighted by inverse planned noise"
             }
             Setting::NoDp => "no DP: batch 16, 2 local epochs, lr 0.1, FedAvg by examples",
         }
