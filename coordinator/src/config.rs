@@ -592,9 +592,13 @@ impl ValuationSection {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum RewardRuleKind {
-    /// Settled over periods from accumulated values and their uncertainty
-    /// (`shapley-settled/v1`).
+    /// Settled over periods from the values accumulated since round 1 and their uncertainty,
+    /// each period's pool paid towards every hospital's share of all that was paid
+    /// (`shapley-settled/v2`).
     #[default]
+    Cumulative,
+    /// Settled over periods, each period on its own from the values accumulated over it
+    /// (`shapley-settled/v1`).
     Settled,
     /// Each completed round's pool split by that round's positive values
     /// (`shapley-proportional/v1`, the first rule).
@@ -607,17 +611,25 @@ pub enum RewardRuleKind {
 #[serde(deny_unknown_fields, default)]
 pub struct RewardsSection {
     pub rule: RewardRuleKind,
-    /// `settled`: rounds per settlement period (the last period ends with the federation).
+    /// `cumulative`, `settled`: rounds per settlement period (the last period ends with the
+    /// federation).
     pub period_rounds: u64,
-    /// `settled`: an accumulated value is paid only when it exceeds `z` times its standard error
+    /// `cumulative`, `settled`: an accumulated value is paid only when it exceeds `z` times its standard error
     /// (one-sided; 2.0 is about 97.7% under a normal approximation). Recorded in thousandths.
     pub z: f64,
+}
+
+impl RewardRuleKind {
+    /// True for the rules settled over periods (`cumulative`, `settled`).
+    pub fn is_settled(self) -> bool {
+        matches!(self, Self::Cumulative | Self::Settled)
+    }
 }
 
 impl Default for RewardsSection {
     fn default() -> Self {
         Self {
-            rule: RewardRuleKind::Settled,
+            rule: RewardRuleKind::Cumulative,
             period_rounds: 5,
             z: 2.0,
         }
@@ -640,24 +652,34 @@ impl RewardsSection {
         (self.z * 1000.0).round() as u64
     }
 
-    /// The settlement rule with `pool_per_round`, when the rule is `settled`.
+    /// The settlement rule's parameters with `pool_per_round`, when the rule is settled over
+    /// periods.
     pub fn settlement_rule(
         &self,
         pool_per_round: u64,
     ) -> Option<fedledger_valuation::SettlementRule> {
-        (self.rule == RewardRuleKind::Settled).then(|| fedledger_valuation::SettlementRule {
-            pool_per_round,
-            period_rounds: self.period_rounds,
-            z_milli: self.z_milli(),
-        })
+        self.rule
+            .is_settled()
+            .then(|| fedledger_valuation::SettlementRule {
+                pool_per_round,
+                period_rounds: self.period_rounds,
+                z_milli: self.z_milli(),
+            })
     }
 
     /// The rule as the genesis (and each settlement) records it.
     pub fn record(&self, pool_per_round: u64) -> fedledger_ledger::records::RewardRecord {
-        use fedledger_ledger::records::{REWARD_RULE, REWARD_RULE_SETTLED, RewardRecord};
+        use fedledger_ledger::records::{
+            REWARD_RULE, REWARD_RULE_SETTLED, REWARD_RULE_SETTLED_CUMULATIVE, RewardRecord,
+        };
         match self.rule {
-            RewardRuleKind::Settled => RewardRecord {
-                rule: REWARD_RULE_SETTLED.into(),
+            RewardRuleKind::Cumulative | RewardRuleKind::Settled => RewardRecord {
+                rule: if self.rule == RewardRuleKind::Cumulative {
+                    REWARD_RULE_SETTLED_CUMULATIVE
+                } else {
+                    REWARD_RULE_SETTLED
+                }
+                .into(),
                 pool_per_round,
                 period_rounds: Some(self.period_rounds),
                 z_milli: Some(self.z_milli()),

@@ -255,12 +255,18 @@ pub struct SettlementOutcome {
     pub counted_rounds: Vec<u64>,
     /// Units paid out (0 when nobody's accumulated value was distinguishable from zero).
     pub pool: u64,
-    /// One line per participant with a contribution in the period, sorted by key.
+    /// One line per participant with a contribution in the period (the cumulative rule: up
+    /// to the period's end), sorted by key.
     pub lines: Vec<SettlementLineOutcome>,
     /// The pool per counted round in force at the period's last round (governance may change
     /// it); absent in outcomes stored before governance (the configured pool then).
     #[serde(default)]
     pub pool_per_round: Option<u64>,
+    /// The cumulative rule (`shapley-settled/v2`): each line's value, standard error and rounds
+    /// are over every counted round since round 1, not only the period's; its payout is the
+    /// period's. False in outcomes stored before it.
+    #[serde(default)]
+    pub cumulative: bool,
 }
 
 /// One participant's settlement.

@@ -3,11 +3,13 @@
 //! round) or the settlement of a period (the settled rule), from the pure `fedledger-valuation`
 //! crate and the model's evaluation on the coordinator's validation data.
 
+use std::collections::BTreeMap;
+
 use fedledger_model::{Dataset, Metrics, ModelSpec};
 use fedledger_valuation::{
     AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, Participation, RewardEntry,
     RoundValues, RowGame, SettlementRule, ValueEntry, bootstrap_standard_errors, default_estimator,
-    detect, estimator_by_name, settle, split_rewards, value_nano,
+    detect, estimator_by_name, settle, settle_cumulative, split_rewards, value_nano,
 };
 
 use crate::{
@@ -207,7 +209,7 @@ impl Valuer {
                 let split = split_rewards(self.settings.reward_pool_per_round, &entries);
                 (split.rewards, split.recorded_pool)
             }
-            RewardRuleKind::Settled => (vec![0; entries.len()], 0),
+            RewardRuleKind::Cumulative | RewardRuleKind::Settled => (vec![0; entries.len()], 0),
         };
         let value_se_nano = value_se
             .iter()
@@ -262,9 +264,10 @@ pub fn recorded_scores(cfg: &FederationConfig, o: &RoundOutcome) -> (i64, i64) {
     )
 }
 
-/// The settlement, under the settled rule `rule`, of the period that the last of `rounds` ends;
-/// `rounds` is the federation's history up to that round, ascending. From exactly the numbers
-/// the ledger records for those rounds, so `verify` recomputes it.
+/// The settlement, under the configured settled rule with parameters `rule`, of the period
+/// that the last of `rounds` ends; `rounds` is the federation's history up to that round,
+/// ascending (the cumulative rule also reads the earlier rounds' settlements: what was paid).
+/// From exactly the numbers the ledger records for those rounds, so `verify` recomputes it.
 pub fn settle_period(
     cfg: &FederationConfig,
     rule: &SettlementRule,
@@ -295,7 +298,22 @@ pub fn settle_period(
         .collect();
     let last_round = rounds.last().map_or(0, |o| o.round);
     let period = rule.period_of(last_round);
-    let s = settle(rule, &values, rule.first_round(period));
+    let cumulative = cfg.rewards.rule == RewardRuleKind::Cumulative;
+    let s = if cumulative {
+        let mut paid_before: BTreeMap<&str, u64> = BTreeMap::new();
+        for l in rounds
+            .iter()
+            .filter(|o| o.round < last_round)
+            .filter_map(|o| o.settlement.as_ref())
+            .flat_map(|s| &s.lines)
+        {
+            let p = paid_before.entry(l.public_key.as_str()).or_insert(0);
+            *p = p.saturating_add(l.payout);
+        }
+        settle_cumulative(rule, &values, rule.first_round(period), &paid_before)
+    } else {
+        settle(rule, &values, rule.first_round(period))
+    };
     let name_of = |key: &str| {
         cfg.participants
             .iter()
@@ -309,6 +327,7 @@ pub fn settle_period(
         counted_rounds: s.counted_rounds,
         pool: s.pool,
         pool_per_round: Some(cfg.valuation.reward_pool_per_round),
+        cumulative,
         lines: s
             .participants
             .into_iter()

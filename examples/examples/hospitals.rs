@@ -181,13 +181,22 @@ fn print_participants(
 }
 
 /// Each settlement period: the rounds that counted (improved the model), the pool paid, and per
-/// hospital its accumulated value with its standard error, whether it is distinguishable from
-/// zero, and its payout.
+/// hospital its accumulated value with its standard error (under the cumulative rule over every
+/// counted round since round 1), whether it is distinguishable from zero, and its payout.
 fn print_settlements(outcomes: &[RoundOutcome]) {
     for s in outcomes.iter().filter_map(|o| o.settlement.as_ref()) {
         println!(
-            "\nsettlement of period {} (rounds {}-{}): counted rounds {:?}, pool {}",
-            s.period, s.first_round, s.last_round, s.counted_rounds, s.pool
+            "\nsettlement of period {} (rounds {}-{}): counted rounds {:?}, pool {}{}",
+            s.period,
+            s.first_round,
+            s.last_round,
+            s.counted_rounds,
+            s.pool,
+            if s.cumulative {
+                "; values accumulated since round 1, paid towards each one's share of all paid"
+            } else {
+                ""
+            }
         );
         println!("  hospital      accumulated +- s.e.      rounds  verdict              payout");
         for l in &s.lines {

@@ -106,14 +106,17 @@ pub struct Options {
     /// with this noise multiplier; each round then reports the federation-level epsilon.
     #[arg(long)]
     pub server_dp: Option<f64>,
-    /// Reward rule: settled (over periods, from accumulated values and their uncertainty) or
-    /// per-round (each round's pool split by its positive values, the first rule).
-    #[arg(long, value_parser = parse_reward_rule, default_value = "settled")]
+    /// Reward rule: cumulative (settled over periods from the values accumulated since round
+    /// 1 and their uncertainty, each period paying towards every hospital's share of all that
+    /// was paid), settled (each period on its own) or per-round (each round's pool split by its
+    /// positive values, the first rule).
+    #[arg(long, value_parser = parse_reward_rule, default_value = "cumulative")]
     pub rewards: RewardRuleKind,
-    /// Rounds per settlement period (settled rule).
+    /// Rounds per settlement period (cumulative and settled rules).
     #[arg(long, default_value_t = 5)]
     pub period_rounds: u64,
-    /// Pay an accumulated value only above this many standard errors (settled rule).
+    /// Pay an accumulated value only above this many standard errors (cumulative and settled
+    /// rules).
     #[arg(long, default_value_t = 2.0)]
     pub z: f64,
     /// Bootstrap resamples of the validation rows behind each value's standard error.
@@ -126,10 +129,11 @@ pub struct Options {
 
 fn parse_reward_rule(s: &str) -> Result<RewardRuleKind, String> {
     match s {
+        "cumulative" => Ok(RewardRuleKind::Cumulative),
         "settled" => Ok(RewardRuleKind::Settled),
         "per-round" => Ok(RewardRuleKind::PerRound),
         other => Err(format!(
-            "unknown reward rule {other:?}: settled or per-round"
+            "unknown reward rule {other:?}: cumulative, settled or per-round"
         )),
     }
 }
@@ -788,8 +792,8 @@ pub fn last_spend<'a>(
 pub struct Totals {
     /// Sum of its values over every round.
     pub value: f64,
-    /// Sum of its accumulated values over the settlement periods (counted rounds only, copies
-    /// excluded), and the standard error of that sum.
+    /// Its accumulated value (counted rounds only, copies excluded) and the standard error:
+    /// the last settlement's line under the cumulative rule, else the sum over the periods.
     pub accumulated: f64,
     pub accumulated_se: f64,
     /// Per-round rewards plus settlement payouts.
@@ -817,6 +821,11 @@ pub fn totals(outcomes: &[RoundOutcome], name: &str) -> Totals {
             .flat_map(|s| &s.lines)
             .filter(|l| l.name == name)
         {
+            let cumulative = o.settlement.as_ref().is_some_and(|s| s.cumulative);
+            if cumulative {
+                t.accumulated = 0.0;
+                se_sq = 0.0;
+            }
             t.accumulated += l.value_nano as f64 * 1e-9;
             se_sq += (l.se_nano as f64 * 1e-9).powi(2);
             t.reward += l.payout;
@@ -938,6 +947,7 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
         "accountant": (!args.no_dp).then(|| args.accountant.name()),
         "strategy": args.strategy().as_str(),
         "reward_rule": match args.rewards {
+            RewardRuleKind::Cumulative => json!({"rule": "cumulative", "period_rounds": args.period_rounds, "z": args.z}),
             RewardRuleKind::Settled => json!({"rule": "settled", "period_rounds": args.period_rounds, "z": args.z}),
             RewardRuleKind::PerRound => json!({"rule": "per-round"}),
         },

@@ -790,8 +790,15 @@ impl Receipts {
             }
             return Ok(());
         };
-        let (period, first_round) = (first.period, first.rounds.first);
-        // Did this hospital contribute in the period (an acknowledged update)?
+        let period = first.period;
+        // The rounds the settlement's lines cover: the period's, or under the cumulative rule
+        // every round up to the period's end.
+        let first_round = if first.rule.is_cumulative() {
+            1
+        } else {
+            first.rounds.first
+        };
+        // Did this hospital contribute in the rounds covered (an acknowledged update)?
         let contributed: Vec<u64> = store
             .rounds()?
             .into_iter()
@@ -820,10 +827,11 @@ impl Receipts {
         let Some((index, entry, proof, line)) = mine else {
             if !contributed.is_empty() || reported_line.is_some() {
                 let what = format!(
-                    "the settlement of period {period} (entries {}..{}) holds no line of this \
-                     hospital, which contributed in round(s) {contributed:?} of it",
+                    "the settlement of period {period} (entries {}..{}, rule {}) holds no line \
+                     of this hospital, which contributed in round(s) {contributed:?} it covers",
                     summary_index + 1,
-                    summary_index + 1 + parts.len() as u64
+                    summary_index + 1 + parts.len() as u64,
+                    first.rule.rule
                 );
                 return Err(self.mismatch(store, rec, what, reported_json, nothing(), note));
             }

@@ -86,8 +86,10 @@
 //! [`settle`] is the reward rule [`RULE_SETTLED`]: over a period of rounds, only rounds that
 //! improved the model count, values accumulate, a value is paid only when it is distinguishable
 //! from zero at the rule's `z` (accumulated value > z x combined standard error), and the
-//! period's pool is split with [`split_rewards`]. Integer arithmetic only, so `verify`
-//! recomputes every settlement from the ledger's recorded values.
+//! period's pool is split with [`split_rewards`]. [`settle_cumulative`] is the default rule
+//! [`RULE_SETTLED_CUMULATIVE`]: the same test over all rounds since the first, each period's
+//! pool paid towards every participant's share of everything paid so far. Integer arithmetic
+//! only, so `verify` recomputes every settlement from the ledger's recorded values.
 //!
 //! # Abuse flags
 //!
@@ -133,6 +135,6 @@ pub use metrics::{relative_l2, spearman};
 pub use rewards::{RewardEntry, RewardSplit, split_rewards};
 pub use rng::rng_for_seed;
 pub use settle::{
-    RULE_PER_ROUND, RULE_SETTLED, RoundValues, SettledParticipant, Settlement, SettlementRule,
-    ValueEntry, distinguishable, isqrt_u128, settle,
+    RULE_PER_ROUND, RULE_SETTLED, RULE_SETTLED_CUMULATIVE, RoundValues, SettledParticipant,
+    Settlement, SettlementRule, ValueEntry, distinguishable, isqrt_u128, settle, settle_cumulative,
 };

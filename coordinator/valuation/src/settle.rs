@@ -1,7 +1,7 @@
-//! Settling rewards over a period of rounds from the values recorded for each round.
+//! Settling rewards over periods of rounds from the values recorded for each round.
 //!
-//! The rule ([`RULE_SETTLED`]), in integers only so that anyone recomputes it exactly from the
-//! ledger:
+//! Two rules, in integers only so that anyone recomputes them exactly from the ledger. The
+//! first, [`RULE_SETTLED`] (`shapley-settled/v1`), settles each period on its own:
 //!
 //! 1. A round *counts* when it completed and its total gain (validation score after minus before,
 //!    in nano-units) is positive. A round that did not improve the model adds no value to anyone
@@ -27,15 +27,52 @@
 //!    proportion to the distinguishable accumulated values by [`split_rewards`] (integer units,
 //!    largest remainder, ties to the ascending key), so it is conserved exactly; if nobody is
 //!    distinguishable nobody is paid and the recorded pool is 0.
+//!
+//! # Cumulative settlement ([`RULE_SETTLED_CUMULATIVE`], `shapley-settled/v2`, the default)
+//!
+//! Settling each period on its own tests each period's evidence on its own: late periods,
+//! after the model has converged, hold values of a few thousandths that are mostly noise, and
+//! with several late periods one of them passes the test by chance now and then, paying one
+//! hospital that period's whole pool. The cumulative rule settles instead on *all* the evidence
+//! so far, so one noisy period moves the totals only as much as its values weigh among all:
+//!
+//! 1. At the end of each period, steps 1-4 above are applied to every round from round 1 to
+//!    the period's end: each participant's accumulated value `A`, its variance and its verdict
+//!    are over all counted rounds so far. Everyone with a contribution so far has a line (one
+//!    absent from this period may still be owed a share).
+//! 2. The period's pool is `pool_per_round` times the period's counted rounds, or 0 when
+//!    nobody is distinguishable (as in v1). The cumulative pool `C` is what the earlier
+//!    settlements paid, `P` (read from them: the recorded payouts), plus this period's pool.
+//! 3. Each participant's *target* is its share of `C` in proportion to the distinguishable
+//!    accumulated values (integer units, largest remainder): what it would have been paid had
+//!    everything been settled now. Its *deficit* is `max(0, target - paid before)`.
+//! 4. The period's pool is split in proportion to the deficits (integer units, largest
+//!    remainder, ties to the ascending key), so it is conserved exactly.
+//!
+//! The deficits sum to at least the period's pool, so nobody is paid beyond its target: the
+//! targets sum to `C` exactly, so `sum max(0, t_i - p_i) >= sum (t_i - p_i) = C - P = pool`.
+//! A share `floor(pool * d_i / D)` with `D >= pool` is at most `d_i`, and a share rounded up
+//! had a fractional part, so it is at most `d_i` too. (Only if `C` saturated at 2^64 units could
+//! the deficits all be 0; the targets then split the pool.) Payments already made are never
+//! taken back: a hospital paid in an early period more than its final target keeps it, and the
+//! later pools go to the others until they reach theirs. Every period's pool therefore moves
+//! the cumulative payouts towards the split of everything paid by all the evidence, which the
+//! last settlement reaches exactly when nobody was overpaid.
+//!
+//! A multiple-testing correction (a larger `z` for later periods) would make chance passes rarer
+//! but still settle each period on a handful of noisy rounds; accumulating the evidence makes
+//! the early, informative rounds weigh in every later settlement as well.
 
 use crate::{RewardEntry, split_rewards};
 
-/// The rule settled over periods (the default).
+/// The rule settled over periods, each period on its own.
 pub const RULE_SETTLED: &str = "shapley-settled/v1";
+/// The rule settled over periods from the values accumulated since round 1 (the default).
+pub const RULE_SETTLED_CUMULATIVE: &str = "shapley-settled/v2";
 /// The first rule: each round's pool split by that round's positive values.
 pub const RULE_PER_ROUND: &str = "shapley-proportional/v1";
 
-/// The parameters of [`RULE_SETTLED`].
+/// The parameters of [`RULE_SETTLED`] and [`RULE_SETTLED_CUMULATIVE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SettlementRule {
     /// Integer base units per counted round.
@@ -196,23 +233,36 @@ fn dispersion_variance(t: u64, m2: u128) -> u128 {
         / (8 * MAD_NUM * MAD_NUM)
 }
 
-/// Settles under [`RULE_SETTLED`] (see the module docs) the period made of the rounds of
-/// `rounds` from `first_round` on; `rounds` is the federation's history up to the period's end,
-/// ascending (its earlier rounds only inform each participant's round-to-round noise).
-pub fn settle(rule: &SettlementRule, rounds: &[RoundValues<'_>], first_round: u64) -> Settlement {
+/// One participant's accumulation, before any payout.
+struct Line<'a> {
+    key: &'a str,
+    value: i64,
+    variance: u128,
+    rounds: u64,
+    distinguishable: bool,
+}
+
+/// Steps 1-4 of the rules: the counted rounds from `from_round` on, and each participant with a
+/// contribution from `from_round` on, sorted by key, with its value accumulated over those
+/// counted rounds, its variance and its verdict. `rounds` is the history up to the period's end.
+fn accumulate<'a>(
+    rule: &SettlementRule,
+    rounds: &[RoundValues<'a>],
+    from_round: u64,
+) -> (Vec<u64>, Vec<Line<'a>>) {
     use std::collections::BTreeMap;
     struct Acc {
         value: i128,
         se_sq: u128,
         rounds: u64,
         history: Vec<i64>,
-        in_period: bool,
+        in_range: bool,
     }
     let mut acc: BTreeMap<&str, Acc> = BTreeMap::new();
     let mut counted_rounds = Vec::new();
     for r in rounds {
-        let in_period = r.round >= first_round;
-        let counts = in_period && r.completed && r.gain_nano > 0;
+        let in_range = r.round >= from_round;
+        let counts = in_range && r.completed && r.gain_nano > 0;
         if counts {
             counted_rounds.push(r.round);
         }
@@ -222,9 +272,9 @@ pub fn settle(rule: &SettlementRule, rounds: &[RoundValues<'_>], first_round: u6
                 se_sq: 0,
                 rounds: 0,
                 history: Vec::new(),
-                in_period: false,
+                in_range: false,
             });
-            a.in_period |= in_period;
+            a.in_range |= in_range;
             if r.completed && e.eligible {
                 a.history.push(e.value_nano);
             }
@@ -237,46 +287,150 @@ pub fn settle(rule: &SettlementRule, rounds: &[RoundValues<'_>], first_round: u6
         }
     }
     counted_rounds.sort_unstable();
+    let lines = acc
+        .into_iter()
+        .filter(|(_, a)| a.in_range)
+        .map(|(key, a)| {
+            let value = a.value.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+            let m2 = twice_median_step(&a.history).unwrap_or(0);
+            let distinguishable = distinguishable(value, a.se_sq, rule.z_milli)
+                && above_dispersion(value, a.rounds, m2, rule.z_milli);
+            Line {
+                key,
+                value,
+                variance: a.se_sq.max(dispersion_variance(a.rounds, m2)),
+                rounds: a.rounds,
+                distinguishable,
+            }
+        })
+        .collect();
+    (counted_rounds, lines)
+}
+
+fn settled_participant(l: &Line<'_>, payout: u64) -> SettledParticipant {
+    SettledParticipant {
+        participant_key_hex: l.key.to_owned(),
+        value_nano: l.value,
+        se_nano: u64::try_from(isqrt_u128(l.variance)).unwrap_or(u64::MAX),
+        rounds: l.rounds,
+        distinguishable: l.distinguishable,
+        payout,
+    }
+}
+
+/// Settles under [`RULE_SETTLED`] (see the module docs) the period made of the rounds of
+/// `rounds` from `first_round` on; `rounds` is the federation's history up to the period's end,
+/// ascending (its earlier rounds only inform each participant's round-to-round noise).
+pub fn settle(rule: &SettlementRule, rounds: &[RoundValues<'_>], first_round: u64) -> Settlement {
+    let (counted_rounds, lines) = accumulate(rule, rounds, first_round);
     let pool = rule
         .pool_per_round
         .saturating_mul(counted_rounds.len() as u64);
-    let lines: Vec<(&str, i64, u128, u64, bool)> = acc
-        .iter()
-        .filter(|(_, a)| a.in_period)
-        .map(|(k, a)| {
-            let value = a.value.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-            let m2 = twice_median_step(&a.history).unwrap_or(0);
-            let d = distinguishable(value, a.se_sq, rule.z_milli)
-                && above_dispersion(value, a.rounds, m2, rule.z_milli);
-            let variance = a.se_sq.max(dispersion_variance(a.rounds, m2));
-            (*k, value, variance, a.rounds, d)
-        })
-        .collect();
     let entries: Vec<RewardEntry<'_>> = lines
         .iter()
-        .map(|&(k, v, _, _, d)| RewardEntry {
-            participant_key_hex: k,
-            value_nano: if d { v } else { 0 },
-            eligible: d,
+        .map(|l| RewardEntry {
+            participant_key_hex: l.key,
+            value_nano: if l.distinguishable { l.value } else { 0 },
+            eligible: l.distinguishable,
         })
         .collect();
     let split = split_rewards(pool, &entries);
-    let participants = lines
-        .iter()
-        .zip(&split.rewards)
-        .map(|(&(k, v, se_sq, rounds, d), &payout)| SettledParticipant {
-            participant_key_hex: k.to_owned(),
-            value_nano: v,
-            se_nano: u64::try_from(isqrt_u128(se_sq)).unwrap_or(u64::MAX),
-            rounds,
-            distinguishable: d,
-            payout,
-        })
-        .collect();
     Settlement {
         counted_rounds,
         pool: split.recorded_pool,
-        participants,
+        participants: lines
+            .iter()
+            .zip(&split.rewards)
+            .map(|(l, &payout)| settled_participant(l, payout))
+            .collect(),
+    }
+}
+
+/// `pool` split in proportion to `weights` in integer units, largest remainder first, ties to
+/// the earlier index (callers order by key); all zeros when the weights sum to 0. Exact while
+/// `pool * weight` fits in `u128` (both below 2^64 here).
+fn split_by_weight(pool: u64, weights: &[u128]) -> Vec<u64> {
+    let total: u128 = weights.iter().fold(0u128, |t, &w| t.saturating_add(w));
+    let mut out = vec![0u64; weights.len()];
+    if total == 0 || pool == 0 {
+        return out;
+    }
+    let mut remainders = Vec::with_capacity(weights.len());
+    let mut given: u128 = 0;
+    for (i, &w) in weights.iter().enumerate() {
+        let product = u128::from(pool).saturating_mul(w);
+        let share = (product / total).min(u128::from(pool));
+        out[i] = share as u64;
+        given += share;
+        if w > 0 {
+            remainders.push((i, product % total));
+        }
+    }
+    let left = u128::from(pool).saturating_sub(given);
+    remainders.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for &(i, _) in remainders.iter().take(left as usize) {
+        out[i] += 1;
+    }
+    out
+}
+
+/// Settles under [`RULE_SETTLED_CUMULATIVE`] (see the module docs) the period made of the rounds
+/// of `rounds` from `first_round` on: values accumulate over the whole history `rounds` (every
+/// recorded round up to the period's end, ascending), and this period's pool goes to those
+/// whose cumulative target exceeds what they were paid before, `paid_before` (the payouts of
+/// the earlier settlements, by key).
+pub fn settle_cumulative(
+    rule: &SettlementRule,
+    rounds: &[RoundValues<'_>],
+    first_round: u64,
+    paid_before: &std::collections::BTreeMap<&str, u64>,
+) -> Settlement {
+    let (all_counted, lines) = accumulate(rule, rounds, 1);
+    let counted_rounds: Vec<u64> = all_counted
+        .into_iter()
+        .filter(|&r| r >= first_round)
+        .collect();
+    let anyone = lines.iter().any(|l| l.distinguishable);
+    let pool = if anyone {
+        rule.pool_per_round
+            .saturating_mul(counted_rounds.len() as u64)
+    } else {
+        0
+    };
+    let before = |l: &Line<'_>| paid_before.get(l.key).copied().unwrap_or(0);
+    let paid: u64 = paid_before.values().fold(0u64, |t, &p| t.saturating_add(p));
+    let cumulative_pool = paid.saturating_add(pool);
+    let value_weights: Vec<u128> = lines
+        .iter()
+        .map(|l| {
+            if l.distinguishable {
+                u128::from(l.value.unsigned_abs())
+            } else {
+                0
+            }
+        })
+        .collect();
+    let targets = split_by_weight(cumulative_pool, &value_weights);
+    let deficits: Vec<u128> = lines
+        .iter()
+        .zip(&targets)
+        .map(|(l, &t)| u128::from(t.saturating_sub(before(l))))
+        .collect();
+    // The deficits sum to at least the pool (module docs); only a saturated cumulative pool
+    // could leave them all 0, and then the targets split it.
+    let payouts = if deficits.iter().any(|&d| d > 0) {
+        split_by_weight(pool, &deficits)
+    } else {
+        split_by_weight(pool, &value_weights)
+    };
+    Settlement {
+        counted_rounds,
+        pool,
+        participants: lines
+            .iter()
+            .zip(&payouts)
+            .map(|(l, &payout)| settled_participant(l, payout))
+            .collect(),
     }
 }
 
@@ -453,6 +607,61 @@ mod tests {
         assert!(!distinguishable(i64::MAX, u128::MAX, u64::MAX));
     }
 
+    #[test]
+    fn cumulative_pays_towards_the_split_of_all_evidence() {
+        // "a" earns steadily from round 1; "b" only shows a value in period 2, small against
+        // a's history. Settled on its own, period 2 pays b alone; cumulatively b gets only
+        // what brings it towards its share of everything paid.
+        let mut rounds = Vec::new();
+        for r in 1..=10u64 {
+            let b = if r > 5 { 100 } else { 0 };
+            rounds.push(RoundValues {
+                round: r,
+                completed: true,
+                gain_nano: 1,
+                entries: vec![
+                    e("a", if r <= 5 { 1000 } else { 0 }, 1, true),
+                    e("b", b, 1, true),
+                ],
+            });
+        }
+        let first = settle_cumulative(&RULE, &rounds[..5], 1, &Default::default());
+        assert_eq!(first.pool, 5000);
+        let paid: Vec<u64> = first.participants.iter().map(|p| p.payout).collect();
+        assert_eq!(paid, vec![5000, 0]);
+        let alone = settle(&RULE, &rounds, 6);
+        assert_eq!(
+            alone
+                .participants
+                .iter()
+                .map(|p| p.payout)
+                .collect::<Vec<_>>(),
+            vec![0, 5000]
+        );
+        let before = [("a", 5000u64)].into_iter().collect();
+        let s = settle_cumulative(&RULE, &rounds, 6, &before);
+        assert_eq!(s.counted_rounds, vec![6, 7, 8, 9, 10]);
+        assert_eq!(s.pool, 5000);
+        let a = &s.participants[0];
+        let b = &s.participants[1];
+        // Cumulative lines: a 5000 over 10 rounds, b 500.
+        assert_eq!((a.value_nano, a.rounds), (5000, 10));
+        assert_eq!((b.value_nano, b.rounds), (500, 10));
+        // a's steps are 0 except one of 1000, so its noise estimate is 0: distinguishable;
+        // b's likewise. Targets of 10,000: a 9091 (deficit 4091), b 909: the pool splits
+        // 5000 x 4091/5000 and 5000 x 909/5000.
+        assert!(a.distinguishable && b.distinguishable);
+        assert_eq!((a.payout, b.payout), (4091, 909));
+        // A participant absent from the period keeps its line and may be owed.
+        let mut later = rounds.clone();
+        for r in &mut later[5..] {
+            r.entries.retain(|e| e.participant_key_hex != "a");
+        }
+        let s = settle_cumulative(&RULE, &later, 6, &[("b", 0u64)].into_iter().collect());
+        assert_eq!(s.participants.len(), 2);
+        assert_eq!(s.participants.iter().map(|p| p.payout).sum::<u64>(), 5000);
+    }
+
     /// A round as generated: gain, completed, and (key index, value, s.e., eligible) lines.
     type RawRound = (i64, bool, Vec<(u8, i64, u64, bool)>);
 
@@ -527,6 +736,86 @@ mod tests {
             prop_assert!(s.participants.windows(2).all(|w| w[0].participant_key_hex < w[1].participant_key_hex));
             // Deterministic.
             prop_assert_eq!(settle(&rule, &rounds, first), s);
+        }
+
+        /// The cumulative rule over successive periods: each settlement conserves its period's
+        /// pool in integer units, pays only distinguishable participants, and never takes anyone
+        /// beyond its cumulative target; a nobody-distinguishable period pays nothing.
+        #[test]
+        fn cumulative_conserves_each_pool_and_respects_the_targets(
+            pool_per_round in prop_oneof![0u64..10_000, 0u64..(1 << 40)],
+            z_milli in prop_oneof![0u64..5000, any::<u64>()],
+            period_rounds in 1u64..4,
+            raw in rounds_strategy(),
+        ) {
+            let keys: Vec<String> = (0..12u8).map(|k| format!("{k:02x}")).collect();
+            let rule = SettlementRule { pool_per_round, period_rounds, z_milli };
+            let rounds: Vec<RoundValues<'_>> = raw
+                .iter()
+                .enumerate()
+                .map(|(i, (gain, completed, entries))| {
+                    let mut seen = std::collections::BTreeSet::new();
+                    RoundValues {
+                        round: i as u64 + 1,
+                        completed: *completed,
+                        gain_nano: *gain,
+                        entries: entries
+                            .iter()
+                            .filter(|(k, ..)| seen.insert(*k))
+                            .map(|&(k, v, se, el)| e(&keys[k as usize], v, se, el))
+                            .collect(),
+                    }
+                })
+                .collect();
+            let total = rounds.len() as u64;
+            let mut paid: std::collections::BTreeMap<&str, u64> = Default::default();
+            for end in (1..=total).filter(|&r| rule.ends_period(r, total)) {
+                let first = rule.first_round(rule.period_of(end));
+                let history = &rounds[..end as usize];
+                let s = settle_cumulative(&rule, history, first, &paid);
+                let counted = history
+                    .iter()
+                    .filter(|r| r.round >= first && r.completed && r.gain_nano > 0)
+                    .count() as u64;
+                let anyone = s.participants.iter().any(|p| p.distinguishable);
+                prop_assert_eq!(s.pool, if anyone { pool_per_round * counted } else { 0 });
+                let sum: u128 = s.participants.iter().map(|p| u128::from(p.payout)).sum();
+                prop_assert_eq!(sum, u128::from(s.pool));
+                // The targets of the cumulative pool, recomputed independently.
+                let c: u128 = paid.values().map(|&p| u128::from(p)).sum::<u128>() + u128::from(s.pool);
+                let total_value: u128 = s
+                    .participants
+                    .iter()
+                    .filter(|p| p.distinguishable)
+                    .map(|p| u128::from(p.value_nano.unsigned_abs()))
+                    .sum();
+                for p in &s.participants {
+                    if !p.distinguishable {
+                        prop_assert_eq!(p.payout, 0);
+                        continue;
+                    }
+                    prop_assert!(p.value_nano > 0);
+                    // ceil of the exact target bounds what it may have in all.
+                    let v = u128::from(p.value_nano.unsigned_abs());
+                    let ceil_target = (c * v).div_ceil(total_value);
+                    let had = u128::from(paid.get(p.participant_key_hex.as_str()).copied().unwrap_or(0));
+                    prop_assert!(
+                        p.payout == 0 || had + u128::from(p.payout) <= ceil_target,
+                        "{} paid {} on top of {} beyond its target {}", p.participant_key_hex, p.payout, had, ceil_target
+                    );
+                }
+                // Lines: everyone with a contribution so far, sorted by key.
+                let mut everyone: Vec<&str> = history.iter().flat_map(|r| r.entries.iter().map(|e| e.participant_key_hex)).collect();
+                everyone.sort_unstable();
+                everyone.dedup();
+                let named: Vec<&str> = s.participants.iter().map(|p| p.participant_key_hex.as_str()).collect();
+                prop_assert_eq!(named, everyone);
+                prop_assert_eq!(settle_cumulative(&rule, history, first, &paid), s.clone());
+                for p in &s.participants {
+                    let k = keys.iter().find(|k| **k == p.participant_key_hex).map(String::as_str).unwrap_or("");
+                    *paid.entry(k).or_insert(0) += p.payout;
+                }
+            }
         }
     }
 }

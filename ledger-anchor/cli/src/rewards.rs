@@ -2,15 +2,19 @@
 //! recomputes every settlement from the recorded round values with exactly the function the
 //! coordinator settles with.
 
+use std::collections::BTreeMap;
+
 use fedledger_ledger::records::{
     RewardRecord, SettlementLine, VERDICT_DISTINGUISHABLE, VERDICT_NOT_DISTINGUISHABLE,
 };
 use fedledger_ledger::verify::{RecomputedSettlement, RecordedRound, RewardRule};
 use fedledger_valuation::{
-    FLAG_COPY_OF_PREFIX, RULE_SETTLED, RoundValues, SettlementRule, ValueEntry, settle,
+    FLAG_COPY_OF_PREFIX, RULE_SETTLED, RULE_SETTLED_CUMULATIVE, RoundValues, SettlementRule,
+    ValueEntry, settle, settle_cumulative,
 };
 
-/// Recomputes settlements with `fedledger_valuation::settle`.
+/// Recomputes settlements with `fedledger_valuation::settle` or `settle_cumulative`, as the
+/// settlement's rule names.
 pub struct ValuationRewards;
 
 impl RewardRule for ValuationRewards {
@@ -19,12 +23,15 @@ impl RewardRule for ValuationRewards {
         rule: &RewardRecord,
         rounds: &[RecordedRound<'_>],
         first_round: u64,
+        paid_before: &BTreeMap<&str, u64>,
     ) -> Result<RecomputedSettlement, String> {
-        if rule.rule != RULE_SETTLED {
-            return Err(format!("{} is not settled over periods", rule.rule));
-        }
+        let cumulative = match rule.rule.as_str() {
+            RULE_SETTLED => false,
+            RULE_SETTLED_CUMULATIVE => true,
+            other => return Err(format!("{other} is not settled over periods")),
+        };
         let (Some(period_rounds), Some(z_milli)) = (rule.period_rounds, rule.z_milli) else {
-            return Err(format!("{RULE_SETTLED} without its parameters"));
+            return Err(format!("{} without its parameters", rule.rule));
         };
         let params = SettlementRule {
             pool_per_round: rule.pool_per_round,
@@ -49,7 +56,11 @@ impl RewardRule for ValuationRewards {
                     .collect(),
             })
             .collect();
-        let s = settle(&params, &rounds, first_round);
+        let s = if cumulative {
+            settle_cumulative(&params, &rounds, first_round, paid_before)
+        } else {
+            settle(&params, &rounds, first_round)
+        };
         Ok(RecomputedSettlement {
             counted_rounds: s.counted_rounds,
             pool: s.pool,

@@ -229,19 +229,22 @@ fn a_node_restarted_with_its_key_file_keeps_its_peer_id_and_dials_only_pinned_pe
     assert!(String::from_utf8_lossy(&out.stderr).contains("allow_replicas"));
 }
 
-/// A federation under the settled rule (periods of 2 rounds), each period-ending batch closed
-/// by its settlement as the valuation crate computes it from the recorded values; `tamper`
-/// may change a settlement before it is appended (and signed into the log).
+/// A federation under the settled rule `rule` (periods of 2 rounds), each period-ending batch
+/// closed by its settlement as the valuation crate computes it from the recorded values (and,
+/// for the cumulative rule, the recorded earlier payouts); `tamper` may change a settlement
+/// before it is appended (and signed into the log).
 fn settled_log(
     dir: &std::path::Path,
+    rule: &str,
     rounds: u64,
     tamper: impl Fn(u64, &mut fedledger_ledger::records::SettlementEntry),
 ) -> fedledger_ledger::Log {
     use fedledger_ledger::records::*;
     use fedledger_ledger::verify::{RecordedRound, RecordedValue, RewardRule};
     let mut fed = Federation::new(4, 1);
+    let mut paid: std::collections::BTreeMap<String, u64> = Default::default();
     fed.reward = RewardRecord {
-        rule: REWARD_RULE_SETTLED.into(),
+        rule: rule.into(),
         pool_per_round: 1_000_000,
         period_rounds: Some(2),
         z_milli: Some(2000),
@@ -288,8 +291,9 @@ fn settled_log(
                     }
                 })
                 .collect();
+            let paid_before = paid.iter().map(|(k, &v)| (k.as_str(), v)).collect();
             let want = fedledger_ledger_cli::ValuationRewards
-                .settle(&fed.reward, &recorded, n - 1)
+                .settle(&fed.reward, &recorded, n - 1, &paid_before)
                 .unwrap();
             let mut st = SettlementEntry {
                 v: RECORD_VERSION,
@@ -309,6 +313,9 @@ fn settled_log(
             };
             drop(recorded);
             tamper(n / 2, &mut st);
+            for l in &st.participants {
+                *paid.entry(l.participant.clone()).or_insert(0) += l.payout;
+            }
             batch.push(encode_canonical(&st).unwrap());
         }
         log.append_batch(&batch).unwrap();
@@ -335,8 +342,15 @@ fn verify_with_rules(dir: &std::path::Path) -> fedledger_ledger::verify::VerifyR
 /// naming the settlement entry.
 #[test]
 fn verify_recomputes_settlements_and_catches_a_changed_payout() {
+    use fedledger_ledger::records::{REWARD_RULE_SETTLED, REWARD_RULE_SETTLED_CUMULATIVE};
+    for rule in [REWARD_RULE_SETTLED, REWARD_RULE_SETTLED_CUMULATIVE] {
+        recomputes_and_catches(rule);
+    }
+}
+
+fn recomputes_and_catches(rule: &str) {
     let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let log = settled_log(store.path(), 4, |_, _| {});
+    let log = settled_log(store.path(), rule, 4, |_, _| {});
     fedledger_ledger::export::export(&log, out.path()).unwrap();
     let report = verify_with_rules(out.path());
     assert!(report.ok(), "{report}");
@@ -363,7 +377,7 @@ fn verify_recomputes_settlements_and_catches_a_changed_payout() {
     drop(log);
 
     let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let log = settled_log(store.path(), 4, |period, st| {
+    let log = settled_log(store.path(), rule, 4, |period, st| {
         if period == 2 {
             let paid = st
                 .participants
@@ -375,10 +389,9 @@ fn verify_recomputes_settlements_and_catches_a_changed_payout() {
                 .iter()
                 .position(|l| {
                     l.verdict == "distinguishable"
-                        && l.payout > 0
                         && l.participant != st.participants[paid].participant
                 })
-                .expect("two are paid");
+                .expect("two are distinguishable");
             st.participants[paid].payout -= 1;
             st.participants[other].payout += 1;
         }

@@ -61,9 +61,15 @@ pub const MAX_ENTRY_BYTES: usize = 65_535;
 /// The first reward rule: each completed round's pool split by that round's positive values.
 pub const REWARD_RULE: &str = "shapley-proportional/v1";
 
-/// The reward rule settled over periods from accumulated values and their uncertainty (see
-/// [`SettlementEntry`]); its parameters are `period_rounds` and `z_milli`.
+/// The reward rule settled over periods from accumulated values and their uncertainty, each
+/// period on its own (see [`SettlementEntry`]); its parameters are `period_rounds` and
+/// `z_milli`.
 pub const REWARD_RULE_SETTLED: &str = "shapley-settled/v1";
+
+/// The reward rule settled over periods from the values accumulated since round 1, each
+/// period's pool paid towards every participant's share of all that was paid (see
+/// [`SettlementEntry`]); the same parameters as [`REWARD_RULE_SETTLED`].
+pub const REWARD_RULE_SETTLED_CUMULATIVE: &str = "shapley-settled/v2";
 
 /// The uncertainty method of the round values: seeded bootstrap resamples of the validation
 /// rows, reusing the coalition models (the valuation crate's `bootstrap_standard_errors`).
@@ -139,7 +145,8 @@ pub struct WitnessesRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewardRecord {
-    /// Rule name ([`REWARD_RULE`] or [`REWARD_RULE_SETTLED`]).
+    /// Rule name ([`REWARD_RULE`], [`REWARD_RULE_SETTLED`] or
+    /// [`REWARD_RULE_SETTLED_CUMULATIVE`]).
     pub rule: String,
     /// Pool per completed round ([`REWARD_RULE`]) or per counted round
     /// ([`REWARD_RULE_SETTLED`]), integer base units.
@@ -155,9 +162,16 @@ pub struct RewardRecord {
 }
 
 impl RewardRecord {
-    /// True for [`REWARD_RULE_SETTLED`].
+    /// True for the rules settled over periods ([`REWARD_RULE_SETTLED`],
+    /// [`REWARD_RULE_SETTLED_CUMULATIVE`]).
     pub fn is_settled(&self) -> bool {
-        self.rule == REWARD_RULE_SETTLED
+        self.rule == REWARD_RULE_SETTLED || self.is_cumulative()
+    }
+
+    /// True for [`REWARD_RULE_SETTLED_CUMULATIVE`], whose settlement lines accumulate from
+    /// round 1 and name everyone with a contribution so far.
+    pub fn is_cumulative(&self) -> bool {
+        self.rule == REWARD_RULE_SETTLED_CUMULATIVE
     }
 
     /// A known rule with exactly its parameters.
@@ -171,17 +185,17 @@ impl RewardRecord {
                     ));
                 }
             }
-            REWARD_RULE_SETTLED => {
+            REWARD_RULE_SETTLED | REWARD_RULE_SETTLED_CUMULATIVE => {
                 if !matches!(self.period_rounds, Some(p) if p >= 1) {
                     return Err(cx.err(
                         format!("{field}.period_rounds"),
-                        format!("{REWARD_RULE_SETTLED} needs period_rounds >= 1"),
+                        format!("{} needs period_rounds >= 1", self.rule),
                     ));
                 }
                 if self.z_milli.is_none() {
                     return Err(cx.err(
                         format!("{field}.z_milli"),
-                        format!("{REWARD_RULE_SETTLED} needs z_milli"),
+                        format!("{} needs z_milli", self.rule),
                     ));
                 }
             }

@@ -11,7 +11,7 @@
 //! | `training` | `{rounds, quorum, local_epochs, batch_size, learning_rate, aggregation}` | as in v1 |
 //! | `privacy` | `{epsilon_budget, delta, clip_norm, noise_multiplier, accountants}` | decimal strings; `accountants`: the accountants whose spends the federation records |
 //! | `witnesses` | `{keys, quorum}` | cosignature/v1 keys; `quorum` <= keys |
-//! | `reward` | `{rule, pool_per_round[, period_rounds, z_milli]}` | [`REWARD_RULE`] (per round) or [`REWARD_RULE_SETTLED`] (over periods, with its parameters) |
+//! | `reward` | `{rule, pool_per_round[, period_rounds, z_milli]}` | [`REWARD_RULE`] (per round), [`REWARD_RULE_SETTLED`] or [`REWARD_RULE_SETTLED_CUMULATIVE`] (over periods, with their parameters) |
 //! | `validation` | `{sha256}` | digest of the coordinator's validation file |
 //! | `governance` | `{governors, threshold}` | Ed25519 keys (hex, sorted) of the governors and the k of k-of-n; both may be empty/0 |
 //! | `schema` | `{label, features: [{name[, min, max]}]}`, optional | the accepted data schema (governed) |
@@ -27,7 +27,7 @@
 //! `round`, `participant`, `name`, `examples` (>= 1), `update_sha256`, `privacy`
 //! ([`PrivacyObject`]), `signature` (base64 Ed25519 over [`super::update_signing_message`]),
 //! `value_nano` (may be negative), `value_se_nano` (its standard error; absent in ledgers
-//! written before uncertainty was recorded), `reward` (0 under [`REWARD_RULE_SETTLED`]: paid by
+//! written before uncertainty was recorded), `reward` (0 under the settled rules: paid by
 //! the settlement), `flags` (strings).
 //!
 //! # `fedledger.decline/v2`
@@ -40,14 +40,14 @@
 //! `round`, `status` (`completed` or `abandoned`), `reason` (exactly when abandoned), `opened_at`,
 //! `closed_at`, `model {before, after, params}`, `validation {sha256, metric, score_before_nano,
 //! score_after_nano}`, `valuation {estimator, seed, evaluations[, uncertainty {method,
-//! resamples}]}`, `reward_pool` (0 when abandoned, and under [`REWARD_RULE_SETTLED`]),
+//! resamples}]}`, `reward_pool` (0 when abandoned, and under the settled rules),
 //! `server_dp` (only with DP-FedAvg: [`ServerDpRecord`]), `rules_sha256` (the SHA-256 of the
 //! canonical JSON of the [`super::Rules`] in force for the round; written since governance,
 //! required when the genesis names governors), `entries {first, count}`:
 //! the index range of the round's contribution and decline entries, which immediately precede
 //! the summary in the same atomic batch.
 //!
-//! # `fedledger.settlement/v2` (a period's rewards, [`REWARD_RULE_SETTLED`])
+//! # `fedledger.settlement/v2` (a period's rewards, [`REWARD_RULE_SETTLED`] or [`REWARD_RULE_SETTLED_CUMULATIVE`])
 //!
 //! Written in the batch of the round that ends a period (every `period_rounds` rounds and the
 //! federation's last round), right after its summary, in `parts` consecutive entries of at
@@ -63,6 +63,14 @@
 //! (`distinguishable` when `value_nano > z x se`, tested exactly, else `not_distinguishable`)
 //! and `payout`. Payouts over all parts sum to `pool`. The valuation crate's `settle` is the
 //! rule; `verify` recomputes it from the recorded rounds.
+//!
+//! Under [`REWARD_RULE_SETTLED_CUMULATIVE`] the lines are cumulative: one per participant with
+//! a contribution in any round up to the period's end, `value_nano`, `se_nano`, `rounds` and
+//! `verdict` over every counted round since round 1, and `payout` this period's share of the
+//! pool (towards the participant's share of everything paid so far; the valuation crate's
+//! `settle_cumulative`, which `verify` recomputes from the recorded rounds and the recorded
+//! payouts of the earlier settlements). `counted_rounds` and `pool` are the period's, as
+//! under [`REWARD_RULE_SETTLED`].
 
 use serde::{Deserialize, Serialize};
 
@@ -590,7 +598,11 @@ impl SettlementEntry {
         if !self.rule.is_settled() {
             return Err(cx.err(
                 "rule.rule",
-                format!("a settlement applies {}", super::REWARD_RULE_SETTLED),
+                format!(
+                    "a settlement applies {} or {}",
+                    super::REWARD_RULE_SETTLED,
+                    super::REWARD_RULE_SETTLED_CUMULATIVE
+                ),
             ));
         }
         for (j, r) in self.counted_rounds.iter().enumerate() {

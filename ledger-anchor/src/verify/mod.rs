@@ -6,7 +6,7 @@
 //! when an [`EpsilonAccountant`] is plugged in — each contribution's epsilon figures against its
 //! recorded `dp` parameters. Stored evidence of equivocation is a failure, shown with both notes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -153,12 +153,16 @@ pub struct RecomputedSettlement {
 pub trait RewardRule: Sync {
     /// The settlement under `rule` of the period made of the rounds of `history` from
     /// `first_round` on; `history` holds every recorded round up to the period's end,
-    /// ascending (earlier rounds inform each participant's round-to-round noise).
+    /// ascending (earlier rounds inform each participant's round-to-round noise, and the
+    /// cumulative rule accumulates over all of them); `paid_before` is what the earlier
+    /// settlements recorded as paid, by participant key (the cumulative rule pays towards
+    /// each participant's share of everything paid).
     fn settle(
         &self,
         rule: &records::RewardRecord,
         history: &[RecordedRound<'_>],
         first_round: u64,
+        paid_before: &BTreeMap<&str, u64>,
     ) -> Result<RecomputedSettlement, String>;
 }
 

@@ -422,6 +422,9 @@ fn check_rules(
 struct Settlements {
     checked: u64,
     failed: bool,
+    /// What the settlements so far recorded as paid, by participant key (the cumulative rule
+    /// pays towards each participant's share of everything paid).
+    paid: BTreeMap<String, u64>,
 }
 
 impl Settlements {
@@ -543,7 +546,13 @@ impl Settlements {
                 ),
             );
         }
-        let contributors: BTreeSet<&str> = period
+        // Each period's contributors; the cumulative rule has a line for everyone so far.
+        let named_rounds = if d.reward.is_cumulative() {
+            history
+        } else {
+            period
+        };
+        let contributors: BTreeSet<&str> = named_rounds
             .iter()
             .flat_map(|p| p.values.iter().map(|v| v.participant))
             .collect();
@@ -551,11 +560,17 @@ impl Settlements {
         if contributors != named {
             r.fail(
                 file,
-                "the settlement's lines are not exactly the period's contributors",
+                if d.reward.is_cumulative() {
+                    "the settlement's lines are not exactly the contributors up to the period's end"
+                } else {
+                    "the settlement's lines are not exactly the period's contributors"
+                },
             );
         }
         if let Some(rule) = rewards {
-            match rule.settle(&d.reward, history, d.first) {
+            let paid_before: BTreeMap<&str, u64> =
+                self.paid.iter().map(|(k, &v)| (k.as_str(), v)).collect();
+            match rule.settle(&d.reward, history, d.first, &paid_before) {
                 Err(e) => r.fail(file, format!("the reward rule refused the period: {e}")),
                 Ok(want) => {
                     if want.pool != first.pool || want.counted_rounds != first.counted_rounds {
@@ -590,6 +605,10 @@ impl Settlements {
                     }
                 }
             }
+        }
+        for (_, l) in &lines {
+            let p = self.paid.entry(l.participant.clone()).or_insert(0);
+            *p = p.saturating_add(l.payout);
         }
         if r.failures.len() != before {
             self.failed = true;
