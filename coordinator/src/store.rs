@@ -237,20 +237,36 @@ impl BlobWriter {
             Some(Ok(Err(e))) => return Err(e),
             Some(Err(_)) | None => return Err(StoreError::Abandoned),
         }
-        let tmp = self.tmp.clone();
-        let path = self.blobs.join(sha256);
-        let named = (|| {
-            fail::fail_point!("coordinator::blob::after_fsync", |_| Err(
-                StoreError::Injected("coordinator::blob::after_fsync".into())
-            ));
-            fs::rename(&tmp, &path).map_err(io_err(&path))
-        })();
-        if named.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        named?;
-        self.dir_sync.sync(&self.blobs)
+        name_durably(
+            &self.tmp,
+            &self.blobs.join(sha256),
+            &self.blobs,
+            &self.dir_sync,
+        )
     }
+}
+
+/// The last steps of every blob write, once its file is fsynced under `tmp`: give it its
+/// content's name `path` and make the name durable (a folder fsync shared with concurrent
+/// writers). On a failure the temporary file is removed (best effort: the error is what
+/// matters).
+fn name_durably(
+    tmp: &Path,
+    path: &Path,
+    blobs: &Path,
+    dir_sync: &DirSync,
+) -> Result<(), StoreError> {
+    let named = (|| {
+        fail::fail_point!("coordinator::blob::after_fsync", |_| Err(
+            StoreError::Injected("coordinator::blob::after_fsync".into())
+        ));
+        fs::rename(tmp, path).map_err(io_err(path))
+    })();
+    if named.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    named?;
+    dir_sync.sync(blobs)
 }
 
 impl Drop for BlobWriter {
@@ -331,18 +347,14 @@ impl Store {
         let written = (|| {
             let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
             f.write_all(bytes).map_err(io_err(&tmp))?;
-            f.sync_all().map_err(io_err(&tmp))?;
-            fail::fail_point!("coordinator::blob::after_fsync", |_| Err(
-                StoreError::Injected("coordinator::blob::after_fsync".into())
-            ));
-            fs::rename(&tmp, &path).map_err(io_err(&path))
+            f.sync_all().map_err(io_err(&tmp))
         })();
         if written.is_err() {
             // A failed write leaves nothing behind (best effort: the error is what matters).
             let _ = fs::remove_file(&tmp);
         }
         written?;
-        self.dir_sync.sync(&self.blobs)?;
+        name_durably(&tmp, &path, &self.blobs, &self.dir_sync)?;
         Ok(sha)
     }
 
@@ -356,16 +368,21 @@ impl Store {
         self.put_blob(&vector_to_bytes(values))
     }
 
+    /// The bytes of `blobs/<sha256>`, as they are.
+    fn read_blob_file(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.blobs.join(sha256);
+        match fs::read(&path) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::MissingBlob(sha256.to_owned()))
+            }
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
     /// Read a blob and check it still hashes to its name.
     pub fn get_blob(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
-        let path = self.blobs.join(sha256);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::MissingBlob(sha256.to_owned()));
-            }
-            Err(e) => return Err(io_err(&path)(e)),
-        };
+        let bytes = self.read_blob_file(sha256)?;
         let actual = sha256_hex(&bytes);
         if actual != sha256 {
             return Err(StoreError::CorruptBlob {
@@ -379,14 +396,7 @@ impl Store {
     /// Read a stored vector this process wrote itself after hashing it (an upload it checked
     /// as it arrived), without hashing it again; any other blob is read with [`Self::get_vector`].
     pub fn get_vector_written(&self, sha256: &str) -> Result<Vec<f32>, StoreError> {
-        let path = self.blobs.join(sha256);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::MissingBlob(sha256.to_owned()));
-            }
-            Err(e) => return Err(io_err(&path)(e)),
-        };
+        let bytes = self.read_blob_file(sha256)?;
         vector_from_bytes(&bytes).ok_or_else(|| StoreError::Decode {
             key: sha256.to_owned(),
             reason: "length is not a multiple of 4".into(),

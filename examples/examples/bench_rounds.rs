@@ -106,6 +106,77 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// A federation of `sites` hospitals (key files in `dir`) on a 16M-parameter logistic
+/// regression (4,000 features x 4,000 classes), each round needing every site; its validated
+/// configuration and the hospitals' key files.
+fn wide_federation(
+    dir: &Path,
+    federation: &str,
+    sites: usize,
+    rounds: u64,
+    grace_secs: u64,
+    tls: Option<&Path>,
+) -> anyhow::Result<(
+    fedledger_coordinator::FederationConfig,
+    Vec<std::path::PathBuf>,
+)> {
+    let (features, classes) = (4000usize, 4000usize);
+    let vpath = dir.join("validation.csv");
+    write_wide_validation(&vpath, features, classes)?;
+    let mut key_paths = Vec::new();
+    let mut entries = Vec::new();
+    for i in 0..sites {
+        let p = dir.join(format!("k{i}.key"));
+        let k = keys::generate_key_file(&p)?;
+        entries.push(ParticipantEntry {
+            name: format!("h{i}"),
+            public_key: keys::public_key_hex(&k),
+            public_key_file: None,
+        });
+        key_paths.push(p);
+    }
+    let cfg = ConfigFile {
+        federation: federation.into(),
+        listen: "127.0.0.1:0".parse()?,
+        state_dir: dir.join("state"),
+        key: None,
+        model: ModelSpec {
+            kind: ModelKind::Logreg,
+            features,
+            classes,
+            hidden: vec![],
+        },
+        data: DataSection {
+            label_column: "label".into(),
+            validation: vpath,
+            standardisation: StandardisationMode::Site,
+        },
+        rounds: RoundsSection {
+            total: rounds,
+            quorum: sites as u32,
+            deadline_secs: 3600,
+            grace_secs,
+        },
+        training: TrainingSection::default(),
+        aggregation: Default::default(),
+        // Every simulated hospital dials from 127.0.0.1.
+        limits: LimitsSection {
+            max_connections_per_ip: sites as u32 + 8,
+            ..Default::default()
+        },
+        valuation: Default::default(),
+        rewards: Default::default(),
+        privacy: Default::default(),
+        ledger: Default::default(),
+        tls: tls.map(tls_section),
+        metrics: Default::default(),
+        governance: Default::default(),
+        participants: entries,
+    }
+    .validate()?;
+    Ok((cfg, key_paths))
+}
+
 fn write_wide_validation(
     path: &std::path::Path,
     features: usize,
@@ -205,60 +276,7 @@ async fn raw_tls_copy(bytes: Arc<Vec<u8>>, certs: &Path) -> anyhow::Result<f64> 
 async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
     const SAMPLES: usize = 5;
     let dir = tempfile::tempdir()?;
-    let (features, classes) = (4000usize, 4000usize);
-    let vpath = dir.path().join("validation.csv");
-    write_wide_validation(&vpath, features, classes)?;
-    let mut key_paths = Vec::new();
-    let mut entries = Vec::new();
-    for i in 0..SAMPLES {
-        let p = dir.path().join(format!("k{i}.key"));
-        let k = keys::generate_key_file(&p)?;
-        entries.push(ParticipantEntry {
-            name: format!("h{i}"),
-            public_key: keys::public_key_hex(&k),
-            public_key_file: None,
-        });
-        key_paths.push(p);
-    }
-    let cfg = ConfigFile {
-        federation: "bench-upload".into(),
-        listen: "127.0.0.1:0".parse()?,
-        state_dir: dir.path().join("state"),
-        key: None,
-        model: ModelSpec {
-            kind: ModelKind::Logreg,
-            features,
-            classes,
-            hidden: vec![],
-        },
-        data: DataSection {
-            label_column: "label".into(),
-            validation: vpath,
-            standardisation: StandardisationMode::Site,
-        },
-        rounds: RoundsSection {
-            total: 1,
-            quorum: SAMPLES as u32,
-            deadline_secs: 3600,
-            grace_secs: 60,
-        },
-        training: TrainingSection::default(),
-        aggregation: Default::default(),
-        // Every simulated hospital dials from 127.0.0.1.
-        limits: fedledger_coordinator::config::LimitsSection {
-            max_connections_per_ip: entries.len() as u32 + 8,
-            ..Default::default()
-        },
-        valuation: Default::default(),
-        rewards: Default::default(),
-        privacy: Default::default(),
-        ledger: Default::default(),
-        tls: tls.map(tls_section),
-        metrics: Default::default(),
-        governance: Default::default(),
-        participants: entries,
-    }
-    .validate()?;
+    let (cfg, key_paths) = wide_federation(dir.path(), "bench-upload", SAMPLES, 1, 60, tls)?;
     let params = cfg.model.num_params();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = fedledger_coordinator::serve(cfg, Some(listener)).await?;
@@ -378,59 +396,7 @@ async fn concurrent_uploads() -> anyhow::Result<()> {
     const SITES: usize = 5;
     const ROUNDS: u64 = 3;
     let dir = tempfile::tempdir()?;
-    let (features, classes) = (4000usize, 4000usize);
-    let vpath = dir.path().join("validation.csv");
-    write_wide_validation(&vpath, features, classes)?;
-    let mut key_paths = Vec::new();
-    let mut entries = Vec::new();
-    for i in 0..SITES {
-        let p = dir.path().join(format!("k{i}.key"));
-        let k = keys::generate_key_file(&p)?;
-        entries.push(ParticipantEntry {
-            name: format!("h{i}"),
-            public_key: keys::public_key_hex(&k),
-            public_key_file: None,
-        });
-        key_paths.push(p);
-    }
-    let cfg = ConfigFile {
-        federation: "bench-concurrent".into(),
-        listen: "127.0.0.1:0".parse()?,
-        state_dir: dir.path().join("state"),
-        key: None,
-        model: ModelSpec {
-            kind: ModelKind::Logreg,
-            features,
-            classes,
-            hidden: vec![],
-        },
-        data: DataSection {
-            label_column: "label".into(),
-            validation: vpath,
-            standardisation: StandardisationMode::Site,
-        },
-        rounds: RoundsSection {
-            total: ROUNDS,
-            quorum: SITES as u32,
-            deadline_secs: 3600,
-            grace_secs: 0,
-        },
-        training: TrainingSection::default(),
-        aggregation: Default::default(),
-        limits: LimitsSection {
-            max_connections_per_ip: SITES as u32 + 8,
-            ..Default::default()
-        },
-        valuation: Default::default(),
-        rewards: Default::default(),
-        privacy: Default::default(),
-        ledger: Default::default(),
-        tls: None,
-        metrics: Default::default(),
-        governance: Default::default(),
-        participants: entries,
-    }
-    .validate()?;
+    let (cfg, key_paths) = wide_federation(dir.path(), "bench-concurrent", SITES, ROUNDS, 0, None)?;
     let params = cfg.model.num_params();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = fedledger_coordinator::serve(cfg, Some(listener)).await?;

@@ -26,10 +26,10 @@ pub trait Utility: Sync {
 /// The combination is accumulated in `f64` in ascending player order, then rounded once to `f32`
 /// for the score, in a per-thread scratch buffer reused across calls. Players whose update is all
 /// zeros, or whose weight is zero, are skipped, so they are null players whose value is exactly 0.
-pub struct LinearCombinationGame<F> {
-    base: Vec<f32>,
-    /// Row-major `players x dim` matrix of updates.
-    updates: Vec<f32>,
+pub struct LinearCombinationGame<'a, F> {
+    /// Borrowed, never copied: a round's updates may be large (the game adds no copy of them).
+    base: &'a [f32],
+    updates: Vec<&'a [f32]>,
     weights: Vec<f64>,
     dim: usize,
     players: usize,
@@ -37,7 +37,12 @@ pub struct LinearCombinationGame<F> {
     score: F,
 }
 
-/// Per-thread scratch: the `f64` accumulator and the `f32` parameters handed to the score.
+/// Coordinates combined at a time: the `f64` accumulator holds one block, not a model (each
+/// coordinate is still summed in ascending player order, so the bits do not depend on it).
+const BLOCK: usize = 16 * 1024;
+
+/// Per-thread scratch: the `f64` accumulator of one block and the `f32` parameters handed to the
+/// score.
 #[derive(Default)]
 struct Scratch {
     acc: Vec<f64>,
@@ -48,7 +53,7 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-impl<F> LinearCombinationGame<F>
+impl<'a, F> LinearCombinationGame<'a, F>
 where
     F: Fn(&[f32]) -> f64 + Sync,
 {
@@ -56,8 +61,8 @@ where
     /// example count (all participants of the round), and the score (higher is better; the
     /// coordinator passes the negative validation log-loss).
     pub fn new(
-        base: &[f32],
-        updates: &[&[f32]],
+        base: &'a [f32],
+        updates: &[&'a [f32]],
         example_counts: &[u64],
         score: F,
     ) -> Result<Self, ValuationError> {
@@ -81,8 +86,8 @@ where
 
     /// Builds the game with explicit weights `a_i` instead of `n_i / n_all`.
     pub fn with_weights(
-        base: &[f32],
-        updates: &[&[f32]],
+        base: &'a [f32],
+        updates: &[&'a [f32]],
         weights: Vec<f64>,
         score: F,
     ) -> Result<Self, ValuationError> {
@@ -109,7 +114,6 @@ where
             });
         }
         let dim = base.len();
-        let mut flat = Vec::with_capacity(players * dim);
         let mut null = Coalition::EMPTY;
         for (i, u) in updates.iter().enumerate() {
             if u.len() != dim {
@@ -125,11 +129,10 @@ where
             if weights[i] == 0.0 || u.iter().all(|&x| x == 0.0) {
                 null = null.with(i);
             }
-            flat.extend_from_slice(u);
         }
         Ok(Self {
-            base: base.to_vec(),
-            updates: flat,
+            base,
+            updates: updates.to_vec(),
             weights,
             dim,
             players,
@@ -151,25 +154,33 @@ where
     }
 
     fn combine(&self, coalition: Coalition, scratch: &mut Scratch) {
-        scratch.acc.clear();
-        scratch.acc.extend(self.base.iter().map(|&x| f64::from(x)));
-        for i in coalition
+        let members: Vec<usize> = coalition
             .minus(self.null)
             .members()
             .filter(|&i| i < self.players)
-        {
-            let a = self.weights[i];
-            let u = &self.updates[i * self.dim..(i + 1) * self.dim];
-            for (acc, &x) in scratch.acc.iter_mut().zip(u) {
-                *acc += a * f64::from(x);
-            }
-        }
+            .collect();
         scratch.params.clear();
-        scratch.params.extend(scratch.acc.iter().map(|&x| x as f32));
+        scratch.params.reserve(self.dim);
+        let mut start = 0;
+        while start < self.dim {
+            let end = (start + BLOCK).min(self.dim);
+            scratch.acc.clear();
+            scratch
+                .acc
+                .extend(self.base[start..end].iter().map(|&x| f64::from(x)));
+            for &i in &members {
+                let a = self.weights[i];
+                for (acc, &x) in scratch.acc.iter_mut().zip(&self.updates[i][start..end]) {
+                    *acc += a * f64::from(x);
+                }
+            }
+            scratch.params.extend(scratch.acc.iter().map(|&x| x as f32));
+            start = end;
+        }
     }
 }
 
-impl<F> Utility for LinearCombinationGame<F>
+impl<F> Utility for LinearCombinationGame<'_, F>
 where
     F: Fn(&[f32]) -> f64 + Sync,
 {
@@ -219,6 +230,38 @@ mod tests {
             game.utility(Coalition::EMPTY.with(2)),
             game.utility(Coalition::EMPTY)
         );
+    }
+
+    /// Combining block by block gives the bits of one pass over the whole vector (each
+    /// coordinate summed in ascending player order, in `f64`, rounded once).
+    #[test]
+    fn blocks_give_the_bits_of_one_pass() {
+        let dim = 2 * BLOCK + 5;
+        let wave = |k: usize| -> Vec<f32> {
+            (0..dim)
+                .map(|j| ((j * 7 + k * 13) % 101) as f32 * 0.37e-3 - 0.01)
+                .collect()
+        };
+        let base = wave(0);
+        let updates = [wave(1), wave(2), wave(3)];
+        let refs: Vec<&[f32]> = updates.iter().map(Vec::as_slice).collect();
+        let game = LinearCombinationGame::new(&base, &refs, &[3, 5, 11], |_: &[f32]| 0.0).unwrap();
+        let all = Coalition::full(3).unwrap().without(1);
+        let mut expected = Vec::with_capacity(dim);
+        for j in 0..dim {
+            let mut acc = f64::from(base[j]);
+            for i in [0usize, 2] {
+                acc += game.weights()[i] * f64::from(updates[i][j]);
+            }
+            expected.push(acc as f32);
+        }
+        let got = game.parameters(all);
+        assert!(
+            got.iter()
+                .zip(&expected)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        );
+        assert_eq!(got.len(), dim);
     }
 
     #[test]

@@ -180,7 +180,7 @@ pub struct Round {
 
 impl Round {
     /// The design's game, scored by the negative validation log-loss.
-    pub fn game(&self) -> LinearCombinationGame<impl Fn(&[f32]) -> f64 + Sync + '_> {
+    pub fn game(&self) -> LinearCombinationGame<'_, impl Fn(&[f32]) -> f64 + Sync + '_> {
         let refs: Vec<&[f32]> = self.updates.iter().map(Vec::as_slice).collect();
         let validation = &self.validation;
         LinearCombinationGame::new(&self.base, &refs, &self.counts, move |p: &[f32]| {
