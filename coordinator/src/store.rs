@@ -5,10 +5,11 @@
 //! does the participant get its receipt. Closing a round writes the round's result and the next
 //! round's state in one sled transaction.
 //!
-//! An upload is streamed to its file as it arrives ([`BlobWriter`]): a writer thread of its own
-//! writes each chunk under a temporary name and starts the disk's writeback every
-//! [`WRITEBACK_BYTES`], so the fsync the acknowledgement waits for finds little left to do and
-//! the coordinator never holds the whole update in memory. The file gets its content's name
+//! An upload is streamed to its file as it arrives ([`BlobWriter`]): from its second chunk on, a
+//! writer thread of its own writes each chunk under a temporary name and starts the disk's
+//! writeback every [`WRITEBACK_BYTES`], so the fsync the acknowledgement waits for finds little
+//! left to do and the coordinator holds at most a few chunks of an upload in memory (an update
+//! of one chunk, a small model, is written by the commit itself, without a thread). The file gets its content's name
 //! only once every check passed ([`BlobWriter::commit`]); a refused or abandoned upload's file
 //! is removed by its writer, and one a crash interrupted at the next start. Concurrent commits
 //! share the folder's fsync (group commit, [`DirSync`]).
@@ -118,65 +119,75 @@ enum Piece {
     Finish,
 }
 
-/// A blob written as its bytes arrive, on a thread of its own, under a temporary name until
-/// [`Self::commit`] names it by its content. Dropped uncommitted (the upload broke off or was
-/// refused), its writer removes the file.
+/// A blob written as its bytes arrive, under a temporary name until [`Self::commit`] names it
+/// by its content. Its first chunk is held; from the second on, a writer thread of the blob's
+/// own writes them (so an update of one chunk, a small model, costs no thread and no queue).
+/// Dropped uncommitted (the upload broke off or was refused), its file is removed.
 pub struct BlobWriter {
-    tx: Option<tokio::sync::mpsc::Sender<Piece>>,
-    worker: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
+    state: Writer,
     tmp: PathBuf,
     blobs: PathBuf,
     dir_sync: Arc<DirSync>,
     written: u64,
 }
 
+enum Writer {
+    /// No thread yet: the file, and the first chunk when it has arrived.
+    Held(Option<(fs::File, Option<bytes::Bytes>)>),
+    /// The writer thread and its queue.
+    Threaded {
+        tx: Option<tokio::sync::mpsc::Sender<Piece>>,
+        worker: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
+    },
+}
+
+/// The writer thread: writes what it is handed, starts writeback every [`WRITEBACK_BYTES`],
+/// fsyncs on `Finish`; on an error, or when the queue closes without `Finish`, removes the file.
+fn writer_thread(
+    mut file: fs::File,
+    path: PathBuf,
+    mut rx: tokio::sync::mpsc::Receiver<Piece>,
+) -> Result<(), StoreError> {
+    let result = (|| {
+        let mut unsynced = 0u64;
+        while let Some(piece) = rx.blocking_recv() {
+            match piece {
+                Piece::Bytes(b) => {
+                    file.write_all(&b).map_err(io_err(&path))?;
+                    unsynced += b.len() as u64;
+                    if unsynced >= WRITEBACK_BYTES {
+                        file.sync_data().map_err(io_err(&path))?;
+                        unsynced = 0;
+                    }
+                }
+                Piece::Finish => {
+                    file.sync_all().map_err(io_err(&path))?;
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    })();
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            // Abandoned: never acknowledged, so never needed.
+            let _ = fs::remove_file(&path);
+            Err(StoreError::Abandoned)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
 impl BlobWriter {
     fn start(blobs: &Path, dir_sync: Arc<DirSync>) -> Result<Self, StoreError> {
         let tmp = temp_name(blobs, "upload");
-        let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(WRITER_QUEUE);
-        let path = tmp.clone();
-        let worker = std::thread::Builder::new()
-            .name("blob-writer".into())
-            .stack_size(256 << 10)
-            .spawn(move || {
-                let result = (|| {
-                    let mut unsynced = 0u64;
-                    while let Some(piece) = rx.blocking_recv() {
-                        match piece {
-                            Piece::Bytes(b) => {
-                                file.write_all(&b).map_err(io_err(&path))?;
-                                unsynced += b.len() as u64;
-                                if unsynced >= WRITEBACK_BYTES {
-                                    file.sync_data().map_err(io_err(&path))?;
-                                    unsynced = 0;
-                                }
-                            }
-                            Piece::Finish => {
-                                file.sync_all().map_err(io_err(&path))?;
-                                return Ok(true);
-                            }
-                        }
-                    }
-                    Ok(false)
-                })();
-                match result {
-                    Ok(true) => Ok(()),
-                    Ok(false) => {
-                        // Abandoned: never acknowledged, so never needed.
-                        let _ = fs::remove_file(&path);
-                        Err(StoreError::Abandoned)
-                    }
-                    Err(e) => {
-                        let _ = fs::remove_file(&path);
-                        Err(e)
-                    }
-                }
-            })
-            .map_err(io_err(blobs))?;
+        let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
         Ok(Self {
-            tx: Some(tx),
-            worker: Some(worker),
+            state: Writer::Held(Some((file, None))),
             tmp,
             blobs: blobs.to_owned(),
             dir_sync,
@@ -189,12 +200,44 @@ impl BlobWriter {
         self.written
     }
 
-    /// Queue `bytes` for the file; waits while the writer has [`WRITER_QUEUE`] chunks queued.
+    /// Hand `bytes` on for the file: the first chunk is held, the second starts the writer
+    /// thread; waits while the writer has [`WRITER_QUEUE`] chunks queued.
     pub async fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StoreError> {
         let n = bytes.len() as u64;
-        let sent = match &self.tx {
-            Some(tx) => tx.send(Piece::Bytes(bytes)).await.is_ok(),
-            None => false,
+        if let Writer::Held(held) = &mut self.state {
+            match held.take() {
+                Some((file, None)) => {
+                    *held = Some((file, Some(bytes)));
+                    self.written += n;
+                    return Ok(());
+                }
+                Some((file, Some(first))) => {
+                    let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(WRITER_QUEUE);
+                    let path = self.tmp.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("blob-writer".into())
+                        .stack_size(256 << 10)
+                        .spawn(move || writer_thread(file, path, rx));
+                    let worker = match spawned {
+                        Ok(w) => w,
+                        Err(e) => {
+                            let _ = fs::remove_file(&self.tmp);
+                            return Err(io_err(&self.blobs)(e));
+                        }
+                    };
+                    // The queue is empty: the first chunk goes in without waiting.
+                    let _ = tx.try_send(Piece::Bytes(first));
+                    self.state = Writer::Threaded {
+                        tx: Some(tx),
+                        worker: Some(worker),
+                    };
+                }
+                None => return Err(StoreError::Abandoned),
+            }
+        }
+        let sent = match &self.state {
+            Writer::Threaded { tx: Some(tx), .. } => tx.send(Piece::Bytes(bytes)).await.is_ok(),
+            _ => false,
         };
         if !sent {
             // The writer stopped on an error: its result says which.
@@ -206,20 +249,33 @@ impl BlobWriter {
 
     /// The writer's error after it stopped early.
     fn stop(&mut self) -> StoreError {
-        self.tx = None;
-        match self.worker.take().map(|w| w.join()) {
-            Some(Ok(Err(e))) => e,
-            Some(Ok(Ok(()))) => StoreError::Abandoned,
-            Some(Err(_)) | None => StoreError::Abandoned,
+        match &mut self.state {
+            Writer::Threaded { tx, worker } => {
+                *tx = None;
+                match worker.take().map(|w| w.join()) {
+                    Some(Ok(Err(e))) => e,
+                    _ => StoreError::Abandoned,
+                }
+            }
+            Writer::Held(_) => StoreError::Abandoned,
         }
     }
 
     /// Drop the blob and wait until its file is gone (a refusal on a thread that may block:
     /// nothing is left behind when the refusal is answered).
     pub fn abandon(mut self) {
-        self.tx = None;
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
+        match &mut self.state {
+            Writer::Threaded { tx, worker } => {
+                *tx = None;
+                if let Some(w) = worker.take() {
+                    let _ = w.join();
+                }
+            }
+            Writer::Held(held) => {
+                if held.take().is_some() {
+                    let _ = fs::remove_file(&self.tmp);
+                }
+            }
         }
     }
 
@@ -227,22 +283,42 @@ impl BlobWriter {
     /// name it `blobs/<sha256>` and make the name durable (a folder fsync shared with
     /// concurrent commits). Blocks on disk.
     pub fn commit(mut self, sha256: &str) -> Result<(), StoreError> {
-        let tx = self.tx.take().ok_or(StoreError::Abandoned)?;
-        if tx.blocking_send(Piece::Finish).is_err() {
-            return Err(self.stop());
+        let path = self.blobs.join(sha256);
+        if path.exists() {
+            // The same bytes are stored already (a copy, or the same zero update from many
+            // hospitals): drop this file unsynced, and make sure the other's name is durable.
+            let (blobs, dir_sync) = (self.blobs.clone(), self.dir_sync.clone());
+            self.abandon();
+            return dir_sync.sync(&blobs);
         }
-        drop(tx);
-        match self.worker.take().map(|w| w.join()) {
-            Some(Ok(Ok(()))) => {}
-            Some(Ok(Err(e))) => return Err(e),
-            Some(Err(_)) | None => return Err(StoreError::Abandoned),
+        match &mut self.state {
+            Writer::Held(held) => {
+                let (mut file, first) = held.take().ok_or(StoreError::Abandoned)?;
+                let synced = (|| {
+                    if let Some(b) = first {
+                        file.write_all(&b).map_err(io_err(&self.tmp))?;
+                    }
+                    file.sync_all().map_err(io_err(&self.tmp))
+                })();
+                if let Err(e) = synced {
+                    let _ = fs::remove_file(&self.tmp);
+                    return Err(e);
+                }
+            }
+            Writer::Threaded { tx, worker } => {
+                let tx = tx.take().ok_or(StoreError::Abandoned)?;
+                if tx.blocking_send(Piece::Finish).is_err() {
+                    return Err(self.stop());
+                }
+                drop(tx);
+                match worker.take().map(|w| w.join()) {
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => return Err(e),
+                    Some(Err(_)) | None => return Err(StoreError::Abandoned),
+                }
+            }
         }
-        name_durably(
-            &self.tmp,
-            &self.blobs.join(sha256),
-            &self.blobs,
-            &self.dir_sync,
-        )
+        name_durably(&self.tmp, &path, &self.blobs, &self.dir_sync)
     }
 }
 
@@ -271,9 +347,17 @@ fn name_durably(
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        // Closing the queue without `Finish` tells the writer to remove its file; it does so on
-        // its own thread, so dropping never waits for the disk.
-        self.tx = None;
+        match &mut self.state {
+            // Closing the queue without `Finish` tells the writer to remove its file; it does
+            // so on its own thread, so dropping never waits for the disk.
+            Writer::Threaded { tx, .. } => *tx = None,
+            // Nothing written yet: only the empty file to remove.
+            Writer::Held(held) => {
+                if held.take().is_some() {
+                    let _ = fs::remove_file(&self.tmp);
+                }
+            }
+        }
     }
 }
 
@@ -622,13 +706,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let rt = runtime();
-        let contents: Vec<Vec<u8>> = (0..4u8)
+        // Three blobs of many pieces (a writer thread each), one of a single piece (held and
+        // written by the commit).
+        let mut contents: Vec<Vec<u8>> = (0..3u8)
             .map(|i| {
                 (0..(WRITEBACK_BYTES as usize + 3 * 4096 + usize::from(i)))
                     .map(|j| (j as u8) ^ i)
                     .collect()
             })
             .collect();
+        contents.push(vec![9u8; 4096]);
         let writers: Vec<(BlobWriter, String)> = contents
             .iter()
             .map(|c| {
