@@ -471,8 +471,12 @@ pub fn replay_from(
     let mut validation = Dataset::from_csv_reader(validation_bytes.as_slice(), &cfg.label_column)?;
     validation.classes = cfg.model.classes;
     Standardiser::fit(&validation).apply(&mut validation)?;
-    let mut settings = cfg.valuation.clone();
-    settings.estimator = val.estimator.clone();
+    let mut settings = crate::value::replay_settings(
+        &cfg.valuation,
+        &val.estimator,
+        val.evaluations,
+        contributions.len(),
+    );
     settings.bootstrap_resamples = val.bootstrap_resamples;
     let valuer = Valuer::with_settings(&cfg.federation, settings)
         .with_weighting(cfg.strategy.weighting())

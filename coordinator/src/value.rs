@@ -235,6 +235,25 @@ impl Valuer {
     }
 }
 
+/// The valuation settings that recompute a recorded round: its recorded estimator by name and,
+/// for `gtg` when no budget is configured, the budget `max(default_budget(players), recorded
+/// evaluations)`. That is the budget the default (`auto`) round ran with whenever the budget
+/// bound it, and at least what an unbudgeted run used otherwise; a budget the run never
+/// reached changes nothing, so either way the recomputation follows the recorded run's path.
+pub fn replay_settings(
+    settings: &ValuationSection,
+    recorded_estimator: &str,
+    recorded_evaluations: u64,
+    players: usize,
+) -> ValuationSection {
+    let mut s = settings.clone();
+    s.estimator = recorded_estimator.to_owned();
+    if s.max_evaluations == 0 && recorded_estimator == "gtg" {
+        s.max_evaluations = fedledger_valuation::default_budget(players).max(recorded_evaluations);
+    }
+    s
+}
+
 /// A model's score in the utility `utility` (`neg_log_loss` or `accuracy`), in nano-units, as
 /// the round summary records it.
 pub fn score_nano(utility: &str, m: Option<&Metrics>) -> i64 {
@@ -430,5 +449,117 @@ mod tests {
             fedavg_weights(&updates, Weighting::InverseNoise),
             vec![0.25, 0.75]
         );
+    }
+
+    /// A round of 30 hospitals valued by the default (`auto`: gtg within its budget) and one
+    /// valued by gtg named without a budget both recompute bit for bit from what the record
+    /// keeps (estimator, seed, evaluations) through `replay_settings`.
+    #[test]
+    fn rounds_valued_by_sampling_recompute_from_the_record() {
+        let rows: String = (0..40)
+            .map(|i| {
+                let x = (i as f64 * 0.37).sin();
+                format!("{x},{},{}\n", (i as f64 * 0.11).cos(), u8::from(x > 0.0))
+            })
+            .collect();
+        let mut validation =
+            Dataset::from_csv_reader(format!("a,b,y\n{rows}").as_bytes(), "y").unwrap();
+        validation.classes = 2;
+        let spec = ModelSpec::logreg(2, 2);
+        let global = vec![0f32; 3];
+        let deltas: Vec<[f32; 3]> = (0..30)
+            .map(|i| {
+                let t = i as f32;
+                [
+                    (t * 0.7).sin() * 0.3,
+                    (t * 1.3).cos() * 0.2,
+                    (t * 0.5).sin() * 0.1,
+                ]
+            })
+            .collect();
+        let updates: Vec<WeightedUpdate<'_>> = deltas
+            .iter()
+            .map(|d| WeightedUpdate {
+                examples: 10,
+                delta: d,
+                privacy: None,
+            })
+            .collect();
+        let names: Vec<String> = (0..30).map(|i| format!("h{i}")).collect();
+        let keys: Vec<String> = (0..30).map(|i| format!("{i:064x}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let base = ValuationSection {
+            bootstrap_resamples: 0,
+            ..ValuationSection::default()
+        };
+        for estimator in ["auto", "gtg"] {
+            let settings = ValuationSection {
+                estimator: estimator.into(),
+                ..base.clone()
+            };
+            let first = Valuer::with_settings("f", settings.clone())
+                .value_round(
+                    3,
+                    &spec,
+                    &validation,
+                    &global,
+                    &updates,
+                    &names,
+                    &keys,
+                    false,
+                )
+                .unwrap();
+            let again = replay_settings(
+                &settings,
+                &first.summary.estimator,
+                first.summary.evaluations,
+                updates.len(),
+            );
+            let second = Valuer::with_settings("f", again)
+                .value_round_seeded(
+                    3,
+                    first.summary.seed,
+                    &spec,
+                    &validation,
+                    &global,
+                    &updates,
+                    &names,
+                    &keys,
+                    false,
+                )
+                .unwrap();
+            assert_eq!(first.summary.estimator, "gtg");
+            assert_eq!(first.value_nano, second.value_nano, "{estimator}");
+            assert_eq!(first.summary.evaluations, second.summary.evaluations);
+            if estimator == "auto" {
+                // The budget bound this round: unbudgeted, gtg would have gone further.
+                assert!(first.summary.evaluations <= fedledger_valuation::default_budget(30));
+                let unbudgeted = Valuer::with_settings(
+                    "f",
+                    ValuationSection {
+                        estimator: "gtg".into(),
+                        ..base.clone()
+                    },
+                )
+                .value_round(
+                    3,
+                    &spec,
+                    &validation,
+                    &global,
+                    &updates,
+                    &names,
+                    &keys,
+                    false,
+                )
+                .unwrap();
+                assert!(
+                    unbudgeted.summary.evaluations > first.summary.evaluations,
+                    "{} vs {}",
+                    unbudgeted.summary.evaluations,
+                    first.summary.evaluations
+                );
+            }
+        }
     }
 }
