@@ -9,7 +9,7 @@
 //! with `spawn_blocking`.
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::BTreeSet,
     sync::{Arc, Mutex, MutexGuard, RwLock},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
@@ -89,9 +89,6 @@ pub struct Engine {
     validation: Dataset,
     /// The current global parameters (their digest is the machine's `global_sha256`).
     global: RwLock<Arc<Vec<f32>>>,
-    /// Digests of the open round's accepted updates whose blobs this process checked (hashed
-    /// as they arrived, or read back at start), which the close reads without hashing again.
-    received: Mutex<HashSet<String>>,
     /// Effective noise multipliers of the rounds aggregated with server-side DP so far.
     server_dp_history: Mutex<Vec<f64>>,
     /// Rounds stored but not yet in the ledger (the ledger refused an append).
@@ -245,11 +242,10 @@ impl Engine {
                 }
             }
         }
-        // The open round's updates are checked against their digests once, here.
-        let mut received = HashSet::new();
+        // The open round's updates are checked against their digests once, here; every later
+        // one is hashed as it arrives, so the close reads them all without hashing again.
         for u in &updates {
             store.get_vector(&u.update_sha256)?;
-            received.insert(u.update_sha256.clone());
         }
         let machine = RoundMachine::new(
             cfg.clone(),
@@ -277,7 +273,6 @@ impl Engine {
             validation,
             store,
             global: RwLock::new(Arc::new(global)),
-            received: Mutex::new(received),
             server_dp_history: Mutex::new(server_dp_history),
             unanchored: Mutex::new(unanchored),
             progress,
@@ -690,20 +685,12 @@ impl Engine {
         let started = Instant::now();
         let cfg = self.config();
         let global = self.global();
-        let deltas = {
-            let checked = self
-                .received
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            job.updates
-                .iter()
-                .map(|u| match checked.contains(&u.update_sha256) {
-                    true => self.store.get_vector_written(&u.update_sha256),
-                    false => self.store.get_vector(&u.update_sha256),
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        };
+        // Every update of the round was checked against its digest, as it arrived or at start.
+        let deltas = job
+            .updates
+            .iter()
+            .map(|u| self.store.get_vector_written(&u.update_sha256))
+            .collect::<Result<Vec<_>, _>>()?;
         let slices: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
         let history = self
             .server_dp_history
@@ -767,10 +754,6 @@ impl Engine {
         if let Some(g) = closed.new_global {
             *self.global.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(g);
         }
-        self.received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
         let done = next.phase == Phase::Done;
         if !done && let Err(e) = self.install_rules(&gov, &mut m, next.round) {
             warn!(round = next.round, error = %e, "the governed rules could not be installed; the round runs with the previous ones");
@@ -920,24 +903,19 @@ impl Upload {
             .blob
             .take()
             .ok_or_else(|| CoordinatorError::Internal("an upload finished twice".into()))?;
-        let values = match assembler.finish() {
-            Ok(v) => v,
-            Err(e) => {
-                blob.abandon();
-                return Err(e);
-            }
-        };
-        let received = Received {
-            sha256: values.sha256.clone(),
-            norm: values.norm,
-        };
         let engine = self.engine.clone();
-        // From here on the machine owns the reservation (a refusal drops it there).
-        self.reserved = false;
-        let finished = engine
-            .machine()
-            .finish_upload(now_ms(), &self.ticket, &received);
-        let meta = match finished {
+        let checked = assembler.finish().and_then(|values| {
+            // From here on the machine owns the reservation (a refusal drops it there).
+            self.reserved = false;
+            let received = Received {
+                sha256: values.sha256,
+                norm: values.norm,
+            };
+            engine
+                .machine()
+                .finish_upload(now_ms(), &self.ticket, &received)
+        });
+        let meta = match checked {
             Ok(m) => m,
             Err(e) => {
                 blob.abandon();
@@ -951,11 +929,6 @@ impl Upload {
             engine.machine().release(meta.participant);
             return Err(e.into());
         }
-        engine
-            .received
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(meta.update_sha256.clone());
         let mut m = engine.machine();
         let name = m.enrolled(meta.participant).name.clone();
         let norm = meta.norm;

@@ -9,10 +9,10 @@
 //! writer thread of its own writes each chunk under a temporary name and starts the disk's
 //! writeback every [`WRITEBACK_BYTES`], so the fsync the acknowledgement waits for finds little
 //! left to do and the coordinator holds at most a few chunks of an upload in memory (an update
-//! of one chunk, a small model, is written by the commit itself, without a thread). The file gets its content's name
-//! only once every check passed ([`BlobWriter::commit`]); a refused or abandoned upload's file
-//! is removed by its writer, and one a crash interrupted at the next start. Concurrent commits
-//! share the folder's fsync (group commit, [`DirSync`]).
+//! of one chunk, a small model, is written by the commit itself, without a thread). The file
+//! gets its content's name only once every check passed ([`BlobWriter::commit`]); a refused or
+//! abandoned upload's file is removed, and one a crash interrupted at the next start.
+//! Concurrent commits share the folder's fsync (group commit, [`DirSync`]).
 
 use std::{
     fs,
@@ -293,17 +293,8 @@ impl BlobWriter {
         }
         match &mut self.state {
             Writer::Held(held) => {
-                let (mut file, first) = held.take().ok_or(StoreError::Abandoned)?;
-                let synced = (|| {
-                    if let Some(b) = first {
-                        file.write_all(&b).map_err(io_err(&self.tmp))?;
-                    }
-                    file.sync_all().map_err(io_err(&self.tmp))
-                })();
-                if let Err(e) = synced {
-                    let _ = fs::remove_file(&self.tmp);
-                    return Err(e);
-                }
+                let (file, first) = held.take().ok_or(StoreError::Abandoned)?;
+                write_synced(file, first.as_deref().unwrap_or_default(), &self.tmp)?;
             }
             Writer::Threaded { tx, worker } => {
                 let tx = tx.take().ok_or(StoreError::Abandoned)?;
@@ -320,6 +311,19 @@ impl BlobWriter {
         }
         name_durably(&self.tmp, &path, &self.blobs, &self.dir_sync)
     }
+}
+
+/// Write `bytes` to `file` (at `tmp`) and fsync it; a failed write leaves nothing behind
+/// (best effort: the error is what matters).
+fn write_synced(mut file: fs::File, bytes: &[u8], tmp: &Path) -> Result<(), StoreError> {
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io_err(tmp));
+    if written.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    written
 }
 
 /// The last steps of every blob write, once its file is fsynced under `tmp`: give it its
@@ -428,16 +432,7 @@ impl Store {
             return Ok(sha);
         }
         let tmp = temp_name(&self.blobs, &sha);
-        let written = (|| {
-            let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-            f.write_all(bytes).map_err(io_err(&tmp))?;
-            f.sync_all().map_err(io_err(&tmp))
-        })();
-        if written.is_err() {
-            // A failed write leaves nothing behind (best effort: the error is what matters).
-            let _ = fs::remove_file(&tmp);
-        }
-        written?;
+        write_synced(fs::File::create(&tmp).map_err(io_err(&tmp))?, bytes, &tmp)?;
         name_durably(&tmp, &path, &self.blobs, &self.dir_sync)?;
         Ok(sha)
     }
@@ -477,8 +472,9 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Read a stored vector this process wrote itself after hashing it (an upload it checked
-    /// as it arrived), without hashing it again; any other blob is read with [`Self::get_vector`].
+    /// Read a stored vector this process has already checked against its digest (an upload
+    /// hashed as it arrived, or read back with [`Self::get_vector`] at start), without hashing
+    /// it again.
     pub fn get_vector_written(&self, sha256: &str) -> Result<Vec<f32>, StoreError> {
         let bytes = self.read_blob_file(sha256)?;
         vector_from_bytes(&bytes).ok_or_else(|| StoreError::Decode {
