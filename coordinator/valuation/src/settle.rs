@@ -665,6 +665,27 @@ mod tests {
     /// A round as generated: gain, completed, and (key index, value, s.e., eligible) lines.
     type RawRound = (i64, bool, Vec<(u8, i64, u64, bool)>);
 
+    /// The rounds a drawn history describes (round numbers from 1; a key at most once per
+    /// round), with the participants' keys from `keys`.
+    fn rounds_of<'k>(raw: &[RawRound], keys: &'k [String]) -> Vec<RoundValues<'k>> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, (gain, completed, entries))| {
+                let mut seen = std::collections::BTreeSet::new();
+                RoundValues {
+                    round: i as u64 + 1,
+                    completed: *completed,
+                    gain_nano: *gain,
+                    entries: entries
+                        .iter()
+                        .filter(|(k, ..)| seen.insert(*k))
+                        .map(|&(k, v, se, el)| e(&keys[k as usize], v, se, el))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
     fn rounds_strategy() -> impl Strategy<Value = Vec<RawRound>> {
         prop::collection::vec(
             (
@@ -700,23 +721,7 @@ mod tests {
         ) {
             let keys: Vec<String> = (0..12u8).map(|k| format!("{k:02x}")).collect();
             let rule = SettlementRule { pool_per_round, period_rounds: 5, z_milli };
-            let rounds: Vec<RoundValues<'_>> = raw
-                .iter()
-                .enumerate()
-                .map(|(i, (gain, completed, entries))| {
-                    let mut seen = std::collections::BTreeSet::new();
-                    RoundValues {
-                        round: i as u64 + 1,
-                        completed: *completed,
-                        gain_nano: *gain,
-                        entries: entries
-                            .iter()
-                            .filter(|(k, ..)| seen.insert(*k))
-                            .map(|&(k, v, se, el)| e(&keys[k as usize], v, se, el))
-                            .collect(),
-                    }
-                })
-                .collect();
+            let rounds = rounds_of(&raw, &keys);
             let first = rounds.len() as u64 / 2 + 1;
             let s = settle(&rule, &rounds, first);
             let counted = rounds.iter().filter(|r| r.round >= first && r.completed && r.gain_nano > 0).count() as u64;
@@ -750,23 +755,7 @@ mod tests {
         ) {
             let keys: Vec<String> = (0..12u8).map(|k| format!("{k:02x}")).collect();
             let rule = SettlementRule { pool_per_round, period_rounds, z_milli };
-            let rounds: Vec<RoundValues<'_>> = raw
-                .iter()
-                .enumerate()
-                .map(|(i, (gain, completed, entries))| {
-                    let mut seen = std::collections::BTreeSet::new();
-                    RoundValues {
-                        round: i as u64 + 1,
-                        completed: *completed,
-                        gain_nano: *gain,
-                        entries: entries
-                            .iter()
-                            .filter(|(k, ..)| seen.insert(*k))
-                            .map(|&(k, v, se, el)| e(&keys[k as usize], v, se, el))
-                            .collect(),
-                    }
-                })
-                .collect();
+            let rounds = rounds_of(&raw, &keys);
             let total = rounds.len() as u64;
             let mut paid: std::collections::BTreeMap<&str, u64> = Default::default();
             for end in (1..=total).filter(|&r| rule.ends_period(r, total)) {
