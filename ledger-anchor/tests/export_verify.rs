@@ -66,7 +66,7 @@ fn a_fresh_export_verifies() {
     // 4 rounds of 3 participants, one declining in the even rounds: 10 contributions, 2
     // declines, all signed.
     assert!(
-        text.contains("signatures: 12 contribution and decline signatures verify"),
+        text.contains("signatures: 12 contribution, decline and utility-vector signatures verify"),
         "{text}"
     );
     assert!(text.contains("rounds: 4 rounds"), "{text}");
@@ -305,8 +305,9 @@ fn a_thousand_participants_fit_the_entry_limit_and_verify() {
     let r = verify_with(out.path(), &LinearAccountant);
     assert!(r.ok(), "{r}");
     assert!(
-        r.to_string()
-            .contains("signatures: 1000 contribution and decline signatures verify"),
+        r.to_string().contains(
+            "signatures: 1000 contribution, decline and utility-vector signatures verify"
+        ),
         "{r}"
     );
 }

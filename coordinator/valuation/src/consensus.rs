@@ -304,6 +304,83 @@ pub fn curate(consensus_nano: &[i64], own_nano: &[Vec<i64>], k: usize) -> Vec<bo
         .collect()
 }
 
+/// The parameters of a round with validators, as its summary records them.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundParams {
+    /// The design's seed (announced in the task header).
+    pub seed: u64,
+    /// The round's contributors (players, sorted by key).
+    pub players: usize,
+    /// Exact designs up to this many players.
+    pub exact_max: usize,
+    /// Sampled permutations above.
+    pub permutations: usize,
+    /// Units offered to the validators.
+    pub pool: u64,
+    /// Distance beyond which a validator is flagged, thousandths.
+    pub max_distance_milli: u64,
+    /// The quality rule's `k` (curation on), or `None` (every update kept).
+    pub quality_k: Option<usize>,
+}
+
+/// Everything a round with validators records, from the vectors alone: what the coordinator
+/// writes and `verify` recomputes, with this one function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundConsensus {
+    /// The design (its [`Design::canonical`] bytes are what validators sign the digest of).
+    pub design: Design,
+    /// The consensus game's values, nano-units, one per player.
+    pub values_nano: Vec<i64>,
+    /// Each validator's distance from consensus, thousandths.
+    pub distances_milli: Vec<u64>,
+    /// Each validator's reward ([`validator_rewards`]).
+    pub rewards: Vec<u64>,
+    /// Units paid to the validators (the pool, or 0 when nobody is near consensus).
+    pub paid: u64,
+    /// Per player, whether the quality rule keeps its update (all true without curation).
+    pub keep: Vec<bool>,
+}
+
+/// The design, consensus, values, distances, validators' rewards and quality verdicts of a
+/// round, from its validators' `vectors` (in the order of `keys`, ascending).
+pub fn round_consensus(
+    p: &RoundParams,
+    keys: &[&str],
+    vectors: &[&[i64]],
+) -> Result<RoundConsensus, ValuationError> {
+    if keys.len() != vectors.len() {
+        return Err(ValuationError::LengthMismatch {
+            what: "validators' keys (one per vector)",
+            found: keys.len(),
+            expected: vectors.len(),
+        });
+    }
+    let design = design(p.seed, p.players, p.exact_max, p.permutations)?;
+    let game = consensus(&design, vectors)?;
+    let values_f = values(&design, &game)?;
+    let values_nano: Vec<i64> = values_f.iter().map(|v| crate::value_nano(*v)).collect();
+    let distances_milli = distances(&design, &values_f, vectors)?;
+    let (rewards, paid) = validator_rewards(p.pool, keys, &distances_milli, p.max_distance_milli);
+    let keep = match p.quality_k {
+        None => vec![true; p.players],
+        Some(k) => {
+            let own: Vec<Vec<i64>> = vectors
+                .iter()
+                .map(|v| values(&design, v).map(|x| x.into_iter().map(crate::value_nano).collect()))
+                .collect::<Result<_, _>>()?;
+            curate(&values_nano, &own, k)
+        }
+    };
+    Ok(RoundConsensus {
+        design,
+        values_nano,
+        distances_milli,
+        rewards,
+        paid,
+        keep,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use fedledger_ledger::records::{
     RewardRecord, SettlementLine, VERDICT_DISTINGUISHABLE, VERDICT_NOT_DISTINGUISHABLE,
 };
-use fedledger_ledger::verify::{RecomputedSettlement, RecordedRound, RewardRule};
+use fedledger_ledger::verify::{
+    ConsensusInputs, RecomputedConsensus, RecomputedSettlement, RecordedRound, RewardRule,
+};
 use fedledger_valuation::{
     FLAG_COPY_OF_PREFIX, RULE_SETTLED, RULE_SETTLED_CUMULATIVE, RoundValues, SettlementRule,
     ValueEntry, settle, settle_cumulative,
@@ -82,5 +84,35 @@ impl RewardRule for ValuationRewards {
                 })
                 .collect(),
         })
+    }
+
+    fn consensus(&self, i: &ConsensusInputs<'_>) -> Option<Result<RecomputedConsensus, String>> {
+        let usize_of = |x: u64, what: &str| {
+            usize::try_from(x).map_err(|_| format!("{what} {x} does not fit this machine"))
+        };
+        let params = (|| {
+            Ok::<_, String>(fedledger_valuation::consensus::RoundParams {
+                seed: i.seed,
+                players: i.players,
+                exact_max: usize_of(i.exact_max, "exact_max")?,
+                permutations: usize_of(i.permutations, "permutations")?,
+                pool: i.pool,
+                max_distance_milli: i.max_distance_milli,
+                quality_k: i.quality_k.map(|k| usize_of(k, "quality_k")).transpose()?,
+            })
+        })();
+        Some(params.and_then(|params| {
+            let c =
+                fedledger_valuation::consensus::round_consensus(&params, i.validators, i.vectors)
+                    .map_err(|e| e.to_string())?;
+            Ok(RecomputedConsensus {
+                coalitions: c.design.coalitions.len() as u64,
+                coalitions_sha256: fedledger_ledger::records::sha256_hex(&c.design.canonical()),
+                values_nano: c.values_nano,
+                distances_milli: c.distances_milli,
+                rewards: c.rewards,
+                keep: c.keep,
+            })
+        }))
     }
 }

@@ -42,6 +42,7 @@
 
 mod governance;
 mod privacy;
+mod utilities;
 pub mod v1;
 mod v2;
 
@@ -52,6 +53,7 @@ pub use crate::canonical::encode_canonical;
 use crate::error::LedgerError;
 pub use governance::*;
 pub use privacy::{ACCOUNTANT_NONE, PrivacyObject, ServerDpRecord, micro_up};
+pub use utilities::*;
 pub use v2::*;
 
 /// The largest entry the ledger accepts: entry bundles of C2SP tlog-tiles store each entry with
@@ -277,6 +279,10 @@ pub struct ValuationRecord {
     /// How the values' standard errors (`value_se_nano` of the contributions) were estimated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uncertainty: Option<UncertaintyRecord>,
+    /// Format v2, a federation with validators: the design they evaluated, their distances
+    /// from consensus and rewards (the values are then the consensus game's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validators: Option<ValidatorsRecord>,
 }
 
 /// How a round's values' standard errors were estimated.
@@ -438,6 +444,8 @@ pub enum Record {
     Settlement(Box<SettlementEntry>),
     /// v2: a governance change, anchored with its governors' signatures.
     Governance(Box<GovernanceEntry>),
+    /// v2: (a part of) a validator's signed utility vector for a round.
+    Utilities(Box<UtilitiesEntry>),
     /// v1 entry 0.
     V1Federation(Box<v1::FederationRecord>),
     /// v1 entry i >= 1.
@@ -573,6 +581,11 @@ pub fn validate_entry(index: u64, origin: &str, bytes: &[u8]) -> Result<Record, 
             let r: SettlementEntry = typed(&cx, value)?;
             r.check(&cx)?;
             Ok(Record::Settlement(Box::new(r)))
+        }
+        (2, UTILITIES_TYPE) => {
+            let r: UtilitiesEntry = typed(&cx, value)?;
+            r.check(&cx)?;
+            Ok(Record::Utilities(Box::new(r)))
         }
         (2, GOVERNANCE_TYPE) => {
             let r: GovernanceEntry = typed(&cx, value)?;

@@ -287,6 +287,9 @@ pub(super) fn check_round(cx: &Ctx, r: &RoundRecord) -> Result<(), LedgerError> 
             valuation: &r.valuation,
         },
     )?;
+    if r.valuation.validators.is_some() {
+        return Err(cx.err("valuation.validators", "format v1 has no validators"));
+    }
     let mut total: u64 = 0;
     for (i, c) in r.contributions.iter().enumerate() {
         let f = |name: &str| format!("contributions[{i}].{name}");
@@ -459,6 +462,7 @@ pub(crate) mod tests {
                 seed: 42,
                 evaluations: 4,
                 uncertainty: None,
+                validators: None,
             },
             reward_pool: 1000,
             contributions: vec![c("aa", 600), c("bb", 400)],

@@ -377,7 +377,7 @@ pub struct SettlementEntry {
     pub participants: Vec<SettlementLine>,
 }
 
-fn header(cx: &Ctx, ty: &str, v: u64, record_type: &str) -> Result<(), LedgerError> {
+pub(crate) fn header(cx: &Ctx, ty: &str, v: u64, record_type: &str) -> Result<(), LedgerError> {
     if v != RECORD_VERSION {
         return Err(cx.err("v", format!("must be {RECORD_VERSION}")));
     }
@@ -387,7 +387,7 @@ fn header(cx: &Ctx, ty: &str, v: u64, record_type: &str) -> Result<(), LedgerErr
     Ok(())
 }
 
-fn name(cx: &Ctx, field: &str, s: &str) -> Result<(), LedgerError> {
+pub(crate) fn name(cx: &Ctx, field: &str, s: &str) -> Result<(), LedgerError> {
     if s.is_empty() || s.len() > 64 || s.chars().any(char::is_control) {
         return Err(cx.err(field, "must be 1-64 printable characters"));
     }
@@ -561,6 +561,12 @@ impl RoundSummary {
         }
         if self.status == RoundStatus::Abandoned && self.reward_pool != 0 {
             return Err(cx.err("reward_pool", "an abandoned round has a zero pool"));
+        }
+        if let Some(v) = &self.valuation.validators {
+            if self.status == RoundStatus::Abandoned {
+                return Err(cx.err("valuation.validators", "an abandoned round is not valued"));
+            }
+            v.check(cx, "valuation.validators")?;
         }
         if let Some(r) = &self.rules_sha256 {
             cx.hex32("rules_sha256", r)?;
@@ -773,6 +779,7 @@ pub(crate) mod tests {
                     method: UNCERTAINTY_BOOTSTRAP.into(),
                     resamples: 200,
                 }),
+                validators: None,
             },
             reward_pool: 1000,
             server_dp: None,

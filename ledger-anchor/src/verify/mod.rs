@@ -19,6 +19,7 @@ use crate::records::{self, Record};
 
 mod v1;
 mod v2;
+mod validators;
 
 /// One recorded release: the Poisson-subsampled Gaussian mechanism run for `steps` steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,7 +43,10 @@ struct RoundVsGenesis<'a> {
 /// valuation's `copy_of:<name>` flag). A completed round in which none may be paid records a
 /// pool of 0.
 fn may_be_paid(value_nano: i64, flags: &[String]) -> bool {
-    value_nano > 0 && !flags.iter().any(|f| f.starts_with("copy_of:"))
+    value_nano > 0
+        && !flags
+            .iter()
+            .any(|f| f.starts_with("copy_of:") || f == records::FLAG_EXCLUDED_BY_QUALITY)
 }
 
 impl RoundVsGenesis<'_> {
@@ -147,6 +151,47 @@ pub struct RecomputedSettlement {
     pub lines: Vec<records::SettlementLine>,
 }
 
+/// A round's validators as the consensus rule reads them (see [`RewardRule::consensus`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ConsensusInputs<'a> {
+    /// The design's seed (announced in the round's task header).
+    pub seed: u64,
+    /// Exact designs up to this many players.
+    pub exact_max: u64,
+    /// Sampled permutations above.
+    pub permutations: u64,
+    /// The round's contributors (the players, sorted by key).
+    pub players: usize,
+    /// One utility vector per validator, in the order of `validators`.
+    pub vectors: &'a [&'a [i64]],
+    /// The validators' keys, ascending.
+    pub validators: &'a [&'a str],
+    /// Units offered to the validators.
+    pub pool: u64,
+    /// Distance beyond which a validator is flagged, thousandths.
+    pub max_distance_milli: u64,
+    /// The quality rule's `k`, when curation is on.
+    pub quality_k: Option<u64>,
+}
+
+/// What the consensus rule says a round with validators must record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecomputedConsensus {
+    /// Coalitions of the design.
+    pub coalitions: u64,
+    /// SHA-256 of the design's canonical coalition list.
+    pub coalitions_sha256: String,
+    /// The consensus game's values, nano-units, one per player.
+    pub values_nano: Vec<i64>,
+    /// Each validator's distance from consensus, thousandths.
+    pub distances_milli: Vec<u64>,
+    /// Each validator's reward.
+    pub rewards: Vec<u64>,
+    /// Per player, whether the quality rule keeps its update in the aggregate (all true
+    /// without curation).
+    pub keep: Vec<bool>,
+}
+
 /// Recomputes a period's settlement from the recorded round values. The ledger knows no reward
 /// rule; the valuation crate provides it (through the command-line package) and the caller
 /// plugs it in.
@@ -164,6 +209,16 @@ pub trait RewardRule: Sync {
         first_round: u64,
         paid_before: &BTreeMap<&str, u64>,
     ) -> Result<RecomputedSettlement, String>;
+
+    /// The consensus of a round's validators: the design, the consensus game's values, each
+    /// validator's distance and reward, and the quality rule's verdicts. `None` (the default)
+    /// when this rule cannot recompute it; `verify` then reports the recomputation as skipped.
+    fn consensus(
+        &self,
+        _inputs: &ConsensusInputs<'_>,
+    ) -> Option<Result<RecomputedConsensus, String>> {
+        None
+    }
 }
 
 /// Options of [`verify_dir`].

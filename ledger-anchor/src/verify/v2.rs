@@ -98,6 +98,8 @@ pub(super) fn check(
     let mut values: Vec<RecordedValue<'_>> = Vec::new();
     let mut due: Option<Due<'_>> = None;
     let mut settlements = Settlements::default();
+    let mut utilities = super::validators::RoundUtilities::default();
+    let mut validators_seen = super::validators::Seen::start(r);
     let first_after_genesis = g.enrolments.saturating_add(1);
     for (i, rec) in records
         .iter()
@@ -175,6 +177,20 @@ pub(super) fn check(
                 ));
                 releases.entry(&c.participant).or_default().push((i, c));
             }
+            Record::Utilities(u) => {
+                pending.push((i, &u.validator));
+                if let Some((key, message, signature)) =
+                    utilities.push(&rules, &file, u, next_round, r)
+                {
+                    signatures.push(signed(
+                        &key,
+                        message,
+                        &signature,
+                        file.clone(),
+                        format!("the utility vector's signature does not verify for {key}"),
+                    ));
+                }
+            }
             Record::Decline(d) => {
                 member(
                     &rules,
@@ -236,6 +252,7 @@ pub(super) fn check(
                     _ => {}
                 }
                 check_rules(g, &rules, s, &file, r);
+                utilities.close(s, &file, &values, rewards, &mut validators_seen, r);
                 let reward_in_force = rules.reward.clone();
                 RoundVsGenesis {
                     // Under the settled rule a round pays nothing itself; otherwise the pool
@@ -349,6 +366,7 @@ pub(super) fn check(
         );
     }
     settlements.report(settled, rewards.is_some(), r);
+    validators_seen.report(r);
     let rounds = next_round - 1;
     if r.failures.len() == before {
         r.passed.push(format!(
@@ -743,7 +761,7 @@ fn check_signatures(signatures: &[Signed], r: &mut VerifyReport) {
         .collect();
     if failures.is_empty() {
         r.passed.push(format!(
-            "signatures: {} contribution and decline signatures verify (examples and privacy objects included)",
+            "signatures: {} contribution, decline and utility-vector signatures verify (examples and privacy objects included)",
             signatures.len()
         ));
     }

@@ -234,6 +234,7 @@ impl Federation {
                     method: UNCERTAINTY_BOOTSTRAP.into(),
                     resamples: 200,
                 }),
+                validators: None,
             },
             reward_pool: pool,
             server_dp: None,

@@ -157,6 +157,7 @@ impl Federation {
                 seed: n,
                 evaluations: 64,
                 uncertainty: None,
+                validators: None,
             },
             reward_pool: pool,
             contributions,
