@@ -22,6 +22,8 @@
 //! - [`dp`] - the privacy gate: the federation's accountants, cost of a round, budget check;
 //!   DP-SGD with secure noise.
 //! - [`source`] - the real source: [`LocalTrainer`] trains on the private CSV.
+//! - [`validate`] - validator mode's computation: every coalition of a round's design scored on
+//!   the validator's holdout (aggregate scores, never rows), and the vector's signature.
 //! - [`agent`] - the loop tying them together: answer, persist the spend, sign and send.
 
 pub mod agent;
@@ -37,6 +39,7 @@ pub mod progress;
 pub mod receipts;
 pub mod source;
 pub mod store;
+pub mod validate;
 pub mod work;
 
 use std::{sync::Arc, time::Duration};
