@@ -366,7 +366,7 @@ impl Engine {
         let bytes = encode_canonical(&entry).map_err(|e| Refusal::Malformed(e.to_string()))?;
         // The rules it leads to must be ones this coordinator can run, from its round on.
         let mut trial = gov.clone();
-        trial.admit(&bytes, &entry)?;
+        trial.admit(self.anchor.log().size(), &bytes, &entry)?;
         let from = entry.proposal.from_round;
         for round in trial
             .anchored()
@@ -385,7 +385,7 @@ impl Engine {
         let (index, _) = log
             .append_and_checkpoint(std::slice::from_ref(&bytes))
             .map_err(|e| CoordinatorError::Ledger(e.to_string()))?;
-        gov.admit(&bytes, &entry)?;
+        gov.admit(index, &bytes, &entry)?;
         info!(
             index,
             from_round = entry.proposal.from_round,

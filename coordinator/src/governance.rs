@@ -64,7 +64,7 @@ pub fn load(log: &Log) -> Result<Governance, CoordinatorError> {
     let refs: Vec<&EnrolmentEntry> = enrolments.iter().collect();
     let mut gov = Governance::new(&genesis_bytes, &g, &refs);
     for (i, bytes, entry) in entries {
-        gov.admit(&bytes, &entry).map_err(|e| {
+        gov.admit(i, &bytes, &entry).map_err(|e| {
             CoordinatorError::Ledger(format!("governance entry {i} does not admit: {e}"))
         })?;
     }

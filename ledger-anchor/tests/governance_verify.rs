@@ -85,7 +85,7 @@ fn ledger(plan: &Plan) -> (Vec<Vec<u8>>, u64) {
         let bytes = encode_canonical(&e).unwrap();
         // An under-signed entry is written anyway (a lying coordinator); the verifier's
         // reading of the rules skips it, as verify does.
-        let _ = gov.admit(&bytes, &e);
+        let _ = gov.admit(entries.len() as u64, &bytes, &e);
         entries.push(bytes);
     };
     let (newcomer_name, newcomer) = &fed.participants[2];

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Ctx, EnrolmentEntry, FederationEntry, GovernanceRecord, RECORD_VERSION, ROLE_CONTRIBUTOR,
-    ROLE_VALIDATOR, RewardRecord, encode_canonical, is_decimal,
+    ROLE_VALIDATOR, RewardRecord, WitnessesRecord, encode_canonical, is_decimal,
 };
 use crate::error::LedgerError;
 
@@ -141,6 +141,14 @@ pub enum Change {
     Schema {
         /// The schema.
         schema: SchemaRecord,
+    },
+    /// The witnesses of the log and how many must cosign (in force once anchored: a
+    /// checkpoint that contains the entry is judged by the new set).
+    Witnesses {
+        /// cosignature/v1 verifier keys (`name+keyid+base64(0x04 || key)`), unique names.
+        keys: Vec<String>,
+        /// Cosignatures needed, at most the keys.
+        quorum: u64,
     },
     /// The governors and the threshold (in force once anchored).
     Governors {
@@ -289,6 +297,11 @@ impl Change {
                 }
             }
             Change::Schema { schema } => schema.check(cx, &f("schema"))?,
+            Change::Witnesses { keys, quorum } => WitnessesRecord {
+                keys: keys.clone(),
+                quorum: *quorum,
+            }
+            .check(cx, field)?,
             Change::Governors {
                 governors,
                 threshold,
@@ -497,6 +510,10 @@ pub struct Rules {
     /// Accepted data schema, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<SchemaRecord>,
+    /// Witnesses and quorum, once governed (the genesis's until then, which the rules leave
+    /// out so that the digests of rounds before any witness change stay as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witnesses: Option<WitnessesRecord>,
     /// Governors and threshold.
     pub governance: GovernanceRecord,
 }
@@ -529,6 +546,7 @@ impl Rules {
             estimator: None,
             utility: None,
             schema: g.schema.clone(),
+            witnesses: None,
             governance: g.governance.clone(),
         }
     }
@@ -611,6 +629,12 @@ impl Rules {
             Change::Estimator { estimator } => self.estimator = Some(estimator.clone()),
             Change::Utility { utility } => self.utility = Some(utility.clone()),
             Change::Schema { schema } => self.schema = Some(schema.clone()),
+            Change::Witnesses { keys, quorum } => {
+                self.witnesses = Some(WitnessesRecord {
+                    keys: keys.clone(),
+                    quorum: *quorum,
+                });
+            }
             Change::Governors {
                 governors,
                 threshold,
@@ -694,6 +718,9 @@ pub struct Governance {
     genesis: Rules,
     head: String,
     governors: GovernanceRecord,
+    /// The witnesses in force from a log size on: the genesis's from size 0, then each
+    /// anchored change from the size that first contains its entry (its index + 1).
+    witnesses: Vec<(u64, WitnessesRecord)>,
     /// Anchored proposals, ledger order.
     anchored: Vec<Proposal>,
 }
@@ -706,8 +733,24 @@ impl Governance {
             genesis: Rules::genesis(g, enrolments),
             head: sha256_hex(genesis_bytes),
             governors: g.governance.clone(),
+            witnesses: vec![(0, g.witnesses.clone())],
             anchored: Vec::new(),
         }
+    }
+
+    /// The witnesses and quorum a checkpoint of `size` entries is judged by: the genesis's,
+    /// or those of the last witness change among its entries.
+    pub fn witnesses_for_size(&self, size: u64) -> &WitnessesRecord {
+        self.witnesses
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= size)
+            .map_or(&self.witnesses[0].1, |(_, w)| w)
+    }
+
+    /// Every witness set in force at some size, with the size it starts at, ascending.
+    pub fn witness_schedule(&self) -> &[(u64, WitnessesRecord)] {
+        &self.witnesses
     }
 
     /// The SHA-256 a new proposal's `previous` must name.
@@ -838,21 +881,36 @@ impl Governance {
         Ok(())
     }
 
-    /// Admit an anchored entry (its bytes and record) after [`Self::check`]: the chain head
-    /// moves to it, a change of governors takes effect, its changes apply from `from_round`.
-    pub fn admit(&mut self, entry_bytes: &[u8], entry: &GovernanceEntry) -> Result<(), Refusal> {
+    /// Admit the entry anchored at `index` (its bytes and record) after [`Self::check`]: the
+    /// chain head moves to it, a change of governors takes effect, a change of witnesses
+    /// judges every checkpoint that contains the entry, its changes apply from `from_round`.
+    pub fn admit(
+        &mut self,
+        index: u64,
+        entry_bytes: &[u8],
+        entry: &GovernanceEntry,
+    ) -> Result<(), Refusal> {
         self.check(&entry.proposal, &entry.signatures)?;
         self.head = sha256_hex(entry_bytes);
         for c in &entry.proposal.changes {
-            if let Change::Governors {
-                governors,
-                threshold,
-            } = c
-            {
-                self.governors = GovernanceRecord {
-                    governors: governors.clone(),
-                    threshold: *threshold,
-                };
+            match c {
+                Change::Governors {
+                    governors,
+                    threshold,
+                } => {
+                    self.governors = GovernanceRecord {
+                        governors: governors.clone(),
+                        threshold: *threshold,
+                    };
+                }
+                Change::Witnesses { keys, quorum } => self.witnesses.push((
+                    index.saturating_add(1),
+                    WitnessesRecord {
+                        keys: keys.clone(),
+                        quorum: *quorum,
+                    },
+                )),
+                _ => {}
             }
         }
         self.anchored.push(entry.proposal.clone());
@@ -936,7 +994,7 @@ mod tests {
             validate_entry(4, v2t::ORIGIN, &bytes).unwrap(),
             Record::Governance(Box::new(entry.clone()))
         );
-        gov.admit(&bytes, &entry).unwrap();
+        gov.admit(9, &bytes, &entry).unwrap();
         assert_eq!(gov.head(), sha256_hex(&bytes));
         assert!(!gov.rules_for(2).is_contributor(&"bb".repeat(32)));
         assert_eq!(gov.rules_for(2).reward.pool_per_round, 1000);
@@ -1018,13 +1076,53 @@ mod tests {
         }];
         let entry = GovernanceEntry::new(p.clone(), vec![sign(&govs[0], &p), sign(&govs[1], &p)]);
         let bytes = encode_canonical(&entry).unwrap();
-        gov.admit(&bytes, &entry).unwrap();
+        gov.admit(9, &bytes, &entry).unwrap();
         let q = proposal(gov.head());
         assert_eq!(
             gov.check(&q, &[sign(&govs[0], &q), sign(&govs[1], &q)]),
             Err(Refusal::NotGovernor(hexkey(&govs[0])))
         );
         gov.check(&q, &[sign(&newcomer, &q)]).unwrap();
+    }
+
+    #[test]
+    fn a_change_of_witnesses_judges_every_checkpoint_that_contains_it() {
+        let (mut gov, govs, _) = setup();
+        let genesis = gov.witnesses_for_size(1).clone();
+        let w = crate::note::NoteSigner::witness("w-new.test", key(40)).unwrap();
+        let mut p = proposal(gov.head());
+        p.from_round = 50;
+        p.changes = vec![Change::Witnesses {
+            keys: vec![w.verifier_key().to_string()],
+            quorum: 1,
+        }];
+        let entry = GovernanceEntry::new(p.clone(), vec![sign(&govs[0], &p), sign(&govs[1], &p)]);
+        gov.admit(9, &encode_canonical(&entry).unwrap(), &entry)
+            .unwrap();
+        // Entry 9 is in checkpoints of 10 entries or more, whatever its from_round.
+        assert_eq!(*gov.witnesses_for_size(9), genesis);
+        let new = gov.witnesses_for_size(10);
+        assert_eq!((new.keys.len(), new.quorum), (1, 1));
+        assert_eq!(gov.witnesses_for_size(u64::MAX), new);
+        assert_eq!(gov.witness_schedule().len(), 2);
+        // The rules record the governed set from the proposal's round on.
+        assert_eq!(gov.rules_for(49).witnesses, None);
+        assert_eq!(gov.rules_for(50).witnesses.as_ref(), Some(new));
+        // Malformed sets are refused with the field named.
+        for (keys, quorum, field) in [
+            (vec![w.verifier_key().to_string()], 2, "quorum"),
+            (vec!["not a key".to_string()], 1, "keys[0]"),
+            (
+                vec![w.verifier_key().to_string(), w.verifier_key().to_string()],
+                1,
+                "keys[1]",
+            ),
+        ] {
+            let mut bad = proposal(gov.head());
+            bad.changes = vec![Change::Witnesses { keys, quorum }];
+            let err = check_proposal(&bad).unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
     }
 
     #[test]
@@ -1041,7 +1139,7 @@ mod tests {
             later.clone(),
             vec![sign(&govs[0], &later), sign(&govs[1], &later)],
         );
-        gov.admit(&encode_canonical(&e).unwrap(), &e).unwrap();
+        gov.admit(9, &encode_canonical(&e).unwrap(), &e).unwrap();
         // Enrolling the same key from an earlier round: at round 5 both apply, in ledger
         // order, and the second finds the key enrolled.
         let mut earlier = proposal(gov.head());

@@ -163,6 +163,38 @@ pub struct RewardRecord {
     pub z_milli: Option<u64>,
 }
 
+impl WitnessesRecord {
+    /// cosignature/v1 keys with unique names, and a quorum no larger than the keys.
+    pub(crate) fn check(&self, cx: &Ctx, field: &str) -> Result<(), LedgerError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, k) in self.keys.iter().enumerate() {
+            let at = format!("{field}.keys[{i}]");
+            let vk = crate::note::VerifierKey::parse(k).map_err(|e| cx.err(&at, e.to_string()))?;
+            if vk.key_type != crate::note::KEY_TYPE_COSIGNATURE {
+                return Err(cx.err(at, "witness keys must be cosignature/v1 keys (type 0x04)"));
+            }
+            if !seen.insert(vk.name.clone()) {
+                return Err(cx.err(at, format!("duplicate witness name {:?}", vk.name)));
+            }
+        }
+        if self.quorum as usize > self.keys.len() {
+            return Err(cx.err(
+                format!("{field}.quorum"),
+                "exceeds the number of witness keys",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The keys, parsed (validation checked they parse).
+    pub fn verifier_keys(&self) -> Vec<crate::note::VerifierKey> {
+        self.keys
+            .iter()
+            .filter_map(|k| crate::note::VerifierKey::parse(k).ok())
+            .collect()
+    }
+}
+
 impl RewardRecord {
     /// True for the rules settled over periods ([`REWARD_RULE_SETTLED`],
     /// [`REWARD_RULE_SETTLED_CUMULATIVE`]).

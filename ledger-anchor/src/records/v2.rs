@@ -430,24 +430,7 @@ impl FederationEntry {
                 ));
             }
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, k) in self.witnesses.keys.iter().enumerate() {
-            let field = format!("witnesses.keys[{i}]");
-            let vk =
-                crate::note::VerifierKey::parse(k).map_err(|e| cx.err(&field, e.to_string()))?;
-            if vk.key_type != crate::note::KEY_TYPE_COSIGNATURE {
-                return Err(cx.err(
-                    field,
-                    "witness keys must be cosignature/v1 keys (type 0x04)",
-                ));
-            }
-            if !seen.insert(vk.name.clone()) {
-                return Err(cx.err(field, format!("duplicate witness name {:?}", vk.name)));
-            }
-        }
-        if self.witnesses.quorum as usize > self.witnesses.keys.len() {
-            return Err(cx.err("witnesses.quorum", "exceeds the number of witness keys"));
-        }
+        self.witnesses.check(cx, "witnesses")?;
         self.reward.check(cx, "reward")?;
         cx.hex32("validation.sha256", &self.validation.sha256)?;
         for (i, g) in self.governance.governors.iter().enumerate() {

@@ -314,7 +314,7 @@ pub(super) fn check(
                     );
                 }
                 let bytes = entries.get(i as usize).map_or(&[][..], Vec::as_slice);
-                match governance.admit(bytes, e) {
+                match governance.admit(i, bytes, e) {
                     Ok(()) => {
                         for c in &e.proposal.changes {
                             if let Change::Enrol {
