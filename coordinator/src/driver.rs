@@ -49,7 +49,8 @@ pub async fn drive_rounds(engine: Arc<Engine>, shutdown: impl std::future::Futur
 /// Gossip each newly anchored round to the ledger network (when there is a libp2p node) and
 /// collect the witnesses' cosignatures, over libp2p and from the witnesses listed by URL (C2SP
 /// tlog-witness), in order, without holding up training. A round counts as anchored once the
-/// genesis quorum of witnesses has cosigned its checkpoint, whichever way each cosignature came.
+/// quorum of the witnesses in force at its checkpoint's size (the genesis's, or a governed
+/// change's among its entries) has cosigned it, whichever way each cosignature came.
 pub async fn publish_rounds(
     engine: Arc<Engine>,
     node: Option<fedledger_ledger::node::NodeHandle>,
@@ -58,13 +59,7 @@ pub async fn publish_rounds(
 ) {
     tokio::pin!(shutdown);
     let log = engine.ledger().clone();
-    let (witnesses, quorum) = match fedledger_ledger::node::genesis_witnesses(&log) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the witnesses from the genesis record");
-            return;
-        }
-    };
+    let (mut witnesses, mut quorum) = log.witness_policy(log.size());
     let mut progress = engine.subscribe();
     // Entries up to `published` have been gossiped; `witnessed` says whether the checkpoint of
     // that size has its quorum of cosignatures (asked again every second until it has: a
@@ -80,6 +75,7 @@ pub async fn publish_rounds(
                 debug!(error = %e, "gossip of new entries failed (no peers yet?)");
             }
             published = size;
+            (witnesses, quorum) = log.witness_policy(size);
             witnessed = witnesses.is_empty();
         }
         if !witnessed {

@@ -554,9 +554,8 @@ impl Engine {
         };
         let log = self.ledger();
         let err = |e: fedledger_ledger::LedgerError| CoordinatorError::Ledger(e.to_string());
-        let (witnesses, quorum) = fedledger_ledger::node::genesis_witnesses(log).map_err(err)?;
         let witnessed = log
-            .latest_witnessed(&witnesses, quorum)
+            .latest_witnessed_in_force()
             .map_err(err)?
             .is_some_and(|cp| cp.checkpoint.size == log.size());
         Ok(Goodbye {

@@ -198,17 +198,20 @@ fn collect(
         close_secs: o.close_micros as f64 / 1e6,
     });
     let err = |e: fedledger_ledger::LedgerError| CoordinatorError::Ledger(e.to_string());
-    let witnesses = ledger.witness_keys();
     let checkpoint = match ledger.latest_checkpoint().map_err(err)? {
-        Some(cp) => Some(CheckpointStatus {
-            size: cp.checkpoint.size,
-            cosignatures: cp.note.valid_cosigners(&witnesses).len() as u64,
-            quorum: cfg.witness_quorum,
-            witnessed_size: ledger
-                .latest_witnessed(&witnesses, cfg.witness_quorum)
-                .map_err(err)?
-                .map(|w| w.checkpoint.size),
-        }),
+        Some(cp) => {
+            // The witnesses in force at the checkpoint's size (governance may change them).
+            let (witnesses, quorum) = ledger.witness_policy(cp.checkpoint.size);
+            Some(CheckpointStatus {
+                size: cp.checkpoint.size,
+                cosignatures: cp.note.valid_cosigners(&witnesses).len() as u64,
+                quorum,
+                witnessed_size: ledger
+                    .latest_witnessed_in_force()
+                    .map_err(err)?
+                    .map(|w| w.checkpoint.size),
+            })
+        }
         None => None,
     };
     let finished = |s: RoundStatus| outcomes.iter().filter(|o| o.status == s).count() as u64;

@@ -323,15 +323,15 @@ impl LedgerNet {
             .ledger_node
             .as_ref()
             .context("the coordinator runs no ledger node")?;
-        let (witness_keys, quorum) = node::genesis_witnesses(&log)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let cosigned = loop {
+        let (cosigned, witness_keys, quorum) = loop {
             let cp = log.latest_checkpoint()?.context("no checkpoint")?;
+            let (witness_keys, quorum) = log.witness_policy(cp.checkpoint.size);
             let n = cp.note.valid_cosigners(&witness_keys).len();
             if (n as u64 >= quorum && cp.checkpoint.size == log.size())
                 || tokio::time::Instant::now() > deadline
             {
-                break n;
+                break (n, witness_keys, quorum);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };

@@ -3,7 +3,8 @@
 //!
 //! Layout of `OUT/`: `checkpoint` (latest, with cosignatures), `checkpoints/<size>` (every
 //! checkpoint published), `log.vkey` (`<name>+<hex key id>+<base64(0x01 || key)>`),
-//! `witnesses.vkeys` (one cosignature/v1 key per line, from the genesis record),
+//! `witnesses.vkeys` (one cosignature/v1 key per line: every key in force at some exported size,
+//! the genesis's and those governance entries added),
 //! `entries/<index>` (raw bytes), `proofs/<index>` (C2SP tlog-proof@v1 of that entry against
 //! `checkpoint`) and, only if equivocation was seen, `evidence/<n>.json` (`{reason, first, second}` with both signed notes).
 //!
@@ -15,7 +16,6 @@ use std::path::Path;
 
 use crate::error::LedgerError;
 use crate::note::TlogProof;
-use crate::records;
 use crate::store::Log;
 use crate::tiles::{self, TileSource};
 
@@ -61,14 +61,22 @@ pub fn export(log: &Log, out: &Path) -> Result<ExportSummary, LedgerError> {
         &out.join("log.vkey"),
         format!("{}\n", log.log_key()).as_bytes(),
     )?;
+    // Every witness key in force at some size up to the export's: the genesis's, then those
+    // governance entries among the exported ones added (first appearance order).
     let mut witnesses = String::new();
-    if size > 0
-        && let Some(w) =
-            records::genesis_witnesses(&records::validate_entry(0, log.origin(), &log.entry(0)?)?)
-    {
+    let mut listed: Vec<&str> = Vec::new();
+    let schedule = if size > 0 {
+        log.witness_schedule()
+    } else {
+        Vec::new()
+    };
+    for (_, w) in schedule.iter().filter(|(from, _)| *from <= size) {
         for k in &w.keys {
-            witnesses.push_str(k);
-            witnesses.push('\n');
+            if !listed.contains(&k.as_str()) {
+                listed.push(k);
+                witnesses.push_str(k);
+                witnesses.push('\n');
+            }
         }
     }
     write(&out.join("witnesses.vkeys"), witnesses.as_bytes())?;

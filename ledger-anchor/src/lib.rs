@@ -55,11 +55,12 @@
 //! // Serve the log: replicas catch up from it and witnesses cosign its checkpoints.
 //! let net = node::NodeConfig { listen: vec!["/ip4/0.0.0.0/tcp/4001".parse().unwrap()], ..Default::default() };
 //! let handle = node::spawn(net, libp2p::identity::Keypair::generate_ed25519(), log.clone(), None).await?;
-//! let (witnesses, quorum) = node::genesis_witnesses(&log)?;
 //! // After each round: append its contribution and decline entries and its summary in one
-//! // atomic batch with a signed checkpoint, gossip them, collect cosignatures.
+//! // atomic batch with a signed checkpoint, gossip them, collect cosignatures from the
+//! // witnesses in force at its size (the genesis's, or a governed change's).
 //! let old = log.size();
 //! let (_, checkpoint) = log.append_and_checkpoint(&round_1)?; // flushed to disk
+//! let (witnesses, quorum) = log.witness_policy(checkpoint.checkpoint.size);
 //! handle.publish_since(old).await?;
 //! let cosigned = handle.collect_cosignatures(checkpoint.checkpoint.size, &witnesses).await?;
 //! let anchored = cosigned as u64 >= quorum;

@@ -291,33 +291,25 @@ impl Monitor {
                 });
             }
         }
-        let (witnesses, quorum) = match records::validate_entry(0, self.log.origin(), &genesis)
-            .ok()
-            .as_ref()
-            .and_then(records::genesis_witnesses)
-            .map(|w| {
-                (
-                    w.keys
-                        .iter()
-                        .filter_map(|k| VerifierKey::parse(k).ok())
-                        .collect::<Vec<_>>(),
-                    w.quorum,
-                )
-            }) {
-            Some(w) => w,
-            None => {
-                return self.alert(Alert::InvalidEntries {
-                    note: cp.encode(),
-                    failures: vec!["entries/0: not a genesis record naming witnesses".into()],
-                });
-            }
-        };
+        if !matches!(
+            records::validate_entry(0, self.log.origin(), &genesis),
+            Ok(records::Record::Federation(_) | records::Record::V1Federation(_))
+        ) {
+            return self.alert(Alert::InvalidEntries {
+                note: cp.encode(),
+                failures: vec!["entries/0: not a genesis record naming witnesses".into()],
+            });
+        }
+        // The witnesses in force at the checkpoint's size: the genesis's, or those of a
+        // governed change among the entries held or fetched now (admitted by the same rule
+        // verify applies).
+        let (witnesses, quorum) = self.log.witness_policy_with(&fresh, n);
         let cosigners = cp.note.valid_cosigners(&witnesses).len();
         if (cosigners as u64) < quorum {
             return self.alert(Alert::BadCheckpoint {
                 note: cp.encode(),
                 what: format!(
-                    "{cosigners} valid cosignature(s) by the genesis witnesses, {quorum} required"
+                    "{cosigners} valid cosignature(s) by the witnesses in force, {quorum} required"
                 ),
             });
         }

@@ -111,7 +111,8 @@ struct Inner {
     state: Mutex<State>,
     /// `state.size` as of the last durable append, readable while an append is in progress.
     durable_size: AtomicU64,
-    witnesses: std::sync::OnceLock<Vec<VerifierKey>>,
+    /// The witness sets in force, read from the log's own entries as they are appended.
+    witnesses: Mutex<WitnessTracker>,
 }
 
 /// A Merkle log in a sled database. Cheap to clone; all clones share one store.
@@ -303,7 +304,7 @@ impl Log {
                 signer,
                 state: Mutex::new(State { size, frontier }),
                 durable_size: AtomicU64::new(size),
-                witnesses: std::sync::OnceLock::new(),
+                witnesses: Mutex::new(WitnessTracker::default()),
             }),
         })
     }
@@ -475,25 +476,77 @@ impl Log {
         Ok((first, self.checkpoint()?))
     }
 
-    /// The witness keys of the genesis record, once entry 0 is held.
+    /// Every witness key in force at some size so far (the genesis's, and those governance
+    /// entries added): whose cosignatures are kept.
     pub fn witness_keys(&self) -> Vec<VerifierKey> {
-        if let Some(k) = self.inner.witnesses.get() {
-            return k.clone();
+        let t = self.witness_tracker();
+        let mut keys: Vec<VerifierKey> = Vec::new();
+        for (_, w) in t.schedule() {
+            for k in w.verifier_keys() {
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
         }
-        let Ok(e) = self.inner.log.get(entry_key(0)) else {
-            return Vec::new();
-        };
-        let Some(e) = e else { return Vec::new() };
-        let keys = match records::validate_entry(0, &self.inner.origin, &e) {
-            Ok(g) => records::genesis_witnesses(&g).map_or_else(Vec::new, |w| {
-                w.keys
-                    .iter()
-                    .filter_map(|k| VerifierKey::parse(k).ok())
-                    .collect()
-            }),
-            Err(_) => Vec::new(),
-        };
-        self.inner.witnesses.get_or_init(|| keys).clone()
+        keys
+    }
+
+    /// The witnesses and quorum a checkpoint of `size` entries is judged by: the genesis's, or
+    /// those of the last witness change (a governance entry admitted by the acceptance rule)
+    /// among its entries. Empty and 0 before the genesis is held.
+    pub fn witness_policy(&self, size: u64) -> (Vec<VerifierKey>, u64) {
+        let t = self.witness_tracker();
+        t.schedule()
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= size)
+            .map_or((Vec::new(), 0), |(_, w)| (w.verifier_keys(), w.quorum))
+    }
+
+    /// The witness sets in force, from the size each starts at, ascending.
+    pub fn witness_schedule(&self) -> Vec<(u64, records::WitnessesRecord)> {
+        self.witness_tracker().schedule().to_vec()
+    }
+
+    /// The tracker, brought up to the durable size (each entry is read once).
+    fn witness_tracker(&self) -> MutexGuard<'_, WitnessTracker> {
+        let mut t = self
+            .inner
+            .witnesses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Up to the last entry written, durable or still being flushed: a checkpoint stored
+        // with its entries' batch keeps the cosignatures of witnesses those entries add.
+        loop {
+            let i = t.scanned;
+            let Ok(Some(bytes)) = self.inner.log.get(entry_key(i)) else {
+                break;
+            };
+            t.read(i, &self.inner.origin, &bytes);
+            t.scanned += 1;
+        }
+        t
+    }
+
+    /// [`Self::witness_policy`] at `size` as it will be once `pending` (entries from this log's
+    /// size on, not appended yet) are: a monitor judges a checkpoint before it takes its
+    /// entries.
+    pub fn witness_policy_with<B: AsRef<[u8]>>(
+        &self,
+        pending: &[B],
+        size: u64,
+    ) -> (Vec<VerifierKey>, u64) {
+        let mut t = self.witness_tracker().clone();
+        for e in pending {
+            let i = t.scanned;
+            t.read(i, &self.inner.origin, e.as_ref());
+            t.scanned += 1;
+        }
+        t.schedule()
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= size)
+            .map_or((Vec::new(), 0), |(_, w)| (w.verifier_keys(), w.quorum))
     }
 
     /// Signature lines of `cp` worth keeping: the log's, and cosignatures by genesis witnesses
@@ -604,6 +657,32 @@ impl Log {
                 .filter(|w| cp.note.signatures.iter().any(|s| s.is_by(w)))
                 .count() as u64;
             if cosigners >= quorum {
+                return Ok(Some(cp));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest stored checkpoint cosigned by the quorum of the witnesses in force at its
+    /// size ([`Self::witness_policy`]): what a log publishes once witnessed.
+    pub fn latest_witnessed_in_force(&self) -> Result<Option<SignedCheckpoint>, LedgerError> {
+        let schedule = self.witness_schedule();
+        for kv in self.inner.checkpoints.iter().rev() {
+            let (_, b) = kv?;
+            let cp = SignedCheckpoint::open(&b, &self.inner.log_key)?;
+            let Some((_, w)) = schedule
+                .iter()
+                .rev()
+                .find(|(from, _)| *from <= cp.checkpoint.size)
+            else {
+                continue;
+            };
+            let cosigners = w
+                .verifier_keys()
+                .iter()
+                .filter(|k| cp.note.signatures.iter().any(|s| s.is_by(k)))
+                .count() as u64;
+            if cosigners >= w.quorum {
                 return Ok(Some(cp));
             }
         }
@@ -821,6 +900,66 @@ impl Log {
     /// Parses the signed note of the latest checkpoint, if any (convenience for status output).
     pub fn latest_note(&self) -> Result<Option<SignedNote>, LedgerError> {
         Ok(self.latest_checkpoint()?.map(|c| c.note))
+    }
+}
+
+/// The witness sets of a log, from its own entries: the genesis's from size 0, then each
+/// witness change of a governance entry that the acceptance rule admits (chained, signed by
+/// the governors in force), from the size that contains it. Entries are read in order, once.
+#[derive(Default, Clone)]
+struct WitnessTracker {
+    scanned: u64,
+    /// A v1 genesis's witnesses (v1 ledgers have no governance).
+    v1: Option<Vec<(u64, records::WitnessesRecord)>>,
+    /// A v2 genesis, until its enrolments are read, and its witnesses meanwhile.
+    genesis: Option<(Vec<u8>, records::FederationEntry, Vec<records::EnrolmentEntry>)>,
+    genesis_witnesses: Vec<(u64, records::WitnessesRecord)>,
+    governance: Option<records::Governance>,
+}
+
+impl WitnessTracker {
+    fn schedule(&self) -> &[(u64, records::WitnessesRecord)] {
+        if let Some(v1) = &self.v1 {
+            return v1;
+        }
+        self.governance
+            .as_ref()
+            .map_or(&self.genesis_witnesses, |g| g.witness_schedule())
+    }
+
+    fn read(&mut self, index: u64, origin: &str, bytes: &[u8]) {
+        let Ok(record) = records::validate_entry(index, origin, bytes) else {
+            return;
+        };
+        match record {
+            records::Record::V1Federation(g) if index == 0 => {
+                self.v1 = Some(vec![(0, g.witnesses.clone())]);
+            }
+            records::Record::Federation(g) if index == 0 => {
+                self.genesis_witnesses = vec![(0, g.witnesses.clone())];
+                self.genesis = Some((bytes.to_vec(), *g, Vec::new()));
+            }
+            records::Record::Enrolment(e) => {
+                if let Some((_, _, enrolments)) = &mut self.genesis {
+                    enrolments.push(*e);
+                }
+            }
+            records::Record::Governance(e) => {
+                if let Some(gov) = &mut self.governance {
+                    // A refused entry changes nothing (verify names it).
+                    let _ = gov.admit(index, bytes, &e);
+                }
+            }
+            _ => {}
+        }
+        // The genesis ends with its last enrolment.
+        if let Some((g_bytes, g, enrolments)) = &self.genesis
+            && enrolments.len() as u64 == g.enrolments
+            && self.governance.is_none()
+        {
+            let refs: Vec<&records::EnrolmentEntry> = enrolments.iter().collect();
+            self.governance = Some(records::Governance::new(g_bytes, g, &refs));
+        }
     }
 }
 

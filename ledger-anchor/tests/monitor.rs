@@ -184,7 +184,7 @@ async fn a_checkpoint_short_of_the_witness_quorum_is_an_alert() {
         panic!("not a bad checkpoint")
     };
     assert!(
-        what.contains("1 valid cosignature(s) by the genesis witnesses, 2 required"),
+        what.contains("1 valid cosignature(s) by the witnesses in force, 2 required"),
         "{what}"
     );
     assert_eq!(m.log().size(), 0, "nothing accepted");

@@ -117,7 +117,7 @@ async fn scenario() {
     let net = start(3).await;
     wait_mesh(&net).await;
     let log = net.writer.log().clone();
-    let (witness_keys, quorum) = node::genesis_witnesses(&log).unwrap();
+    let (witness_keys, quorum) = log.witness_policy(log.size());
     assert_eq!((witness_keys.len(), quorum), (2, 1));
 
     // 1,000 entries in batches of 100, each checkpointed, gossiped and cosigned.

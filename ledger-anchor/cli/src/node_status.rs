@@ -4,7 +4,7 @@
 //! from the store and the node's handle; a line is printed whenever it changes.
 
 use fedledger_ledger::Log;
-use fedledger_ledger::node::{NodeStats, genesis_witnesses};
+use fedledger_ledger::node::NodeStats;
 
 /// A node's state at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,19 +31,17 @@ impl NodeStatus {
         stats: NodeStats,
     ) -> Result<Self, fedledger_ledger::LedgerError> {
         let size = log.size();
-        let (witnesses, quorum) = if size == 0 {
-            (Vec::new(), 0)
-        } else {
-            genesis_witnesses(log)?
-        };
-        let witnessed = match log.latest_witnessed(&witnesses, quorum)? {
+        let witnessed = match log.latest_witnessed_in_force()? {
             // Before the genesis is replicated nothing can be said to be witnessed.
-            Some(cp) if size > 0 => Some((
-                cp.checkpoint.size,
-                cp.note.valid_cosigners(&witnesses).len(),
-                quorum,
-                fedledger_ledger::note::b64_encode(&cp.checkpoint.root),
-            )),
+            Some(cp) if size > 0 => {
+                let (witnesses, quorum) = log.witness_policy(cp.checkpoint.size);
+                Some((
+                    cp.checkpoint.size,
+                    cp.note.valid_cosigners(&witnesses).len(),
+                    quorum,
+                    fedledger_ledger::note::b64_encode(&cp.checkpoint.root),
+                ))
+            }
             _ => None,
         };
         let latest = log

@@ -57,7 +57,9 @@ pub fn federation(dir: &Path, verified: &VerifyReport) -> anyhow::Result<report:
         f.epsilon_budget = g.privacy.epsilon_budget.parse().ok();
         f.reward_rule = g.reward.rule.clone();
     }
-    let witnesses: Vec<VerifierKey> = genesis_witnesses(genesis)
+    // Every witness key the ledger names (the genesis's and governed changes'): the report
+    // counts cosignatures; `verify` judges them against the set in force at each size.
+    let mut witnesses: Vec<VerifierKey> = genesis_witnesses(genesis)
         .map(|w| {
             w.keys
                 .iter()
@@ -65,6 +67,19 @@ pub fn federation(dir: &Path, verified: &VerifyReport) -> anyhow::Result<report:
                 .collect()
         })
         .unwrap_or_default();
+    for r in &records {
+        if let Record::Governance(g) = r {
+            for c in &g.proposal.changes {
+                if let fedledger_ledger::records::Change::Witnesses { keys, .. } = c {
+                    for k in keys.iter().filter_map(|k| VerifierKey::parse(k).ok()) {
+                        if !witnesses.contains(&k) {
+                            witnesses.push(k);
+                        }
+                    }
+                }
+            }
+        }
+    }
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     let mut rounds: BTreeMap<u64, report::Round> = BTreeMap::new();
     for r in &records {

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -12,8 +12,6 @@ use tokio::net::TcpListener;
 
 use super::listen::{self, Handler, Listening, plain};
 use crate::error::LedgerError;
-use crate::note::VerifierKey;
-use crate::records;
 use crate::store::Log;
 use crate::tiles::{self, TileId};
 
@@ -49,37 +47,21 @@ impl TilesServer {
 /// What the handlers share.
 struct State {
     log: Log,
-    /// The genesis's witnesses and quorum, read once entry 0 exists.
-    witnesses: OnceLock<(Vec<VerifierKey>, u64)>,
     served: Arc<AtomicU64>,
 }
 
 impl State {
-    fn witnesses(&self) -> Result<&(Vec<VerifierKey>, u64), LedgerError> {
-        if let Some(w) = self.witnesses.get() {
-            return Ok(w);
-        }
-        let genesis = records::validate_entry(0, self.log.origin(), &self.log.entry(0)?)?;
-        let w = records::genesis_witnesses(&genesis)
-            .ok_or_else(|| LedgerError::Corrupt("entry 0 is not a genesis record".into()))?;
-        let keys = w
-            .keys
-            .iter()
-            .map(|k| VerifierKey::parse(k))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(self.witnesses.get_or_init(|| (keys, w.quorum)))
-    }
-
     /// The body and content type of `path`, `None` when there is no such resource (yet).
     fn resource(&self, path: &str) -> Result<Option<(Vec<u8>, &'static str)>, LedgerError> {
         if path == "checkpoint" {
             if self.log.size() == 0 {
                 return Ok(None);
             }
-            let (keys, quorum) = self.witnesses()?;
+            // Each checkpoint is judged by the witnesses in force at its size (the
+            // genesis's, or a governed change's among its entries).
             return Ok(self
                 .log
-                .latest_witnessed(keys, *quorum)?
+                .latest_witnessed_in_force()?
                 .map(|cp| (cp.encode().into_bytes(), tiles::CHECKPOINT_CONTENT_TYPE)));
         }
         match TileId::parse(path) {
@@ -159,7 +141,6 @@ pub async fn serve_tiles_with(
     let served = Arc::new(AtomicU64::new(0));
     let state = Arc::new(State {
         log,
-        witnesses: OnceLock::new(),
         served: served.clone(),
     });
     let handler: Handler = Arc::new(move |req| Box::pin(handle(state.clone(), req)));

@@ -33,9 +33,6 @@ pub use handle::{NodeHandle, NodeStats};
 pub use protocol::{Announcement, CHUNK, SyncRequest, SyncResponse};
 
 use crate::error::LedgerError;
-use crate::note::VerifierKey;
-use crate::records;
-use crate::store::Log;
 
 /// The node identity kept in the key file at `path` (created on first use), so that a node's
 /// peer id survives restarts and peers can pin it.
@@ -45,17 +42,4 @@ pub fn load_or_generate_identity(
     let seed = crate::keys::load_or_generate_seed(path)?;
     libp2p::identity::Keypair::ed25519_from_bytes(seed)
         .map_err(|e| LedgerError::Key(format!("{}: {e}", path.display())))
-}
-
-/// The witness keys and quorum recorded in a log's genesis record.
-pub fn genesis_witnesses(log: &Log) -> Result<(Vec<VerifierKey>, u64), LedgerError> {
-    let genesis = records::validate_entry(0, log.origin(), &log.entry(0)?)?;
-    let w = records::genesis_witnesses(&genesis)
-        .ok_or_else(|| LedgerError::Corrupt("entry 0 is not a genesis record".into()))?;
-    let keys = w
-        .keys
-        .iter()
-        .map(|k| VerifierKey::parse(k))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((keys, w.quorum))
 }

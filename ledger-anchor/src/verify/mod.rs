@@ -409,16 +409,34 @@ pub fn verify_dir(dir: &Path, opts: VerifyOptions<'_>) -> VerifyReport {
 
     // Records: every entry's schema on its own; the checks across entries follow below.
     let records = check_schemas(&origin, &entries, &mut r);
-    let genesis = records.first().and_then(Option::as_ref);
 
-    // Witness keys and cosignatures.
-    let genesis_witnesses = genesis.and_then(records::genesis_witnesses);
-    let witnesses = check_witnesses(dir, genesis_witnesses, &mut r);
-    let quorum = opts
-        .quorum
-        .or(genesis_witnesses.map(|w| w.quorum))
-        .unwrap_or(0);
-    let cosigners = check_cosignatures("checkpoint", &latest, &log_key, &witnesses, &mut r);
+    // Witness keys and cosignatures: the latest checkpoint is judged by the witnesses in
+    // force at its size (the genesis's, or a governed change's among its entries).
+    let schedule = witness_schedule(&records, &entries);
+    let in_force = schedule
+        .iter()
+        .rev()
+        .find(|(from, _)| *from <= size)
+        .map(|(_, w)| w);
+    let known: Option<BTreeSet<&str>> = (!schedule.is_empty()).then(|| {
+        schedule
+            .iter()
+            .filter(|(from, _)| *from <= size)
+            .flat_map(|(_, w)| w.keys.iter().map(String::as_str))
+            .collect()
+    });
+    let witnesses = check_witnesses(dir, known.as_ref(), &mut r);
+    let quorum = opts.quorum.or(in_force.map(|w| w.quorum)).unwrap_or(0);
+    check_cosignatures("checkpoint", &latest, &log_key, &witnesses, &mut r);
+    let cosigners = in_force.map_or(0, |w| {
+        w.verifier_keys()
+            .iter()
+            .filter(|k| {
+                latest.note.signatures.iter().any(|s| s.is_by(k))
+                    && latest.note.verify_cosignature(k).is_ok()
+            })
+            .count()
+    });
     if (cosigners as u64) < quorum {
         r.fail(
             "checkpoint",
@@ -653,9 +671,45 @@ pub fn verify_entries(
     r
 }
 
+/// The witness sets of a ledger, from the size each starts at: a v1 genesis's, or a v2
+/// genesis's followed by each witness change of a governance entry the acceptance rule admits
+/// (the rule the coordinator, the log store and the monitor apply).
+fn witness_schedule(
+    records: &[Option<Record>],
+    entries: &[Vec<u8>],
+) -> Vec<(u64, records::WitnessesRecord)> {
+    match records.first().and_then(Option::as_ref) {
+        Some(Record::V1Federation(g)) => vec![(0, g.witnesses.clone())],
+        Some(Record::Federation(g)) => {
+            let enrolments: Vec<&records::EnrolmentEntry> = records
+                .iter()
+                .skip(1)
+                .take(g.enrolments as usize)
+                .filter_map(|rec| match rec {
+                    Some(Record::Enrolment(e)) => Some(&**e),
+                    _ => None,
+                })
+                .collect();
+            let mut gov = records::Governance::new(
+                entries.first().map_or(&[][..], Vec::as_slice),
+                g,
+                &enrolments,
+            );
+            for (i, rec) in records.iter().enumerate() {
+                if let (Some(Record::Governance(e)), Some(bytes)) = (rec, entries.get(i)) {
+                    // A refused entry changes nothing; the checks across entries name it.
+                    let _ = gov.admit(i as u64, bytes, e);
+                }
+            }
+            gov.witness_schedule().to_vec()
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn check_witnesses(
     dir: &Path,
-    genesis: Option<&records::WitnessesRecord>,
+    known: Option<&BTreeSet<&str>>,
     r: &mut VerifyReport,
 ) -> Vec<VerifierKey> {
     let mut keys = Vec::new();
@@ -676,13 +730,12 @@ fn check_witnesses(
             Err(e) => r.fail("witnesses.vkeys", format!("line {}: {e}", n + 1)),
         }
     }
-    if let Some(g) = genesis {
+    if let Some(known) = known {
         let listed: BTreeSet<&str> = text.lines().collect();
-        let enrolled: BTreeSet<&str> = g.keys.iter().map(String::as_str).collect();
-        if listed != enrolled {
+        if listed != *known {
             r.fail(
                 "witnesses.vkeys",
-                "differs from the witness keys in the genesis record (entries/0)",
+                "differs from the witness keys in force (the genesis record's, entries/0, and those governance entries added)",
             );
         }
     }
