@@ -418,5 +418,21 @@ pub fn check_config(
             )));
         }
     }
+    // Witnesses take effect when anchored: the file names the set in force now, or none.
+    let w = gov.witnesses_for_size(u64::MAX);
+    let absent = file.witnesses.is_empty() && file.witness_quorum == 0;
+    let mut named = file.witnesses.clone();
+    named.sort();
+    let mut governed = w.keys.clone();
+    governed.sort();
+    if !absent && (named != governed || file.witness_quorum != w.quorum) {
+        return Err(CoordinatorError::Config(format!(
+            "ledger.witnesses / ledger.witness_quorum in the configuration differ from the \
+             federation's governed state: {named:?} quorum {} (governed: {governed:?} quorum {}); \
+             after the genesis they change only by a governance proposal \
+             (`fedledger-coordinator govern submit`)",
+            file.witness_quorum, w.quorum
+        )));
+    }
     Ok(())
 }

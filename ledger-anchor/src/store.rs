@@ -912,7 +912,11 @@ struct WitnessTracker {
     /// A v1 genesis's witnesses (v1 ledgers have no governance).
     v1: Option<Vec<(u64, records::WitnessesRecord)>>,
     /// A v2 genesis, until its enrolments are read, and its witnesses meanwhile.
-    genesis: Option<(Vec<u8>, records::FederationEntry, Vec<records::EnrolmentEntry>)>,
+    genesis: Option<(
+        Vec<u8>,
+        records::FederationEntry,
+        Vec<records::EnrolmentEntry>,
+    )>,
     genesis_witnesses: Vec<(u64, records::WitnessesRecord)>,
     governance: Option<records::Governance>,
 }
