@@ -112,7 +112,7 @@ struct Inner {
     /// `state.size` as of the last durable append, readable while an append is in progress.
     durable_size: AtomicU64,
     /// The witness sets in force, read from the log's own entries as they are appended.
-    witnesses: Mutex<WitnessTracker>,
+    witnesses: Mutex<records::WitnessFollower>,
 }
 
 /// A Merkle log in a sled database. Cheap to clone; all clones share one store.
@@ -304,7 +304,7 @@ impl Log {
                 signer,
                 state: Mutex::new(State { size, frontier }),
                 durable_size: AtomicU64::new(size),
-                witnesses: Mutex::new(WitnessTracker::default()),
+                witnesses: Mutex::new(records::WitnessFollower::default()),
             }),
         })
     }
@@ -495,12 +495,9 @@ impl Log {
     /// those of the last witness change (a governance entry admitted by the acceptance rule)
     /// among its entries. Empty and 0 before the genesis is held.
     pub fn witness_policy(&self, size: u64) -> (Vec<VerifierKey>, u64) {
-        let t = self.witness_tracker();
-        t.schedule()
-            .iter()
-            .rev()
-            .find(|(from, _)| *from <= size)
-            .map_or((Vec::new(), 0), |(_, w)| (w.verifier_keys(), w.quorum))
+        self.witness_tracker()
+            .policy_at(size)
+            .map_or((Vec::new(), 0), |w| (w.verifier_keys(), w.quorum))
     }
 
     /// The witness sets in force, from the size each starts at, ascending.
@@ -509,7 +506,7 @@ impl Log {
     }
 
     /// The tracker, brought up to the durable size (each entry is read once).
-    fn witness_tracker(&self) -> MutexGuard<'_, WitnessTracker> {
+    fn witness_tracker(&self) -> MutexGuard<'_, records::WitnessFollower> {
         let mut t = self
             .inner
             .witnesses
@@ -518,12 +515,11 @@ impl Log {
         // Up to the last entry written, durable or still being flushed: a checkpoint stored
         // with its entries' batch keeps the cosignatures of witnesses those entries add.
         loop {
-            let i = t.scanned;
+            let i = t.next_index();
             let Ok(Some(bytes)) = self.inner.log.get(entry_key(i)) else {
                 break;
             };
-            t.read(i, &self.inner.origin, &bytes);
-            t.scanned += 1;
+            t.read(&self.inner.origin, &bytes);
         }
         t
     }
@@ -538,15 +534,10 @@ impl Log {
     ) -> (Vec<VerifierKey>, u64) {
         let mut t = self.witness_tracker().clone();
         for e in pending {
-            let i = t.scanned;
-            t.read(i, &self.inner.origin, e.as_ref());
-            t.scanned += 1;
+            t.read(&self.inner.origin, e.as_ref());
         }
-        t.schedule()
-            .iter()
-            .rev()
-            .find(|(from, _)| *from <= size)
-            .map_or((Vec::new(), 0), |(_, w)| (w.verifier_keys(), w.quorum))
+        t.policy_at(size)
+            .map_or((Vec::new(), 0), |w| (w.verifier_keys(), w.quorum))
     }
 
     /// Signature lines of `cp` worth keeping: the log's, and cosignatures by genesis witnesses
@@ -900,70 +891,6 @@ impl Log {
     /// Parses the signed note of the latest checkpoint, if any (convenience for status output).
     pub fn latest_note(&self) -> Result<Option<SignedNote>, LedgerError> {
         Ok(self.latest_checkpoint()?.map(|c| c.note))
-    }
-}
-
-/// The witness sets of a log, from its own entries: the genesis's from size 0, then each
-/// witness change of a governance entry that the acceptance rule admits (chained, signed by
-/// the governors in force), from the size that contains it. Entries are read in order, once.
-#[derive(Default, Clone)]
-struct WitnessTracker {
-    scanned: u64,
-    /// A v1 genesis's witnesses (v1 ledgers have no governance).
-    v1: Option<Vec<(u64, records::WitnessesRecord)>>,
-    /// A v2 genesis, until its enrolments are read, and its witnesses meanwhile.
-    genesis: Option<(
-        Vec<u8>,
-        records::FederationEntry,
-        Vec<records::EnrolmentEntry>,
-    )>,
-    genesis_witnesses: Vec<(u64, records::WitnessesRecord)>,
-    governance: Option<records::Governance>,
-}
-
-impl WitnessTracker {
-    fn schedule(&self) -> &[(u64, records::WitnessesRecord)] {
-        if let Some(v1) = &self.v1 {
-            return v1;
-        }
-        self.governance
-            .as_ref()
-            .map_or(&self.genesis_witnesses, |g| g.witness_schedule())
-    }
-
-    fn read(&mut self, index: u64, origin: &str, bytes: &[u8]) {
-        let Ok(record) = records::validate_entry(index, origin, bytes) else {
-            return;
-        };
-        match record {
-            records::Record::V1Federation(g) if index == 0 => {
-                self.v1 = Some(vec![(0, g.witnesses.clone())]);
-            }
-            records::Record::Federation(g) if index == 0 => {
-                self.genesis_witnesses = vec![(0, g.witnesses.clone())];
-                self.genesis = Some((bytes.to_vec(), *g, Vec::new()));
-            }
-            records::Record::Enrolment(e) => {
-                if let Some((_, _, enrolments)) = &mut self.genesis {
-                    enrolments.push(*e);
-                }
-            }
-            records::Record::Governance(e) => {
-                if let Some(gov) = &mut self.governance {
-                    // A refused entry changes nothing (verify names it).
-                    let _ = gov.admit(index, bytes, &e);
-                }
-            }
-            _ => {}
-        }
-        // The genesis ends with its last enrolment.
-        if let Some((g_bytes, g, enrolments)) = &self.genesis
-            && enrolments.len() as u64 == g.enrolments
-            && self.governance.is_none()
-        {
-            let refs: Vec<&records::EnrolmentEntry> = enrolments.iter().collect();
-            self.governance = Some(records::Governance::new(g_bytes, g, &refs));
-        }
     }
 }
 

@@ -25,7 +25,7 @@ use fedledger_ledger::{
     receipts::{
         TrustFile, TrustPolicy, check_cosignatures, make_receipt, round_files, settlement_files,
     },
-    records::{self, Record, VERDICT_DISTINGUISHABLE, encode_canonical},
+    records::{self, Record, VERDICT_DISTINGUISHABLE, WitnessFollower, encode_canonical},
     tiles::TileCache,
 };
 use serde_json::json;
@@ -153,8 +153,12 @@ pub struct Receipts {
     state_dir: PathBuf,
     federation: String,
     participant: String,
-    /// The genesis's policy, once the genesis is verified.
+    /// The policy of the last checkpoint checked (the genesis's witnesses, or a governed
+    /// change's), once the genesis is verified.
     trust: Option<TrustPolicy>,
+    /// The log's witness sets, followed entry by entry from the genesis (in memory: a restart
+    /// reads the log again).
+    follower: WitnessFollower,
     /// Keys the genesis enrols: no round has more contribution and decline entries.
     enrolments: u64,
     /// Completed checks of this run.
@@ -196,6 +200,7 @@ impl Receipts {
             federation: federation.to_owned(),
             participant: participant.to_owned(),
             trust: None,
+            follower: WitnessFollower::default(),
             enrolments: 0,
             stats: Vec::new(),
             settled: Vec::new(),
@@ -323,6 +328,56 @@ impl Receipts {
         Ok((entry, proof))
     }
 
+    /// Reads the entries of the log this hospital has not followed yet, up to `cp` (each
+    /// proven under it), and returns the policy `cp` is judged by: the pinned log key with the
+    /// witnesses in force at its size, the genesis's or those of a witness change that a
+    /// governance entry among them made (admitted by the ledger's acceptance rule: chained,
+    /// signed by the threshold of governors in force).
+    async fn follow_witnesses(&mut self, cp: &SignedCheckpoint) -> Result<TrustPolicy, Failure> {
+        // Entries are fetched in runs of whole entry bundles, each run proven and read.
+        const RUN: u64 = 4096;
+        let size = cp.checkpoint.size;
+        while self.follower.next_index() < size {
+            let start = self.follower.next_index();
+            let end = (start + RUN).min(size);
+            let mut cache = TileCache::new(size);
+            let indices: Vec<u64> = (start..end).collect();
+            self.tiles
+                .fill(&mut cache, &indices, None)
+                .await
+                .map_err(not_yet)?;
+            for i in start..end {
+                let (entry, _) = Self::proven(&cache, cp, i)?;
+                self.follower.read(&self.federation, &entry);
+            }
+        }
+        let w = self
+            .follower
+            .policy_at(size)
+            .ok_or_else(|| not_yet("the log holds no genesis yet"))?;
+        if w.quorum == 0 && !self.settings.allow_no_witnesses {
+            return Err(ReceiptError::Refused(
+                "the log has no witness quorum in force, so its checkpoints would rest on the \
+                 coordinator's signature alone (set ledger.allow_no_witnesses = true to accept \
+                 it)"
+                .into(),
+            )
+            .into());
+        }
+        let mut witnesses = Vec::new();
+        for k in &w.keys {
+            witnesses.push(
+                fedledger_ledger::note::VerifierKey::parse(k)
+                    .map_err(|e| ReceiptError::Refused(format!("witness key: {e}")))?,
+            );
+        }
+        Ok(TrustPolicy {
+            log_key: self.settings.pins.log_key.clone(),
+            witnesses,
+            quorum: w.quorum,
+        })
+    }
+
     async fn ensure_genesis(&mut self, store: &LocalStore) -> Result<(), Failure> {
         if self.trust.is_some() {
             return Ok(());
@@ -350,8 +405,8 @@ impl Receipts {
             ))
             .into());
         }
-        let (witnesses, enrolments) = match records::validate_entry(0, &self.federation, &genesis) {
-            Ok(Record::Federation(f)) => (f.witnesses, f.enrolments),
+        let enrolments = match records::validate_entry(0, &self.federation, &genesis) {
+            Ok(Record::Federation(f)) => f.enrolments,
             Ok(_) => {
                 return Err(
                     ReceiptError::Refused("entry 0 is not a v2 federation entry".into()).into(),
@@ -359,26 +414,7 @@ impl Receipts {
             }
             Err(e) => return Err(ReceiptError::Refused(format!("entry 0: {e}")).into()),
         };
-        if witnesses.quorum == 0 && !self.settings.allow_no_witnesses {
-            return Err(ReceiptError::Refused(
-                "the genesis names no witness quorum, so the log's checkpoints would rest on the \
-                 coordinator's signature alone (set ledger.allow_no_witnesses = true to accept it)"
-                    .into(),
-            )
-            .into());
-        }
-        let mut keys = Vec::new();
-        for k in &witnesses.keys {
-            keys.push(
-                fedledger_ledger::note::VerifierKey::parse(k)
-                    .map_err(|e| ReceiptError::Refused(format!("genesis witness key: {e}")))?,
-            );
-        }
-        let policy = TrustPolicy {
-            log_key: self.settings.pins.log_key.clone(),
-            witnesses: keys,
-            quorum: witnesses.quorum,
-        };
+        let policy = self.follow_witnesses(&cp).await?;
         check_cosignatures(&cp, &policy)
             .map_err(|e| not_yet(format!("checkpoint not witnessed yet: {e}")))?;
         self.extend(store, old, &note, &cp, &cache, 0)?;
@@ -606,7 +642,8 @@ impl Receipts {
                 cp.checkpoint.size
             )));
         }
-        let policy = self.trust.clone().expect("genesis verified above");
+        let policy = self.follow_witnesses(&cp).await?;
+        self.trust = Some(policy.clone());
         check_cosignatures(&cp, &policy)
             .map_err(|e| not_yet(format!("checkpoint not witnessed: {e}")))?;
         let old = self.accepted(store)?;

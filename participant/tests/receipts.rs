@@ -1,7 +1,8 @@
 //! A hospital shown two checkpoints of its federation's log that cannot both hold keeps the
 //! evidence and stops: the log it accepted a checkpoint of, then a fork signed by the same key
 //! served over the tlog-tiles API (same size with another root; or a larger tree that does not
-//! extend the accepted one). Also: the genesis pin and the witness-quorum rule.
+//! extend the accepted one). Also: the genesis pin, the witness-quorum rule, and witnesses
+//! changed by governance (the hospital follows the log's governance entries).
 
 use std::time::Duration;
 
@@ -240,4 +241,115 @@ async fn another_genesis_or_no_witness_quorum_is_refused() {
         Err(ReceiptError::Refused(_))
     ));
     server.shutdown().await;
+}
+
+/// A log whose genesis names witness `old` (quorum 1) and governors (2 of 3), then a
+/// governance entry, signed by `signers` governors, that replaces the witnesses by `new`;
+/// checkpointed once and cosigned by `cosigner`. Returns the pinned settings' genesis digest.
+async fn governed_witness_change(
+    dir: &std::path::Path,
+    old: &NoteSigner,
+    new: &NoteSigner,
+    signers: usize,
+    cosigner: &NoteSigner,
+) -> (Log, fedledger_ledger::http::TilesServer, String) {
+    use fedledger_ledger::records::{
+        Change, GovernanceEntry, GovernorSignature, PROPOSAL_TYPE, Proposal,
+    };
+    let governors: Vec<Ed25519KeyPair> = (0..3)
+        .map(|i| Ed25519KeyPair::from_seed_unchecked(&[60 + i; 32]).unwrap())
+        .collect();
+    let mut g: FederationEntry = serde_json::from_slice(&genesis(2)).unwrap();
+    g.witnesses = WitnessesRecord {
+        keys: vec![old.verifier_key().to_string()],
+        quorum: 1,
+    };
+    let mut keys: Vec<String> = governors
+        .iter()
+        .map(fedledger_ledger::keys::public_key_hex)
+        .collect();
+    keys.sort();
+    g.governance = GovernanceRecord {
+        governors: keys,
+        threshold: 2,
+    };
+    let g = encode_canonical(&g).unwrap();
+    let p = Proposal {
+        record_type: PROPOSAL_TYPE.into(),
+        federation: ORIGIN.into(),
+        previous: hex::encode(sha256_bytes(&g)),
+        from_round: 1,
+        expires_at: "2099-01-01T00:00:00Z".into(),
+        changes: vec![Change::Witnesses {
+            keys: vec![new.verifier_key().to_string()],
+            quorum: 1,
+        }],
+    };
+    let msg = p.signing_message().unwrap();
+    let sigs = governors[..signers]
+        .iter()
+        .map(|k| GovernorSignature {
+            governor: fedledger_ledger::keys::public_key_hex(k),
+            signature: fedledger_ledger::note::b64_encode(k.sign(msg.as_bytes()).as_ref()),
+        })
+        .collect();
+    let change = encode_canonical(&GovernanceEntry::new(p, sigs)).unwrap();
+    let digest = hex::encode(sha256_bytes(&g));
+    let (log, server) = served(dir, &[g, enrolment(1, "a"), enrolment(2, "b"), change]).await;
+    let cp = log.latest_checkpoint().unwrap().unwrap();
+    log.add_cosignature(
+        cp.checkpoint.size,
+        cosigner.verifier_key(),
+        cosigner.cosign(&cp.note.text, 1_700_000_000),
+    )
+    .unwrap();
+    (log, server, digest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hospital_follows_witnesses_changed_by_governance() {
+    let witness = |seed: u8, name: &str| {
+        NoteSigner::witness(
+            name,
+            Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap(),
+        )
+        .unwrap()
+    };
+    let (old, new) = (witness(70, "w-old.test"), witness(71, "w-new.test"));
+    for (signers, cosigner, accepted) in [(2, &new, true), (2, &old, false), (1, &new, false)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let store = LocalStore::open(&state).unwrap();
+        let (_log, server, digest) =
+            governed_witness_change(&tmp.path().join("log"), &old, &new, signers, cosigner).await;
+        let mut s = settings(server.url(), false);
+        s.pins.genesis_sha256 = digest;
+        s.timeout = Duration::from_secs(1);
+        let mut r = Receipts::new(s, &state, ORIGIN, &"ab".repeat(32)).unwrap();
+        let got = r.verify_genesis(&store).await;
+        if accepted {
+            // Admitted change: the checkpoint holding it is judged by the new witness alone.
+            got.unwrap();
+            let trust: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(r.dir().join("trust.json")).unwrap())
+                    .unwrap();
+            assert!(
+                trust["witness_vkeys"].get("w-new.test").is_some(),
+                "{trust}"
+            );
+        } else {
+            // Cosigned by the replaced witness, or the change lacks its governors' quorum (so
+            // the old witness still rules and has not cosigned): not witnessed, by the same
+            // rule on the log's side (it serves no witnessed checkpoint) as on the hospital's.
+            match got {
+                Err(ReceiptError::Timeout { last, .. }) => assert!(
+                    last.contains("no witnessed checkpoint") || last.contains("not witnessed"),
+                    "{last}"
+                ),
+                other => panic!("expected a timeout, got {other:?}"),
+            }
+        }
+        server.shutdown().await;
+    }
 }

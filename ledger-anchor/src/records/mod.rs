@@ -45,6 +45,7 @@ mod privacy;
 mod utilities;
 pub mod v1;
 mod v2;
+mod witness_follower;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -55,6 +56,7 @@ pub use governance::*;
 pub use privacy::{ACCOUNTANT_NONE, PrivacyObject, ServerDpRecord, micro_up};
 pub use utilities::*;
 pub use v2::*;
+pub use witness_follower::WitnessFollower;
 
 /// The largest entry the ledger accepts: entry bundles of C2SP tlog-tiles store each entry with
 /// a 16-bit length.

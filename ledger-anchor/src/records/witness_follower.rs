@@ -1,0 +1,84 @@
+//! Following a log's witnesses from its entries, in order: the genesis's set from size 0,
+//! then each witness change of a governance entry the acceptance rule admits (chained, signed
+//! by the threshold of governors in force), from the size that first contains it. The log
+//! store, the monitor and a hospital checking its receipts all follow a log this way, so they
+//! judge a checkpoint by the same witnesses as `verify`.
+
+use super::{EnrolmentEntry, FederationEntry, Governance, Record, WitnessesRecord, validate_entry};
+
+/// The witness sets of a log read so far (see the module docs).
+#[derive(Debug, Default, Clone)]
+pub struct WitnessFollower {
+    next: u64,
+    /// A v1 genesis's witnesses (v1 ledgers have no governance).
+    v1: Option<Vec<(u64, WitnessesRecord)>>,
+    /// A v2 genesis until its enrolments are read, and its witnesses meanwhile.
+    genesis: Option<(Vec<u8>, FederationEntry, Vec<EnrolmentEntry>)>,
+    genesis_witnesses: Vec<(u64, WitnessesRecord)>,
+    governance: Option<Governance>,
+}
+
+impl WitnessFollower {
+    /// The index of the next entry to read.
+    pub fn next_index(&self) -> u64 {
+        self.next
+    }
+
+    /// Every set in force at some size read so far, with the size it starts at, ascending.
+    pub fn schedule(&self) -> &[(u64, WitnessesRecord)] {
+        if let Some(v1) = &self.v1 {
+            return v1;
+        }
+        self.governance
+            .as_ref()
+            .map_or(&self.genesis_witnesses, |g| g.witness_schedule())
+    }
+
+    /// The set a checkpoint of `size` entries is judged by (`None` before the genesis).
+    pub fn policy_at(&self, size: u64) -> Option<&WitnessesRecord> {
+        self.schedule()
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= size)
+            .map(|(_, w)| w)
+    }
+
+    /// Reads the next entry (index [`Self::next_index`]) of the log of `origin`. An entry that
+    /// does not validate, or a governance entry the acceptance rule refuses, changes no
+    /// witness (`verify` names it).
+    pub fn read(&mut self, origin: &str, bytes: &[u8]) {
+        let index = self.next;
+        self.next += 1;
+        let Ok(record) = validate_entry(index, origin, bytes) else {
+            return;
+        };
+        match record {
+            Record::V1Federation(g) if index == 0 => {
+                self.v1 = Some(vec![(0, g.witnesses.clone())]);
+            }
+            Record::Federation(g) if index == 0 => {
+                self.genesis_witnesses = vec![(0, g.witnesses.clone())];
+                self.genesis = Some((bytes.to_vec(), *g, Vec::new()));
+            }
+            Record::Enrolment(e) => {
+                if let Some((_, _, enrolments)) = &mut self.genesis {
+                    enrolments.push(*e);
+                }
+            }
+            Record::Governance(e) => {
+                if let Some(gov) = &mut self.governance {
+                    let _ = gov.admit(index, bytes, &e);
+                }
+            }
+            _ => {}
+        }
+        // The genesis ends with its last enrolment.
+        if let Some((g_bytes, g, enrolments)) = &self.genesis
+            && enrolments.len() as u64 == g.enrolments
+            && self.governance.is_none()
+        {
+            let refs: Vec<&EnrolmentEntry> = enrolments.iter().collect();
+            self.governance = Some(Governance::new(g_bytes, g, &refs));
+        }
+    }
+}
