@@ -341,6 +341,15 @@ pub fn round_files(round: u64) -> (String, String) {
     )
 }
 
+/// Where a statement keeps the governance entry at `index` (each one the hospital followed,
+/// so that its witness changes and the governors who signed them can be checked).
+pub fn governance_files(index: u64) -> (String, String) {
+    (
+        format!("governance/{index}.entry"),
+        format!("governance/{index}.tlog-proof"),
+    )
+}
+
 /// Where a statement keeps the settlement of `period` holding the hospital's line.
 pub fn settlement_files(period: u64) -> (String, String) {
     (
@@ -529,6 +538,7 @@ pub fn write_statement(
     let genesis_proof = read("genesis.tlog-proof")?;
     let rounds = numbered_entries(&receipts.join("rounds"))?;
     let periods = numbered_entries(&receipts.join("settlements"))?;
+    let governance = numbered_entries(&receipts.join("governance"))?;
     std::fs::create_dir_all(out.join("rounds")).map_err(io(format!("create {}", out.display())))?;
     if !periods.is_empty() {
         std::fs::create_dir_all(out.join("settlements"))
@@ -543,6 +553,17 @@ pub fn write_statement(
     put("trust.json".into(), &trust_bytes)?;
     put("genesis.entry".into(), &genesis)?;
     put("genesis.tlog-proof".into(), &genesis_proof)?;
+    if !governance.is_empty() {
+        std::fs::create_dir_all(out.join("governance"))
+            .map_err(io(format!("create {}", out.display())))?;
+    }
+    for n in governance {
+        let (e, p) = governance_files(n);
+        let entry = read(&e)?;
+        let proof = read(&p)?;
+        put(e, &entry)?;
+        put(p, &proof)?;
+    }
     let mut recs = Vec::new();
     for r in rounds {
         let (e, p) = round_files(r);
@@ -770,14 +791,43 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
     let policy = trust.as_ref().map(|(_, p)| p.clone());
     let origin = trust.as_ref().map(|(t, _)| t.origin.clone());
 
+    // The witness sets the receipts are judged by: the trust file's (the genesis's), then
+    // each governed change among the statement's governance entries, admitted in ledger order
+    // by the governors in force (chained from the genesis, their threshold of valid
+    // signatures). Each governance entry's own receipt is checked with the others below.
+    let governance_numbers = {
+        let mut v: Vec<u64> = listed
+            .keys()
+            .filter_map(|f| {
+                let stem = f.strip_prefix("governance/")?.strip_suffix(".entry")?;
+                stem.parse::<u64>().ok().filter(|n| n.to_string() == stem)
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let policies: Vec<(u64, TrustPolicy)> = match (&trust, &origin, contents.get("genesis.entry")) {
+        (Some((_, base)), Some(origin), Some(g_bytes)) => governed_policies(
+            base,
+            origin,
+            g_bytes,
+            &governance_numbers,
+            &contents,
+            &mut own_failures,
+        ),
+        (Some((_, base)), _, _) => vec![(0, base.clone())],
+        _ => Vec::new(),
+    };
     // Genesis: its digest, its receipt, and the witnesses it names.
     let genesis_sha = contents.get("genesis.entry").map(|b| sha_hex(b));
-    if let (Some((t, p)), Some(g)) = (&trust, contents.get("genesis.entry")) {
+    if let (Some((t, _)), Some(g)) = (&trust, contents.get("genesis.entry")) {
         if t.genesis_sha256.as_deref() != genesis_sha.as_deref() {
             // Which one changed: the entry if it no longer proves, else the trust file.
-            let proves = contents
-                .get("genesis.tlog-proof")
-                .is_some_and(|pr| verify_receipt(pr, g, p).is_ok());
+            let proves = contents.get("genesis.tlog-proof").is_some_and(|pr| {
+                policy_for(&policies, pr)
+                    .and_then(|p| verify_receipt(pr, g, p))
+                    .is_ok()
+            });
             let file = if proves {
                 "trust.json"
             } else {
@@ -815,7 +865,7 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
             }
         }
         match contents.get("genesis.tlog-proof") {
-            Some(pr) => match verify_receipt(pr, g, p) {
+            Some(pr) => match policy_for(&policies, pr).and_then(|p| verify_receipt(pr, g, p)) {
                 Ok(v) if v.index == 0 => {}
                 Ok(v) => {
                     own_failures.insert(
@@ -856,7 +906,8 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
             || f == "genesis.entry"
             || f == "genesis.tlog-proof"
             || numbered("rounds", f).is_some()
-            || numbered("settlements", f).is_some();
+            || numbered("settlements", f).is_some()
+            || numbered("governance", f).is_some();
         if !ok {
             r.fail(f.clone(), "not a file a statement holds");
         }
@@ -865,12 +916,32 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
         let mut proven = Proven {
             contents: &contents,
             digest_ok: &digest_ok,
-            policy,
+            policies: policies.clone(),
             origin,
             seen_roots: &mut seen_roots,
             own_failures: &mut own_failures,
             report: &mut r,
         };
+        // Each governance entry (admitted above) with its receipt.
+        for n in &governance_numbers {
+            let (ef, pf) = governance_files(*n);
+            if let Some((index, _)) = proven.check(&ef, &pf, |rec| match rec {
+                Record::Governance(_) => Ok(()),
+                _ => Err("not a governance entry".into()),
+            }) && index != *n
+            {
+                proven
+                    .own_failures
+                    .insert(pf.clone(), format!("proves index {index}, not {n}"));
+            }
+        }
+        if !governance_numbers.is_empty() {
+            proven.report.passed.push(format!(
+                "governance: {} entr(y/ies) chained from the genesis and signed by the governors in force; {} witness set(s)",
+                governance_numbers.len(),
+                proven.policies.len()
+            ));
+        }
         for round in &round_numbers {
             let (ef, pf) = round_files(*round);
             if let Some(x) = proven.check(&ef, &pf, |rec| check_own_entry(rec, participant, *round))
@@ -944,11 +1015,83 @@ pub fn verify_statement(dir: &Path, opts: &StatementOptions) -> StatementReport 
     r
 }
 
+/// The policy a receipt's checkpoint is judged by: of `policies` (by the size each starts
+/// at, ascending), the one in force at its size.
+fn policy_for<'a>(
+    policies: &'a [(u64, TrustPolicy)],
+    proof: &[u8],
+) -> Result<&'a TrustPolicy, LedgerError> {
+    let first = policies
+        .first()
+        .ok_or_else(|| LedgerError::malformed("statement", "no trust policy"))?;
+    let p = TlogProof::parse(proof)?;
+    let size = SignedCheckpoint::open(&p.checkpoint, &first.1.log_key)?
+        .checkpoint
+        .size;
+    Ok(policies
+        .iter()
+        .rev()
+        .find(|(from, _)| *from <= size)
+        .map_or(&first.1, |(_, p)| p))
+}
+
+/// The trust file's policy `base` (the genesis's witnesses), then one per governed witness
+/// change among the statement's governance entries `numbers`, each admitted in ledger order
+/// by the governors in force ([`records::Governance::admit_signed`]); an entry that is not
+/// admitted is a failure of its file and changes nothing.
+fn governed_policies(
+    base: &TrustPolicy,
+    origin: &str,
+    genesis: &[u8],
+    numbers: &[u64],
+    contents: &BTreeMap<String, Vec<u8>>,
+    own_failures: &mut BTreeMap<String, String>,
+) -> Vec<(u64, TrustPolicy)> {
+    let Ok(Record::Federation(g)) = records::validate_entry(0, origin, genesis) else {
+        return vec![(0, base.clone())];
+    };
+    let mut gov = records::Governance::new(genesis, &g, &[]);
+    for n in numbers {
+        let (ef, _) = governance_files(*n);
+        let Some(bytes) = contents.get(&ef) else {
+            continue;
+        };
+        match records::validate_entry(*n, origin, bytes) {
+            Ok(Record::Governance(e)) => {
+                if let Err(why) = gov.admit_signed(*n, bytes, &e) {
+                    own_failures.insert(ef, format!("not admitted: {why}"));
+                }
+            }
+            Ok(_) => {
+                own_failures.insert(ef, "not a governance entry".into());
+            }
+            Err(e) => {
+                own_failures.insert(ef, e.to_string());
+            }
+        }
+    }
+    let mut out = vec![(0, base.clone())];
+    out.extend(gov.witness_schedule().iter().skip(1).map(|(from, w)| {
+        (
+            *from,
+            TrustPolicy {
+                log_key: base.log_key.clone(),
+                witnesses: w.verifier_keys(),
+                quorum: w.quorum,
+            },
+        )
+    }));
+    out
+}
+
 /// What checks one entry of a statement and its receipt.
 struct Proven<'a> {
     contents: &'a BTreeMap<String, Vec<u8>>,
     digest_ok: &'a BTreeMap<String, bool>,
-    policy: &'a TrustPolicy,
+    /// The policies by the checkpoint size each starts at, ascending: the trust file's (the
+    /// genesis's witnesses), then each governed witness change among the statement's
+    /// governance entries.
+    policies: Vec<(u64, TrustPolicy)>,
     origin: &'a str,
     /// Checkpoint roots seen, by size, and the receipt each came from.
     seen_roots: &'a mut BTreeMap<u64, (Hash, String)>,
@@ -976,14 +1119,15 @@ impl Proven<'_> {
             );
             return None;
         };
-        let v = match verify_receipt(proof, entry, self.policy) {
-            Ok(v) => v,
-            Err(e) => {
-                self.own_failures
-                    .insert(blame(self.digest_ok, ef, pf), e.to_string());
-                return None;
-            }
-        };
+        let v =
+            match policy_for(&self.policies, proof).and_then(|p| verify_receipt(proof, entry, p)) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.own_failures
+                        .insert(blame(self.digest_ok, ef, pf), e.to_string());
+                    return None;
+                }
+            };
         let cp = &v.checkpoint.checkpoint;
         if let Some((root, other)) = self.seen_roots.get(&cp.size)
             && *root != cp.root

@@ -23,7 +23,8 @@ use fedledger_ledger::{
     merkle::{self, sha256_bytes},
     note::{SignedCheckpoint, b64_encode},
     receipts::{
-        TrustFile, TrustPolicy, check_cosignatures, make_receipt, round_files, settlement_files,
+        TrustFile, TrustPolicy, check_cosignatures, governance_files, make_receipt, round_files,
+        settlement_files,
     },
     records::{self, Record, VERDICT_DISTINGUISHABLE, WitnessFollower, encode_canonical},
     tiles::TileCache,
@@ -159,6 +160,9 @@ pub struct Receipts {
     /// The log's witness sets, followed entry by entry from the genesis (in memory: a restart
     /// reads the log again).
     follower: WitnessFollower,
+    /// Governance entries followed but not yet kept with a receipt (`governance/<index>.*`),
+    /// so that a statement proves the witness sets its receipts were judged by.
+    unkept: Vec<u64>,
     /// Keys the genesis enrols: no round has more contribution and decline entries.
     enrolments: u64,
     /// Completed checks of this run.
@@ -201,6 +205,7 @@ impl Receipts {
             participant: participant.to_owned(),
             trust: None,
             follower: WitnessFollower::default(),
+            unkept: Vec::new(),
             enrolments: 0,
             stats: Vec::new(),
             settled: Vec::new(),
@@ -348,7 +353,11 @@ impl Receipts {
                 .map_err(not_yet)?;
             for i in start..end {
                 let (entry, _) = Self::proven(&cache, cp, i)?;
-                self.follower.read(&self.federation, &entry);
+                if self.follower.read(&self.federation, &entry)
+                    && !self.dir().join(governance_files(i).0).exists()
+                {
+                    self.unkept.push(i);
+                }
             }
         }
         let w = self
@@ -376,6 +385,33 @@ impl Receipts {
             witnesses,
             quorum: w.quorum,
         })
+    }
+
+    /// Keeps each governance entry followed since the last call with its receipt under `cp`
+    /// (whose cosignatures `policy` accepted): `governance/<index>.entry` and `.tlog-proof`.
+    async fn keep_governance(
+        &mut self,
+        cp: &SignedCheckpoint,
+        policy: &TrustPolicy,
+    ) -> Result<(), Failure> {
+        if self.unkept.is_empty() {
+            return Ok(());
+        }
+        let mut cache = TileCache::new(cp.checkpoint.size);
+        self.tiles
+            .fill(&mut cache, &self.unkept, None)
+            .await
+            .map_err(not_yet)?;
+        let dir = self.dir();
+        for &i in &self.unkept {
+            let (entry, proof) = Self::proven(&cache, cp, i)?;
+            let receipt = make_receipt(i, proof, cp, policy).map_err(not_yet)?;
+            let (ef, pf) = governance_files(i);
+            write_atomically(&dir.join(ef), &entry)?;
+            write_atomically(&dir.join(pf), receipt.encode().as_bytes())?;
+        }
+        self.unkept.clear();
+        Ok(())
     }
 
     async fn ensure_genesis(&mut self, store: &LocalStore) -> Result<(), Failure> {
@@ -418,15 +454,23 @@ impl Receipts {
         check_cosignatures(&cp, &policy)
             .map_err(|e| not_yet(format!("checkpoint not witnessed yet: {e}")))?;
         self.extend(store, old, &note, &cp, &cache, 0)?;
+        self.keep_governance(&cp, &policy).await?;
+        // The trust file names the genesis's witnesses; later sets follow from the governance
+        // entries kept beside the receipts.
+        let genesis_set = self
+            .follower
+            .policy_at(0)
+            .cloned()
+            .ok_or_else(|| not_yet("the log holds no genesis yet"))?;
         let trust = TrustFile {
             origin: self.federation.clone(),
             log_vkey: policy.log_key.to_string(),
-            witness_vkeys: policy
-                .witnesses
+            witness_vkeys: genesis_set
+                .verifier_keys()
                 .iter()
                 .map(|w| (w.name.clone(), w.to_string()))
                 .collect(),
-            quorum: Some(policy.quorum),
+            quorum: Some(genesis_set.quorum),
             genesis_sha256: Some(digest),
         };
         let receipt = make_receipt(0, proof, &cp, &policy).map_err(not_yet)?;
@@ -646,6 +690,7 @@ impl Receipts {
         self.trust = Some(policy.clone());
         check_cosignatures(&cp, &policy)
             .map_err(|e| not_yet(format!("checkpoint not witnessed: {e}")))?;
+        self.keep_governance(&cp, &policy).await?;
         let old = self.accepted(store)?;
         let old_size = old
             .as_ref()

@@ -334,10 +334,41 @@ async fn the_hospital_follows_witnesses_changed_by_governance() {
             let trust: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(r.dir().join("trust.json")).unwrap())
                     .unwrap();
+            // The trust file names the genesis's witness; the change is kept with its receipt.
             assert!(
-                trust["witness_vkeys"].get("w-new.test").is_some(),
+                trust["witness_vkeys"].get("w-old.test").is_some(),
                 "{trust}"
             );
+            assert!(r.dir().join("governance/3.entry").exists());
+            assert!(r.dir().join("governance/3.tlog-proof").exists());
+            // A statement of these receipts verifies on its own: the governance entry, signed
+            // by two governors, makes the new witness the judge of the genesis receipt's
+            // checkpoint. Without that entry the same receipt no longer verifies.
+            use fedledger_ledger::receipts::{StatementOptions, verify_statement, write_statement};
+            let out = tmp.path().join("statement");
+            write_statement(&r.dir(), &"ab".repeat(32), &out).unwrap();
+            let opts = StatementOptions {
+                log_key: Some(signer().verifier_key().clone()),
+                genesis_sha256: Some(hex::encode(sha256_bytes(
+                    &std::fs::read(r.dir().join("genesis.entry")).unwrap(),
+                ))),
+            };
+            let report = verify_statement(&out, &opts);
+            assert!(report.ok(), "{report:?}");
+            assert!(
+                report.passed.iter().any(|p| p.contains("governance: 1")),
+                "{report:?}"
+            );
+            let bare = tmp.path().join("bare");
+            std::fs::create_dir_all(r.dir().join("../kept")).unwrap();
+            std::fs::rename(
+                r.dir().join("governance"),
+                r.dir().join("../kept/governance"),
+            )
+            .unwrap();
+            write_statement(&r.dir(), &"ab".repeat(32), &bare).unwrap();
+            let report = verify_statement(&bare, &opts);
+            assert!(!report.ok(), "without the governance entry: {report:?}");
         } else {
             // Cosigned by the replaced witness, or the change lacks its governors' quorum (so
             // the old witness still rules and has not cosigned): not witnessed, by the same

@@ -793,6 +793,22 @@ impl Governance {
         proposal: &Proposal,
         signatures: &[GovernorSignature],
     ) -> Result<(), Refusal> {
+        self.check_signed(proposal, signatures)?;
+        // The changes must apply to the rules of the round they start from, as anchored so
+        // far, and leave every proposal that applies later applicable too.
+        self.applicable_with(proposal)
+            .map_err(Refusal::Inapplicable)
+    }
+
+    /// [`Self::check`] without the rules: this federation, chained from the head, the
+    /// threshold of valid signatures by governors in force. What a holder of the governance
+    /// entries alone (without the genesis enrolments the rules start from) can check, such as
+    /// an auditor of a hospital's statement.
+    pub fn check_signed(
+        &self,
+        proposal: &Proposal,
+        signatures: &[GovernorSignature],
+    ) -> Result<(), Refusal> {
         if proposal.federation != self.federation {
             return Err(Refusal::OtherFederation {
                 expected: self.federation.clone(),
@@ -846,10 +862,7 @@ impl Governance {
                 threshold: self.governors.threshold,
             });
         }
-        // The changes must apply to the rules of the round they start from, as anchored so
-        // far, and leave every proposal that applies later applicable too.
-        self.applicable_with(proposal)
-            .map_err(Refusal::Inapplicable)
+        Ok(())
     }
 
     /// With `extra` anchored next: the rules of every round from `extra.from_round` on that
@@ -891,6 +904,23 @@ impl Governance {
         entry: &GovernanceEntry,
     ) -> Result<(), Refusal> {
         self.check(&entry.proposal, &entry.signatures)?;
+        self.record(index, entry_bytes, entry);
+        Ok(())
+    }
+
+    /// [`Self::admit`] by [`Self::check_signed`] alone (see there).
+    pub fn admit_signed(
+        &mut self,
+        index: u64,
+        entry_bytes: &[u8],
+        entry: &GovernanceEntry,
+    ) -> Result<(), Refusal> {
+        self.check_signed(&entry.proposal, &entry.signatures)?;
+        self.record(index, entry_bytes, entry);
+        Ok(())
+    }
+
+    fn record(&mut self, index: u64, entry_bytes: &[u8], entry: &GovernanceEntry) {
         self.head = sha256_hex(entry_bytes);
         for c in &entry.proposal.changes {
             match c {
@@ -914,7 +944,6 @@ impl Governance {
             }
         }
         self.anchored.push(entry.proposal.clone());
-        Ok(())
     }
 }
 

@@ -43,15 +43,16 @@ impl WitnessFollower {
             .map(|(_, w)| w)
     }
 
-    /// Reads the next entry (index [`Self::next_index`]) of the log of `origin`. An entry that
-    /// does not validate, or a governance entry the acceptance rule refuses, changes no
-    /// witness (`verify` names it).
-    pub fn read(&mut self, origin: &str, bytes: &[u8]) {
+    /// Reads the next entry (index [`Self::next_index`]) of the log of `origin`; true when it
+    /// is a governance entry the acceptance rule admits. An entry that does not validate, or a
+    /// governance entry the rule refuses, changes nothing (`verify` names it).
+    pub fn read(&mut self, origin: &str, bytes: &[u8]) -> bool {
         let index = self.next;
         self.next += 1;
         let Ok(record) = validate_entry(index, origin, bytes) else {
-            return;
+            return false;
         };
+        let mut admitted = false;
         match record {
             Record::V1Federation(g) if index == 0 => {
                 self.v1 = Some(vec![(0, g.witnesses.clone())]);
@@ -67,7 +68,7 @@ impl WitnessFollower {
             }
             Record::Governance(e) => {
                 if let Some(gov) = &mut self.governance {
-                    let _ = gov.admit(index, bytes, &e);
+                    admitted = gov.admit(index, bytes, &e).is_ok();
                 }
             }
             _ => {}
@@ -80,5 +81,6 @@ impl WitnessFollower {
             let refs: Vec<&EnrolmentEntry> = enrolments.iter().collect();
             self.governance = Some(Governance::new(g_bytes, g, &refs));
         }
+        admitted
     }
 }
