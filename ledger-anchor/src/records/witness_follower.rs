@@ -47,28 +47,31 @@ impl WitnessFollower {
     /// is a governance entry the acceptance rule admits. An entry that does not validate, or a
     /// governance entry the rule refuses, changes nothing (`verify` names it).
     pub fn read(&mut self, origin: &str, bytes: &[u8]) -> bool {
+        let record = validate_entry(self.next, origin, bytes).ok();
+        self.read_parsed(bytes, record.as_ref())
+    }
+
+    /// [`Self::read`] of an entry already validated (`None`: it did not validate).
+    pub fn read_parsed(&mut self, bytes: &[u8], record: Option<&Record>) -> bool {
         let index = self.next;
         self.next += 1;
-        let Ok(record) = validate_entry(index, origin, bytes) else {
-            return false;
-        };
         let mut admitted = false;
         match record {
-            Record::V1Federation(g) if index == 0 => {
+            Some(Record::V1Federation(g)) if index == 0 => {
                 self.v1 = Some(vec![(0, g.witnesses.clone())]);
             }
-            Record::Federation(g) if index == 0 => {
+            Some(Record::Federation(g)) if index == 0 => {
                 self.genesis_witnesses = vec![(0, g.witnesses.clone())];
-                self.genesis = Some((bytes.to_vec(), *g, Vec::new()));
+                self.genesis = Some((bytes.to_vec(), (**g).clone(), Vec::new()));
             }
-            Record::Enrolment(e) => {
+            Some(Record::Enrolment(e)) => {
                 if let Some((_, _, enrolments)) = &mut self.genesis {
-                    enrolments.push(*e);
+                    enrolments.push((**e).clone());
                 }
             }
-            Record::Governance(e) => {
+            Some(Record::Governance(e)) => {
                 if let Some(gov) = &mut self.governance {
-                    admitted = gov.admit(index, bytes, &e).is_ok();
+                    admitted = gov.admit(index, bytes, e).is_ok();
                 }
             }
             _ => {}

@@ -678,33 +678,11 @@ fn witness_schedule(
     records: &[Option<Record>],
     entries: &[Vec<u8>],
 ) -> Vec<(u64, records::WitnessesRecord)> {
-    match records.first().and_then(Option::as_ref) {
-        Some(Record::V1Federation(g)) => vec![(0, g.witnesses.clone())],
-        Some(Record::Federation(g)) => {
-            let enrolments: Vec<&records::EnrolmentEntry> = records
-                .iter()
-                .skip(1)
-                .take(g.enrolments as usize)
-                .filter_map(|rec| match rec {
-                    Some(Record::Enrolment(e)) => Some(&**e),
-                    _ => None,
-                })
-                .collect();
-            let mut gov = records::Governance::new(
-                entries.first().map_or(&[][..], Vec::as_slice),
-                g,
-                &enrolments,
-            );
-            for (i, rec) in records.iter().enumerate() {
-                if let (Some(Record::Governance(e)), Some(bytes)) = (rec, entries.get(i)) {
-                    // A refused entry changes nothing; the checks across entries name it.
-                    let _ = gov.admit(i as u64, bytes, e);
-                }
-            }
-            gov.witness_schedule().to_vec()
-        }
-        _ => Vec::new(),
+    let mut follower = records::WitnessFollower::default();
+    for (rec, bytes) in records.iter().zip(entries) {
+        follower.read_parsed(bytes, rec.as_ref());
     }
+    follower.schedule().to_vec()
 }
 
 fn check_witnesses(
