@@ -2,7 +2,8 @@
 //! contributes from the named round without a restart; every refused proposal (one signature,
 //! a non-governor's, another federation's, replayed, expired, unchained, too early) says why
 //! and changes nothing; a restart with a config that contradicts the governed state is refused
-//! naming the field; `verify` passes on the resulting ledger.
+//! naming the field; `verify` passes on the resulting ledger. A witness change is in force once
+//! anchored, and a restart must name the new set.
 
 mod common;
 
@@ -663,5 +664,71 @@ async fn govern_reaches_a_tls_coordinator_with_its_ca_and_is_refused_without() {
     .unwrap();
     assert!(!ok);
     assert!(!stdout.contains("open round"), "{stdout}");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_change_is_in_force_once_anchored_and_a_restart_must_name_the_new_set() {
+    use fedledger_ledger::note::NoteSigner;
+    let dir = tempfile::tempdir().unwrap();
+    let (h0, h1) = (keypair(), keypair());
+    let governors = [keypair(), keypair(), keypair()];
+    let gov_refs: Vec<&Ed25519KeyPair> = governors.iter().collect();
+    let witness = |seed: u8, name: &str| {
+        NoteSigner::witness(
+            name,
+            Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap(),
+        )
+        .unwrap()
+    };
+    let (old, new) = (witness(81, "w-old.test"), witness(82, "w-new.test"));
+    let mut base = file(dir.path(), &[&h0, &h1], &gov_refs);
+    base.ledger.witnesses = vec![old.verifier_key().to_string()];
+    base.ledger.witness_quorum = Some(1);
+    let cfg = base.clone().validate().unwrap();
+    let fed = cfg.federation.clone();
+    let running = start(cfg).await;
+    let mut c = client(&running).await;
+    let change = Proposal {
+        record_type: PROPOSAL_TYPE.into(),
+        federation: fed,
+        previous: list(&mut c).await.head,
+        // Witnesses change when anchored, whatever the round named.
+        from_round: 3,
+        expires_at: "2099-01-01T00:00:00Z".into(),
+        changes: vec![Change::Witnesses {
+            keys: vec![new.verifier_key().to_string()],
+            quorum: 1,
+        }],
+    };
+    let log = running.coordinator.ledger().clone();
+    assert_eq!(
+        log.witness_policy(log.size()),
+        (vec![old.verifier_key().clone()], 1)
+    );
+    let sigs = vec![sign(&governors[0], &change), sign(&governors[1], &change)];
+    let at = submit_proposal(&mut c, &change, sigs)
+        .await
+        .unwrap()
+        .ledger_index;
+    // Every checkpoint that holds the entry is judged by the new witness.
+    assert_eq!(
+        log.witness_policy(at),
+        (vec![old.verifier_key().clone()], 1)
+    );
+    assert_eq!(
+        log.witness_policy(at + 1),
+        (vec![new.verifier_key().clone()], 1)
+    );
+    running.shutdown().await.unwrap();
+    drop((c, log));
+
+    // Restarted naming the replaced set: refused, naming the fields; with the new set, it
+    // starts.
+    let err = refused_start(base.clone().validate().unwrap()).await;
+    assert!(err.to_string().contains("ledger.witnesses"), "{err}");
+    let mut governed = base.clone();
+    governed.ledger.witnesses = vec![new.verifier_key().to_string()];
+    let running = start_when_released(governed.validate().unwrap()).await;
     running.shutdown().await.unwrap();
 }
