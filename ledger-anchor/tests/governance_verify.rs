@@ -40,14 +40,7 @@ const HONEST: Plan = Plan {
 fn ledger(plan: &Plan) -> (Vec<Vec<u8>>, u64) {
     let fed = Federation::new(3, 0);
     let govs = governors();
-    let mut genesis = fed.genesis();
-    let mut g: FederationEntry = serde_json::from_slice(&genesis[0]).unwrap();
-    let mut keys_hex: Vec<String> = govs.iter().map(keys::public_key_hex).collect();
-    keys_hex.sort();
-    g.governance = GovernanceRecord {
-        governors: keys_hex,
-        threshold: 2,
-    };
+    let (mut genesis, mut g) = governed_genesis(&fed, &govs, 2);
     g.enrolments = 2;
     genesis[0] = encode_canonical(&g).unwrap();
     genesis.truncate(3);
@@ -65,24 +58,8 @@ fn ledger(plan: &Plan) -> (Vec<Vec<u8>>, u64) {
                    from_round: u64,
                    signers: usize,
                    changes: Vec<Change>| {
-        let p = Proposal {
-            record_type: PROPOSAL_TYPE.into(),
-            federation: ORIGIN.into(),
-            previous: gov.head().to_owned(),
-            from_round,
-            expires_at: "2099-01-01T00:00:00Z".into(),
-            changes,
-        };
-        let msg = p.signing_message().unwrap();
-        let sigs = govs[..signers]
-            .iter()
-            .map(|k| GovernorSignature {
-                governor: keys::public_key_hex(k),
-                signature: fedledger_ledger::note::b64_encode(k.sign(msg.as_bytes()).as_ref()),
-            })
-            .collect();
-        let e = GovernanceEntry::new(p, sigs);
-        let bytes = encode_canonical(&e).unwrap();
+        let signers: Vec<&Ed25519KeyPair> = govs[..signers].iter().collect();
+        let (bytes, e) = governance_entry(gov.head(), from_round, changes, &signers);
         // An under-signed entry is written anyway (a lying coordinator); the verifier's
         // reading of the rules skips it, as verify does.
         let _ = gov.admit(entries.len() as u64, &bytes, &e);

@@ -5,10 +5,9 @@
 
 mod common;
 
-use common::{Federation, ORIGIN, key};
+use common::{Federation, ORIGIN, governance_entry, governed_genesis, key};
 use fedledger_ledger::Log;
 use fedledger_ledger::export::export;
-use fedledger_ledger::keys;
 use fedledger_ledger::note::NoteSigner;
 use fedledger_ledger::records::*;
 use fedledger_ledger::verify::{VerifyOptions, verify_dir};
@@ -24,15 +23,7 @@ fn governors() -> Vec<Ed25519KeyPair> {
 fn ledger(dir: &std::path::Path, new: &NoteSigner) -> (Log, Federation, u64) {
     let fed = Federation::new(2, 1);
     let govs = governors();
-    let mut genesis = fed.genesis();
-    let mut g: FederationEntry = serde_json::from_slice(&genesis[0]).unwrap();
-    let mut gkeys: Vec<String> = govs.iter().map(keys::public_key_hex).collect();
-    gkeys.sort();
-    g.governance = GovernanceRecord {
-        governors: gkeys,
-        threshold: 2,
-    };
-    genesis[0] = encode_canonical(&g).unwrap();
+    let (genesis, g) = governed_genesis(&fed, &govs, 2);
     let enrolments: Vec<EnrolmentEntry> = genesis[1..]
         .iter()
         .map(|e| serde_json::from_slice(e).unwrap())
@@ -44,27 +35,15 @@ fn ledger(dir: &std::path::Path, new: &NoteSigner) -> (Log, Federation, u64) {
     log.checkpoint().unwrap();
     fed.cosign_latest(&log, 1_700_000_000);
 
-    let p = Proposal {
-        record_type: PROPOSAL_TYPE.into(),
-        federation: ORIGIN.into(),
-        previous: gov.head().to_owned(),
-        from_round: 1,
-        expires_at: "2099-01-01T00:00:00Z".into(),
-        changes: vec![Change::Witnesses {
+    let (bytes, e) = governance_entry(
+        gov.head(),
+        1,
+        vec![Change::Witnesses {
             keys: vec![new.verifier_key().to_string()],
             quorum: 1,
         }],
-    };
-    let msg = p.signing_message().unwrap();
-    let sigs = govs[..2]
-        .iter()
-        .map(|k| GovernorSignature {
-            governor: keys::public_key_hex(k),
-            signature: fedledger_ledger::note::b64_encode(k.sign(msg.as_bytes()).as_ref()),
-        })
-        .collect();
-    let e = GovernanceEntry::new(p, sigs);
-    let bytes = encode_canonical(&e).unwrap();
+        &[&govs[0], &govs[1]],
+    );
     let at = log.size();
     gov.admit(at, &bytes, &e).unwrap();
     log.append_and_checkpoint(&[bytes]).unwrap();
@@ -155,36 +134,20 @@ fn an_under_signed_witness_change_changes_no_witness() {
     let store = tempfile::tempdir().unwrap();
     let fed = Federation::new(2, 1);
     let govs = governors();
-    let mut genesis = fed.genesis();
-    let mut g: FederationEntry = serde_json::from_slice(&genesis[0]).unwrap();
-    let mut gkeys: Vec<String> = govs.iter().map(keys::public_key_hex).collect();
-    gkeys.sort();
-    g.governance = GovernanceRecord {
-        governors: gkeys,
-        threshold: 2,
-    };
-    genesis[0] = encode_canonical(&g).unwrap();
+    let (genesis, _) = governed_genesis(&fed, &govs, 2);
     let log = Log::open(store.path(), ORIGIN, fed.log_signer.clone()).unwrap();
     log.append_batch(&genesis).unwrap();
     let new = NoteSigner::witness("w-new.test", key(221)).unwrap();
-    let p = Proposal {
-        record_type: PROPOSAL_TYPE.into(),
-        federation: ORIGIN.into(),
-        previous: sha256_hex(&genesis[0]),
-        from_round: 1,
-        expires_at: "2099-01-01T00:00:00Z".into(),
-        changes: vec![Change::Witnesses {
+    let (bytes, _) = governance_entry(
+        &sha256_hex(&genesis[0]),
+        1,
+        vec![Change::Witnesses {
             keys: vec![new.verifier_key().to_string()],
             quorum: 1,
         }],
-    };
-    let msg = p.signing_message().unwrap();
-    let one = vec![GovernorSignature {
-        governor: keys::public_key_hex(&govs[0]),
-        signature: fedledger_ledger::note::b64_encode(govs[0].sign(msg.as_bytes()).as_ref()),
-    }];
-    log.append_and_checkpoint(&[encode_canonical(&GovernanceEntry::new(p, one)).unwrap()])
-        .unwrap();
+        &[&govs[0]],
+    );
+    log.append_and_checkpoint(&[bytes]).unwrap();
     let (keys, quorum) = log.witness_policy(log.size());
     assert_eq!(
         (keys, quorum),

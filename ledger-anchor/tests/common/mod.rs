@@ -350,3 +350,50 @@ pub fn tamper_every_file(
     assert!(verify(out).ok());
     checked
 }
+
+/// The genesis of `fed` with `governors` (keys sorted) and threshold `k`: the entries and the
+/// federation entry.
+pub fn governed_genesis(
+    fed: &Federation,
+    governors: &[Ed25519KeyPair],
+    k: u64,
+) -> (Vec<Vec<u8>>, FederationEntry) {
+    let mut genesis = fed.genesis();
+    let mut g: FederationEntry = serde_json::from_slice(&genesis[0]).unwrap();
+    let mut keys_hex: Vec<String> = governors.iter().map(keys::public_key_hex).collect();
+    keys_hex.sort();
+    g.governance = GovernanceRecord {
+        governors: keys_hex,
+        threshold: k,
+    };
+    genesis[0] = encode_canonical(&g).unwrap();
+    (genesis, g)
+}
+
+/// A governance entry of `changes` from `from_round`, chained from `previous` and signed by
+/// `signers`: its bytes and record.
+pub fn governance_entry(
+    previous: &str,
+    from_round: u64,
+    changes: Vec<Change>,
+    signers: &[&Ed25519KeyPair],
+) -> (Vec<u8>, GovernanceEntry) {
+    let p = Proposal {
+        record_type: PROPOSAL_TYPE.into(),
+        federation: ORIGIN.into(),
+        previous: previous.to_owned(),
+        from_round,
+        expires_at: "2099-01-01T00:00:00Z".into(),
+        changes,
+    };
+    let msg = p.signing_message().unwrap();
+    let sigs = signers
+        .iter()
+        .map(|k| GovernorSignature {
+            governor: keys::public_key_hex(k),
+            signature: fedledger_ledger::note::b64_encode(k.sign(msg.as_bytes()).as_ref()),
+        })
+        .collect();
+    let e = GovernanceEntry::new(p, sigs);
+    (encode_canonical(&e).unwrap(), e)
+}
