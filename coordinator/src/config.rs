@@ -383,6 +383,10 @@ pub enum StrategyKind {
     /// of signal, from its recorded privacy spend (example weights in rounds with an update
     /// without DP-SGD noise). The valuation game uses the same weights.
     FedavgInverseNoise,
+    /// FedAvg weighted between inverse noise and examples by how much the round's updates
+    /// differ beyond their planned noise (a random-effects model; see
+    /// `types::random_effects_weights`). The valuation game uses the same weights.
+    FedavgRandomEffects,
     /// Coordinate-wise median of the deltas (robust to a minority of arbitrary updates).
     Median,
     /// Coordinate-wise mean after dropping the largest and smallest 10% per coordinate.
@@ -401,6 +405,7 @@ impl StrategyKind {
         match self {
             StrategyKind::Fedavg => "fedavg",
             StrategyKind::FedavgInverseNoise => "fedavg-inverse-noise",
+            StrategyKind::FedavgRandomEffects => "fedavg-random-effects",
             StrategyKind::Median => "median",
             StrategyKind::TrimmedMean => "trimmed-mean",
             StrategyKind::MultiKrum => "multi-krum",
@@ -413,6 +418,7 @@ impl StrategyKind {
     pub fn weighting(self) -> Weighting {
         match self {
             StrategyKind::FedavgInverseNoise => Weighting::InverseNoise,
+            StrategyKind::FedavgRandomEffects => Weighting::RandomEffects,
             _ => Weighting::Examples,
         }
     }
@@ -425,6 +431,7 @@ impl std::str::FromStr for StrategyKind {
         [
             StrategyKind::Fedavg,
             StrategyKind::FedavgInverseNoise,
+            StrategyKind::FedavgRandomEffects,
             StrategyKind::Median,
             StrategyKind::TrimmedMean,
             StrategyKind::MultiKrum,
@@ -434,8 +441,8 @@ impl std::str::FromStr for StrategyKind {
         .find(|k| k.as_str() == s)
         .ok_or_else(|| {
             format!(
-                "unknown strategy {s:?}: fedavg, fedavg-inverse-noise, median, trimmed-mean, \
-                 multi-krum or bulyan"
+                "unknown strategy {s:?}: fedavg, fedavg-inverse-noise, fedavg-random-effects, \
+                 median, trimmed-mean, multi-krum or bulyan"
             )
         })
     }
@@ -1007,6 +1014,14 @@ pub struct FederationConfig {
     /// In config order, then those enrolled by governance in ledger order; removed ones
     /// stay (indices are stable) but are marked.
     pub participants: Vec<Enrolled>,
+}
+
+impl FederationConfig {
+    /// The task's learning rate times its clipping norm: the scale of the DP-SGD noise in an
+    /// update per unit of its noise per unit of signal and step (random-effects weights).
+    pub fn noise_step(&self) -> f64 {
+        self.training.learning_rate * self.training.clip_norm
+    }
 }
 
 /// Why a configuration was refused.

@@ -261,6 +261,7 @@ impl Engine {
             aggregator: Mutex::new(aggregate::build(
                 cfg.strategy,
                 cfg.byzantine,
+                cfg.noise_step(),
                 cfg.server_dp.as_ref(),
                 os_rng()?,
             )?),
@@ -323,10 +324,11 @@ impl Engine {
     ) -> Result<(), CoordinatorError> {
         let next = Arc::new(governance::effective(&self.base, &self.order, gov, round)?);
         let old = self.config();
-        if next.strategy != old.strategy {
+        if next.strategy != old.strategy || next.noise_step() != old.noise_step() {
             *self.aggregator.lock().unwrap_or_else(|p| p.into_inner()) = aggregate::build(
                 next.strategy,
                 next.byzantine,
+                next.noise_step(),
                 next.server_dp.as_ref(),
                 os_rng()?,
             )?;

@@ -98,6 +98,7 @@ fn strategy(name: &str) -> Option<StrategyKind> {
     [
         StrategyKind::Fedavg,
         StrategyKind::FedavgInverseNoise,
+        StrategyKind::FedavgRandomEffects,
         StrategyKind::Median,
         StrategyKind::TrimmedMean,
         StrategyKind::MultiKrum,

@@ -35,6 +35,10 @@ pub struct ReplaySettings {
     pub model: fedledger_model::ModelSpec,
     pub strategy: StrategyKind,
     pub byzantine: usize,
+    /// The task's learning rate times its clipping norm (random-effects weights read it; 0 in
+    /// settings written before it was recorded).
+    #[serde(default)]
+    pub noise_step: f64,
     pub valuation: ValuationSection,
     pub rewards: crate::config::RewardsSection,
 }
@@ -47,6 +51,7 @@ impl From<&FederationConfig> for ReplaySettings {
             model: cfg.model.clone(),
             strategy: cfg.strategy,
             byzantine: cfg.byzantine,
+            noise_step: cfg.noise_step(),
             valuation: cfg.valuation.clone(),
             rewards: cfg.rewards.clone(),
         }
@@ -440,8 +445,8 @@ pub fn replay_from(
                 .into(),
         );
     } else {
-        let aggregate =
-            aggregate::strategy(cfg.strategy, cfg.byzantine).aggregate(&global, &views)?;
+        let aggregate = aggregate::strategy(cfg.strategy, cfg.byzantine, cfg.noise_step)
+            .aggregate(&global, &views)?;
         excluded = aggregate.excluded;
         let after = aggregate.params;
         let sha = fedledger_model::digest::vector_sha256(&after);
@@ -480,6 +485,7 @@ pub fn replay_from(
     settings.bootstrap_resamples = val.bootstrap_resamples;
     let valuer = Valuer::with_settings(&cfg.federation, settings)
         .with_weighting(cfg.strategy.weighting())
+        .with_noise_step(cfg.noise_step)
         .with_rule(cfg.rewards.rule);
     let names: Vec<&str> = contributions.iter().map(|c| c.name.as_str()).collect();
     let keys: Vec<&str> = contributions

@@ -107,6 +107,11 @@ pub enum Weighting {
     /// combination of independent noisy estimates. Used only when every update of the round
     /// reports a noisy DP-SGD run; otherwise the round falls back to [`Weighting::Examples`].
     InverseNoise,
+    /// Between the two by how much the hospitals' updates differ beyond their noise
+    /// ([`random_effects_weights`]): inverse noise when they agree, examples when they differ
+    /// far more than their noise explains. Falls back to [`Weighting::Examples`] as
+    /// `InverseNoise` does.
+    RandomEffects,
 }
 
 /// The FedAvg weight of each update (they sum to 1), fixed for the round: the valuation game
@@ -137,6 +142,92 @@ pub fn fedavg_weights(updates: &[WeightedUpdate<'_>], weighting: Weighting) -> V
             }
         })
         .collect()
+}
+
+/// FedAvg weights by a random-effects model of the round (as in a meta-analysis, DerSimonian
+/// and Laird 1986): update `i` is its hospital's own mean update `mu_i` plus DP-SGD noise of
+/// known variance `s_i^2` per coordinate, and the `mu_i` spread around the federation's mean
+/// with an unknown variance `tau^2` per coordinate (the hospitals' data differ). The target is
+/// the example-weighted mean `sum_i p_i mu_i` (`p_i = n_i / n`, the objective on all rows). The
+/// weights minimise the expected squared error of `sum_i w_i u_i` under that model,
+/// `tau^2 sum_i (w_i - p_i)^2 + sum_i w_i^2 s_i^2` with `sum_i w_i = 1`:
+/// `w_i = (lambda + tau^2 p_i) / (tau^2 + s_i^2)`, `lambda >= 0` normalising. With no spread
+/// (`tau = 0`) they are the inverse-noise weights, the minimum-variance combination; with a
+/// spread far above the noise, the example weights. `tau^2` is estimated by moments from the
+/// round's own updates: `Q = sum_i p_i |u_i - u_p|^2 / d` has expectation
+/// `tau^2 (1 - sum_i p_i^2) + sum_i p_i (1 - p_i) s_i^2` (clamped at 0).
+///
+/// `step` is the task's learning rate times its clipping norm: update `i`'s noise per
+/// coordinate is `step * r_i * T_i`, its noise per unit of signal
+/// ([`WeightedUpdate::noise_to_signal`]) times the `T_i C` signal of its `T_i` steps times the
+/// learning rate. The weights depend only on the updates, their recorded privacy spends and
+/// `step`, so replay recomputes them. Example weights when an update reports no noisy run.
+pub fn random_effects_weights(updates: &[WeightedUpdate<'_>], step: f64) -> Vec<f64> {
+    let examples = fedavg_weights(updates, Weighting::Examples);
+    #[allow(clippy::cast_precision_loss)] // step counts far below 2^53
+    let noise: Option<Vec<f64>> = updates
+        .iter()
+        .map(|u| {
+            let t = u.privacy?.steps as f64;
+            u.noise_to_signal().map(|r| (step * r * t).powi(2))
+        })
+        .collect();
+    let (Some(s2), true) = (noise, step.is_finite() && step > 0.0) else {
+        return examples;
+    };
+    let d = updates.first().map_or(0, |u| u.delta.len());
+    if d == 0 || updates.len() < 2 {
+        return fedavg_weights(updates, Weighting::InverseNoise);
+    }
+    let mut mean = vec![0.0f64; d];
+    for (u, p) in updates.iter().zip(&examples) {
+        for (m, &v) in mean.iter_mut().zip(u.delta) {
+            *m += p * f64::from(v);
+        }
+    }
+    #[allow(clippy::cast_precision_loss)] // parameter counts far below 2^53
+    let q: f64 = updates
+        .iter()
+        .zip(&examples)
+        .map(|(u, p)| {
+            p * u
+                .delta
+                .iter()
+                .zip(&mean)
+                .map(|(&v, m)| (f64::from(v) - m).powi(2))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / d as f64;
+    let noise_part: f64 = examples
+        .iter()
+        .zip(&s2)
+        .map(|(p, s)| p * (1.0 - p) * s)
+        .sum();
+    let concentration = 1.0 - examples.iter().map(|p| p * p).sum::<f64>();
+    let tau2 = if concentration > 0.0 {
+        ((q - noise_part) / concentration).max(0.0)
+    } else {
+        0.0
+    };
+    let inverse: f64 = s2.iter().map(|s| 1.0 / (tau2 + s)).sum();
+    let pulled: f64 = examples
+        .iter()
+        .zip(&s2)
+        .map(|(p, s)| tau2 * p / (tau2 + s))
+        .sum();
+    let lambda = (1.0 - pulled).max(0.0) / inverse;
+    let w: Vec<f64> = examples
+        .iter()
+        .zip(&s2)
+        .map(|(p, s)| (lambda + tau2 * p) / (tau2 + s))
+        .collect();
+    let total: f64 = w.iter().sum();
+    if total.is_finite() && total > 0.0 {
+        w.iter().map(|x| x / total).collect()
+    } else {
+        examples
+    }
 }
 
 /// What the DP-FedAvg wrapper did in a round, for the round's record.

@@ -17,7 +17,7 @@ use crate::{
     error::CoordinatorError,
     types::{
         RoundOutcome, RoundStatus, RoundValuation, SettlementLineOutcome, SettlementOutcome,
-        WeightedUpdate, Weighting, fedavg_weights,
+        WeightedUpdate, Weighting, fedavg_weights, random_effects_weights,
     },
 };
 
@@ -40,6 +40,8 @@ pub struct Valuer {
     federation: String,
     abuse: AbuseConfig,
     weighting: Weighting,
+    /// The task's learning rate times its clipping norm (random-effects weights read it).
+    noise_step: f64,
     rule: RewardRuleKind,
 }
 
@@ -56,12 +58,19 @@ impl Valuer {
     pub fn from_config(cfg: &FederationConfig) -> Self {
         Self::with_settings(&cfg.federation, cfg.valuation.clone())
             .with_weighting(cfg.strategy.weighting())
+            .with_noise_step(cfg.noise_step())
             .with_rule(cfg.rewards.rule)
     }
 
     /// Pay each round (`per-round`) or nothing per round (`settled`: paid by settlements).
     pub fn with_rule(mut self, rule: RewardRuleKind) -> Self {
         self.rule = rule;
+        self
+    }
+
+    /// The task's learning rate times its clipping norm, for [`Weighting::RandomEffects`].
+    pub fn with_noise_step(mut self, step: f64) -> Self {
+        self.noise_step = step;
         self
     }
 
@@ -80,6 +89,7 @@ impl Valuer {
             settings,
             federation: federation.to_owned(),
             weighting: Weighting::Examples,
+            noise_step: 0.0,
             rule: RewardRuleKind::PerRound,
         }
     }
@@ -143,6 +153,12 @@ impl Valuer {
                 global,
                 &deltas,
                 fedavg_weights(updates, Weighting::InverseNoise),
+                score,
+            ),
+            Weighting::RandomEffects => LinearCombinationGame::with_weights(
+                global,
+                &deltas,
+                random_effects_weights(updates, self.noise_step),
                 score,
             ),
         }
@@ -427,6 +443,73 @@ mod tests {
         };
         let gain = score(&all) - score(&global);
         assert!((valued.values.iter().sum::<f64>() - gain).abs() < 1e-9);
+    }
+
+    #[test]
+    fn random_effects_weights_run_from_inverse_noise_to_examples_with_the_spread() {
+        let (a, b, c) = (spend(2.0), spend(3.0), spend(8.0));
+        let same = [0.25f32, -0.5, 1.0, 0.0];
+        let apart = [
+            [1000f32, 0.0, -3.0, 7.0],
+            [-800.0, 50.0, 2.0, 0.0],
+            [5.0, -900.0, 0.0, 1.0],
+        ];
+        fn round<'a>(
+            spends: [&'a PrivacyObject; 3],
+            deltas: [&'a [f32]; 3],
+        ) -> Vec<WeightedUpdate<'a>> {
+            [100, 200, 400]
+                .into_iter()
+                .zip(spends)
+                .zip(deltas)
+                .map(|((examples, p), delta)| WeightedUpdate {
+                    examples,
+                    delta,
+                    privacy: Some(p),
+                })
+                .collect()
+        }
+        let close = |x: &[f64], y: &[f64], tol: f64| {
+            x.iter().zip(y).all(|(p, q)| (p - q).abs() < tol) && x.len() == y.len()
+        };
+        // Updates that agree: no spread beyond the noise, the minimum-variance weights.
+        let agree = round([&a, &b, &c], [&same, &same, &same]);
+        let w = random_effects_weights(&agree, 0.1);
+        let inverse = fedavg_weights(&agree, Weighting::InverseNoise);
+        assert!(close(&w, &inverse, 1e-12), "{w:?} vs {inverse:?}");
+        // Updates far apart next to their noise: the example weights (the union's objective).
+        let differ = round([&a, &b, &c], [&apart[0], &apart[1], &apart[2]]);
+        let w = random_effects_weights(&differ, 1e-3);
+        let examples = fedavg_weights(&differ, Weighting::Examples);
+        assert!(close(&w, &examples, 1e-6), "{w:?} vs {examples:?}");
+        // In between: positive, summing to 1, between the two for the largest hospital.
+        let w = random_effects_weights(&differ, 3000.0);
+        let inverse = fedavg_weights(&differ, Weighting::InverseNoise);
+        assert!(w.iter().all(|x| *x > 0.0), "{w:?}");
+        assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        let (lo, hi) = (examples[2].min(inverse[2]), examples[2].max(inverse[2]));
+        assert!(
+            lo < w[2] && w[2] < hi,
+            "{w:?} between {examples:?} and {inverse:?}"
+        );
+        // No noisy run, or no step: example weights.
+        let plain: Vec<WeightedUpdate<'_>> = differ
+            .iter()
+            .map(|u| WeightedUpdate {
+                privacy: None,
+                ..*u
+            })
+            .collect();
+        assert!(close(
+            &random_effects_weights(&plain, 0.1),
+            &examples,
+            1e-12
+        ));
+        assert!(close(
+            &random_effects_weights(&differ, 0.0),
+            &examples,
+            1e-12
+        ));
     }
 
     #[test]

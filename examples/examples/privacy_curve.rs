@@ -27,9 +27,20 @@ struct Args {
     /// Per-hospital epsilons, comma-separated (delta 1e-5).
     #[arg(long, default_value = "1,2,4,8", value_delimiter = ',')]
     epsilons: Vec<f64>,
-    /// Seeds 1..=N (each changes the split and the initial model).
+    /// Seeds first..first+N-1 (each changes the split and the initial model).
     #[arg(long, default_value_t = 5)]
     seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 1)]
+    first_seed: u64,
+    /// Settings to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        default_values_t = [Setting::Shared, Setting::Planned, Setting::PlannedRandomEffects, Setting::NoDp],
+        value_delimiter = ','
+    )]
+    settings: Vec<Setting>,
     /// Rounds of every federation.
     #[arg(long, default_value_t = 20)]
     rounds: u64,
@@ -54,10 +65,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for data in &args.data {
         let mut runs: Vec<(Setting, Option<f64>)> = Vec::new();
         for &e in &args.epsilons {
-            runs.push((Setting::Shared, Some(e)));
-            runs.push((Setting::Planned, Some(e)));
+            for &s in args.settings.iter().filter(|s| **s != Setting::NoDp) {
+                runs.push((s, Some(e)));
+            }
         }
-        runs.push((Setting::NoDp, None));
+        if args.settings.contains(&Setting::NoDp) {
+            runs.push((Setting::NoDp, None));
+        }
         for (setting, epsilon) in runs {
             let mut point = Point {
                 data: data.clone(),
@@ -66,7 +80,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 seeds: Vec::new(),
                 accuracies: Vec::new(),
             };
-            for seed in 1..=args.seeds {
+            for seed in args.first_seed..args.first_seed + args.seeds {
                 let mut argv: Vec<String> = vec![
                     "hospitals".into(),
                     "--data".into(),
@@ -126,10 +140,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&work).with_context(|| format!("remove {}", work.display()))?;
     }
     println!(
-        "\nfedledger privacy-utility curve: {} rounds, five hospitals, seeds 1..={}, test accuracy of the final model\n",
-        args.rounds, args.seeds
+        "\nfedledger privacy-utility curve: {} rounds, five hospitals, seeds {}..={}, test accuracy of the final model\n",
+        args.rounds,
+        args.first_seed,
+        args.first_seed + args.seeds - 1
     );
-    for s in [Setting::Shared, Setting::Planned, Setting::NoDp] {
+    for s in [
+        Setting::Shared,
+        Setting::Planned,
+        Setting::PlannedRandomEffects,
+        Setting::NoDp,
+    ] {
         println!("  {:<8} {}", s.as_str(), s.describe());
     }
     println!("\n{}", table(&points));

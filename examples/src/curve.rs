@@ -20,13 +20,15 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 /// A DP-SGD setting of the curve.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Setting {
     /// One shared batch size, epoch count and noise multiplier (planned for the smallest).
     Shared,
     /// Each hospital plans for itself; inverse-noise weights.
     Planned,
+    /// Each hospital plans for itself; random-effects weights.
+    PlannedRandomEffects,
     /// No DP at all.
     NoDp,
 }
@@ -36,6 +38,7 @@ impl Setting {
         match self {
             Setting::Shared => "shared",
             Setting::Planned => "planned",
+            Setting::PlannedRandomEffects => "planned-random-effects",
             Setting::NoDp => "no-dp",
         }
     }
@@ -44,7 +47,8 @@ impl Setting {
     pub fn legend(self) -> &'static str {
         match self {
             Setting::Shared => "before: one shared plan (batch 16, 2 epochs)",
-            Setting::Planned => "each hospital plans for its budget",
+            Setting::Planned => "hospitals plan; inverse-noise weights",
+            Setting::PlannedRandomEffects => "hospitals plan; random-effects weights",
             Setting::NoDp => "no DP",
         }
     }
@@ -59,6 +63,11 @@ impl Setting {
             Setting::Planned => {
                 "each hospital plans batch (<= 512), steps (<= 30) and noise for its own budget, \
                  lr 0.2 (MLP) or 0.1 (logreg), FedAvg weighted by inverse planned noise"
+            }
+            Setting::PlannedRandomEffects => {
+                "as planned, but FedAvg weighted by a random-effects model: \
+                 inverse-noise weights shrunk towards example weights by how much the \
+                 updates differ beyond their noise"
             }
             Setting::NoDp => "no DP: batch 16, 2 local epochs, lr 0.1, FedAvg by examples",
         }
@@ -79,6 +88,14 @@ impl Setting {
                 "0.1",
             ],
             Setting::Planned => vec!["--epsilon", &eps, "--planning", "hospital"],
+            Setting::PlannedRandomEffects => vec![
+                "--epsilon",
+                &eps,
+                "--planning",
+                "hospital",
+                "--strategy",
+                "fedavg-random-effects",
+            ],
             Setting::NoDp => vec!["--no-dp"],
         };
         v.into_iter().map(str::to_owned).collect()
@@ -217,7 +234,11 @@ pub fn plot_svg(points: &[Point], path: &Path) -> anyhow::Result<()> {
             })
             .draw()
             .map_err(plot_err)?;
-        for (setting, color) in [(Setting::Shared, RED), (Setting::Planned, BLUE)] {
+        for (setting, color) in [
+            (Setting::Shared, RED),
+            (Setting::Planned, BLUE),
+            (Setting::PlannedRandomEffects, GREEN),
+        ] {
             let mut line: Vec<(f64, f64)> = mine
                 .iter()
                 .filter(|p| p.setting == setting)

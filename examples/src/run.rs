@@ -89,8 +89,10 @@ pub struct Options {
     #[arg(long, default_value = "rdp")]
     pub accountant: fedledger_privacy::AccountantKind,
     /// Aggregation: fedavg, fedavg-inverse-noise (weights inverse to each update's planned
-    /// noise per unit of signal), median, trimmed-mean, multi-krum or bulyan. Default: fedavg-inverse-noise when
-    /// hospitals plan their own DP-SGD (and no --server-dp), else fedavg.
+    /// noise per unit of signal), fedavg-random-effects (inverse-noise weights shrunk towards
+    /// example weights by how much the updates differ beyond their noise), median,
+    /// trimmed-mean, multi-krum or bulyan. Default: fedavg-inverse-noise when hospitals plan
+    /// their own DP-SGD (and no --server-dp), else fedavg.
     #[arg(long, value_parser = parse_strategy)]
     pub strategy: Option<StrategyKind>,
     /// Per-hospital delta.

@@ -12,7 +12,9 @@ use chacha20::ChaCha20Rng;
 
 pub use dp::{DpAggregator, federation_epsilon};
 pub use robust::{Bulyan, MultiKrum};
-pub use strategies::{CoordinateMedian, FedAvg, InverseNoiseFedAvg, TrimmedMean, fedavg};
+pub use strategies::{
+    CoordinateMedian, FedAvg, InverseNoiseFedAvg, RandomEffectsFedAvg, TrimmedMean, fedavg,
+};
 
 use crate::{
     config::{ServerDpSection, StrategyKind},
@@ -86,11 +88,14 @@ pub trait Aggregator: Send + Sync {
 }
 
 /// The plain strategy object of `kind`; `byzantine` is the number of Byzantine updates the
-/// selecting strategies (Multi-Krum, Bulyan) assume.
-pub fn strategy(kind: StrategyKind, byzantine: usize) -> Box<dyn Aggregator> {
+/// selecting strategies (Multi-Krum, Bulyan) assume; `step` is the task's learning rate times
+/// its clipping norm (the scale of DP-SGD noise in an update, which random-effects weights
+/// read).
+pub fn strategy(kind: StrategyKind, byzantine: usize, step: f64) -> Box<dyn Aggregator> {
     match kind {
         StrategyKind::Fedavg => Box::new(FedAvg),
         StrategyKind::FedavgInverseNoise => Box::new(InverseNoiseFedAvg),
+        StrategyKind::FedavgRandomEffects => Box::new(RandomEffectsFedAvg { step }),
         StrategyKind::Median => Box::new(CoordinateMedian),
         StrategyKind::TrimmedMean => Box::new(TrimmedMean { fraction: 0.1 }),
         StrategyKind::MultiKrum => Box::new(MultiKrum {
@@ -106,11 +111,12 @@ pub fn strategy(kind: StrategyKind, byzantine: usize) -> Box<dyn Aggregator> {
 pub fn build(
     kind: StrategyKind,
     byzantine: usize,
+    step: f64,
     server_dp: Option<&ServerDpSection>,
     rng: ChaCha20Rng,
 ) -> Result<Box<dyn Aggregator>, CoordinatorError> {
     Ok(match server_dp {
-        Some(dp) => Box::new(DpAggregator::new(strategy(kind, byzantine), dp, rng)?),
-        None => strategy(kind, byzantine),
+        Some(dp) => Box::new(DpAggregator::new(strategy(kind, byzantine, step), dp, rng)?),
+        None => strategy(kind, byzantine, step),
     })
 }

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use super::{Aggregate, Aggregator};
 use crate::{
     error::CoordinatorError,
-    types::{WeightedUpdate, Weighting, fedavg_weights},
+    types::{WeightedUpdate, Weighting, fedavg_weights, random_effects_weights},
 };
 
 /// Coordinates per parallel work item: large enough to amortise scheduling, small enough that
@@ -48,6 +48,32 @@ impl Aggregator for InverseNoiseFedAvg {
         updates: &[WeightedUpdate<'_>],
     ) -> Result<Aggregate, CoordinatorError> {
         let weights: Vec<f32> = fedavg_weights(updates, Weighting::InverseNoise)
+            .into_iter()
+            .map(|w| w as f32)
+            .collect();
+        Ok(Aggregate::plain(weighted_sum(global, updates, &weights)))
+    }
+}
+
+/// FedAvg with [`random_effects_weights`]: inverse-noise weights shrunk towards example weights
+/// by how much the round's updates differ beyond their planned noise. `step` is the task's
+/// learning rate times its clipping norm.
+#[derive(Clone, Copy, Debug)]
+pub struct RandomEffectsFedAvg {
+    pub step: f64,
+}
+
+impl Aggregator for RandomEffectsFedAvg {
+    fn name(&self) -> &'static str {
+        "fedavg-random-effects"
+    }
+
+    fn aggregate(
+        &self,
+        global: &[f32],
+        updates: &[WeightedUpdate<'_>],
+    ) -> Result<Aggregate, CoordinatorError> {
+        let weights: Vec<f32> = random_effects_weights(updates, self.step)
             .into_iter()
             .map(|w| w as f32)
             .collect();

@@ -657,8 +657,14 @@ fn close(cfg: &FederationConfig, job: &CloseJob) -> super::close::Closed {
         .map(|u| delta(u.participant as u8))
         .collect();
     let slices: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
-    let agg =
-        aggregate::build(StrategyKind::Fedavg, 0, None, ChaCha20Rng::seed_from_u64(0)).unwrap();
+    let agg = aggregate::build(
+        StrategyKind::Fedavg,
+        0,
+        0.1,
+        None,
+        ChaCha20Rng::seed_from_u64(0),
+    )
+    .unwrap();
     close_round(CloseInputs {
         cfg,
         validation: &cfg.validation,
