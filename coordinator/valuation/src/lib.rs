@@ -89,8 +89,8 @@
 //! period's pool is split with [`split_rewards`]. [`settle_cumulative`] is the rule
 //! [`RULE_SETTLED_CUMULATIVE`]: the same test over all rounds since the first, each period's
 //! pool paid towards every participant's share of everything paid so far. [`settle_impact`] is
-//! the default rule [`RULE_SETTLED_IMPACT`]: the cumulative rule with the negative values of
-//! rounds that did not improve the model counted against those who had them. Integer
+//! the default rule [`RULE_SETTLED_IMPACT`]: the cumulative rule with the values of rounds that
+//! did not improve the model counted too (their pool is still nothing). Integer
 //! arithmetic only, so `verify` recomputes every settlement from the ledger's recorded values.
 //!
 //! # Abuse flags

@@ -63,26 +63,28 @@
 //! but still settle each period on a handful of noisy rounds; accumulating the evidence makes
 //! the early, informative rounds weigh in every later settlement as well.
 //!
-//! # Harm counts ([`RULE_SETTLED_IMPACT`], `shapley-settled/v3`, the default)
+//! # Every round's impact counts ([`RULE_SETTLED_IMPACT`], `shapley-settled/v3`, the default)
 //!
 //! v1 and v2 leave a round that did not improve the model out entirely, so a hospital whose
 //! update made the model worse in such a round (a large negative value) loses nothing by it,
 //! and the order of rewards can differ from the order of the hospitals' total values. v3 is v2
-//! with one change in step 1, the accumulation: a completed round whose total gain is not
-//! positive still adds no *positive* value to anyone, but each eligible participant's negative
-//! value in it counts, `min(value, 0)`: harm done in a round that made the model worse counts
-//! against the hospital that did it. The pool still comes only from improving rounds (step 2
-//! of v2: `pool_per_round` times the period's counted rounds), so no reward is paid for a
-//! round that did not improve the model, and `counted_rounds` names the improving rounds only.
+//! with one change in step 1, the accumulation: every eligible value of every completed round
+//! counts, whether the round improved the model or not. The pool still comes only from
+//! improving rounds (step 2 of v2: `pool_per_round` times the period's counted rounds), so no
+//! reward is paid for a round that did not improve the model, and `counted_rounds` names the
+//! improving rounds only; but what a hospital did in every round decides its share of it.
 //!
-//! The standard errors combine as before, over every term added: such a round adds its
+//! The standard errors combine as before, over every term added: each such round adds its
 //! `se_nano^2` to the bootstrap sum and one to `T` (the rounds multiplying the round-to-round
-//! variance `T * s^2`) for every eligible participant in it, whatever the sign of its value.
-//! `min(X, 0)` varies no more than `X`, so `se^2` and `s^2` bound the variance of each clipped
-//! term, and a value clipped to 0 this time might not have been under another draw of the
-//! validation rows or the training noise: the combined variance is an upper bound, never an
-//! underestimate, and the test stays one-sided at the same `z`. A line's `rounds` is that
-//! `T`: its improving rounds plus the non-improving completed rounds it was eligible in.
+//! variance `T * s^2`). A line's `rounds` is that `T`: every completed round it was eligible
+//! in.
+//!
+//! A variant was measured and not chosen ([`NonImproving::HarmOnly`], no recorded rule): a
+//! non-improving round adding only each value's negative part, `min(value, 0)` (harm counts,
+//! help in a round that made the model worse does not). With the same standard errors (each
+//! clipped term adds its round's `se^2` and one to `T`, an upper bound on its variance), it
+//! still ordered the default run's rewards unlike the total values when a hospital's positive
+//! values in non-improving rounds were what put it ahead (README, "Measured").
 
 use crate::{RewardEntry, split_rewards};
 
@@ -90,7 +92,7 @@ use crate::{RewardEntry, split_rewards};
 pub const RULE_SETTLED: &str = "shapley-settled/v1";
 /// The rule settled over periods from the values accumulated since round 1.
 pub const RULE_SETTLED_CUMULATIVE: &str = "shapley-settled/v2";
-/// [`RULE_SETTLED_CUMULATIVE`] with the negative values of non-improving rounds counted (the
+/// [`RULE_SETTLED_CUMULATIVE`] with the values of non-improving rounds counted too (the
 /// default).
 pub const RULE_SETTLED_IMPACT: &str = "shapley-settled/v3";
 /// The first rule: each round's pool split by that round's positive values.
@@ -102,9 +104,10 @@ pub const RULE_PER_ROUND: &str = "shapley-proportional/v1";
 pub enum NonImproving {
     /// It adds nothing ([`RULE_SETTLED`], [`RULE_SETTLED_CUMULATIVE`]).
     Ignored,
-    /// Each eligible value adds its negative part, `min(value, 0)` ([`RULE_SETTLED_IMPACT`]).
+    /// Each eligible value adds its negative part, `min(value, 0)`. No recorded rule; kept to
+    /// measure against.
     HarmOnly,
-    /// Each eligible value adds in full. No recorded rule; kept to measure against.
+    /// Each eligible value adds in full ([`RULE_SETTLED_IMPACT`]).
     Full,
 }
 
@@ -172,8 +175,8 @@ pub struct SettledParticipant {
     pub value_nano: i64,
     /// Standard error of that sum, `floor(sqrt(V))` (the test itself is exact).
     pub se_nano: u64,
-    /// Rounds whose value it accumulated: counted rounds (and under [`RULE_SETTLED_IMPACT`] the
-    /// non-improving completed rounds) it was eligible in.
+    /// Rounds whose value it accumulated: counted rounds (under [`RULE_SETTLED_IMPACT`] every
+    /// completed round) it was eligible in.
     pub rounds: u64,
     /// Whether the accumulated value is distinguishable from zero (and so paid).
     pub distinguishable: bool,
@@ -444,20 +447,14 @@ pub fn settle_cumulative(
 }
 
 /// Settles under [`RULE_SETTLED_IMPACT`] (see the module docs): [`settle_cumulative`] with each
-/// eligible negative value of a non-improving completed round counted.
+/// eligible value of a non-improving completed round counted as well.
 pub fn settle_impact(
     rule: &SettlementRule,
     rounds: &[RoundValues<'_>],
     first_round: u64,
     paid_before: &std::collections::BTreeMap<&str, u64>,
 ) -> Settlement {
-    settle_accumulated(
-        rule,
-        rounds,
-        first_round,
-        paid_before,
-        NonImproving::HarmOnly,
-    )
+    settle_accumulated(rule, rounds, first_round, paid_before, NonImproving::Full)
 }
 
 /// The cumulative settlement with non-improving rounds entering the accumulation as
@@ -747,9 +744,9 @@ mod tests {
     }
 
     #[test]
-    fn impact_counts_harm_in_rounds_that_made_the_model_worse() {
+    fn impact_counts_every_round_but_pays_only_for_improving_ones() {
         // Rounds 1, 3 improve; round 2 made the model worse: "a" did the harm (-400), "b"
-        // helped (+300, not counted: such a round adds no positive value), "c" was a copy.
+        // helped (+300), "c" was a copy.
         let mut rounds = Vec::new();
         for r in 1..=3u64 {
             let worse = r == 2;
@@ -769,11 +766,12 @@ mod tests {
             period_rounds: 3,
             z_milli: 0,
         };
-        let v2 = settle_cumulative(&rule, &rounds, 1, &Default::default());
-        let v3 = settle_impact(&rule, &rounds, 1, &Default::default());
-        let full = settle_accumulated(&rule, &rounds, 1, &Default::default(), NonImproving::Full);
+        let none = Default::default();
+        let v2 = settle_cumulative(&rule, &rounds, 1, &none);
+        let v3 = settle_impact(&rule, &rounds, 1, &none);
+        let harm = settle_accumulated(&rule, &rounds, 1, &none, NonImproving::HarmOnly);
         // The pool comes from the improving rounds only, under every variant.
-        for s in [&v2, &v3, &full] {
+        for s in [&v2, &v3, &harm] {
             assert_eq!((s.counted_rounds.clone(), s.pool), (vec![1, 3], 2000));
         }
         let lines = |s: &Settlement| -> Vec<(i64, u64, u64)> {
@@ -784,35 +782,48 @@ mod tests {
         };
         // v2: a 2000 over 2 rounds, b 1400: paid 2000 x 2000/3400 and 2000 x 1400/3400.
         assert_eq!(lines(&v2), vec![(2000, 2, 1176), (1400, 2, 824), (0, 0, 0)]);
-        // v3: a's harm counts (1600 over 3 rounds), b's help in round 2 does not (1400 over 3
-        // rounds): 2000 x 1600/3000 and 2000 x 1400/3000 (1066.7 rounds up, ties to "a").
-        assert_eq!(lines(&v3), vec![(1600, 3, 1067), (1400, 3, 933), (0, 0, 0)]);
-        // Unclipped, b's +300 counts as well: 1600 and 1700.
+        // v3: every value counts, a 1600 and b 1700 over 3 rounds: 2000 x 1600/3300 and
+        // 2000 x 1700/3300 (the order of the total values).
+        assert_eq!(lines(&v3), vec![(1600, 3, 970), (1700, 3, 1030), (0, 0, 0)]);
+        // Harm only: a's -400 counts, b's +300 does not: 1600 and 1400, the other order.
         assert_eq!(
-            lines(&full),
-            vec![(1600, 3, 970), (1700, 3, 1030), (0, 0, 0)]
+            lines(&harm),
+            vec![(1600, 3, 1067), (1400, 3, 933), (0, 0, 0)]
         );
-        // The clipped term still counts in b's variance: its steps of 400 make s = 400 / 0.954
+        // The non-improving round enters b's variance: its steps of 400 make s = 400 / 0.954
         // = 419, over three rounds sqrt(3) x 419 = 726 (v2, over two: 593).
         assert_eq!(
             (v2.participants[1].se_nano, v3.participants[1].se_nano),
             (593, 726)
         );
-        // A round made worse by everyone pays nothing, even though values were negative.
+        // A round made worse by everyone pays nothing, its values still recorded.
         let worse = vec![RoundValues {
             round: 1,
             completed: true,
             gain_nano: -5,
-            entries: vec![e("a", -3, 1, true), e("b", -2, 1, true)],
+            entries: vec![e("a", -3, 1, true), e("b", 2, 1, true)],
         }];
-        let s = settle_impact(&rule, &worse, 1, &Default::default());
+        let s = settle_impact(&rule, &worse, 1, &none);
         assert_eq!((s.pool, s.counted_rounds.len()), (0, 0));
-        assert!(
+        assert!(s.participants.iter().all(|p| p.payout == 0));
+        assert_eq!(
             s.participants
                 .iter()
-                .all(|p| p.payout == 0 && !p.distinguishable)
+                .map(|p| p.value_nano)
+                .collect::<Vec<_>>(),
+            vec![-3, 2]
         );
-        assert_eq!(s.participants[0].value_nano, -3);
+        // An abandoned round adds nothing under any rule.
+        let abandoned = vec![RoundValues {
+            round: 1,
+            completed: false,
+            gain_nano: 0,
+            entries: vec![e("a", 50, 1, true)],
+        }];
+        assert_eq!(
+            settle_impact(&rule, &abandoned, 1, &none).participants[0].rounds,
+            0
+        );
     }
 
     /// A round as generated: gain, completed, and (key index, value, s.e., eligible) lines.
@@ -911,10 +922,22 @@ mod tests {
         }
 
         /// The same for the impact rule (v3): conservation, integer units, targets; and each
-        /// line's value is its improving rounds' values plus the negative parts of its values
-        /// in the non-improving completed rounds, recomputed independently.
+        /// line's value is the sum of its values in every completed round it was eligible in,
+        /// recomputed independently.
         #[test]
         fn impact_conserves_each_pool_and_respects_the_targets(
+            pool_per_round in prop_oneof![0u64..10_000, 0u64..(1 << 40)],
+            z_milli in prop_oneof![0u64..5000, any::<u64>()],
+            period_rounds in 1u64..4,
+            raw in rounds_strategy(),
+        ) {
+            let rule = SettlementRule { pool_per_round, period_rounds, z_milli };
+            check_periods(&rule, &raw, NonImproving::Full)?;
+        }
+
+        /// And for the variant measured against it (harm only).
+        #[test]
+        fn harm_only_conserves_each_pool_and_respects_the_targets(
             pool_per_round in prop_oneof![0u64..10_000, 0u64..(1 << 40)],
             z_milli in prop_oneof![0u64..5000, any::<u64>()],
             period_rounds in 1u64..4,
@@ -1000,8 +1023,8 @@ mod tests {
             );
             let named_rule = match non_improving {
                 NonImproving::Ignored => Some(settle_cumulative(&rule, history, first, &paid)),
-                NonImproving::HarmOnly => Some(settle_impact(&rule, history, first, &paid)),
-                NonImproving::Full => None,
+                NonImproving::Full => Some(settle_impact(&rule, history, first, &paid)),
+                NonImproving::HarmOnly => None,
             };
             prop_assert!(named_rule.is_none_or(|n| n == s));
             // Each line's value and rounds, recomputed independently.
