@@ -309,9 +309,9 @@ pub(super) fn check(
                     r.fail(
                         &file,
                         format!(
-                            "the proposal changes the reward rule from round {}, but round {} is open: a change of the reward rule must be anchored before the round that ends the running period closes",
+                            "the proposal changes the reward rule from round {}, but round {}, which ends the running settlement period, is already recorded: a change of the reward rule must be anchored before that round's summary",
                             e.proposal.from_round,
-                            next_round
+                            next_round - 1
                         ),
                     );
                 }
