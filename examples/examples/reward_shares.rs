@@ -78,9 +78,12 @@ fn order(ls: &[&Line], key: impl Fn(&Line) -> f64) -> Vec<String> {
 /// One run: its file, seed, whether its ledger verified, its lines.
 type Run = (PathBuf, u64, bool, Vec<Line>);
 
-/// The recorded rounds of a summary: round, completed, gain, (key, value, s.e., eligible).
+/// One recorded line: name, key, value, s.e., eligible.
+type RecordedLine = (String, String, i64, u64, bool);
+
+/// The recorded rounds of a summary: round, completed, gain, lines.
 struct Recorded {
-    rounds: Vec<(u64, bool, i64, Vec<(String, String, i64, u64, bool)>)>,
+    rounds: Vec<(u64, bool, i64, Vec<RecordedLine>)>,
 }
 
 fn recorded(summary: &Value) -> anyhow::Result<Recorded> {
