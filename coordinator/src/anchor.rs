@@ -540,7 +540,7 @@ pub fn settlement_entries(
                     first: st.first_round,
                     last: st.last_round,
                 },
-                rule: cfg.rewards.record(
+                rule: st.rewards.as_ref().unwrap_or(&cfg.rewards).record(
                     st.pool_per_round
                         .unwrap_or(cfg.valuation.reward_pool_per_round),
                 ),

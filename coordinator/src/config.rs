@@ -599,10 +599,13 @@ impl ValuationSection {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum RewardRuleKind {
+    /// `cumulative` with every round's values counted: a round that did not improve the model
+    /// adds each hospital's value in it (and nothing to the pool) (`shapley-settled/v3`).
+    #[default]
+    Impact,
     /// Settled over periods from the values accumulated since round 1 and their uncertainty,
     /// each period's pool paid towards every hospital's share of all that was paid
     /// (`shapley-settled/v2`).
-    #[default]
     Cumulative,
     /// Settled over periods, each period on its own from the values accumulated over it
     /// (`shapley-settled/v1`).
@@ -618,25 +621,51 @@ pub enum RewardRuleKind {
 #[serde(deny_unknown_fields, default)]
 pub struct RewardsSection {
     pub rule: RewardRuleKind,
-    /// `cumulative`, `settled`: rounds per settlement period (the last period ends with the
+    /// `impact`, `cumulative`, `settled`: rounds per settlement period (the last period ends with the
     /// federation).
     pub period_rounds: u64,
-    /// `cumulative`, `settled`: an accumulated value is paid only when it exceeds `z` times its standard error
+    /// `impact`, `cumulative`, `settled`: an accumulated value is paid only when it exceeds `z` times its standard error
     /// (one-sided; 2.0 is about 97.7% under a normal approximation). Recorded in thousandths.
     pub z: f64,
 }
 
 impl RewardRuleKind {
-    /// True for the rules settled over periods (`cumulative`, `settled`).
+    /// True for the rules settled over periods (`impact`, `cumulative`, `settled`).
     pub fn is_settled(self) -> bool {
-        matches!(self, Self::Cumulative | Self::Settled)
+        matches!(self, Self::Impact | Self::Cumulative | Self::Settled)
+    }
+
+    /// The rule's recorded name.
+    pub fn recorded_name(self) -> &'static str {
+        use fedledger_ledger::records::{
+            REWARD_RULE, REWARD_RULE_SETTLED, REWARD_RULE_SETTLED_CUMULATIVE,
+            REWARD_RULE_SETTLED_IMPACT,
+        };
+        match self {
+            Self::Impact => REWARD_RULE_SETTLED_IMPACT,
+            Self::Cumulative => REWARD_RULE_SETTLED_CUMULATIVE,
+            Self::Settled => REWARD_RULE_SETTLED,
+            Self::PerRound => REWARD_RULE,
+        }
+    }
+
+    /// The rule a recorded name names.
+    pub fn from_recorded_name(name: &str) -> Option<Self> {
+        [
+            Self::Impact,
+            Self::Cumulative,
+            Self::Settled,
+            Self::PerRound,
+        ]
+        .into_iter()
+        .find(|k| k.recorded_name() == name)
     }
 }
 
 impl Default for RewardsSection {
     fn default() -> Self {
         Self {
-            rule: RewardRuleKind::Cumulative,
+            rule: RewardRuleKind::Impact,
             period_rounds: 5,
             z: 2.0,
         }
@@ -659,6 +688,16 @@ impl RewardsSection {
         (self.z * 1000.0).round() as u64
     }
 
+    /// `rule` recorded with `z_milli` (inverse of [`Self::z_milli`]): the section a governed
+    /// reward rule stands for.
+    pub fn from_record(record: &fedledger_ledger::records::RewardRecord) -> Option<Self> {
+        Some(Self {
+            rule: RewardRuleKind::from_recorded_name(&record.rule)?,
+            period_rounds: record.period_rounds.unwrap_or(5),
+            z: record.z_milli.unwrap_or(2000) as f64 / 1000.0,
+        })
+    }
+
     /// The settlement rule's parameters with `pool_per_round`, when the rule is settled over
     /// periods.
     pub fn settlement_rule(
@@ -676,27 +715,13 @@ impl RewardsSection {
 
     /// The rule as the genesis (and each settlement) records it.
     pub fn record(&self, pool_per_round: u64) -> fedledger_ledger::records::RewardRecord {
-        use fedledger_ledger::records::{
-            REWARD_RULE, REWARD_RULE_SETTLED, REWARD_RULE_SETTLED_CUMULATIVE, RewardRecord,
-        };
-        match self.rule {
-            RewardRuleKind::Cumulative | RewardRuleKind::Settled => RewardRecord {
-                rule: if self.rule == RewardRuleKind::Cumulative {
-                    REWARD_RULE_SETTLED_CUMULATIVE
-                } else {
-                    REWARD_RULE_SETTLED
-                }
-                .into(),
-                pool_per_round,
-                period_rounds: Some(self.period_rounds),
-                z_milli: Some(self.z_milli()),
-            },
-            RewardRuleKind::PerRound => RewardRecord {
-                rule: REWARD_RULE.into(),
-                pool_per_round,
-                period_rounds: None,
-                z_milli: None,
-            },
+        use fedledger_ledger::records::RewardRecord;
+        let settled = self.rule.is_settled();
+        RewardRecord {
+            rule: self.rule.recorded_name().into(),
+            pool_per_round,
+            period_rounds: settled.then_some(self.period_rounds),
+            z_milli: settled.then(|| self.z_milli()),
         }
     }
 }
@@ -993,6 +1018,11 @@ pub struct FederationConfig {
     pub limits: Limits,
     pub valuation: ValuationSection,
     pub rewards: RewardsSection,
+    /// `(first round, period_rounds)` of each stretch of rounds under one reward rule and
+    /// period, from round 1 up to the round after this one, as governed (the file's alone:
+    /// `[(1, rewards.period_rounds)]`); where settlement periods end
+    /// (`fedledger_ledger::records::period_ending`).
+    pub reward_segments: Vec<(u64, u64)>,
     pub privacy_plan: PrivacyPlanSection,
     pub witnesses: Vec<String>,
     pub witness_quorum: u64,
@@ -1379,6 +1409,7 @@ impl ConfigFile {
             retain_rounds: self.limits.retain_rounds,
             limits: Limits::from(&self.limits),
             valuation: self.valuation,
+            reward_segments: vec![(1, self.rewards.period_rounds)],
             rewards: self.rewards,
             privacy_plan: self.privacy,
             witnesses: self.ledger.witnesses,

@@ -700,17 +700,21 @@ impl Engine {
             .clone();
         // The earlier rounds when this round ends a settlement period (settled rule: the
         // settlement reads the history), from the store.
-        let earlier_rounds = match cfg
-            .rewards
-            .settlement_rule(cfg.valuation.reward_pool_per_round)
-        {
-            Some(rule) if rule.ends_period(job.round, cfg.rounds) => self
-                .store
+        let ends_period = cfg.rewards.rule.is_settled()
+            && fedledger_ledger::records::period_ending(
+                &cfg.reward_segments,
+                job.round,
+                cfg.rounds,
+            )
+            .is_some();
+        let earlier_rounds = if ends_period {
+            self.store
                 .outcomes()?
                 .into_iter()
                 .filter(|o| o.round < job.round)
-                .collect(),
-            _ => Vec::new(),
+                .collect()
+        } else {
+            Vec::new()
         };
         let valuer = self
             .valuer

@@ -19,7 +19,8 @@ use fedledger_ledger::{
 use crate::{
     anchor::decimal,
     config::{
-        Enrolled, FederationConfig, GovernanceConfig, StrategyKind, UtilityKind, decode_public_key,
+        Enrolled, FederationConfig, GovernanceConfig, RewardsSection, StrategyKind, UtilityKind,
+        decode_public_key,
     },
     error::CoordinatorError,
 };
@@ -89,6 +90,22 @@ pub fn check_timing(p: &Proposal, now_ms: u64, open_round: u64) -> Result<(), Re
         return Err(Refusal::Malformed(format!(
             "from_round {} is not after the open round {open_round}",
             p.from_round
+        )));
+    }
+    // A change of the reward rule or period ends the running settlement period at round
+    // from_round - 1, whose configuration is laid when it opens: that round must not be open
+    // yet. (Before the first round, round 1 may start under any rule.)
+    let rule_change = p
+        .changes
+        .iter()
+        .any(|c| matches!(c, Change::RewardRule { .. }));
+    if rule_change && open_round > 0 && p.from_round < open_round.saturating_add(2) {
+        return Err(Refusal::Malformed(format!(
+            "from_round {} changes the reward rule: it must be at least two after the open round {open_round} \
+             (the running settlement period ends at round from_round - 1, which must not have opened yet), \
+             so at least {}",
+            p.from_round,
+            open_round.saturating_add(2)
         )));
     }
     Ok(())
@@ -195,6 +212,17 @@ pub fn effective(
         cfg.deadline = Duration::from_secs(d);
     }
     cfg.valuation.reward_pool_per_round = rules.reward.pool_per_round;
+    if rules.reward.is_settled() {
+        cfg.rewards = RewardsSection::from_record(&rules.reward).ok_or_else(|| {
+            CoordinatorError::Ledger(format!(
+                "governed reward rule {:?} is not one this coordinator knows",
+                rules.reward.rule
+            ))
+        })?;
+    }
+    // The round after this one is known when this one opens: a change of the reward rule is
+    // refused unless it takes effect two rounds after the open one (`check_timing`).
+    cfg.reward_segments = gov.reward_segments(round.saturating_add(1));
     if let Some(e) = &rules.estimator {
         cfg.valuation.estimator = e.clone();
     }
@@ -361,6 +389,32 @@ pub fn check_config(
                     file.valuation.reward_pool_per_round.to_string(),
                     r.reward.pool_per_round.to_string(),
                 )
+            }),
+        ),
+        (
+            "rewards.rule",
+            Box::new(|r: &Rules| {
+                differs(
+                    file.rewards.rule.recorded_name().to_owned(),
+                    r.reward.rule.clone(),
+                )
+            }),
+        ),
+        (
+            "rewards.period_rounds",
+            Box::new(|r: &Rules| {
+                r.reward
+                    .period_rounds
+                    .and_then(|p| differs(file.rewards.period_rounds.to_string(), p.to_string()))
+            }),
+        ),
+        (
+            "rewards.z",
+            Box::new(|r: &Rules| {
+                r.reward.z_milli.and_then(|z| {
+                    differs(file.rewards.z_milli().to_string(), z.to_string())
+                        .map(|d| format!("{d} (thousandths)"))
+                })
             }),
         ),
         (

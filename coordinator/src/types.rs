@@ -353,11 +353,15 @@ pub struct SettlementOutcome {
     /// it); absent in outcomes stored before governance (the configured pool then).
     #[serde(default)]
     pub pool_per_round: Option<u64>,
-    /// The cumulative rule (`shapley-settled/v2`): each line's value, standard error and rounds
+    /// The cumulative rules (`shapley-settled/v2`, `/v3`): each line's value, standard error and rounds
     /// are over every counted round since round 1, not only the period's; its payout is the
     /// period's. False in outcomes stored before it.
     #[serde(default)]
     pub cumulative: bool,
+    /// The reward rule it was settled under (governance may change it); absent in outcomes
+    /// stored before the rule was governed (the configured rule then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewards: Option<crate::config::RewardsSection>,
 }
 
 /// One participant's settlement.

@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 
+use fedledger_ledger::records::SettlementPeriod;
 use fedledger_model::{Dataset, Metrics, ModelSpec};
 use fedledger_valuation::{
-    AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, Participation, RewardEntry,
-    RoundValues, RowGame, SettlementRule, ValueEntry, bootstrap_standard_errors, default_estimator,
-    detect, estimator_by_name, settle, settle_cumulative, split_rewards, value_nano,
+    AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, NonImproving,
+    Participation, RewardEntry, RoundValues, RowGame, SettlementRule, ValueEntry,
+    bootstrap_standard_errors, default_estimator, detect, estimator_by_name, settle,
+    settle_accumulated, split_rewards, value_nano,
 };
 
 use crate::{
@@ -225,7 +227,9 @@ impl Valuer {
                 let split = split_rewards(self.settings.reward_pool_per_round, &entries);
                 (split.rewards, split.recorded_pool)
             }
-            RewardRuleKind::Cumulative | RewardRuleKind::Settled => (vec![0; entries.len()], 0),
+            RewardRuleKind::Impact | RewardRuleKind::Cumulative | RewardRuleKind::Settled => {
+                (vec![0; entries.len()], 0)
+            }
         };
         let value_se_nano = value_se
             .iter()
@@ -299,13 +303,14 @@ pub fn recorded_scores(cfg: &FederationConfig, o: &RoundOutcome) -> (i64, i64) {
     )
 }
 
-/// The settlement, under the configured settled rule with parameters `rule`, of the period
-/// that the last of `rounds` ends; `rounds` is the federation's history up to that round,
+/// The settlement, under the configured settled rule with parameters `rule`, of `period`, which
+/// the last of `rounds` ends; `rounds` is the federation's history up to that round,
 /// ascending (the cumulative rule also reads the earlier rounds' settlements: what was paid).
 /// From exactly the numbers the ledger records for those rounds, so `verify` recomputes it.
 pub fn settle_period(
     cfg: &FederationConfig,
     rule: &SettlementRule,
+    period: SettlementPeriod,
     rounds: &[&RoundOutcome],
 ) -> SettlementOutcome {
     let values: Vec<RoundValues<'_>> = rounds
@@ -332,9 +337,12 @@ pub fn settle_period(
         })
         .collect();
     let last_round = rounds.last().map_or(0, |o| o.round);
-    let period = rule.period_of(last_round);
-    let cumulative = cfg.rewards.rule == RewardRuleKind::Cumulative;
-    let s = if cumulative {
+    let cumulative = match cfg.rewards.rule {
+        RewardRuleKind::Impact => Some(NonImproving::Full),
+        RewardRuleKind::Cumulative => Some(NonImproving::Ignored),
+        RewardRuleKind::Settled | RewardRuleKind::PerRound => None,
+    };
+    let s = if let Some(non_improving) = cumulative {
         let mut paid_before: BTreeMap<&str, u64> = BTreeMap::new();
         for l in rounds
             .iter()
@@ -345,9 +353,9 @@ pub fn settle_period(
             let p = paid_before.entry(l.public_key.as_str()).or_insert(0);
             *p = p.saturating_add(l.payout);
         }
-        settle_cumulative(rule, &values, rule.first_round(period), &paid_before)
+        settle_accumulated(rule, &values, period.first, &paid_before, non_improving)
     } else {
-        settle(rule, &values, rule.first_round(period))
+        settle(rule, &values, period.first)
     };
     let name_of = |key: &str| {
         cfg.participants
@@ -356,13 +364,14 @@ pub fn settle_period(
             .map_or_else(String::new, |p| p.name.clone())
     };
     SettlementOutcome {
-        period,
-        first_round: rule.first_round(period),
+        period: period.number,
+        first_round: period.first,
         last_round,
+        rewards: Some(cfg.rewards.clone()),
         counted_rounds: s.counted_rounds,
         pool: s.pool,
         pool_per_round: Some(cfg.valuation.reward_pool_per_round),
-        cumulative,
+        cumulative: cumulative.is_some(),
         lines: s
             .participants
             .into_iter()

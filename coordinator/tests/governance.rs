@@ -3,7 +3,8 @@
 //! a non-governor's, another federation's, replayed, expired, unchained, too early) says why
 //! and changes nothing; a restart with a config that contradicts the governed state is refused
 //! naming the field; `verify` passes on the resulting ledger. A witness change is in force once
-//! anchored, and a restart must name the new set.
+//! anchored, and a restart must name the new set. Governors change the reward rule and its
+//! period mid-federation, and settlements follow them.
 
 mod common;
 
@@ -731,4 +732,162 @@ async fn a_witness_change_is_in_force_once_anchored_and_a_restart_must_name_the_
     governed.ledger.witnesses = vec![new.verifier_key().to_string()];
     let running = start_when_released(governed.validate().unwrap()).await;
     running.shutdown().await.unwrap();
+}
+
+/// Governors change the reward rule and its period mid-federation, without a restart: a change
+/// that would take effect before the open round's successor has opened is refused with the
+/// reason; the accepted one ends the running period at the round before its `from_round`
+/// (settled there under the old rule) and settles the later periods under the new rule and
+/// period. `verify` recomputes every settlement where the governed rules put it, and fails a
+/// ledger whose settlement at that boundary is missing or names another rule; a restart with
+/// the old rule in the file is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn governors_change_the_reward_rule_and_period_and_settlements_follow() {
+    use fedledger_ledger::records::{
+        REWARD_RULE_SETTLED_CUMULATIVE, REWARD_RULE_SETTLED_IMPACT, Record, validate_entry,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (h0, h1) = (keypair(), keypair());
+    let governors = [keypair(), keypair(), keypair()];
+    let gov_refs: Vec<&Ed25519KeyPair> = governors.iter().collect();
+    let mut base = file(dir.path(), &[&h0, &h1], &gov_refs);
+    base.rounds.total = 6;
+    base.rewards.rule = fedledger_coordinator::config::RewardRuleKind::Cumulative;
+    base.rewards.period_rounds = 2;
+    let cfg = base.clone().validate().unwrap();
+    let fed = cfg.federation.clone();
+    let running = start(cfg).await;
+    let mut c = client(&running).await;
+    let s0 = register(&mut c, &h0).await;
+    let s1 = register(&mut c, &h1).await;
+    let (t, _) = task(&mut c, &s0).await;
+    assert_eq!(t.round, 1);
+
+    let mut p = Proposal {
+        record_type: PROPOSAL_TYPE.into(),
+        federation: fed.clone(),
+        previous: list(&mut c).await.head,
+        from_round: 2,
+        expires_at: "2099-01-01T00:00:00Z".into(),
+        changes: vec![Change::RewardRule {
+            rule: REWARD_RULE_SETTLED_IMPACT.into(),
+            period_rounds: 3,
+            z_milli: 0,
+        }],
+    };
+    // From the round after the open one: its period would have to end at the open round,
+    // whose configuration is already laid. Refused, naming why and the first round allowed.
+    let before = running.coordinator.ledger().size();
+    let sigs = vec![sign(&governors[0], &p), sign(&governors[1], &p)];
+    let e = submit_proposal(&mut c, &p, sigs).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+    assert!(
+        e.message()
+            .contains("at least two after the open round 1 (the running settlement period ends at round from_round - 1"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(running.coordinator.ledger().size(), before);
+    // From round 4: the period of two rounds running from round 3 ends at round 3.
+    p.from_round = 4;
+    let sigs = vec![sign(&governors[2], &p), sign(&governors[0], &p)];
+    submit_proposal(&mut c, &p, sigs).await.unwrap();
+
+    let deltas = [vec![0.2f32, 0.1, 0.0, 0.3], vec![0.1f32, 0.3, 0.1, 0.1]];
+    for round in 1..=6u64 {
+        for ((k, s), d) in [(&h0, &s0), (&h1, &s1)].into_iter().zip(&deltas) {
+            submit(&mut c, update_messages(&fed, k, s, round, 5, d))
+                .await
+                .unwrap();
+        }
+        if round < 6 {
+            let (t, _) = task(&mut c, &s0).await;
+            assert_eq!(t.round, round + 1);
+        }
+    }
+    running.wait_done().await;
+    // Settled at rounds 2 and 3 (cumulative, the running period cut at the boundary) and at
+    // round 6 (impact, periods of three from round 4).
+    let settled: Vec<(u64, u64, u64, u64)> = (1..=6)
+        .filter_map(|r| running.coordinator.outcome(r).unwrap().settlement)
+        .map(|s| (s.period, s.first_round, s.last_round, s.lines.len() as u64))
+        .collect();
+    assert_eq!(settled, vec![(1, 1, 2, 2), (2, 3, 3, 2), (3, 4, 6, 2)]);
+    let log = running.coordinator.ledger();
+    let entries = log.entries(0, log.size()).unwrap();
+    let settlement_at =
+        |entries: &[Vec<u8>], i: usize| match validate_entry(i as u64, &fed, &entries[i]) {
+            Ok(Record::Settlement(s)) => Some(*s),
+            _ => None,
+        };
+    let found: Vec<(usize, String, u64)> = (0..entries.len())
+        .filter_map(|i| settlement_at(&entries, i).map(|s| (i, s.rule.rule, s.rounds.last)))
+        .collect();
+    let rules: Vec<(&str, u64)> = found.iter().map(|(_, r, l)| (r.as_str(), *l)).collect();
+    assert_eq!(
+        rules,
+        vec![
+            (REWARD_RULE_SETTLED_CUMULATIVE, 2),
+            (REWARD_RULE_SETTLED_CUMULATIVE, 3),
+            (REWARD_RULE_SETTLED_IMPACT, 6)
+        ]
+    );
+    let rewards = fedledger_ledger_cli::ValuationRewards;
+    let verify = |entries: &[Vec<u8>]| {
+        fedledger_ledger::verify::verify_entries(&fed, entries, None, Some(&rewards))
+    };
+    let report = verify(&entries);
+    assert!(report.ok(), "{:?}", report.failures);
+    assert!(
+        report
+            .passed
+            .iter()
+            .any(|p| p.contains("3 recomputed from the recorded round values")),
+        "{:?}",
+        report.passed
+    );
+    // The settlement at the boundary (round 3) left out: verify says where one was due.
+    let at_boundary = found[1].0;
+    let mut missing = entries.clone();
+    missing.remove(at_boundary);
+    let report = verify(&missing);
+    assert!(
+        report.failures.iter().any(|f| f
+            .what
+            .contains("round 3 ends period 2 but no settlement follows its summary")),
+        "{:?}",
+        report.failures
+    );
+    // The last settlement recorded under the old rule: refused, whatever its arithmetic.
+    let mut renamed = entries.clone();
+    let last = found[2].0;
+    let mut st = settlement_at(&entries, last).unwrap();
+    st.rule.rule = REWARD_RULE_SETTLED_CUMULATIVE.into();
+    renamed[last] = fedledger_ledger::records::encode_canonical(&st).unwrap();
+    let report = verify(&renamed);
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| f.file == format!("entries/{last}")
+                && f.what.contains("differs from the reward rule in force")),
+        "{:?}",
+        report.failures
+    );
+    running.shutdown().await.unwrap();
+    drop(c);
+    // The file still names the old rule and period: refused naming the reward rule.
+    let err = fedledger_coordinator::check_governed(&base.clone().validate().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rewards.rule"), "{err}");
+    let mut governed = base.clone();
+    governed.rewards.rule = fedledger_coordinator::config::RewardRuleKind::Impact;
+    let err = fedledger_coordinator::check_governed(&governed.clone().validate().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rewards.period_rounds"), "{err}");
+    governed.rewards.period_rounds = 3;
+    governed.rewards.z = 0.0;
+    fedledger_coordinator::check_governed(&governed.validate().unwrap()).unwrap();
 }

@@ -108,11 +108,12 @@ pub struct Options {
     /// with this noise multiplier; each round then reports the federation-level epsilon.
     #[arg(long)]
     pub server_dp: Option<f64>,
-    /// Reward rule: cumulative (settled over periods from the values accumulated since round
-    /// 1 and their uncertainty, each period paying towards every hospital's share of all that
-    /// was paid), settled (each period on its own) or per-round (each round's pool split by its
-    /// positive values, the first rule).
-    #[arg(long, value_parser = parse_reward_rule, default_value = "cumulative")]
+    /// Reward rule: impact (settled over periods from the values accumulated since round 1 and
+    /// their uncertainty, each period paying towards every hospital's share of all that was
+    /// paid, values in rounds that made the model worse counted too), cumulative (the same
+    /// without those), settled (each period on its own) or per-round (each round's pool
+    /// split by its positive values, the first rule).
+    #[arg(long, value_parser = parse_reward_rule, default_value = "impact")]
     pub rewards: RewardRuleKind,
     /// Rounds per settlement period (cumulative and settled rules).
     #[arg(long, default_value_t = 5)]
@@ -131,11 +132,12 @@ pub struct Options {
 
 fn parse_reward_rule(s: &str) -> Result<RewardRuleKind, String> {
     match s {
+        "impact" => Ok(RewardRuleKind::Impact),
         "cumulative" => Ok(RewardRuleKind::Cumulative),
         "settled" => Ok(RewardRuleKind::Settled),
         "per-round" => Ok(RewardRuleKind::PerRound),
         other => Err(format!(
-            "unknown reward rule {other:?}: cumulative, settled or per-round"
+            "unknown reward rule {other:?}: impact, cumulative, settled or per-round"
         )),
     }
 }
@@ -869,6 +871,8 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
     let rounds: Vec<_> = outcomes
         .iter()
         .map(|o| {
+            let (before, after) = fedledger_coordinator::value::recorded_scores(&run.config, o);
+            let gain_nano = after.saturating_sub(before);
             let mut r = json!({
                 "round": o.round,
                 "status": o.status.as_str(),
@@ -877,6 +881,18 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
                 "values": o.contributions.iter().map(|c| (c.name.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
                 "value_se": o.contributions.iter().map(|c| (c.name.clone(), json!(c.value_se))).collect::<serde_json::Map<_, _>>(),
                 "gain": o.metrics.as_ref().zip(o.metrics_before.as_ref()).map(|(a, b)| b.log_loss - a.log_loss),
+                // The integers the ledger records and the settlement rules read, so that
+                // `reward_shares` can settle the same run under other rules.
+                "recorded": {
+                    "gain_nano": gain_nano,
+                    "lines": o.contributions.iter().map(|c| json!({
+                        "name": c.name,
+                        "key": c.public_key,
+                        "value_nano": c.value_nano,
+                        "se_nano": c.value_se_nano,
+                        "eligible": !c.flags.iter().any(|f| f.starts_with(fedledger_valuation::FLAG_COPY_OF_PREFIX)),
+                    })).collect::<Vec<_>>(),
+                },
                 "settlement": o.settlement.as_ref().map(|s| json!({
                     "period": s.period,
                     "rounds": [s.first_round, s.last_round],
@@ -949,6 +965,7 @@ pub fn summary(args: &Options, run: &FederationRun) -> serde_json::Value {
         "accountant": (!args.no_dp).then(|| args.accountant.name()),
         "strategy": args.strategy().as_str(),
         "reward_rule": match args.rewards {
+            RewardRuleKind::Impact => json!({"rule": "impact", "period_rounds": args.period_rounds, "z": args.z}),
             RewardRuleKind::Cumulative => json!({"rule": "cumulative", "period_rounds": args.period_rounds, "z": args.z}),
             RewardRuleKind::Settled => json!({"rule": "settled", "period_rounds": args.period_rounds, "z": args.z}),
             RewardRuleKind::PerRound => json!({"rule": "per-round"}),

@@ -164,6 +164,16 @@ fn the_readme_proposal_parses_as_a_proposal_and_its_coordinator_toml_governance_
     );
     let p: fedledger_ledger::records::Proposal = serde_json::from_str(&real).unwrap();
     fedledger_ledger::records::check_proposal(&p).unwrap();
+    // The reward rule's change, a second block.
+    let json = readme
+        .split("```json\n")
+        .nth(2)
+        .and_then(|b| b.split("```").next())
+        .expect("the README's reward rule change");
+    let change: fedledger_ledger::records::Change = serde_json::from_str(json).unwrap();
+    let mut with_rule = p.clone();
+    with_rule.changes = vec![change];
+    fedledger_ledger::records::check_proposal(&with_rule).unwrap();
     let value: toml::Table = toml::from_str(&block("coordinator.toml")).unwrap();
     let g: fedledger_coordinator::config::GovernanceSection =
         value["governance"].clone().try_into().unwrap();

@@ -5,6 +5,7 @@
 //! when the round ends a period, settles the period (settled rule); it writes nothing. The engine persists what it returns; replay calls the same pieces to
 //! recompute a recorded round.
 
+use fedledger_ledger::records::period_ending;
 use fedledger_model::{Dataset, digest::vector_sha256};
 
 use super::CloseJob;
@@ -86,7 +87,7 @@ pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         .rewards
         .settlement_rule(cfg.valuation.reward_pool_per_round);
     if let Some(rule) = rule
-        && rule.ends_period(closed.outcome.round, cfg.rounds)
+        && let Some(period) = period_ending(&cfg.reward_segments, closed.outcome.round, cfg.rounds)
     {
         let mut rounds: Vec<&RoundOutcome> = earlier_rounds
             .iter()
@@ -94,7 +95,7 @@ pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
             .collect();
         rounds.sort_by_key(|o| o.round);
         rounds.push(&closed.outcome);
-        closed.outcome.settlement = Some(settle_period(cfg, &rule, &rounds));
+        closed.outcome.settlement = Some(settle_period(cfg, &rule, period, &rounds));
     }
     Ok(closed)
 }

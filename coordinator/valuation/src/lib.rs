@@ -86,10 +86,12 @@
 //! [`settle`] is the reward rule [`RULE_SETTLED`]: over a period of rounds, only rounds that
 //! improved the model count, values accumulate, a value is paid only when it is distinguishable
 //! from zero at the rule's `z` (accumulated value > z x combined standard error), and the
-//! period's pool is split with [`split_rewards`]. [`settle_cumulative`] is the default rule
+//! period's pool is split with [`split_rewards`]. [`settle_cumulative`] is the rule
 //! [`RULE_SETTLED_CUMULATIVE`]: the same test over all rounds since the first, each period's
-//! pool paid towards every participant's share of everything paid so far. Integer arithmetic
-//! only, so `verify` recomputes every settlement from the ledger's recorded values.
+//! pool paid towards every participant's share of everything paid so far. [`settle_impact`] is
+//! the default rule [`RULE_SETTLED_IMPACT`]: the cumulative rule with the values of rounds that
+//! did not improve the model counted too (their pool is still nothing). Integer
+//! arithmetic only, so `verify` recomputes every settlement from the ledger's recorded values.
 //!
 //! # Abuse flags
 //!
@@ -135,6 +137,7 @@ pub use metrics::{relative_l2, spearman};
 pub use rewards::{RewardEntry, RewardSplit, split_rewards};
 pub use rng::rng_for_seed;
 pub use settle::{
-    RULE_PER_ROUND, RULE_SETTLED, RULE_SETTLED_CUMULATIVE, RoundValues, SettledParticipant,
-    Settlement, SettlementRule, ValueEntry, distinguishable, isqrt_u128, settle, settle_cumulative,
+    NonImproving, RULE_PER_ROUND, RULE_SETTLED, RULE_SETTLED_CUMULATIVE, RULE_SETTLED_IMPACT,
+    RoundValues, SettledParticipant, Settlement, SettlementRule, ValueEntry, distinguishable,
+    isqrt_u128, settle, settle_accumulated, settle_cumulative, settle_impact,
 };

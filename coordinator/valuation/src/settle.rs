@@ -1,6 +1,6 @@
 //! Settling rewards over periods of rounds from the values recorded for each round.
 //!
-//! Two rules, in integers only so that anyone recomputes them exactly from the ledger. The
+//! Three rules, in integers only so that anyone recomputes them exactly from the ledger. The
 //! first, [`RULE_SETTLED`] (`shapley-settled/v1`), settles each period on its own:
 //!
 //! 1. A round *counts* when it completed and its total gain (validation score after minus before,
@@ -28,7 +28,7 @@
 //!    largest remainder, ties to the ascending key), so it is conserved exactly; if nobody is
 //!    distinguishable nobody is paid and the recorded pool is 0.
 //!
-//! # Cumulative settlement ([`RULE_SETTLED_CUMULATIVE`], `shapley-settled/v2`, the default)
+//! # Cumulative settlement ([`RULE_SETTLED_CUMULATIVE`], `shapley-settled/v2`)
 //!
 //! Settling each period on its own tests each period's evidence on its own: late periods,
 //! after the model has converged, hold values of a few thousandths that are mostly noise, and
@@ -62,17 +62,56 @@
 //! A multiple-testing correction (a larger `z` for later periods) would make chance passes rarer
 //! but still settle each period on a handful of noisy rounds; accumulating the evidence makes
 //! the early, informative rounds weigh in every later settlement as well.
+//!
+//! # Every round's impact counts ([`RULE_SETTLED_IMPACT`], `shapley-settled/v3`, the default)
+//!
+//! v1 and v2 leave a round that did not improve the model out entirely, so a hospital whose
+//! update made the model worse in such a round (a large negative value) loses nothing by it,
+//! and the order of rewards can differ from the order of the hospitals' total values. v3 is v2
+//! with one change in step 1, the accumulation: every eligible value of every completed round
+//! counts, whether the round improved the model or not. The pool still comes only from
+//! improving rounds (step 2 of v2: `pool_per_round` times the period's counted rounds), so no
+//! reward is paid for a round that did not improve the model, and `counted_rounds` names the
+//! improving rounds only; but what a hospital did in every round decides its share of it.
+//!
+//! The standard errors combine as before, over every term added: each such round adds its
+//! `se_nano^2` to the bootstrap sum and one to `T` (the rounds multiplying the round-to-round
+//! variance `T * s^2`). A line's `rounds` is that `T`: every completed round it was eligible
+//! in.
+//!
+//! A variant was measured and not chosen ([`NonImproving::HarmOnly`], no recorded rule): a
+//! non-improving round adding only each value's negative part, `min(value, 0)` (harm counts,
+//! help in a round that made the model worse does not). With the same standard errors (each
+//! clipped term adds its round's `se^2` and one to `T`, an upper bound on its variance), it
+//! still ordered the default run's rewards unlike the total values when a hospital's positive
+//! values in non-improving rounds were what put it ahead (README, "Measured").
 
 use crate::{RewardEntry, split_rewards};
 
 /// The rule settled over periods, each period on its own.
 pub const RULE_SETTLED: &str = "shapley-settled/v1";
-/// The rule settled over periods from the values accumulated since round 1 (the default).
+/// The rule settled over periods from the values accumulated since round 1.
 pub const RULE_SETTLED_CUMULATIVE: &str = "shapley-settled/v2";
+/// [`RULE_SETTLED_CUMULATIVE`] with the values of non-improving rounds counted too (the
+/// default).
+pub const RULE_SETTLED_IMPACT: &str = "shapley-settled/v3";
 /// The first rule: each round's pool split by that round's positive values.
 pub const RULE_PER_ROUND: &str = "shapley-proportional/v1";
 
-/// The parameters of [`RULE_SETTLED`] and [`RULE_SETTLED_CUMULATIVE`].
+/// How a completed round whose total gain is not positive enters the accumulated values (it
+/// never adds to the pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonImproving {
+    /// It adds nothing ([`RULE_SETTLED`], [`RULE_SETTLED_CUMULATIVE`]).
+    Ignored,
+    /// Each eligible value adds its negative part, `min(value, 0)`. No recorded rule; kept to
+    /// measure against.
+    HarmOnly,
+    /// Each eligible value adds in full ([`RULE_SETTLED_IMPACT`]).
+    Full,
+}
+
+/// The parameters of [`RULE_SETTLED`], [`RULE_SETTLED_CUMULATIVE`] and [`RULE_SETTLED_IMPACT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SettlementRule {
     /// Integer base units per counted round.
@@ -136,7 +175,8 @@ pub struct SettledParticipant {
     pub value_nano: i64,
     /// Standard error of that sum, `floor(sqrt(V))` (the test itself is exact).
     pub se_nano: u64,
-    /// Counted rounds whose value it accumulated.
+    /// Rounds whose value it accumulated: counted rounds (under [`RULE_SETTLED_IMPACT`] every
+    /// completed round) it was eligible in.
     pub rounds: u64,
     /// Whether the accumulated value is distinguishable from zero (and so paid).
     pub distinguishable: bool,
@@ -249,6 +289,7 @@ fn accumulate<'a>(
     rule: &SettlementRule,
     rounds: &[RoundValues<'a>],
     from_round: u64,
+    non_improving: NonImproving,
 ) -> (Vec<u64>, Vec<Line<'a>>) {
     use std::collections::BTreeMap;
     struct Acc {
@@ -278,8 +319,19 @@ fn accumulate<'a>(
             if r.completed && e.eligible {
                 a.history.push(e.value_nano);
             }
-            if counts && e.eligible {
-                a.value += i128::from(e.value_nano);
+            let term = if counts {
+                Some(e.value_nano)
+            } else if in_range && r.completed {
+                match non_improving {
+                    NonImproving::Ignored => None,
+                    NonImproving::HarmOnly => Some(e.value_nano.min(0)),
+                    NonImproving::Full => Some(e.value_nano),
+                }
+            } else {
+                None
+            };
+            if let Some(v) = term.filter(|_| e.eligible) {
+                a.value += i128::from(v);
                 let se = u128::from(e.se_nano);
                 a.se_sq = a.se_sq.saturating_add(se * se);
                 a.rounds += 1;
@@ -322,7 +374,7 @@ fn settled_participant(l: &Line<'_>, payout: u64) -> SettledParticipant {
 /// `rounds` from `first_round` on; `rounds` is the federation's history up to the period's end,
 /// ascending (its earlier rounds only inform each participant's round-to-round noise).
 pub fn settle(rule: &SettlementRule, rounds: &[RoundValues<'_>], first_round: u64) -> Settlement {
-    let (counted_rounds, lines) = accumulate(rule, rounds, first_round);
+    let (counted_rounds, lines) = accumulate(rule, rounds, first_round, NonImproving::Ignored);
     let pool = rule
         .pool_per_round
         .saturating_mul(counted_rounds.len() as u64);
@@ -385,7 +437,36 @@ pub fn settle_cumulative(
     first_round: u64,
     paid_before: &std::collections::BTreeMap<&str, u64>,
 ) -> Settlement {
-    let (all_counted, lines) = accumulate(rule, rounds, 1);
+    settle_accumulated(
+        rule,
+        rounds,
+        first_round,
+        paid_before,
+        NonImproving::Ignored,
+    )
+}
+
+/// Settles under [`RULE_SETTLED_IMPACT`] (see the module docs): [`settle_cumulative`] with each
+/// eligible value of a non-improving completed round counted as well.
+pub fn settle_impact(
+    rule: &SettlementRule,
+    rounds: &[RoundValues<'_>],
+    first_round: u64,
+    paid_before: &std::collections::BTreeMap<&str, u64>,
+) -> Settlement {
+    settle_accumulated(rule, rounds, first_round, paid_before, NonImproving::Full)
+}
+
+/// The cumulative settlement with non-improving rounds entering the accumulation as
+/// `non_improving` says: [`settle_cumulative`] and [`settle_impact`] are its recorded rules.
+pub fn settle_accumulated(
+    rule: &SettlementRule,
+    rounds: &[RoundValues<'_>],
+    first_round: u64,
+    paid_before: &std::collections::BTreeMap<&str, u64>,
+    non_improving: NonImproving,
+) -> Settlement {
+    let (all_counted, lines) = accumulate(rule, rounds, 1, non_improving);
     let counted_rounds: Vec<u64> = all_counted
         .into_iter()
         .filter(|&r| r >= first_round)
@@ -662,6 +743,89 @@ mod tests {
         assert_eq!(s.participants.iter().map(|p| p.payout).sum::<u64>(), 5000);
     }
 
+    #[test]
+    fn impact_counts_every_round_but_pays_only_for_improving_ones() {
+        // Rounds 1, 3 improve; round 2 made the model worse: "a" did the harm (-400), "b"
+        // helped (+300), "c" was a copy.
+        let mut rounds = Vec::new();
+        for r in 1..=3u64 {
+            let worse = r == 2;
+            rounds.push(RoundValues {
+                round: r,
+                completed: true,
+                gain_nano: if worse { -100 } else { 1000 },
+                entries: vec![
+                    e("a", if worse { -400 } else { 1000 }, 1, true),
+                    e("b", if worse { 300 } else { 700 }, 1, true),
+                    e("c", if worse { -900 } else { 700 }, 1, false),
+                ],
+            });
+        }
+        let rule = SettlementRule {
+            pool_per_round: 1000,
+            period_rounds: 3,
+            z_milli: 0,
+        };
+        let none = Default::default();
+        let v2 = settle_cumulative(&rule, &rounds, 1, &none);
+        let v3 = settle_impact(&rule, &rounds, 1, &none);
+        let harm = settle_accumulated(&rule, &rounds, 1, &none, NonImproving::HarmOnly);
+        // The pool comes from the improving rounds only, under every variant.
+        for s in [&v2, &v3, &harm] {
+            assert_eq!((s.counted_rounds.clone(), s.pool), (vec![1, 3], 2000));
+        }
+        let lines = |s: &Settlement| -> Vec<(i64, u64, u64)> {
+            s.participants
+                .iter()
+                .map(|p| (p.value_nano, p.rounds, p.payout))
+                .collect()
+        };
+        // v2: a 2000 over 2 rounds, b 1400: paid 2000 x 2000/3400 and 2000 x 1400/3400.
+        assert_eq!(lines(&v2), vec![(2000, 2, 1176), (1400, 2, 824), (0, 0, 0)]);
+        // v3: every value counts, a 1600 and b 1700 over 3 rounds: 2000 x 1600/3300 and
+        // 2000 x 1700/3300 (the order of the total values).
+        assert_eq!(lines(&v3), vec![(1600, 3, 970), (1700, 3, 1030), (0, 0, 0)]);
+        // Harm only: a's -400 counts, b's +300 does not: 1600 and 1400, the other order.
+        assert_eq!(
+            lines(&harm),
+            vec![(1600, 3, 1067), (1400, 3, 933), (0, 0, 0)]
+        );
+        // The non-improving round enters b's variance: its steps of 400 make s = 400 / 0.954
+        // = 419, over three rounds sqrt(3) x 419 = 726 (v2, over two: 593).
+        assert_eq!(
+            (v2.participants[1].se_nano, v3.participants[1].se_nano),
+            (593, 726)
+        );
+        // A round made worse by everyone pays nothing, its values still recorded.
+        let worse = vec![RoundValues {
+            round: 1,
+            completed: true,
+            gain_nano: -5,
+            entries: vec![e("a", -3, 1, true), e("b", 2, 1, true)],
+        }];
+        let s = settle_impact(&rule, &worse, 1, &none);
+        assert_eq!((s.pool, s.counted_rounds.len()), (0, 0));
+        assert!(s.participants.iter().all(|p| p.payout == 0));
+        assert_eq!(
+            s.participants
+                .iter()
+                .map(|p| p.value_nano)
+                .collect::<Vec<_>>(),
+            vec![-3, 2]
+        );
+        // An abandoned round adds nothing under any rule.
+        let abandoned = vec![RoundValues {
+            round: 1,
+            completed: false,
+            gain_nano: 0,
+            entries: vec![e("a", 50, 1, true)],
+        }];
+        assert_eq!(
+            settle_impact(&rule, &abandoned, 1, &none).participants[0].rounds,
+            0
+        );
+    }
+
     /// A round as generated: gain, completed, and (key index, value, s.e., eligible) lines.
     type RawRound = (i64, bool, Vec<(u8, i64, u64, bool)>);
 
@@ -753,58 +917,154 @@ mod tests {
             period_rounds in 1u64..4,
             raw in rounds_strategy(),
         ) {
-            let keys: Vec<String> = (0..12u8).map(|k| format!("{k:02x}")).collect();
             let rule = SettlementRule { pool_per_round, period_rounds, z_milli };
-            let rounds = rounds_of(&raw, &keys);
-            let total = rounds.len() as u64;
-            let mut paid: std::collections::BTreeMap<&str, u64> = Default::default();
-            for end in (1..=total).filter(|&r| rule.ends_period(r, total)) {
-                let first = rule.first_round(rule.period_of(end));
-                let history = &rounds[..end as usize];
-                let s = settle_cumulative(&rule, history, first, &paid);
-                let counted = history
-                    .iter()
-                    .filter(|r| r.round >= first && r.completed && r.gain_nano > 0)
-                    .count() as u64;
-                let anyone = s.participants.iter().any(|p| p.distinguishable);
-                prop_assert_eq!(s.pool, if anyone { pool_per_round * counted } else { 0 });
-                let sum: u128 = s.participants.iter().map(|p| u128::from(p.payout)).sum();
-                prop_assert_eq!(sum, u128::from(s.pool));
-                // The targets of the cumulative pool, recomputed independently.
-                let c: u128 = paid.values().map(|&p| u128::from(p)).sum::<u128>() + u128::from(s.pool);
-                let total_value: u128 = s
-                    .participants
-                    .iter()
-                    .filter(|p| p.distinguishable)
-                    .map(|p| u128::from(p.value_nano.unsigned_abs()))
-                    .sum();
-                for p in &s.participants {
-                    if !p.distinguishable {
-                        prop_assert_eq!(p.payout, 0);
-                        continue;
+            check_periods(&rule, &raw, NonImproving::Ignored)?;
+        }
+
+        /// The same for the impact rule (v3): conservation, integer units, targets; and each
+        /// line's value is the sum of its values in every completed round it was eligible in,
+        /// recomputed independently.
+        #[test]
+        fn impact_conserves_each_pool_and_respects_the_targets(
+            pool_per_round in prop_oneof![0u64..10_000, 0u64..(1 << 40)],
+            z_milli in prop_oneof![0u64..5000, any::<u64>()],
+            period_rounds in 1u64..4,
+            raw in rounds_strategy(),
+        ) {
+            let rule = SettlementRule { pool_per_round, period_rounds, z_milli };
+            check_periods(&rule, &raw, NonImproving::Full)?;
+        }
+
+        /// And for the variant measured against it (harm only).
+        #[test]
+        fn harm_only_conserves_each_pool_and_respects_the_targets(
+            pool_per_round in prop_oneof![0u64..10_000, 0u64..(1 << 40)],
+            z_milli in prop_oneof![0u64..5000, any::<u64>()],
+            period_rounds in 1u64..4,
+            raw in rounds_strategy(),
+        ) {
+            let rule = SettlementRule { pool_per_round, period_rounds, z_milli };
+            check_periods(&rule, &raw, NonImproving::HarmOnly)?;
+        }
+    }
+
+    /// Settles every period of the drawn history `raw` in turn under the cumulative settlement
+    /// with `non_improving` and checks each settlement (see the properties above).
+    fn check_periods(
+        rule: &SettlementRule,
+        raw: &[RawRound],
+        non_improving: NonImproving,
+    ) -> Result<(), TestCaseError> {
+        let (rule, pool_per_round) = (*rule, rule.pool_per_round);
+        let keys: Vec<String> = (0..12u8).map(|k| format!("{k:02x}")).collect();
+        let rounds = rounds_of(raw, &keys);
+
+        let total = rounds.len() as u64;
+        let mut paid: std::collections::BTreeMap<&str, u64> = Default::default();
+        for end in (1..=total).filter(|&r| rule.ends_period(r, total)) {
+            let first = rule.first_round(rule.period_of(end));
+            let history = &rounds[..end as usize];
+            let s = settle_accumulated(&rule, history, first, &paid, non_improving);
+            let counted = history
+                .iter()
+                .filter(|r| r.round >= first && r.completed && r.gain_nano > 0)
+                .count() as u64;
+            let anyone = s.participants.iter().any(|p| p.distinguishable);
+            prop_assert_eq!(s.pool, if anyone { pool_per_round * counted } else { 0 });
+            let sum: u128 = s.participants.iter().map(|p| u128::from(p.payout)).sum();
+            prop_assert_eq!(sum, u128::from(s.pool));
+            // The targets of the cumulative pool, recomputed independently.
+            let c: u128 = paid.values().map(|&p| u128::from(p)).sum::<u128>() + u128::from(s.pool);
+            let total_value: u128 = s
+                .participants
+                .iter()
+                .filter(|p| p.distinguishable)
+                .map(|p| u128::from(p.value_nano.unsigned_abs()))
+                .sum();
+            for p in &s.participants {
+                if !p.distinguishable {
+                    prop_assert_eq!(p.payout, 0);
+                    continue;
+                }
+                prop_assert!(p.value_nano > 0);
+                // ceil of the exact target bounds what it may have in all.
+                let v = u128::from(p.value_nano.unsigned_abs());
+                let ceil_target = (c * v).div_ceil(total_value);
+                let had = u128::from(
+                    paid.get(p.participant_key_hex.as_str())
+                        .copied()
+                        .unwrap_or(0),
+                );
+                prop_assert!(
+                    p.payout == 0 || had + u128::from(p.payout) <= ceil_target,
+                    "{} paid {} on top of {} beyond its target {}",
+                    p.participant_key_hex,
+                    p.payout,
+                    had,
+                    ceil_target
+                );
+            }
+            // Lines: everyone with a contribution so far, sorted by key.
+            let mut everyone: Vec<&str> = history
+                .iter()
+                .flat_map(|r| r.entries.iter().map(|e| e.participant_key_hex))
+                .collect();
+            everyone.sort_unstable();
+            everyone.dedup();
+            let named: Vec<&str> = s
+                .participants
+                .iter()
+                .map(|p| p.participant_key_hex.as_str())
+                .collect();
+            prop_assert_eq!(named, everyone);
+            prop_assert_eq!(
+                settle_accumulated(&rule, history, first, &paid, non_improving),
+                s.clone()
+            );
+            let named_rule = match non_improving {
+                NonImproving::Ignored => Some(settle_cumulative(&rule, history, first, &paid)),
+                NonImproving::Full => Some(settle_impact(&rule, history, first, &paid)),
+                NonImproving::HarmOnly => None,
+            };
+            prop_assert!(named_rule.is_none_or(|n| n == s));
+            // Each line's value and rounds, recomputed independently.
+            for p in &s.participants {
+                let (mut value, mut n) = (0i128, 0u64);
+                for r in history.iter().filter(|r| r.completed) {
+                    for e in r
+                        .entries
+                        .iter()
+                        .filter(|e| e.eligible && e.participant_key_hex == p.participant_key_hex)
+                    {
+                        let term = match (r.gain_nano > 0, non_improving) {
+                            (true, _) => Some(e.value_nano),
+                            (false, NonImproving::Ignored) => None,
+                            (false, NonImproving::HarmOnly) => Some(e.value_nano.min(0)),
+                            (false, NonImproving::Full) => Some(e.value_nano),
+                        };
+                        if let Some(t) = term {
+                            value += i128::from(t);
+                            n += 1;
+                        }
                     }
-                    prop_assert!(p.value_nano > 0);
-                    // ceil of the exact target bounds what it may have in all.
-                    let v = u128::from(p.value_nano.unsigned_abs());
-                    let ceil_target = (c * v).div_ceil(total_value);
-                    let had = u128::from(paid.get(p.participant_key_hex.as_str()).copied().unwrap_or(0));
-                    prop_assert!(
-                        p.payout == 0 || had + u128::from(p.payout) <= ceil_target,
-                        "{} paid {} on top of {} beyond its target {}", p.participant_key_hex, p.payout, had, ceil_target
-                    );
                 }
-                // Lines: everyone with a contribution so far, sorted by key.
-                let mut everyone: Vec<&str> = history.iter().flat_map(|r| r.entries.iter().map(|e| e.participant_key_hex)).collect();
-                everyone.sort_unstable();
-                everyone.dedup();
-                let named: Vec<&str> = s.participants.iter().map(|p| p.participant_key_hex.as_str()).collect();
-                prop_assert_eq!(named, everyone);
-                prop_assert_eq!(settle_cumulative(&rule, history, first, &paid), s.clone());
-                for p in &s.participants {
-                    let k = keys.iter().find(|k| **k == p.participant_key_hex).map(String::as_str).unwrap_or("");
-                    *paid.entry(k).or_insert(0) += p.payout;
-                }
+                let value = value.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+                prop_assert_eq!(
+                    (p.value_nano, p.rounds),
+                    (value, n),
+                    "{}",
+                    p.participant_key_hex
+                );
+            }
+            for p in &s.participants {
+                let k = keys
+                    .iter()
+                    .find(|k| **k == p.participant_key_hex)
+                    .map(String::as_str)
+                    .unwrap_or("");
+                *paid.entry(k).or_insert(0) += p.payout;
             }
         }
+        Ok(())
     }
 }

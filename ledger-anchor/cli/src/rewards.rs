@@ -11,12 +11,12 @@ use fedledger_ledger::verify::{
     ConsensusInputs, RecomputedConsensus, RecomputedSettlement, RecordedRound, RewardRule,
 };
 use fedledger_valuation::{
-    FLAG_COPY_OF_PREFIX, RULE_SETTLED, RULE_SETTLED_CUMULATIVE, RoundValues, SettlementRule,
-    ValueEntry, settle, settle_cumulative,
+    FLAG_COPY_OF_PREFIX, NonImproving, RULE_SETTLED, RULE_SETTLED_CUMULATIVE, RULE_SETTLED_IMPACT,
+    RoundValues, SettlementRule, ValueEntry, settle, settle_accumulated,
 };
 
-/// Recomputes settlements with `fedledger_valuation::settle` or `settle_cumulative`, as the
-/// settlement's rule names.
+/// Recomputes settlements with `fedledger_valuation::settle`, `settle_cumulative` or
+/// `settle_impact`, as the settlement's rule names.
 pub struct ValuationRewards;
 
 impl RewardRule for ValuationRewards {
@@ -27,9 +27,11 @@ impl RewardRule for ValuationRewards {
         first_round: u64,
         paid_before: &BTreeMap<&str, u64>,
     ) -> Result<RecomputedSettlement, String> {
+        // `None`: each period on its own; else cumulative, with non-improving rounds counted so.
         let cumulative = match rule.rule.as_str() {
-            RULE_SETTLED => false,
-            RULE_SETTLED_CUMULATIVE => true,
+            RULE_SETTLED => None,
+            RULE_SETTLED_CUMULATIVE => Some(NonImproving::Ignored),
+            RULE_SETTLED_IMPACT => Some(NonImproving::Full),
             other => return Err(format!("{other} is not settled over periods")),
         };
         let (Some(period_rounds), Some(z_milli)) = (rule.period_rounds, rule.z_milli) else {
@@ -58,10 +60,11 @@ impl RewardRule for ValuationRewards {
                     .collect(),
             })
             .collect();
-        let s = if cumulative {
-            settle_cumulative(&params, &rounds, first_round, paid_before)
-        } else {
-            settle(&params, &rounds, first_round)
+        let s = match cumulative {
+            Some(non_improving) => {
+                settle_accumulated(&params, &rounds, first_round, paid_before, non_improving)
+            }
+            None => settle(&params, &rounds, first_round),
         };
         Ok(RecomputedSettlement {
             counted_rounds: s.counted_rounds,

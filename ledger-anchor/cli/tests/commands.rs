@@ -239,6 +239,17 @@ fn settled_log(
     rounds: u64,
     tamper: impl Fn(u64, &mut fedledger_ledger::records::SettlementEntry),
 ) -> fedledger_ledger::Log {
+    settled_log_computed_by(dir, rule, rule, rounds, tamper)
+}
+
+/// [`settled_log`] whose settlements name `rule` but are computed by `computed_by`.
+fn settled_log_computed_by(
+    dir: &std::path::Path,
+    rule: &str,
+    computed_by: &str,
+    rounds: u64,
+    tamper: impl Fn(u64, &mut fedledger_ledger::records::SettlementEntry),
+) -> fedledger_ledger::Log {
     use fedledger_ledger::records::*;
     use fedledger_ledger::verify::{RecordedRound, RecordedValue, RewardRule};
     let mut fed = Federation::new(4, 1);
@@ -292,8 +303,12 @@ fn settled_log(
                 })
                 .collect();
             let paid_before = paid.iter().map(|(k, &v)| (k.as_str(), v)).collect();
+            let computing = RewardRecord {
+                rule: computed_by.into(),
+                ..fed.reward.clone()
+            };
             let want = fedledger_ledger_cli::ValuationRewards
-                .settle(&fed.reward, &recorded, n - 1, &paid_before)
+                .settle(&computing, &recorded, n - 1, &paid_before)
                 .unwrap();
             let mut st = SettlementEntry {
                 v: RECORD_VERSION,
@@ -342,10 +357,42 @@ fn verify_with_rules(dir: &std::path::Path) -> fedledger_ledger::verify::VerifyR
 /// naming the settlement entry.
 #[test]
 fn verify_recomputes_settlements_and_catches_a_changed_payout() {
-    use fedledger_ledger::records::{REWARD_RULE_SETTLED, REWARD_RULE_SETTLED_CUMULATIVE};
-    for rule in [REWARD_RULE_SETTLED, REWARD_RULE_SETTLED_CUMULATIVE] {
+    use fedledger_ledger::records::{
+        REWARD_RULE_SETTLED, REWARD_RULE_SETTLED_CUMULATIVE, REWARD_RULE_SETTLED_IMPACT,
+    };
+    for rule in [
+        REWARD_RULE_SETTLED,
+        REWARD_RULE_SETTLED_CUMULATIVE,
+        REWARD_RULE_SETTLED_IMPACT,
+    ] {
         recomputes_and_catches(rule);
     }
+}
+
+/// `verify` follows the rule the settlement names: settlements computed by the cumulative rule
+/// (v2) but recorded as the impact rule (v3) fail, because under v3 the round that made the
+/// model worse (round 3) enters each line's rounds and standard error.
+#[test]
+fn verify_catches_a_settlement_computed_under_another_rule() {
+    use fedledger_ledger::records::{REWARD_RULE_SETTLED_CUMULATIVE, REWARD_RULE_SETTLED_IMPACT};
+    let (store, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let log = settled_log_computed_by(
+        store.path(),
+        REWARD_RULE_SETTLED_IMPACT,
+        REWARD_RULE_SETTLED_CUMULATIVE,
+        4,
+        |_, _| {},
+    );
+    fedledger_ledger::export::export(&log, out.path()).unwrap();
+    let report = verify_with_rules(out.path());
+    assert!(!report.ok(), "{report}");
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| f.what.contains("recomputed from the recorded values")),
+        "{report}"
+    );
 }
 
 fn recomputes_and_catches(rule: &str) {

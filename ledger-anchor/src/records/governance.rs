@@ -21,6 +21,13 @@
 //! effect when anchored; every other change from `from_round` on: the rules of round r are
 //! the genesis's with the changes of every entry whose `from_round <= r` applied in ledger
 //! order ([`Governance::rules_for`]).
+//!
+//! A change of the reward rule or its period ([`Change::RewardRule`]) also moves where
+//! settlements fall: the running period ends at round `from_round - 1`, and periods of the new
+//! settings start at `from_round` ([`period_ending`], from [`Governance::reward_segments`]).
+//! Whoever closes round `from_round - 1` must know that, so such a change must be anchored
+//! before that round's summary (`verify` fails a later one; the coordinator asks for one more
+//! round of margin: `from_round` at least two after the open round).
 
 use std::collections::BTreeMap;
 
@@ -126,6 +133,20 @@ pub enum Change {
     RewardPool {
         /// Integer base units.
         pool_per_round: u64,
+    },
+    /// The reward rule and its settlement parameters (the pool is [`Change::RewardPool`]'s).
+    /// Only among the rules settled over periods, and only in a federation whose rule is
+    /// settled: a federation paid per round stays so. A change of the rule, `period_rounds`
+    /// or `z_milli` ends the running settlement period at round `from_round - 1` (settled at
+    /// that round's close under the rule then in force) and starts the first period of the
+    /// new settings at `from_round` ([`period_ending`]).
+    RewardRule {
+        /// `shapley-settled/v1`, `/v2` or `/v3`.
+        rule: String,
+        /// Rounds per settlement period, at least 1.
+        period_rounds: u64,
+        /// `z` times 1000.
+        z_milli: u64,
     },
     /// The valuation estimator.
     Estimator {
@@ -290,6 +311,25 @@ impl Change {
                 }
             }
             Change::RewardPool { .. } => {}
+            Change::RewardRule {
+                rule,
+                period_rounds,
+                z_milli,
+            } => {
+                let record = RewardRecord {
+                    rule: rule.clone(),
+                    pool_per_round: 0,
+                    period_rounds: Some(*period_rounds),
+                    z_milli: Some(*z_milli),
+                };
+                record.check(cx, field)?;
+                if !record.is_settled() {
+                    return Err(cx.err(
+                        f("rule"),
+                        "only a rule settled over periods can be governed",
+                    ));
+                }
+            }
             Change::Estimator { estimator } => cx.nonempty(&f("estimator"), estimator)?,
             Change::Utility { utility } => {
                 if !UTILITIES.contains(&utility.as_str()) {
@@ -626,6 +666,21 @@ impl Rules {
                 self.deadline_secs = Some(*deadline_secs);
             }
             Change::RewardPool { pool_per_round } => self.reward.pool_per_round = *pool_per_round,
+            Change::RewardRule {
+                rule,
+                period_rounds,
+                z_milli,
+            } => {
+                if !self.reward.is_settled() {
+                    return Err(format!(
+                        "the federation pays per round ({}); its reward rule cannot become one settled over periods",
+                        self.reward.rule
+                    ));
+                }
+                self.reward.rule = rule.clone();
+                self.reward.period_rounds = Some(*period_rounds);
+                self.reward.z_milli = Some(*z_milli);
+            }
             Change::Estimator { estimator } => self.estimator = Some(estimator.clone()),
             Change::Utility { utility } => self.utility = Some(utility.clone()),
             Change::Schema { schema } => self.schema = Some(schema.clone()),
@@ -725,6 +780,55 @@ pub struct Governance {
     anchored: Vec<Proposal>,
 }
 
+/// A settlement period: its number (from 1, counted on across changes of the reward rule) and
+/// its first and last rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettlementPeriod {
+    /// From 1.
+    pub number: u64,
+    /// Its first round.
+    pub first: u64,
+    /// Its last round (the round whose close settles it).
+    pub last: u64,
+}
+
+/// The settlement period that `round` ends, if it ends one, in a federation of `total_rounds`
+/// rounds whose reward settings run in `segments`: `(first round, period_rounds)` of each
+/// stretch of rounds under one rule, `period_rounds` and `z_milli`, ascending from round 1
+/// ([`Governance::reward_segments`]). Within a segment, periods of `period_rounds` rounds
+/// start at its first round; a period also ends at the segment's last round (the round before
+/// a change takes effect) and at the federation's last round.
+pub fn period_ending(
+    segments: &[(u64, u64)],
+    round: u64,
+    total_rounds: u64,
+) -> Option<SettlementPeriod> {
+    let mut number = 0u64;
+    for (i, &(start, p)) in segments.iter().enumerate() {
+        let p = p.max(1);
+        if round < start {
+            return None;
+        }
+        let next = segments.get(i + 1).map(|s| s.0);
+        if let Some(next) = next
+            && round >= next
+        {
+            number = number.saturating_add(next.saturating_sub(start).div_ceil(p));
+            continue;
+        }
+        let k = (round - start) / p;
+        let ends = round == total_rounds
+            || (round - start + 1).is_multiple_of(p)
+            || next == Some(round.saturating_add(1));
+        return ends.then(|| SettlementPeriod {
+            number: number.saturating_add(k + 1),
+            first: start + k * p,
+            last: round,
+        });
+    }
+    None
+}
+
 impl Governance {
     /// From the genesis entry's bytes, its record and its enrolments.
     pub fn new(genesis_bytes: &[u8], g: &FederationEntry, enrolments: &[&EnrolmentEntry]) -> Self {
@@ -782,6 +886,39 @@ impl Governance {
             }
         }
         rules
+    }
+
+    /// The segments of rounds 1 to `through` under one reward rule, `period_rounds` and
+    /// `z_milli`, as [`period_ending`] reads them: round 1, then every `from_round` where the
+    /// rules in force change one of them (a change of the pool alone starts none).
+    pub fn reward_segments(&self, through: u64) -> Vec<(u64, u64)> {
+        let settings = |r: &Rules| {
+            (
+                r.reward.rule.clone(),
+                r.reward.period_rounds,
+                r.reward.z_milli,
+            )
+        };
+        let first = self.rules_for(1);
+        let mut prev = settings(&first);
+        let mut segments = vec![(1, first.reward.period_rounds.unwrap_or(1))];
+        let mut starts: Vec<u64> = self
+            .anchored
+            .iter()
+            .map(|p| p.from_round)
+            .filter(|r| (2..=through).contains(r))
+            .collect();
+        starts.sort_unstable();
+        starts.dedup();
+        for start in starts {
+            let rules = self.rules_for(start);
+            let now = settings(&rules);
+            if now != prev {
+                segments.push((start, rules.reward.period_rounds.unwrap_or(1)));
+                prev = now;
+            }
+        }
+        segments
     }
 
     /// Checks `proposal` and `signatures` against the acceptance rule: this federation,
@@ -1182,6 +1319,83 @@ mod tests {
                 assert!(why.contains("is already enrolled"), "{why}")
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn periods_follow_the_reward_segments() {
+        let ends = |segments: &[(u64, u64)], total: u64| -> Vec<(u64, u64, u64)> {
+            (1..=total)
+                .filter_map(|r| period_ending(segments, r, total))
+                .map(|p| (p.number, p.first, p.last))
+                .collect()
+        };
+        // One rule: every 5 rounds and the last.
+        assert_eq!(
+            ends(&[(1, 5)], 12),
+            vec![(1, 1, 5), (2, 6, 10), (3, 11, 12)]
+        );
+        // A change from round 8 to periods of 2: the running period ends at round 7.
+        assert_eq!(
+            ends(&[(1, 5), (8, 2)], 12),
+            vec![(1, 1, 5), (2, 6, 7), (3, 8, 9), (4, 10, 11), (5, 12, 12)]
+        );
+        // A change exactly at a period's start changes nothing but the rule after it.
+        assert_eq!(ends(&[(1, 3), (4, 3)], 6), vec![(1, 1, 3), (2, 4, 6)]);
+        assert_eq!(period_ending(&[(1, 5), (8, 2)], 0, 12), None);
+    }
+
+    #[test]
+    fn a_reward_rule_change_starts_a_segment_and_is_checked() {
+        use crate::records::{REWARD_RULE_SETTLED_CUMULATIVE, REWARD_RULE_SETTLED_IMPACT};
+        let (mut gov, keys, genesis_bytes) = setup();
+        let mut g = gov.rules_for(1);
+        // The test genesis pays per round: a settled rule cannot be governed in.
+        g.reward.rule = crate::records::REWARD_RULE.into();
+        let change = Change::RewardRule {
+            rule: REWARD_RULE_SETTLED_IMPACT.into(),
+            period_rounds: 2,
+            z_milli: 1500,
+        };
+        assert!(g.clone().apply(std::slice::from_ref(&change)).is_err());
+        // In a settled federation it applies and starts a segment at its from_round.
+        gov.genesis.reward = RewardRecord {
+            rule: REWARD_RULE_SETTLED_CUMULATIVE.into(),
+            pool_per_round: 7,
+            period_rounds: Some(5),
+            z_milli: Some(2000),
+        };
+        let mut p = proposal(&sha256_hex(&genesis_bytes));
+        p.from_round = 8;
+        p.changes = vec![change];
+        let entry = GovernanceEntry::new(p.clone(), vec![sign(&keys[0], &p), sign(&keys[1], &p)]);
+        gov.admit(9, &encode_canonical(&entry).unwrap(), &entry)
+            .unwrap();
+        assert_eq!(gov.reward_segments(7), vec![(1, 5)]);
+        assert_eq!(gov.reward_segments(100), vec![(1, 5), (8, 2)]);
+        let r = gov.rules_for(8).reward;
+        assert_eq!(
+            (
+                r.rule.as_str(),
+                r.pool_per_round,
+                r.period_rounds,
+                r.z_milli
+            ),
+            (REWARD_RULE_SETTLED_IMPACT, 7, Some(2), Some(1500))
+        );
+        // Unknown rules and the per-round rule are refused by the schema checks.
+        for (rule, period_rounds) in [
+            ("shapley-settled/v9", 2),
+            (crate::records::REWARD_RULE, 2),
+            (REWARD_RULE_SETTLED_IMPACT, 0),
+        ] {
+            let mut bad = p.clone();
+            bad.changes = vec![Change::RewardRule {
+                rule: rule.into(),
+                period_rounds,
+                z_milli: 0,
+            }];
+            assert!(check_proposal(&bad).is_err(), "{rule} {period_rounds}");
         }
     }
 

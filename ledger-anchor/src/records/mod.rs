@@ -75,6 +75,11 @@ pub const REWARD_RULE_SETTLED: &str = "shapley-settled/v1";
 /// [`SettlementEntry`]); the same parameters as [`REWARD_RULE_SETTLED`].
 pub const REWARD_RULE_SETTLED_CUMULATIVE: &str = "shapley-settled/v2";
 
+/// [`REWARD_RULE_SETTLED_CUMULATIVE`] with every round's values counted: a completed round whose
+/// total gain is not positive still adds nothing to the pool, but each eligible participant's
+/// value in it adds to its accumulated value; the same parameters and settlement lines.
+pub const REWARD_RULE_SETTLED_IMPACT: &str = "shapley-settled/v3";
+
 /// The uncertainty method of the round values: seeded bootstrap resamples of the validation
 /// rows, reusing the coalition models (the valuation crate's `bootstrap_standard_errors`).
 pub const UNCERTAINTY_BOOTSTRAP: &str = "bootstrap-validation-rows/v1";
@@ -149,8 +154,8 @@ pub struct WitnessesRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewardRecord {
-    /// Rule name ([`REWARD_RULE`], [`REWARD_RULE_SETTLED`] or
-    /// [`REWARD_RULE_SETTLED_CUMULATIVE`]).
+    /// Rule name ([`REWARD_RULE`], [`REWARD_RULE_SETTLED`], [`REWARD_RULE_SETTLED_CUMULATIVE`]
+    /// or [`REWARD_RULE_SETTLED_IMPACT`]).
     pub rule: String,
     /// Pool per completed round ([`REWARD_RULE`]) or per counted round
     /// ([`REWARD_RULE_SETTLED`]), integer base units.
@@ -199,15 +204,15 @@ impl WitnessesRecord {
 
 impl RewardRecord {
     /// True for the rules settled over periods ([`REWARD_RULE_SETTLED`],
-    /// [`REWARD_RULE_SETTLED_CUMULATIVE`]).
+    /// [`REWARD_RULE_SETTLED_CUMULATIVE`], [`REWARD_RULE_SETTLED_IMPACT`]).
     pub fn is_settled(&self) -> bool {
         self.rule == REWARD_RULE_SETTLED || self.is_cumulative()
     }
 
-    /// True for [`REWARD_RULE_SETTLED_CUMULATIVE`], whose settlement lines accumulate from
-    /// round 1 and name everyone with a contribution so far.
+    /// True for [`REWARD_RULE_SETTLED_CUMULATIVE`] and [`REWARD_RULE_SETTLED_IMPACT`], whose
+    /// settlement lines accumulate from round 1 and name everyone with a contribution so far.
     pub fn is_cumulative(&self) -> bool {
-        self.rule == REWARD_RULE_SETTLED_CUMULATIVE
+        self.rule == REWARD_RULE_SETTLED_CUMULATIVE || self.rule == REWARD_RULE_SETTLED_IMPACT
     }
 
     /// A known rule with exactly its parameters.
@@ -221,7 +226,7 @@ impl RewardRecord {
                     ));
                 }
             }
-            REWARD_RULE_SETTLED | REWARD_RULE_SETTLED_CUMULATIVE => {
+            REWARD_RULE_SETTLED | REWARD_RULE_SETTLED_CUMULATIVE | REWARD_RULE_SETTLED_IMPACT => {
                 if !matches!(self.period_rounds, Some(p) if p >= 1) {
                     return Err(cx.err(
                         format!("{field}.period_rounds"),

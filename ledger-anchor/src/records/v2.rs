@@ -11,7 +11,7 @@
 //! | `training` | `{rounds, quorum, local_epochs, batch_size, learning_rate, aggregation}` | as in v1 |
 //! | `privacy` | `{epsilon_budget, delta, clip_norm, noise_multiplier, accountants}` | decimal strings; `accountants`: the accountants whose spends the federation records |
 //! | `witnesses` | `{keys, quorum}` | cosignature/v1 keys; `quorum` <= keys |
-//! | `reward` | `{rule, pool_per_round[, period_rounds, z_milli]}` | [`REWARD_RULE`] (per round), [`REWARD_RULE_SETTLED`] or [`REWARD_RULE_SETTLED_CUMULATIVE`] (over periods, with their parameters) |
+//! | `reward` | `{rule, pool_per_round[, period_rounds, z_milli]}` | [`REWARD_RULE`] (per round), [`REWARD_RULE_SETTLED`], [`REWARD_RULE_SETTLED_CUMULATIVE`] or [`REWARD_RULE_SETTLED_IMPACT`] (over periods, with their parameters) |
 //! | `validation` | `{sha256}` | digest of the coordinator's validation file |
 //! | `governance` | `{governors, threshold}` | Ed25519 keys (hex, sorted) of the governors and the k of k-of-n; both may be empty/0 |
 //! | `schema` | `{label, features: [{name[, min, max]}]}`, optional | the accepted data schema (governed) |
@@ -47,7 +47,7 @@
 //! the index range of the round's contribution and decline entries, which immediately precede
 //! the summary in the same atomic batch.
 //!
-//! # `fedledger.settlement/v2` (a period's rewards, [`REWARD_RULE_SETTLED`] or [`REWARD_RULE_SETTLED_CUMULATIVE`])
+//! # `fedledger.settlement/v2` (a period's rewards, [`REWARD_RULE_SETTLED`], [`REWARD_RULE_SETTLED_CUMULATIVE`] or [`REWARD_RULE_SETTLED_IMPACT`])
 //!
 //! Written in the batch of the round that ends a period (every `period_rounds` rounds and the
 //! federation's last round), right after its summary, in `parts` consecutive entries of at
@@ -71,6 +71,11 @@
 //! `settle_cumulative`, which `verify` recomputes from the recorded rounds and the recorded
 //! payouts of the earlier settlements). `counted_rounds` and `pool` are the period's, as
 //! under [`REWARD_RULE_SETTLED`].
+//!
+//! Under [`REWARD_RULE_SETTLED_IMPACT`] the lines are cumulative as under
+//! [`REWARD_RULE_SETTLED_CUMULATIVE`], but `value_nano` also holds the participant's values in
+//! the completed rounds that did not improve the model, and `rounds` and `se_nano` cover those
+//! rounds too (the valuation crate's `settle_impact`). `counted_rounds` and `pool` are still the period's improving rounds.
 
 use serde::{Deserialize, Serialize};
 
@@ -588,9 +593,10 @@ impl SettlementEntry {
             return Err(cx.err(
                 "rule.rule",
                 format!(
-                    "a settlement applies {} or {}",
+                    "a settlement applies {}, {} or {}",
                     super::REWARD_RULE_SETTLED,
-                    super::REWARD_RULE_SETTLED_CUMULATIVE
+                    super::REWARD_RULE_SETTLED_CUMULATIVE,
+                    super::REWARD_RULE_SETTLED_IMPACT
                 ),
             ));
         }

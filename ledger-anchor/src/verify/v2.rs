@@ -14,6 +14,7 @@ use super::{
 use crate::records::{
     Change, ContributionEntry, EnrolmentEntry, FederationEntry, Governance, PrivacyObject,
     ROLE_CONTRIBUTOR, Record, RoundStatus, Rules, SettlementEntry, SettlementLine, micro_up,
+    period_ending,
 };
 
 struct Enrolled<'a> {
@@ -91,8 +92,8 @@ pub(super) fn check(
     let mut pending: Vec<(u64, &str)> = Vec::new();
     let mut paid = 0u64;
     let mut payable = false;
+    // Governance changes the reward rule only among the rules settled over periods.
     let settled = g.reward.is_settled();
-    let period_rounds = g.reward.period_rounds.unwrap_or(1).max(1);
     // The settled rule's history (every recorded round so far) and the round being recorded.
     let mut period: Vec<RecordedRound<'_>> = Vec::new();
     let mut values: Vec<RecordedValue<'_>> = Vec::new();
@@ -284,12 +285,15 @@ pub(super) fn check(
                         gain_nano: v.score_after_nano.saturating_sub(v.score_before_nano),
                         values: std::mem::take(&mut values),
                     });
-                    if s.round == g.training.rounds || s.round.is_multiple_of(period_rounds) {
-                        let p = (s.round - 1) / period_rounds + 1;
+                    // Periods as the rules in force run them (a change of the reward rule
+                    // or period starts new ones at its `from_round`); a change that takes
+                    // effect next round was anchored before this summary (checked below).
+                    let segments = governance.reward_segments(s.round.saturating_add(1));
+                    if let Some(p) = period_ending(&segments, s.round, g.training.rounds) {
                         due = Some(Due {
-                            period: p,
-                            first: (p - 1) * period_rounds + 1,
-                            last: s.round,
+                            period: p.number,
+                            first: p.first,
+                            last: p.last,
                             summary_file: file.clone(),
                             reward: reward_in_force,
                             parts: Vec::new(),
@@ -310,6 +314,21 @@ pub(super) fn check(
                         format!(
                             "the proposal applies from round {}, which is already recorded (round {next_round} comes next)",
                             e.proposal.from_round
+                        ),
+                    );
+                }
+                let rule_change = e
+                    .proposal
+                    .changes
+                    .iter()
+                    .any(|c| matches!(c, Change::RewardRule { .. }));
+                if rule_change && e.proposal.from_round == next_round && next_round > 1 {
+                    r.fail(
+                        &file,
+                        format!(
+                            "the proposal changes the reward rule from round {}, but round {}, which ends the running settlement period, is already recorded: a change of the reward rule must be anchored before that round's summary",
+                            e.proposal.from_round,
+                            next_round - 1
                         ),
                     );
                 }
@@ -488,7 +507,7 @@ impl Settlements {
             if st.rule != d.reward {
                 r.fail(
                     f,
-                    "the settlement's rule differs from the reward rule in force (the genesis's, with the governed pool)",
+                    "the settlement's rule differs from the reward rule in force for its last round (the genesis's, as governed)",
                 );
             }
             if st.pool != first.pool || st.counted_rounds != first.counted_rounds {
