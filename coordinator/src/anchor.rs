@@ -540,10 +540,12 @@ pub fn settlement_entries(
                     first: st.first_round,
                     last: st.last_round,
                 },
-                rule: st.rewards.as_ref().unwrap_or(&cfg.rewards).record(
-                    st.pool_per_round
-                        .unwrap_or(cfg.valuation.reward_pool_per_round),
-                ),
+                rule: st.rule.clone().unwrap_or_else(|| {
+                    cfg.rewards.record(
+                        st.pool_per_round
+                            .unwrap_or(cfg.valuation.reward_pool_per_round),
+                    )
+                }),
                 counted_rounds: st.counted_rounds.clone(),
                 pool: st.pool,
                 part: k as u64 + 1,

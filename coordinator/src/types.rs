@@ -358,10 +358,10 @@ pub struct SettlementOutcome {
     /// period's. False in outcomes stored before it.
     #[serde(default)]
     pub cumulative: bool,
-    /// The reward rule it was settled under (governance may change it); absent in outcomes
-    /// stored before the rule was governed (the configured rule then).
+    /// The reward rule it was settled under, as recorded (governance may change it); absent in
+    /// outcomes stored before the rule was governed (the configured rule then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rewards: Option<crate::config::RewardsSection>,
+    pub rule: Option<fedledger_ledger::records::RewardRecord>,
 }
 
 /// One participant's settlement.

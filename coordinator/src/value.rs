@@ -367,7 +367,7 @@ pub fn settle_period(
         period: period.number,
         first_round: period.first,
         last_round,
-        rewards: Some(cfg.rewards.clone()),
+        rule: Some(cfg.rewards.record(cfg.valuation.reward_pool_per_round)),
         counted_rounds: s.counted_rounds,
         pool: s.pool,
         pool_per_round: Some(cfg.valuation.reward_pool_per_round),
