@@ -212,3 +212,46 @@ fn a_round_scored_by_another_utility_than_the_one_in_force_fails() {
         r.failures
     );
 }
+
+#[test]
+fn a_reward_rule_change_anchored_after_the_round_that_ends_the_running_period_fails() {
+    // Settled in periods of 2 rounds; after round 1's summary, a change of the rule from round
+    // 2 would end the running period at round 1, which is already recorded.
+    let mut fed = Federation::new(2, 0);
+    fed.reward = RewardRecord {
+        rule: REWARD_RULE_SETTLED_CUMULATIVE.into(),
+        pool_per_round: 1_000_000,
+        period_rounds: Some(2),
+        z_milli: Some(2000),
+    };
+    let govs = governors();
+    let (genesis, g) = governed_genesis(&fed, &govs, 2);
+    let enrolments: Vec<EnrolmentEntry> = genesis[1..]
+        .iter()
+        .map(|e| serde_json::from_slice(e).unwrap())
+        .collect();
+    let refs: Vec<&EnrolmentEntry> = enrolments.iter().collect();
+    let gov = Governance::new(&genesis[0], &g, &refs);
+    let mut entries = genesis;
+    let mut batch = fed.round(1, entries.len() as u64);
+    let last = batch.len() - 1;
+    let mut s: RoundSummary = serde_json::from_slice(&batch[last]).unwrap();
+    s.rules_sha256 = Some(gov.rules_for(1).sha256_hex());
+    batch[last] = encode_canonical(&s).unwrap();
+    entries.extend(batch);
+    let change = vec![Change::RewardRule {
+        rule: REWARD_RULE_SETTLED_IMPACT.into(),
+        period_rounds: 3,
+        z_milli: 2000,
+    }];
+    let (bytes, _) = governance_entry(gov.head(), 2, change, &[&govs[0], &govs[1]]);
+    let at = entries.len();
+    entries.push(bytes);
+    let r = verify(&entries);
+    assert!(
+        r.failures.iter().any(|f| f.file == format!("entries/{at}")
+            && f.what.contains("is already recorded: a change of the reward rule must be anchored before that round's summary")),
+        "{:?}",
+        r.failures
+    );
+}
