@@ -44,13 +44,7 @@ fn ledger(plan: &Plan) -> (Vec<Vec<u8>>, u64) {
     g.enrolments = 2;
     genesis[0] = encode_canonical(&g).unwrap();
     genesis.truncate(3);
-    let enrolments: Vec<EnrolmentEntry> = genesis[1..]
-        .iter()
-        .map(|e| serde_json::from_slice(e).unwrap())
-        .collect();
-    let refs: Vec<&EnrolmentEntry> = enrolments.iter().collect();
-    // The verifier's own reading of the rules, to record honest digests in the summaries.
-    let mut gov = Governance::new(&genesis[0], &g, &refs);
+    let mut gov = governance_of(&genesis, &g);
     let mut entries = genesis;
 
     let propose = |entries: &mut Vec<Vec<u8>>,
@@ -79,11 +73,7 @@ fn ledger(plan: &Plan) -> (Vec<Vec<u8>>, u64) {
         }],
     );
     let round = |entries: &mut Vec<Vec<u8>>, gov: &Governance, n: u64| {
-        let mut batch = fed.round(n, entries.len() as u64);
-        let last = batch.len() - 1;
-        let mut s: RoundSummary = serde_json::from_slice(&batch[last]).unwrap();
-        s.rules_sha256 = Some(gov.rules_for(n).sha256_hex());
-        batch[last] = encode_canonical(&s).unwrap();
+        let batch = governed_round(&fed, n, entries.len() as u64, gov);
         entries.extend(batch);
     };
     round(&mut entries, &gov, 1);
@@ -226,18 +216,9 @@ fn a_reward_rule_change_anchored_after_the_round_that_ends_the_running_period_fa
     };
     let govs = governors();
     let (genesis, g) = governed_genesis(&fed, &govs, 2);
-    let enrolments: Vec<EnrolmentEntry> = genesis[1..]
-        .iter()
-        .map(|e| serde_json::from_slice(e).unwrap())
-        .collect();
-    let refs: Vec<&EnrolmentEntry> = enrolments.iter().collect();
-    let gov = Governance::new(&genesis[0], &g, &refs);
+    let gov = governance_of(&genesis, &g);
     let mut entries = genesis;
-    let mut batch = fed.round(1, entries.len() as u64);
-    let last = batch.len() - 1;
-    let mut s: RoundSummary = serde_json::from_slice(&batch[last]).unwrap();
-    s.rules_sha256 = Some(gov.rules_for(1).sha256_hex());
-    batch[last] = encode_canonical(&s).unwrap();
+    let batch = governed_round(&fed, 1, entries.len() as u64, &gov);
     entries.extend(batch);
     let change = vec![Change::RewardRule {
         rule: REWARD_RULE_SETTLED_IMPACT.into(),

@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{Federation, ORIGIN, governance_entry, governed_genesis, key};
+use common::{
+    Federation, ORIGIN, governance_entry, governance_of, governed_genesis, governed_round, key,
+};
 use fedledger_ledger::Log;
 use fedledger_ledger::export::export;
 use fedledger_ledger::note::NoteSigner;
@@ -24,12 +26,7 @@ fn ledger(dir: &std::path::Path, new: &NoteSigner) -> (Log, Federation, u64) {
     let fed = Federation::new(2, 1);
     let govs = governors();
     let (genesis, g) = governed_genesis(&fed, &govs, 2);
-    let enrolments: Vec<EnrolmentEntry> = genesis[1..]
-        .iter()
-        .map(|e| serde_json::from_slice(e).unwrap())
-        .collect();
-    let refs: Vec<&EnrolmentEntry> = enrolments.iter().collect();
-    let mut gov = Governance::new(&genesis[0], &g, &refs);
+    let mut gov = governance_of(&genesis, &g);
     let log = Log::open(dir, ORIGIN, fed.log_signer.clone()).unwrap();
     log.append_batch(&genesis).unwrap();
     log.checkpoint().unwrap();
@@ -48,12 +45,8 @@ fn ledger(dir: &std::path::Path, new: &NoteSigner) -> (Log, Federation, u64) {
     gov.admit(at, &bytes, &e).unwrap();
     log.append_and_checkpoint(&[bytes]).unwrap();
 
-    let mut batch = fed.round(1, log.size());
-    let last = batch.len() - 1;
-    let mut s: RoundSummary = serde_json::from_slice(&batch[last]).unwrap();
-    s.rules_sha256 = Some(gov.rules_for(1).sha256_hex());
-    batch[last] = encode_canonical(&s).unwrap();
-    log.append_and_checkpoint(&batch).unwrap();
+    log.append_and_checkpoint(&governed_round(&fed, 1, log.size(), &gov))
+        .unwrap();
     (log, fed, at)
 }
 

@@ -397,3 +397,25 @@ pub fn governance_entry(
     let e = GovernanceEntry::new(p, sigs);
     (encode_canonical(&e).unwrap(), e)
 }
+
+/// The governance state of `genesis` (its federation entry `g`, then its enrolments): the
+/// verifier's own reading of the rules, to record honest digests in the summaries.
+pub fn governance_of(genesis: &[Vec<u8>], g: &FederationEntry) -> Governance {
+    let enrolments: Vec<EnrolmentEntry> = genesis[1..]
+        .iter()
+        .map(|e| serde_json::from_slice(e).unwrap())
+        .collect();
+    let refs: Vec<&EnrolmentEntry> = enrolments.iter().collect();
+    Governance::new(&genesis[0], g, &refs)
+}
+
+/// Round `n` of `fed` when the log holds `first` entries before it, its summary recording the
+/// digest of the rules `gov` puts in force for it.
+pub fn governed_round(fed: &Federation, n: u64, first: u64, gov: &Governance) -> Vec<Vec<u8>> {
+    let mut batch = fed.round(n, first);
+    let last = batch.len() - 1;
+    let mut s: RoundSummary = serde_json::from_slice(&batch[last]).unwrap();
+    s.rules_sha256 = Some(gov.rules_for(n).sha256_hex());
+    batch[last] = encode_canonical(&s).unwrap();
+    batch
+}
