@@ -25,6 +25,18 @@ fn sign(k: &Ed25519KeyPair, p: &Proposal) -> pb::GovernorSignature {
     }
 }
 
+/// A proposal for `federation` chained from `previous`, from `from_round`, expiring in 2099.
+fn proposal(federation: &str, previous: String, from_round: u64, changes: Vec<Change>) -> Proposal {
+    Proposal {
+        record_type: PROPOSAL_TYPE.into(),
+        federation: federation.to_owned(),
+        previous,
+        from_round,
+        expires_at: "2099-01-01T00:00:00Z".into(),
+        changes,
+    }
+}
+
 async fn submit_proposal(
     c: &mut CoordinatorClient<Channel>,
     p: &Proposal,
@@ -108,13 +120,11 @@ async fn a_hospital_enrolled_by_two_of_three_governors_contributes_from_the_name
     assert_eq!(t.round, 1);
 
     let head = list(&mut c).await.head;
-    let enrol = Proposal {
-        record_type: PROPOSAL_TYPE.into(),
-        federation: fed.clone(),
-        previous: head.clone(),
-        from_round: 2,
-        expires_at: "2099-01-01T00:00:00Z".into(),
-        changes: vec![
+    let enrol = proposal(
+        &fed,
+        head.clone(),
+        2,
+        vec![
             Change::Enrol {
                 participant: pubhex(&h2),
                 name: "h2".into(),
@@ -124,7 +134,7 @@ async fn a_hospital_enrolled_by_two_of_three_governors_contributes_from_the_name
                 pool_per_round: 600,
             },
         ],
-    };
+    );
     let size = |r: &fedledger_coordinator::Running| r.coordinator.ledger().size();
 
     // Refused, each changing nothing.
@@ -381,16 +391,14 @@ async fn a_removed_hospital_stops_and_governed_hyper_parameters_and_strategy_app
     assert_eq!(t.round, 1);
     let epochs_before = t.hyper.unwrap().local_epochs;
     let head = list(&mut c).await.head;
-    let mut p = Proposal {
-        record_type: PROPOSAL_TYPE.into(),
-        federation: fed.clone(),
-        previous: head,
-        from_round: 2,
-        expires_at: "2099-01-01T00:00:00Z".into(),
-        changes: vec![Change::Aggregation {
+    let mut p = proposal(
+        &fed,
+        head,
+        2,
+        vec![Change::Aggregation {
             strategy: "no-such-strategy".into(),
         }],
-    };
+    );
     // A change this coordinator could not run is refused, changing nothing.
     let before = running.coordinator.ledger().size();
     let sigs = vec![sign(&governors[0], &p), sign(&governors[1], &p)];
@@ -539,18 +547,16 @@ async fn the_readme_govern_commands_sign_submit_and_list() {
         .unwrap()
         .trim()
         .to_owned();
-    let proposal = Proposal {
-        record_type: PROPOSAL_TYPE.into(),
-        federation: fed,
+    let proposal = proposal(
+        &fed,
         previous,
-        from_round: 2,
-        expires_at: "2099-01-01T00:00:00Z".into(),
-        changes: vec![Change::Enrol {
+        2,
+        vec![Change::Enrol {
             participant: pubhex(&newcomer),
             name: "hospital-d".into(),
             role: ROLE_CONTRIBUTOR.into(),
         }],
-    };
+    );
     let proposal_path = dir.path().join("enrol-d.json");
     std::fs::write(
         &proposal_path,
@@ -690,18 +696,16 @@ async fn a_witness_change_is_in_force_once_anchored_and_a_restart_must_name_the_
     let fed = cfg.federation.clone();
     let running = start(cfg).await;
     let mut c = client(&running).await;
-    let change = Proposal {
-        record_type: PROPOSAL_TYPE.into(),
-        federation: fed,
-        previous: list(&mut c).await.head,
-        // Witnesses change when anchored, whatever the round named.
-        from_round: 3,
-        expires_at: "2099-01-01T00:00:00Z".into(),
-        changes: vec![Change::Witnesses {
+    // Witnesses change when anchored, whatever the round named (here 3).
+    let change = proposal(
+        &fed,
+        list(&mut c).await.head,
+        3,
+        vec![Change::Witnesses {
             keys: vec![new.verifier_key().to_string()],
             quorum: 1,
         }],
-    };
+    );
     let log = running.coordinator.ledger().clone();
     assert_eq!(
         log.witness_policy(log.size()),
@@ -763,18 +767,16 @@ async fn governors_change_the_reward_rule_and_period_and_settlements_follow() {
     let (t, _) = task(&mut c, &s0).await;
     assert_eq!(t.round, 1);
 
-    let mut p = Proposal {
-        record_type: PROPOSAL_TYPE.into(),
-        federation: fed.clone(),
-        previous: list(&mut c).await.head,
-        from_round: 2,
-        expires_at: "2099-01-01T00:00:00Z".into(),
-        changes: vec![Change::RewardRule {
+    let mut p = proposal(
+        &fed,
+        list(&mut c).await.head,
+        2,
+        vec![Change::RewardRule {
             rule: REWARD_RULE_SETTLED_IMPACT.into(),
             period_rounds: 3,
             z_milli: 0,
         }],
-    };
+    );
     // From the round after the open one: its period would have to end at the open round,
     // whose configuration is already laid. Refused, naming why and the first round allowed.
     let before = running.coordinator.ledger().size();
