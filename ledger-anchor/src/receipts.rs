@@ -1028,11 +1028,7 @@ fn policy_for<'a>(
     let size = SignedCheckpoint::open(&p.checkpoint, &first.1.log_key)?
         .checkpoint
         .size;
-    Ok(policies
-        .iter()
-        .rev()
-        .find(|(from, _)| *from <= size)
-        .map_or(&first.1, |(_, p)| p))
+    Ok(records::in_force_at(policies, size).unwrap_or(&first.1))
 }
 
 /// The trust file's policy `base` (the genesis's witnesses), then one per governed witness

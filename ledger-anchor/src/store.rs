@@ -657,23 +657,23 @@ impl Log {
     /// The largest stored checkpoint cosigned by the quorum of the witnesses in force at its
     /// size ([`Self::witness_policy`]): what a log publishes once witnessed.
     pub fn latest_witnessed_in_force(&self) -> Result<Option<SignedCheckpoint>, LedgerError> {
-        let schedule = self.witness_schedule();
+        // Keys parsed once per call, not once per checkpoint looked at.
+        let schedule: Vec<(u64, (Vec<VerifierKey>, u64))> = self
+            .witness_schedule()
+            .into_iter()
+            .map(|(from, w)| (from, (w.verifier_keys(), w.quorum)))
+            .collect();
         for kv in self.inner.checkpoints.iter().rev() {
             let (_, b) = kv?;
             let cp = SignedCheckpoint::open(&b, &self.inner.log_key)?;
-            let Some((_, w)) = schedule
-                .iter()
-                .rev()
-                .find(|(from, _)| *from <= cp.checkpoint.size)
-            else {
+            let Some((keys, quorum)) = records::in_force_at(&schedule, cp.checkpoint.size) else {
                 continue;
             };
-            let cosigners = w
-                .verifier_keys()
+            let cosigners = keys
                 .iter()
                 .filter(|k| cp.note.signatures.iter().any(|s| s.is_by(k)))
                 .count() as u64;
-            if cosigners >= w.quorum {
+            if cosigners >= *quorum {
                 return Ok(Some(cp));
             }
         }

@@ -845,11 +845,7 @@ impl Governance {
     /// The witnesses and quorum a checkpoint of `size` entries is judged by: the genesis's,
     /// or those of the last witness change among its entries.
     pub fn witnesses_for_size(&self, size: u64) -> &WitnessesRecord {
-        self.witnesses
-            .iter()
-            .rev()
-            .find(|(from, _)| *from <= size)
-            .map_or(&self.witnesses[0].1, |(_, w)| w)
+        super::in_force_at(&self.witnesses, size).unwrap_or(&self.witnesses[0].1)
     }
 
     /// Every witness set in force at some size, with the size it starts at, ascending.

@@ -56,7 +56,7 @@ pub use governance::*;
 pub use privacy::{ACCOUNTANT_NONE, PrivacyObject, ServerDpRecord, micro_up};
 pub use utilities::*;
 pub use v2::*;
-pub use witness_follower::WitnessFollower;
+pub use witness_follower::{WitnessFollower, in_force_at};
 
 /// The largest entry the ledger accepts: entry bundles of C2SP tlog-tiles store each entry with
 /// a 16-bit length.

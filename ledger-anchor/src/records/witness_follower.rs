@@ -4,7 +4,20 @@
 //! store, the monitor and a hospital checking its receipts all follow a log this way, so they
 //! judge a checkpoint by the same witnesses as `verify`.
 
-use super::{EnrolmentEntry, FederationEntry, Governance, Record, WitnessesRecord, validate_entry};
+use super::{
+    EnrolmentEntry, FederationEntry, GOVERNANCE_TYPE, Governance, Record, WitnessesRecord,
+    validate_entry,
+};
+
+/// Of a schedule (what is in force from each size on, sizes ascending), what is in force for
+/// a checkpoint of `size` entries: the last item starting at or below it.
+pub fn in_force_at<T>(schedule: &[(u64, T)], size: u64) -> Option<&T> {
+    schedule
+        .iter()
+        .rev()
+        .find(|(from, _)| *from <= size)
+        .map(|(_, t)| t)
+}
 
 /// The witness sets of a log read so far (see the module docs).
 #[derive(Debug, Default, Clone)]
@@ -36,17 +49,22 @@ impl WitnessFollower {
 
     /// The set a checkpoint of `size` entries is judged by (`None` before the genesis).
     pub fn policy_at(&self, size: u64) -> Option<&WitnessesRecord> {
-        self.schedule()
-            .iter()
-            .rev()
-            .find(|(from, _)| *from <= size)
-            .map(|(_, w)| w)
+        in_force_at(self.schedule(), size)
     }
 
     /// Reads the next entry (index [`Self::next_index`]) of the log of `origin`; true when it
     /// is a governance entry the acceptance rule admits. An entry that does not validate, or a
     /// governance entry the rule refuses, changes nothing (`verify` names it).
     pub fn read(&mut self, origin: &str, bytes: &[u8]) -> bool {
+        // Past the genesis only governance entries can change a witness (and nothing can in a
+        // v1 log). An entry's bytes are canonical JSON, so a governance entry holds its type
+        // field verbatim: any other entry is passed over without being parsed.
+        let genesis_read = self.v1.is_some() || self.governance.is_some();
+        let field = format!("\"type\":\"{GOVERNANCE_TYPE}\"");
+        if genesis_read && !bytes.windows(field.len()).any(|w| w == field.as_bytes()) {
+            self.next += 1;
+            return false;
+        }
         let record = validate_entry(self.next, origin, bytes).ok();
         self.read_parsed(bytes, record.as_ref())
     }

@@ -413,11 +413,7 @@ pub fn verify_dir(dir: &Path, opts: VerifyOptions<'_>) -> VerifyReport {
     // Witness keys and cosignatures: the latest checkpoint is judged by the witnesses in
     // force at its size (the genesis's, or a governed change's among its entries).
     let schedule = witness_schedule(&records, &entries);
-    let in_force = schedule
-        .iter()
-        .rev()
-        .find(|(from, _)| *from <= size)
-        .map(|(_, w)| w);
+    let in_force = records::in_force_at(&schedule, size);
     let known: Option<BTreeSet<&str>> = (!schedule.is_empty()).then(|| {
         schedule
             .iter()
