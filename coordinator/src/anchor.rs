@@ -19,11 +19,11 @@ use fedledger_ledger::{
         CONTRIBUTION_TYPE, ContributionEntry, DECLINE_TYPE, DeclineEntry, DigestRecord,
         ENROLMENT_TYPE, EnrolmentEntry, EntryRange, FEDERATION_TYPE, FederationEntry,
         GovernanceRecord, MAX_SETTLEMENT_LINES, ModelDigestsRecord, ModelSpecRecord, PrivacyPlan,
-        RECORD_VERSION, ROLE_CONTRIBUTOR, ROUND_TYPE, Record, RoundRange, RoundStatus,
-        RoundSummary, SETTLEMENT_TYPE, ServerDpRecord, SettlementEntry, SettlementLine,
-        TrainingRecord, UNCERTAINTY_BOOTSTRAP, UncertaintyRecord, VERDICT_DISTINGUISHABLE,
-        VERDICT_NOT_DISTINGUISHABLE, ValidationRecord, ValuationRecord, WitnessesRecord,
-        encode_canonical, validate_entry,
+        RECORD_VERSION, ROLE_CONTRIBUTOR, ROLE_VALIDATOR, ROUND_TYPE, Record, RoundRange,
+        RoundStatus, RoundSummary, SETTLEMENT_TYPE, ServerDpRecord, SettlementEntry,
+        SettlementLine, TrainingRecord, UNCERTAINTY_BOOTSTRAP, UncertaintyRecord, UtilitiesClaim,
+        VERDICT_DISTINGUISHABLE, VERDICT_NOT_DISTINGUISHABLE, ValidationRecord, ValuationRecord,
+        WitnessesRecord, encode_canonical, validate_entry,
     },
 };
 
@@ -233,8 +233,13 @@ pub fn genesis(
     created_at_ms: u64,
 ) -> Result<Vec<Vec<u8>>, CoordinatorError> {
     let t = &cfg.training;
-    let mut participants: Vec<_> = cfg.participants.iter().collect();
-    participants.sort_by(|a, b| a.public_key_hex.cmp(&b.public_key_hex));
+    let mut participants: Vec<(&crate::config::Enrolled, &str)> = cfg
+        .participants
+        .iter()
+        .map(|p| (p, ROLE_CONTRIBUTOR))
+        .chain(cfg.validators.iter().map(|v| (v, ROLE_VALIDATOR)))
+        .collect();
+    participants.sort_by(|a, b| a.0.public_key_hex.cmp(&b.0.public_key_hex));
     let federation = FederationEntry {
         v: RECORD_VERSION,
         record_type: FEDERATION_TYPE.into(),
@@ -282,7 +287,7 @@ pub fn genesis(
         enrolments: participants.len() as u64,
     };
     let mut out = vec![encode_canonical(&federation).map_err(ledger_err)?];
-    for p in participants {
+    for (p, role) in participants {
         out.push(
             encode_canonical(&EnrolmentEntry {
                 v: RECORD_VERSION,
@@ -290,7 +295,7 @@ pub fn genesis(
                 federation: cfg.federation.clone(),
                 participant: p.public_key_hex.clone(),
                 name: p.name.clone(),
-                role: ROLE_CONTRIBUTOR.into(),
+                role: role.into(),
             })
             .map_err(ledger_err)?,
         );
@@ -422,6 +427,23 @@ pub fn round_entries(
             .map_err(ledger_err)?,
         );
     }
+    // The validators' signed vectors the round's values follow from, each in its parts.
+    if completed && let Some(v) = &o.validators {
+        for m in &v.vectors {
+            let claim = UtilitiesClaim {
+                federation: &cfg.federation,
+                round: o.round,
+                validator: &m.validator,
+                name: &m.name,
+                coalitions_sha256: &m.coalitions_sha256,
+                utilities: &m.utilities,
+                signature: &m.signature,
+            };
+            for part in claim.entries() {
+                out.push(encode_canonical(&part).map_err(ledger_err)?);
+            }
+        }
+    }
     let utility = round_utility(cfg, o);
     let (score_before_nano, score_after_nano) = recorded_scores(cfg, o);
     let summary = RoundSummary {
@@ -457,7 +479,7 @@ pub fn round_entries(
                     method: UNCERTAINTY_BOOTSTRAP.into(),
                     resamples: u64::from(v.bootstrap_resamples),
                 }),
-                validators: None,
+                validators: o.validators.as_ref().map(|v| v.record.clone()),
             },
             None => ValuationRecord {
                 estimator: "none".into(),

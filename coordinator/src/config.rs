@@ -57,6 +57,102 @@ pub struct ConfigFile {
     pub governance: GovernanceSection,
     #[serde(rename = "participant", default)]
     pub participants: Vec<ParticipantEntry>,
+    /// Validators' rules; absent: the coordinator's validation file values every round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validators: Option<ValidatorsSection>,
+    /// Validators enrolled in the genesis (`[[validator]]`, like `[[participant]]`).
+    #[serde(rename = "validator", default, skip_serializing_if = "Vec::is_empty")]
+    pub validator_entries: Vec<ParticipantEntry>,
+}
+
+/// `[validators]`: how validators judge each round (README: Validators). Every field is
+/// recorded in each round's summary, so `verify` recomputes the consensus with them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorsSection {
+    /// Seconds validators have once contributions close.
+    #[serde(default = "default_validators_deadline")]
+    pub deadline_secs: u64,
+    /// Vectors needed to value a round by consensus; fewer in time: the round is valued on the
+    /// coordinator's validation file, and records why.
+    #[serde(default = "default_one")]
+    pub quorum: u32,
+    /// The game is exact (every coalition) up to this many contributors (at most 12).
+    #[serde(default = "default_exact_max")]
+    pub exact_max: u32,
+    /// Above `exact_max`: this many sampled permutations, every prefix evaluated.
+    #[serde(default = "default_permutations")]
+    pub permutations: u32,
+    /// Units split equally among the validators near consensus, each round.
+    #[serde(default)]
+    pub pool_per_round: u64,
+    /// A validator whose values are further than this from the consensus values (relative L2,
+    /// thousandths) is flagged and paid nothing.
+    #[serde(default = "default_max_distance")]
+    pub max_distance_milli: u64,
+    /// The quality rule: leave out of the aggregate an update whose consensus value is
+    /// negative, or (k >= 1) negative in at least k validators' own games. Absent: every
+    /// update is aggregated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_k: Option<u64>,
+}
+
+fn default_validators_deadline() -> u64 {
+    120
+}
+fn default_one() -> u32 {
+    1
+}
+fn default_exact_max() -> u32 {
+    8
+}
+fn default_permutations() -> u32 {
+    20
+}
+fn default_max_distance() -> u64 {
+    500
+}
+
+impl Default for ValidatorsSection {
+    fn default() -> Self {
+        Self {
+            deadline_secs: default_validators_deadline(),
+            quorum: 1,
+            exact_max: default_exact_max(),
+            permutations: default_permutations(),
+            pool_per_round: 0,
+            max_distance_milli: default_max_distance(),
+            quality_k: None,
+        }
+    }
+}
+
+impl ValidatorsSection {
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=366 * 24 * 3600).contains(&self.deadline_secs) {
+            return Err(format!(
+                "validators.deadline_secs must be between 1 and 31622400, got {}",
+                self.deadline_secs
+            ));
+        }
+        if self.quorum == 0 {
+            return Err("validators.quorum must be at least 1".into());
+        }
+        if self.exact_max > fedledger_valuation::EXACT_HARD_MAX_PLAYERS as u32 {
+            return Err(format!(
+                "validators.exact_max must be at most {}, got {}",
+                fedledger_valuation::EXACT_HARD_MAX_PLAYERS,
+                self.exact_max
+            ));
+        }
+        if self.permutations == 0 || self.permutations > 10_000 {
+            return Err(format!(
+                "validators.permutations must be between 1 and 10000, got {}",
+                self.permutations
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[governance]`: governors (Ed25519 keys, hex), the threshold k, and the accepted data
@@ -1044,6 +1140,11 @@ pub struct FederationConfig {
     /// In config order, then those enrolled by governance in ledger order; removed ones
     /// stay (indices are stable) but are marked.
     pub participants: Vec<Enrolled>,
+    /// `[validators]`, when the federation has validators.
+    pub validating: Option<ValidatorsSection>,
+    /// Enrolled validators (the file's, then governance's), sorted by key; sessions name them
+    /// by key, so their order may change between rounds.
+    pub validators: Vec<Enrolled>,
 }
 
 impl FederationConfig {
@@ -1108,7 +1209,11 @@ impl ConfigFile {
             fix(&mut t.cert);
             fix(&mut t.key);
         }
-        for p in &mut self.participants {
+        for p in self
+            .participants
+            .iter_mut()
+            .chain(self.validator_entries.iter_mut())
+        {
             if let Some(f) = p.public_key_file.as_mut() {
                 fix(f);
             }
@@ -1345,6 +1450,53 @@ impl ConfigFile {
                 removed: false,
             });
         }
+        let mut validators = Vec::new();
+        for p in &self.validator_entries {
+            let key = p
+                .key_text()
+                .and_then(|k| decode_public_key(&k))
+                .map_err(|e| ConfigError::Invalid(format!("validator {}: {e}", p.name)))?;
+            if p.name.is_empty() || p.name.len() > 64 || p.name.chars().any(|c| c.is_control()) {
+                return bad(format!(
+                    "validator name {:?} must be 1-64 printable characters",
+                    p.name
+                ));
+            }
+            if !names.insert(p.name.clone()) || !keys.insert(key) {
+                return bad(format!(
+                    "validator {}: its name or key is enrolled already (a key has one role)",
+                    p.name
+                ));
+            }
+            validators.push(Enrolled {
+                name: p.name.clone(),
+                public_key: key,
+                public_key_hex: hex::encode(key),
+                removed: false,
+            });
+        }
+        validators.sort_by(|a, b| a.public_key_hex.cmp(&b.public_key_hex));
+        if let Some(v) = &self.validators {
+            v.validate().map_err(ConfigError::Invalid)?;
+            let t = &self.training;
+            if t.noise_multiplier <= 0.0 && t.planning.is_none() {
+                return bad(
+                    "[validators] needs contributors to train with DP-SGD (validators receive each \
+                     round's individual updates): set training.noise_multiplier > 0 or \
+                     [training.planning]"
+                        .into(),
+                );
+            }
+            if self.aggregation.dp.is_some() {
+                return bad(
+                    "[validators] and aggregation.dp do not compose: server-side DP noises only \
+                     the aggregate, validators see the individual updates"
+                        .into(),
+                );
+            }
+        } else if !validators.is_empty() {
+            return bad("[[validator]] entries need a [validators] section (their rules)".into());
+        }
         let governance = self
             .governance
             .validate(self.model.features, &self.data.label_column)
@@ -1423,6 +1575,8 @@ impl ConfigFile {
             metrics: self.metrics,
             governance,
             participants,
+            validating: self.validators,
+            validators,
         })
     }
 }

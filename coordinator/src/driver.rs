@@ -18,7 +18,9 @@ pub async fn drive_rounds(engine: Arc<Engine>, shutdown: impl std::future::Futur
     loop {
         let e = engine.clone();
         match tokio::task::spawn_blocking(move || e.step()).await {
-            Ok(Ok(Some(Step::Opened { .. } | Step::Closed(_)))) => continue,
+            Ok(Ok(Some(Step::Opened { .. } | Step::Validating { .. } | Step::Closed(_)))) => {
+                continue;
+            }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => {
                 warn!(error = %e, "a round's phase change failed; retrying in 1 s");

@@ -64,6 +64,8 @@ fn os_secret() -> Result<[u8; 32], CoordinatorError> {
 pub enum Step {
     /// The first round opened.
     Opened { round: u64 },
+    /// A round's updates went to the validators.
+    Validating { round: u64 },
     /// A round closed (its outcome is durable; anchored unless the ledger refused, in which
     /// case anchoring is retried at the next step).
     Closed(Box<RoundOutcome>),
@@ -159,7 +161,8 @@ impl Engine {
         let (state, global, updates, declines) = match store.load_state()? {
             Some(state) => {
                 let global = store.get_vector(&state.global_sha256)?;
-                let (updates, declines) = if state.phase == Phase::Open {
+                let (updates, declines) = if matches!(state.phase, Phase::Open | Phase::Validating)
+                {
                     (
                         store.updates_for(state.round)?,
                         store.declines_for(state.round)?,
@@ -247,7 +250,12 @@ impl Engine {
         for u in &updates {
             store.get_vector(&u.update_sha256)?;
         }
-        let machine = RoundMachine::new(
+        let vectors = if state.phase == Phase::Validating {
+            store.utilities_for(state.round)?
+        } else {
+            Vec::new()
+        };
+        let mut machine = RoundMachine::new(
             cfg.clone(),
             state,
             updates,
@@ -256,6 +264,7 @@ impl Engine {
             os_rng()?,
             os_secret()?,
         );
+        machine.resume_validating(vectors)?;
         let progress = watch::Sender::new(machine.progress());
         Ok(Self {
             aggregator: Mutex::new(aggregate::build(
@@ -591,6 +600,66 @@ impl Engine {
         })
     }
 
+    /// What the validator behind `session` should do now, with the round's starting
+    /// parameters and rules; the candidates' vectors are read with [`Engine::candidate`].
+    #[allow(clippy::type_complexity)]
+    pub fn candidates(
+        &self,
+        session: &[u8],
+    ) -> Result<
+        (
+            crate::machine::CandidatesInfo,
+            Option<crate::machine::Game>,
+            Arc<Vec<f32>>,
+            Arc<FederationConfig>,
+        ),
+        CoordinatorError,
+    > {
+        let m = self.machine();
+        let info = m.candidates(now_ms(), session)?;
+        let game = m.game().cloned();
+        let global = self.global();
+        let cfg = self.config();
+        drop(m);
+        self.farewell().last_request = Instant::now();
+        Ok((info, game, global, cfg))
+    }
+
+    /// A candidate update's vector (blocks on disk).
+    pub fn candidate(&self, update_sha256: &str) -> Result<Vec<f32>, CoordinatorError> {
+        Ok(self.store.get_vector_written(update_sha256)?)
+    }
+
+    /// Record a validator's signed vector for the round being validated, durably; returns the
+    /// round's vectors so far and the validators' quorum.
+    pub fn submit_utilities(
+        &self,
+        session: &[u8],
+        round: u64,
+        coalitions_sha256: &str,
+        utilities: Vec<i64>,
+        signature: &[u8],
+    ) -> Result<(String, u32, u32), CoordinatorError> {
+        let meta = self.machine().begin_utilities(
+            now_ms(),
+            session,
+            round,
+            coalitions_sha256,
+            utilities,
+            signature,
+        )?;
+        if let Err(e) = self.store.record_utilities(&meta) {
+            self.machine().release_validator(&meta.validator);
+            return Err(e.into());
+        }
+        let digest = fedledger_ledger::records::utility_vector_sha256(&meta.utilities);
+        let name = meta.name.clone();
+        let (received, quorum) = self.machine().commit_utilities(meta);
+        info!(round, validator = %name, received, "utilities accepted");
+        self.wake.notify_one();
+        Ok((digest, received, quorum))
+    }
+
     /// Record a signed decline of the open round, durably.
     pub fn decline(
         &self,
@@ -658,6 +727,7 @@ impl Engine {
         let result = match job {
             None => return Ok(None),
             Some(Job::Open(state)) => self.open_round(state),
+            Some(Job::Validate(state)) => self.start_validating(state),
             Some(Job::Close(job)) => self.close(job),
         };
         if result.is_err() {
@@ -678,6 +748,18 @@ impl Engine {
         info!(round, "round opened");
         self.publish(&m);
         Ok(Step::Opened { round })
+    }
+
+    /// The open round's updates go to the validators: persist the phase, then validate.
+    fn start_validating(&self, state: PersistedState) -> Result<Step, CoordinatorError> {
+        self.store.save_state(&state)?;
+        let round = state.round;
+        let mut m = self.machine();
+        m.validating(state)?;
+        let players = m.game().map_or(0, |g| g.players.len());
+        info!(round, candidates = players, "round validating");
+        self.publish(&m);
+        Ok(Step::Validating { round })
     }
 
     fn close(&self, job: crate::machine::CloseJob) -> Result<Step, CoordinatorError> {

@@ -11,8 +11,8 @@ use std::time::Duration;
 use fedledger_ledger::{
     Log,
     records::{
-        Change, EnrolmentEntry, FederationEntry, Governance, Proposal, ROLE_CONTRIBUTOR, Record,
-        Refusal, Rules, validate_entry,
+        Change, EnrolmentEntry, FederationEntry, Governance, Proposal, ROLE_CONTRIBUTOR,
+        ROLE_VALIDATOR, Record, Refusal, Rules, validate_entry,
     },
 };
 
@@ -175,6 +175,24 @@ fn participants(order: &[String], gov: &Governance, rules: &Rules) -> Vec<Enroll
     out
 }
 
+/// The validators enrolled under `rules`, sorted by key.
+fn validators(rules: &Rules) -> Result<Vec<Enrolled>, CoordinatorError> {
+    rules
+        .members
+        .iter()
+        .filter(|(_, m)| m.role == ROLE_VALIDATOR)
+        .map(|(key_hex, m)| {
+            let key = decode_public_key(key_hex).map_err(CoordinatorError::Ledger)?;
+            Ok(Enrolled {
+                name: m.name.clone(),
+                public_key: key,
+                public_key_hex: key_hex.clone(),
+                removed: false,
+            })
+        })
+        .collect()
+}
+
 /// The configuration round `round` runs with: `base` with the governed rules in force for it;
 /// `order` is the genesis participants' index order (see `participants`).
 pub fn effective(
@@ -186,6 +204,7 @@ pub fn effective(
     let rules = gov.rules_for(round);
     let mut cfg = base.clone();
     cfg.participants = participants(order, gov, &rules);
+    cfg.validators = validators(&rules)?;
     cfg.training.local_epochs = u32::try_from(rules.local_epochs)
         .map_err(|_| CoordinatorError::Ledger("governed local_epochs too large".into()))?;
     cfg.training.batch_size = u32::try_from(rules.batch_size)
@@ -341,6 +360,34 @@ pub fn check_config(
                     format!(
                         "the file enrols {} keys, the governed state {} ({})",
                         keys.len(),
+                        governed.len(),
+                        governed.join(", ")
+                    )
+                })
+            }),
+        ),
+        (
+            "[[validator]]",
+            Box::new(|r: &Rules| {
+                if file.validators.is_empty() {
+                    return None;
+                }
+                let mut want: Vec<&str> = file
+                    .validators
+                    .iter()
+                    .map(|v| v.public_key_hex.as_str())
+                    .collect();
+                want.sort();
+                let governed: Vec<&str> = r
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.role == ROLE_VALIDATOR)
+                    .map(|(k, _)| k.as_str())
+                    .collect();
+                (governed != want).then(|| {
+                    format!(
+                        "the file enrols {} validators, the governed state {} ({})",
+                        want.len(),
                         governed.len(),
                         governed.join(", ")
                     )

@@ -435,6 +435,17 @@ pub fn replay_from(
             privacy: Some(&c.privacy),
         })
         .collect();
+    // The validators' quality rule left some updates out of the aggregate (their flag is
+    // recorded, and `verify` recomputes it from the vectors): the model is the kept ones'.
+    let kept: Vec<usize> = (0..contributions.len())
+        .filter(|i| {
+            !contributions[*i]
+                .flags
+                .iter()
+                .any(|f| f == fedledger_ledger::records::FLAG_EXCLUDED_BY_QUALITY)
+        })
+        .collect();
+    let kept_views: Vec<WeightedUpdate<'_>> = kept.iter().map(|i| views[*i]).collect();
 
     // Updates the strategy left out count as zeros in the valuation game, as at the close.
     let mut excluded = Vec::new();
@@ -446,8 +457,8 @@ pub fn replay_from(
         );
     } else {
         let aggregate = aggregate::strategy(cfg.strategy, cfg.byzantine, cfg.noise_step)
-            .aggregate(&global, &views)?;
-        excluded = aggregate.excluded;
+            .aggregate(&global, &kept_views)?;
+        excluded = aggregate.excluded.iter().map(|k| kept[*k]).collect();
         let after = aggregate.params;
         let sha = fedledger_model::digest::vector_sha256(&after);
         if sha == against.model_after {
@@ -465,6 +476,12 @@ pub fn replay_from(
         report.skipped.push("valuation: none recorded".into());
         return Ok(report);
     };
+    if let Some(v) = &recorded.validators
+        && v.record.fallback.is_none()
+    {
+        replay_consensus(cfg, &contributions, v, against, &mut report)?;
+        return Ok(report);
+    }
     let Some(validation_bytes) = inputs.blob(&recorded.validation_sha256)? else {
         report.skipped.push(format!(
             "values and rewards: the validation file ({}) is not among the inputs, so only the \
@@ -549,4 +566,79 @@ pub fn replay_from(
         }
     }
     Ok(report)
+}
+
+/// A round valued by its validators: the consensus values (and the per-round pay that follows)
+/// recomputed from the recorded vectors, with the function the close used.
+fn replay_consensus(
+    cfg: &ReplaySettings,
+    contributions: &[crate::types::ContributionOutcome],
+    v: &crate::types::ValidatorsOutcome,
+    against: &Figures,
+    report: &mut ReplayReport,
+) -> Result<(), CoordinatorError> {
+    let r = &v.record;
+    let mut players: Vec<&crate::types::ContributionOutcome> = contributions.iter().collect();
+    players.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+    let params = fedledger_valuation::consensus::RoundParams {
+        seed: r.seed,
+        players: players.len(),
+        exact_max: r.exact_max as usize,
+        permutations: r.permutations as usize,
+        pool: r.pool,
+        max_distance_milli: r.max_distance_milli,
+        quality_k: r.quality_k.map(|k| k as usize),
+    };
+    let keys: Vec<&str> = v.vectors.iter().map(|m| m.validator.as_str()).collect();
+    let refs: Vec<&[i64]> = v.vectors.iter().map(|m| m.utilities.as_slice()).collect();
+    let c = fedledger_valuation::consensus::round_consensus(&params, &keys, &refs)
+        .map_err(|e| CoordinatorError::Internal(format!("validators' consensus: {e}")))?;
+    let entries: Vec<fedledger_valuation::RewardEntry<'_>> = players
+        .iter()
+        .zip(&c.values_nano)
+        .zip(&c.keep)
+        .map(|((p, value), keep)| fedledger_valuation::RewardEntry {
+            participant_key_hex: &p.public_key,
+            value_nano: *value,
+            eligible: *keep
+                && !p
+                    .flags
+                    .iter()
+                    .any(|f| f.starts_with(fedledger_valuation::FLAG_COPY_OF_PREFIX)),
+        })
+        .collect();
+    let rewards = match cfg.rewards.rule {
+        crate::config::RewardRuleKind::PerRound => {
+            fedledger_valuation::split_rewards(cfg.valuation.reward_pool_per_round, &entries)
+                .rewards
+        }
+        _ => vec![0; entries.len()],
+    };
+    for (i, p) in players.iter().enumerate() {
+        let recorded = against.contributions.get(&p.public_key);
+        for (what, rec, got) in [
+            (
+                "value_nano (validators' consensus)",
+                recorded.map(|r| r.value_nano.to_string()),
+                c.values_nano[i].to_string(),
+            ),
+            (
+                "reward",
+                recorded.map(|r| r.reward.to_string()),
+                rewards[i].to_string(),
+            ),
+        ] {
+            let rec = rec.unwrap_or_else(|| "absent".into());
+            if rec == got {
+                report.checked.push(format!("{what} of {} = {rec}", p.name));
+            } else {
+                report.differences.push(Difference {
+                    what: format!("{what} of {}", p.name),
+                    recorded: rec,
+                    recomputed: got,
+                });
+            }
+        }
+    }
+    Ok(())
 }

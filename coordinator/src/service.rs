@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
-    config::Limits,
+    config::{FederationConfig, Limits},
     engine::Engine,
     error::CoordinatorError,
     refusal::Reason,
@@ -187,7 +187,79 @@ fn outcome_to_wire(o: &RoundOutcome) -> pb::RoundResult {
     }
 }
 
+/// The header of a task: the round's rules (model, columns, training, privacy, schema and,
+/// with validators, the round's game, fixed before any upload).
+fn task_header(
+    cfg: &FederationConfig,
+    state: pb::TaskState,
+    round: u64,
+    num_params: u64,
+    model_sha256: String,
+    deadline_unix_ms: u64,
+    detail: String,
+) -> pb::TaskHeader {
+    let t = &cfg.training;
+    pb::TaskHeader {
+        state: state as i32,
+        federation: cfg.federation.clone(),
+        round,
+        model: Some(pb::ModelSpec {
+            kind: cfg.model.kind.as_str().into(),
+            features: cfg.model.features as u32,
+            classes: cfg.model.classes as u32,
+            hidden: cfg.model.hidden.iter().map(|h| *h as u32).collect(),
+        }),
+        label_column: cfg.label_column.clone(),
+        feature_names: cfg.validation.feature_names.clone(),
+        hyper: Some(pb::HyperParameters {
+            local_epochs: t.local_epochs,
+            batch_size: t.batch_size,
+            learning_rate: t.learning_rate,
+            clip_norm: t.clip_norm,
+            noise_multiplier: t.noise_multiplier,
+        }),
+        standardisation: cfg.standardisation.as_ref().map(|s| pb::Standardisation {
+            mean: s.mean.clone(),
+            std: s.std.clone(),
+        }),
+        num_params,
+        model_sha256,
+        deadline_unix_ms,
+        retry_after_ms: if state == pb::TaskState::Wait { 200 } else { 0 },
+        chunk_floats: fedledger_proto::CHUNK_FLOATS as u32,
+        total_rounds: cfg.rounds,
+        detail,
+        accountants: cfg.privacy_plan.accountant_names(),
+        planning: t.planning.map(|p| pb::DpPlanning {
+            planned_rounds: p.rounds.unwrap_or(cfg.rounds),
+            min_batch_size: p.min_batch_size,
+            max_batch_size: p.max_batch_size,
+            min_steps: p.min_steps,
+            max_steps: p.max_steps,
+        }),
+        schema: cfg.governance.schema.as_ref().map(|s| pb::DataSchema {
+            label: s.label.clone(),
+            features: s
+                .features
+                .iter()
+                .map(|f| pb::SchemaFeature {
+                    name: f.name.clone(),
+                    min: f.min.as_deref().and_then(|x| x.parse().ok()),
+                    max: f.max.as_deref().and_then(|x| x.parse().ok()),
+                })
+                .collect(),
+        }),
+        validators: cfg.validating.as_ref().map(|v| pb::ValidatorsGame {
+            seed: crate::value::round_seed(&cfg.federation, round, cfg.valuation.seed),
+            exact_max: v.exact_max,
+            permutations: v.permutations,
+            utility: cfg.valuation.utility.as_str().to_owned(),
+        }),
+    }
+}
+
 type TaskStream = Pin<Box<dyn Stream<Item = Result<pb::TaskMessage, Status>> + Send>>;
+type CandidatesStream = Pin<Box<dyn Stream<Item = Result<pb::CandidatesMessage, Status>> + Send>>;
 
 impl Service {
     /// Receive an upload: the header is checked before any chunk is accepted (so a duplicate
@@ -322,58 +394,15 @@ impl pb::coordinator_server::Coordinator for Service {
             (Phase::Done, _) => pb::TaskState::Done,
             _ => pb::TaskState::Wait,
         };
-        let t = &cfg.training;
-        let header = pb::TaskHeader {
-            state: state as i32,
-            federation: cfg.federation.clone(),
-            round: view.round,
-            model: Some(pb::ModelSpec {
-                kind: cfg.model.kind.as_str().into(),
-                features: cfg.model.features as u32,
-                classes: cfg.model.classes as u32,
-                hidden: cfg.model.hidden.iter().map(|h| *h as u32).collect(),
-            }),
-            label_column: cfg.label_column.clone(),
-            feature_names: cfg.validation.feature_names.clone(),
-            hyper: Some(pb::HyperParameters {
-                local_epochs: t.local_epochs,
-                batch_size: t.batch_size,
-                learning_rate: t.learning_rate,
-                clip_norm: t.clip_norm,
-                noise_multiplier: t.noise_multiplier,
-            }),
-            standardisation: cfg.standardisation.as_ref().map(|s| pb::Standardisation {
-                mean: s.mean.clone(),
-                std: s.std.clone(),
-            }),
-            num_params: global.len() as u64,
-            model_sha256: view.global_sha256.clone(),
-            deadline_unix_ms: view.deadline_ms,
-            retry_after_ms: if state == pb::TaskState::Wait { 200 } else { 0 },
-            chunk_floats: fedledger_proto::CHUNK_FLOATS as u32,
-            total_rounds: cfg.rounds,
-            detail: view.detail.clone(),
-            accountants: cfg.privacy_plan.accountant_names(),
-            planning: t.planning.map(|p| pb::DpPlanning {
-                planned_rounds: p.rounds.unwrap_or(cfg.rounds),
-                min_batch_size: p.min_batch_size,
-                max_batch_size: p.max_batch_size,
-                min_steps: p.min_steps,
-                max_steps: p.max_steps,
-            }),
-            schema: cfg.governance.schema.as_ref().map(|s| pb::DataSchema {
-                label: s.label.clone(),
-                features: s
-                    .features
-                    .iter()
-                    .map(|f| pb::SchemaFeature {
-                        name: f.name.clone(),
-                        min: f.min.as_deref().and_then(|x| x.parse().ok()),
-                        max: f.max.as_deref().and_then(|x| x.parse().ok()),
-                    })
-                    .collect(),
-            }),
-        };
+        let header = task_header(
+            &cfg,
+            state,
+            view.round,
+            global.len() as u64,
+            view.global_sha256.clone(),
+            view.deadline_ms,
+            view.detail.clone(),
+        );
         let head = stream::once(async move {
             Ok(pb::TaskMessage {
                 msg: Some(pb::task_message::Msg::Header(header)),
@@ -396,6 +425,158 @@ impl pb::coordinator_server::Coordinator for Service {
             Box::pin(head.chain(body))
         };
         Ok(Response::new(out))
+    }
+
+    type GetCandidatesStream = CandidatesStream;
+
+    async fn get_candidates(
+        &self,
+        req: Request<pb::CandidatesRequest>,
+    ) -> Result<Response<Self::GetCandidatesStream>, Status> {
+        let peer = req.remote_addr();
+        let session = req.into_inner().session;
+        let refuse = |e: CoordinatorError| self.refuse("GetCandidates", peer, e.into());
+        let mut watch = self.engine.subscribe();
+        let (mut view, mut game, mut global, mut cfg) =
+            self.engine.candidates(&session).map_err(refuse)?;
+        if !view.validate && view.phase != Phase::Done {
+            // Long poll, as GetTask: answer as soon as a round goes to the validators.
+            let deadline = tokio::time::Instant::now() + self.long_poll;
+            while !view.validate && view.phase != Phase::Done {
+                match tokio::time::timeout_at(deadline, watch.changed()).await {
+                    Ok(Ok(())) => {
+                        (view, game, global, cfg) =
+                            self.engine.candidates(&session).map_err(refuse)?
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let state = match (view.phase, view.validate) {
+            (_, true) => pb::CandidatesState::Validate,
+            (Phase::Done, _) => pb::CandidatesState::Done,
+            _ => pb::CandidatesState::Wait,
+        };
+        let task = task_header(
+            &cfg,
+            pb::TaskState::Wait,
+            view.round,
+            global.len() as u64,
+            view.global_sha256.clone(),
+            view.deadline_ms,
+            String::new(),
+        );
+        let header = pb::CandidatesHeader {
+            state: state as i32,
+            task: Some(pb::TaskHeader {
+                validators: game.as_ref().map(|g| pb::ValidatorsGame {
+                    seed: g.seed,
+                    ..task.validators.clone().unwrap_or_default()
+                }),
+                ..task
+            }),
+            candidates: view
+                .candidates
+                .iter()
+                .map(|m| {
+                    let p = &cfg.participants[m.participant];
+                    pb::Candidate {
+                        participant: p.public_key_hex.clone(),
+                        name: p.name.clone(),
+                        examples: m.examples,
+                        update_sha256: m.update_sha256.clone(),
+                    }
+                })
+                .collect(),
+            deadline_unix_ms: view.deadline_ms,
+            retry_after_ms: if state == pb::CandidatesState::Wait {
+                200
+            } else {
+                0
+            },
+            detail: view.detail.clone(),
+        };
+        let head = stream::once(async move {
+            Ok(pb::CandidatesMessage {
+                msg: Some(pb::candidates_message::Msg::Header(header)),
+            })
+        });
+        if state != pb::CandidatesState::Validate {
+            return Ok(Response::new(Box::pin(head)));
+        }
+        // The global parameters, then each candidate read from disk in turn (one update in
+        // memory at a time).
+        let engine = self.engine.clone();
+        let digests: Vec<String> = view
+            .candidates
+            .iter()
+            .map(|m| m.update_sha256.clone())
+            .collect();
+        let vectors = stream::iter(0..=digests.len()).then(move |k| {
+            let engine = engine.clone();
+            let global = global.clone();
+            let digest = k.checked_sub(1).map(|i| digests[i].clone());
+            async move {
+                let values: Arc<Vec<f32>> = match digest {
+                    None => global,
+                    Some(d) => Arc::new(
+                        tokio::task::spawn_blocking(move || engine.candidate(&d))
+                            .await
+                            .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+                            .map_err(Status::from)?,
+                    ),
+                };
+                Ok::<_, Status>((k as u32, values))
+            }
+        });
+        let body = vectors.flat_map(|r| match r {
+            Err(e) => stream::iter(vec![Err(e)]).boxed(),
+            Ok((vector, values)) => {
+                let chunks = values.len().div_ceil(fedledger_proto::CHUNK_FLOATS);
+                stream::iter(0..chunks)
+                    .map(move |i| {
+                        let start = i * fedledger_proto::CHUNK_FLOATS;
+                        let end = (start + fedledger_proto::CHUNK_FLOATS).min(values.len());
+                        Ok(pb::CandidatesMessage {
+                            msg: Some(pb::candidates_message::Msg::Chunk(pb::VectorChunk {
+                                vector,
+                                offset: start as u64,
+                                data: fedledger_model::digest::vector_to_bytes(&values[start..end])
+                                    .into(),
+                            })),
+                        })
+                    })
+                    .boxed()
+            }
+        });
+        Ok(Response::new(Box::pin(head.chain(body))))
+    }
+
+    async fn submit_utilities(
+        &self,
+        req: Request<pb::UtilitiesRequest>,
+    ) -> Result<Response<pb::UtilitiesReceipt>, Status> {
+        let peer = req.remote_addr();
+        let r = req.into_inner();
+        let round = r.round;
+        let (digest, received, quorum) = self
+            .blocking(move |e| {
+                e.submit_utilities(
+                    &r.session,
+                    r.round,
+                    &r.coalitions_sha256,
+                    r.utilities,
+                    &r.signature,
+                )
+            })
+            .await
+            .map_err(|f| self.refuse("SubmitUtilities", peer, f))?;
+        Ok(Response::new(pb::UtilitiesReceipt {
+            round,
+            utilities_sha256: digest,
+            received,
+            quorum,
+        }))
     }
 
     async fn submit_update(

@@ -31,7 +31,7 @@ use fedledger_model::digest::{sha256_hex, vector_from_bytes, vector_sha256, vect
 
 use crate::{
     error::StoreError,
-    types::{DeclineMeta, PersistedState, RoundOutcome, UpdateMeta},
+    types::{DeclineMeta, PersistedState, RoundOutcome, UpdateMeta, UtilitiesMeta},
 };
 
 /// The coordinator's store in `state_dir`.
@@ -40,6 +40,7 @@ pub struct Store {
     meta: sled::Tree,
     updates: sled::Tree,
     declines: sled::Tree,
+    utilities: sled::Tree,
     results: sled::Tree,
     blobs: PathBuf,
     dir_sync: Arc<DirSync>,
@@ -416,6 +417,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             updates: db.open_tree("updates")?,
             declines: db.open_tree("declines")?,
+            utilities: db.open_tree("utilities")?,
             results: db.open_tree("results")?,
             db,
             blobs,
@@ -551,6 +553,21 @@ impl Store {
             .insert(round_key(meta.round, meta.participant), encode(meta))?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Record a validator's utility vector for a round and flush (one per validator and
+    /// round: the key is the round, then the validator's key).
+    pub fn record_utilities(&self, meta: &UtilitiesMeta) -> Result<(), StoreError> {
+        let mut key = meta.round.to_be_bytes().to_vec();
+        key.extend_from_slice(meta.validator.as_bytes());
+        self.utilities.insert(key, encode(meta))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The vectors received for `round`, sorted by validator key.
+    pub fn utilities_for(&self, round: u64) -> Result<Vec<UtilitiesMeta>, StoreError> {
+        Self::scan(&self.utilities, round)
     }
 
     fn scan<T: DeserializeOwned>(tree: &sled::Tree, round: u64) -> Result<Vec<T>, StoreError> {

@@ -14,6 +14,8 @@ pub enum Phase {
     Waiting,
     /// `round` is open for updates.
     Open,
+    /// `round`'s updates are in; validators are evaluating them (until `deadline_ms`).
+    Validating,
     /// All rounds have run.
     Done,
 }
@@ -24,6 +26,7 @@ impl Phase {
         match self {
             Phase::Waiting => "waiting for registrations",
             Phase::Open => "open",
+            Phase::Validating => "validating",
             Phase::Done => "done",
         }
     }
@@ -57,6 +60,32 @@ pub struct UpdateMeta {
     /// Arrival order within the round (0-based; a refused commit may leave a gap).
     pub seq: u64,
     pub norm: f64,
+}
+
+/// A validator's signed utility vector for a round, as received (recorded in the ledger as
+/// `fedledger.utilities/v1` entries).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UtilitiesMeta {
+    pub round: u64,
+    /// The validator's key, 64 lowercase hex, and its enrolled name.
+    pub validator: String,
+    pub name: String,
+    /// SHA-256 of the design's canonical coalition list.
+    pub coalitions_sha256: String,
+    /// One utility per coalition, nano-units.
+    pub utilities: Vec<i64>,
+    /// Base64 Ed25519 signature over the utilities message.
+    pub signature: String,
+    pub received_at_ms: u64,
+}
+
+/// What a round valued by validators records beyond its contributions: the summary's
+/// validators record and the vectors it was computed from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ValidatorsOutcome {
+    pub record: fedledger_ledger::records::ValidatorsRecord,
+    /// Sorted by validator key (empty when the round fell back).
+    pub vectors: Vec<UtilitiesMeta>,
 }
 
 /// A recorded decline.
@@ -333,6 +362,9 @@ pub struct RoundOutcome {
     /// summary.
     #[serde(default)]
     pub rules_sha256: Option<String>,
+    /// The validators' judgement of the round, in a federation with validators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validators: Option<ValidatorsOutcome>,
 }
 
 /// A period's settlement (the settled reward rule), as recorded after the summary of the

@@ -5,13 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use fedledger_ledger::records::SettlementPeriod;
+use fedledger_ledger::records::{
+    FLAG_EXCLUDED_BY_QUALITY, SettlementPeriod, ValidatorLine, ValidatorsRecord,
+};
 use fedledger_model::{Dataset, Metrics, ModelSpec};
 use fedledger_valuation::{
     AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, NonImproving,
     Participation, RewardEntry, RoundValues, RowGame, SettlementRule, ValueEntry,
-    bootstrap_standard_errors, default_estimator, detect, estimator_by_name, settle,
-    settle_accumulated, split_rewards, value_nano,
+    bootstrap_standard_errors,
+    consensus::{RoundParams, design, round_consensus},
+    default_estimator, detect, estimator_by_name, settle, settle_accumulated, split_rewards,
+    value_nano,
 };
 
 use crate::{
@@ -19,7 +23,8 @@ use crate::{
     error::CoordinatorError,
     types::{
         RoundOutcome, RoundStatus, RoundValuation, SettlementLineOutcome, SettlementOutcome,
-        WeightedUpdate, Weighting, fedavg_weights, random_effects_weights,
+        UpdateMeta, UtilitiesMeta, WeightedUpdate, Weighting, fedavg_weights,
+        random_effects_weights,
     },
 };
 
@@ -45,6 +50,125 @@ pub struct Valuer {
     /// The task's learning rate times its clipping norm (random-effects weights read it).
     noise_step: f64,
     rule: RewardRuleKind,
+}
+
+/// The estimator a round valued by its validators' consensus records.
+pub const VALIDATORS_ESTIMATOR: &str = "validators-median";
+
+/// What the validators made of a round (a federation with `[validators]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judgement {
+    /// What the summary records (with a fallback reason when too few vectors came in time).
+    pub record: ValidatorsRecord,
+    /// The vectors it follows from, sorted by validator key (empty on a fallback).
+    pub vectors: Vec<UtilitiesMeta>,
+    /// The consensus values in the order of the round's updates (`None` on a fallback).
+    pub values_nano: Option<Vec<i64>>,
+    /// Per update (arrival order), whether the quality rule keeps it.
+    pub keep: Vec<bool>,
+}
+
+/// The seed of `round`'s validators' game (announced in its task header before any upload)
+/// and the game's design for `players` contributors.
+pub fn validators_design(
+    cfg: &FederationConfig,
+    round: u64,
+    players: usize,
+) -> Result<(u64, fedledger_valuation::consensus::Design), CoordinatorError> {
+    let v = cfg.validating.as_ref().ok_or_else(|| {
+        CoordinatorError::Internal("a round is validated without [validators]".into())
+    })?;
+    let seed = round_seed(&cfg.federation, round, cfg.valuation.seed);
+    let d = design(seed, players, v.exact_max as usize, v.permutations as usize).map_err(|e| {
+        CoordinatorError::Internal(format!("validators' design of round {round}: {e}"))
+    })?;
+    Ok((seed, d))
+}
+
+/// The validators' judgement of a round from the vectors received in time: consensus values,
+/// distances, validators' pay and the quality rule's verdicts, through the valuation crate's
+/// `round_consensus` (the function `verify` recomputes them with). `None` without
+/// `[validators]`.
+pub fn judge(
+    cfg: &FederationConfig,
+    round: u64,
+    updates: &[UpdateMeta],
+    vectors: &[UtilitiesMeta],
+) -> Result<Option<Judgement>, CoordinatorError> {
+    let Some(v) = &cfg.validating else {
+        return Ok(None);
+    };
+    let key = |i: usize| {
+        cfg.participants[updates[i].participant]
+            .public_key_hex
+            .as_str()
+    };
+    let mut players: Vec<usize> = (0..updates.len()).collect();
+    players.sort_by(|a, b| key(*a).cmp(key(*b)));
+    let (seed, d) = validators_design(cfg, round, players.len())?;
+    let params = RoundParams {
+        seed,
+        players: players.len(),
+        exact_max: v.exact_max as usize,
+        permutations: v.permutations as usize,
+        pool: v.pool_per_round,
+        max_distance_milli: v.max_distance_milli,
+        quality_k: v.quality_k.map(|k| k as usize),
+    };
+    let internal = |e: fedledger_valuation::ValuationError| {
+        CoordinatorError::Internal(format!("validators' consensus of round {round}: {e}"))
+    };
+    let mut record = ValidatorsRecord {
+        seed,
+        exact_max: u64::from(v.exact_max),
+        permutations: u64::from(v.permutations),
+        coalitions: d.coalitions.len() as u64,
+        coalitions_sha256: fedledger_model::digest::sha256_hex(&d.canonical()),
+        max_distance_milli: v.max_distance_milli,
+        quality_k: v.quality_k,
+        pool: v.pool_per_round,
+        fallback: None,
+        lines: Vec::new(),
+    };
+    if vectors.len() < v.quorum as usize {
+        record.fallback = Some(format!(
+            "{} validator vector(s) by the validators' deadline, quorum is {}; valued on the coordinator's validation file",
+            vectors.len(),
+            v.quorum
+        ));
+        return Ok(Some(Judgement {
+            record,
+            vectors: Vec::new(),
+            values_nano: None,
+            keep: vec![true; updates.len()],
+        }));
+    }
+    let mut vectors = vectors.to_vec();
+    vectors.sort_by(|a, b| a.validator.cmp(&b.validator));
+    let keys: Vec<&str> = vectors.iter().map(|m| m.validator.as_str()).collect();
+    let refs: Vec<&[i64]> = vectors.iter().map(|m| m.utilities.as_slice()).collect();
+    let c = round_consensus(&params, &keys, &refs).map_err(internal)?;
+    record.lines = keys
+        .iter()
+        .zip(c.distances_milli.iter().zip(&c.rewards))
+        .map(|(k, (d, r))| ValidatorLine {
+            validator: (*k).to_owned(),
+            distance_milli: *d,
+            reward: *r,
+        })
+        .collect();
+    let mut values_nano = vec![0i64; updates.len()];
+    let mut keep = vec![true; updates.len()];
+    for (player, &i) in players.iter().enumerate() {
+        values_nano[i] = c.values_nano[player];
+        keep[i] = c.keep[player];
+    }
+    Ok(Some(Judgement {
+        record,
+        vectors,
+        values_nano: Some(values_nano),
+        keep,
+    }))
 }
 
 /// The estimator seed of a round: SHA-256 of the federation, round and configured seed, so
@@ -103,6 +227,56 @@ impl Valuer {
         }
         estimator_by_name(&self.settings.estimator, budget)
             .map_err(|e| CoordinatorError::Internal(format!("valuation: {e}")))
+    }
+
+    /// The round's pay: the pool split by value (per-round rule), or nothing (the settled
+    /// rules pay in settlements).
+    fn round_rewards(&self, entries: &[RewardEntry<'_>]) -> (Vec<u64>, u64) {
+        match self.rule {
+            RewardRuleKind::PerRound => {
+                let split = split_rewards(self.settings.reward_pool_per_round, entries);
+                (split.rewards, split.recorded_pool)
+            }
+            RewardRuleKind::Impact | RewardRuleKind::Cumulative | RewardRuleKind::Settled => {
+                (vec![0; entries.len()], 0)
+            }
+        }
+    }
+
+    /// Replace a round's values by the validators' consensus (`judged`, in the order of the
+    /// round's updates): the values and their (absent) standard errors, the quality rule's
+    /// flags, and the pay that follows from them. `keys` are the updates' contributors.
+    pub fn apply_consensus(&self, valued: &mut ValuedRound, keys: &[&str], judged: &Judgement) {
+        let Some(values) = &judged.values_nano else {
+            return;
+        };
+        for (i, v) in values.iter().enumerate() {
+            valued.value_nano[i] = *v;
+            valued.values[i] = *v as f64 / 1e9;
+            valued.value_se[i] = 0.0;
+            valued.value_se_nano[i] = 0;
+            if !judged.keep[i] {
+                valued.flags[i].push(FLAG_EXCLUDED_BY_QUALITY.to_owned());
+            }
+        }
+        let entries: Vec<RewardEntry<'_>> = keys
+            .iter()
+            .zip(&valued.value_nano)
+            .zip(&valued.flags)
+            .map(|((k, v), f)| RewardEntry {
+                participant_key_hex: k,
+                value_nano: *v,
+                eligible: !f
+                    .iter()
+                    .any(|f| f.starts_with(FLAG_COPY_OF_PREFIX) || f == FLAG_EXCLUDED_BY_QUALITY),
+            })
+            .collect();
+        (valued.rewards, valued.reward_pool) = self.round_rewards(&entries);
+        valued.summary.estimator = VALIDATORS_ESTIMATOR.to_owned();
+        valued.summary.seed = judged.record.seed;
+        valued.summary.evaluations = judged.record.coalitions * judged.vectors.len() as u64;
+        valued.summary.bootstrap_resamples = 0;
+        valued.summary.sampling_rel_se = None;
     }
 
     /// Value the round's updates (in arrival order), flag abuse, split the pool. `noisy`: the
@@ -222,15 +396,7 @@ impl Valuer {
                 eligible: !f.iter().any(|f| f.starts_with(FLAG_COPY_OF_PREFIX)),
             })
             .collect();
-        let (rewards, reward_pool) = match self.rule {
-            RewardRuleKind::PerRound => {
-                let split = split_rewards(self.settings.reward_pool_per_round, &entries);
-                (split.rewards, split.recorded_pool)
-            }
-            RewardRuleKind::Impact | RewardRuleKind::Cumulative | RewardRuleKind::Settled => {
-                (vec![0; entries.len()], 0)
-            }
-        };
+        let (rewards, reward_pool) = self.round_rewards(&entries);
         let value_se_nano = value_se
             .iter()
             .map(|&s| fedledger_valuation::value_nano(s).max(0).unsigned_abs())

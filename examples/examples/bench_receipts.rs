@@ -109,6 +109,8 @@ async fn receipts(n: usize, rounds: u64) -> anyhow::Result<()> {
         metrics: Default::default(),
         governance: Default::default(),
         participants: entries,
+        validators: None,
+        validator_entries: Vec::new(),
     }
     .validate()
     .context("config")?;

@@ -172,6 +172,8 @@ fn wide_federation(
         metrics: Default::default(),
         governance: Default::default(),
         participants: entries,
+        validators: None,
+        validator_entries: Vec::new(),
     }
     .validate()?;
     Ok((cfg, key_paths))
@@ -531,6 +533,8 @@ async fn overhead(
         metrics: Default::default(),
         governance: Default::default(),
         participants: entries,
+        validators: None,
+        validator_entries: Vec::new(),
     }
     .validate()
     .context("config")?;

@@ -42,7 +42,8 @@ pub fn zero_sites(dir: &Path, n: usize, patience_secs: u64) -> anyhow::Result<Ze
         configs.push(ParticipantConfig {
             coordinator: String::new(),
             key,
-            data: validation.clone(),
+            data: Some(validation.clone()),
+            validator: None,
             label_column: None,
             state_dir: dir.join(format!("h{i}")),
             privacy: PrivacySection {

@@ -591,7 +591,8 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
         let pcfg = ParticipantConfig {
             coordinator: String::new(),
             key: key_path,
-            data: data_path.clone(),
+            data: Some(data_path.clone()),
+            validator: None,
             label_column: None,
             state_dir: out.join(format!("hospitals/{}-state", h.name)),
             privacy: privacy.clone(),
@@ -741,6 +742,8 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
         },
         governance: Default::default(),
         participants: entries,
+        validators: None,
+        validator_entries: Vec::new(),
     };
     Ok(Prepared {
         witnesses,

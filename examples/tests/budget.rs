@@ -15,9 +15,10 @@ async fn budget_is_never_exceeded_across_a_restart() {
     let sigma = 1.0;
     let mut fed = federation(3, ROUNDS, Some((1.0, sigma)));
     // Every round costs the same; allow two and a half rounds' worth of budget.
-    let n = fedledger_model::Dataset::load_csv(&fed.participants[0].data, "malignant")
-        .unwrap()
-        .len();
+    let n =
+        fedledger_model::Dataset::load_csv(fed.participants[0].data.as_ref().unwrap(), "malignant")
+            .unwrap()
+            .len();
     let (q, steps) = DpSgdConfig::schedule(n, 16, 2);
     let eps = |rounds: usize| {
         let run = PoissonGaussian {

@@ -95,7 +95,11 @@ async fn an_honest_hospital_verifies_in_two_federations_with_a_refused_update() 
     let (running_b, cfgs_b) = serve(&b).await;
     let h0 = cfgs_b[0].clone();
     let late = LateIn {
-        inner: LocalTrainer::new(h0.data.clone(), h0.label_column.clone(), h0.privacy.clone()),
+        inner: LocalTrainer::new(
+            h0.data.clone().unwrap(),
+            h0.label_column.clone(),
+            h0.privacy.clone(),
+        ),
         round: 1,
     };
     let slow = tokio::spawn(fedledger_participant::run_with_source(

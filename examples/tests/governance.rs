@@ -28,7 +28,7 @@ async fn a_hospital_whose_data_lacks_a_governed_feature_refuses_before_any_round
     });
     // Hospital 1's data lacks one governed column.
     let missing = names[3].clone();
-    let path = fed.participants[1].data.clone();
+    let path = fed.participants[1].data.clone().unwrap();
     let data = Dataset::load_csv(&path, "malignant").unwrap();
     let keep: Vec<usize> = (0..names.len()).filter(|&j| j != 3).collect();
     let d = data.n_features();

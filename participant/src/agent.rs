@@ -121,7 +121,7 @@ pub async fn run_agent(
     if let Some(h) = store.halt()? {
         return Err(AgentError::Halted(h));
     }
-    let client = connect_patiently(&opts, key).await?;
+    let client = connect_patiently(&opts.coordinator, opts.reconnect_patience, key).await?;
     let report = AgentReport {
         name: client.name().to_owned(),
         federation: client.federation().to_owned(),
@@ -217,7 +217,13 @@ async fn drive(
                     };
                     return Ok(report);
                 }
-                recover(&mut client, e, &mut unreachable_since, &opts).await?;
+                recover(
+                    &mut client,
+                    e,
+                    &mut unreachable_since,
+                    opts.reconnect_patience,
+                )
+                .await?;
                 continue;
             }
         };
@@ -483,23 +489,26 @@ fn tolerable(e: &ClientError) -> bool {
     )
 }
 
-async fn connect_patiently(
-    opts: &AgentOptions,
+/// Dial and register, retrying with backoff while the coordinator is unreachable, for at most
+/// `patience`.
+pub(crate) async fn connect_patiently(
+    coordinator: &crate::link::Link,
+    patience: Duration,
     key: Arc<Ed25519KeyPair>,
 ) -> Result<Client, AgentError> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
-        match Client::connect_with(&opts.coordinator, key.clone()).await {
+        match Client::connect_with(coordinator, key.clone()).await {
             Ok(c) => return Ok(c),
-            Err(e) if retryable(&e) && start.elapsed() < opts.reconnect_patience => {
+            Err(e) if retryable(&e) && start.elapsed() < patience => {
                 warn!(error = %e, "coordinator not reachable yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) if retryable(&e) => {
                 return Err(AgentError::Unreachable {
-                    secs: opts.reconnect_patience.as_secs(),
+                    secs: patience.as_secs(),
                     last: e.to_string(),
                 });
             }
@@ -510,7 +519,7 @@ async fn connect_patiently(
 
 /// The coordinator no longer answers (closed, reset, refused): after the last round, the sign
 /// that it has stopped serving.
-fn gone(e: &ClientError) -> bool {
+pub(crate) fn gone(e: &ClientError) -> bool {
     retryable(e) || e.code() == Some(Code::Cancelled)
 }
 
@@ -523,11 +532,13 @@ fn retryable(e: &ClientError) -> bool {
     }
 }
 
-async fn recover(
+/// After a failed call: register again when the session is gone, wait while the coordinator
+/// is unreachable (for at most `patience` in all), give up on anything else.
+pub(crate) async fn recover(
     client: &mut Client,
     e: ClientError,
     unreachable_since: &mut Option<Instant>,
-    opts: &AgentOptions,
+    patience: Duration,
 ) -> Result<(), AgentError> {
     if e.code() == Some(Code::Unauthenticated) {
         info!("session expired (coordinator restarted?); registering again");
@@ -540,9 +551,9 @@ async fn recover(
         return Err(e.into());
     }
     let since = *unreachable_since.get_or_insert_with(Instant::now);
-    if since.elapsed() > opts.reconnect_patience {
+    if since.elapsed() > patience {
         return Err(AgentError::Unreachable {
-            secs: opts.reconnect_patience.as_secs(),
+            secs: patience.as_secs(),
             last: e.to_string(),
         });
     }

@@ -233,6 +233,21 @@ pub fn privacy_to_wire(p: &PrivacyObject) -> pb::PrivacySpend {
 }
 
 /// A connected, registered participant.
+/// What a validator pulled: the header, and when it says VALIDATE, the round's starting
+/// parameters and the candidates' updates (in the header's order: sorted by key).
+#[derive(Debug)]
+pub struct Candidates {
+    pub header: pb::CandidatesHeader,
+    pub global: Vec<f32>,
+    pub updates: Vec<Vec<f32>>,
+}
+
+impl Candidates {
+    pub fn state(&self) -> pb::CandidatesState {
+        pb::CandidatesState::try_from(self.header.state).unwrap_or(pb::CandidatesState::Unspecified)
+    }
+}
+
 pub struct Client {
     rpc: CoordinatorClient<Channel>,
     key: Arc<Ed25519KeyPair>,
@@ -504,6 +519,157 @@ impl Client {
             .await
             .map_err(|s| ClientError::refused("Decline", s))?;
         Ok(())
+    }
+
+    /// Validators: the round being validated (header, then the round's starting parameters
+    /// and each candidate's update, each checked against its digest as it arrives).
+    pub async fn candidates(&mut self) -> Result<Candidates, ClientError> {
+        let call = "GetCandidates";
+        let proto = |reason: String| ClientError::Protocol { call, reason };
+        let mut stream = self
+            .rpc
+            .get_candidates(pb::CandidatesRequest {
+                session: self.session.clone(),
+            })
+            .await
+            .map_err(|s| ClientError::refused(call, s))?
+            .into_inner();
+        let header = match stream
+            .message()
+            .await
+            .map_err(|s| ClientError::refused(call, s))?
+        {
+            Some(pb::CandidatesMessage {
+                msg: Some(pb::candidates_message::Msg::Header(h)),
+            }) => h,
+            _ => return Err(proto("stream did not start with a header".into())),
+        };
+        let mut out = Candidates {
+            header,
+            global: Vec::new(),
+            updates: Vec::new(),
+        };
+        if out.state() != pb::CandidatesState::Validate {
+            return Ok(out);
+        }
+        let task = out
+            .header
+            .task
+            .as_ref()
+            .ok_or_else(|| proto("the header carries no task".into()))?;
+        // Sized by the model the task describes, never by a bare count.
+        let n = task
+            .model
+            .as_ref()
+            .ok_or_else(|| proto("the task describes no model".into()))
+            .and_then(|m| model_params(m).map_err(proto))
+            .and_then(|p| usize::try_from(p).map_err(|_| proto(format!("{p} parameters"))))?;
+        let mut digests = vec![task.model_sha256.clone()];
+        digests.extend(
+            out.header
+                .candidates
+                .iter()
+                .map(|c| c.update_sha256.clone()),
+        );
+        let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(digests.len().min(1024));
+        let mut current = Vec::new();
+        let mut hasher = fedledger_model::digest::VectorHasher::default();
+        let finish = |vectors: &mut Vec<Vec<f32>>,
+                      current: &mut Vec<f32>,
+                      hasher: &mut fedledger_model::digest::VectorHasher|
+         -> Result<(), ClientError> {
+            let k = vectors.len();
+            let sha = std::mem::take(hasher).finish_hex();
+            if current.len() != n || sha != digests[k] {
+                return Err(proto(format!(
+                    "vector {k}: {} of {n} values hashing to {sha}, announced as {}",
+                    current.len(),
+                    digests[k]
+                )));
+            }
+            if let Some(i) = current.iter().position(|v| !v.is_finite()) {
+                return Err(proto(format!("vector {k}: value {i} is not finite")));
+            }
+            vectors.push(std::mem::take(current));
+            Ok(())
+        };
+        while let Some(msg) = stream
+            .message()
+            .await
+            .map_err(|s| ClientError::refused(call, s))?
+        {
+            let Some(pb::candidates_message::Msg::Chunk(c)) = msg.msg else {
+                return Err(proto("unexpected message after the header".into()));
+            };
+            if c.vector as usize == vectors.len() + 1 && current.len() == n {
+                finish(&mut vectors, &mut current, &mut hasher)?;
+            }
+            let len = c.data.len() / 4;
+            if c.vector as usize != vectors.len()
+                || vectors.len() >= digests.len()
+                || !c.data.len().is_multiple_of(4)
+                || c.offset != current.len() as u64
+                || current.len() + len > n
+            {
+                return Err(proto(format!(
+                    "chunk of vector {} at offset {} of {} bytes does not follow {} values of vector {}",
+                    c.vector,
+                    c.offset,
+                    c.data.len(),
+                    current.len(),
+                    vectors.len()
+                )));
+            }
+            if current.is_empty() {
+                current.reserve_exact(n);
+            }
+            hasher.update_bytes(&c.data);
+            current.extend(
+                c.data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+        if vectors.len() + 1 == digests.len() {
+            finish(&mut vectors, &mut current, &mut hasher)?;
+        }
+        if vectors.len() != digests.len() {
+            return Err(proto(format!(
+                "received {} of {} vectors",
+                vectors.len(),
+                digests.len()
+            )));
+        }
+        let mut vectors = vectors.into_iter();
+        out.global = vectors.next().unwrap_or_default();
+        out.updates = vectors.collect();
+        Ok(out)
+    }
+
+    /// Validators: send the signed utility vector of `round`.
+    pub async fn submit_utilities(
+        &mut self,
+        round: u64,
+        coalitions_sha256: &str,
+        utilities: Vec<i64>,
+        signature: Vec<u8>,
+    ) -> Result<pb::UtilitiesReceipt, ClientError> {
+        self.rpc
+            .submit_utilities(pb::UtilitiesRequest {
+                session: self.session.clone(),
+                round,
+                coalitions_sha256: coalitions_sha256.to_owned(),
+                utilities,
+                signature,
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| ClientError::refused("SubmitUtilities", s))
+    }
+
+    /// The key this client signs with.
+    pub fn key(&self) -> &Ed25519KeyPair {
+        &self.key
     }
 
     /// The result of a finished round.

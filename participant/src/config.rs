@@ -22,7 +22,9 @@ use crate::link::{Link, LinkSettings, ProxySetting, Trust};
 pub struct ParticipantConfig {
     pub coordinator: String,
     pub key: PathBuf,
-    pub data: PathBuf,
+    /// The hospital's training data (a contributor). Absent: this agent only validates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
     #[serde(default)]
     pub label_column: Option<String>,
     pub state_dir: PathBuf,
@@ -46,6 +48,22 @@ pub struct ParticipantConfig {
     /// Absent: `HTTPS_PROXY` (`HTTP_PROXY` for http://) minus `NO_PROXY`; `""`: no proxy.
     #[serde(default)]
     pub proxy: Option<String>,
+    /// `[validator]`: also (or only) judge contributions on a holdout (README: Validators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validator: Option<ValidatorSection>,
+}
+
+/// `[validator]`: this agent scores each round's candidate updates on its own holdout and
+/// sends the signed vector of every coalition's score (never a row).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorSection {
+    /// The holdout CSV (the federation's columns; disjoint from any training data).
+    pub data: PathBuf,
+    /// The validator's key, enrolled with the role `validator`. Absent: the agent's `key`
+    /// (a key has one role: an agent that also contributes needs a second key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
 }
 
 /// `[tls]`: the coordinator's certificate, as the operator handed it over.
@@ -225,7 +243,15 @@ impl ParticipantConfig {
             message: e.to_string(),
         })?;
         if let Some(base) = path.parent() {
-            for p in [&mut cfg.key, &mut cfg.data, &mut cfg.state_dir] {
+            let validator = cfg
+                .validator
+                .as_mut()
+                .map(|v| std::iter::once(&mut v.data).chain(v.key.as_mut()));
+            for p in [&mut cfg.key, &mut cfg.state_dir]
+                .into_iter()
+                .chain(cfg.data.as_mut())
+                .chain(validator.into_iter().flatten())
+            {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
@@ -297,6 +323,23 @@ impl ParticipantConfig {
 
     /// Check the values.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.data, &self.validator) {
+            (None, None) => {
+                return Err(ConfigError::Invalid(
+                    "give `data` (training data, to contribute) or a [validator] section (a \
+                     holdout, to validate), or both"
+                        .into(),
+                ));
+            }
+            (Some(_), Some(v)) if v.key.as_ref().is_none_or(|k| *k == self.key) => {
+                return Err(ConfigError::Invalid(
+                    "an agent that contributes and validates needs a second key for \
+                     validating (validator.key): a key is enrolled in one role"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
         self.coordinator_link()?;
         self.ledger_link()?;
         let p = &self.privacy;

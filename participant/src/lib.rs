@@ -25,6 +25,8 @@
 //! - [`validate`] - validator mode's computation: every coalition of a round's design scored on
 //!   the validator's holdout (aggregate scores, never rows), and the vector's signature.
 //! - [`agent`] - the loop tying them together: answer, persist the spend, sign and send.
+//! - [`validator`] - validator mode's loop: pull each round's candidates, score the game on
+//!   the holdout, sign and send the vector.
 
 pub mod agent;
 pub mod client;
@@ -40,6 +42,7 @@ pub mod receipts;
 pub mod source;
 pub mod store;
 pub mod validate;
+pub mod validator;
 pub mod work;
 
 use std::{sync::Arc, time::Duration};
@@ -64,6 +67,8 @@ pub enum RunError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Agent(#[from] AgentError),
+    #[error(transparent)]
+    Validator(#[from] validator::ValidatorError),
     #[error("configuration: {0}")]
     Config(String),
 }
@@ -100,12 +105,34 @@ pub async fn run_showing(
     cfg: ParticipantConfig,
     mode: ProgressMode,
 ) -> Result<AgentReport, RunError> {
+    let data = cfg.data.clone().ok_or_else(|| {
+        RunError::Config("no `data`: this agent only validates ([validator])".into())
+    })?;
     let source = Box::new(LocalTrainer::new(
-        cfg.data.clone(),
+        data,
         cfg.label_column.clone(),
         cfg.privacy.clone(),
     ));
     run_source_showing(cfg, mode, source).await
+}
+
+/// Validate with `[validator]`'s holdout and key until the federation finishes.
+pub async fn run_validator(
+    cfg: &ParticipantConfig,
+) -> Result<validator::ValidatorReport, RunError> {
+    let v = cfg
+        .validator
+        .as_ref()
+        .ok_or_else(|| RunError::Config("no [validator] section".into()))?;
+    let key = Arc::new(keys::load_key(v.key.as_ref().unwrap_or(&cfg.key))?);
+    let opts = validator::ValidatorOptions {
+        coordinator: cfg
+            .coordinator_link()
+            .map_err(|e| RunError::Config(e.to_string()))?,
+        reconnect_patience: Duration::from_secs(cfg.reconnect_patience_secs),
+        holdout: v.data.clone(),
+    };
+    Ok(validator::run_validator(opts, key).await?)
 }
 
 /// Like [`run`], with another source of updates (the examples use this to simulate

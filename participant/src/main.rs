@@ -349,17 +349,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config, state_dir } => {
             let cfg = ParticipantConfig::load_with(&config, state_dir.as_deref())?;
             let rt = tokio::runtime::Runtime::new().context("start the async runtime")?;
-            let report = rt
-                .block_on(fedledger_participant::run_showing(
-                    cfg,
-                    // A bar for a person at a terminal; a line per round for a file or journal.
-                    if std::io::stderr().is_terminal() {
-                        fedledger_participant::ProgressMode::Bar
-                    } else {
-                        fedledger_participant::ProgressMode::Lines
-                    },
-                ))
-                .context("take part in the federation")?;
+            // A bar for a person at a terminal; a line per round for a file or journal.
+            let mode = if std::io::stderr().is_terminal() {
+                fedledger_participant::ProgressMode::Bar
+            } else {
+                fedledger_participant::ProgressMode::Lines
+            };
+            let (report, validated) = rt.block_on(async {
+                let validate = async {
+                    match cfg.validator.is_some() {
+                        true => fedledger_participant::run_validator(&cfg)
+                            .await
+                            .map(Some)
+                            .context("validate the federation's rounds"),
+                        false => Ok(None),
+                    }
+                };
+                let contribute = async {
+                    match cfg.data.is_some() {
+                        true => fedledger_participant::run_showing(cfg.clone(), mode)
+                            .await
+                            .map(Some)
+                            .context("take part in the federation"),
+                        false => Ok(None),
+                    }
+                };
+                tokio::try_join!(contribute, validate)
+            })?;
+            if let Some(v) = validated {
+                println!(
+                    "{}: validated {} round(s) of federation {}{}",
+                    v.name,
+                    v.rounds.len(),
+                    v.federation,
+                    v.rounds
+                        .iter()
+                        .map(|r| format!(
+                            "; round {}: {} candidates, {} coalitions, {:.2} s",
+                            r.round, r.candidates, r.coalitions, r.seconds
+                        ))
+                        .collect::<String>()
+                );
+            }
+            let Some(report) = report else {
+                return Ok(());
+            };
             let how = match &report.ended {
                 fedledger_participant::Ended::Done => "finished".to_owned(),
                 fedledger_participant::Ended::CoordinatorGone {

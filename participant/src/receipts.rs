@@ -730,10 +730,18 @@ impl Receipts {
             }
         };
         self.extend(store, old, &note, &cp, &cache, round)?;
-        if summary.entries.count > self.enrolments {
+        // One entry per enrolled key, and each validator's vector in its parts.
+        let parts = summary.valuation.validators.as_ref().map_or(0, |v| {
+            (v.lines.len() as u64).saturating_mul(
+                v.coalitions
+                    .div_ceil(records::MAX_UTILITIES_PER_PART as u64),
+            )
+        });
+        let allowed = self.enrolments.saturating_add(parts);
+        if summary.entries.count > allowed {
             let what = format!(
                 "round {round}'s summary names {} entries, more than the {} keys the federation \
-                 enrols",
+                 enrols and the {parts} parts of its validators' vectors",
                 summary.entries.count, self.enrolments
             );
             return Err(self.mismatch(store, rec, what, reported, nothing(), &note));

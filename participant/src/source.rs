@@ -81,6 +81,41 @@ impl LocalTrainer {
     }
 }
 
+/// Local rows as the task's model reads them: the governed schema's features in its order
+/// with values clamped to its ranges (or the task's columns exactly), labels within the model's
+/// classes, standardised with the task's reference statistics (or the rows' own). `Ok(Err)`
+/// says why the rows cannot serve this task.
+pub fn prepare(
+    mut data: Dataset,
+    header: &fedledger_proto::TaskHeader,
+    spec: &ModelSpec,
+) -> Result<Result<Dataset, String>, SourceError> {
+    if let Some(schema) = &header.schema {
+        data = crate::governance::conform(&data, schema).map_err(SourceError::Task)?;
+    } else if data.feature_names != header.feature_names {
+        return Ok(Err(format!(
+            "local data columns do not match the task's {} feature columns",
+            header.feature_names.len()
+        )));
+    }
+    if let Some(&y) = data.y.iter().find(|&&y| y as usize >= spec.classes) {
+        return Ok(Err(format!(
+            "local data has label {y} but the model has {} classes",
+            spec.classes
+        )));
+    }
+    data.classes = spec.classes;
+    let standardiser = match &header.standardisation {
+        Some(s) if !s.mean.is_empty() => Standardiser {
+            mean: s.mean.clone(),
+            std: s.std.clone(),
+        },
+        _ => Standardiser::fit(&data),
+    };
+    standardiser.apply(&mut data)?;
+    Ok(Ok(data))
+}
+
 impl UpdateSource for LocalTrainer {
     fn check_schema(&mut self, schema: &fedledger_proto::DataSchema) -> Result<(), SourceError> {
         let data = self.data(&schema.label)?;
@@ -91,31 +126,11 @@ impl UpdateSource for LocalTrainer {
 
     fn work(&mut self, task: &Task, spent: &[SpendRecord]) -> Result<Work, SourceError> {
         let spec = model_spec(task)?;
-        let mut data = self.data(&task.header.label_column)?;
-        if let Some(schema) = &task.header.schema {
-            // The governed schema: its features in its order, values clamped to its ranges.
-            data = crate::governance::conform(&data, schema).map_err(SourceError::Task)?;
-        } else if data.feature_names != task.header.feature_names {
-            return Ok(Work::Decline(format!(
-                "local data columns do not match the task's {} feature columns",
-                task.header.feature_names.len()
-            )));
-        }
-        if let Some(&y) = data.y.iter().find(|&&y| y as usize >= spec.classes) {
-            return Ok(Work::Decline(format!(
-                "local data has label {y} but the model has {} classes",
-                spec.classes
-            )));
-        }
-        data.classes = spec.classes;
-        let standardiser = match &task.header.standardisation {
-            Some(s) if !s.mean.is_empty() => Standardiser {
-                mean: s.mean.clone(),
-                std: s.std.clone(),
-            },
-            _ => Standardiser::fit(&data),
+        let data = self.data(&task.header.label_column)?;
+        let data = match prepare(data, &task.header, &spec)? {
+            Ok(d) => d,
+            Err(reason) => return Ok(Work::Decline(reason)),
         };
-        standardiser.apply(&mut data)?;
         let hyper = task
             .header
             .hyper

@@ -155,7 +155,8 @@ async fn setup(dir: &std::path::Path) -> (Arc<Seen>, ParticipantConfig) {
     let cfg = ParticipantConfig {
         coordinator: url,
         key,
-        data: dir.join("unused.csv"),
+        data: Some(dir.join("unused.csv")),
+        validator: None,
         label_column: None,
         state_dir: dir.join("state"),
         privacy: PrivacySection::default(),

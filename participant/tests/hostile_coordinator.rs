@@ -135,7 +135,8 @@ async fn declined(task: pb::TaskHeader) -> String {
     let cfg = ParticipantConfig {
         coordinator: url,
         key,
-        data,
+        data: Some(data),
+        validator: None,
         label_column: None,
         state_dir: dir.path().join("state"),
         privacy: PrivacySection::default(),

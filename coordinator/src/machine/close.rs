@@ -15,9 +15,9 @@ use crate::{
     error::CoordinatorError,
     types::{
         ContributionOutcome, DeclinedOutcome, PersistedState, Phase, RoundOutcome, RoundStatus,
-        UpdateMeta, WeightedUpdate,
+        UpdateMeta, ValidatorsOutcome, WeightedUpdate,
     },
-    value::{Valuer, settle_period},
+    value::{Valuer, judge, settle_period},
 };
 
 /// Everything a close reads.
@@ -156,6 +156,7 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         close_micros: 0,
         settlement: None,
         rules_sha256: None,
+        validators: None,
     };
     if job.updates.len() < cfg.quorum as usize {
         outcome.reason = Some(format!(
@@ -187,8 +188,34 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
             privacy: Some(&m.privacy),
         })
         .collect();
-    let aggregate = aggregator.aggregate(global, &views)?;
-    let excluded = aggregate.excluded;
+    // With validators: their consensus values the round, and the quality rule decides which
+    // updates enter the aggregate (the kept ones, with the strategy's usual weights).
+    let judged = judge(cfg, job.round, &job.updates, &job.vectors)?;
+    let kept: Vec<usize> = (0..views.len())
+        .filter(|i| judged.as_ref().is_none_or(|j| j.keep[*i]))
+        .collect();
+    if kept.is_empty() {
+        outcome.reason = Some(format!(
+            "the validators' quality rule left out all {} update(s)",
+            job.updates.len()
+        ));
+        outcome.contributions = job
+            .updates
+            .iter()
+            .map(|m| contribution(cfg, m, (0.0, 0), (0.0, 0), 0, Vec::new()))
+            .collect();
+        outcome
+            .contributions
+            .sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        return Ok(Closed {
+            outcome,
+            new_global: None,
+        });
+    }
+    let kept_views: Vec<WeightedUpdate<'_>> = kept.iter().map(|i| views[*i]).collect();
+    let aggregate = aggregator.aggregate(global, &kept_views)?;
+    // The strategy's exclusions, as indices into the round's updates.
+    let excluded: Vec<usize> = aggregate.excluded.iter().map(|k| kept[*k]).collect();
     let new_global = aggregate.params;
     outcome.server_dp = match aggregate.server_dp {
         Some(mut report) => {
@@ -228,6 +255,9 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
     for &i in &excluded {
         valuation.flags[i].push(crate::aggregate::excluded_flag(aggregator.name()));
     }
+    if let Some(j) = &judged {
+        valuer.apply_consensus(&mut valuation, &keys, j);
+    }
     let mut contributions: Vec<ContributionOutcome> = job
         .updates
         .iter()
@@ -250,6 +280,10 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
     outcome.reward_pool = valuation.reward_pool;
     outcome.valuation = Some(valuation.summary);
     outcome.contributions = contributions;
+    outcome.validators = judged.map(|j| ValidatorsOutcome {
+        record: j.record,
+        vectors: j.vectors,
+    });
     Ok(Closed {
         outcome,
         new_global: Some(new_global),

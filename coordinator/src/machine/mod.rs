@@ -38,7 +38,7 @@ use crate::{
     error::CoordinatorError,
     types::{
         DeclineMeta, PersistedState, Phase, PrivacyObject, Progress, Receipt, UpdateHeader,
-        UpdateMeta,
+        UpdateMeta, UtilitiesMeta,
     },
 };
 
@@ -115,6 +115,9 @@ pub struct Received {
 pub enum Job {
     /// Persist `state` (the first round opening), then report [`RoundMachine::opened`].
     Open(PersistedState),
+    /// Persist `state` (the open round's updates are in and go to the validators), then
+    /// report [`RoundMachine::validating`].
+    Validate(PersistedState),
     /// Close the round: compute its outcome from these inputs ([`close`]), persist it with the
     /// state that follows ([`close::next_state`]), anchor it, then report
     /// [`RoundMachine::closed`].
@@ -131,6 +134,9 @@ pub struct CloseJob {
     /// Accepted updates in arrival order.
     pub updates: Vec<UpdateMeta>,
     pub declines: Vec<DeclineMeta>,
+    /// The validators' vectors received in time, sorted by validator key (a federation with
+    /// validators; empty otherwise).
+    pub vectors: Vec<UtilitiesMeta>,
     /// When the close started.
     pub now_ms: u64,
 }
@@ -162,7 +168,39 @@ pub struct RoundMachine {
     /// At most one per participant.
     sessions: HashMap<[u8; 32], Session>,
     registered: HashSet<usize>,
+    /// Validators' sessions, by the validator's key (hex); at most one per validator.
+    validator_sessions: HashMap<[u8; 32], (String, u64)>,
+    /// The round being validated: its game and the vectors received.
+    game: Option<Game>,
+    vectors: Vec<UtilitiesMeta>,
+    /// Validators whose vector is being persisted.
+    vectors_in_flight: HashSet<String>,
     rng: ChaCha20Rng,
+}
+
+/// The game validators evaluate in the round being validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Game {
+    pub round: u64,
+    pub seed: u64,
+    /// The contributors (players), sorted by key: indices into the round's updates.
+    pub players: Vec<usize>,
+    pub coalitions: u64,
+    pub coalitions_sha256: String,
+}
+
+/// What a validator is told to do next.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CandidatesInfo {
+    pub phase: Phase,
+    /// True when this validator should evaluate the round now.
+    pub validate: bool,
+    pub round: u64,
+    pub global_sha256: String,
+    /// The round's updates in player order (sorted by contributor key).
+    pub candidates: Vec<UpdateMeta>,
+    pub deadline_ms: u64,
+    pub detail: String,
 }
 
 fn verify(public_key: &[u8; 32], msg: &[u8], signature: &[u8]) -> bool {
@@ -200,8 +238,55 @@ impl RoundMachine {
             used_challenges: HashMap::new(),
             sessions: HashMap::new(),
             registered: HashSet::new(),
+            validator_sessions: HashMap::new(),
+            game: None,
+            vectors: Vec::new(),
+            vectors_in_flight: HashSet::new(),
             rng,
         }
+    }
+
+    /// Resume a round being validated (after a restart): the vectors received before it.
+    pub fn resume_validating(
+        &mut self,
+        vectors: Vec<UtilitiesMeta>,
+    ) -> Result<(), CoordinatorError> {
+        if self.state.phase == Phase::Validating {
+            self.game = Some(self.game_of(self.state.round)?);
+            self.vectors = vectors;
+        }
+        Ok(())
+    }
+
+    /// The game of `round` over the open round's updates.
+    fn game_of(&self, round: u64) -> Result<Game, CoordinatorError> {
+        let mut players: Vec<usize> = (0..self.updates.len()).collect();
+        players.sort_by(|a, b| {
+            let key = |i: &usize| {
+                &self
+                    .participant(self.updates[*i].participant)
+                    .public_key_hex
+            };
+            key(a).cmp(key(b))
+        });
+        let (seed, design) = crate::value::validators_design(&self.cfg, round, players.len())?;
+        Ok(Game {
+            round,
+            seed,
+            players,
+            coalitions: design.coalitions.len() as u64,
+            coalitions_sha256: fedledger_model::digest::sha256_hex(&design.canonical()),
+        })
+    }
+
+    /// The game of the round being validated, if any.
+    pub fn game(&self) -> Option<&Game> {
+        self.game.as_ref()
+    }
+
+    /// The vectors received for the round being validated, sorted by validator key.
+    pub fn vectors(&self) -> &[UtilitiesMeta] {
+        &self.vectors
     }
 
     /// The durable part of the state.
@@ -243,7 +328,7 @@ impl RoundMachine {
     }
 
     fn closing(&self) -> bool {
-        self.busy && self.state.phase == Phase::Open
+        self.busy && matches!(self.state.phase, Phase::Open | Phase::Validating)
     }
 
     fn participant(&self, idx: usize) -> &Enrolled {
@@ -279,35 +364,50 @@ impl RoundMachine {
     }
 
     /// What a challenge's tag authenticates: the federation, the key, the nonce, the expiry.
-    fn challenge_message(&self, idx: usize, nonce: &[u8], expires: &[u8]) -> Vec<u8> {
+    fn challenge_message(&self, key: &[u8; 32], nonce: &[u8], expires: &[u8]) -> Vec<u8> {
         let mut m = Vec::with_capacity(CHALLENGE_DOMAIN.len() + 128);
         m.extend_from_slice(CHALLENGE_DOMAIN);
         m.extend_from_slice(self.cfg.federation.as_bytes());
         m.push(b'\n');
-        m.extend_from_slice(&self.participant(idx).public_key);
+        m.extend_from_slice(key);
         m.extend_from_slice(nonce);
         m.extend_from_slice(expires);
         m
     }
 
+    /// The enrolled validator behind `key_hex`, if it is one.
+    fn validator_index(&self, key_hex: &str) -> Option<usize> {
+        let key = decode_public_key(key_hex).ok()?;
+        self.cfg.validators.iter().position(|v| v.public_key == key)
+    }
+
     /// Step 1 of registration: a fresh challenge for an enrolled key. Nothing is stored.
     pub fn challenge(&mut self, now_ms: u64, key_hex: &str) -> Result<Challenge, CoordinatorError> {
+        if let Some(v) = self.validator_index(key_hex) {
+            let key = self.cfg.validators[v].public_key;
+            return Ok(self.issue_challenge(now_ms, &key));
+        }
         let idx = self.enrolled_index(key_hex)?;
+        let key = self.participant(idx).public_key;
+        Ok(self.issue_challenge(now_ms, &key))
+    }
+
+    fn issue_challenge(&mut self, now_ms: u64, key: &[u8; 32]) -> Challenge {
         let nonce: [u8; NONCE_BYTES] = self.rng.random();
         let expires_ms = now_ms.saturating_add(CHALLENGE_TTL.as_millis() as u64);
         let expires = expires_ms.to_be_bytes();
         let tag = hmac::sign(
             &self.challenge_key,
-            &self.challenge_message(idx, &nonce, &expires),
+            &self.challenge_message(key, &nonce, &expires),
         );
         let mut challenge = Vec::with_capacity(CHALLENGE_BYTES);
         challenge.extend_from_slice(&nonce);
         challenge.extend_from_slice(&expires);
         challenge.extend_from_slice(tag.as_ref());
-        Ok(Challenge {
+        Challenge {
             challenge,
             expires_ms,
-        })
+        }
     }
 
     /// Check that `challenge` was issued by this machine for `idx` and has not expired; returns
@@ -315,7 +415,7 @@ impl RoundMachine {
     fn check_challenge(
         &self,
         now_ms: u64,
-        idx: usize,
+        key: &[u8; 32],
         challenge: &[u8],
     ) -> Result<[u8; 32], CoordinatorError> {
         if challenge.len() != CHALLENGE_BYTES {
@@ -327,7 +427,7 @@ impl RoundMachine {
         // Compared in constant time: a forger learns nothing from how fast a tag is refused.
         hmac::verify(
             &self.challenge_key,
-            &self.challenge_message(idx, nonce, expires),
+            &self.challenge_message(key, nonce, expires),
             &tag,
         )
         .map_err(|_| CoordinatorError::BadChallenge)?;
@@ -353,13 +453,24 @@ impl RoundMachine {
         challenge: &[u8],
         signature: &[u8],
     ) -> Result<Registered, CoordinatorError> {
-        let idx = self.enrolled_index(key_hex)?;
-        let tag = self.check_challenge(now_ms, idx, challenge)?;
+        let validator = self.validator_index(key_hex);
+        let idx = match validator {
+            Some(_) => usize::MAX,
+            None => self.enrolled_index(key_hex)?,
+        };
+        let enrolled = match validator {
+            Some(v) => &self.cfg.validators[v],
+            None => self.participant(idx),
+        };
+        let (key, key_hex, name) = (
+            enrolled.public_key,
+            enrolled.public_key_hex.clone(),
+            enrolled.name.clone(),
+        );
+        let tag = self.check_challenge(now_ms, &key, challenge)?;
         let msg = fedledger_proto::register_message(&self.cfg.federation, challenge);
-        if !verify(&self.participant(idx).public_key, msg.as_bytes(), signature) {
-            return Err(CoordinatorError::BadRegistrationSignature {
-                key: self.participant(idx).public_key_hex.clone(),
-            });
+        if !verify(&key, msg.as_bytes(), signature) {
+            return Err(CoordinatorError::BadRegistrationSignature { key: key_hex });
         }
         self.used_challenges.retain(|_, exp| *exp > now_ms);
         let expires_ms = u64::from_be_bytes(
@@ -369,6 +480,13 @@ impl RoundMachine {
         );
         self.used_challenges.insert(tag, expires_ms);
         let session: [u8; 32] = self.rng.random();
+        let ttl = self.cfg.limits.session_ttl.as_millis() as u64;
+        if validator.is_some() {
+            self.validator_sessions.retain(|_, (k, _)| *k != key_hex);
+            self.validator_sessions
+                .insert(session, (key_hex, now_ms.saturating_add(ttl)));
+            return Ok(Registered { session, name });
+        }
         self.sessions.retain(|_, s| s.participant != idx);
         self.sessions.insert(
             session,
@@ -408,6 +526,13 @@ impl RoundMachine {
                 format!("round {} answered; waiting for the next round", st.round),
             ),
             Phase::Open => (true, format!("round {} open", st.round)),
+            Phase::Validating => (
+                false,
+                format!(
+                    "round {}: the validators are evaluating its updates",
+                    st.round
+                ),
+            ),
             Phase::Done => (false, "federation finished".to_owned()),
         };
         Ok(TaskInfo {
@@ -501,6 +626,13 @@ impl RoundMachine {
         }
         let p = &header.privacy;
         p.validate().map_err(CoordinatorError::BadPrivacyReport)?;
+        if self.cfg.validating.is_some() && !p.is_private() {
+            return Err(CoordinatorError::BadPrivacyReport(
+                "this federation has validators, who receive each update: an update must \
+                 carry DP-SGD noise (accountant \"none\" is refused)"
+                    .into(),
+            ));
+        }
         if p.is_private()
             && !self
                 .cfg
@@ -673,6 +805,180 @@ impl RoundMachine {
         self.declines.push(meta);
     }
 
+    /// The validator behind a live validator session (its key, hex).
+    pub fn validator_session(&self, now_ms: u64, token: &[u8]) -> Result<String, CoordinatorError> {
+        let token: [u8; 32] = token.try_into().map_err(|_| CoordinatorError::NoSession)?;
+        match self.validator_sessions.get(&token) {
+            Some((key, expires)) if *expires > now_ms && self.validator_index(key).is_some() => {
+                Ok(key.clone())
+            }
+            _ => Err(CoordinatorError::NoSession),
+        }
+    }
+
+    /// The enrolled validator with key `key_hex`.
+    pub fn validator(&self, key_hex: &str) -> Option<&Enrolled> {
+        self.validator_index(key_hex)
+            .map(|v| &self.cfg.validators[v])
+    }
+
+    fn validator_answered(&self, key_hex: &str) -> bool {
+        self.vectors.iter().any(|v| v.validator == key_hex)
+            || self.vectors_in_flight.contains(key_hex)
+    }
+
+    /// What the validator behind `session` should do now.
+    pub fn candidates(
+        &self,
+        now_ms: u64,
+        session: &[u8],
+    ) -> Result<CandidatesInfo, CoordinatorError> {
+        let key = self.validator_session(now_ms, session)?;
+        let st = &self.state;
+        let mut info = CandidatesInfo {
+            phase: st.phase,
+            validate: false,
+            round: st.round,
+            global_sha256: st.global_sha256.clone(),
+            candidates: Vec::new(),
+            deadline_ms: st.deadline_ms,
+            detail: String::new(),
+        };
+        info.detail = match (st.phase, &self.game) {
+            (Phase::Validating, Some(game)) if !self.closing_validation() => {
+                if self.validator_answered(&key) {
+                    format!("round {} validated; waiting for the next round", st.round)
+                } else {
+                    info.validate = true;
+                    info.candidates = game
+                        .players
+                        .iter()
+                        .map(|i| self.updates[*i].clone())
+                        .collect();
+                    format!(
+                        "round {}: {} candidates to evaluate",
+                        st.round,
+                        game.players.len()
+                    )
+                }
+            }
+            (Phase::Done, _) => "federation finished".to_owned(),
+            (Phase::Waiting, _) => "waiting for registrations".to_owned(),
+            _ => format!("round {} is not being validated", st.round),
+        };
+        Ok(info)
+    }
+
+    fn closing_validation(&self) -> bool {
+        self.busy && self.state.phase == Phase::Validating
+    }
+
+    /// Check a validator's vector for the round being validated: its session, the round, one
+    /// vector per validator, the whole design (its digest and one utility per coalition) and
+    /// the signature. Returns the record to persist; the validator's answer is in flight until
+    /// [`Self::commit_utilities`] or [`Self::release_validator`].
+    pub fn begin_utilities(
+        &mut self,
+        now_ms: u64,
+        session: &[u8],
+        round: u64,
+        coalitions_sha256: &str,
+        utilities: Vec<i64>,
+        signature: &[u8],
+    ) -> Result<UtilitiesMeta, CoordinatorError> {
+        let key = self.validator_session(now_ms, session)?;
+        let game = match (&self.game, self.state.phase) {
+            (Some(g), Phase::Validating) if !self.closing_validation() => g,
+            _ => {
+                return Err(CoordinatorError::NoOpenRound {
+                    state: if self.closing_validation() {
+                        "closing"
+                    } else {
+                        "not validating"
+                    },
+                });
+            }
+        };
+        if round != game.round {
+            return Err(CoordinatorError::WrongRound {
+                request: "utilities",
+                got: round,
+                open: game.round,
+            });
+        }
+        let v = self
+            .validator(&key)
+            .ok_or(CoordinatorError::NoSession)?
+            .clone();
+        if self.validator_answered(&key) {
+            return Err(CoordinatorError::AlreadySubmitted {
+                name: v.name.clone(),
+                round,
+            });
+        }
+        if coalitions_sha256 != game.coalitions_sha256 {
+            return Err(CoordinatorError::InvalidField {
+                field: "coalitions_sha256",
+                reason: format!(
+                    "the round's design is listed as {}, not {coalitions_sha256}",
+                    game.coalitions_sha256
+                ),
+            });
+        }
+        if utilities.len() as u64 != game.coalitions {
+            return Err(CoordinatorError::InvalidField {
+                field: "utilities",
+                reason: format!(
+                    "{} utilities for a design of {} coalitions (partial vectors are refused)",
+                    utilities.len(),
+                    game.coalitions
+                ),
+            });
+        }
+        let digest = fedledger_ledger::records::utility_vector_sha256(&utilities);
+        let msg = fedledger_ledger::records::utilities_signing_message(
+            &self.cfg.federation,
+            round,
+            coalitions_sha256,
+            &digest,
+        );
+        if !verify(&v.public_key, msg.as_bytes(), signature) {
+            return Err(CoordinatorError::InvalidField {
+                field: "signature",
+                reason: format!(
+                    "{}'s signature over its round {round} utilities does not verify",
+                    v.name
+                ),
+            });
+        }
+        self.vectors_in_flight.insert(key.clone());
+        Ok(UtilitiesMeta {
+            round,
+            validator: key,
+            name: v.name,
+            coalitions_sha256: coalitions_sha256.to_owned(),
+            utilities,
+            signature: fedledger_ledger::note::b64_encode(signature),
+            received_at_ms: now_ms,
+        })
+    }
+
+    /// The vector is durable: count it. Returns how many the round has and the quorum.
+    pub fn commit_utilities(&mut self, meta: UtilitiesMeta) -> (u32, u32) {
+        self.vectors_in_flight.remove(&meta.validator);
+        let at = self
+            .vectors
+            .partition_point(|v| v.validator < meta.validator);
+        self.vectors.insert(at, meta);
+        let quorum = self.cfg.validating.as_ref().map_or(0, |v| v.quorum);
+        (self.vectors.len() as u32, quorum)
+    }
+
+    /// Drop a validator's answer in flight (persisting failed).
+    pub fn release_validator(&mut self, key_hex: &str) {
+        self.vectors_in_flight.remove(key_hex);
+    }
+
     fn all_answered(&self) -> bool {
         let active = self.cfg.participants.iter().filter(|p| !p.removed).count();
         self.updates.len() + self.declines.len() >= active
@@ -708,14 +1014,24 @@ impl RoundMachine {
                 if (self.all_answered() || now_ms >= self.state.deadline_ms)
                     && !self.committing() =>
             {
-                Job::Close(CloseJob {
-                    round: self.state.round,
-                    opened_at_ms: self.state.opened_at_ms,
-                    model_before: self.state.global_sha256.clone(),
-                    updates: self.updates.clone(),
-                    declines: self.declines.clone(),
-                    now_ms,
-                })
+                match &self.cfg.validating {
+                    // Below quorum the round is abandoned without validators.
+                    Some(v) if self.updates.len() >= self.cfg.quorum as usize => {
+                        Job::Validate(PersistedState {
+                            phase: Phase::Validating,
+                            deadline_ms: now_ms
+                                .saturating_add(v.deadline_secs.saturating_mul(1000)),
+                            ..self.state.clone()
+                        })
+                    }
+                    _ => self.close_job(now_ms),
+                }
+            }
+            Phase::Validating
+                if (self.all_validated() || now_ms >= self.state.deadline_ms)
+                    && self.vectors_in_flight.is_empty() =>
+            {
+                self.close_job(now_ms)
             }
             _ => return None,
         };
@@ -723,11 +1039,41 @@ impl RoundMachine {
         Some(job)
     }
 
-    /// Milliseconds until something may become due without a request (the open round's
-    /// deadline); None when only a request can change anything.
+    fn close_job(&self, now_ms: u64) -> Job {
+        Job::Close(CloseJob {
+            round: self.state.round,
+            opened_at_ms: self.state.opened_at_ms,
+            model_before: self.state.global_sha256.clone(),
+            updates: self.updates.clone(),
+            declines: self.declines.clone(),
+            vectors: self.vectors.clone(),
+            now_ms,
+        })
+    }
+
+    /// Every enrolled validator has sent its vector.
+    fn all_validated(&self) -> bool {
+        self.cfg
+            .validators
+            .iter()
+            .all(|v| self.vectors.iter().any(|m| m.validator == v.public_key_hex))
+    }
+
+    /// Milliseconds until something may become due without a request (the open round's or
+    /// the validators' deadline); None when only a request can change anything.
     pub fn next_wake(&self, now_ms: u64) -> Option<u64> {
-        (self.state.phase == Phase::Open && !self.busy)
+        (matches!(self.state.phase, Phase::Open | Phase::Validating) && !self.busy)
             .then(|| self.state.deadline_ms.saturating_sub(now_ms))
+    }
+
+    /// The open round's updates are durably handed to the validators: validate.
+    pub fn validating(&mut self, state: PersistedState) -> Result<(), CoordinatorError> {
+        let game = self.game_of(state.round)?;
+        self.busy = false;
+        self.state = state;
+        self.game = Some(game);
+        self.vectors.clear();
+        Ok(())
     }
 
     fn open_state(&self, round: u64, global_sha256: String, now_ms: u64) -> PersistedState {
@@ -755,6 +1101,8 @@ impl RoundMachine {
         self.state = next;
         self.updates.clear();
         self.declines.clear();
+        self.game = None;
+        self.vectors.clear();
         self.next_seq = 0;
         self.completed += 1;
     }

@@ -97,6 +97,8 @@ fn config() -> Arc<FederationConfig> {
                 public_key_file: None,
             })
             .collect(),
+        validators: None,
+        validator_entries: Vec::new(),
     };
     Arc::new(file.validate_with(&validation_csv()).unwrap())
 }

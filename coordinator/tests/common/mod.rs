@@ -119,6 +119,8 @@ pub fn config_file(
                 public_key_file: None,
             })
             .collect(),
+        validators: None,
+        validator_entries: Vec::new(),
     }
 }
 

@@ -43,7 +43,8 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
         participants.push(ParticipantConfig {
             coordinator: String::new(),
             key: key_path,
-            data: csv,
+            data: Some(csv),
+            validator: None,
             label_column: None,
             state_dir: dir.path().join(format!("h{h}-state")),
             privacy: PrivacySection {
@@ -104,6 +105,8 @@ pub fn federation(hospitals: usize, rounds: u64, dp: Option<(f64, f64)>) -> Fed 
         metrics: Default::default(),
         governance: Default::default(),
         participants: entries,
+        validators: None,
+        validator_entries: Vec::new(),
     };
     Fed {
         test: data.subset(&s.test),

@@ -44,6 +44,10 @@ pub const MAX_UTILITIES_PER_PART: usize = 2048;
 /// Validators' lines per round summary: one per recorded vector.
 pub const MAX_VALIDATORS: usize = 256;
 
+/// Coalitions a design may list (an exact design of 12 players lists 4,096; 10,000 sampled
+/// permutations of 100 players at most 1,010,000).
+pub const MAX_COALITIONS: u64 = 1 << 21;
+
 /// The message a validator signs for its vector:
 /// `"fedledger/utilities/v1\n<federation>\n<round>\n<coalitions_sha256>\n<utilities_sha256>\n"`.
 pub fn utilities_signing_message(
@@ -172,8 +176,11 @@ impl UtilitiesEntry {
         name(cx, "name", &self.name)?;
         cx.hex32("coalitions_sha256", &self.coalitions_sha256)?;
         cx.hex32("utilities_sha256", &self.utilities_sha256)?;
-        if self.count == 0 {
-            return Err(cx.err("count", "a vector has at least the empty coalition"));
+        if self.count == 0 || self.count > MAX_COALITIONS {
+            return Err(cx.err(
+                "count",
+                format!("a vector holds 1 (the empty coalition) to {MAX_COALITIONS} utilities"),
+            ));
         }
         if self.parts == 0 || self.part == 0 || self.part > self.parts {
             return Err(cx.err("part", "must be 1 <= part <= parts"));
@@ -278,10 +285,10 @@ impl ValidatorsRecord {
             &format!("{field}.coalitions_sha256"),
             &self.coalitions_sha256,
         )?;
-        if self.coalitions == 0 {
+        if self.coalitions == 0 || self.coalitions > MAX_COALITIONS {
             return Err(cx.err(
                 format!("{field}.coalitions"),
-                "a design has at least the empty coalition",
+                format!("a design lists 1 (the empty coalition) to {MAX_COALITIONS} coalitions"),
             ));
         }
         match (&self.fallback, self.lines.is_empty()) {

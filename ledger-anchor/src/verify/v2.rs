@@ -443,6 +443,8 @@ fn check_rules(
         && s.status == RoundStatus::Completed
         && e != "auto"
         && *e != s.valuation.estimator
+        // A round its validators valued records their consensus instead of an estimator.
+        && s.valuation.validators.as_ref().is_none_or(|v| v.fallback.is_some())
     {
         r.fail(
             file,

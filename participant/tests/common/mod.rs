@@ -101,6 +101,23 @@ impl<S: Script> pb::coordinator_server::Coordinator for Fake<S> {
     ) -> Result<Response<pb::ProposalList>, Status> {
         Err(Status::unimplemented("not expected here"))
     }
+
+    type GetCandidatesStream =
+        futures::stream::BoxStream<'static, Result<pb::CandidatesMessage, Status>>;
+
+    async fn get_candidates(
+        &self,
+        _req: Request<pb::CandidatesRequest>,
+    ) -> Result<Response<Self::GetCandidatesStream>, Status> {
+        Err(Status::unimplemented("not expected here"))
+    }
+
+    async fn submit_utilities(
+        &self,
+        _req: Request<pb::UtilitiesRequest>,
+    ) -> Result<Response<pb::UtilitiesReceipt>, Status> {
+        Err(Status::unimplemented("not expected here"))
+    }
 }
 
 /// Serves `script` on a free loopback port until the test ends; its `http://` address.
