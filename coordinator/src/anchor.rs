@@ -616,9 +616,11 @@ pub fn recorded_round(
         match validate_entry(i, &origin, &e).map_err(ledger_err)? {
             Record::Contribution(c) => contributions.push(*c),
             Record::Decline(d) => declines.push(*d),
+            // Validators' vectors: `verify` checks them against the summary.
+            Record::Utilities(_) => {}
             _ => {
                 return Err(CoordinatorError::Ledger(format!(
-                    "entry {i} of round {} is neither a contribution nor a decline",
+                    "entry {i} of round {} is neither a contribution, a decline nor a validator's vector",
                     summary.round
                 )));
             }

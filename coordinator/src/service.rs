@@ -541,8 +541,7 @@ impl pb::coordinator_server::Coordinator for Service {
                             msg: Some(pb::candidates_message::Msg::Chunk(pb::VectorChunk {
                                 vector,
                                 offset: start as u64,
-                                data: fedledger_model::digest::vector_to_bytes(&values[start..end])
-                                    .into(),
+                                data: fedledger_model::digest::vector_to_bytes(&values[start..end]),
                             })),
                         })
                     })
