@@ -839,3 +839,349 @@ fn governed_rules_installed_between_rounds_remove_a_participant_without_moving_i
     assert_eq!(job.round, 2);
     assert_eq!(job.updates.len(), 2);
 }
+
+/// [`config`] with two validators (keys 10 and 11), quorum 1, exact up to 8 players, and DP-SGD
+/// asked of the hospitals; the quality rule on with `quality_k`.
+fn config_with_validators(quality_k: Option<u64>) -> Arc<FederationConfig> {
+    let mut file: ConfigFile = toml::from_str(&format!(
+        "federation = \"machine-test\"\nstate_dir = \"unused\"\n\
+         [model]\nkind = \"logreg\"\nfeatures = {FEATURES}\nclasses = 2\n\
+         [data]\nlabel_column = \"label\"\nvalidation = \"validation.csv\"\n\
+         [rounds]\ntotal = 3\nquorum = 2\n\
+         [training]\nnoise_multiplier = 1.0\nclip_norm = 1.0\n\
+         [privacy]\naccountants = [\"rdp\"]\n\
+         [validators]\ndeadline_secs = 30\nquorum = 1\npool_per_round = 100\n"
+    ))
+    .unwrap();
+    file.validators.as_mut().unwrap().quality_k = quality_k;
+    for i in 0..3u8 {
+        file.participants.push(ParticipantEntry {
+            name: format!("h{i}"),
+            public_key: hex_of(&key(i)),
+            public_key_file: None,
+        });
+    }
+    for i in 10..12u8 {
+        file.validator_entries.push(ParticipantEntry {
+            name: format!("lab{i}"),
+            public_key: hex_of(&key(i)),
+            public_key_file: None,
+        });
+    }
+    Arc::new(file.validate_with(&validation_csv()).unwrap())
+}
+
+fn private() -> PrivacyObject {
+    PrivacyObject::conservative("rdp", 1.0, 0.1, 10, 1e-5).with_epsilon(1.0, 1.0)
+}
+
+/// Round 1 of [`config_with_validators`] open with every hospital and both validators
+/// registered: (machine, hospitals' sessions, validators' sessions).
+fn open_with_validators(quality_k: Option<u64>) -> (RoundMachine, Vec<[u8; 32]>, Vec<[u8; 32]>) {
+    let mut m = RoundMachine::new(
+        config_with_validators(quality_k),
+        PersistedState {
+            phase: Phase::Waiting,
+            round: 0,
+            global_sha256: vector_sha256(&[0.0; PARAMS as usize]),
+            opened_at_ms: 0,
+            deadline_ms: 0,
+        },
+        Vec::new(),
+        Vec::new(),
+        0,
+        ChaCha20Rng::seed_from_u64(1),
+        [7; 32],
+    );
+    let hs: Vec<[u8; 32]> = (0..3).map(|i| register(&mut m, i, T0)).collect();
+    let vs: Vec<[u8; 32]> = (10..12).map(|i| register(&mut m, i, T0)).collect();
+    let Some(Job::Open(state)) = m.poll(T0) else {
+        panic!("the first round opens at quorum")
+    };
+    m.opened(state);
+    (m, hs, vs)
+}
+
+fn submit_private(m: &mut RoundMachine, session: &[u8; 32], i: u8, now: u64) {
+    let d = delta(i);
+    let h = signed_header(i, m.state().round, &d, 10 + u64::from(i), private());
+    let ticket = m.begin_upload(now, session, h).unwrap();
+    let meta = m.finish_upload(now, &ticket, &received(&d)).unwrap();
+    m.commit_update(meta);
+}
+
+/// Validator `i`'s signed vector for the round's game, scoring coalition `c` by `score(c)`.
+fn vector(
+    m: &RoundMachine,
+    i: u8,
+    score: impl Fn(fedledger_valuation::Coalition) -> i64,
+) -> (String, Vec<i64>, Vec<u8>) {
+    let game = m.game().expect("validating").clone();
+    let (_, design) = crate::value::validators_design(
+        &config_with_validators(None),
+        game.round,
+        game.players.len(),
+    )
+    .unwrap();
+    let utilities: Vec<i64> = design.coalitions.iter().map(|c| score(*c)).collect();
+    let msg = fedledger_ledger::records::utilities_signing_message(
+        "machine-test",
+        game.round,
+        &game.coalitions_sha256,
+        &fedledger_ledger::records::utility_vector_sha256(&utilities),
+    );
+    let sig = key(i).sign(msg.as_bytes()).as_ref().to_vec();
+    (game.coalitions_sha256, utilities, sig)
+}
+
+#[test]
+fn with_validators_a_round_is_validated_before_it_closes_and_every_refusal_changes_nothing() {
+    let (mut m, hs, vs) = open_with_validators(None);
+    // Validators see each update: one without DP noise is refused.
+    let d = delta(0);
+    let e = m
+        .begin_upload(
+            T0,
+            &hs[0],
+            signed_header(0, 1, &d, 10, PrivacyObject::none()),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("DP-SGD noise"), "{e}");
+    // A validator's session is not a hospital's, nor the reverse.
+    assert!(matches!(
+        m.task(T0, &vs[0]),
+        Err(CoordinatorError::NoSession)
+    ));
+    assert!(matches!(
+        m.candidates(T0, &hs[0]),
+        Err(CoordinatorError::NoSession)
+    ));
+    assert!(
+        !m.candidates(T0, &vs[0]).unwrap().validate,
+        "round 1 is open"
+    );
+    for i in 0..3u8 {
+        submit_private(&mut m, &hs[i as usize], i, T0 + 1);
+    }
+    // Everyone answered: the updates go to the validators, with their own deadline.
+    let Some(Job::Validate(state)) = m.poll(T0 + 2) else {
+        panic!("validate first")
+    };
+    assert_eq!(
+        (state.phase, state.deadline_ms),
+        (Phase::Validating, T0 + 2 + 30_000)
+    );
+    m.validating(state).unwrap();
+    let c = m.candidates(T0 + 3, &vs[0]).unwrap();
+    assert!(c.validate);
+    let keys: Vec<String> = c
+        .candidates
+        .iter()
+        .map(|u| hex_of(&key(u.participant as u8)))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "candidates in key order (the game's players)");
+    let t = m.task(T0 + 3, &hs[0]).unwrap();
+    assert!(!t.train && t.detail.contains("validators"), "{}", t.detail);
+    let e = m
+        .begin_upload(T0, &hs[0], signed_header(0, 1, &d, 10, private()))
+        .unwrap_err();
+    assert!(matches!(e, CoordinatorError::NoOpenRound { .. }), "{e}");
+
+    // Refusals: partial vector, another design, wrong round, a forged signature.
+    let (sha, u, sig) = vector(&m, 10, |c| c.len() as i64 * 1_000);
+    let refuse = |m: &mut RoundMachine, round, sha: &str, u: &[i64], sig: &[u8]| {
+        let e = m
+            .begin_utilities(T0 + 4, &vs[0], round, sha, u.to_vec(), sig)
+            .unwrap_err();
+        assert!(
+            m.vectors().is_empty() && m.vectors_in_flight.is_empty(),
+            "{e}"
+        );
+        e.to_string()
+    };
+    assert!(refuse(&mut m, 1, &sha, &u[1..], &sig).contains("partial vectors are refused"));
+    assert!(refuse(&mut m, 1, &"00".repeat(32), &u, &sig).contains("coalitions_sha256"));
+    assert!(refuse(&mut m, 2, &sha, &u, &sig).contains("round 2"));
+    let mut other = u.clone();
+    other[3] += 1;
+    assert!(refuse(&mut m, 1, &sha, &other, &sig).contains("does not verify"));
+    // Validator 11 cannot send validator 10's vector as its own.
+    assert!(
+        m.begin_utilities(T0 + 4, &vs[1], 1, &sha, u.clone(), &sig)
+            .unwrap_err()
+            .to_string()
+            .contains("does not verify")
+    );
+
+    let meta = m
+        .begin_utilities(T0 + 5, &vs[0], 1, &sha, u.clone(), &sig)
+        .unwrap();
+    // Not while a vector is being persisted, even past the deadline.
+    assert_eq!(m.poll(T0 + 100_000), None);
+    assert_eq!(m.commit_utilities(meta), (1, 1));
+    // One vector per validator and round.
+    assert!(matches!(
+        m.begin_utilities(T0 + 6, &vs[0], 1, &sha, u, &sig),
+        Err(CoordinatorError::AlreadySubmitted { .. })
+    ));
+    assert!(!m.candidates(T0 + 6, &vs[0]).unwrap().validate);
+    assert_eq!(m.poll(T0 + 7), None, "validator 11 has not answered");
+    let (sha, u, sig) = vector(&m, 11, |c| c.len() as i64 * 2_000);
+    let meta = m.begin_utilities(T0 + 8, &vs[1], 1, &sha, u, &sig).unwrap();
+    m.commit_utilities(meta);
+    let Some(Job::Close(job)) = m.poll(T0 + 9) else {
+        panic!("every validator answered")
+    };
+    assert_eq!(job.vectors.len(), 2);
+    assert!(job.vectors[0].validator < job.vectors[1].validator);
+}
+
+#[test]
+fn the_consensus_values_the_round_and_the_quality_rule_leaves_out_a_harmful_update() {
+    let (mut m, hs, vs) = open_with_validators(Some(1));
+    for i in 0..3u8 {
+        submit_private(&mut m, &hs[i as usize], i, T0 + 1);
+    }
+    let Some(Job::Validate(state)) = m.poll(T0 + 2) else {
+        panic!("validate")
+    };
+    m.validating(state).unwrap();
+    // Player 0 (the lowest key) harms every coalition it is in; the others help.
+    let harmful = m.game().unwrap().players[0];
+    let score = |v: i64| {
+        move |c: fedledger_valuation::Coalition| {
+            c.members()
+                .map(|p| if p == 0 { -5_000_000 } else { 3_000_000 + v })
+                .sum::<i64>()
+        }
+    };
+    for (j, i) in [10u8, 11].into_iter().enumerate() {
+        let (sha, u, sig) = vector(&m, i, score(j as i64 * 100_000));
+        let meta = m.begin_utilities(T0 + 3, &vs[j], 1, &sha, u, &sig).unwrap();
+        m.commit_utilities(meta);
+    }
+    let Some(Job::Close(job)) = m.poll(T0 + 4) else {
+        panic!("close")
+    };
+    let cfg = config_with_validators(Some(1));
+    let closed = close(&cfg, &job);
+    let o = &closed.outcome;
+    let v = o.validators.as_ref().expect("judged by validators");
+    assert!(v.record.fallback.is_none());
+    assert_eq!(v.vectors.len(), 2);
+    assert_eq!(v.record.lines.iter().map(|l| l.reward).sum::<u64>(), 100);
+    let bad = &o
+        .contributions
+        .iter()
+        .find(|c| c.participant == job.updates[harmful].participant)
+        .unwrap();
+    assert!(bad.value_nano < 0 && bad.reward == 0);
+    assert!(
+        bad.flags
+            .iter()
+            .any(|f| f == fedledger_ledger::records::FLAG_EXCLUDED_BY_QUALITY)
+    );
+    // The model is the FedAvg of the two kept updates alone (examples 10 + i).
+    let kept: Vec<&UpdateMeta> = job
+        .updates
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k != harmful)
+        .map(|(_, u)| u)
+        .collect();
+    let n: f64 = kept.iter().map(|u| u.examples as f64).sum();
+    let expect: Vec<f32> = (0..PARAMS as usize)
+        .map(|j| {
+            kept.iter()
+                .map(|u| delta(u.participant as u8)[j] as f64 * u.examples as f64 / n)
+                .sum::<f64>() as f32
+        })
+        .collect();
+    let got = closed.new_global.as_ref().unwrap();
+    for (a, b) in got.iter().zip(&expect) {
+        assert!((a - b).abs() < 1e-6, "{got:?} vs {expect:?}");
+    }
+    assert_eq!(o.valuation.as_ref().unwrap().estimator, "validators-median");
+}
+
+#[test]
+fn without_a_vector_by_the_validators_deadline_the_round_falls_back_and_says_so() {
+    let (mut m, hs, _vs) = open_with_validators(Some(1));
+    for i in 0..3u8 {
+        submit_private(&mut m, &hs[i as usize], i, T0 + 1);
+    }
+    let Some(Job::Validate(state)) = m.poll(T0 + 2) else {
+        panic!("validate")
+    };
+    m.validating(state).unwrap();
+    assert_eq!(m.next_wake(T0 + 2), Some(30_000));
+    assert_eq!(m.poll(T0 + 30_001), None);
+    let Some(Job::Close(job)) = m.poll(T0 + 30_002) else {
+        panic!("the validators' deadline")
+    };
+    assert!(job.vectors.is_empty());
+    let cfg = config_with_validators(Some(1));
+    let closed = close(&cfg, &job);
+    let v = closed.outcome.validators.as_ref().unwrap();
+    assert_eq!(
+        v.record.fallback.as_deref(),
+        Some(
+            "0 validator vector(s) by the validators' deadline, quorum is 1; valued on the coordinator's validation file"
+        )
+    );
+    assert!(v.record.lines.is_empty());
+    // Valued on the validation file, every update aggregated.
+    assert_ne!(
+        closed.outcome.valuation.as_ref().unwrap().estimator,
+        "validators-median"
+    );
+    assert!(closed.outcome.contributions.iter().all(|c| {
+        !c.flags
+            .iter()
+            .any(|f| f == fedledger_ledger::records::FLAG_EXCLUDED_BY_QUALITY)
+    }));
+}
+
+#[test]
+fn a_restarted_machine_resumes_validating_with_the_vectors_it_had() {
+    let (mut m, hs, vs) = open_with_validators(None);
+    for i in 0..3u8 {
+        submit_private(&mut m, &hs[i as usize], i, T0 + 1);
+    }
+    let Some(Job::Validate(state)) = m.poll(T0 + 2) else {
+        panic!("validate")
+    };
+    m.validating(state.clone()).unwrap();
+    let (sha, u, sig) = vector(&m, 10, |c| c.len() as i64);
+    let meta = m.begin_utilities(T0 + 3, &vs[0], 1, &sha, u, &sig).unwrap();
+    m.commit_utilities(meta);
+    let mut again = RoundMachine::new(
+        config_with_validators(None),
+        state,
+        m.updates().to_vec(),
+        Vec::new(),
+        0,
+        ChaCha20Rng::seed_from_u64(2),
+        [8; 32],
+    );
+    again.resume_validating(m.vectors().to_vec()).unwrap();
+    assert_eq!(again.game(), m.game());
+    let v11 = register(&mut again, 11, T0 + 4);
+    let v10 = register(&mut again, 10, T0 + 4);
+    assert!(
+        !again.candidates(T0 + 4, &v10).unwrap().validate,
+        "10 answered before"
+    );
+    assert!(again.candidates(T0 + 4, &v11).unwrap().validate);
+    let (sha, u, sig) = vector(&again, 11, |c| c.len() as i64);
+    let meta = again
+        .begin_utilities(T0 + 5, &v11, 1, &sha, u, &sig)
+        .unwrap();
+    again.commit_utilities(meta);
+    let Some(Job::Close(job)) = again.poll(T0 + 6) else {
+        panic!("both vectors in")
+    };
+    assert_eq!(job.vectors.len(), 2);
+}
