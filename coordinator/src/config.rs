@@ -91,7 +91,7 @@ pub struct ValidatorsSection {
     #[serde(default = "default_max_distance")]
     pub max_distance_milli: u64,
     /// The quality rule: leave out of the aggregate an update whose consensus value is
-    /// negative, or (k >= 1) negative in at least k validators' own games. Absent: every
+    /// negative and (k >= 1) negative in at least k validators' own games too. Absent: every
     /// update is aggregated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality_k: Option<u64>,
@@ -110,7 +110,7 @@ fn default_permutations() -> u32 {
     20
 }
 fn default_max_distance() -> u64 {
-    500
+    1000
 }
 
 impl Default for ValidatorsSection {

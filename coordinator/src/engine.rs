@@ -798,6 +798,17 @@ impl Engine {
         } else {
             Vec::new()
         };
+        // The validators' standing: the latest judged round's.
+        let standing = if cfg.validating.is_some() {
+            self.store
+                .outcomes()?
+                .into_iter()
+                .rev()
+                .find_map(|o| o.validators.map(|v| v.standing))
+                .unwrap_or_default()
+        } else {
+            Default::default()
+        };
         let valuer = self
             .valuer
             .read()
@@ -814,6 +825,7 @@ impl Engine {
             valuer: &valuer,
             server_dp_history: &history,
             earlier_rounds: &earlier_rounds,
+            standing: &standing,
         })?;
         drop(aggregator);
         let mut outcome = closed.outcome;

@@ -86,6 +86,10 @@ pub struct ValidatorsOutcome {
     pub record: fedledger_ledger::records::ValidatorsRecord,
     /// Sorted by validator key (empty when the round fell back).
     pub vectors: Vec<UtilitiesMeta>,
+    /// Each validator's standing after the round (what its distance was judged on; the next
+    /// round's starting point).
+    #[serde(default)]
+    pub standing: fedledger_valuation::consensus::Standing,
 }
 
 /// A recorded decline.

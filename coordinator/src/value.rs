@@ -13,7 +13,7 @@ use fedledger_valuation::{
     AbuseConfig, Estimator, FLAG_COPY_OF_PREFIX, LinearCombinationGame, NonImproving,
     Participation, RewardEntry, RoundValues, RowGame, SettlementRule, ValueEntry,
     bootstrap_standard_errors,
-    consensus::{RoundParams, design, round_consensus},
+    consensus::{RoundParams, Standing, design, round_consensus_with},
     default_estimator, detect, estimator_by_name, settle, settle_accumulated, split_rewards,
     value_nano,
 };
@@ -66,6 +66,8 @@ pub struct Judgement {
     pub values_nano: Option<Vec<i64>>,
     /// Per update (arrival order), whether the quality rule keeps it.
     pub keep: Vec<bool>,
+    /// The validators' standing after the round.
+    pub standing: Standing,
 }
 
 /// The seed of `round`'s validators' game (announced in its task header before any upload)
@@ -94,6 +96,7 @@ pub fn judge(
     round: u64,
     updates: &[UpdateMeta],
     vectors: &[UtilitiesMeta],
+    before: &Standing,
 ) -> Result<Option<Judgement>, CoordinatorError> {
     let Some(v) = &cfg.validating else {
         return Ok(None);
@@ -141,13 +144,15 @@ pub fn judge(
             vectors: Vec::new(),
             values_nano: None,
             keep: vec![true; updates.len()],
+            standing: before.clone(),
         }));
     }
     let mut vectors = vectors.to_vec();
     vectors.sort_by(|a, b| a.validator.cmp(&b.validator));
     let keys: Vec<&str> = vectors.iter().map(|m| m.validator.as_str()).collect();
     let refs: Vec<&[i64]> = vectors.iter().map(|m| m.utilities.as_slice()).collect();
-    let c = round_consensus(&params, &keys, &refs).map_err(internal)?;
+    let player_keys: Vec<&str> = players.iter().map(|i| key(*i)).collect();
+    let c = round_consensus_with(&params, &keys, &refs, &player_keys, before).map_err(internal)?;
     record.lines = keys
         .iter()
         .zip(c.distances_milli.iter().zip(&c.rewards))
@@ -168,6 +173,7 @@ pub fn judge(
         vectors,
         values_nano: Some(values_nano),
         keep,
+        standing: c.standing,
     }))
 }
 

@@ -75,6 +75,7 @@ async fn run(args: Options) -> anyhow::Result<()> {
         fmt_auc(m.auc)
     );
     print_participants(&run.outcomes, &run.reports, &run.hospital_rows);
+    print_validators(&run.outcomes, &run.validator_rows);
     print_settlements(&run.outcomes);
     let l = &run.ledger;
     println!(
@@ -177,6 +178,80 @@ fn print_participants(
             t.reward,
             t.flags.join(",")
         );
+    }
+}
+
+/// With validators: per round, the updates the quality rule left out, each validator's
+/// distance from consensus (flagged beyond the limit) and pay; then per validator its totals.
+fn print_validators(outcomes: &[RoundOutcome], rows: &[(String, usize, String)]) {
+    if rows.is_empty() {
+        return;
+    }
+    let name = |key: &str| {
+        outcomes
+            .iter()
+            .flat_map(|o| o.validators.iter().flat_map(|v| &v.vectors))
+            .find(|m| m.validator == key)
+            .map_or_else(|| key[..8].to_owned(), |m| m.name.clone())
+    };
+    println!(
+        "
+round  validators (distance from consensus in thousandths, pay)          left out"
+    );
+    for o in outcomes {
+        let Some(v) = &o.validators else { continue };
+        let judged = match &v.record.fallback {
+            Some(why) => format!("fell back: {why}"),
+            None => v
+                .record
+                .lines
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} {}{} {}",
+                        name(&l.validator),
+                        l.distance_milli,
+                        if l.distance_milli > v.record.max_distance_milli {
+                            " FLAGGED"
+                        } else {
+                            ""
+                        },
+                        l.reward
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let out: Vec<&str> = o
+            .contributions
+            .iter()
+            .filter(|c| {
+                c.flags
+                    .iter()
+                    .any(|f| f == fedledger_ledger::records::FLAG_EXCLUDED_BY_QUALITY)
+            })
+            .map(|c| c.name.as_str())
+            .collect();
+        println!("{:>5}  {judged:<64}  {}", o.round, out.join(","));
+    }
+    println!(
+        "
+validator     holdout  behaviour        rounds  flagged  paid"
+    );
+    for (n, r, behaviour) in rows {
+        let mut lines = outcomes.iter().filter_map(|o| {
+            let v = o.validators.as_ref()?;
+            let key = &v.vectors.iter().find(|m| &m.name == n)?.validator;
+            let l = v.record.lines.iter().find(|l| &l.validator == key)?;
+            Some((l.distance_milli > v.record.max_distance_milli, l.reward))
+        });
+        let (mut rounds, mut flagged, mut paid) = (0, 0, 0u64);
+        for (f, reward) in lines.by_ref() {
+            rounds += 1;
+            flagged += usize::from(f);
+            paid += reward;
+        }
+        println!("{n:<12}  {r:>7}  {behaviour:<15}  {rounds:>6}  {flagged:>7}  {paid:>4}");
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod curve;
+pub mod liars;
 pub mod run;
 pub mod scenario;
 pub mod sources;

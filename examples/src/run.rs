@@ -17,13 +17,16 @@ use fedledger_coordinator::{
 use fedledger_ledger::note::NoteSigner;
 use fedledger_model::{Dataset, Metrics, ModelKind, ModelSpec, Standardiser};
 use fedledger_participant::{
-    AgentReport, LocalTrainer, ParticipantConfig, UpdateSource, config::PrivacySection, keys,
+    AgentReport, LocalTrainer, ParticipantConfig, UpdateSource,
+    config::PrivacySection,
+    keys,
+    validator::{ValidatorOptions, ValidatorReport},
 };
 use serde_json::json;
 
 use crate::{
-    load_data,
-    scenario::{Behaviour, Scenario},
+    liars, load_data,
+    scenario::{Behaviour, Scenario, ValidatorBehaviour},
     sources::{Attack, Attacker, Board, CopySource, RandomSource, Recording, ZeroSource},
     split,
 };
@@ -128,6 +131,9 @@ pub struct Options {
     /// Print the coordinator's and participants' logs.
     #[arg(long)]
     pub verbose: bool,
+    /// With validators: aggregate every update, whatever the scenario's quality rule says.
+    #[arg(long)]
+    pub no_quality_rule: bool,
 }
 
 fn parse_reward_rule(s: &str) -> Result<RewardRuleKind, String> {
@@ -206,6 +212,9 @@ pub(crate) struct Prepared {
     witnesses: Vec<WitnessSetup>,
     coordinator: ConfigFile,
     participants: Vec<(ParticipantConfig, Box<dyn UpdateSource>)>,
+    /// Validators: their options (coordinator URL filled in at start) and keys.
+    validators: Vec<(ValidatorOptions, PathBuf)>,
+    validator_rows: Vec<(String, usize, String)>,
     test: Dataset,
     validation: Dataset,
     hospital_rows: Vec<(String, usize, String)>,
@@ -235,6 +244,10 @@ pub struct FederationRun {
     pub statements: Vec<StatementReport>,
     /// What the coordinator printed at start: its log key, ledger peer id, genesis digest.
     pub identity: fedledger_coordinator::Identity,
+    /// What each validator did.
+    pub validators: Vec<ValidatorReport>,
+    /// (name, holdout rows, behaviour) per validator.
+    pub validator_rows: Vec<(String, usize, String)>,
 }
 
 /// A hospital's statement (`fedledger-participant receipts`) and its offline verification.
@@ -438,6 +451,21 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
             pcfg, false, source,
         )));
     }
+    let mut validator_agents = Vec::new();
+    for (mut vopts, key) in prepared.validators {
+        vopts.coordinator = fedledger_participant::link::Link::new(
+            &url,
+            &fedledger_participant::link::LinkSettings::default(),
+        )?;
+        let key = std::sync::Arc::new(keys::load_key(&key)?);
+        validator_agents.push(tokio::spawn(
+            fedledger_participant::validator::run_validator(vopts, key),
+        ));
+    }
+    let mut validators = Vec::new();
+    for v in validator_agents {
+        validators.push(v.await.context("validator task")?.context("validator")?);
+    }
     let mut reports = Vec::new();
     for a in agents {
         reports.push(
@@ -505,6 +533,8 @@ pub async fn run_federation(opts: &Options) -> anyhow::Result<FederationRun> {
         config,
         statements,
         identity,
+        validators,
+        validator_rows: prepared.validator_rows,
     })
 }
 
@@ -547,7 +577,11 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
         Some(p) => Scenario::load(p)?,
         None => Scenario::default_five(s.pool.len()),
     };
-    let rows = split::assign(&data, &s.pool, &scenario.hospitals)?;
+    // Hospitals' rows and validators' holdouts, disjoint, from one pool.
+    let mut drawing = scenario.hospitals.clone();
+    drawing.extend(scenario.holdouts());
+    let mut rows = split::assign(&data, &s.pool, &drawing)?;
+    let holdouts = rows.split_off(scenario.hospitals.len());
     let validation = data.subset(&s.validation);
     let test = data.subset(&s.test);
     let validation_path = out.join("coordinator/validation.csv");
@@ -643,6 +677,47 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
             }),
         };
         participants.push((pcfg, source));
+    }
+    let mut validators = Vec::new();
+    let mut validator_entries = Vec::new();
+    let mut validator_rows = Vec::new();
+    for (v, r) in scenario.validator_list.iter().zip(&holdouts) {
+        let key_path = out.join(format!("keys/{}.key", v.name));
+        let key = keys::generate_key_file(&key_path)?;
+        validator_entries.push(ParticipantEntry {
+            name: v.name.clone(),
+            public_key: keys::public_key_hex(&key),
+            public_key_file: None,
+        });
+        let holdout = out.join(format!("hospitals/{}-holdout.csv", v.name));
+        data.subset(r).write_csv(&holdout)?;
+        validator_rows.push((v.name.clone(), r.len(), v.behaviour.to_string()));
+        let report: Option<std::sync::Arc<dyn fedledger_participant::validator::Report>> =
+            match &v.behaviour {
+                ValidatorBehaviour::Honest => None,
+                ValidatorBehaviour::Inverted => Some(std::sync::Arc::new(liars::Inverted)),
+                ValidatorBehaviour::Strategic(target) => {
+                    let k = entries
+                        .iter()
+                        .find(|e| &e.name == target)
+                        .map(|e| e.public_key.clone())
+                        .context("a strategic validator's hospital")?;
+                    Some(std::sync::Arc::new(liars::Strategic { target: k }))
+                }
+            };
+        validators.push((
+            ValidatorOptions {
+                // Filled in once the coordinator has started.
+                coordinator: fedledger_participant::link::Link::new(
+                    "http://127.0.0.1:1",
+                    &fedledger_participant::link::LinkSettings::default(),
+                )?,
+                reconnect_patience: std::time::Duration::from_secs(30),
+                holdout,
+                report,
+            },
+            key_path,
+        ));
     }
     // Two honest hospitals also run ledger witness nodes (dial-out only) that cosign checkpoints.
     let mut witnesses = Vec::new();
@@ -742,10 +817,18 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
         },
         governance: Default::default(),
         participants: entries,
-        validators: None,
-        validator_entries: Vec::new(),
+        validators: (!validator_entries.is_empty()).then(|| {
+            let mut rules = scenario.validators.clone().unwrap_or_default();
+            if args.no_quality_rule {
+                rules.quality_k = None;
+            }
+            rules
+        }),
+        validator_entries,
     };
     Ok(Prepared {
+        validators,
+        validator_rows,
         witnesses,
         coordinator,
         participants,

@@ -11,6 +11,22 @@
 //! epsilon_budget = 8.0     # optional: this hospital's DP budget (default: the example's)
 //! ```
 //!
+//! Validators (README: Validators) judge each round's updates on holdouts of their own,
+//! drawn from the same pool as the hospitals' rows and disjoint from them:
+//!
+//! ```toml
+//! [validators]             # the coordinator's [validators] rules (every field optional)
+//! quality_k = 1
+//! [[validator]]
+//! name = "lab-1"
+//! rows = 60                # its holdout
+//! behaviour = "honest"     # honest | inverted | strategic:<hospital name>
+//! ```
+//!
+//! `inverted` reports the negation of its honest vector; `strategic:<name>` reports, within
+//! the range of its honest utilities, the highest for every coalition that holds that hospital
+//! and the lowest for every other (to raise that hospital's value as far as one validator can).
+//!
 //! Only honest hospitals draw rows from the data; the others only claim `rows` as their
 //! example count. `zero` sends an all-zero update; `random` a random direction with the norm of
 //! the honest updates of the round; `copy:<name>` resends that hospital's update of the round;
@@ -137,12 +153,85 @@ impl Hospital {
     }
 }
 
+/// How a simulated validator reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValidatorBehaviour {
+    Honest,
+    /// The negation of its honest vector.
+    Inverted,
+    /// High whenever the named hospital is in the coalition, low otherwise (within its honest
+    /// range).
+    Strategic(String),
+}
+
+impl std::fmt::Display for ValidatorBehaviour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ValidatorBehaviour::Honest => f.write_str("honest"),
+            ValidatorBehaviour::Inverted => f.write_str("inverted"),
+            ValidatorBehaviour::Strategic(n) => write!(f, "strategic:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for ValidatorBehaviour {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "honest" => ValidatorBehaviour::Honest,
+            "inverted" => ValidatorBehaviour::Inverted,
+            _ => match s.strip_prefix("strategic:") {
+                Some(n) if !n.is_empty() => ValidatorBehaviour::Strategic(n.to_owned()),
+                _ => {
+                    return Err(format!(
+                        "unknown validator behaviour {s:?}: expected honest, inverted or \
+                         strategic:<hospital>"
+                    ));
+                }
+            },
+        })
+    }
+}
+
+impl Serialize for ValidatorBehaviour {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ValidatorBehaviour {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+fn honest_validator() -> ValidatorBehaviour {
+    ValidatorBehaviour::Honest
+}
+
+/// One validator of a scenario.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Validator {
+    pub name: String,
+    /// Rows of its holdout.
+    pub rows: usize,
+    #[serde(default = "honest_validator")]
+    pub behaviour: ValidatorBehaviour,
+}
+
 /// A whole scenario.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     #[serde(rename = "hospital")]
     pub hospitals: Vec<Hospital>,
+    /// The coordinator's `[validators]` rules (defaults when validators are listed without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validators: Option<fedledger_coordinator::config::ValidatorsSection>,
+    #[serde(rename = "validator", default, skip_serializing_if = "Vec::is_empty")]
+    pub validator_list: Vec<Validator>,
 }
 
 impl Scenario {
@@ -173,7 +262,19 @@ impl Scenario {
                 }
             })
             .collect();
-        Scenario { hospitals }
+        Scenario {
+            hospitals,
+            validators: None,
+            validator_list: Vec::new(),
+        }
+    }
+
+    /// The validators' holdouts as hospitals that draw rows (for the split).
+    pub fn holdouts(&self) -> Vec<Hospital> {
+        self.validator_list
+            .iter()
+            .map(|v| Hospital::honest(&v.name, v.rows))
+            .collect()
     }
 
     /// Names unique, rows positive, copies name an existing honest hospital.
@@ -193,6 +294,22 @@ impl Scenario {
                 bail!(
                     "hospital {}: label_noise and preference must be in [0, 1]",
                     h.name
+                );
+            }
+        }
+        for v in &self.validator_list {
+            if !names.insert(v.name.as_str()) {
+                bail!("name {} appears twice", v.name);
+            }
+            if v.rows == 0 {
+                bail!("validator {}: rows must be at least 1", v.name);
+            }
+            if let ValidatorBehaviour::Strategic(target) = &v.behaviour
+                && !self.hospitals.iter().any(|h| &h.name == target)
+            {
+                bail!(
+                    "validator {} favours {target}, which is not in the scenario",
+                    v.name
                 );
             }
         }
@@ -240,6 +357,8 @@ mod tests {
                 behaviour: Behaviour::Copy("nobody".into()),
                 ..Hospital::honest("x", 1)
             }],
+            validators: None,
+            validator_list: Vec::new(),
         };
         assert!(bad.check().is_err());
     }

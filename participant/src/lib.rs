@@ -131,6 +131,7 @@ pub async fn run_validator(
             .map_err(|e| RunError::Config(e.to_string()))?,
         reconnect_patience: Duration::from_secs(cfg.reconnect_patience_secs),
         holdout: v.data.clone(),
+        report: None,
     };
     Ok(validator::run_validator(opts, key).await?)
 }

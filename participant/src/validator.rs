@@ -27,14 +27,30 @@ use crate::{
     validate::{Candidate, RowUtility, sign_utilities, utility_vector},
 };
 
+/// What a validator sends for the vector it computed honestly: that vector, unless a
+/// simulation says otherwise (the examples' dishonest validators, which measure what a liar
+/// can do to the consensus).
+pub trait Report: Send + Sync {
+    /// The vector to sign and send, from the honest one, the round's design and its players
+    /// (contributors' keys, sorted).
+    fn report(
+        &self,
+        honest: Vec<i64>,
+        design: &fedledger_valuation::consensus::Design,
+        players: &[String],
+    ) -> Vec<i64>;
+}
+
 /// How a validator reaches the coordinator and what it validates on.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ValidatorOptions {
     pub coordinator: Link,
     /// Give up after the coordinator has been unreachable this long.
     pub reconnect_patience: Duration,
     /// The holdout CSV.
     pub holdout: PathBuf,
+    /// What is sent for each honest vector; `None`: the vector itself.
+    pub report: Option<Arc<dyn Report>>,
 }
 
 /// One round a validator evaluated.
@@ -186,9 +202,17 @@ pub async fn run_validator(
             })
             .await
         };
-        let utilities = scored
+        let mut utilities = scored
             .map_err(|e| AgentError::Join(e.to_string()))?
             .map_err(|source| ValidatorError::Score { round, source })?;
+        if let Some(r) = &opts.report {
+            let players: Vec<String> = header
+                .candidates
+                .iter()
+                .map(|c| c.participant.clone())
+                .collect();
+            utilities = r.report(utilities, &design, &players);
+        }
         let signed = sign_utilities(
             client.key(),
             client.federation(),

@@ -36,6 +36,8 @@ pub struct CloseInputs<'a> {
     pub server_dp_history: &'a [f64],
     /// The outcomes of the earlier rounds (settled rule: a settlement reads the history).
     pub earlier_rounds: &'a [RoundOutcome],
+    /// The validators' standing before the round (with validators: the latest judged round's).
+    pub standing: &'a fedledger_valuation::consensus::Standing,
 }
 
 /// A round's outcome and, when it completed, the new global parameters.
@@ -111,6 +113,7 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         valuer,
         server_dp_history,
         earlier_rounds: _,
+        standing,
     } = i;
     if deltas.len() != job.updates.len() {
         return Err(CoordinatorError::Internal(format!(
@@ -190,7 +193,7 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         .collect();
     // With validators: their consensus values the round, and the quality rule decides which
     // updates enter the aggregate (the kept ones, with the strategy's usual weights).
-    let judged = judge(cfg, job.round, &job.updates, &job.vectors)?;
+    let judged = judge(cfg, job.round, &job.updates, &job.vectors, standing)?;
     let kept: Vec<usize> = (0..views.len())
         .filter(|i| judged.as_ref().is_none_or(|j| j.keep[*i]))
         .collect();
@@ -283,6 +286,7 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
     outcome.validators = judged.map(|j| ValidatorsOutcome {
         record: j.record,
         vectors: j.vectors,
+        standing: j.standing,
     });
     Ok(Closed {
         outcome,

@@ -677,6 +677,7 @@ fn close(cfg: &FederationConfig, job: &CloseJob) -> super::close::Closed {
         valuer: &Valuer::from_config(cfg),
         server_dp_history: &[],
         earlier_rounds: &[],
+        standing: &Default::default(),
     })
     .unwrap()
 }

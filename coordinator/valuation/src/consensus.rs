@@ -38,16 +38,31 @@
 //! the consensus game and each validator's own game; floating point in a fixed order, so the
 //! coordinator and `verify` get the same bits, recorded as [`crate::value_nano`].
 //!
-//! # Distance and flags ([`distances`])
+//! # Distance and flags ([`distances`], [`standing_distances`])
 //!
-//! A validator's distance from consensus is the relative L2 distance between the values of its
-//! own game and the consensus values, in thousandths (`round(1000 * |phi_v - phi_c| / |phi_c|)`,
-//! saturating; `u64::MAX` when the consensus values are all zero and its are not). It measures
-//! what matters for pay (the values), not the level of the utilities, which differs honestly
-//! between holdouts of different difficulty. Validators above the governed limit are flagged
+//! A round's record judges each validator by its *standing*: its own games' values and the
+//! consensus values, each summed per contributor (by key) over every round it was judged in
+//! so far, this one included ([`Standing`]). One round of a federation that has nearly
+//! converged carries little signal (its DP-noised updates change the model little, and a small
+//! holdout's game is mostly its own noise), so a single round cannot tell a noisy honest
+//! validator from a liar; summed over rounds, the honest signal adds up and the noise does not,
+//! while a liar's values stay far from consensus round after round. The first round a validator
+//! is judged in, its standing is that round alone ([`distances`]).
+//!
+//! A validator's distance from consensus is the L2 distance between the values of its own game
+//! and the consensus values, relative to the round's scale, in thousandths
+//! (`round(1000 * |phi_v - phi_c| / s)`, saturating), where the scale `s` is the larger of
+//! `|phi_c|` and the median over validators of `|phi_v|` (`u64::MAX` when every norm is zero and
+//! its distance is not). It measures what matters for pay (the values), not the level of the
+//! utilities, which differs honestly between holdouts of different difficulty. The scale is
+//! not `|phi_c|` alone: in a round whose updates change little, honest games are mostly the
+//! noise of small holdouts, the consensus values are near zero, and a distance relative to them
+//! alone would flag honest validators at random. A validator that reports the opposite of the
+//! others (an inverted game) sits near 2,000 whatever the round's scale; honest validators of
+//! an uninformative round (independent noise of equal size) typically below 1,000. Validators above the governed limit are flagged
 //! and share nothing of the validators' pool ([`validator_rewards`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::{Coalition, RewardEntry, ValuationError, rng::shuffle, rng_for_seed, split_rewards};
 
@@ -240,31 +255,95 @@ pub fn distances(
     consensus_values: &[f64],
     vectors: &[&[i64]],
 ) -> Result<Vec<u64>, ValuationError> {
-    let norm = consensus_values.iter().map(|v| v * v).sum::<f64>().sqrt();
-    vectors
+    let l2 = |x: &[f64]| x.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let own: Vec<Vec<f64>> = vectors
         .iter()
-        .map(|v| {
-            let own = values(design, v)?;
+        .map(|v| values(design, v))
+        .collect::<Result<_, _>>()?;
+    let mut norms: Vec<f64> = own.iter().map(|o| l2(o)).collect();
+    norms.sort_by(f64::total_cmp);
+    let norm = l2(consensus_values).max(median_of_sorted(&norms));
+    Ok(own
+        .iter()
+        .map(|own| {
             let d = own
                 .iter()
                 .zip(consensus_values)
                 .map(|(a, b)| (a - b) * (a - b))
                 .sum::<f64>()
                 .sqrt();
-            Ok(if norm > 0.0 {
-                let milli = (1000.0 * d / norm).round();
-                if milli >= u64::MAX as f64 {
-                    u64::MAX
-                } else {
-                    milli as u64
-                }
-            } else if d > 0.0 {
-                u64::MAX
-            } else {
-                0
-            })
+            milli(d, norm)
         })
-        .collect()
+        .collect())
+}
+
+/// Per validator (key), per contributor (key): its own games' values and the consensus values,
+/// each summed over the rounds it was judged in, nano-units. Integers, so the coordinator and
+/// `verify` accumulate the same sums exactly.
+pub type Standing = BTreeMap<String, BTreeMap<String, (i128, i128)>>;
+
+/// Each validator's distance (thousandths, as [`distances`] measures one round) between its
+/// accumulated values and the accumulated consensus values, after adding this round
+/// (`own_nano[v]` and `consensus_nano`, per player; `players` their keys) to `before`.
+/// Returns the distances (in `keys` order) and the standing after the round.
+pub fn standing_distances(
+    keys: &[&str],
+    players: &[&str],
+    own_nano: &[Vec<i64>],
+    consensus_nano: &[i64],
+    before: &Standing,
+) -> (Vec<u64>, Standing) {
+    let mut after = before.clone();
+    for (key, own) in keys.iter().zip(own_nano) {
+        let line = after.entry((*key).to_owned()).or_default();
+        for ((p, o), c) in players.iter().zip(own).zip(consensus_nano) {
+            let e = line.entry((*p).to_owned()).or_default();
+            e.0 += i128::from(*o);
+            e.1 += i128::from(*c);
+        }
+    }
+    let f = |x: i128| x as f64 / 1e9;
+    let l2 = |x: &mut dyn Iterator<Item = f64>| x.map(|v| v * v).sum::<f64>().sqrt();
+    let lines: Vec<&BTreeMap<String, (i128, i128)>> = keys.iter().map(|k| &after[*k]).collect();
+    let mut norms: Vec<f64> = lines
+        .iter()
+        .map(|l| l2(&mut l.values().map(|(o, _)| f(*o))))
+        .collect();
+    norms.sort_by(f64::total_cmp);
+    let median = median_of_sorted(&norms);
+    let distances = lines
+        .iter()
+        .map(|l| {
+            let scale = l2(&mut l.values().map(|(_, c)| f(*c))).max(median);
+            let d = l2(&mut l.values().map(|(o, c)| f(*o - *c)));
+            milli(d, scale)
+        })
+        .collect();
+    (distances, after)
+}
+
+fn median_of_sorted(x: &[f64]) -> f64 {
+    match x.len() {
+        0 => 0.0,
+        m if m % 2 == 1 => x[m / 2],
+        m => (x[m / 2 - 1] + x[m / 2]) / 2.0,
+    }
+}
+
+/// `round(1000 * d / scale)`, saturating; `u64::MAX` for a distance over a zero scale.
+fn milli(d: f64, scale: f64) -> u64 {
+    if scale > 0.0 {
+        let m = (1000.0 * d / scale).round();
+        if m >= u64::MAX as f64 {
+            u64::MAX
+        } else {
+            m as u64
+        }
+    } else if d > 0.0 {
+        u64::MAX
+    } else {
+        0
+    }
 }
 
 /// The validators' pool split equally (integer units, largest remainder, ties to the ascending
@@ -290,8 +369,10 @@ pub fn validator_rewards(
 }
 
 /// The quality rule: which contributors' updates enter the aggregate. An update is excluded when
-/// its consensus value is negative (`value_nano < 0`), or, with `k > 0`, when its value is
-/// negative in at least `k` validators' own games. Returns one `keep` flag per player.
+/// its consensus value is negative (`value_nano < 0`) and, with `k > 0`, its value is also
+/// negative in at least `k` validators' own games (so fewer than `k` validators cannot exclude
+/// anyone, and a consensus that dips below zero by noise alone needs `k` validators to agree).
+/// Returns one `keep` flag per player.
 pub fn curate(consensus_nano: &[i64], own_nano: &[Vec<i64>], k: usize) -> Vec<bool> {
     (0..consensus_nano.len())
         .map(|i| {
@@ -299,7 +380,7 @@ pub fn curate(consensus_nano: &[i64], own_nano: &[Vec<i64>], k: usize) -> Vec<bo
                 .iter()
                 .filter(|v| v.get(i).is_some_and(|x| *x < 0))
                 .count();
-            consensus_nano[i] >= 0 && (k == 0 || against < k)
+            consensus_nano[i] >= 0 || (k > 0 && against < k)
         })
         .collect()
 }
@@ -339,15 +420,40 @@ pub struct RoundConsensus {
     pub paid: u64,
     /// Per player, whether the quality rule keeps its update (all true without curation).
     pub keep: Vec<bool>,
+    /// Each validator's standing after this round.
+    pub standing: Standing,
 }
 
-/// The design, consensus, values, distances, validators' rewards and quality verdicts of a
-/// round, from its validators' `vectors` (in the order of `keys`, ascending).
+/// [`round_consensus_with`] for a round judged alone (no earlier standing; players named by
+/// their index).
 pub fn round_consensus(
     p: &RoundParams,
     keys: &[&str],
     vectors: &[&[i64]],
 ) -> Result<RoundConsensus, ValuationError> {
+    let names: Vec<String> = (0..p.players).map(|i| i.to_string()).collect();
+    let players: Vec<&str> = names.iter().map(String::as_str).collect();
+    round_consensus_with(p, keys, vectors, &players, &Standing::new())
+}
+
+/// The design, consensus, values, distances (from each validator's standing after this round:
+/// `before` plus this round, `players` naming the contributors by key), validators' rewards and
+/// quality verdicts of a round, from its validators' `vectors` (in the order of `keys`,
+/// ascending).
+pub fn round_consensus_with(
+    p: &RoundParams,
+    keys: &[&str],
+    vectors: &[&[i64]],
+    players: &[&str],
+    before: &Standing,
+) -> Result<RoundConsensus, ValuationError> {
+    if players.len() != p.players {
+        return Err(ValuationError::LengthMismatch {
+            what: "contributors' keys (one per player)",
+            found: players.len(),
+            expected: p.players,
+        });
+    }
     if keys.len() != vectors.len() {
         return Err(ValuationError::LengthMismatch {
             what: "validators' keys (one per vector)",
@@ -359,17 +465,15 @@ pub fn round_consensus(
     let game = consensus(&design, vectors)?;
     let values_f = values(&design, &game)?;
     let values_nano: Vec<i64> = values_f.iter().map(|v| crate::value_nano(*v)).collect();
-    let distances_milli = distances(&design, &values_f, vectors)?;
+    let own: Vec<Vec<i64>> = vectors
+        .iter()
+        .map(|v| values(&design, v).map(|x| x.into_iter().map(crate::value_nano).collect()))
+        .collect::<Result<_, _>>()?;
+    let (distances_milli, standing) = standing_distances(keys, players, &own, &values_nano, before);
     let (rewards, paid) = validator_rewards(p.pool, keys, &distances_milli, p.max_distance_milli);
     let keep = match p.quality_k {
         None => vec![true; p.players],
-        Some(k) => {
-            let own: Vec<Vec<i64>> = vectors
-                .iter()
-                .map(|v| values(&design, v).map(|x| x.into_iter().map(crate::value_nano).collect()))
-                .collect::<Result<_, _>>()?;
-            curate(&values_nano, &own, k)
-        }
+        Some(k) => curate(&values_nano, &own, k),
     };
     Ok(RoundConsensus {
         design,
@@ -378,6 +482,7 @@ pub fn round_consensus(
         rewards,
         paid,
         keep,
+        standing,
     })
 }
 
@@ -520,8 +625,11 @@ mod tests {
     fn curation_excludes_negative_consensus_and_k_validators_against() {
         let own = vec![vec![5, -1, 3], vec![4, -2, -1], vec![6, 1, -3]];
         assert_eq!(curate(&[5, -1, 2], &own, 0), vec![true, false, true]);
-        assert_eq!(curate(&[5, 1, 2], &own, 2), vec![true, false, false]);
-        assert_eq!(curate(&[5, 1, 2], &own, 3), vec![true, true, true]);
+        // Negative consensus and at least k validators against.
+        assert_eq!(curate(&[5, -1, -2], &own, 2), vec![true, false, false]);
+        assert_eq!(curate(&[5, -1, -2], &own, 3), vec![true, true, true]);
+        // Validators against, but a positive consensus: kept.
+        assert_eq!(curate(&[5, 1, 2], &own, 1), vec![true, true, true]);
     }
 
     proptest::proptest! {

@@ -105,9 +105,14 @@ impl RewardRule for ValuationRewards {
             })
         })();
         Some(params.and_then(|params| {
-            let c =
-                fedledger_valuation::consensus::round_consensus(&params, i.validators, i.vectors)
-                    .map_err(|e| e.to_string())?;
+            let c = fedledger_valuation::consensus::round_consensus_with(
+                &params,
+                i.validators,
+                i.vectors,
+                i.player_keys,
+                i.standing,
+            )
+            .map_err(|e| e.to_string())?;
             Ok(RecomputedConsensus {
                 coalitions: c.design.coalitions.len() as u64,
                 coalitions_sha256: fedledger_ledger::records::sha256_hex(&c.design.canonical()),
@@ -115,6 +120,7 @@ impl RewardRule for ValuationRewards {
                 distances_milli: c.distances_milli,
                 rewards: c.rewards,
                 keep: c.keep,
+                standing: c.standing,
             })
         }))
     }

@@ -250,7 +250,7 @@ pub struct ValidatorsRecord {
     /// are flagged and share nothing of the validators' pool.
     pub max_distance_milli: u64,
     /// The quality rule's `k`: an update is left out of the aggregate when its consensus value
-    /// is negative, or (k >= 1) when it is negative in at least k validators' own games.
+    /// is negative and (k >= 1) it is negative in at least k validators' own games too.
     /// Absent: every update is aggregated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality_k: Option<u64>,

@@ -172,7 +172,16 @@ pub struct ConsensusInputs<'a> {
     pub max_distance_milli: u64,
     /// The quality rule's `k`, when curation is on.
     pub quality_k: Option<u64>,
+    /// The contributors' keys (the players, sorted).
+    pub player_keys: &'a [&'a str],
+    /// Each validator's standing before this round (its own and the consensus values summed
+    /// per contributor over the rounds it was judged in).
+    pub standing: &'a ValidatorStanding,
 }
+
+/// Per validator key, per contributor key: (own values, consensus values) summed, nano-units.
+pub type ValidatorStanding =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, (i128, i128)>>;
 
 /// What the consensus rule says a round with validators must record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +199,8 @@ pub struct RecomputedConsensus {
     /// Per player, whether the quality rule keeps its update in the aggregate (all true
     /// without curation).
     pub keep: Vec<bool>,
+    /// Each validator's standing after this round.
+    pub standing: ValidatorStanding,
 }
 
 /// Recomputes a period's settlement from the recorded round values. The ledger knows no reward

@@ -21,6 +21,9 @@ pub(super) struct Seen {
     fallbacks: u64,
     recomputed: u64,
     failures_before: usize,
+    /// The validators' standing so far (distances are judged on it); `None` once a round's
+    /// consensus could not be recomputed, after which later distances cannot be either.
+    standing: Option<super::ValidatorStanding>,
 }
 
 /// The utility entries of the round being recorded.
@@ -215,7 +218,18 @@ impl<'a> RoundUtilities<'a> {
             }
         }
         let Some(rule) = rule else { return };
+        let Some(standing) = seen.standing.take() else {
+            r.fail(
+                summary_file,
+                format!(
+                    "round {}: the validators' distances cannot be recomputed (an earlier round's consensus was not)",
+                    s.round
+                ),
+            );
+            return;
+        };
         let refs: Vec<&[i64]> = vectors.values().map(Vec::as_slice).collect();
+        let player_keys: Vec<&str> = players.iter().map(|p| p.participant).collect();
         let inputs = ConsensusInputs {
             seed: v.seed,
             exact_max: v.exact_max,
@@ -226,9 +240,14 @@ impl<'a> RoundUtilities<'a> {
             pool: v.pool,
             max_distance_milli: v.max_distance_milli,
             quality_k: v.quality_k,
+            player_keys: &player_keys,
+            standing: &standing,
         };
         let c = match rule.consensus(&inputs) {
-            None => return,
+            None => {
+                seen.standing = Some(standing);
+                return;
+            }
             Some(Err(why)) => {
                 r.fail(
                     summary_file,
@@ -242,6 +261,7 @@ impl<'a> RoundUtilities<'a> {
             Some(Ok(c)) => c,
         };
         seen.recomputed += 1;
+        seen.standing = Some(c.standing.clone());
         if c.coalitions != v.coalitions || c.coalitions_sha256 != v.coalitions_sha256 {
             r.fail(
                 summary_file,
@@ -303,6 +323,7 @@ impl Seen {
     pub(super) fn start(r: &VerifyReport) -> Self {
         Self {
             failures_before: r.failures.len(),
+            standing: Some(Default::default()),
             ..Self::default()
         }
     }
