@@ -31,6 +31,14 @@
 //! with fewer than half of the validators lying, every consensus gain lies between two honest
 //! validators' gains.
 //!
+//! Only validators in good standing enter the final median, in two passes: a first median over
+//! the validators within the governed distance on their standing before this round (or judged
+//! in no round yet; [`good_standing`]), then the final median over those whose standing with
+//! this round, measured against the first, is within the distance. When no validator
+//! qualifies, all do. A validator that lies is left out of the median from the round it is
+//! flagged in, the first one included (its distance is still measured against the consensus,
+//! and it comes back only if its numbers do).
+//!
 //! # Values ([`values`])
 //!
 //! Exact designs: the Shapley formula over the list. Permutation designs: the mean over the
@@ -322,6 +330,31 @@ pub fn standing_distances(
     (distances, after)
 }
 
+/// Per validator (in `keys` order): whether it is in good standing before a round, that is
+/// new (judged in no round yet) or within `max_distance_milli` on its standing so far (the
+/// scale's median taken over the validators of `keys` that have one).
+pub fn good_standing(keys: &[&str], before: &Standing, max_distance_milli: u64) -> Vec<bool> {
+    let f = |x: i128| x as f64 / 1e9;
+    let l2 = |x: &mut dyn Iterator<Item = f64>| x.map(|v| v * v).sum::<f64>().sqrt();
+    let mut norms: Vec<f64> = keys
+        .iter()
+        .filter_map(|k| before.get(*k))
+        .map(|l| l2(&mut l.values().map(|(o, _)| f(*o))))
+        .collect();
+    norms.sort_by(f64::total_cmp);
+    let median = median_of_sorted(&norms);
+    keys.iter()
+        .map(|k| match before.get(*k) {
+            None => true,
+            Some(l) => {
+                let scale = l2(&mut l.values().map(|(_, c)| f(*c))).max(median);
+                let d = l2(&mut l.values().map(|(o, c)| f(*o - *c)));
+                milli(d, scale) <= max_distance_milli
+            }
+        })
+        .collect()
+}
+
 fn median_of_sorted(x: &[f64]) -> f64 {
     match x.len() {
         0 => 0.0,
@@ -462,13 +495,37 @@ pub fn round_consensus_with(
         });
     }
     let design = design(p.seed, p.players, p.exact_max, p.permutations)?;
-    let game = consensus(&design, vectors)?;
-    let values_f = values(&design, &game)?;
-    let values_nano: Vec<i64> = values_f.iter().map(|v| crate::value_nano(*v)).collect();
     let own: Vec<Vec<i64>> = vectors
         .iter()
         .map(|v| values(&design, v).map(|x| x.into_iter().map(crate::value_nano).collect()))
         .collect::<Result<_, _>>()?;
+    // Two passes: the median over the validators in good standing before this round gives a
+    // first consensus; whoever this round's standing then flags against it is left out of the
+    // final median (when someone is left in).
+    let median_over = |trusted: &[bool]| -> Result<Vec<i64>, ValuationError> {
+        let chosen: Vec<&[i64]> = if trusted.iter().any(|t| *t) {
+            vectors
+                .iter()
+                .zip(trusted)
+                .filter(|(_, t)| **t)
+                .map(|(v, _)| *v)
+                .collect()
+        } else {
+            vectors.to_vec()
+        };
+        let game = consensus(&design, &chosen)?;
+        Ok(values(&design, &game)?
+            .into_iter()
+            .map(crate::value_nano)
+            .collect())
+    };
+    let first = median_over(&good_standing(keys, before, p.max_distance_milli))?;
+    let (first_distances, _) = standing_distances(keys, players, &own, &first, before);
+    let near: Vec<bool> = first_distances
+        .iter()
+        .map(|d| *d <= p.max_distance_milli)
+        .collect();
+    let values_nano = median_over(&near)?;
     let (distances_milli, standing) = standing_distances(keys, players, &own, &values_nano, before);
     let (rewards, paid) = validator_rewards(p.pool, keys, &distances_milli, p.max_distance_milli);
     let keep = match p.quality_k {
@@ -630,6 +687,44 @@ mod tests {
         assert_eq!(curate(&[5, -1, -2], &own, 3), vec![true, true, true]);
         // Validators against, but a positive consensus: kept.
         assert_eq!(curate(&[5, 1, 2], &own, 1), vec![true, true, true]);
+    }
+
+    #[test]
+    fn standing_separates_a_liar_from_noisy_honest_validators_over_rounds() {
+        // Per round, each honest validator's values are the signal plus noise up to twice as
+        // large; the liar reports the opposite of an honest game. After twenty rounds the
+        // honest standings are within the limit and the liar's far beyond it.
+        let players = ["p0", "p1", "p2", "p3"];
+        let keys = ["a", "b", "c"];
+        let signal = [3_000_000i64, 2_000_000, 1_000_000, -2_000_000];
+        let mut rng = crate::rng_for_seed(9);
+        let mut noise = || {
+            use rand::RngExt;
+            (rng.random::<f64>() - 0.5) * 12_000_000.0
+        };
+        let mut standing = Standing::new();
+        let mut last = Vec::new();
+        for round in 0..20 {
+            let honest: Vec<Vec<i64>> = (0..3)
+                .map(|_| signal.iter().map(|s| s + noise() as i64).collect())
+                .collect();
+            let own = vec![
+                honest[0].clone(),
+                honest[1].clone(),
+                honest[2].iter().map(|v| -v).collect(),
+            ];
+            // The per-coalition median is not needed here: take the honest mean as consensus.
+            let cons: Vec<i64> = (0..4).map(|i| (honest[0][i] + honest[1][i]) / 2).collect();
+            let (d, after) = standing_distances(&keys, &players, &own, &cons, &standing);
+            standing = after;
+            if round == 19 {
+                last = d;
+            }
+        }
+        assert!(last[0] < 1000 && last[1] < 1000, "{last:?}");
+        assert!(last[2] > 1500, "{last:?}");
+        // The sums are the rounds' values, exactly.
+        assert_eq!(standing["c"].len(), 4);
     }
 
     proptest::proptest! {
