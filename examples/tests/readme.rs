@@ -97,7 +97,10 @@ fn every_readme_toml_block_parses_as_the_file_it_names() {
         let file = name.rsplit('/').next().unwrap();
         let parsed = if file == "coordinator.toml" {
             toml::from_str::<fedledger_coordinator::ConfigFile>(text).map(drop)
-        } else if file == "participant.toml" || file.starts_with("hospital-") {
+        } else if file == "participant.toml"
+            || file.starts_with("hospital-")
+            || file.starts_with("lab-")
+        {
             toml::from_str::<ParticipantConfig>(text).map(drop)
         } else if file == "ledger.toml" {
             toml::from_str::<fedledger_ledger_cli::node::NodeFileConfig>(text).map(drop)
@@ -178,4 +181,50 @@ fn the_readme_proposal_parses_as_a_proposal_and_its_coordinator_toml_governance_
     let g: fedledger_coordinator::config::GovernanceSection =
         value["governance"].clone().try_into().unwrap();
     assert_eq!((g.governors.len(), g.threshold), (3, 2));
+}
+
+#[test]
+fn the_readme_validator_files_load_as_a_validator_and_a_federation_with_validators() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path().join("lab-1.toml");
+    let readme = include_str!("../../README.md");
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    let lab_text = blocks
+        .iter()
+        .find(|b| b.starts_with("# lab-1.toml"))
+        .expect("the README's validator file");
+    std::fs::write(&lab, lab_text).unwrap();
+    let cfg = ParticipantConfig::load(&lab).unwrap();
+    assert!(cfg.data.is_none(), "a validator only");
+    assert_eq!(
+        cfg.validator.as_ref().unwrap().data,
+        dir.path().join("holdout.csv")
+    );
+    let text = blocks
+        .iter()
+        .find(|b| b.starts_with("# coordinator.toml: a federation with validators"))
+        .expect("the README's federation with validators");
+    let file: fedledger_coordinator::ConfigFile = toml::from_str(text).unwrap();
+    let v = file.validators.as_ref().expect("[validators]");
+    assert_eq!((v.quorum, v.exact_max, v.quality_k), (2, 8, Some(2)));
+    assert_eq!(file.validator_entries.len(), 2);
+    // It validates once its files exist, with DP-SGD as [validators] requires.
+    for name in ["lab-1", "lab-2", "hospital-a", "hospital-b", "hospital-c"] {
+        std::fs::write(
+            dir.path().join(format!("{name}.pub")),
+            fedledger_ledger::keys::public_key_hex(
+                &fedledger_ledger::keys::generate_key_file(&dir.path().join(name)).unwrap(),
+            ),
+        )
+        .unwrap();
+    }
+    let coordinator = dir.path().join("coordinator.toml");
+    std::fs::write(&coordinator, text).unwrap();
+    let mut f = fedledger_coordinator::ConfigFile::load(&coordinator).unwrap();
+    f.data.validation = dir.path().join("validation.csv");
+    std::fs::write(&f.data.validation, fedledger_examples::BREAST_CANCER_CSV).unwrap();
+    f.validate().unwrap();
 }
