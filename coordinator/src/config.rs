@@ -128,7 +128,34 @@ impl Default for ValidatorsSection {
 }
 
 impl ValidatorsSection {
-    fn validate(&self) -> Result<(), String> {
+    /// The section a governed change sets.
+    pub fn from_rules(r: &fedledger_ledger::records::ValidatorsRules) -> Option<Self> {
+        Some(Self {
+            deadline_secs: r.deadline_secs,
+            quorum: u32::try_from(r.quorum).ok()?,
+            exact_max: u32::try_from(r.exact_max).ok()?,
+            permutations: u32::try_from(r.permutations).ok()?,
+            pool_per_round: r.pool_per_round,
+            max_distance_milli: r.max_distance_milli,
+            quality_k: r.quality_k,
+        })
+    }
+
+    /// As a governance change records it.
+    pub fn rules(&self) -> fedledger_ledger::records::ValidatorsRules {
+        fedledger_ledger::records::ValidatorsRules {
+            deadline_secs: self.deadline_secs,
+            quorum: u64::from(self.quorum),
+            exact_max: u64::from(self.exact_max),
+            permutations: u64::from(self.permutations),
+            pool_per_round: self.pool_per_round,
+            max_distance_milli: self.max_distance_milli,
+            quality_k: self.quality_k,
+        }
+    }
+
+    /// The checks of `[validators]` alone.
+    pub fn validate(&self) -> Result<(), String> {
         if !(1..=366 * 24 * 3600).contains(&self.deadline_secs) {
             return Err(format!(
                 "validators.deadline_secs must be between 1 and 31622400, got {}",

@@ -20,7 +20,7 @@ use crate::{
     anchor::decimal,
     config::{
         Enrolled, FederationConfig, GovernanceConfig, RewardsSection, StrategyKind, UtilityKind,
-        decode_public_key,
+        ValidatorsSection, decode_public_key,
     },
     error::CoordinatorError,
 };
@@ -255,6 +255,11 @@ pub fn effective(
                 ))
             })?;
     }
+    if let Some(v) = &rules.validators {
+        cfg.validating = Some(ValidatorsSection::from_rules(v).ok_or_else(|| {
+            CoordinatorError::Ledger("governed validators' rules too large for this machine".into())
+        })?);
+    }
     cfg.governance = GovernanceConfig {
         governors: gov.governors().governors.clone(),
         threshold: gov.governors().threshold,
@@ -280,6 +285,19 @@ pub fn check_effective(cfg: &FederationConfig) -> Result<(), Refusal> {
     }
     if t.planning.is_some() && t.clip_norm <= 0.0 {
         return bad("the federation plans DP-SGD: clip_norm must stay > 0".into());
+    }
+    if let Some(v) = &cfg.validating {
+        v.validate().map_err(Refusal::Inapplicable)?;
+        if t.noise_multiplier <= 0.0 && t.planning.is_none() {
+            return bad(
+                "validators receive each update: the federation's hospitals must train with \
+                 DP-SGD (noise_multiplier > 0)"
+                    .into(),
+            );
+        }
+        if cfg.server_dp.is_some() {
+            return bad("validators and server-side DP (dp-fedavg) do not compose".into());
+        }
     }
     cfg.valuation
         .validate()
@@ -390,6 +408,20 @@ pub fn check_config(
                         want.len(),
                         governed.len(),
                         governed.join(", ")
+                    )
+                })
+            }),
+        ),
+        (
+            "[validators]",
+            Box::new(|r: &Rules| {
+                let governed = r.validators.as_ref()?;
+                let file = file.validating.as_ref().map(|v| v.rules());
+                (file.as_ref() != Some(governed)).then(|| {
+                    format!(
+                        "{} (governed: {})",
+                        file.map_or_else(|| "absent".to_owned(), |f| format!("{f:?}")),
+                        format!("{governed:?}")
                     )
                 })
             }),

@@ -893,3 +893,88 @@ async fn governors_change_the_reward_rule_and_period_and_settlements_follow() {
     governed.rewards.z = 0.0;
     fedledger_coordinator::check_governed(&governed.validate().unwrap()).unwrap();
 }
+
+/// Governors give a federation validators' rules (a stricter quality rule and a larger pool)
+/// from round 1: a change the coordinator could not run (validators without DP-SGD) is
+/// refused with the reason; the accepted one is in the configuration of round 1 on; a restart
+/// whose file still names the old `[validators]` is refused naming the section, and one naming
+/// the governed rules starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn governors_set_the_validators_rules_from_the_named_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h0, h1) = (keypair(), keypair());
+    let governors = [keypair(), keypair(), keypair()];
+    let gov_refs: Vec<&Ed25519KeyPair> = governors.iter().collect();
+    let rules = fedledger_ledger::records::ValidatorsRules {
+        deadline_secs: 60,
+        quorum: 2,
+        exact_max: 6,
+        permutations: 10,
+        pool_per_round: 500,
+        max_distance_milli: 800,
+        quality_k: Some(2),
+    };
+    // Without DP-SGD the federation cannot have validators: refused before it is anchored.
+    let plain = file(dir.path(), &[&h0, &h1], &gov_refs);
+    let running = start(plain.clone().validate().unwrap()).await;
+    let mut c = client(&running).await;
+    let fed = running.coordinator.config().federation.clone();
+    let change = proposal(
+        &fed,
+        list(&mut c).await.head,
+        3,
+        vec![Change::Validators {
+            rules: rules.clone(),
+        }],
+    );
+    let sigs = vec![sign(&governors[0], &change), sign(&governors[1], &change)];
+    let e = submit_proposal(&mut c, &change, sigs).await.unwrap_err();
+    assert!(e.message().contains("DP-SGD"), "{e:?}");
+    assert!(list(&mut c).await.proposals.is_empty());
+    running.shutdown().await.unwrap();
+    drop(c);
+
+    // With DP-SGD and validators in the file: accepted, in force from round 3.
+    let dir = tempfile::tempdir().unwrap();
+    let mut base = file(dir.path(), &[&h0, &h1], &gov_refs);
+    base.training.clip_norm = 1.0;
+    base.training.noise_multiplier = 1.0;
+    base.validators = Some(Default::default());
+    let running = start(base.clone().validate().unwrap()).await;
+    let mut c = client(&running).await;
+    // Before the first round opens (nobody registered), a change may name round 1.
+    let change = proposal(
+        &fed,
+        list(&mut c).await.head,
+        1,
+        vec![Change::Validators {
+            rules: rules.clone(),
+        }],
+    );
+    let sigs = vec![sign(&governors[0], &change), sign(&governors[2], &change)];
+    submit_proposal(&mut c, &change, sigs).await.unwrap();
+    let gov = fedledger_coordinator::governance::load(running.coordinator.ledger()).unwrap();
+    let order: Vec<String> = [&h0, &h1].iter().map(|k| pubhex(k)).collect();
+    let cfg = base.clone().validate().unwrap();
+    let at = |round| {
+        fedledger_coordinator::governance::effective(&cfg, &order, &gov, round)
+            .unwrap()
+            .validating
+            .unwrap()
+    };
+    assert_eq!(
+        at(0),
+        fedledger_coordinator::config::ValidatorsSection::default()
+    );
+    assert_eq!(at(1).rules(), rules);
+    assert_eq!(at(3).rules(), rules);
+    running.shutdown().await.unwrap();
+    drop(c);
+
+    let err = refused_start(base.clone().validate().unwrap()).await;
+    assert!(err.to_string().contains("[validators]"), "{err}");
+    let mut governed = base.clone();
+    governed.validators = fedledger_coordinator::config::ValidatorsSection::from_rules(&rules);
+    let running = start_when_released(governed.validate().unwrap()).await;
+    running.shutdown().await.unwrap();
+}

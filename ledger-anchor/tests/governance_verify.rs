@@ -25,6 +25,8 @@ struct Plan {
     pool_from_2: Option<u64>,
     /// The utility governed from round 3 (the rounds record neg_log_loss).
     utility_from_3: &'static str,
+    /// Validators' rules governed from round 3 (the rounds record no validators).
+    validators_from_3: bool,
 }
 
 const HONEST: Plan = Plan {
@@ -32,6 +34,7 @@ const HONEST: Plan = Plan {
     enrol_signers: 2,
     pool_from_2: None,
     utility_from_3: "neg_log_loss",
+    validators_from_3: false,
 };
 
 /// Entries: genesis (governors, k = 2), the enrolment, round 1, two more governance entries,
@@ -100,7 +103,20 @@ fn ledger(plan: &Plan) -> (Vec<Vec<u8>>, u64) {
             Change::Utility {
                 utility: plan.utility_from_3.into(),
             },
-        ],
+        ]
+        .into_iter()
+        .chain(plan.validators_from_3.then(|| Change::Validators {
+            rules: ValidatorsRules {
+                deadline_secs: 60,
+                quorum: 1,
+                exact_max: 8,
+                permutations: 20,
+                pool_per_round: 0,
+                max_distance_milli: 1000,
+                quality_k: None,
+            },
+        }))
+        .collect(),
     );
     round(&mut entries, &gov, 2);
     round(&mut entries, &gov, 3);
@@ -232,6 +248,28 @@ fn a_reward_rule_change_anchored_after_the_round_that_ends_the_running_period_fa
     assert!(
         r.failures.iter().any(|f| f.file == format!("entries/{at}")
             && f.what.contains("is already recorded: a change of the reward rule must be anchored before that round's summary")),
+        "{:?}",
+        r.failures
+    );
+}
+
+#[test]
+fn a_round_without_validators_under_governed_validators_rules_fails() {
+    let (entries, _) = ledger(&Plan {
+        validators_from_3: true,
+        ..HONEST
+    });
+    let r = verify(&entries);
+    assert!(
+        fails_with(
+            &r,
+            "round 3 records no validators, but the rules in force for it have them"
+        ),
+        "{:?}",
+        r.failures
+    );
+    assert!(
+        !fails_with(&r, "round 2 records no validators"),
         "{:?}",
         r.failures
     );

@@ -171,6 +171,12 @@ pub enum Change {
         /// Cosignatures needed, at most the keys.
         quorum: u64,
     },
+    /// How validators judge rounds (in force from `from_round`): the game's size, the
+    /// validators' deadline, quorum, pool and distance limit, and the quality rule.
+    Validators {
+        /// The validators' rules.
+        rules: ValidatorsRules,
+    },
     /// The governors and the threshold (in force once anchored).
     Governors {
         /// Ed25519 keys, 64 lowercase hex, sorted, unique.
@@ -178,6 +184,46 @@ pub enum Change {
         /// Signatures needed, 1..=governors.
         threshold: u64,
     },
+}
+
+/// The validators' rules a governance change sets (the coordinator's `[validators]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorsRules {
+    /// Seconds validators have once contributions close, 1 to a year.
+    pub deadline_secs: u64,
+    /// Vectors a round needs to be valued by consensus, at least 1.
+    pub quorum: u64,
+    /// Exact games up to this many contributors, at most 12.
+    pub exact_max: u64,
+    /// Sampled permutations above, 1 to 10,000.
+    pub permutations: u64,
+    /// Units split among the validators near consensus, each round.
+    pub pool_per_round: u64,
+    /// Distance from consensus beyond which a validator is flagged, thousandths.
+    pub max_distance_milli: u64,
+    /// The quality rule's `k` (absent: every update aggregated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_k: Option<u64>,
+}
+
+impl ValidatorsRules {
+    pub(crate) fn check(&self, cx: &Ctx, field: &str) -> Result<(), LedgerError> {
+        let f = |s: &str| format!("{field}.{s}");
+        if !(1..=366 * 24 * 3600).contains(&self.deadline_secs) {
+            return Err(cx.err(f("deadline_secs"), "must be 1 second to a year"));
+        }
+        if self.quorum == 0 {
+            return Err(cx.err(f("quorum"), "must be at least 1"));
+        }
+        if self.exact_max > 12 {
+            return Err(cx.err(f("exact_max"), "at most 12 (4,096 coalitions)"));
+        }
+        if !(1..=10_000).contains(&self.permutations) {
+            return Err(cx.err(f("permutations"), "must be 1 to 10000"));
+        }
+        Ok(())
+    }
 }
 
 /// A proposed set of changes, as the governors sign it.
@@ -337,6 +383,7 @@ impl Change {
                 }
             }
             Change::Schema { schema } => schema.check(cx, &f("schema"))?,
+            Change::Validators { rules } => rules.check(cx, &f("rules"))?,
             Change::Witnesses { keys, quorum } => WitnessesRecord {
                 keys: keys.clone(),
                 quorum: *quorum,
@@ -556,6 +603,10 @@ pub struct Rules {
     pub witnesses: Option<WitnessesRecord>,
     /// Governors and threshold.
     pub governance: GovernanceRecord,
+    /// The validators' rules, once governed (absent until then, so the digests of rounds
+    /// before any such change stay as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validators: Option<ValidatorsRules>,
 }
 
 impl Rules {
@@ -587,6 +638,7 @@ impl Rules {
             utility: None,
             schema: g.schema.clone(),
             witnesses: None,
+            validators: None,
             governance: g.governance.clone(),
         }
     }
@@ -684,6 +736,7 @@ impl Rules {
             Change::Estimator { estimator } => self.estimator = Some(estimator.clone()),
             Change::Utility { utility } => self.utility = Some(utility.clone()),
             Change::Schema { schema } => self.schema = Some(schema.clone()),
+            Change::Validators { rules } => self.validators = Some(rules.clone()),
             Change::Witnesses { keys, quorum } => {
                 self.witnesses = Some(WitnessesRecord {
                     keys: keys.clone(),

@@ -428,6 +428,48 @@ fn check_rules(
         ),
         _ => {}
     }
+    if let Some(want) = &rules.validators
+        && s.status == RoundStatus::Completed
+    {
+        match &s.valuation.validators {
+            None => r.fail(
+                file,
+                format!(
+                    "round {} records no validators, but the rules in force for it have them",
+                    s.round
+                ),
+            ),
+            Some(v)
+                if (
+                    v.exact_max,
+                    v.permutations,
+                    v.pool,
+                    v.max_distance_milli,
+                    v.quality_k,
+                ) != (
+                    want.exact_max,
+                    want.permutations,
+                    want.pool_per_round,
+                    want.max_distance_milli,
+                    want.quality_k,
+                ) =>
+            {
+                r.fail(
+                    file,
+                    format!(
+                        "round {}'s validators ran with exact_max {}, permutations {}, pool {}, max_distance_milli {}, quality_k {:?}, not the rules in force ({want:?})",
+                        s.round,
+                        v.exact_max,
+                        v.permutations,
+                        v.pool,
+                        v.max_distance_milli,
+                        v.quality_k
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+    }
     if let Some(u) = &rules.utility
         && *u != s.validation.metric
     {
