@@ -419,9 +419,8 @@ pub fn check_config(
                 let file = file.validating.as_ref().map(|v| v.rules());
                 (file.as_ref() != Some(governed)).then(|| {
                     format!(
-                        "{} (governed: {})",
-                        file.map_or_else(|| "absent".to_owned(), |f| format!("{f:?}")),
-                        format!("{governed:?}")
+                        "{} (governed: {governed:?})",
+                        file.map_or_else(|| "absent".to_owned(), |f| format!("{f:?}"))
                     )
                 })
             }),
