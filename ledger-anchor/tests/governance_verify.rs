@@ -105,7 +105,7 @@ fn ledger(plan: &Plan) -> (Vec<Vec<u8>>, u64) {
             },
         ]
         .into_iter()
-        .chain(plan.validators_from_3.then(|| Change::Validators {
+        .chain(plan.validators_from_3.then_some(Change::Validators {
             rules: ValidatorsRules {
                 deadline_secs: 60,
                 quorum: 1,
