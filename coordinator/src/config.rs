@@ -90,9 +90,9 @@ pub struct ValidatorsSection {
     /// thousandths) is flagged and paid nothing.
     #[serde(default = "default_max_distance")]
     pub max_distance_milli: u64,
-    /// The quality rule: leave out of the aggregate an update whose consensus value is
-    /// negative and (k >= 1) negative in at least k validators' own games too. Absent: every
-    /// update is aggregated.
+    /// The quality rule: leave out of the aggregate an update whose contributor's consensus
+    /// value summed over the rounds so far is negative and (k >= 1) whose summed value is
+    /// negative in at least k validators' own games too. Absent: every update is aggregated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality_k: Option<u64>,
 }

@@ -13,7 +13,8 @@
 //!   plain median of every validator (what the median alone bounds); under a plain mean.
 //! - `curation`: the `inverted` scenario with the quality rule on and off, seeds 1-5: final
 //!   test accuracy, and the rounds in which the label-flipped hospital was left out.
-//! - `time`: the mean round time with 3 validators against the same federation without them, 8
+//! - `time`: the median round time with 3 validators against the same federation without them
+//!   (three runs of ten rounds each, alternating), 8
 //!   contributors (an exact game of 256 coalitions) on breast cancer and 50 (sampled: 20
 //!   permutations) on digits.
 //!
@@ -153,7 +154,9 @@ fn main() -> anyhow::Result<()> {
         println!(
             "\nquality rule (validators-3: F has every label flipped; one validator inverted)"
         );
-        println!("seed  accuracy rule on  rule off  rounds F left out (on)");
+        println!(
+            "seed  accuracy rule on  rule off  honest updates left out (on)  rounds F left out (on)"
+        );
         let (mut on, mut off) = (Vec::new(), Vec::new());
         for seed in 1..=args.seeds {
             let r_on = run("curation-on", &inverted_scenario, &[], seed)?;
@@ -176,8 +179,19 @@ fn main() -> anyhow::Result<()> {
                 })
                 .map(|o| o.round)
                 .collect();
+            let honest_out = r_on
+                .outcomes
+                .iter()
+                .flat_map(|o| &o.contributions)
+                .filter(|c| {
+                    c.name != "F"
+                        && c.flags
+                            .iter()
+                            .any(|f| f == fedledger_ledger::records::FLAG_EXCLUDED_BY_QUALITY)
+                })
+                .count();
             println!(
-                "{seed:>4}  {:>16.4}  {:>8.4}  {} of {}: {left_out:?}",
+                "{seed:>4}  {:>16.4}  {:>8.4}  {honest_out:>28}  {} of {}: {left_out:?}",
                 r_on.final_metrics.accuracy,
                 r_off.final_metrics.accuracy,
                 left_out.len(),
@@ -193,7 +207,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     if want("time") {
-        println!("\nvalidation step's time (3 validators), mean round time, 5 rounds");
+        println!("\nvalidation step's time (3 validators), median round time over 3 x 10 rounds");
         println!("contributors  game                 without   with      added   ratio");
         for (contributors, data, rows, holdout) in [
             (8usize, "breast_cancer", 30usize, 40usize),
@@ -218,11 +232,19 @@ fn main() -> anyhow::Result<()> {
                     })
                     .collect(),
             };
-            let extra = ["--data", data, "--rounds", "5"];
-            let t0 =
-                round_ms(&run(&format!("time-{contributors}-bare"), &bare, &extra, 1)?.outcomes);
-            let r = run(&format!("time-{contributors}-with"), &with, &extra, 1)?;
-            let t1 = round_ms(&r.outcomes);
+            // Three runs of each, alternating, 10 rounds each: the median round.
+            let extra = ["--data", data, "--rounds", "10"];
+            let (mut bare_rounds, mut with_rounds) = (Vec::new(), Vec::new());
+            let mut last = None;
+            for rep in 1..=3 {
+                let b = run(&format!("time-{contributors}-bare"), &bare, &extra, rep)?;
+                bare_rounds.extend(round_times(&b.outcomes));
+                let w = run(&format!("time-{contributors}-with"), &with, &extra, rep)?;
+                with_rounds.extend(round_times(&w.outcomes));
+                last = Some(w);
+            }
+            let r = last.expect("three runs");
+            let (t0, t1) = (median(&mut bare_rounds), median(&mut with_rounds));
             let game = r
                 .outcomes
                 .iter()
@@ -249,13 +271,17 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mean wall time from a round's opening to its close, milliseconds.
-fn round_ms(outcomes: &[RoundOutcome]) -> f64 {
-    let t: Vec<f64> = outcomes
+/// Each round's wall time from its opening to its close, milliseconds.
+fn round_times(outcomes: &[RoundOutcome]) -> Vec<f64> {
+    outcomes
         .iter()
         .map(|o| o.closed_at_ms.saturating_sub(o.opened_at_ms) as f64)
-        .collect();
-    t.iter().sum::<f64>() / t.len().max(1) as f64
+        .collect()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Per validator (by name), how many rounds it was flagged in and what it was paid, over the

@@ -401,19 +401,26 @@ pub fn validator_rewards(
     (split.rewards, split.recorded_pool)
 }
 
-/// The quality rule: which contributors' updates enter the aggregate. An update is excluded when
-/// its consensus value is negative (`value_nano < 0`) and, with `k > 0`, its value is also
-/// negative in at least `k` validators' own games (so fewer than `k` validators cannot exclude
-/// anyone, and a consensus that dips below zero by noise alone needs `k` validators to agree).
+/// The key under which a [`Standing`] keeps each contributor's consensus values summed over
+/// every round judged by validators, with the number of those rounds (validators' keys are 64
+/// hex digits, so it names no validator).
+pub const CONTRIBUTORS: &str = "*";
+
+/// The quality rule: which contributors' updates enter the aggregate, judged on their standing
+/// (values summed over the rounds so far, this one included), not on one noisy round. An update
+/// is excluded when its contributor's summed consensus value is negative (`consensus_sums`)
+/// and, with `k > 0`, its summed value is also negative in at least `k` validators' own games
+/// (`own_sums`, one per validator near consensus; so fewer than `k` validators cannot exclude
+/// anyone, and a flagged one counts for nothing).
 /// Returns one `keep` flag per player.
-pub fn curate(consensus_nano: &[i64], own_nano: &[Vec<i64>], k: usize) -> Vec<bool> {
-    (0..consensus_nano.len())
+pub fn curate(consensus_sums: &[i128], own_sums: &[Vec<i128>], k: usize) -> Vec<bool> {
+    (0..consensus_sums.len())
         .map(|i| {
-            let against = own_nano
+            let against = own_sums
                 .iter()
                 .filter(|v| v.get(i).is_some_and(|x| *x < 0))
                 .count();
-            consensus_nano[i] >= 0 || (k > 0 && against < k)
+            consensus_sums[i] >= 0 || (k > 0 && against < k)
         })
         .collect()
 }
@@ -526,11 +533,33 @@ pub fn round_consensus_with(
         .map(|d| *d <= p.max_distance_milli)
         .collect();
     let values_nano = median_over(&near)?;
-    let (distances_milli, standing) = standing_distances(keys, players, &own, &values_nano, before);
+    let (distances_milli, mut standing) =
+        standing_distances(keys, players, &own, &values_nano, before);
+    let contributors = standing.entry(CONTRIBUTORS.to_owned()).or_default();
+    for (player, v) in players.iter().zip(&values_nano) {
+        let e = contributors.entry((*player).to_owned()).or_default();
+        e.0 += i128::from(*v);
+        e.1 += 1;
+    }
     let (rewards, paid) = validator_rewards(p.pool, keys, &distances_milli, p.max_distance_milli);
     let keep = match p.quality_k {
         None => vec![true; p.players],
-        Some(k) => curate(&values_nano, &own, k),
+        Some(k) => {
+            let sums = |key: &str| -> Vec<i128> {
+                players
+                    .iter()
+                    .map(|pl| standing[key].get(*pl).map_or(0, |e| e.0))
+                    .collect()
+            };
+            // Only validators near consensus (by this round's distances) count against.
+            let own_sums: Vec<Vec<i128>> = keys
+                .iter()
+                .zip(&distances_milli)
+                .filter(|(_, d)| **d <= p.max_distance_milli)
+                .map(|(key, _)| sums(key))
+                .collect();
+            curate(&sums(CONTRIBUTORS), &own_sums, k)
+        }
     };
     Ok(RoundConsensus {
         design,
@@ -680,7 +709,7 @@ mod tests {
 
     #[test]
     fn curation_excludes_negative_consensus_and_k_validators_against() {
-        let own = vec![vec![5, -1, 3], vec![4, -2, -1], vec![6, 1, -3]];
+        let own: Vec<Vec<i128>> = vec![vec![5, -1, 3], vec![4, -2, -1], vec![6, 1, -3]];
         assert_eq!(curate(&[5, -1, 2], &own, 0), vec![true, false, true]);
         // Negative consensus and at least k validators against.
         assert_eq!(curate(&[5, -1, -2], &own, 2), vec![true, false, false]);

@@ -249,8 +249,9 @@ pub struct ValidatorsRecord {
     /// Validators further than this from consensus (thousandths, relative L2 of the values)
     /// are flagged and share nothing of the validators' pool.
     pub max_distance_milli: u64,
-    /// The quality rule's `k`: an update is left out of the aggregate when its consensus value
-    /// is negative and (k >= 1) it is negative in at least k validators' own games too.
+    /// The quality rule's `k`: an update is left out of the aggregate when its contributor's
+    /// consensus value summed over the rounds judged so far (this one included) is negative
+    /// and (k >= 1) its summed value is negative in at least k validators' own games too.
     /// Absent: every update is aggregated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality_k: Option<u64>,
