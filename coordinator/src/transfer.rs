@@ -144,6 +144,30 @@ mod tests {
         assert!((r.norm - 285f64.sqrt()).abs() < 1e-9);
     }
 
+    /// The lanes add up to the plain sum, and a non-finite value anywhere (in a block of eight
+    /// or in the remainder) is reported at its own index.
+    #[test]
+    fn lanes_sum_and_find_non_finite_values() {
+        let v: Vec<f32> = (0..1003).map(|i| (i as f32 - 500.0) * 0.01).collect();
+        let plain: f64 = v.iter().map(|x| f64::from(*x) * f64::from(*x)).sum();
+        let mut a = Assembler::new(v.len() as u64, 2048);
+        a.push(0, &bytes(&v)).unwrap();
+        assert!((a.finish().unwrap().norm - plain.sqrt()).abs() < 1e-9);
+        for (at, bad) in [
+            (517, f32::NAN),
+            (1001, f32::INFINITY),
+            (8, f32::NEG_INFINITY),
+        ] {
+            let mut w = v.clone();
+            w[at] = bad;
+            let mut a = Assembler::new(w.len() as u64, 2048);
+            assert!(matches!(
+                a.push(0, &bytes(&w)),
+                Err(CoordinatorError::NonFinite { index }) if index == at as u64
+            ));
+        }
+    }
+
     #[test]
     fn refuses_bad_chunks() {
         let mut a = Assembler::new(10, 4);

@@ -539,7 +539,11 @@ impl Client {
             }
         };
         let call = self.rpc.submit_update(rx);
-        let ((), r) = futures::join!(feed, call);
+        // The call may end first (a refusal): its answer is not held until the feed notices.
+        let r = match futures::future::select(Box::pin(call), Box::pin(feed)).await {
+            futures::future::Either::Left((r, _feed)) => r,
+            futures::future::Either::Right(((), call)) => call.await,
+        };
         r.map(|r| r.into_inner())
             .map_err(|s| ClientError::refused("SubmitUpdate", s))
     }
