@@ -352,12 +352,14 @@ pub async fn serve(
         );
     }
     // Memory any peer can make the server hold is bounded by these settings: per connection,
-    // `transport::connection_memory_bound` (streams x (2 x message limit + stream window)),
-    // times the connections allowed.
+    // `transport::connection_memory_bound` (streams x 2 x message limit, plus what is not read
+    // yet: a stream window per stream and one connection window in all), times the connections
+    // allowed.
     let builder = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
         .initial_stream_window_size(transport::STREAM_WINDOW_BYTES)
         .initial_connection_window_size(transport::CONNECTION_WINDOW_BYTES)
+        .max_frame_size(transport::MAX_FRAME_BYTES)
         .http2_keepalive_interval(limits.keepalive_interval)
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .tcp_keepalive(Some(Duration::from_secs(60)))

@@ -38,18 +38,29 @@ use crate::{config::Limits, engine::Engine, refusal::Reason};
 pub const MAX_REQUEST_MESSAGE_BYTES: usize = fedledger_proto::CHUNK_BYTES + 64 * 1024;
 
 /// HTTP/2 flow-control window of one stream: what a peer may send ahead of what the server has
-/// read. (hyper's default, stated so the memory bound does not depend on it.)
-pub const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+/// read. Several chunks, so an upload's sender keeps the connection busy while the server
+/// checks, hashes and queues the chunk before (with one chunk's worth, sender and receiver
+/// took turns).
+pub const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 
-/// HTTP/2 flow-control window of a whole connection.
-pub const CONNECTION_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+/// HTTP/2 flow-control window of a whole connection: what all its streams together may have
+/// sent ahead of what the server has read.
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Largest HTTP/2 frame the server accepts: a chunk travels in a frame or two rather than in
+/// sixty-four of hyper's default 16 KiB, each a wake-up and a write on both ends. A frame is
+/// only read within the flow-control window, so this adds nothing to what a peer can make the
+/// server hold.
+pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 
 /// What buffered request data one connection can make the server hold at most, with the
 /// limits' streams per connection: each stream holds at most one message being decoded (its
-/// buffer may have up to twice the capacity) plus one window not yet read.
+/// buffer may have up to twice the capacity), and the data not yet read is at most one stream
+/// window per stream and one connection window in all.
 pub fn connection_memory_bound(limits: &Limits) -> u64 {
-    u64::from(limits.max_streams_per_connection)
-        * (2 * MAX_REQUEST_MESSAGE_BYTES as u64 + u64::from(STREAM_WINDOW_BYTES))
+    let streams = u64::from(limits.max_streams_per_connection);
+    let unread = (streams * u64::from(STREAM_WINDOW_BYTES)).min(u64::from(CONNECTION_WINDOW_BYTES));
+    streams * 2 * MAX_REQUEST_MESSAGE_BYTES as u64 + unread
 }
 
 #[derive(Default)]

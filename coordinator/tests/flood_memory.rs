@@ -1,9 +1,11 @@
 //! Memory a peer can make the coordinator hold without logging in: 100 streams of half-sent
 //! messages on one HTTP/2 connection. The server lets a connection open at most
 //! `limits.max_streams_per_connection` streams at once, decodes no message larger than
-//! `MAX_REQUEST_MESSAGE_BYTES`, and reads at most one stream window ahead, so the memory the
-//! flood adds stays under `transport::connection_memory_bound(limits)` =
-//! streams x (2 x message limit + stream window) (plus a fixed allowance for the allocator).
+//! `MAX_REQUEST_MESSAGE_BYTES`, and reads at most one stream window ahead (and one connection
+//! window in all), so the memory the flood adds stays under
+//! `transport::connection_memory_bound(limits)` = streams x 2 x message limit + the smaller of
+//! streams x stream window and the connection window (plus a fixed allowance for the
+//! allocator).
 //!
 //! Resident memory is read from /proc/self/status, so this file holds one test (its own
 //! process).
@@ -122,13 +124,18 @@ async fn a_hundred_half_sent_messages_on_one_connection_hold_bounded_memory() {
     let bound = connection_memory_bound(&limits) + ALLOWANCE;
     eprintln!(
         "flood: {opened} streams sent on one connection ({} allowed at once); RSS {:.1} MiB -> \
-         {:.1} MiB, grown {:.1} MiB; bound {} x (2 x {:.2} MiB + 1 MiB) + {:.0} MiB = {:.1} MiB",
+         {:.1} MiB, grown {:.1} MiB; bound {} x 2 x {:.2} MiB + unread {:.0} MiB + {:.0} MiB = \
+         {:.1} MiB",
         limits.max_streams_per_connection,
         before as f64 / MIB,
         after as f64 / MIB,
         grown as f64 / MIB,
         limits.max_streams_per_connection,
         MAX_REQUEST_MESSAGE_BYTES as f64 / MIB,
+        (connection_memory_bound(&limits)
+            - 2 * u64::from(limits.max_streams_per_connection) * MAX_REQUEST_MESSAGE_BYTES as u64)
+            as f64
+            / MIB,
         ALLOWANCE as f64 / MIB,
         bound as f64 / MIB,
     );

@@ -46,7 +46,13 @@ pub fn vector_sha256(values: &[f32]) -> String {
 
 /// The little-endian bytes of a flat parameter vector.
 pub fn vector_to_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    // Written in place rather than collected from an iterator of arrays, which the compiler
+    // cannot size up front: this loop compiles to a plain copy on little-endian machines.
+    let mut out = vec![0u8; values.len() * 4];
+    for (dst, v) in out.chunks_exact_mut(4).zip(values) {
+        dst.copy_from_slice(&v.to_le_bytes());
+    }
+    out
 }
 
 /// Parse little-endian f32 bytes; `None` when the length is not a multiple of 4.

@@ -376,10 +376,16 @@ async fn handle(
                     detail: detail.unwrap_or_default(),
                 })
             });
-            let receipt = match client.submit(round, examples, &delta, &privacy).await {
+            let sha = &prepared.update_sha256;
+            let receipt = match client
+                .submit_digested(round, examples, &delta, sha.clone(), &privacy)
+                .await
+            {
                 Err(e) if e.code() == Some(Code::Unauthenticated) => {
                     client.register().await?;
-                    client.submit(round, examples, &delta, &privacy).await
+                    client
+                        .submit_digested(round, examples, &delta, sha.clone(), &privacy)
+                        .await
                 }
                 other => other,
             };

@@ -14,6 +14,23 @@ use fedledger_model::digest::vector_sha256;
 use crate::keys::public_key_hex;
 use crate::link::{ALPN_H2, Link, LinkSettings};
 
+/// HTTP/2 flow-control windows for what the coordinator sends (the global model): several
+/// chunks, so the coordinator keeps sending while this end hashes and converts the chunk
+/// before.
+const DOWNLOAD_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+const DOWNLOAD_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// Largest HTTP/2 frame this end accepts: a chunk arrives in a frame or two instead of sixty-four
+/// of 16 KiB.
+const MAX_FRAME_BYTES: u32 = 1024 * 1024;
+
+/// Chunks of the global model received ahead of its hashing thread.
+const HASH_QUEUE: usize = 4;
+
+/// Update messages converted ahead of what the connection has taken: bounds the memory of an
+/// upload in flight to a few chunks beyond the HTTP/2 buffers.
+const UPLOAD_QUEUE: usize = 2;
+
 /// A TCP connection (and tunnel, and TLS handshake) must be up within this.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -275,6 +292,9 @@ impl Client {
                 source,
             })?
             .connect_timeout(CONNECT_TIMEOUT)
+            .initial_stream_window_size(DOWNLOAD_STREAM_WINDOW)
+            .initial_connection_window_size(DOWNLOAD_CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME_BYTES)
             .connect_with_connector(link.connector(ALPN_H2))
             .await
             .map_err(|source| match tls_failure(&source) {
@@ -398,9 +418,18 @@ impl Client {
                     }
                 })?;
             params.reserve_exact(n);
-            // Decoded into place and hashed chunk by chunk as they arrive; the digest is
-            // compared once the last one is in.
-            let mut hasher = fedledger_model::digest::VectorHasher::default();
+            // Decoded into place chunk by chunk as they arrive, and hashed meanwhile on a
+            // thread of its own (the chunks are shared, not copied; at most [`HASH_QUEUE`]
+            // wait for it); the digest is compared once the last one is in.
+            let (to_hasher, mut chunks) =
+                tokio::sync::mpsc::channel::<tonic::codegen::Bytes>(HASH_QUEUE);
+            let hashing = tokio::task::spawn_blocking(move || {
+                let mut hasher = fedledger_model::digest::VectorHasher::default();
+                while let Some(data) = chunks.blocking_recv() {
+                    hasher.update_bytes(&data);
+                }
+                hasher.finish_hex()
+            });
             while let Some(msg) = stream
                 .message()
                 .await
@@ -422,7 +451,9 @@ impl Client {
                                 params.len()
                             )));
                         }
-                        hasher.update_bytes(&c.data);
+                        if to_hasher.send(c.data.clone()).await.is_err() {
+                            return Err(proto("the model's hashing stopped".into()));
+                        }
                         params.extend(
                             c.data
                                 .chunks_exact(4)
@@ -438,7 +469,10 @@ impl Client {
                     params.len()
                 )));
             }
-            let sha = hasher.finish_hex();
+            drop(to_hasher);
+            let sha = hashing
+                .await
+                .map_err(|e| proto(format!("hashing the model failed: {e}")))?;
             if sha != header.model_sha256 {
                 return Err(proto(format!(
                     "global parameters hash to {sha}, header says {}",
@@ -461,6 +495,21 @@ impl Client {
         privacy: &PrivacyObject,
     ) -> Result<pb::SubmitReceipt, ClientError> {
         let sha = vector_sha256(delta);
+        self.submit_digested(round, examples, delta, sha, privacy)
+            .await
+    }
+
+    /// [`Self::submit`] for a caller that has hashed `delta` already (`sha256`, lowercase hex:
+    /// the agent records it before anything is sent), so 64 MB are not hashed twice. A wrong
+    /// digest is the coordinator's to refuse (it hashes what arrives).
+    pub async fn submit_digested(
+        &mut self,
+        round: u64,
+        examples: u64,
+        delta: &[f32],
+        sha: String,
+        privacy: &PrivacyObject,
+    ) -> Result<pb::SubmitReceipt, ClientError> {
         // Everything claimed is signed: the digest, the example count and the privacy object.
         let msg = fedledger_ledger::records::update_signing_message(
             &self.federation,
@@ -479,28 +528,38 @@ impl Client {
             signature,
             privacy: Some(privacy_to_wire(privacy)),
         };
-        // Chunks are encoded as the stream is polled, so the first bytes leave at once and no
-        // second copy of the whole update is built up front.
-        let owned: Arc<[f32]> = delta.into();
-        let chunks = delta.len().div_ceil(pb::CHUNK_FLOATS);
-        let body = (0..chunks).map(move |i| {
-            let start = i * pb::CHUNK_FLOATS;
-            let end = (start + pb::CHUNK_FLOATS).min(owned.len());
-            pb::UpdateMessage {
-                msg: Some(pb::update_message::Msg::Chunk(pb::ParamChunk {
-                    offset: start as u64,
-                    data: fedledger_model::digest::vector_to_bytes(&owned[start..end]).into(),
-                })),
+        // The chunks are converted from `delta` in place as the connection takes them (a
+        // bounded queue of [`UPLOAD_QUEUE`] messages): no copy of the whole update is made up
+        // front, and the first bytes leave at once.
+        let (mut tx, rx) = futures::channel::mpsc::channel(UPLOAD_QUEUE);
+        let feed = async move {
+            use futures::SinkExt;
+            let header = pb::UpdateMessage {
+                msg: Some(pb::update_message::Msg::Header(header)),
+            };
+            if tx.send(header).await.is_err() {
+                return;
             }
-        });
-        let messages = std::iter::once(pb::UpdateMessage {
-            msg: Some(pb::update_message::Msg::Header(header)),
-        })
-        .chain(body);
-        self.rpc
-            .submit_update(tokio_stream::iter(messages))
-            .await
-            .map(|r| r.into_inner())
+            for (i, chunk) in delta.chunks(pb::CHUNK_FLOATS).enumerate() {
+                let msg = pb::UpdateMessage {
+                    msg: Some(pb::update_message::Msg::Chunk(pb::ParamChunk {
+                        offset: (i * pb::CHUNK_FLOATS) as u64,
+                        data: fedledger_model::digest::vector_to_bytes(chunk).into(),
+                    })),
+                };
+                // A closed queue: the call ended early (refused); its status says why.
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let call = self.rpc.submit_update(rx);
+        // The call may end first (a refusal): its answer is not held until the feed notices.
+        let r = match futures::future::select(Box::pin(call), Box::pin(feed)).await {
+            futures::future::Either::Left((r, _feed)) => r,
+            futures::future::Either::Right(((), call)) => call.await,
+        };
+        r.map(|r| r.into_inner())
             .map_err(|s| ClientError::refused("SubmitUpdate", s))
     }
 
