@@ -1673,6 +1673,7 @@ mod tests {
         assert!(full.tls.is_some() && full.key.is_some() && full.aggregation.dp.is_some());
         assert!(full.training.planning.is_some() && full.ledger.tiles_listen.is_some());
         assert!(full.ledger.node_key.is_some() && full.ledger.witness_quorum.is_some());
+        assert!(full.validators.is_some() && full.validator_entries.len() == 1);
     }
 
     #[test]

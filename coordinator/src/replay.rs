@@ -580,15 +580,7 @@ fn replay_consensus(
     let r = &v.record;
     let mut players: Vec<&crate::types::ContributionOutcome> = contributions.iter().collect();
     players.sort_by(|a, b| a.public_key.cmp(&b.public_key));
-    let params = fedledger_valuation::consensus::RoundParams {
-        seed: r.seed,
-        players: players.len(),
-        exact_max: r.exact_max as usize,
-        permutations: r.permutations as usize,
-        pool: r.pool,
-        max_distance_milli: r.max_distance_milli,
-        quality_k: r.quality_k.map(|k| k as usize),
-    };
+    let params = crate::value::consensus_params(r, players.len());
     let keys: Vec<&str> = v.vectors.iter().map(|m| m.validator.as_str()).collect();
     let refs: Vec<&[i64]> = v.vectors.iter().map(|m| m.utilities.as_slice()).collect();
     let c = fedledger_valuation::consensus::round_consensus(&params, &keys, &refs)

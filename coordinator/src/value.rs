@@ -70,6 +70,20 @@ pub struct Judgement {
     pub standing: Standing,
 }
 
+/// The consensus rule's parameters a round's validators record names, for `players`
+/// contributors (the close and replay read them from the same record).
+pub fn consensus_params(record: &ValidatorsRecord, players: usize) -> RoundParams {
+    RoundParams {
+        seed: record.seed,
+        players,
+        exact_max: record.exact_max as usize,
+        permutations: record.permutations as usize,
+        pool: record.pool,
+        max_distance_milli: record.max_distance_milli,
+        quality_k: record.quality_k.map(|k| k as usize),
+    }
+}
+
 /// The seed of `round`'s validators' game (announced in its task header before any upload)
 /// and the game's design for `players` contributors.
 pub fn validators_design(
@@ -109,15 +123,6 @@ pub fn judge(
     let mut players: Vec<usize> = (0..updates.len()).collect();
     players.sort_by(|a, b| key(*a).cmp(key(*b)));
     let (seed, d) = validators_design(cfg, round, players.len())?;
-    let params = RoundParams {
-        seed,
-        players: players.len(),
-        exact_max: v.exact_max as usize,
-        permutations: v.permutations as usize,
-        pool: v.pool_per_round,
-        max_distance_milli: v.max_distance_milli,
-        quality_k: v.quality_k.map(|k| k as usize),
-    };
     let internal = |e: fedledger_valuation::ValuationError| {
         CoordinatorError::Internal(format!("validators' consensus of round {round}: {e}"))
     };
@@ -133,6 +138,7 @@ pub fn judge(
         fallback: None,
         lines: Vec::new(),
     };
+    let params = consensus_params(&record, players.len());
     if vectors.len() < v.quorum as usize {
         record.fallback = Some(format!(
             "{} validator vector(s) by the validators' deadline, quorum is {}; valued on the coordinator's validation file",

@@ -117,8 +117,7 @@ pub async fn run_validator(
                     &mut unreachable_since,
                     opts.reconnect_patience,
                 )
-                .await
-                .map_err(ValidatorError::Agent)?;
+                .await?;
                 continue;
             }
         };
@@ -260,8 +259,7 @@ pub async fn run_validator(
                     &mut unreachable_since,
                     opts.reconnect_patience,
                 )
-                .await
-                .map_err(ValidatorError::Agent)?;
+                .await?;
             }
         }
     }

@@ -74,6 +74,17 @@ pub fn contribution(
     }
 }
 
+/// The record lines of updates that were seen but not valued (an abandoned round), unpaid,
+/// sorted by key.
+fn unpaid(cfg: &FederationConfig, updates: &[UpdateMeta]) -> Vec<ContributionOutcome> {
+    let mut lines: Vec<ContributionOutcome> = updates
+        .iter()
+        .map(|m| contribution(cfg, m, (0.0, 0), (0.0, 0), 0, Vec::new()))
+        .collect();
+    lines.sort_by(|a, b| a.public_key.cmp(&b.public_key));
+    lines
+}
+
 /// True when any update carries DP-SGD noise (then only zero or near-zero updates count as free
 /// riding).
 pub fn noisy(updates: &[UpdateMeta]) -> bool {
@@ -168,14 +179,7 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
             cfg.quorum
         ));
         // The updates that did arrive are still recorded (their privacy was spent), unpaid.
-        outcome.contributions = job
-            .updates
-            .iter()
-            .map(|m| contribution(cfg, m, (0.0, 0), (0.0, 0), 0, Vec::new()))
-            .collect();
-        outcome
-            .contributions
-            .sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        outcome.contributions = unpaid(cfg, &job.updates);
         return Ok(Closed {
             outcome,
             new_global: None,
@@ -202,14 +206,7 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
             "the validators' quality rule left out all {} update(s)",
             job.updates.len()
         ));
-        outcome.contributions = job
-            .updates
-            .iter()
-            .map(|m| contribution(cfg, m, (0.0, 0), (0.0, 0), 0, Vec::new()))
-            .collect();
-        outcome
-            .contributions
-            .sort_by(|a, b| a.public_key.cmp(&b.public_key));
+        outcome.contributions = unpaid(cfg, &job.updates);
         return Ok(Closed {
             outcome,
             new_global: None,

@@ -104,8 +104,13 @@ fn config() -> Arc<FederationConfig> {
 }
 
 fn fresh() -> RoundMachine {
+    waiting(config())
+}
+
+/// A machine of `cfg` before anyone registered.
+fn waiting(cfg: Arc<FederationConfig>) -> RoundMachine {
     RoundMachine::new(
-        config(),
+        cfg,
         PersistedState {
             phase: Phase::Waiting,
             round: 0,
@@ -879,21 +884,7 @@ fn private() -> PrivacyObject {
 /// Round 1 of [`config_with_validators`] open with every hospital and both validators
 /// registered: (machine, hospitals' sessions, validators' sessions).
 fn open_with_validators(quality_k: Option<u64>) -> (RoundMachine, Vec<[u8; 32]>, Vec<[u8; 32]>) {
-    let mut m = RoundMachine::new(
-        config_with_validators(quality_k),
-        PersistedState {
-            phase: Phase::Waiting,
-            round: 0,
-            global_sha256: vector_sha256(&[0.0; PARAMS as usize]),
-            opened_at_ms: 0,
-            deadline_ms: 0,
-        },
-        Vec::new(),
-        Vec::new(),
-        0,
-        ChaCha20Rng::seed_from_u64(1),
-        [7; 32],
-    );
+    let mut m = waiting(config_with_validators(quality_k));
     let hs: Vec<[u8; 32]> = (0..3).map(|i| register(&mut m, i, T0)).collect();
     let vs: Vec<[u8; 32]> = (10..12).map(|i| register(&mut m, i, T0)).collect();
     let Some(Job::Open(state)) = m.poll(T0) else {
