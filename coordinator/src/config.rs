@@ -154,6 +154,26 @@ impl ValidatorsSection {
         }
     }
 
+    /// The largest game `contributors` could make must fit the ledger's record (at most
+    /// `MAX_COALITIONS` coalitions: every prefix of every sampled permutation, plus one).
+    pub fn check_design(&self, contributors: usize) -> Result<(), String> {
+        let max = fedledger_ledger::records::MAX_COALITIONS;
+        let coalitions = if contributors <= self.exact_max as usize {
+            1u64 << contributors
+        } else {
+            u64::from(self.permutations) * (contributors as u64 + 1) + 1
+        };
+        if coalitions > max {
+            return Err(format!(
+                "validators: a game of {contributors} contributors and {} permutations lists up \
+                 to {coalitions} coalitions, more than a round's record holds ({max}); lower \
+                 validators.permutations",
+                self.permutations
+            ));
+        }
+        Ok(())
+    }
+
     /// The checks of `[validators]` alone.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=366 * 24 * 3600).contains(&self.deadline_secs) {
@@ -1505,6 +1525,8 @@ impl ConfigFile {
         validators.sort_by(|a, b| a.public_key_hex.cmp(&b.public_key_hex));
         if let Some(v) = &self.validators {
             v.validate().map_err(ConfigError::Invalid)?;
+            v.check_design(self.participants.len())
+                .map_err(ConfigError::Invalid)?;
             let t = &self.training;
             if t.noise_multiplier <= 0.0 && t.planning.is_none() {
                 return bad(
@@ -1674,6 +1696,19 @@ mod tests {
         assert!(full.training.planning.is_some() && full.ledger.tiles_listen.is_some());
         assert!(full.ledger.node_key.is_some() && full.ledger.witness_quorum.is_some());
         assert!(full.validators.is_some() && full.validator_entries.len() == 1);
+    }
+
+    #[test]
+    fn a_validators_game_larger_than_a_record_holds_is_refused() {
+        let v = ValidatorsSection::default();
+        assert!(v.check_design(8).is_ok() && v.check_design(1000).is_ok());
+        let big = ValidatorsSection {
+            permutations: 10_000,
+            ..ValidatorsSection::default()
+        };
+        assert!(big.check_design(100).is_ok());
+        let e = big.check_design(1000).unwrap_err();
+        assert!(e.contains("validators.permutations"), "{e}");
     }
 
     #[test]

@@ -288,6 +288,8 @@ pub fn check_effective(cfg: &FederationConfig) -> Result<(), Refusal> {
     }
     if let Some(v) = &cfg.validating {
         v.validate().map_err(Refusal::Inapplicable)?;
+        v.check_design(cfg.participants.iter().filter(|p| !p.removed).count())
+            .map_err(Refusal::Inapplicable)?;
         if t.noise_multiplier <= 0.0 && t.planning.is_none() {
             return bad(
                 "validators receive each update: the federation's hospitals must train with \
