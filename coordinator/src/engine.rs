@@ -192,6 +192,16 @@ impl Engine {
                 (state, global, Vec::new(), Vec::new())
             }
         };
+        // Blobs made durable whose record never was (a crash or a failed sled write between
+        // the two) are no one's: removed before anything new is written.
+        let removed = store
+            .remove_unreferenced_blobs(&[cfg.validation_sha256.clone()].into_iter().collect())?;
+        if removed > 0 {
+            warn!(
+                removed,
+                "removed blobs no record refers to (written before a crash)"
+            );
+        }
         let outcomes = store.outcomes()?;
         let server_dp_history: Vec<f64> = outcomes
             .iter()

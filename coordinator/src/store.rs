@@ -579,6 +579,53 @@ impl Store {
             .collect()
     }
 
+    /// Remove the blob files no record refers to: an update whose blob was made durable but
+    /// whose record never was (the sled write failed, or the process died between the two),
+    /// a model written by a close that did not finish. `referenced` are the digests the caller
+    /// still needs besides those the store's records name (every update's, the state's model,
+    /// every finished round's models, updates and validation file); files whose names are not
+    /// digests are left alone. Returns how many were removed. Run at start, before anything
+    /// writes.
+    pub fn remove_unreferenced_blobs(
+        &self,
+        referenced: &std::collections::HashSet<String>,
+    ) -> Result<usize, StoreError> {
+        let mut keep = referenced.clone();
+        for kv in self.updates.iter() {
+            let (_, v) = kv?;
+            let m: UpdateMeta = decode("update", &v)?;
+            keep.insert(m.update_sha256);
+        }
+        if let Some(state) = self.load_state()? {
+            keep.insert(state.global_sha256);
+        }
+        for o in self.outcomes()? {
+            keep.insert(o.model_before);
+            keep.insert(o.model_after);
+            keep.insert(o.validation_sha256);
+            keep.extend(o.contributions.into_iter().map(|c| c.update_sha256));
+        }
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.blobs).map_err(io_err(&self.blobs))? {
+            let path = entry.map_err(io_err(&self.blobs))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let digest = name.len() == 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+            if digest && !keep.contains(name) {
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.dir_sync.sync(&self.blobs)?;
+        }
+        Ok(removed)
+    }
+
     pub fn updates_for(&self, round: u64) -> Result<Vec<UpdateMeta>, StoreError> {
         Self::scan(&self.updates, round)
     }
@@ -779,5 +826,50 @@ mod tests {
             waited += 1;
         }
         assert!(blob_names(dir.path()).is_empty());
+    }
+
+    /// A blob whose record never became durable is removed at the next start; every blob a
+    /// record or the caller names stays, and so does a file that is not a digest.
+    #[test]
+    fn blobs_no_record_refers_to_are_removed_and_the_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let recorded = store.put_vector(&[1.0, 2.0]).unwrap();
+        let orphan = store.put_vector(&[3.0, 4.0]).unwrap();
+        let named = store.put_blob(b"validation").unwrap();
+        let state_model = store.put_vector(&[5.0]).unwrap();
+        std::fs::write(dir.path().join("blobs").join("README"), b"not a blob").unwrap();
+        store
+            .record_update(&UpdateMeta {
+                round: 1,
+                participant: 0,
+                examples: 1,
+                update_sha256: recorded.clone(),
+                signature: String::new(),
+                privacy: crate::types::PrivacyObject::none(),
+                received_at_ms: 0,
+                seq: 0,
+                norm: 0.0,
+            })
+            .unwrap();
+        store
+            .save_state(&PersistedState {
+                phase: crate::types::Phase::Open,
+                round: 1,
+                global_sha256: state_model.clone(),
+                opened_at_ms: 0,
+                deadline_ms: 0,
+            })
+            .unwrap();
+        let keep = [named.clone()].into_iter().collect();
+        assert_eq!(store.remove_unreferenced_blobs(&keep).unwrap(), 1);
+        let mut left = blob_names(dir.path());
+        left.sort();
+        let mut want = vec![recorded, named, state_model, "README".to_owned()];
+        want.sort();
+        assert_eq!(left, want);
+        assert!(!left.contains(&orphan));
+        // Nothing else to remove the second time.
+        assert_eq!(store.remove_unreferenced_blobs(&keep).unwrap(), 0);
     }
 }
