@@ -93,6 +93,9 @@ pub struct Engine {
     global: RwLock<Arc<Vec<f32>>>,
     /// Effective noise multipliers of the rounds aggregated with server-side DP so far.
     server_dp_history: Mutex<Vec<f64>>,
+    /// The validators' standing after the latest round they judged (the next close starts
+    /// from it).
+    standing: Mutex<fedledger_valuation::consensus::Standing>,
     /// Rounds stored but not yet in the ledger (the ledger refused an append).
     unanchored: Mutex<Vec<u64>>,
     progress: watch::Sender<Progress>,
@@ -203,6 +206,11 @@ impl Engine {
             );
         }
         let outcomes = store.outcomes()?;
+        let standing = outcomes
+            .iter()
+            .rev()
+            .find_map(|o| o.validators.as_ref().map(|v| v.standing.clone()))
+            .unwrap_or_default();
         let server_dp_history: Vec<f64> = outcomes
             .iter()
             .filter_map(|o| o.server_dp.as_ref().map(|d| d.noise_multiplier))
@@ -294,6 +302,7 @@ impl Engine {
             store,
             global: RwLock::new(Arc::new(global)),
             server_dp_history: Mutex::new(server_dp_history),
+            standing: Mutex::new(standing),
             unanchored: Mutex::new(unanchored),
             progress,
             wake: Notify::new(),
@@ -808,17 +817,11 @@ impl Engine {
         } else {
             Vec::new()
         };
-        // The validators' standing: the latest judged round's.
-        let standing = if cfg.validating.is_some() {
-            self.store
-                .outcomes()?
-                .into_iter()
-                .rev()
-                .find_map(|o| o.validators.map(|v| v.standing))
-                .unwrap_or_default()
-        } else {
-            Default::default()
-        };
+        let standing = self
+            .standing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let valuer = self
             .valuer
             .read()
@@ -853,6 +856,9 @@ impl Engine {
         self.store.finish_round(&outcome, &next)?;
         self.prune(outcome.round);
         self.anchor_round(&outcome);
+        if let Some(v) = &outcome.validators {
+            *self.standing.lock().unwrap_or_else(|p| p.into_inner()) = v.standing.clone();
+        }
         if let Some(d) = &outcome.server_dp {
             self.server_dp_history
                 .lock()

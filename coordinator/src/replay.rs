@@ -599,13 +599,9 @@ fn replay_consensus(
                     .any(|f| f.starts_with(fedledger_valuation::FLAG_COPY_OF_PREFIX)),
         })
         .collect();
-    let rewards = match cfg.rewards.rule {
-        crate::config::RewardRuleKind::PerRound => {
-            fedledger_valuation::split_rewards(cfg.valuation.reward_pool_per_round, &entries)
-                .rewards
-        }
-        _ => vec![0; entries.len()],
-    };
+    let (rewards, _) = Valuer::with_settings(&cfg.federation, cfg.valuation.clone())
+        .with_rule(cfg.rewards.rule)
+        .round_rewards(&entries);
     for (i, p) in players.iter().enumerate() {
         let recorded = against.contributions.get(&p.public_key);
         for (what, rec, got) in [

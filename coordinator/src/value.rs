@@ -84,6 +84,14 @@ pub fn consensus_params(record: &ValidatorsRecord, players: usize) -> RoundParam
     }
 }
 
+/// The validators' players: the round's updates (indices) sorted by their contributors' keys.
+pub fn players_by_key(cfg: &FederationConfig, updates: &[UpdateMeta]) -> Vec<usize> {
+    let key = |i: usize| &cfg.participants[updates[i].participant].public_key_hex;
+    let mut players: Vec<usize> = (0..updates.len()).collect();
+    players.sort_by(|a, b| key(*a).cmp(key(*b)));
+    players
+}
+
 /// The seed of `round`'s validators' game (announced in its task header before any upload)
 /// and the game's design for `players` contributors.
 pub fn validators_design(
@@ -120,8 +128,7 @@ pub fn judge(
             .public_key_hex
             .as_str()
     };
-    let mut players: Vec<usize> = (0..updates.len()).collect();
-    players.sort_by(|a, b| key(*a).cmp(key(*b)));
+    let players = players_by_key(cfg, updates);
     let (seed, d) = validators_design(cfg, round, players.len())?;
     let internal = |e: fedledger_valuation::ValuationError| {
         CoordinatorError::Internal(format!("validators' consensus of round {round}: {e}"))
@@ -243,7 +250,7 @@ impl Valuer {
 
     /// The round's pay: the pool split by value (per-round rule), or nothing (the settled
     /// rules pay in settlements).
-    fn round_rewards(&self, entries: &[RewardEntry<'_>]) -> (Vec<u64>, u64) {
+    pub fn round_rewards(&self, entries: &[RewardEntry<'_>]) -> (Vec<u64>, u64) {
         match self.rule {
             RewardRuleKind::PerRound => {
                 let split = split_rewards(self.settings.reward_pool_per_round, entries);

@@ -260,15 +260,7 @@ impl RoundMachine {
 
     /// The game of `round` over the open round's updates.
     fn game_of(&self, round: u64) -> Result<Game, CoordinatorError> {
-        let mut players: Vec<usize> = (0..self.updates.len()).collect();
-        players.sort_by(|a, b| {
-            let key = |i: &usize| {
-                &self
-                    .participant(self.updates[*i].participant)
-                    .public_key_hex
-            };
-            key(a).cmp(key(b))
-        });
+        let players = crate::value::players_by_key(&self.cfg, &self.updates);
         let (seed, design) = crate::value::validators_design(&self.cfg, round, players.len())?;
         Ok(Game {
             round,
@@ -383,13 +375,20 @@ impl RoundMachine {
 
     /// Step 1 of registration: a fresh challenge for an enrolled key. Nothing is stored.
     pub fn challenge(&mut self, now_ms: u64, key_hex: &str) -> Result<Challenge, CoordinatorError> {
-        if let Some(v) = self.validator_index(key_hex) {
-            let key = self.cfg.validators[v].public_key;
-            return Ok(self.issue_challenge(now_ms, &key));
-        }
-        let idx = self.enrolled_index(key_hex)?;
-        let key = self.participant(idx).public_key;
+        let key = self.who(key_hex)?.1.public_key;
         Ok(self.issue_challenge(now_ms, &key))
+    }
+
+    /// Who `key_hex` is: an enrolled validator (`None`), or else an enrolled contributor (its
+    /// index); refused when it is neither.
+    fn who(&self, key_hex: &str) -> Result<(Option<usize>, &Enrolled), CoordinatorError> {
+        Ok(match self.validator_index(key_hex) {
+            Some(v) => (None, &self.cfg.validators[v]),
+            None => {
+                let idx = self.enrolled_index(key_hex)?;
+                (Some(idx), self.participant(idx))
+            }
+        })
     }
 
     fn issue_challenge(&mut self, now_ms: u64, key: &[u8; 32]) -> Challenge {
@@ -453,15 +452,7 @@ impl RoundMachine {
         challenge: &[u8],
         signature: &[u8],
     ) -> Result<Registered, CoordinatorError> {
-        let validator = self.validator_index(key_hex);
-        let idx = match validator {
-            Some(_) => usize::MAX,
-            None => self.enrolled_index(key_hex)?,
-        };
-        let enrolled = match validator {
-            Some(v) => &self.cfg.validators[v],
-            None => self.participant(idx),
-        };
+        let (contributor, enrolled) = self.who(key_hex)?;
         let (key, key_hex, name) = (
             enrolled.public_key,
             enrolled.public_key_hex.clone(),
@@ -481,25 +472,22 @@ impl RoundMachine {
         self.used_challenges.insert(tag, expires_ms);
         let session: [u8; 32] = self.rng.random();
         let ttl = self.cfg.limits.session_ttl.as_millis() as u64;
-        if validator.is_some() {
+        let Some(idx) = contributor else {
             self.validator_sessions.retain(|_, (k, _)| *k != key_hex);
             self.validator_sessions
                 .insert(session, (key_hex, now_ms.saturating_add(ttl)));
             return Ok(Registered { session, name });
-        }
+        };
         self.sessions.retain(|_, s| s.participant != idx);
         self.sessions.insert(
             session,
             Session {
                 participant: idx,
-                expires_ms: now_ms.saturating_add(self.cfg.limits.session_ttl.as_millis() as u64),
+                expires_ms: now_ms.saturating_add(ttl),
             },
         );
         self.registered.insert(idx);
-        Ok(Registered {
-            session,
-            name: self.participant(idx).name.clone(),
-        })
+        Ok(Registered { session, name })
     }
 
     fn responded(&self, idx: usize) -> bool {
