@@ -46,7 +46,7 @@
 //! the consensus game and each validator's own game; floating point in a fixed order, so the
 //! coordinator and `verify` get the same bits, recorded as [`crate::value_nano`].
 //!
-//! # Distance and flags ([`distances`], [`standing_distances`])
+//! # Distance and flags ([`standing_distances`])
 //!
 //! A round's record judges each validator by its *standing*: its own games' values and the
 //! consensus values, each summed per contributor (by key) over every round it was judged in
@@ -55,7 +55,7 @@
 //! holdout's game is mostly its own noise), so a single round cannot tell a noisy honest
 //! validator from a liar; summed over rounds, the honest signal adds up and the noise does not,
 //! while a liar's values stay far from consensus round after round. The first round a validator
-//! is judged in, its standing is that round alone ([`distances`]).
+//! is judged in, its standing is that round alone.
 //!
 //! A validator's distance from consensus is the L2 distance between the values of its own game
 //! and the consensus values, relative to the round's scale, in thousandths
@@ -257,40 +257,12 @@ pub fn values(design: &Design, utilities: &[i64]) -> Result<Vec<f64>, ValuationE
     Ok(phi.into_iter().map(|p| p / m).collect())
 }
 
-/// Each validator's distance from consensus in thousandths (see the module docs).
-pub fn distances(
-    design: &Design,
-    consensus_values: &[f64],
-    vectors: &[&[i64]],
-) -> Result<Vec<u64>, ValuationError> {
-    let l2 = |x: &[f64]| x.iter().map(|v| v * v).sum::<f64>().sqrt();
-    let own: Vec<Vec<f64>> = vectors
-        .iter()
-        .map(|v| values(design, v))
-        .collect::<Result<_, _>>()?;
-    let mut norms: Vec<f64> = own.iter().map(|o| l2(o)).collect();
-    norms.sort_by(f64::total_cmp);
-    let norm = l2(consensus_values).max(median_of_sorted(&norms));
-    Ok(own
-        .iter()
-        .map(|own| {
-            let d = own
-                .iter()
-                .zip(consensus_values)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum::<f64>()
-                .sqrt();
-            milli(d, norm)
-        })
-        .collect())
-}
-
 /// Per validator (key), per contributor (key): its own games' values and the consensus values,
 /// each summed over the rounds it was judged in, nano-units. Integers, so the coordinator and
 /// `verify` accumulate the same sums exactly.
 pub type Standing = BTreeMap<String, BTreeMap<String, (i128, i128)>>;
 
-/// Each validator's distance (thousandths, as [`distances`] measures one round) between its
+/// Each validator's distance (thousandths) between its
 /// accumulated values and the accumulated consensus values, after adding this round
 /// (`own_nano[v]` and `consensus_nano`, per player; `players` their keys) to `before`.
 /// Returns the distances (in `keys` order) and the standing after the round.
@@ -310,48 +282,44 @@ pub fn standing_distances(
             e.1 += i128::from(*c);
         }
     }
+    let distances = distances_on(keys, &after)
+        .into_iter()
+        .map(|d| d.expect("every key has a line after the round"))
+        .collect();
+    (distances, after)
+}
+
+/// Per validator (in `keys` order), its distance on `standing` (`None` without a line): the L2
+/// distance between its own and the consensus sums relative to the larger of the consensus
+/// sums' norm and the median norm of the listed validators' own sums, in thousandths.
+fn distances_on(keys: &[&str], standing: &Standing) -> Vec<Option<u64>> {
     let f = |x: i128| x as f64 / 1e9;
     let l2 = |x: &mut dyn Iterator<Item = f64>| x.map(|v| v * v).sum::<f64>().sqrt();
-    let lines: Vec<&BTreeMap<String, (i128, i128)>> = keys.iter().map(|k| &after[*k]).collect();
-    let mut norms: Vec<f64> = lines
+    let mut norms: Vec<f64> = keys
         .iter()
+        .filter_map(|k| standing.get(*k))
         .map(|l| l2(&mut l.values().map(|(o, _)| f(*o))))
         .collect();
     norms.sort_by(f64::total_cmp);
     let median = median_of_sorted(&norms);
-    let distances = lines
-        .iter()
-        .map(|l| {
-            let scale = l2(&mut l.values().map(|(_, c)| f(*c))).max(median);
-            let d = l2(&mut l.values().map(|(o, c)| f(*o - *c)));
-            milli(d, scale)
+    keys.iter()
+        .map(|k| {
+            standing.get(*k).map(|l| {
+                let scale = l2(&mut l.values().map(|(_, c)| f(*c))).max(median);
+                let d = l2(&mut l.values().map(|(o, c)| f(*o - *c)));
+                milli(d, scale)
+            })
         })
-        .collect();
-    (distances, after)
+        .collect()
 }
 
 /// Per validator (in `keys` order): whether it is in good standing before a round, that is
 /// new (judged in no round yet) or within `max_distance_milli` on its standing so far (the
 /// scale's median taken over the validators of `keys` that have one).
 pub fn good_standing(keys: &[&str], before: &Standing, max_distance_milli: u64) -> Vec<bool> {
-    let f = |x: i128| x as f64 / 1e9;
-    let l2 = |x: &mut dyn Iterator<Item = f64>| x.map(|v| v * v).sum::<f64>().sqrt();
-    let mut norms: Vec<f64> = keys
-        .iter()
-        .filter_map(|k| before.get(*k))
-        .map(|l| l2(&mut l.values().map(|(o, _)| f(*o))))
-        .collect();
-    norms.sort_by(f64::total_cmp);
-    let median = median_of_sorted(&norms);
-    keys.iter()
-        .map(|k| match before.get(*k) {
-            None => true,
-            Some(l) => {
-                let scale = l2(&mut l.values().map(|(_, c)| f(*c))).max(median);
-                let d = l2(&mut l.values().map(|(o, c)| f(*o - *c)));
-                milli(d, scale) <= max_distance_milli
-            }
-        })
+    distances_on(keys, before)
+        .into_iter()
+        .map(|d| d.is_none_or(|d| d <= max_distance_milli))
         .collect()
 }
 
@@ -675,7 +643,19 @@ mod tests {
         let honest_values = values(&d, &cons).unwrap();
         let liar_values = values(&d, &with_liar).unwrap();
         assert!(crate::relative_l2(&liar_values, &honest_values) < 0.10);
-        let dist = distances(&d, &liar_values, &[&honest_a, &honest_b, &inverted]).unwrap();
+        let nano = |v: &[f64]| v.iter().map(|x| value_nano(*x)).collect::<Vec<i64>>();
+        let own: Vec<Vec<i64>> = [&honest_a, &honest_b, &inverted]
+            .iter()
+            .map(|v| nano(&values(&d, v).unwrap()))
+            .collect();
+        let players = ["p0", "p1", "p2", "p3", "p4"];
+        let (dist, _) = standing_distances(
+            &["a", "b", "c"],
+            &players,
+            &own,
+            &nano(&liar_values),
+            &Standing::new(),
+        );
         assert!(dist[0] < 200 && dist[1] < 200, "{dist:?}");
         assert!(dist[2] > 1500, "{dist:?}");
         let keys = ["a", "b", "c"];
