@@ -121,6 +121,13 @@ pub fn export_audit(
                 .iter()
                 .map(|c| (c.update_sha256.clone(), format!("the update of {}", c.name))),
         );
+        if let Some(h) = &o.history {
+            need.extend(
+                h.before
+                    .iter()
+                    .map(|(k, sha)| (sha.clone(), format!("the update history of {k}"))),
+            );
+        }
         if include_validation {
             need.push((o.validation_sha256.clone(), "the validation file".into()));
         }
@@ -231,6 +238,39 @@ fn anchored_rounds(
     Ok(rounds)
 }
 
+/// Where round `r`'s recorded histories do not start from the hospitals' previous ones in the
+/// bundle (`known`). With the bundle starting at round 1 every history is accounted for, so a
+/// history from nowhere is a difference too; otherwise the first ones are taken as recorded.
+fn history_chain(
+    r: u64,
+    from_genesis: bool,
+    known: &BTreeMap<String, String>,
+    h: &crate::types::HistoryOutcome,
+) -> Vec<Difference> {
+    let mut out = Vec::new();
+    for key in h.after.keys() {
+        let before = h.before.get(key);
+        let expected = known.get(key);
+        let fine = match (before, expected) {
+            (Some(b), Some(e)) => b == e,
+            (None, None) => true,
+            (Some(_), None) => !from_genesis,
+            (None, Some(_)) => false,
+        };
+        if !fine {
+            out.push(Difference {
+                what: format!("round {r}: the update history of {key} before the round"),
+                recorded: expected.cloned().unwrap_or_else(|| "none".into()),
+                recomputed: format!(
+                    "{} (rounds/{r}.json)",
+                    before.map_or("none", String::as_str)
+                ),
+            });
+        }
+    }
+    out
+}
+
 /// Checks the bundle in `dir`: its ledger export verifies (from files alone), and each round,
 /// recomputed from `inputs/` with the bundle's settings, matches the anchored entries.
 pub fn replay_bundle(dir: &Path) -> Result<BundleReport, CoordinatorError> {
@@ -251,6 +291,9 @@ pub fn replay_bundle(dir: &Path) -> Result<BundleReport, CoordinatorError> {
     let anchored = anchored_rounds(&ledger, &manifest.federation)?;
     let inputs = BundleInputs::new(&dir.join("inputs"));
     let mut rounds = Vec::new();
+    // Each hospital's latest update history in the bundle so far: a round's histories must
+    // start where the hospital's previous round left them (from round 1, the whole chain).
+    let mut histories: BTreeMap<String, String> = BTreeMap::new();
     for r in manifest.first_round..=manifest.last_round {
         let outcome: RoundOutcome = read_json(&dir.join("rounds").join(format!("{r}.json")))?;
         let Some((summary, contributions)) = anchored.get(&r) else {
@@ -291,6 +334,10 @@ pub fn replay_bundle(dir: &Path) -> Result<BundleReport, CoordinatorError> {
             if let Some(e) = contributions.iter().find(|e| e.participant == c.public_key) {
                 c.privacy = e.privacy.clone();
             }
+        }
+        if let Some(h) = &outcome.history {
+            early.extend(history_chain(r, manifest.first_round == 1, &histories, h));
+            histories.extend(h.after.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         let against = Figures::from_record(summary, contributions);
         let mut report = replay_from(&manifest.settings, &inputs, &checked_outcome, &against)?;

@@ -498,10 +498,19 @@ pub struct AggregationSection {
     /// Byzantine updates per round the selecting strategies (`multi-krum`, `bulyan`) assume.
     #[serde(default = "one")]
     pub byzantine: usize,
+    /// What the selecting strategies compare: each hospital's history of updates, an
+    /// exponential moving average in which the history before the round weighs this much
+    /// (`aggregate::history`); 0 compares the round's updates alone. In `[0, 1)`.
+    #[serde(default = "default_history")]
+    pub history: f64,
 }
 
 fn one() -> usize {
     1
+}
+
+fn default_history() -> f64 {
+    0.9
 }
 
 impl Default for AggregationSection {
@@ -511,6 +520,7 @@ impl Default for AggregationSection {
             max_update_norm: 0.0,
             dp: None,
             byzantine: one(),
+            history: default_history(),
         }
     }
 }
@@ -1153,6 +1163,9 @@ pub struct FederationConfig {
     pub strategy: StrategyKind,
     /// Byzantine updates per round the selecting strategies assume.
     pub byzantine: usize,
+    /// The weight of a hospital's earlier updates in what the selecting strategies compare
+    /// (0: this round's alone).
+    pub history: f64,
     pub max_update_norm: Option<f64>,
     pub server_dp: Option<ServerDpSection>,
     pub max_examples: u64,
@@ -1450,6 +1463,13 @@ impl ConfigFile {
                 self.aggregation.strategy
             ));
         }
+        let history = self.aggregation.history;
+        if !(0.0..1.0).contains(&history) {
+            return bad(format!(
+                "aggregation.history must be in [0, 1) (the weight of a hospital's earlier updates \
+                 in what multi-krum and bulyan compare; 0: this round's alone), got {history}"
+            ));
+        }
         let f = self.aggregation.byzantine;
         let n = self.participants.len();
         match self.aggregation.strategy {
@@ -1604,6 +1624,7 @@ impl ConfigFile {
             training: self.training,
             strategy: self.aggregation.strategy,
             byzantine: self.aggregation.byzantine,
+            history: self.aggregation.history,
             max_update_norm: (max_norm > 0.0).then_some(max_norm),
             server_dp: self.aggregation.dp,
             max_examples: self.limits.max_examples,

@@ -96,6 +96,9 @@ pub struct Engine {
     /// The validators' standing after the latest round they judged (the next close starts
     /// from it).
     standing: Mutex<fedledger_valuation::consensus::Standing>,
+    /// Each hospital's latest update history (key to blob digest), which a selecting strategy
+    /// compares (`aggregate::history`); loaded once at start, advanced at each close.
+    histories: Mutex<std::collections::BTreeMap<String, String>>,
     /// Rounds stored but not yet in the ledger (the ledger refused an append).
     unanchored: Mutex<Vec<u64>>,
     progress: watch::Sender<Progress>,
@@ -215,6 +218,12 @@ impl Engine {
             .iter()
             .filter_map(|o| o.server_dp.as_ref().map(|d| d.noise_multiplier))
             .collect();
+        let mut histories = std::collections::BTreeMap::new();
+        for o in &outcomes {
+            if let Some(h) = &o.history {
+                histories.extend(h.after.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
         let anchor = Anchor::open(&base, now_ms())?;
         // Governance: what the ledger says the rules are; the file may not contradict them.
         let gov = governance::load(anchor.log())?;
@@ -303,6 +312,7 @@ impl Engine {
             global: RwLock::new(Arc::new(global)),
             server_dp_history: Mutex::new(server_dp_history),
             standing: Mutex::new(standing),
+            histories: Mutex::new(histories),
             unanchored: Mutex::new(unanchored),
             progress,
             wake: Notify::new(),
@@ -828,6 +838,25 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let aggregator = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
+        // The hospitals' histories before the round, when the strategy compares them.
+        let histories = if crate::machine::close::compares_histories(&cfg, aggregator.as_ref()) {
+            let known = self
+                .histories
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            job.updates
+                .iter()
+                .map(|u| {
+                    known
+                        .get(&cfg.participants[u.participant].public_key_hex)
+                        .map(|sha| Ok((sha.clone(), self.store.get_vector(sha)?)))
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>, CoordinatorError>>()?
+        } else {
+            Vec::new()
+        };
         let closed = close_round(CloseInputs {
             cfg: &cfg,
             validation: &self.validation,
@@ -839,6 +868,7 @@ impl Engine {
             server_dp_history: &history,
             earlier_rounds: &earlier_rounds,
             standing: &standing,
+            histories: &histories,
         })?;
         drop(aggregator);
         let mut outcome = closed.outcome;
@@ -853,11 +883,20 @@ impl Engine {
         if let Some(g) = &closed.new_global {
             self.store.put_vector(g)?;
         }
+        for h in &closed.histories {
+            self.store.put_vector(h)?;
+        }
         self.store.finish_round(&outcome, &next)?;
         self.prune(outcome.round);
         self.anchor_round(&outcome);
         if let Some(v) = &outcome.validators {
             *self.standing.lock().unwrap_or_else(|p| p.into_inner()) = v.standing.clone();
+        }
+        if let Some(h) = &outcome.history {
+            self.histories
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(h.after.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
         if let Some(d) = &outcome.server_dp {
             self.server_dp_history
@@ -884,7 +923,14 @@ impl Engine {
         let keep = self.base.retain_rounds;
         if keep > 0 && round > keep {
             let old = round - keep;
-            match self.store.prune_round(old, round) {
+            let current = self
+                .histories
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
+            match self.store.prune_round(old, round, &current) {
                 Ok(n) => info!(
                     round = old,
                     blobs = n,

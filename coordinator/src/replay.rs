@@ -35,6 +35,10 @@ pub struct ReplaySettings {
     pub model: fedledger_model::ModelSpec,
     pub strategy: StrategyKind,
     pub byzantine: usize,
+    /// The weight of earlier updates in the histories the selecting strategy compared (0 in
+    /// settings written before it was recorded: updates alone).
+    #[serde(default)]
+    pub history: f64,
     /// The task's learning rate times its clipping norm (random-effects weights read it; 0 in
     /// settings written before it was recorded).
     #[serde(default)]
@@ -51,6 +55,7 @@ impl From<&FederationConfig> for ReplaySettings {
             model: cfg.model.clone(),
             strategy: cfg.strategy,
             byzantine: cfg.byzantine,
+            history: cfg.history,
             noise_step: cfg.noise_step(),
             valuation: cfg.valuation.clone(),
             rewards: cfg.rewards.clone(),
@@ -456,8 +461,16 @@ pub fn replay_from(
                 .into(),
         );
     } else {
-        let aggregate = aggregate::strategy(cfg.strategy, cfg.byzantine, cfg.noise_step)
-            .aggregate(&global, &kept_views)?;
+        let strategy = aggregate::strategy(cfg.strategy, cfg.byzantine, cfg.noise_step);
+        let after = match &recorded.history {
+            Some(h) => replay_histories(cfg, inputs, &contributions, &deltas, h, &mut report)?,
+            None => Vec::new(),
+        };
+        let compared: Option<Vec<&[f32]>> = recorded
+            .history
+            .is_some()
+            .then(|| kept.iter().map(|i| after[*i].as_slice()).collect());
+        let aggregate = strategy.aggregate_compared(&global, &kept_views, compared.as_deref())?;
         excluded = aggregate.excluded.iter().map(|k| kept[*k]).collect();
         let after = aggregate.params;
         let sha = fedledger_model::digest::vector_sha256(&after);
@@ -566,6 +579,63 @@ pub fn replay_from(
         }
     }
     Ok(report)
+}
+
+/// The hospitals' histories after the round, recomputed from the recorded ones before it and
+/// the updates (in the order of `contributions`); each is checked against the recorded digest,
+/// and the weight against the settings'.
+fn replay_histories(
+    cfg: &ReplaySettings,
+    inputs: &dyn Inputs,
+    contributions: &[crate::types::ContributionOutcome],
+    deltas: &[Vec<f32>],
+    recorded: &crate::types::HistoryOutcome,
+    report: &mut ReplayReport,
+) -> Result<Vec<Vec<f32>>, CoordinatorError> {
+    let round = report.round;
+    if recorded.weight != cfg.history {
+        report.differences.push(Difference {
+            what: "aggregation.history".into(),
+            recorded: recorded.weight.to_string(),
+            recomputed: format!("{} (the settings)", cfg.history),
+        });
+    }
+    let keys: Vec<&str> = contributions
+        .iter()
+        .map(|c| c.public_key.as_str())
+        .collect();
+    let before = keys
+        .iter()
+        .map(|k| {
+            recorded
+                .before
+                .get(*k)
+                .map(|sha| {
+                    inputs.vector(sha).map(|v| (sha.clone(), v)).map_err(|e| {
+                        CoordinatorError::Internal(format!(
+                            "round {round}: the update history of {k} before the round: {e}"
+                        ))
+                    })
+                })
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let slices: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
+    let (after, record) =
+        crate::machine::close::advance_histories(recorded.weight, &keys, &before, &slices);
+    for (key, sha) in &record.after {
+        match recorded.after.get(key) {
+            Some(r) if r == sha => report.checked.push(format!(
+                "update history of {key} after the round hashes to {sha}"
+            )),
+            r => report.differences.push(Difference {
+                what: format!("update history of {key} after the round"),
+                recorded: r.cloned().unwrap_or_else(|| "absent".into()),
+                recomputed: sha.clone(),
+            }),
+        }
+    }
+    Ok(after)
 }
 
 /// A round valued by its validators: the consensus values (and the per-round pay that follows)

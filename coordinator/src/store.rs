@@ -600,6 +600,9 @@ impl Store {
             keep.insert(state.global_sha256);
         }
         for o in self.outcomes()? {
+            if let Some(h) = &o.history {
+                keep.extend(h.blobs().cloned());
+            }
             keep.insert(o.model_before);
             keep.insert(o.model_after);
             keep.insert(o.validation_sha256);
@@ -666,23 +669,37 @@ impl Store {
             .transpose()
     }
 
-    /// Delete the inputs of `round` (its updates and the model it started from) that no round
+    /// Delete the inputs of `round` (its updates, the model and the histories it started from)
+    /// that no round
     /// after it, up to `latest`, refers to. Returns how many blobs were deleted.
-    pub fn prune_round(&self, round: u64, latest: u64) -> Result<usize, StoreError> {
+    /// `current` names blobs kept whatever the records say (the hospitals' latest histories: a
+    /// copycat's history can be the same blob as an older one of another hospital).
+    pub fn prune_round(
+        &self,
+        round: u64,
+        latest: u64,
+        current: &std::collections::HashSet<String>,
+    ) -> Result<usize, StoreError> {
         let Some(old) = self.outcome(round)? else {
             return Ok(0);
         };
-        let mut keep = std::collections::HashSet::new();
+        let mut keep = current.clone();
         for r in round + 1..=latest {
             if let Some(o) = self.outcome(r)? {
                 keep.insert(o.model_before.clone());
                 keep.insert(o.model_after.clone());
                 keep.extend(o.contributions.iter().map(|c| c.update_sha256.clone()));
+                if let Some(h) = &o.history {
+                    keep.extend(h.blobs().cloned());
+                }
             }
         }
         let mut deleted = 0;
+        // A history the round started from is an input; the histories after it are not (a
+        // hospital's latest is what its next round starts from, so it stays until then).
         let candidates = std::iter::once(old.model_before.clone())
-            .chain(old.contributions.iter().map(|c| c.update_sha256.clone()));
+            .chain(old.contributions.iter().map(|c| c.update_sha256.clone()))
+            .chain(old.history.iter().flat_map(|h| h.before.values().cloned()));
         for sha in candidates {
             if !keep.contains(&sha) && self.blobs.join(&sha).exists() {
                 self.delete_blob(&sha)?;

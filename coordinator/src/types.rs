@@ -369,6 +369,29 @@ pub struct RoundOutcome {
     /// The validators' judgement of the round, in a federation with validators.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validators: Option<ValidatorsOutcome>,
+    /// The hospitals' histories the selecting strategy compared, when it compared histories
+    /// (`[aggregation] history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryOutcome>,
+}
+
+/// The update histories a round's selection compared ([`crate::aggregate::history`]): for each
+/// hospital that sent an update, by key, the blob of its history before the round (absent for
+/// its first update) and after it (this update averaged in). Replay recomputes each `after`
+/// from `before` and the update, and the selection from the `after`s.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HistoryOutcome {
+    /// The weight of the history before the round (`[aggregation] history`).
+    pub weight: f64,
+    pub before: std::collections::BTreeMap<String, String>,
+    pub after: std::collections::BTreeMap<String, String>,
+}
+
+impl HistoryOutcome {
+    /// Every blob the record names.
+    pub fn blobs(&self) -> impl Iterator<Item = &String> {
+        self.before.values().chain(self.after.values())
+    }
 }
 
 /// A period's settlement (the settled reward rule), as recorded after the summary of the

@@ -185,3 +185,107 @@ async fn a_v1_ledger_is_refused_not_mixed() {
         "{err}"
     );
 }
+
+/// Multi-Krum compares each hospital's update history, and the histories survive a restart:
+/// an attacker that sent a far-off update in round 1 and, after the restart, one equal to the
+/// honest ones in round 2 is still left out in round 2 (its history is still far off), every
+/// round's histories start where the previous round's ended, and replay recomputes histories
+/// and selection from the record; a tampered history record is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_histories_survive_a_restart_and_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<_> = (0..5).map(|_| keypair()).collect();
+    let refs: Vec<&_> = keys.iter().collect();
+    let mut file = config_file(dir.path(), &refs, 3, 2, 3, 5);
+    file.aggregation.strategy = fedledger_coordinator::config::StrategyKind::MultiKrum;
+    file.aggregation.byzantine = 1;
+    file.aggregation.history = 0.5;
+    let cfg = file.validate().unwrap();
+    let fed = cfg.federation.clone();
+    let honest = |i: usize| vec![1.0 + 0.01 * i as f32, 1.0, 1.0 - 0.01 * i as f32, 1.0];
+    let mut running = start(cfg.clone()).await;
+    for round in 1..=3u64 {
+        let mut c = client(&running).await;
+        // Round 1 opens once the quorum has registered.
+        let mut sessions = Vec::new();
+        for k in &keys {
+            sessions.push(register(&mut c, k).await);
+        }
+        for (i, (k, s)) in keys.iter().zip(&sessions).enumerate() {
+            let (h, _) = task(&mut c, s).await;
+            assert_eq!(h.round, round);
+            let d = match (i, round) {
+                (4, 1) => vec![-1.0f32; 4],
+                (4, _) => honest(2),
+                _ => honest(i),
+            };
+            submit(&mut c, update_messages(&fed, k, s, round, 5, &d))
+                .await
+                .unwrap();
+        }
+        let mut p = running.coordinator.subscribe();
+        p.wait_for(|p| p.completed >= round).await.unwrap();
+        if round == 1 {
+            running.shutdown().await.unwrap();
+            running = start(cfg.clone()).await;
+        }
+    }
+    let store = running.coordinator.store();
+    let outcomes = store.outcomes().unwrap();
+    let attacker = pubhex(&keys[4]);
+    let excluded = |o: &fedledger_coordinator::types::RoundOutcome| -> Vec<String> {
+        o.contributions
+            .iter()
+            .filter(|c| c.flags.iter().any(|f| f == "excluded by multi-krum"))
+            .map(|c| c.public_key.clone())
+            .collect()
+    };
+    // Round 2: the attacker's update equals an honest one, its history does not.
+    assert_eq!(excluded(&outcomes[0]), vec![attacker.clone()]);
+    assert_eq!(excluded(&outcomes[1]), vec![attacker.clone()]);
+    let histories: Vec<_> = outcomes
+        .iter()
+        .map(|o| o.history.clone().expect("histories recorded"))
+        .collect();
+    assert!(histories[0].before.is_empty());
+    assert_eq!(histories[0].after.len(), 5);
+    for r in 1..3 {
+        assert_eq!(histories[r].weight, 0.5);
+        assert_eq!(
+            histories[r].before,
+            histories[r - 1].after,
+            "round {}",
+            r + 1
+        );
+    }
+    for o in &outcomes {
+        let report = fedledger_coordinator::replay::replay(&cfg, store, o).unwrap();
+        assert!(report.ok(), "round {}: {:?}", o.round, report.differences);
+        assert_eq!(
+            report
+                .checked
+                .iter()
+                .filter(|c| c.starts_with("update history of"))
+                .count(),
+            5,
+            "round {}: {:?}",
+            o.round,
+            report.checked
+        );
+    }
+    // A record claiming another history after the round is caught.
+    let mut forged = outcomes[1].clone();
+    let h = forged.history.as_mut().unwrap();
+    let first = h.after.keys().next().unwrap().clone();
+    h.after.insert(first.clone(), "00".repeat(32));
+    let report = fedledger_coordinator::replay::replay(&cfg, store, &forged).unwrap();
+    assert!(
+        report
+            .differences
+            .iter()
+            .any(|d| d.what == format!("update history of {first} after the round")),
+        "{:?}",
+        report.differences
+    );
+    running.shutdown().await.unwrap();
+}

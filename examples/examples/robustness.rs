@@ -43,6 +43,10 @@ struct Args {
     /// Without DP-SGD.
     #[arg(long)]
     no_dp: bool,
+    /// The weight of each hospital's earlier updates in what multi-krum and bulyan compare
+    /// (0: this round's updates alone, the classic rules).
+    #[arg(long, default_value_t = 0.9)]
+    history: f64,
     /// Work folder.
     #[arg(long, default_value = "target/robustness")]
     out: PathBuf,
@@ -117,6 +121,8 @@ fn main() -> anyhow::Result<()> {
                     strategy.clone(),
                     "--byzantine".into(),
                     "2".into(),
+                    "--history".into(),
+                    args.history.to_string(),
                     "--rounds".into(),
                     args.rounds.to_string(),
                     "--seed".into(),

@@ -107,6 +107,10 @@ pub struct Options {
     /// Byzantine hospitals per round that multi-krum and bulyan assume.
     #[arg(long, default_value_t = 1)]
     pub byzantine: usize,
+    /// The weight of a hospital's earlier updates in what multi-krum and bulyan compare
+    /// (`[aggregation] history`; 0: this round's updates alone).
+    #[arg(long, default_value_t = 0.9)]
+    pub history: f64,
     /// Also apply participant-level DP at the coordinator (DP-FedAvg with adaptive clipping)
     /// with this noise multiplier; each round then reports the federation-level epsilon.
     #[arg(long)]
@@ -772,6 +776,7 @@ pub(crate) fn prepare(args: &Options) -> anyhow::Result<Prepared> {
         },
         aggregation: AggregationSection {
             byzantine: args.byzantine,
+            history: args.history,
             strategy: args.strategy(),
             max_update_norm: 0.0,
             dp: args.server_dp.map(|noise_multiplier| ServerDpSection {

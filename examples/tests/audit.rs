@@ -123,3 +123,71 @@ async fn a_bundle_of_the_hospitals_rounds_replays_elsewhere_and_catches_a_change
         "{err}"
     );
 }
+
+/// A bundle of Multi-Krum rounds carries the update histories each round started from: from
+/// round 1 every history is chained and recomputed; a bundle starting later takes its first
+/// histories as recorded; a round whose record swaps two hospitals' histories is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_of_multi_krum_rounds_replays_its_update_histories() {
+    let out = tempfile::tempdir().unwrap();
+    let opts = Options::parse_from([
+        "hospitals",
+        "--rounds",
+        "3",
+        "--strategy",
+        "multi-krum",
+        "--no-dp",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let run = run_federation(&opts).await.unwrap();
+    assert_eq!(run.outcomes.len(), 3);
+    let bundles = tempfile::tempdir().unwrap();
+    let (whole, late) = (bundles.path().join("whole"), bundles.path().join("late"));
+    {
+        let snapshot = Snapshot::open(&run.coordinator_state).unwrap();
+        let settings = ReplaySettings::from(&run.config);
+        let done = export_audit(settings.clone(), &snapshot, 1..=3, &whole, false).unwrap();
+        // Models before each round, five updates each, and the five histories round 3 started
+        // from (round 2's are round 1's updates: a first update is its hospital's history).
+        assert_eq!(done.inputs, 3 + 3 * 5 + 5);
+        export_audit(settings, &snapshot, 2..=3, &late, false).unwrap();
+    }
+    for dir in [&whole, &late] {
+        let report = replay_bundle(dir).unwrap();
+        assert!(report.ok(), "{report:?}");
+        for r in &report.rounds {
+            assert_eq!(
+                r.checked
+                    .iter()
+                    .filter(|c| c.starts_with("update history of"))
+                    .count(),
+                5,
+                "round {}: {r:?}",
+                r.round
+            );
+        }
+    }
+    // Round 3's record with two hospitals' histories before it swapped.
+    let path = whole.join("rounds").join("3.json");
+    let mut round: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let before = round["history"]["before"].as_object_mut().unwrap();
+    let keys: Vec<String> = before.keys().take(2).cloned().collect();
+    let (a, b) = (before[&keys[0]].clone(), before[&keys[1]].clone());
+    before.insert(keys[0].clone(), b);
+    before.insert(keys[1].clone(), a);
+    std::fs::write(&path, serde_json::to_vec(&round).unwrap()).unwrap();
+    let report = replay_bundle(&whole).unwrap();
+    assert!(!report.ok());
+    let r3 = &report.rounds[2];
+    for k in &keys {
+        assert!(
+            r3.differences
+                .iter()
+                .any(|d| d.what == format!("round 3: the update history of {k} before the round")),
+            "{:?}",
+            r3.differences
+        );
+    }
+}

@@ -2,7 +2,8 @@
 //! sign-flipped updates scaled to the honest norm; Multi-Krum leaves them out of every round's
 //! aggregate, the ledger records them as contributions (their privacy was spent) flagged as
 //! excluded, worth exactly nothing and paid nothing, and replay recomputes every round,
-//! exclusions included, from the recorded inputs alone.
+//! exclusions and the update histories Multi-Krum compared included, from the recorded inputs
+//! alone.
 
 use clap::Parser;
 use fedledger_coordinator::replay::{Snapshot, replay};
@@ -57,6 +58,12 @@ async fn multi_krum_leaves_sign_flippers_out_and_they_earn_nothing() {
         let paid: u64 = o.contributions.iter().map(|c| c.reward).sum();
         assert_eq!(paid, o.reward_pool, "round {}", o.round);
     }
+    // Multi-Krum compared the hospitals' update histories (the default), chained round to round.
+    let h1 = run.outcomes[0].history.as_ref().expect("round 1 histories");
+    let h2 = run.outcomes[1].history.as_ref().expect("round 2 histories");
+    assert!(h1.before.is_empty());
+    assert_eq!(h1.after.len(), 7);
+    assert_eq!(h2.before, h1.after);
     let snapshot = Snapshot::open(&run.coordinator_state).unwrap();
     for o in &run.outcomes {
         let report = replay(&run.config, &snapshot.store, o).unwrap();
@@ -65,7 +72,11 @@ async fn multi_krum_leaves_sign_flippers_out_and_they_earn_nothing() {
             report
                 .checked
                 .iter()
-                .any(|c| c.starts_with("aggregate hashes to")),
+                .any(|c| c.starts_with("aggregate hashes to"))
+                && report
+                    .checked
+                    .iter()
+                    .any(|c| c.starts_with("update history of")),
             "round {}: {:?}",
             o.round,
             report.checked

@@ -5,6 +5,7 @@
 //! call.
 
 pub mod dp;
+pub mod history;
 pub mod robust;
 pub mod strategies;
 
@@ -85,6 +86,26 @@ pub trait Aggregator: Send + Sync {
         global: &[f32],
         updates: &[WeightedUpdate<'_>],
     ) -> Result<Aggregate, CoordinatorError>;
+
+    /// True when the strategy selects updates by comparing them (Multi-Krum, Bulyan), so it
+    /// can compare the hospitals' histories instead ([`history`]).
+    fn selects(&self) -> bool {
+        false
+    }
+
+    /// As [`Aggregator::aggregate`], with `compared[i]` (update `i`'s hospital's history, this
+    /// update included) standing for update `i` wherever a selecting strategy compares
+    /// updates; the aggregate is still made of the updates. Strategies that do not select
+    /// ignore `compared`.
+    fn aggregate_compared(
+        &self,
+        global: &[f32],
+        updates: &[WeightedUpdate<'_>],
+        compared: Option<&[&[f32]]>,
+    ) -> Result<Aggregate, CoordinatorError> {
+        let _ = compared;
+        self.aggregate(global, updates)
+    }
 }
 
 /// The plain strategy object of `kind`; `byzantine` is the number of Byzantine updates the

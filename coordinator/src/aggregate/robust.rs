@@ -30,10 +30,10 @@ const BLOCK: usize = 4096;
 /// added in group order, so the result does not depend on how many threads ran.
 const GROUPS: usize = 16;
 
-/// Squared L2 distances between every pair of updates, `n x n` row-major, in `f64`.
-fn pairwise_sq_distances(updates: &[WeightedUpdate<'_>]) -> Vec<f64> {
-    let n = updates.len();
-    let len = updates.iter().map(|u| u.delta.len()).min().unwrap_or(0);
+/// Squared L2 distances between every pair of vectors, `n x n` row-major, in `f64`.
+fn pairwise_sq_distances(vectors: &[&[f32]]) -> Vec<f64> {
+    let n = vectors.len();
+    let len = vectors.iter().map(|v| v.len()).min().unwrap_or(0);
     let pairs: Vec<(usize, usize)> = (0..n)
         .flat_map(|i| (i + 1..n).map(move |j| (i, j)))
         .collect();
@@ -46,7 +46,7 @@ fn pairwise_sq_distances(updates: &[WeightedUpdate<'_>]) -> Vec<f64> {
             for b in g * blocks / groups..(g + 1) * blocks / groups {
                 let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(len));
                 for (a, &(i, j)) in acc.iter_mut().zip(&pairs) {
-                    *a += sq_distance(&updates[i].delta[lo..hi], &updates[j].delta[lo..hi]);
+                    *a += sq_distance(&vectors[i][lo..hi], &vectors[j][lo..hi]);
                 }
             }
             acc
@@ -126,17 +126,49 @@ pub struct MultiKrum {
     pub keep: Option<usize>,
 }
 
+/// The vectors a selecting strategy compares: `compared` when given (the hospitals'
+/// histories, [`super::history`]), else the updates themselves.
+fn compared_vectors<'a>(
+    updates: &'a [WeightedUpdate<'_>],
+    compared: Option<&'a [&'a [f32]]>,
+) -> Vec<&'a [f32]> {
+    match compared {
+        Some(c) => c.to_vec(),
+        None => updates.iter().map(|u| u.delta).collect(),
+    }
+}
+
 impl MultiKrum {
-    /// The indices of the updates kept.
-    pub fn select(&self, updates: &[WeightedUpdate<'_>]) -> Vec<usize> {
-        let n = updates.len();
+    /// The indices of the vectors kept (updates, or the histories standing for them).
+    pub fn select(&self, vectors: &[&[f32]]) -> Vec<usize> {
+        let n = vectors.len();
         let m = self
             .keep
             .unwrap_or(n.saturating_sub(self.byzantine))
             .clamp(1, n.max(1));
-        let dist = pairwise_sq_distances(updates);
+        let dist = pairwise_sq_distances(vectors);
         let all: Vec<usize> = (0..n).collect();
         krum_select(&dist, n, &all, self.byzantine, m)
+    }
+}
+
+/// One compared vector per update, each as long as the updates.
+fn check_compared(
+    updates: &[WeightedUpdate<'_>],
+    compared: Option<&[&[f32]]>,
+) -> Result<(), CoordinatorError> {
+    match compared {
+        Some(c)
+            if c.len() != updates.len()
+                || c.iter().zip(updates).any(|(h, u)| h.len() != u.delta.len()) =>
+        {
+            Err(CoordinatorError::Internal(format!(
+                "{} compared vectors for {} updates, or of another length",
+                c.len(),
+                updates.len()
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -155,12 +187,26 @@ impl Aggregator for MultiKrum {
         "multi-krum"
     }
 
+    fn selects(&self) -> bool {
+        true
+    }
+
     fn aggregate(
         &self,
         global: &[f32],
         updates: &[WeightedUpdate<'_>],
     ) -> Result<Aggregate, CoordinatorError> {
-        let kept = self.select(updates);
+        self.aggregate_compared(global, updates, None)
+    }
+
+    fn aggregate_compared(
+        &self,
+        global: &[f32],
+        updates: &[WeightedUpdate<'_>],
+        compared: Option<&[&[f32]]>,
+    ) -> Result<Aggregate, CoordinatorError> {
+        check_compared(updates, compared)?;
+        let kept = self.select(&compared_vectors(updates, compared));
         let excluded = (0..updates.len()).filter(|i| !kept.contains(i)).collect();
         Ok(Aggregate {
             params: mean_of(global, updates, &kept),
@@ -180,12 +226,12 @@ pub struct Bulyan {
 }
 
 impl Bulyan {
-    /// The updates selected by repeated Krum.
-    pub fn select(&self, updates: &[WeightedUpdate<'_>]) -> Vec<usize> {
-        let n = updates.len();
+    /// The vectors selected by repeated Krum (updates, or the histories standing for them).
+    pub fn select(&self, vectors: &[&[f32]]) -> Vec<usize> {
+        let n = vectors.len();
         let f = self.byzantine;
         let theta = n.saturating_sub(2 * f).max(1);
-        let dist = pairwise_sq_distances(updates);
+        let dist = pairwise_sq_distances(vectors);
         let mut left: Vec<usize> = (0..n).collect();
         let mut chosen = Vec::with_capacity(theta);
         while chosen.len() < theta && !left.is_empty() {
@@ -203,12 +249,26 @@ impl Aggregator for Bulyan {
         "bulyan"
     }
 
+    fn selects(&self) -> bool {
+        true
+    }
+
     fn aggregate(
         &self,
         global: &[f32],
         updates: &[WeightedUpdate<'_>],
     ) -> Result<Aggregate, CoordinatorError> {
-        let chosen = self.select(updates);
+        self.aggregate_compared(global, updates, None)
+    }
+
+    fn aggregate_compared(
+        &self,
+        global: &[f32],
+        updates: &[WeightedUpdate<'_>],
+        compared: Option<&[&[f32]]>,
+    ) -> Result<Aggregate, CoordinatorError> {
+        check_compared(updates, compared)?;
+        let chosen = self.select(&compared_vectors(updates, compared));
         let theta = chosen.len();
         let beta = theta.saturating_sub(2 * self.byzantine).max(1);
         let mut out = global.to_vec();
@@ -283,7 +343,8 @@ mod tests {
             byzantine: 2,
             keep: None,
         };
-        assert_eq!(mk.select(&views), vec![0, 1, 2, 3, 4, 5]);
+        let vectors: Vec<&[f32]> = u.iter().map(|d| d.as_slice()).collect();
+        assert_eq!(mk.select(&vectors), vec![0, 1, 2, 3, 4, 5]);
         let a = mk.aggregate(&[0.0; 3], &views).unwrap();
         assert_eq!(a.excluded, vec![6, 7]);
         for (got, want) in a.params.iter().zip([1.025f32, 0.975, 1.0]) {
@@ -294,8 +355,8 @@ mod tests {
             byzantine: 2,
             keep: Some(1),
         };
-        assert_eq!(one.select(&views).len(), 1);
-        assert!(one.select(&views)[0] < 6);
+        assert_eq!(one.select(&vectors).len(), 1);
+        assert!(one.select(&vectors)[0] < 6);
     }
 
     #[test]
@@ -307,7 +368,8 @@ mod tests {
         }
         let views: Vec<_> = u.iter().map(|d| upd(d)).collect();
         let b = Bulyan { byzantine: 2 };
-        let chosen = b.select(&views);
+        let vectors: Vec<&[f32]> = u.iter().map(|d| d.as_slice()).collect();
+        let chosen = b.select(&vectors);
         assert_eq!(chosen.len(), 7);
         assert!(chosen.iter().all(|&i| i < 9), "{chosen:?}");
         let a = b.aggregate(&[0.0; 3], &views).unwrap();

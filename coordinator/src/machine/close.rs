@@ -14,8 +14,8 @@ use crate::{
     config::FederationConfig,
     error::CoordinatorError,
     types::{
-        ContributionOutcome, DeclinedOutcome, PersistedState, Phase, RoundOutcome, RoundStatus,
-        UpdateMeta, ValidatorsOutcome, WeightedUpdate,
+        ContributionOutcome, DeclinedOutcome, HistoryOutcome, PersistedState, Phase, RoundOutcome,
+        RoundStatus, UpdateMeta, ValidatorsOutcome, WeightedUpdate,
     },
     value::{Valuer, judge, settle_period},
 };
@@ -38,12 +38,56 @@ pub struct CloseInputs<'a> {
     pub earlier_rounds: &'a [RoundOutcome],
     /// The validators' standing before the round (with validators: the latest judged round's).
     pub standing: &'a fedledger_valuation::consensus::Standing,
+    /// When the strategy compares histories ([`compares_histories`]): in the order of
+    /// `job.updates`, each hospital's history before the round with its digest (`None`: its
+    /// first update). Otherwise empty.
+    pub histories: &'a [Option<(String, Vec<f32>)>],
 }
 
 /// A round's outcome and, when it completed, the new global parameters.
 pub struct Closed {
     pub outcome: RoundOutcome,
     pub new_global: Option<Vec<f32>>,
+    /// The hospitals' histories after the round, in the order of `job.updates`, when the
+    /// strategy compared histories (the engine stores them before the outcome names them).
+    pub histories: Vec<Vec<f32>>,
+}
+
+/// True when the round's selection compares the hospitals' update histories instead of the
+/// updates alone: a selecting strategy (Multi-Krum, Bulyan) with `[aggregation] history` above 0.
+pub fn compares_histories(cfg: &FederationConfig, aggregator: &dyn Aggregator) -> bool {
+    cfg.history > 0.0 && aggregator.selects()
+}
+
+/// The hospitals' histories after the round (`before[i]` advanced by `deltas[i]`) and the
+/// record naming them, keyed by `keys[i]`.
+pub fn advance_histories(
+    weight: f64,
+    keys: &[&str],
+    before: &[Option<(String, Vec<f32>)>],
+    deltas: &[&[f32]],
+) -> (Vec<Vec<f32>>, HistoryOutcome) {
+    let after: Vec<Vec<f32>> = before
+        .iter()
+        .zip(deltas)
+        .map(|(b, d)| {
+            crate::aggregate::history::advance(weight, b.as_ref().map(|b| b.1.as_slice()), d)
+        })
+        .collect();
+    let record = HistoryOutcome {
+        weight,
+        before: keys
+            .iter()
+            .zip(before)
+            .filter_map(|(k, b)| b.as_ref().map(|b| ((*k).to_owned(), b.0.clone())))
+            .collect(),
+        after: keys
+            .iter()
+            .zip(&after)
+            .map(|(k, a)| ((*k).to_owned(), vector_sha256(a)))
+            .collect(),
+    };
+    (after, record)
 }
 
 /// The record line of one accepted update.
@@ -125,6 +169,7 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         server_dp_history,
         earlier_rounds: _,
         standing,
+        histories,
     } = i;
     if deltas.len() != job.updates.len() {
         return Err(CoordinatorError::Internal(format!(
@@ -171,6 +216,7 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         settlement: None,
         rules_sha256: None,
         validators: None,
+        history: None,
     };
     if job.updates.len() < cfg.quorum as usize {
         outcome.reason = Some(format!(
@@ -183,6 +229,7 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         return Ok(Closed {
             outcome,
             new_global: None,
+            histories: Vec::new(),
         });
     }
     let views: Vec<WeightedUpdate<'_>> = job
@@ -210,10 +257,35 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         return Ok(Closed {
             outcome,
             new_global: None,
+            histories: Vec::new(),
         });
     }
     let kept_views: Vec<WeightedUpdate<'_>> = kept.iter().map(|i| views[*i]).collect();
-    let aggregate = aggregator.aggregate(global, &kept_views)?;
+    let keys: Vec<&str> = job
+        .updates
+        .iter()
+        .map(|m| cfg.participants[m.participant].public_key_hex.as_str())
+        .collect();
+    // Every update of a completed round enters its hospital's history; the selection compares
+    // the kept ones'.
+    let (after, history) = if compares_histories(cfg, aggregator) {
+        if histories.len() != deltas.len() {
+            return Err(CoordinatorError::Internal(format!(
+                "close of round {}: {} histories for {} updates",
+                job.round,
+                histories.len(),
+                deltas.len()
+            )));
+        }
+        let (after, record) = advance_histories(cfg.history, &keys, histories, deltas);
+        (after, Some(record))
+    } else {
+        (Vec::new(), None)
+    };
+    let compared: Option<Vec<&[f32]>> = history
+        .is_some()
+        .then(|| kept.iter().map(|i| after[*i].as_slice()).collect());
+    let aggregate = aggregator.aggregate_compared(global, &kept_views, compared.as_deref())?;
     // The strategy's exclusions, as indices into the round's updates.
     let excluded: Vec<usize> = aggregate.excluded.iter().map(|k| kept[*k]).collect();
     let new_global = aggregate.params;
@@ -231,11 +303,6 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         .updates
         .iter()
         .map(|m| cfg.participants[m.participant].name.as_str())
-        .collect();
-    let keys: Vec<&str> = job
-        .updates
-        .iter()
-        .map(|m| cfg.participants[m.participant].public_key_hex.as_str())
         .collect();
     let zeros = if excluded.is_empty() {
         Vec::new()
@@ -285,9 +352,11 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         vectors: j.vectors,
         standing: j.standing,
     });
+    outcome.history = history;
     Ok(Closed {
         outcome,
         new_global: Some(new_global),
+        histories: after,
     })
 }
 

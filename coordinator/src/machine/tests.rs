@@ -683,6 +683,7 @@ fn close(cfg: &FederationConfig, job: &CloseJob) -> super::close::Closed {
         server_dp_history: &[],
         earlier_rounds: &[],
         standing: &Default::default(),
+        histories: &[],
     })
     .unwrap()
 }
