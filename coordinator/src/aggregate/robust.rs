@@ -379,6 +379,46 @@ mod tests {
         }
     }
 
+    /// With histories given, the selection compares them, and the aggregate is still the mean
+    /// of the selected updates; histories that do not match the updates are refused.
+    #[test]
+    fn selection_compares_the_histories_and_averages_the_updates() {
+        // Eight identical updates: on their own nothing tells them apart.
+        let u: Vec<Vec<f32>> = vec![vec![1.0, 1.0, 1.0]; 8];
+        let views: Vec<_> = u.iter().map(|d| upd(d)).collect();
+        let histories = round();
+        let compared: Vec<&[f32]> = histories.iter().map(|h| h.as_slice()).collect();
+        let mk = MultiKrum {
+            byzantine: 2,
+            keep: None,
+        };
+        let a = mk
+            .aggregate_compared(&[0.5; 3], &views, Some(&compared))
+            .unwrap();
+        assert_eq!(a.excluded, vec![6, 7]);
+        assert_eq!(a.params, vec![1.5; 3]);
+        // Without histories, ties go to the lower index: the same two by position only.
+        assert_eq!(
+            mk.aggregate(&[0.5; 3], &views).unwrap().excluded,
+            vec![6, 7]
+        );
+        let mut swapped = compared.clone();
+        swapped.swap(0, 7);
+        let a = mk
+            .aggregate_compared(&[0.5; 3], &views, Some(&swapped))
+            .unwrap();
+        assert_eq!(a.excluded, vec![0, 6]);
+        let b = Bulyan { byzantine: 2 };
+        let a = b
+            .aggregate_compared(&[0.5; 3], &views, Some(&swapped))
+            .unwrap();
+        assert!(a.excluded.contains(&0) && a.excluded.contains(&6), "{a:?}");
+        assert!(
+            mk.aggregate_compared(&[0.5; 3], &views, Some(&compared[..7]))
+                .is_err()
+        );
+    }
+
     #[test]
     fn small_rounds_do_not_panic() {
         for n in 1..5 {
