@@ -883,8 +883,13 @@ impl Engine {
         if let Some(g) = &closed.new_global {
             self.store.put_vector(g)?;
         }
-        for h in &closed.histories {
-            self.store.put_vector(h)?;
+        // In parallel, so their folder fsyncs are shared (the store's group commit).
+        {
+            use rayon::prelude::*;
+            closed
+                .histories
+                .par_iter()
+                .try_for_each(|h| self.store.put_vector(h).map(|_| ()))?;
         }
         self.store.finish_round(&outcome, &next)?;
         self.prune(outcome.round);
