@@ -15,22 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::binaries::{Hospital, Watched, hospitals, participant_bin};
+use common::binaries::{Hospital, Watched, coordinator_bin, free_port, hospitals, participant_bin};
 use fedledger_ledger::keys;
 
 const FEDERATION: &str = "end-test";
-
-fn coordinator_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_fedledger-coordinator"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `coordinator.toml` enrolling `hs` by their public key files (nothing pasted).
 fn write_coordinator(dir: &Path, hs: &[Hospital], rounds: u64, quorum: u32, grace: u64) -> PathBuf {

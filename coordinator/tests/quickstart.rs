@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::binaries::{ledger_bin, participant_bin};
+use common::binaries::{free_port, ledger_bin, participant_bin};
 
 const README: &str = include_str!("../../README.md");
 const QUICKSTART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/quickstart");
@@ -40,14 +40,6 @@ fn bin(program: &str) -> PathBuf {
         "fedledger-ledger" => ledger_bin().to_owned(),
         other => panic!("the quickstart runs {other:?}, which this test does not know"),
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A process the script started, and where its output goes.

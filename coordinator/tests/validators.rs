@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::binaries::{Watched, ledger_bin, participant_bin};
+use common::binaries::{Watched, coordinator_bin, free_port, ledger_bin, participant_bin};
 use fedledger_ledger::{
     keys,
     records::{FLAG_EXCLUDED_BY_QUALITY, Record, validate_entry},
@@ -30,18 +30,6 @@ const FEDERATION: &str = "validators-test";
 const ROUNDS: u64 = 3;
 const HOSPITALS: usize = 4;
 const VALIDATORS: usize = 3;
-
-fn coordinator_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_fedledger-coordinator"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Breast cancer split into `parts` files of the same header, row `i` to part `i % parts`.
 fn split(parts: usize) -> Vec<String> {

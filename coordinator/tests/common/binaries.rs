@@ -36,6 +36,20 @@ pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
     bin
 }
 
+/// `fedledger-coordinator`, this test's own build.
+pub fn coordinator_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_fedledger-coordinator"))
+}
+
+/// A loopback port free at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// `fedledger-participant`.
 pub fn participant_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
