@@ -99,6 +99,37 @@ impl State {
     }
 }
 
+/// One run of consecutive entries to write: their bytes, their leaf hashes and, on a replica,
+/// the consistency proof from the run's end to the checkpoint they belong to.
+struct Run<'a> {
+    entries: Vec<&'a [u8]>,
+    leaves: &'a [Hash],
+    proof: &'a [Hash],
+}
+
+/// A chunk of entries a replica fetched, schema-checked and hashed ([`Log::check_entries`]),
+/// waiting to be written ([`Log::append_checked`]).
+#[derive(Debug)]
+pub(crate) struct CheckedChunk {
+    first: u64,
+    entries: Vec<Vec<u8>>,
+    leaves: Vec<Hash>,
+    /// Consistency proof from [`Self::end`] to the checkpoint's size.
+    consistency: Vec<Hash>,
+}
+
+impl CheckedChunk {
+    /// One past the index of its last entry.
+    pub(crate) fn end(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    /// Its entries' bytes in all.
+    pub(crate) fn bytes(&self) -> usize {
+        self.entries.iter().map(Vec::len).sum()
+    }
+}
+
 struct Inner {
     db: sled::Db,
     log: sled::Tree,
@@ -345,67 +376,85 @@ impl Log {
     pub fn append_batch<B: AsRef<[u8]> + Sync>(&self, entries: &[B]) -> Result<u64, LedgerError> {
         let mut st = self.state();
         let first = st.size;
-        self.write_entries(&mut st, entries, None)?;
+        let leaves = self.check(first, entries)?;
+        let run = Run {
+            entries: entries.iter().map(AsRef::as_ref).collect(),
+            leaves: &leaves,
+            proof: &[],
+        };
+        self.write_runs(&mut st, &[run], None)?;
         Ok(first)
     }
 
-    /// Validates, hashes and writes entries plus (optionally) a checkpoint in one batch.
-    fn write_entries<B: AsRef<[u8]> + Sync>(
+    /// Schema checks of entries at indices `first..` and their leaf hashes: independent per
+    /// entry and of the store's state, so done in parallel and, on a replica catching up,
+    /// before the store's lock is taken.
+    fn check<B: AsRef<[u8]> + Sync>(
+        &self,
+        first: u64,
+        entries: &[B],
+    ) -> Result<Vec<Hash>, LedgerError> {
+        use rayon::prelude::*;
+        entries
+            .par_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let e = e.as_ref();
+                records::validate_entry(first + i as u64, &self.inner.origin, e)?;
+                Ok(merkle::leaf_hash(e))
+            })
+            .collect()
+    }
+
+    /// Writes consecutive runs of checked entries from the current size, plus (on a replica)
+    /// the checkpoint `cp` they belong to, in one batch with one flush. With `cp`, the entries
+    /// up to each run's end must be proven a prefix of it by that run's consistency proof
+    /// (equal to it when the sizes match), or nothing is written.
+    fn write_runs(
         &self,
         st: &mut State,
-        entries: &[B],
-        expect: Option<(&SignedCheckpoint, &[Hash])>,
+        runs: &[Run<'_>],
+        cp: Option<&SignedCheckpoint>,
     ) -> Result<(), LedgerError> {
         let mut next = State {
             size: st.size,
             frontier: st.frontier.clone(),
         };
         let mut batch = sled::Batch::default();
-        let mut nodes = Vec::with_capacity(entries.len() * 2 + 64);
-        // Schema checks and leaf hashes are independent per entry: do them in parallel.
-        let base = next.size;
-        let leaves: Vec<Hash> = {
-            use rayon::prelude::*;
-            entries
-                .par_iter()
-                .enumerate()
-                .map(|(i, e)| {
-                    let e = e.as_ref();
-                    records::validate_entry(base + i as u64, &self.inner.origin, e)?;
-                    Ok(merkle::leaf_hash(e))
-                })
-                .collect::<Result<_, LedgerError>>()?
-        };
-        for (e, leaf) in entries.iter().zip(leaves) {
-            batch.insert(&entry_key(next.size), e.as_ref());
-            next.push(leaf, &mut nodes);
+        let count: usize = runs.iter().map(|r| r.entries.len()).sum();
+        let mut nodes = Vec::with_capacity(count * 2 + 64);
+        for run in runs {
+            for (e, leaf) in run.entries.iter().zip(run.leaves) {
+                batch.insert(&entry_key(next.size), *e);
+                next.push(*leaf, &mut nodes);
+            }
+            if let Some(cp) = cp {
+                let ok = if cp.checkpoint.size == next.size {
+                    cp.checkpoint.root == next.root()
+                } else {
+                    merkle::verify_consistency(
+                        next.size,
+                        cp.checkpoint.size,
+                        &next.root(),
+                        &cp.checkpoint.root,
+                        run.proof,
+                    )
+                    .is_ok()
+                };
+                if !ok {
+                    return Err(LedgerError::ProofInvalid(format!(
+                        "entries up to {} are not a prefix of the signed checkpoint at size {}",
+                        next.size, cp.checkpoint.size
+                    )));
+                }
+            }
         }
         for (level, index, h) in &nodes {
             batch.insert(&node_key(*level, *index), &h[..]);
         }
         batch.insert(SIZE_KEY, &next.size.to_be_bytes());
-        if let Some((cp, proof)) = expect {
-            let ok = if cp.checkpoint.size == next.size {
-                cp.checkpoint.root == next.root()
-            } else {
-                merkle::verify_consistency(
-                    next.size,
-                    cp.checkpoint.size,
-                    &next.root(),
-                    &cp.checkpoint.root,
-                    proof,
-                )
-                .is_ok()
-            };
-            if !ok {
-                return Err(LedgerError::ProofInvalid(format!(
-                    "entries up to {} are not a prefix of the signed checkpoint at size {}",
-                    next.size, cp.checkpoint.size
-                )));
-            }
-        }
         self.inner.log.apply_batch(batch)?;
-        if let Some((cp, _)) = expect
+        if let Some(cp) = cp
             && cp.checkpoint.size == next.size
         {
             self.store_checkpoint(cp)?;
@@ -782,6 +831,38 @@ impl Log {
     ) -> Result<SignedCheckpoint, LedgerError> {
         let cp = SignedCheckpoint::open(note, &self.inner.log_key)?;
         let mut st = self.state();
+        let overlap = self.held_overlap(&st, first, entries)?;
+        let fresh = &entries[overlap..];
+        if fresh.is_empty() {
+            drop(st);
+            self.observe_checkpoint(note)?;
+            return Ok(cp);
+        }
+        let written = self.check(st.size, fresh).and_then(|leaves| {
+            let run = Run {
+                entries: fresh.iter().map(Vec::as_slice).collect(),
+                leaves: &leaves,
+                proof: consistency,
+            };
+            self.write_runs(&mut st, &[run], Some(&cp))
+        });
+        if let Err(e) = written {
+            drop(st);
+            // A signed checkpoint the entries do not reproduce may be a fork: keep it if it is.
+            let _ = self.observe_checkpoint(note);
+            return Err(e);
+        }
+        Ok(cp)
+    }
+
+    /// How many of `entries`, starting at `first`, this log already holds, after comparing
+    /// them byte for byte with the ones held (a difference is refused).
+    fn held_overlap(
+        &self,
+        st: &State,
+        first: u64,
+        entries: &[Vec<u8>],
+    ) -> Result<usize, LedgerError> {
         if first > st.size {
             return Err(LedgerError::OutOfRange {
                 index: first,
@@ -804,15 +885,76 @@ impl Log {
                 )));
             }
         }
-        let fresh = &entries[overlap..];
-        if fresh.is_empty() {
+        Ok(overlap)
+    }
+
+    /// Replica, first half of [`Self::append_checked`]: checks the schema of `entries` at
+    /// indices `first..` and computes their leaf hashes, without taking the store's lock, so
+    /// that a catch-up checks one chunk while the previous one is being written.
+    pub(crate) fn check_entries(
+        &self,
+        first: u64,
+        entries: Vec<Vec<u8>>,
+        consistency: Vec<Hash>,
+    ) -> Result<CheckedChunk, LedgerError> {
+        let leaves = self.check(first, &entries)?;
+        Ok(CheckedChunk {
+            first,
+            entries,
+            leaves,
+            consistency,
+        })
+    }
+
+    /// Replica: appends consecutive checked chunks in one batch with one flush, each proven a
+    /// prefix of the signed checkpoint `note` by its own consistency proof, atomically with
+    /// the checkpoint when they reach its size; entries already held are compared byte for
+    /// byte. All or nothing: a chunk that is not proven refuses the whole call.
+    pub(crate) fn append_checked(
+        &self,
+        chunks: &[CheckedChunk],
+        note: &[u8],
+    ) -> Result<SignedCheckpoint, LedgerError> {
+        let cp = SignedCheckpoint::open(note, &self.inner.log_key)?;
+        let mut st = self.state();
+        let mut runs = Vec::with_capacity(chunks.len());
+        let mut at = chunks.first().map_or(st.size, |c| c.first);
+        if at > st.size {
+            return Err(LedgerError::OutOfRange {
+                index: at,
+                size: st.size,
+            });
+        }
+        for c in chunks {
+            if c.first != at {
+                return Err(LedgerError::OutOfRange {
+                    index: c.first,
+                    size: at,
+                });
+            }
+            at = c.end();
+            // Only the first chunks can overlap what is held (gossip may have appended some
+            // while they were fetched).
+            let overlap = if c.first < st.size {
+                self.held_overlap(&st, c.first, &c.entries)?
+            } else {
+                0
+            };
+            if overlap < c.entries.len() {
+                runs.push(Run {
+                    entries: c.entries[overlap..].iter().map(Vec::as_slice).collect(),
+                    leaves: &c.leaves[overlap..],
+                    proof: &c.consistency,
+                });
+            }
+        }
+        if runs.is_empty() {
             drop(st);
             self.observe_checkpoint(note)?;
             return Ok(cp);
         }
-        if let Err(e) = self.write_entries(&mut st, fresh, Some((&cp, consistency))) {
+        if let Err(e) = self.write_runs(&mut st, &runs, Some(&cp)) {
             drop(st);
-            // A signed checkpoint the entries do not reproduce may be a fork: keep it if it is.
             let _ = self.observe_checkpoint(note);
             return Err(e);
         }
@@ -959,6 +1101,98 @@ mod tests {
         assert_eq!(log.entry(5).unwrap(), recs[5]);
         assert_eq!(log.entries(3, 9).unwrap(), recs[3..9].to_vec());
         assert!(Log::open(dir.path(), "other", signer("other")).is_err());
+    }
+
+    /// A replica's chunks of `recs[start..end]`, checked, each with its consistency proof to
+    /// the writer's checkpoint at `size`.
+    fn chunks(
+        log: &Log,
+        replica: &Log,
+        recs: &[Vec<u8>],
+        bounds: &[u64],
+        size: u64,
+    ) -> Vec<CheckedChunk> {
+        bounds
+            .windows(2)
+            .map(|w| {
+                let (start, end) = (w[0], w[1]);
+                replica
+                    .check_entries(
+                        start,
+                        recs[start as usize..end as usize].to_vec(),
+                        log.consistency_proof(end, size).unwrap(),
+                    )
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn checked_chunks_are_written_together_only_when_each_is_proven() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let s = signer("fed");
+        let recs = records("fed", 40);
+        let log = Log::open(d1.path(), "fed", s.clone()).unwrap();
+        let (_, cp) = log.append_and_checkpoint(&recs).unwrap();
+        let note = cp.encode();
+        let replica = Log::open_replica(d2.path(), s.verifier_key().clone()).unwrap();
+        // A chunk whose schema does not hold at its index is refused before any write.
+        assert!(
+            replica
+                .check_entries(1, recs[..3].to_vec(), Vec::new())
+                .is_err()
+        );
+        // Three chunks in one write; then a gap is refused.
+        let first = chunks(&log, &replica, &recs, &[0, 5, 12, 20], 40);
+        replica.append_checked(&first, note.as_bytes()).unwrap();
+        assert_eq!(replica.size(), 20);
+        assert_eq!(replica.root(), log.root_at(20).unwrap());
+        let gap = chunks(&log, &replica, &recs, &[22, 30], 40);
+        assert!(matches!(
+            replica.append_checked(&gap, note.as_bytes()),
+            Err(LedgerError::OutOfRange { .. })
+        ));
+        let mut not_consecutive = chunks(&log, &replica, &recs, &[20, 25, 27, 30], 40);
+        not_consecutive.remove(1);
+        assert!(matches!(
+            replica.append_checked(&not_consecutive, note.as_bytes()),
+            Err(LedgerError::OutOfRange { .. })
+        ));
+        assert_eq!(replica.size(), 20);
+        // A chunk with a proof that does not hold refuses the whole write, chunks before it
+        // included.
+        let mut bad = chunks(&log, &replica, &recs, &[20, 25, 30], 40);
+        bad[1].consistency[0][0] ^= 1;
+        assert!(matches!(
+            replica.append_checked(&bad, note.as_bytes()),
+            Err(LedgerError::ProofInvalid(_))
+        ));
+        assert_eq!(replica.size(), 20);
+        // Chunks that overlap what is held (gossip appended meanwhile) are compared and the
+        // rest written; reaching the checkpoint's size stores it.
+        replica
+            .append_proven(
+                20,
+                &recs[20..23],
+                note.as_bytes(),
+                &log.consistency_proof(23, 40).unwrap(),
+            )
+            .unwrap();
+        let rest = chunks(&log, &replica, &recs, &[18, 30, 40], 40);
+        replica.append_checked(&rest, note.as_bytes()).unwrap();
+        assert_eq!(replica.size(), 40);
+        assert_eq!(replica.root(), log.root());
+        assert_eq!(
+            replica.latest_checkpoint().unwrap().unwrap().checkpoint,
+            cp.checkpoint
+        );
+        // Held entries that differ are refused.
+        let mut changed = chunks(&log, &replica, &recs, &[30, 40], 40);
+        changed[0].entries[0] = recs[31].clone();
+        assert!(matches!(
+            replica.append_checked(&changed, note.as_bytes()),
+            Err(LedgerError::ProofInvalid(_))
+        ));
     }
 
     #[test]

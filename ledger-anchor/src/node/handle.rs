@@ -3,6 +3,7 @@
 //! the handle's own store work (reading entries to publish, appending caught-up entries,
 //! storing cosignatures) runs on the blocking pool, never on a runtime thread.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,7 +15,15 @@ use super::protocol::{Announcement, CHUNK, SyncRequest, SyncResponse, utf8};
 use crate::error::LedgerError;
 use crate::note::Evidence;
 use crate::note::{SignedCheckpoint, SignedNote, VerifierKey};
-use crate::store::Log;
+use crate::store::{CheckedChunk, Log};
+
+/// Chunk requests a catch-up keeps in flight.
+const CATCH_UP_REQUESTS: usize = 3;
+/// Chunks checked and waiting for the writer.
+const CHECKED_CHUNKS: usize = 4;
+/// A catch-up write takes every checked chunk waiting until it holds this many bytes of
+/// entries (at least one chunk), and flushes once.
+const WRITE_BYTES: usize = 8 << 20;
 
 /// Which gossip topic to publish on.
 #[derive(Debug, Clone, Copy)]
@@ -245,6 +254,13 @@ impl NodeHandle {
 
     /// Fetches and verifies everything `peer` has beyond this log: its latest checkpoint, then
     /// entries in chunks, each proven a prefix of that checkpoint. Returns the new size.
+    ///
+    /// Three stages overlap: a few chunk requests are in flight (3); each answer, taken in
+    /// order, is schema-checked and hashed on the blocking pool as it arrives; and the writer
+    /// stores every chunk checked by the time it is free (up to 8 MiB of entries) with one
+    /// flush, each chunk proven a prefix of the checkpoint first. What is held at once is
+    /// bounded by those counts and the checked chunks queued for the writer (4), each answer
+    /// by the protocol's response limit; never by a size the peer declares.
     pub async fn catch_up_from(&self, peer: PeerId) -> Result<u64, LedgerError> {
         let SyncResponse::Latest(Some(note)) = self.request(peer, SyncRequest::Latest).await?
         else {
@@ -252,7 +268,32 @@ impl NodeHandle {
         };
         let cp = SignedCheckpoint::open(note.as_bytes(), self.log.log_key())?;
         let target = cp.checkpoint.size;
-        // Pipelined: the next chunk is in flight while this one is checked and stored.
+        let start = self.log.size();
+        if start < target {
+            let (tx, rx) = mpsc::channel(CHECKED_CHUNKS);
+            let (fetched, written) = tokio::join!(
+                self.fetch_and_check(peer, start, target, tx),
+                self.write_checked(rx, note.clone()),
+            );
+            // A writer that failed stops the fetcher quietly: its error is the one to report.
+            written?;
+            fetched?;
+        }
+        self.storage(move |log| log.observe_checkpoint(note.as_bytes()))
+            .await?;
+        Ok(self.log.size())
+    }
+
+    /// Catch-up's first two stages: requests entries `start..target` from `peer` in chunks of
+    /// [`CHUNK`], [`CATCH_UP_REQUESTS`] at a time, takes the answers in order, checks each on
+    /// the blocking pool and hands it to the writer. Stops quietly when the writer has.
+    async fn fetch_and_check(
+        &self,
+        peer: PeerId,
+        start: u64,
+        target: u64,
+        checked: mpsc::Sender<CheckedChunk>,
+    ) -> Result<(), LedgerError> {
         let fetch = |start: u64| {
             let h = self.clone();
             let end = (start + CHUNK).min(target);
@@ -270,44 +311,76 @@ impl NodeHandle {
                 (start, end, r)
             })
         };
-        let mut in_flight = (self.log.size() < target).then(|| fetch(self.log.size()));
-        while let Some(task) = in_flight.take() {
-            let (start, end, resp) = task.await.map_err(LedgerError::network)?;
-            if end < target {
-                in_flight = Some(fetch(end));
-            }
-            match resp? {
-                SyncResponse::Entries {
-                    entries,
-                    consistency,
-                } => {
-                    let entries: Vec<Vec<u8>> =
-                        entries.into_iter().map(String::into_bytes).collect();
-                    if entries.len() as u64 != end - start {
-                        return Err(LedgerError::ProofInvalid(format!(
-                            "peer sent {} entries for {start}..{end}",
-                            entries.len()
+        let mut in_flight = VecDeque::with_capacity(CATCH_UP_REQUESTS);
+        let mut next = start;
+        let result = async {
+            loop {
+                while in_flight.len() < CATCH_UP_REQUESTS && next < target {
+                    in_flight.push_back(fetch(next));
+                    next = (next + CHUNK).min(target);
+                }
+                let Some(task) = in_flight.pop_front() else {
+                    return Ok(());
+                };
+                let (start, end, resp) = task.await.map_err(LedgerError::network)?;
+                let (entries, consistency) = match resp? {
+                    SyncResponse::Entries {
+                        entries,
+                        consistency,
+                    } => (entries, consistency),
+                    SyncResponse::Refused(r) => {
+                        return Err(LedgerError::Network(format!("peer refused entries: {r}")));
+                    }
+                    other => {
+                        return Err(LedgerError::Network(format!(
+                            "unexpected response {other:?}"
                         )));
                     }
-                    let note = note.clone();
-                    self.storage(move |log| {
-                        log.append_proven(start, &entries, note.as_bytes(), &consistency)
-                    })
-                    .await?;
-                }
-                SyncResponse::Refused(r) => {
-                    return Err(LedgerError::Network(format!("peer refused entries: {r}")));
-                }
-                other => {
-                    return Err(LedgerError::Network(format!(
-                        "unexpected response {other:?}"
+                };
+                if entries.len() as u64 != end - start {
+                    return Err(LedgerError::ProofInvalid(format!(
+                        "peer sent {} entries for {start}..{end}",
+                        entries.len()
                     )));
+                }
+                let entries: Vec<Vec<u8>> = entries.into_iter().map(String::into_bytes).collect();
+                let chunk = self
+                    .storage(move |log| log.check_entries(start, entries, consistency))
+                    .await?;
+                if checked.send(chunk).await.is_err() {
+                    return Ok(());
                 }
             }
         }
-        self.storage(move |log| log.observe_checkpoint(note.as_bytes()))
-            .await?;
-        Ok(self.log.size())
+        .await;
+        for task in in_flight {
+            task.abort();
+        }
+        result
+    }
+
+    /// Catch-up's last stage: writes checked chunks in order, each write taking every chunk
+    /// waiting (at least one, up to [`WRITE_BYTES`] of entries) in one batch with one flush.
+    async fn write_checked(
+        &self,
+        mut chunks: mpsc::Receiver<CheckedChunk>,
+        note: String,
+    ) -> Result<(), LedgerError> {
+        while let Some(first) = chunks.recv().await {
+            let mut bytes = first.bytes();
+            let mut group = vec![first];
+            while bytes < WRITE_BYTES {
+                let Ok(c) = chunks.try_recv() else {
+                    break;
+                };
+                bytes += c.bytes();
+                group.push(c);
+            }
+            let note = note.clone();
+            self.storage(move |log| log.append_checked(&group, note.as_bytes()))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Asks every connected peer to cosign the checkpoint at `size` (add-checkpoint with a

@@ -292,6 +292,130 @@ impl Federation {
         out
     }
 
+    /// The genesis with `validators` (keys sorted) enrolled after the contributors.
+    pub fn genesis_with_validators(&self, validators: &[Ed25519KeyPair]) -> Vec<Vec<u8>> {
+        let mut genesis = self.genesis();
+        let mut g: FederationEntry = serde_json::from_slice(&genesis[0]).unwrap();
+        g.enrolments += validators.len() as u64;
+        genesis[0] = encode_canonical(&g).unwrap();
+        for (j, k) in validators.iter().enumerate() {
+            genesis.push(
+                encode_canonical(&EnrolmentEntry {
+                    v: RECORD_VERSION,
+                    record_type: ENROLMENT_TYPE.into(),
+                    federation: ORIGIN.into(),
+                    participant: keys::public_key_hex(k),
+                    name: format!("lab-{j}"),
+                    role: ROLE_VALIDATOR.into(),
+                })
+                .unwrap(),
+            );
+        }
+        genesis
+    }
+
+    /// Round `n` valued by `validators` (keys sorted) when the log holds `first` entries
+    /// before it: [`Self::round`]'s contributions and decline, then each validator's signed
+    /// utility vector over the exact design of the round's contributors (one part while the
+    /// design has at most [`MAX_UTILITIES_PER_PART`] coalitions), then the summary with its
+    /// validators record. Every entry passes [`validate_entry`]; the values are not the
+    /// consensus of the vectors (what `verify` recomputes), only their shape is real.
+    pub fn validated_round(
+        &self,
+        n: u64,
+        first: u64,
+        validators: &[Ed25519KeyPair],
+    ) -> Vec<Vec<u8>> {
+        let mut batch = self.round(n, first);
+        let mut summary: RoundSummary = serde_json::from_slice(&batch.pop().unwrap()).unwrap();
+        let players = (0..self.participants.len())
+            .filter(|&i| self.decliner(n) != Some(i))
+            .count();
+        let coalitions = 1u64 << players;
+        let coalitions_sha256 = format!("{:064x}", 0xc0a1_0000 + players as u64);
+        let pool = 90_001u64;
+        let mut lines = Vec::new();
+        for (j, k) in validators.iter().enumerate() {
+            let utilities: Vec<i64> = (0..coalitions)
+                .map(|mask| {
+                    let gain: i64 = (0..players)
+                        .filter(|i| mask & (1 << i) != 0)
+                        .map(|i| 1_000_000 * (i as i64 + 1) + 7_919 * n as i64)
+                        .sum();
+                    -600_000_000 - 7_000_000 * j as i64 + gain
+                })
+                .collect();
+            let validator = keys::public_key_hex(k);
+            let message = utilities_signing_message(
+                ORIGIN,
+                n,
+                &coalitions_sha256,
+                &utility_vector_sha256(&utilities),
+            );
+            let signature = fedledger_ledger::note::b64_encode(k.sign(message.as_bytes()).as_ref());
+            let parts = UtilitiesClaim {
+                federation: ORIGIN,
+                round: n,
+                validator: &validator,
+                name: &format!("lab-{j}"),
+                coalitions_sha256: &coalitions_sha256,
+                utilities: &utilities,
+                signature: &signature,
+            }
+            .entries();
+            batch.extend(parts.iter().map(|p| encode_canonical(p).unwrap()));
+            let reward = if j == 0 {
+                pool - (pool / validators.len() as u64) * (validators.len() as u64 - 1)
+            } else {
+                pool / validators.len() as u64
+            };
+            lines.push(ValidatorLine {
+                validator,
+                distance_milli: 10 * j as u64,
+                reward,
+            });
+        }
+        summary.valuation.validators = Some(ValidatorsRecord {
+            seed: n,
+            exact_max: 12,
+            permutations: 0,
+            coalitions,
+            coalitions_sha256,
+            max_distance_milli: 500,
+            quality_k: Some(2),
+            pool,
+            fallback: None,
+            lines,
+        });
+        summary.valuation.evaluations = coalitions * validators.len() as u64;
+        summary.entries = EntryRange {
+            first,
+            count: batch.len() as u64,
+        };
+        batch.push(encode_canonical(&summary).unwrap());
+        batch
+    }
+
+    /// The first `count` entries after [`Self::genesis_with_validators`], rounds valued by
+    /// `validators` one after another (the last round may be cut short).
+    pub fn validated_entries_after_genesis(
+        &self,
+        count: u64,
+        validators: &[Ed25519KeyPair],
+    ) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut index = self.genesis_with_validators(validators).len() as u64;
+        let mut n = 1;
+        while (out.len() as u64) < count {
+            let batch = self.validated_round(n, index, validators);
+            index += batch.len() as u64;
+            out.extend(batch);
+            n += 1;
+        }
+        out.truncate(count as usize);
+        out
+    }
+
     /// Entries in a log of `rounds` rounds.
     pub fn entries(&self, rounds: u64) -> u64 {
         let p = self.participants.len() as u64;
