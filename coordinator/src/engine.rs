@@ -613,16 +613,9 @@ impl Engine {
     ) -> Result<Upload, CoordinatorError> {
         let ticket = self.machine().begin_upload(now_ms(), session, header)?;
         self.seen(ticket.participant);
-        let blob = match self.store.blob_writer() {
-            Ok(b) => b,
-            Err(e) => {
-                self.machine().release(ticket.participant);
-                return Err(e.into());
-            }
-        };
         Ok(Upload {
             assembler: Assembler::new(ticket.num_params, fedledger_proto::CHUNK_FLOATS),
-            blob: Some(blob),
+            blob: Some(self.store.blob_writer()),
             engine: self.clone(),
             ticket,
             reserved: true,

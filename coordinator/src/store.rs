@@ -6,13 +6,15 @@
 //! round's state in one sled transaction.
 //!
 //! An upload is streamed to its file as it arrives ([`BlobWriter`]): from its second chunk on, a
-//! writer thread of its own writes each chunk under a temporary name and starts the disk's
-//! writeback every [`WRITEBACK_BYTES`], so the fsync the acknowledgement waits for finds little
-//! left to do and the coordinator holds at most a few chunks of an upload in memory (an update
-//! of one chunk, a small model, is written by the commit itself, without a thread). The file
-//! gets its content's name only once every check passed ([`BlobWriter::commit`]); a refused or
-//! abandoned upload's file is removed, and one a crash interrupted at the next start.
-//! Concurrent commits share the folder's fsync (group commit, [`DirSync`]).
+//! writer thread of its own creates a file under a temporary name, writes each chunk and starts
+//! the disk's writeback every [`WRITEBACK_BYTES`], so the fsync the acknowledgement waits for
+//! finds little left to do and the coordinator holds at most a few chunks of an upload in memory.
+//! An update of one chunk (a small model) creates no file until its commit, and none at all
+//! when the same bytes are stored already: a thousand small uploads cost no inode allocation
+//! on the async workers and no file created only to be removed. The file gets its content's
+//! name only once every check passed ([`BlobWriter::commit`]); a refused or abandoned upload's
+//! file is removed, and one a crash interrupted at the next start. Concurrent commits share the
+//! folder's fsync, and concurrent records share sled's flush (group commit, [`GroupSync`]).
 
 use std::{
     fs,
@@ -43,7 +45,9 @@ pub struct Store {
     utilities: sled::Tree,
     results: sled::Tree,
     blobs: PathBuf,
-    dir_sync: Arc<DirSync>,
+    dir_sync: Arc<GroupSync>,
+    /// Group commit of the records' flushes.
+    flushes: GroupSync,
 }
 
 /// Bytes a streamed blob's writer lets accumulate before it asks the disk to write them back
@@ -63,28 +67,30 @@ fn temp_name(blobs: &Path, stem: &str) -> PathBuf {
     blobs.join(format!("{stem}.{}-{writer}.tmp", std::process::id()))
 }
 
-/// Group commit of the blob folder's fsync: a committer whose rename happened before a sync
-/// started waits for that sync instead of starting its own, so concurrent uploads finishing
-/// together pay for one folder fsync.
+/// Group commit of a durable step (the blob folder's fsync, sled's flush): a caller whose
+/// write happened before a sync started waits for that sync instead of starting its own, so
+/// concurrent writers finishing together pay for one sync, and one thread at a time runs it
+/// (a thousand concurrent sled flushes otherwise spin against each other in sled's log).
 #[derive(Default)]
-pub struct DirSync {
-    state: Mutex<DirSyncState>,
+pub struct GroupSync {
+    state: Mutex<GroupState>,
     done: Condvar,
 }
 
 #[derive(Default)]
-struct DirSyncState {
-    /// Renames made (each takes the next number).
+struct GroupState {
+    /// Writes made (each takes the next number).
     requested: u64,
-    /// Every rename up to this number is durable.
+    /// Every write up to this number is durable.
     synced: u64,
     /// A sync is running.
     running: bool,
 }
 
-impl DirSync {
-    /// Make every rename done before this call durable.
-    fn sync(&self, dir: &Path) -> Result<(), StoreError> {
+impl GroupSync {
+    /// Make every write done before this call durable, running `sync` unless a sync that
+    /// started after this call covers it.
+    fn sync(&self, sync: impl FnOnce() -> Result<(), StoreError>) -> Result<(), StoreError> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.requested += 1;
         let mine = st.requested;
@@ -99,17 +105,24 @@ impl DirSync {
             st.running = true;
             let target = st.requested;
             drop(st);
-            let result = fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(dir));
-            st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let result = sync();
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             st.running = false;
             if result.is_ok() {
                 st.synced = st.synced.max(target);
             }
             self.done.notify_all();
-            result?;
+            return result;
         }
+    }
+
+    /// Make every rename in `dir` done before this call durable (a folder fsync).
+    fn sync_dir(&self, dir: &Path) -> Result<(), StoreError> {
+        self.sync(|| {
+            fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))
+        })
     }
 }
 
@@ -122,19 +135,20 @@ enum Piece {
 
 /// A blob written as its bytes arrive, under a temporary name until [`Self::commit`] names it
 /// by its content. Its first chunk is held; from the second on, a writer thread of the blob's
-/// own writes them (so an update of one chunk, a small model, costs no thread and no queue).
-/// Dropped uncommitted (the upload broke off or was refused), its file is removed.
+/// own creates the file and writes them (so an update of one chunk, a small model, costs no
+/// thread, no queue, and no file before its commit). Dropped uncommitted (the upload broke off
+/// or was refused), its file, if it has one, is removed.
 pub struct BlobWriter {
     state: Writer,
     tmp: PathBuf,
     blobs: PathBuf,
-    dir_sync: Arc<DirSync>,
+    dir_sync: Arc<GroupSync>,
     written: u64,
 }
 
 enum Writer {
-    /// No thread yet: the file, and the first chunk when it has arrived.
-    Held(Option<(fs::File, Option<bytes::Bytes>)>),
+    /// No thread and no file yet: the first chunk when it has arrived.
+    Held(Option<bytes::Bytes>),
     /// The writer thread and its queue.
     Threaded {
         tx: Option<tokio::sync::mpsc::Sender<Piece>>,
@@ -142,14 +156,15 @@ enum Writer {
     },
 }
 
-/// The writer thread: writes what it is handed, starts writeback every [`WRITEBACK_BYTES`],
-/// fsyncs on `Finish`; on an error, or when the queue closes without `Finish`, removes the file.
+/// The writer thread: creates the file at `path`, writes what it is handed, starts writeback
+/// every [`WRITEBACK_BYTES`], fsyncs on `Finish`; on an error, or when the queue closes without
+/// `Finish`, removes the file.
 fn writer_thread(
-    mut file: fs::File,
     path: PathBuf,
     mut rx: tokio::sync::mpsc::Receiver<Piece>,
 ) -> Result<(), StoreError> {
     let result = (|| {
+        let mut file = fs::File::create(&path).map_err(io_err(&path))?;
         let mut unsynced = 0u64;
         while let Some(piece) = rx.blocking_recv() {
             match piece {
@@ -184,16 +199,14 @@ fn writer_thread(
 }
 
 impl BlobWriter {
-    fn start(blobs: &Path, dir_sync: Arc<DirSync>) -> Result<Self, StoreError> {
-        let tmp = temp_name(blobs, "upload");
-        let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        Ok(Self {
-            state: Writer::Held(Some((file, None))),
-            tmp,
+    fn start(blobs: &Path, dir_sync: Arc<GroupSync>) -> Self {
+        Self {
+            state: Writer::Held(None),
+            tmp: temp_name(blobs, "upload"),
             blobs: blobs.to_owned(),
             dir_sync,
             written: 0,
-        })
+        }
     }
 
     /// Bytes handed to the writer so far.
@@ -207,25 +220,19 @@ impl BlobWriter {
         let n = bytes.len() as u64;
         if let Writer::Held(held) = &mut self.state {
             match held.take() {
-                Some((file, None)) => {
-                    *held = Some((file, Some(bytes)));
+                None => {
+                    *held = Some(bytes);
                     self.written += n;
                     return Ok(());
                 }
-                Some((file, Some(first))) => {
+                Some(first) => {
                     let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(WRITER_QUEUE);
                     let path = self.tmp.clone();
-                    let spawned = std::thread::Builder::new()
+                    let worker = std::thread::Builder::new()
                         .name("blob-writer".into())
                         .stack_size(256 << 10)
-                        .spawn(move || writer_thread(file, path, rx));
-                    let worker = match spawned {
-                        Ok(w) => w,
-                        Err(e) => {
-                            let _ = fs::remove_file(&self.tmp);
-                            return Err(io_err(&self.blobs)(e));
-                        }
-                    };
+                        .spawn(move || writer_thread(path, rx))
+                        .map_err(io_err(&self.blobs))?;
                     // The queue is empty: the first chunk goes in without waiting.
                     let _ = tx.try_send(Piece::Bytes(first));
                     self.state = Writer::Threaded {
@@ -233,7 +240,6 @@ impl BlobWriter {
                         worker: Some(worker),
                     };
                 }
-                None => return Err(StoreError::Abandoned),
             }
         }
         let sent = match &self.state {
@@ -272,11 +278,8 @@ impl BlobWriter {
                     let _ = w.join();
                 }
             }
-            Writer::Held(held) => {
-                if held.take().is_some() {
-                    let _ = fs::remove_file(&self.tmp);
-                }
-            }
+            // No file yet.
+            Writer::Held(_) => {}
         }
     }
 
@@ -287,14 +290,16 @@ impl BlobWriter {
         let path = self.blobs.join(sha256);
         if path.exists() {
             // The same bytes are stored already (a copy, or the same zero update from many
-            // hospitals): drop this file unsynced, and make sure the other's name is durable.
+            // hospitals): drop this file unsynced (a held chunk has none), and make sure the
+            // other's name is durable.
             let (blobs, dir_sync) = (self.blobs.clone(), self.dir_sync.clone());
             self.abandon();
-            return dir_sync.sync(&blobs);
+            return dir_sync.sync_dir(&blobs);
         }
         match &mut self.state {
             Writer::Held(held) => {
-                let (file, first) = held.take().ok_or(StoreError::Abandoned)?;
+                let first = held.take();
+                let file = fs::File::create(&self.tmp).map_err(io_err(&self.tmp))?;
                 write_synced(file, first.as_deref().unwrap_or_default(), &self.tmp)?;
             }
             Writer::Threaded { tx, worker } => {
@@ -335,7 +340,7 @@ fn name_durably(
     tmp: &Path,
     path: &Path,
     blobs: &Path,
-    dir_sync: &DirSync,
+    dir_sync: &GroupSync,
 ) -> Result<(), StoreError> {
     let named = (|| {
         fail::fail_point!("coordinator::blob::after_fsync", |_| Err(
@@ -347,7 +352,7 @@ fn name_durably(
         let _ = fs::remove_file(tmp);
     }
     named?;
-    dir_sync.sync(blobs)
+    dir_sync.sync_dir(blobs)
 }
 
 impl Drop for BlobWriter {
@@ -356,12 +361,8 @@ impl Drop for BlobWriter {
             // Closing the queue without `Finish` tells the writer to remove its file; it does
             // so on its own thread, so dropping never waits for the disk.
             Writer::Threaded { tx, .. } => *tx = None,
-            // Nothing written yet: only the empty file to remove.
-            Writer::Held(held) => {
-                if held.take().is_some() {
-                    let _ = fs::remove_file(&self.tmp);
-                }
-            }
+            // No file yet.
+            Writer::Held(_) => {}
         }
     }
 }
@@ -422,6 +423,7 @@ impl Store {
             db,
             blobs,
             dir_sync: Arc::default(),
+            flushes: GroupSync::default(),
         })
     }
 
@@ -440,7 +442,7 @@ impl Store {
     }
 
     /// A blob streamed to disk as its bytes arrive (an upload), named by [`BlobWriter::commit`].
-    pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
+    pub fn blob_writer(&self) -> BlobWriter {
         BlobWriter::start(&self.blobs, self.dir_sync.clone())
     }
 
@@ -536,11 +538,20 @@ impl Store {
         Ok(())
     }
 
+    /// Flush sled, sharing the flush with concurrent records (every insert made before this
+    /// call is durable when it returns).
+    fn flush_grouped(&self) -> Result<(), StoreError> {
+        self.flushes.sync(|| {
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+
     /// Record an accepted update (its vector must already be stored) and flush.
     pub fn record_update(&self, meta: &UpdateMeta) -> Result<(), StoreError> {
         self.updates
             .insert(round_key(meta.round, meta.participant), encode(meta))?;
-        self.db.flush()?;
+        self.flush_grouped()?;
         fail::fail_point!("coordinator::update::after_flush", |_| Err(
             StoreError::Injected("coordinator::update::after_flush".into())
         ));
@@ -551,8 +562,7 @@ impl Store {
     pub fn record_decline(&self, meta: &DeclineMeta) -> Result<(), StoreError> {
         self.declines
             .insert(round_key(meta.round, meta.participant), encode(meta))?;
-        self.db.flush()?;
-        Ok(())
+        self.flush_grouped()
     }
 
     /// Record a validator's utility vector for a round and flush (one per validator and
@@ -561,8 +571,7 @@ impl Store {
         let mut key = meta.round.to_be_bytes().to_vec();
         key.extend_from_slice(meta.validator.as_bytes());
         self.utilities.insert(key, encode(meta))?;
-        self.db.flush()?;
-        Ok(())
+        self.flush_grouped()
     }
 
     /// The vectors received for `round`, sorted by validator key.
@@ -624,7 +633,7 @@ impl Store {
             }
         }
         if removed > 0 {
-            self.dir_sync.sync(&self.blobs)?;
+            self.dir_sync.sync_dir(&self.blobs)?;
         }
         Ok(removed)
     }
@@ -796,7 +805,7 @@ mod tests {
         let writers: Vec<(BlobWriter, String)> = contents
             .iter()
             .map(|c| {
-                let mut w = store.blob_writer().unwrap();
+                let mut w = store.blob_writer();
                 rt.block_on(async {
                     for piece in c.chunks(1 << 20) {
                         w.write(bytes::Bytes::copy_from_slice(piece)).await.unwrap();
@@ -819,30 +828,47 @@ mod tests {
         }
     }
 
-    /// A writer dropped before its commit (an upload broken off or refused) leaves no file.
+    /// A writer dropped before its commit (an upload broken off or refused) leaves no file; a
+    /// single held chunk makes none at all.
     #[test]
     fn abandoned_streamed_blobs_leave_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let rt = runtime();
-        let mut w = store.blob_writer().unwrap();
+        let wait_for = |n: usize| {
+            let mut waited = 0;
+            while blob_names(dir.path()).len() != n && waited < 500 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                waited += 1;
+            }
+            blob_names(dir.path())
+        };
+        let mut w = store.blob_writer();
         rt.block_on(w.write(bytes::Bytes::from_static(&[1, 2, 3, 4])))
             .unwrap();
-        assert_eq!(blob_names(dir.path()).len(), 1, "the partial file exists");
+        assert!(
+            blob_names(dir.path()).is_empty(),
+            "a held chunk has no file"
+        );
+        w.abandon();
+        let mut w = store.blob_writer();
+        for chunk in [[1, 2, 3, 4], [5, 6, 7, 8]] {
+            rt.block_on(w.write(bytes::Bytes::copy_from_slice(&chunk)))
+                .unwrap();
+        }
+        assert_eq!(wait_for(1).len(), 1, "the partial file exists");
         w.abandon();
         assert!(blob_names(dir.path()).is_empty());
         // Dropped (a stream broken off in an async handler): its writer removes the file on
         // its own thread, soon.
-        let mut w = store.blob_writer().unwrap();
-        rt.block_on(w.write(bytes::Bytes::from_static(&[5, 6, 7, 8])))
-            .unwrap();
-        drop(w);
-        let mut waited = 0;
-        while !blob_names(dir.path()).is_empty() && waited < 500 {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            waited += 1;
+        let mut w = store.blob_writer();
+        for chunk in [[5, 6, 7, 8], [9, 10, 11, 12]] {
+            rt.block_on(w.write(bytes::Bytes::copy_from_slice(&chunk)))
+                .unwrap();
         }
-        assert!(blob_names(dir.path()).is_empty());
+        assert_eq!(wait_for(1).len(), 1, "the partial file exists");
+        drop(w);
+        assert!(wait_for(0).is_empty());
     }
 
     /// A blob whose record never became durable is removed at the next start; every blob a

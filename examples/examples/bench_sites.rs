@@ -5,14 +5,20 @@
 //! The coordinator runs in a child process (this binary again, with `--serve`), so its CPU time
 //! (`/proc/<pid>/stat`) and anonymous memory (`RssAnon` in `/proc/<pid>/status`, sampled every
 //! 20 ms) are its own; the N participant agents run in this process, each a real agent over
-//! loopback gRPC with its own state directory, sending a zero update (no training, so the
-//! figures are the system's cost alone). Zero updates make every participant a null player of
-//! the valuation game, so the valuation is the estimator's fixed coalitions; the close time is
-//! aggregate + evaluate + valuation + ledger batch.
+//! loopback gRPC with its own state directory, with no training, so the figures are the
+//! system's cost alone. By default each site sends a small update of its own (`--updates
+//! distinct`: values in [-0.001, 0.001] drawn from the site and the round), so every update is
+//! stored and every site is a player of the valuation game, as in a real federation.
+//! `--updates zero` sends the same zero update from every site, as this benchmark did first:
+//! the coordinator then stores one copy only and every site is a null player (the valuation
+//! makes no evaluation), which flatters the figures. The close time is aggregate + evaluate +
+//! valuation (ledger batch excluded); the round time runs from the round's opening to its
+//! close, and includes the agents' own work, which shares this machine's cores.
 //!
 //! ```text
 //! cargo run --release --example bench_sites                         # 10, 100, 1000 sites
 //! cargo run --release --example bench_sites -- --sites 10,100 --rounds 3
+//! cargo run --release --example bench_sites -- --updates zero       # identical zero updates
 //! ```
 
 use std::{
@@ -28,7 +34,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
-use fedledger_examples::bench::{ZeroSites, spawn_zero_agent, zero_sites};
+use fedledger_examples::bench::{ZeroSites, spawn_distinct_agent, spawn_zero_agent, zero_sites};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -38,9 +44,25 @@ struct Args {
     /// Rounds per federation.
     #[arg(long, default_value_t = 5)]
     rounds: u64,
+    /// What the sites send: `distinct` (a small update of each site's own) or `zero` (the
+    /// same zero update from every site).
+    #[arg(long, value_enum, default_value_t = Updates::Distinct)]
+    updates: Updates,
+    /// Where the agents keep their state (a folder per site; a temporary folder is made
+    /// inside). By default it is beside the coordinator's, on the same disk; `/dev/shm` keeps
+    /// the agents' own fsyncs off the disk the coordinator writes to, as separate machines'
+    /// disks would be (their CPU still shares this machine's cores).
+    #[arg(long)]
+    agents_dir: Option<PathBuf>,
     /// Internal: run the coordinator of this configuration file (the child process).
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Updates {
+    Distinct,
+    Zero,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,12 +79,26 @@ fn main() -> anyhow::Result<()> {
         return rt.block_on(serve(config));
     }
     println!(
+        "updates: {:?}; agents' state in {}",
+        args.updates,
+        args.agents_dir
+            .as_deref()
+            .map_or("the coordinator's temporary folder".into(), |d| d
+                .display()
+                .to_string())
+    );
+    println!(
         "sites  rounds  round median / max    close median   valuation evals/round  \
          coordinator CPU (per round)  peak RssAnon"
     );
     for &n in &args.sites {
-        rt.block_on(sites(n, args.rounds))
-            .with_context(|| format!("{n} sites"))?;
+        rt.block_on(sites(
+            n,
+            args.rounds,
+            args.updates,
+            args.agents_dir.as_deref(),
+        ))
+        .with_context(|| format!("{n} sites"))?;
     }
     Ok(())
 }
@@ -146,8 +182,14 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-async fn sites(n: usize, rounds: u64) -> anyhow::Result<()> {
+async fn sites(
+    n: usize,
+    rounds: u64,
+    updates: Updates,
+    agents_dir: Option<&Path>,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
+    let agents = agents_dir.map(tempfile::tempdir_in).transpose()?;
     let ZeroSites {
         entries,
         configs: pcfgs,
@@ -187,17 +229,27 @@ async fn sites(n: usize, rounds: u64) -> anyhow::Result<()> {
         })
     };
     let started = Instant::now();
+    let own_cpu_before = cpu_secs(std::process::id())?;
     let agents: Vec<_> = pcfgs
         .into_iter()
-        .map(|mut p| {
+        .enumerate()
+        .map(|(site, mut p)| {
             p.coordinator = format!("http://{addr}");
-            spawn_zero_agent(p)
+            if let Some(a) = &agents {
+                p.state_dir = a.path().join(format!("h{site}"));
+            }
+            match updates {
+                Updates::Distinct => spawn_distinct_agent(p, site as u64),
+                Updates::Zero => spawn_zero_agent(p),
+            }
         })
         .collect();
     for a in agents {
         a.await??;
     }
     let wall = started.elapsed();
+    // This process's CPU while the agents ran: theirs (registration included).
+    let agents_cpu = cpu_secs(std::process::id())? - own_cpu_before;
     // The child's round lines, then DONE.
     let mut per_round = Vec::new();
     loop {
@@ -231,7 +283,7 @@ async fn sites(n: usize, rounds: u64) -> anyhow::Result<()> {
     let mut close: Vec<f64> = per_round.iter().map(|f| f[2] as f64 / 1e3).collect();
     let evals = per_round.iter().map(|f| f[3]).sum::<u64>() / rounds.max(1);
     println!(
-        "{n:>5}  {rounds:>6}  {:>8.1} / {max:>8.1} ms  {:>9.1} ms   {evals:>21}  {cpu:>8.2} s ({:>7.3} s)    {:>7.1} MiB   (whole run {:.1} s)",
+        "{n:>5}  {rounds:>6}  {:>8.1} / {max:>8.1} ms  {:>9.1} ms   {evals:>21}  {cpu:>8.2} s ({:>7.3} s)    {:>7.1} MiB   (whole run {:.1} s, agents' CPU {agents_cpu:.2} s)",
         median(&mut dur),
         median(&mut close),
         cpu / rounds as f64,

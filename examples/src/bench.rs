@@ -1,13 +1,14 @@
 //! What the benchmark examples share: a folder of `n` hospitals that do no training (each
-//! sends a zero update, so the figures are the system's cost alone) against the coordinator's
-//! breast-cancer validation subset, and their agents.
+//! sends a zero update, or a small update of its own, so the figures are the system's cost
+//! alone) against the coordinator's breast-cancer validation subset, and their agents.
 
 use std::path::{Path, PathBuf};
 
 use fedledger_coordinator::config::ParticipantEntry;
 use fedledger_model::Dataset;
 use fedledger_participant::{
-    AgentReport, ParticipantConfig, RunError, config::PrivacySection, keys,
+    AgentReport, ParticipantConfig, RunError, SourceError, UpdateSource, Work, client::Task,
+    config::PrivacySection, keys, store::SpendRecord,
 };
 
 use crate::{BREAST_CANCER_CSV, sources::ZeroSource};
@@ -73,5 +74,52 @@ pub fn spawn_zero_agent(
         cfg,
         false,
         Box::new(ZeroSource { rows: 50 }),
+    ))
+}
+
+/// Sends a small update of its own each round, claiming `rows` examples: values uniform in
+/// [-0.001, 0.001] drawn from `site` and the round, so no two sites (and no two rounds) send the
+/// same bytes. Identical updates let the coordinator skip storing all but the first copy and
+/// make every site a null player of the valuation game; these measure the cost of distinct
+/// ones, as a real federation's are.
+pub struct DistinctSource {
+    pub rows: u64,
+    pub site: u64,
+}
+
+impl UpdateSource for DistinctSource {
+    fn work(&mut self, task: &Task, _spent: &[SpendRecord]) -> Result<Work, SourceError> {
+        // splitmix64 over (site, round, index): cheap, and the same every run.
+        let mix = |mut z: u64| {
+            z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let base = mix(self.site) ^ mix(task.header.round.wrapping_mul(0x1_0000_0001));
+        let delta = (0..task.params.len() as u64)
+            .map(|i| {
+                let u = (mix(base ^ i) >> 40) as f32 / (1u64 << 24) as f32;
+                (u - 0.5) * 0.002
+            })
+            .collect();
+        Ok(Work::Update {
+            delta,
+            examples: self.rows,
+            spend: None,
+        })
+    }
+}
+
+/// Runs one agent of `cfg` (its `coordinator` set) that answers every round with a small
+/// update of its own ([`DistinctSource`], `site` picks it) of 50 claimed rows.
+pub fn spawn_distinct_agent(
+    cfg: ParticipantConfig,
+    site: u64,
+) -> tokio::task::JoinHandle<Result<AgentReport, RunError>> {
+    tokio::spawn(fedledger_participant::run_with_source(
+        cfg,
+        false,
+        Box::new(DistinctSource { rows: 50, site }),
     ))
 }

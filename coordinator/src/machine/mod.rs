@@ -21,7 +21,7 @@
 pub mod close;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -156,6 +156,12 @@ pub struct RoundMachine {
     state: PersistedState,
     updates: Vec<UpdateMeta>,
     declines: Vec<DeclineMeta>,
+    /// Who is in `updates` or `declines` (so "has it answered?" costs no scan of the round).
+    answered: HashSet<usize>,
+    /// Enrolled contributors not removed, by key, and how many there are: rebuilt with the
+    /// configuration, so no request scans the enrolment.
+    by_key: HashMap<[u8; 32], usize>,
+    active: usize,
     next_seq: u64,
     in_flight: HashMap<usize, Flight>,
     /// A job handed out and not yet reported back.
@@ -165,8 +171,12 @@ pub struct RoundMachine {
     challenge_key: hmac::Key,
     /// Tags of challenges that registered, until they expire (only key holders add to it).
     used_challenges: HashMap<[u8; 32], u64>,
+    /// The same tags by expiry, so expired ones are dropped without a scan.
+    challenge_expiries: BTreeSet<(u64, [u8; 32])>,
     /// At most one per participant.
     sessions: HashMap<[u8; 32], Session>,
+    /// Each participant's session token (the key of its entry in `sessions`).
+    session_of: HashMap<usize, [u8; 32]>,
     registered: HashSet<usize>,
     /// Validators' sessions, by the validator's key (hex); at most one per validator.
     validator_sessions: HashMap<[u8; 32], (String, u64)>,
@@ -203,6 +213,23 @@ pub struct CandidatesInfo {
     pub detail: String,
 }
 
+/// The enrolled contributors not removed, by key (the first index of a key listed twice, as a
+/// scan in order would find), and how many are not removed.
+fn enrolment(cfg: &FederationConfig) -> (HashMap<[u8; 32], usize>, usize) {
+    let mut by_key = HashMap::with_capacity(cfg.participants.len());
+    let mut active = 0;
+    for (i, p) in cfg
+        .participants
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.removed)
+    {
+        by_key.entry(p.public_key).or_insert(i);
+        active += 1;
+    }
+    (by_key, active)
+}
+
 fn verify(public_key: &[u8; 32], msg: &[u8], signature: &[u8]) -> bool {
     UnparsedPublicKey::new(&ED25519, public_key)
         .verify(msg, signature)
@@ -225,18 +252,29 @@ impl RoundMachine {
     ) -> Self {
         updates.sort_by_key(|u| u.seq);
         let next_seq = updates.last().map_or(0, |u| u.seq + 1);
+        let answered = updates
+            .iter()
+            .map(|u| u.participant)
+            .chain(declines.iter().map(|d| d.participant))
+            .collect();
+        let (by_key, active) = enrolment(&cfg);
         Self {
             cfg,
             state,
             updates,
             declines,
+            answered,
+            by_key,
+            active,
             next_seq,
             in_flight: HashMap::new(),
             busy: false,
             completed,
             challenge_key: hmac::Key::new(hmac::HMAC_SHA256, &challenge_secret),
             used_challenges: HashMap::new(),
+            challenge_expiries: BTreeSet::new(),
             sessions: HashMap::new(),
+            session_of: HashMap::new(),
             registered: HashSet::new(),
             validator_sessions: HashMap::new(),
             game: None,
@@ -334,10 +372,9 @@ impl RoundMachine {
 
     fn enrolled_index(&self, key_hex: &str) -> Result<usize, CoordinatorError> {
         let key = decode_public_key(key_hex).map_err(CoordinatorError::MalformedKey)?;
-        self.cfg
-            .participants
-            .iter()
-            .position(|p| p.public_key == key && !p.removed)
+        self.by_key
+            .get(&key)
+            .copied()
             .ok_or_else(|| CoordinatorError::NotEnrolled {
                 key: hex::encode(key),
                 federation: self.cfg.federation.clone(),
@@ -463,13 +500,19 @@ impl RoundMachine {
         if !verify(&key, msg.as_bytes(), signature) {
             return Err(CoordinatorError::BadRegistrationSignature { key: key_hex });
         }
-        self.used_challenges.retain(|_, exp| *exp > now_ms);
+        while let Some(&(exp, old)) = self.challenge_expiries.first()
+            && exp <= now_ms
+        {
+            self.challenge_expiries.pop_first();
+            self.used_challenges.remove(&old);
+        }
         let expires_ms = u64::from_be_bytes(
             challenge[NONCE_BYTES..NONCE_BYTES + 8]
                 .try_into()
                 .map_err(|_| CoordinatorError::BadChallenge)?,
         );
         self.used_challenges.insert(tag, expires_ms);
+        self.challenge_expiries.insert((expires_ms, tag));
         let session: [u8; 32] = self.rng.random();
         let ttl = self.cfg.limits.session_ttl.as_millis() as u64;
         let Some(idx) = contributor else {
@@ -478,7 +521,9 @@ impl RoundMachine {
                 .insert(session, (key_hex, now_ms.saturating_add(ttl)));
             return Ok(Registered { session, name });
         };
-        self.sessions.retain(|_, s| s.participant != idx);
+        if let Some(old) = self.session_of.insert(idx, session) {
+            self.sessions.remove(&old);
+        }
         self.sessions.insert(
             session,
             Session {
@@ -491,8 +536,7 @@ impl RoundMachine {
     }
 
     fn responded(&self, idx: usize) -> bool {
-        self.updates.iter().any(|u| u.participant == idx)
-            || self.declines.iter().any(|d| d.participant == idx)
+        self.answered.contains(&idx)
     }
 
     /// What the participant behind `session` should do now.
@@ -738,6 +782,7 @@ impl RoundMachine {
         };
         // Arrival order is `seq` (given when the bytes were checked); commits may finish in
         // another order, and aggregation sums in this one.
+        self.answered.insert(meta.participant);
         let at = self.updates.partition_point(|u| u.seq < meta.seq);
         self.updates.insert(at, meta);
         receipt
@@ -790,6 +835,7 @@ impl RoundMachine {
     /// The decline is durable: count it.
     pub fn commit_decline(&mut self, meta: DeclineMeta) {
         self.in_flight.remove(&meta.participant);
+        self.answered.insert(meta.participant);
         self.declines.push(meta);
     }
 
@@ -968,19 +1014,20 @@ impl RoundMachine {
     }
 
     fn all_answered(&self) -> bool {
-        let active = self.cfg.participants.iter().filter(|p| !p.removed).count();
-        self.updates.len() + self.declines.len() >= active
+        self.updates.len() + self.declines.len() >= self.active
     }
 
     /// The rules of the round about to open (governance): a new configuration whose
     /// participants extend the old list (indices never move; removed ones are marked), so
     /// sessions and persisted answers stay valid. Registrations of removed keys are forgotten.
     pub fn set_config(&mut self, cfg: Arc<FederationConfig>) {
+        (self.by_key, self.active) = enrolment(&cfg);
         self.cfg = cfg;
         let cfg = self.cfg.clone();
         let gone = |i: &usize| cfg.participants.get(*i).is_none_or(|p| p.removed);
         self.registered.retain(|i| !gone(i));
         self.sessions.retain(|_, s| !gone(&s.participant));
+        self.session_of.retain(|i, _| !gone(i));
     }
 
     fn committing(&self) -> bool {
@@ -1080,6 +1127,7 @@ impl RoundMachine {
         self.state = state;
         self.updates.clear();
         self.declines.clear();
+        self.answered.clear();
         self.next_seq = 0;
     }
 
@@ -1089,6 +1137,7 @@ impl RoundMachine {
         self.state = next;
         self.updates.clear();
         self.declines.clear();
+        self.answered.clear();
         self.game = None;
         self.vectors.clear();
         self.next_seq = 0;
