@@ -127,14 +127,25 @@ pub struct MultiKrum {
 }
 
 /// The vectors a selecting strategy compares: `compared` when given (the hospitals'
-/// histories, [`super::history`]), else the updates themselves.
+/// histories, [`super::history`]: one per update, each as long as it), else the updates
+/// themselves.
 fn compared_vectors<'a>(
     updates: &'a [WeightedUpdate<'_>],
     compared: Option<&'a [&'a [f32]]>,
-) -> Vec<&'a [f32]> {
+) -> Result<Vec<&'a [f32]>, CoordinatorError> {
     match compared {
-        Some(c) => c.to_vec(),
-        None => updates.iter().map(|u| u.delta).collect(),
+        Some(c)
+            if c.len() != updates.len()
+                || c.iter().zip(updates).any(|(h, u)| h.len() != u.delta.len()) =>
+        {
+            Err(CoordinatorError::Internal(format!(
+                "{} compared vectors for {} updates, or of another length",
+                c.len(),
+                updates.len()
+            )))
+        }
+        Some(c) => Ok(c.to_vec()),
+        None => Ok(updates.iter().map(|u| u.delta).collect()),
     }
 }
 
@@ -149,26 +160,6 @@ impl MultiKrum {
         let dist = pairwise_sq_distances(vectors);
         let all: Vec<usize> = (0..n).collect();
         krum_select(&dist, n, &all, self.byzantine, m)
-    }
-}
-
-/// One compared vector per update, each as long as the updates.
-fn check_compared(
-    updates: &[WeightedUpdate<'_>],
-    compared: Option<&[&[f32]]>,
-) -> Result<(), CoordinatorError> {
-    match compared {
-        Some(c)
-            if c.len() != updates.len()
-                || c.iter().zip(updates).any(|(h, u)| h.len() != u.delta.len()) =>
-        {
-            Err(CoordinatorError::Internal(format!(
-                "{} compared vectors for {} updates, or of another length",
-                c.len(),
-                updates.len()
-            )))
-        }
-        _ => Ok(()),
     }
 }
 
@@ -205,8 +196,7 @@ impl Aggregator for MultiKrum {
         updates: &[WeightedUpdate<'_>],
         compared: Option<&[&[f32]]>,
     ) -> Result<Aggregate, CoordinatorError> {
-        check_compared(updates, compared)?;
-        let kept = self.select(&compared_vectors(updates, compared));
+        let kept = self.select(&compared_vectors(updates, compared)?);
         let excluded = (0..updates.len()).filter(|i| !kept.contains(i)).collect();
         Ok(Aggregate {
             params: mean_of(global, updates, &kept),
@@ -267,8 +257,7 @@ impl Aggregator for Bulyan {
         updates: &[WeightedUpdate<'_>],
         compared: Option<&[&[f32]]>,
     ) -> Result<Aggregate, CoordinatorError> {
-        check_compared(updates, compared)?;
-        let chosen = self.select(&compared_vectors(updates, compared));
+        let chosen = self.select(&compared_vectors(updates, compared)?);
         let theta = chosen.len();
         let beta = theta.saturating_sub(2 * self.byzantine).max(1);
         let mut out = global.to_vec();

@@ -74,24 +74,8 @@ fn signed_vector(
 /// inverted utilities.
 fn federation() -> (Vec<Vec<u8>>, Round) {
     let fed = Federation::new(CONTRIBUTORS, 0);
-    let mut genesis = fed.genesis();
-    let mut g: FederationEntry = serde_json::from_slice(&genesis[0]).unwrap();
     let vals = validators();
-    g.enrolments += vals.len() as u64;
-    genesis[0] = encode_canonical(&g).unwrap();
-    for (j, k) in vals.iter().enumerate() {
-        genesis.push(
-            encode_canonical(&EnrolmentEntry {
-                v: RECORD_VERSION,
-                record_type: ENROLMENT_TYPE.into(),
-                federation: ORIGIN.into(),
-                participant: keys::public_key_hex(k),
-                name: format!("lab-{j}"),
-                role: ROLE_VALIDATOR.into(),
-            })
-            .unwrap(),
-        );
-    }
+    let genesis = fed.genesis_with_validators(&vals);
     let first = genesis.len() as u64;
     let batch = fed.round(1, first);
     let (summary, contributions) = batch.split_last().unwrap();
