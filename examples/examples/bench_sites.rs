@@ -18,6 +18,7 @@
 //! ```text
 //! cargo run --release --example bench_sites                         # 10, 100, 1000 sites
 //! cargo run --release --example bench_sites -- --sites 10,100 --rounds 3
+//! cargo run --release --example bench_sites -- --sites 5 --rounds 2 --hidden 500000  # 16.5M
 //! cargo run --release --example bench_sites -- --updates zero       # identical zero updates
 //! ```
 
@@ -54,6 +55,11 @@ struct Args {
     /// disks would be (their CPU still shares this machine's cores).
     #[arg(long)]
     agents_dir: Option<PathBuf>,
+    /// A wide model instead of the logistic regression: an MLP 30-[HIDDEN]-2, about 33 x
+    /// HIDDEN parameters (`--hidden 500000`: 16.5M, 66 MB), to measure what the coordinator
+    /// holds at the close of a large model's round (peak RssAnon against the model's size).
+    #[arg(long)]
+    hidden: Option<usize>,
     /// Internal: run the coordinator of this configuration file (the child process).
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
@@ -97,6 +103,7 @@ fn main() -> anyhow::Result<()> {
             args.rounds,
             args.updates,
             args.agents_dir.as_deref(),
+            args.hidden,
         ))
         .with_context(|| format!("{n} sites"))?;
     }
@@ -130,7 +137,17 @@ async fn serve(config: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_config(dir: &Path, n: usize, rounds: u64, keys_hex: &[String]) -> anyhow::Result<PathBuf> {
+fn write_config(
+    dir: &Path,
+    n: usize,
+    rounds: u64,
+    keys_hex: &[String],
+    hidden: Option<usize>,
+) -> anyhow::Result<PathBuf> {
+    let model = match hidden {
+        Some(h) => format!("kind = \"mlp\"\nfeatures = 30\nclasses = 2\nhidden = [{h}]"),
+        None => "kind = \"logreg\"\nfeatures = 30\nclasses = 2".to_owned(),
+    };
     let mut enrolled = String::new();
     for (i, k) in keys_hex.iter().enumerate() {
         enrolled.push_str(&format!(
@@ -142,7 +159,7 @@ fn write_config(dir: &Path, n: usize, rounds: u64, keys_hex: &[String]) -> anyho
         &path,
         format!(
             "federation = \"bench-sites-{n}\"\nlisten = \"127.0.0.1:0\"\nstate_dir = \"state\"\n\n\
-             [model]\nkind = \"logreg\"\nfeatures = 30\nclasses = 2\n\n\
+             [model]\n{model}\n\n\
              [data]\nlabel_column = \"malignant\"\nvalidation = \"validation.csv\"\n\
              standardisation = \"reference\"\n\n\
              [rounds]\ntotal = {rounds}\nquorum = {n}\ndeadline_secs = 600\n\n\
@@ -187,6 +204,7 @@ async fn sites(
     rounds: u64,
     updates: Updates,
     agents_dir: Option<&Path>,
+    hidden: Option<usize>,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let agents = agents_dir.map(tempfile::tempdir_in).transpose()?;
@@ -196,7 +214,7 @@ async fn sites(
         ..
     } = zero_sites(dir.path(), n, 60)?;
     let keys_hex: Vec<String> = entries.into_iter().map(|e| e.public_key).collect();
-    let config = write_config(dir.path(), n, rounds, &keys_hex)?;
+    let config = write_config(dir.path(), n, rounds, &keys_hex, hidden)?;
     let mut child: Child = Command::new(std::env::current_exe()?)
         .arg("--serve")
         .arg(&config)
@@ -290,5 +308,13 @@ async fn sites(
         peak.load(Ordering::Relaxed) as f64 / 1024.0,
         wall.as_secs_f64()
     );
+    if let Some(h) = hidden {
+        let params = 30 * h + h + 2 * h + 2;
+        let model_mib = params as f64 * 4.0 / (1 << 20) as f64;
+        println!(
+            "       model {params} parameters = {model_mib:.1} MiB; peak RssAnon / model = {:.2}",
+            peak.load(Ordering::Relaxed) as f64 / 1024.0 / model_mib
+        );
+    }
     Ok(())
 }
