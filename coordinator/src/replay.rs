@@ -159,6 +159,20 @@ impl ReplayReport {
     pub fn ok(&self) -> bool {
         self.differences.is_empty()
     }
+
+    /// Compares a recorded figure with the recomputed one: checked (`"{what} = {recorded}"`)
+    /// when they are equal, a difference otherwise.
+    fn compare(&mut self, what: String, recorded: String, recomputed: String) {
+        if recorded == recomputed {
+            self.checked.push(format!("{what} = {recorded}"));
+        } else {
+            self.differences.push(Difference {
+                what,
+                recorded,
+                recomputed,
+            });
+        }
+    }
 }
 
 /// A read-only view of a coordinator's state directory: its sled metadata and its ledger copied
@@ -567,15 +581,7 @@ pub fn replay_from(
             ("value_se_nano", rec_se, valued.value_se_nano[i].to_string()),
             ("reward", rec_reward, valued.rewards[i].to_string()),
         ] {
-            if rec == got {
-                report.checked.push(format!("{what} of {} = {rec}", c.name));
-            } else {
-                report.differences.push(Difference {
-                    what: format!("{what} of {}", c.name),
-                    recorded: rec,
-                    recomputed: got,
-                });
-            }
+            report.compare(format!("{what} of {}", c.name), rec, got);
         }
     }
     Ok(report)
@@ -687,15 +693,7 @@ fn replay_consensus(
             ),
         ] {
             let rec = rec.unwrap_or_else(|| "absent".into());
-            if rec == got {
-                report.checked.push(format!("{what} of {} = {rec}", p.name));
-            } else {
-                report.differences.push(Difference {
-                    what: format!("{what} of {}", p.name),
-                    recorded: rec,
-                    recomputed: got,
-                });
-            }
+            report.compare(format!("{what} of {}", p.name), rec, got);
         }
     }
     Ok(())
