@@ -22,6 +22,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
 use chacha20::ChaCha20Rng;
 use fedledger_ledger::records::{Record, validate_entry};
 use rand::{RngExt, SeedableRng};
@@ -65,20 +67,7 @@ struct Layout {
 
 /// Real data split into a validation file and five hospitals' files; keys; config files.
 fn layout(dir: &Path) -> Layout {
-    let csv = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/data/breast_cancer.csv"
-    ))
-    .unwrap();
-    let mut lines = csv.lines();
-    let header = lines.next().unwrap().to_owned();
-    let rows: Vec<&str> = lines.collect();
-    let mut files: Vec<String> = vec![format!("{header}\n"); HOSPITALS + 1];
-    for (i, r) in rows.iter().enumerate() {
-        let f = &mut files[i % (HOSPITALS + 1)];
-        f.push_str(r);
-        f.push('\n');
-    }
+    let files = common::binaries::breast_cancer_split(HOSPITALS + 1);
     std::fs::write(dir.join("validation.csv"), &files[HOSPITALS]).unwrap();
     let mut enrolled = String::new();
     let mut participants = Vec::new();

@@ -20,7 +20,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::binaries::{Watched, coordinator_bin, free_port, ledger_bin, participant_bin};
+use common::binaries::{
+    Watched, breast_cancer_split, coordinator_bin, free_port, ledger_bin, participant_bin,
+};
 use fedledger_ledger::{
     keys,
     records::{FLAG_EXCLUDED_BY_QUALITY, Record, validate_entry},
@@ -30,23 +32,6 @@ const FEDERATION: &str = "validators-test";
 const ROUNDS: u64 = 3;
 const HOSPITALS: usize = 4;
 const VALIDATORS: usize = 3;
-
-/// Breast cancer split into `parts` files of the same header, row `i` to part `i % parts`.
-fn split(parts: usize) -> Vec<String> {
-    let csv = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/data/breast_cancer.csv"
-    ))
-    .unwrap();
-    let mut lines = csv.lines();
-    let header = lines.next().unwrap().to_owned();
-    let mut files = vec![format!("{header}\n"); parts];
-    for (i, r) in lines.enumerate() {
-        files[i % parts].push_str(r);
-        files[i % parts].push('\n');
-    }
-    files
-}
 
 /// Every label of a CSV whose last column is the 0/1 label, flipped.
 fn flip_labels(csv: &str) -> String {
@@ -148,7 +133,7 @@ fn run(bin: &Path, args: &[&OsStr], dir: &Path) -> String {
 async fn three_validators_value_every_round_and_the_ledger_verifies_and_replays() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let files = split(1 + HOSPITALS + VALIDATORS);
+    let files = breast_cancer_split(1 + HOSPITALS + VALIDATORS);
     std::fs::write(dir.join("validation.csv"), &files[0]).unwrap();
     let port = free_port();
     let mut coordinator = format!(

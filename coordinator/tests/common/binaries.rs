@@ -50,6 +50,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Breast cancer split into `parts` files of the same header, row `i` to part `i % parts`.
+pub fn breast_cancer_split(parts: usize) -> Vec<String> {
+    let csv = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/data/breast_cancer.csv"
+    ))
+    .unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap().to_owned();
+    let mut files = vec![format!("{header}\n"); parts];
+    for (i, r) in lines.enumerate() {
+        files[i % parts].push_str(r);
+        files[i % parts].push('\n');
+    }
+    files
+}
+
 /// `fedledger-participant`.
 pub fn participant_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
