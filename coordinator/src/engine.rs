@@ -15,6 +15,7 @@ use std::{
 };
 
 use chacha20::ChaCha20Rng;
+use fedledger_memory::StoredVector;
 use fedledger_model::{Dataset, Standardiser};
 use rand::{SeedableRng, TryRng};
 use tokio::sync::{Notify, watch};
@@ -28,7 +29,7 @@ use crate::{
     governance,
     machine::{
         Job, Received, RoundMachine, TaskInfo, UploadTicket,
-        close::{CloseInputs, close_round, next_state},
+        close::{CloseInputs, Stage, aggregate_round, next_state, settle, value_aggregated},
     },
     refusal::Refusals,
     store::Store,
@@ -89,8 +90,9 @@ pub struct Engine {
     /// proposal is checked and anchored), so a proposal never lands between the two.
     governance: Mutex<fedledger_ledger::records::Governance>,
     validation: Dataset,
-    /// The current global parameters (their digest is the machine's `global_sha256`).
-    global: RwLock<Arc<Vec<f32>>>,
+    /// The current global parameters (their digest is the machine's `global_sha256`), read
+    /// through a map of their blob: file-backed pages, not anonymous memory.
+    global: RwLock<Arc<StoredVector>>,
     /// Effective noise multipliers of the rounds aggregated with server-side DP so far.
     server_dp_history: Mutex<Vec<f64>>,
     /// The validators' standing after the latest round they judged (the next close starts
@@ -166,7 +168,7 @@ impl Engine {
 
         let (state, global, updates, declines) = match store.load_state()? {
             Some(state) => {
-                let global = store.get_vector(&state.global_sha256)?;
+                let global = store.map_vector(&state.global_sha256)?;
                 let (updates, declines) = if matches!(state.phase, Phase::Open | Phase::Validating)
                 {
                     (
@@ -187,6 +189,8 @@ impl Engine {
             None => {
                 let global = fedledger_model::init_params(&cfg.model, cfg.training.init_seed);
                 let sha = store.put_vector(&global)?;
+                drop(global);
+                let global = store.map_vector_written(&sha)?;
                 let state = PersistedState {
                     phase: Phase::Waiting,
                     round: 0,
@@ -505,7 +509,7 @@ impl Engine {
     }
 
     /// The current global parameters.
-    pub fn global(&self) -> Arc<Vec<f32>> {
+    pub fn global(&self) -> Arc<StoredVector> {
         self.global
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -556,7 +560,7 @@ impl Engine {
     pub fn task(
         &self,
         session: &[u8],
-    ) -> Result<(TaskInfo, Arc<Vec<f32>>, Arc<FederationConfig>), CoordinatorError> {
+    ) -> Result<(TaskInfo, Arc<StoredVector>, Arc<FederationConfig>), CoordinatorError> {
         let m = self.machine();
         let info = m.task(now_ms(), session)?;
         if let Ok(idx) = m.session(now_ms(), session) {
@@ -632,7 +636,7 @@ impl Engine {
         (
             crate::machine::CandidatesInfo,
             Option<crate::machine::Game>,
-            Arc<Vec<f32>>,
+            Arc<StoredVector>,
             Arc<FederationConfig>,
         ),
         CoordinatorError,
@@ -647,9 +651,9 @@ impl Engine {
         Ok((info, game, global, cfg))
     }
 
-    /// A candidate update's vector (blocks on disk).
-    pub fn candidate(&self, update_sha256: &str) -> Result<Vec<f32>, CoordinatorError> {
-        Ok(self.store.get_vector_written(update_sha256)?)
+    /// A candidate update's vector, mapped from its blob.
+    pub fn candidate(&self, update_sha256: &str) -> Result<StoredVector, CoordinatorError> {
+        Ok(self.store.map_vector_written(update_sha256)?)
     }
 
     /// Record a validator's signed vector for the round being validated, durably; returns the
@@ -791,12 +795,14 @@ impl Engine {
         let cfg = self.config();
         let global = self.global();
         // Every update of the round was checked against its digest, as it arrived or at start.
+        // Mapped, not read: the updates stay in the page cache (file-backed, reclaimable), so
+        // the close's anonymous memory does not grow with updates x model size.
         let deltas = job
             .updates
             .iter()
-            .map(|u| self.store.get_vector_written(&u.update_sha256))
+            .map(|u| self.store.map_vector_written(&u.update_sha256))
             .collect::<Result<Vec<_>, _>>()?;
-        let slices: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
+        let slices: Vec<&[f32]> = deltas.iter().map(|d| d.values()).collect();
         let history = self
             .server_dp_history
             .lock()
@@ -843,47 +849,60 @@ impl Engine {
                 .map(|u| {
                     known
                         .get(&cfg.participants[u.participant].public_key_hex)
-                        .map(|sha| Ok((sha.clone(), self.store.get_vector(sha)?)))
+                        .map(|sha| Ok((sha.clone(), self.store.map_vector(sha)?)))
                         .transpose()
                 })
                 .collect::<Result<Vec<_>, CoordinatorError>>()?
         } else {
             Vec::new()
         };
-        let closed = close_round(CloseInputs {
+        let history_slices: Vec<Option<(String, &[f32])>> = histories
+            .iter()
+            .map(|h| h.as_ref().map(|(sha, v)| (sha.clone(), v.values())))
+            .collect();
+        let inputs = CloseInputs {
             cfg: &cfg,
             validation: &self.validation,
             job: &job,
-            global: &global,
+            global: global.values(),
             deltas: &slices,
             aggregator: aggregator.as_ref(),
             valuer: &valuer,
             server_dp_history: &history,
             earlier_rounds: &earlier_rounds,
             standing: &standing,
-            histories: &histories,
-        })?;
+            histories: &history_slices,
+        };
+        // Time spent writing (not computing), left out of the close's recorded time.
+        let mut writing = std::time::Duration::ZERO;
+        let mut outcome = match aggregate_round(inputs)? {
+            Stage::Abandoned(outcome) => *outcome,
+            Stage::Aggregated(mut aggregated) => {
+                // The new model and histories are made durable now, before the valuation,
+                // and dropped: the valuation's working models never share memory with them.
+                // Until the outcome below names them they are no one's (a crash leaves them
+                // to the start-up sweep).
+                let (new_global, histories) = aggregated.take_vectors();
+                let write = Instant::now();
+                self.persist_vectors(&new_global, &histories)?;
+                writing = write.elapsed();
+                drop((new_global, histories));
+                value_aggregated(inputs, *aggregated)?
+            }
+        };
+        settle(inputs, &mut outcome);
         drop(aggregator);
-        let mut outcome = closed.outcome;
-        outcome.close_micros = started.elapsed().as_micros() as u64;
+        outcome.close_micros = started.elapsed().saturating_sub(writing).as_micros() as u64;
         // From here until the next round is open, no proposal may be anchored: the next
         // round's rules are those anchored now.
         let gov = self.governance();
         outcome.rules_sha256 = Some(gov.rules_for(job.round).sha256_hex());
         let next = next_state(&cfg, &outcome, now_ms());
-        // Effects in order: the model blob, then the outcome and next state in sled, then the
-        // ledger.
-        if let Some(g) = &closed.new_global {
-            self.store.put_vector(g)?;
-        }
-        // In parallel, so their folder fsyncs are shared (the store's group commit).
-        {
-            use rayon::prelude::*;
-            closed
-                .histories
-                .par_iter()
-                .try_for_each(|h| self.store.put_vector(h).map(|_| ()))?;
-        }
+        // Effects in order: the model and history blobs (above), then the outcome and next
+        // state in sled, then the ledger.
+        let new_global = (outcome.status == crate::types::RoundStatus::Completed)
+            .then(|| self.store.map_vector_written(&outcome.model_after))
+            .transpose()?;
         self.store.finish_round(&outcome, &next)?;
         self.prune(outcome.round);
         self.anchor_round(&outcome);
@@ -903,7 +922,7 @@ impl Engine {
                 .push(d.noise_multiplier);
         }
         let mut m = self.machine();
-        if let Some(g) = closed.new_global {
+        if let Some(g) = new_global {
             *self.global.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(g);
         }
         let done = next.phase == Phase::Done;
@@ -915,6 +934,21 @@ impl Engine {
         drop(m);
         log_close(&outcome, done);
         Ok(Step::Closed(Box::new(outcome)))
+    }
+
+    /// A completed round's new model and the hospitals' histories, durable (the histories in
+    /// parallel, so their folder fsyncs are shared by the store's group commit).
+    fn persist_vectors(
+        &self,
+        new_global: &[f32],
+        histories: &[Vec<f32>],
+    ) -> Result<(), CoordinatorError> {
+        use rayon::prelude::*;
+        self.store.put_vector(new_global)?;
+        histories
+            .par_iter()
+            .try_for_each(|h| self.store.put_vector(h).map(|_| ()))?;
+        Ok(())
     }
 
     fn prune(&self, round: u64) {

@@ -79,6 +79,7 @@ use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 pub use config::{ConfigFile, FederationConfig};
 pub use engine::Engine;
 pub use error::CoordinatorError;
+pub use fedledger_memory::StoredVector;
 pub use types::{Phase, Progress, RoundOutcome};
 
 /// True when this build carries the test-only fault-injection points.
@@ -297,6 +298,9 @@ pub async fn serve(
     cfg: FederationConfig,
     listener: Option<TcpListener>,
 ) -> Result<Running, CoordinatorError> {
+    // Parameter chunks come and go by the thousand, from many threads: each in a map of its
+    // own, so their memory leaves with them (fedledger_memory::alloc).
+    fedledger_memory::release_large_blocks();
     let listener = match listener {
         Some(l) => l,
         None => TcpListener::bind(cfg.listen)

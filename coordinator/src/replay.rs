@@ -627,6 +627,10 @@ fn replay_histories(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let slices: Vec<&[f32]> = deltas.iter().map(|d| d.as_slice()).collect();
+    let before: Vec<Option<(String, &[f32])>> = before
+        .iter()
+        .map(|b| b.as_ref().map(|(sha, v)| (sha.clone(), v.as_slice())))
+        .collect();
     let (after, record) =
         crate::machine::close::advance_histories(recorded.weight, &keys, &before, &slices);
     for (key, sha) in &record.after {

@@ -418,7 +418,8 @@ impl pb::coordinator_server::Coordinator for Service {
                 Ok(pb::TaskMessage {
                     msg: Some(pb::task_message::Msg::Chunk(pb::ParamChunk {
                         offset: start as u64,
-                        data: fedledger_model::digest::vector_to_bytes(&global[start..end]).into(),
+                        // A slice of the model's map: no copy.
+                        data: global.le_bytes(start, end),
                     })),
                 })
             });
@@ -517,7 +518,7 @@ impl pb::coordinator_server::Coordinator for Service {
             let global = global.clone();
             let digest = k.checked_sub(1).map(|i| digests[i].clone());
             async move {
-                let values: Arc<Vec<f32>> = match digest {
+                let values: Arc<fedledger_memory::StoredVector> = match digest {
                     None => global,
                     Some(d) => Arc::new(
                         tokio::task::spawn_blocking(move || engine.candidate(&d))

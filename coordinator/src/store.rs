@@ -29,7 +29,8 @@ use std::{
 use serde::{Serialize, de::DeserializeOwned};
 use sled::Transactional;
 
-use fedledger_model::digest::{sha256_hex, vector_from_bytes, vector_sha256, vector_to_bytes};
+use fedledger_memory::StoredVector;
+use fedledger_model::digest::{sha256_hex, vector_from_bytes, vector_sha256};
 
 use crate::{
     error::StoreError,
@@ -448,7 +449,8 @@ impl Store {
 
     /// Store a flat vector; its key is the SHA-256 of its little-endian bytes.
     pub fn put_vector(&self, values: &[f32]) -> Result<String, StoreError> {
-        self.put_blob(&vector_to_bytes(values))
+        // The values' own memory as bytes (no copy of a model-sized vector).
+        self.put_blob(&fedledger_memory::le_bytes(values))
     }
 
     /// The bytes of `blobs/<sha256>`, as they are.
@@ -485,6 +487,34 @@ impl Store {
             key: sha256.to_owned(),
             reason: "length is not a multiple of 4".into(),
         })
+    }
+
+    /// A stored vector this process has already checked against its digest, read through a
+    /// memory map of its file (file-backed pages, not anonymous memory; see
+    /// [`fedledger_memory`]), without hashing it again.
+    pub fn map_vector_written(&self, sha256: &str) -> Result<StoredVector, StoreError> {
+        let path = self.blobs.join(sha256);
+        StoredVector::map(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::MissingBlob(sha256.to_owned()),
+            std::io::ErrorKind::InvalidData => StoreError::Decode {
+                key: sha256.to_owned(),
+                reason: e.to_string(),
+            },
+            _ => io_err(&path)(e),
+        })
+    }
+
+    /// A stored vector by digest, through a memory map of its file, checked against its digest.
+    pub fn map_vector(&self, sha256: &str) -> Result<StoredVector, StoreError> {
+        let v = self.map_vector_written(sha256)?;
+        let actual = sha256_hex(&v.le_bytes(0, v.len()));
+        if actual != sha256 {
+            return Err(StoreError::CorruptBlob {
+                sha256: sha256.to_owned(),
+                actual,
+            });
+        }
+        Ok(v)
     }
 
     /// Read a stored vector by digest.

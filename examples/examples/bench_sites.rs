@@ -60,6 +60,10 @@ struct Args {
     /// holds at the close of a large model's round (peak RssAnon against the model's size).
     #[arg(long)]
     hidden: Option<usize>,
+    /// Write every memory sample (milliseconds since the Unix epoch, RssAnon in KiB) and
+    /// each round's opening and close times to this file, to see where the memory goes.
+    #[arg(long)]
+    memory_trace: Option<PathBuf>,
     /// Internal: run the coordinator of this configuration file (the child process).
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
@@ -104,6 +108,7 @@ fn main() -> anyhow::Result<()> {
             args.updates,
             args.agents_dir.as_deref(),
             args.hidden,
+            args.memory_trace.as_deref(),
         ))
         .with_context(|| format!("{n} sites"))?;
     }
@@ -120,12 +125,14 @@ async fn serve(config: &Path) -> anyhow::Result<()> {
     running.wait_done().await;
     for o in running.coordinator.store().outcomes()? {
         println!(
-            "ROUND {} {} {} {} {}",
+            "ROUND {} {} {} {} {} {} {}",
             o.round,
             o.closed_at_ms.saturating_sub(o.opened_at_ms),
             o.close_micros,
             o.valuation.as_ref().map_or(0, |v| v.evaluations),
-            o.contributions.len()
+            o.contributions.len(),
+            o.closed_at_ms,
+            o.opened_at_ms
         );
     }
     println!("DONE");
@@ -183,6 +190,13 @@ fn rss_anon_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Milliseconds since the Unix epoch (the records' clock).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// User + system CPU seconds of `pid`.
 fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -205,6 +219,7 @@ async fn sites(
     updates: Updates,
     agents_dir: Option<&Path>,
     hidden: Option<usize>,
+    memory_trace: Option<&Path>,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let agents = agents_dir.map(tempfile::tempdir_in).transpose()?;
@@ -232,18 +247,22 @@ async fn sites(
         .strip_prefix("ADDR ")
         .with_context(|| format!("the coordinator printed {line:?}"))?
         .to_owned();
-    // Peak anonymous memory, sampled.
+    // Peak anonymous memory, sampled; the samples are kept with their time, so the peak
+    // during the closes can be told from the peak while updates arrive.
     let peak = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
         let (peak, stop) = (peak.clone(), stop.clone());
         std::thread::spawn(move || {
+            let mut samples = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 if let Some(k) = rss_anon_kib(pid) {
                     peak.fetch_max(k, Ordering::Relaxed);
+                    samples.push((unix_ms(), k));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            samples
         })
     };
     let started = Instant::now();
@@ -289,7 +308,38 @@ async fn sites(
     }
     let cpu = cpu_secs(pid)?;
     stop.store(true, Ordering::Relaxed);
-    sampler.join().ok();
+    let samples = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("the memory sampler panicked"))?;
+    // A close runs from the moment the round stopped taking updates to the next round's
+    // opening (the last round's: its close time, plus a second for its records).
+    let closes: Vec<(u64, u64)> = per_round
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let end = per_round
+                .get(i + 1)
+                .map_or(f[5] + f[2] / 1000 + 1000, |next| next[6]);
+            (f[5], end)
+        })
+        .collect();
+    if let Some(path) = memory_trace {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        for r in &per_round {
+            writeln!(f, "# round {} opened {} closing {}", r[0], r[6], r[5])?;
+        }
+        for (t, k) in &samples {
+            writeln!(f, "{t} {k}")?;
+        }
+    }
+    let (mut in_close, mut outside) = (0u64, 0u64);
+    for &(t, k) in &samples {
+        if closes.iter().any(|&(a, b)| (a..=b).contains(&t)) {
+            in_close = in_close.max(k);
+        } else {
+            outside = outside.max(k);
+        }
+    }
     drop(child.stdin.take());
     child.wait()?;
     anyhow::ensure!(
@@ -308,12 +358,19 @@ async fn sites(
         peak.load(Ordering::Relaxed) as f64 / 1024.0,
         wall.as_secs_f64()
     );
+    println!(
+        "       peak RssAnon during the closes {:.1} MiB, outside them {:.1} MiB",
+        in_close as f64 / 1024.0,
+        outside as f64 / 1024.0
+    );
     if let Some(h) = hidden {
         let params = 30 * h + h + 2 * h + 2;
         let model_mib = params as f64 * 4.0 / (1 << 20) as f64;
         println!(
-            "       model {params} parameters = {model_mib:.1} MiB; peak RssAnon / model = {:.2}",
-            peak.load(Ordering::Relaxed) as f64 / 1024.0 / model_mib
+            "       model {params} parameters = {model_mib:.1} MiB; peak RssAnon / model = {:.2} \
+             (target 3); 3 x model + 1 MiB per site = {:.1} MiB",
+            peak.load(Ordering::Relaxed) as f64 / 1024.0 / model_mib,
+            3.0 * model_mib + n as f64
         );
     }
     Ok(())

@@ -21,6 +21,7 @@ use crate::{
 };
 
 /// Everything a close reads.
+#[derive(Clone, Copy)]
 pub struct CloseInputs<'a> {
     pub cfg: &'a FederationConfig,
     /// The validation data, standardised as the participants' data is.
@@ -41,7 +42,7 @@ pub struct CloseInputs<'a> {
     /// When the strategy compares histories ([`compares_histories`]): in the order of
     /// `job.updates`, each hospital's history before the round with its digest (`None`: its
     /// first update). Otherwise empty.
-    pub histories: &'a [Option<(String, Vec<f32>)>],
+    pub histories: &'a [Option<(String, &'a [f32])>],
 }
 
 /// A round's outcome and, when it completed, the new global parameters.
@@ -64,15 +65,13 @@ pub fn compares_histories(cfg: &FederationConfig, aggregator: &dyn Aggregator) -
 pub fn advance_histories(
     weight: f64,
     keys: &[&str],
-    before: &[Option<(String, Vec<f32>)>],
+    before: &[Option<(String, &[f32])>],
     deltas: &[&[f32]],
 ) -> (Vec<Vec<f32>>, HistoryOutcome) {
     let after: Vec<Vec<f32>> = before
         .iter()
         .zip(deltas)
-        .map(|(b, d)| {
-            crate::aggregate::history::advance(weight, b.as_ref().map(|b| b.1.as_slice()), d)
-        })
+        .map(|(b, d)| crate::aggregate::history::advance(weight, b.as_ref().map(|b| b.1), d))
         .collect();
     let record = HistoryOutcome {
         weight,
@@ -138,26 +137,83 @@ pub fn noisy(updates: &[UpdateMeta]) -> bool {
 /// Close the round: abandon it below quorum, else aggregate, evaluate and value; then, under the
 /// settled rule, settle the period if the round ends one.
 pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
+    let mut closed = match aggregate_round(i)? {
+        Stage::Abandoned(outcome) => Closed {
+            outcome: *outcome,
+            new_global: None,
+            histories: Vec::new(),
+        },
+        Stage::Aggregated(mut a) => {
+            let (new_global, histories) = a.take_vectors();
+            Closed {
+                outcome: value_aggregated(i, *a)?,
+                new_global: Some(new_global),
+                histories,
+            }
+        }
+    };
+    settle(i, &mut closed.outcome);
+    Ok(closed)
+}
+
+/// Under the settled rule, when the round ends a settlement period: the period's settlement,
+/// from the earlier rounds' outcomes and this one's.
+pub fn settle(i: CloseInputs<'_>, outcome: &mut RoundOutcome) {
     let (cfg, earlier_rounds) = (i.cfg, i.earlier_rounds);
-    let mut closed = close_alone(i)?;
     let rule = cfg
         .rewards
         .settlement_rule(cfg.valuation.reward_pool_per_round);
     if let Some(rule) = rule
-        && let Some(period) = period_ending(&cfg.reward_segments, closed.outcome.round, cfg.rounds)
+        && let Some(period) = period_ending(&cfg.reward_segments, outcome.round, cfg.rounds)
     {
         let mut rounds: Vec<&RoundOutcome> = earlier_rounds
             .iter()
-            .filter(|o| o.round < closed.outcome.round)
+            .filter(|o| o.round < outcome.round)
             .collect();
         rounds.sort_by_key(|o| o.round);
-        rounds.push(&closed.outcome);
-        closed.outcome.settlement = Some(settle_period(cfg, &rule, period, &rounds));
+        rounds.push(outcome);
+        outcome.settlement = Some(settle_period(cfg, &rule, period, &rounds));
     }
-    Ok(closed)
 }
 
-fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
+/// How far [`aggregate_round`] took a round.
+pub enum Stage {
+    /// Abandoned (below quorum, or the validators left out every update): the outcome is
+    /// final but for a settlement ([`settle`]).
+    Abandoned(Box<RoundOutcome>),
+    /// Aggregated and evaluated, to be valued ([`value_aggregated`]).
+    Aggregated(Box<Aggregated>),
+}
+
+/// A completed round's aggregate, before its valuation. The valuation reads only the round's
+/// starting model and updates, so the engine makes the new model and histories durable and
+/// drops them ([`Aggregated::take_vectors`]) before it values: the close never holds the new
+/// model and the valuation's working models at once.
+pub struct Aggregated {
+    /// Completed, with the new model's digest and metrics; contributions still to come.
+    outcome: RoundOutcome,
+    new_global: Vec<f32>,
+    histories: Vec<Vec<f32>>,
+    /// Updates the strategy left out, as indices into the round's updates.
+    excluded: Vec<usize>,
+    judged: Option<crate::value::Judgement>,
+}
+
+impl Aggregated {
+    /// The new global parameters and (when the strategy compared them) the hospitals'
+    /// histories after the round, in the order of the round's updates; the outcome names them
+    /// by digest. Empty once taken.
+    pub fn take_vectors(&mut self) -> (Vec<f32>, Vec<Vec<f32>>) {
+        (
+            std::mem::take(&mut self.new_global),
+            std::mem::take(&mut self.histories),
+        )
+    }
+}
+
+/// The first half of a close: abandon the round below quorum (or when the validators' quality
+/// rule keeps no update), else aggregate and evaluate the new model.
+pub fn aggregate_round(i: CloseInputs<'_>) -> Result<Stage, CoordinatorError> {
     let CloseInputs {
         cfg,
         validation,
@@ -165,7 +221,7 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         global,
         deltas,
         aggregator,
-        valuer,
+        valuer: _,
         server_dp_history,
         earlier_rounds: _,
         standing,
@@ -226,22 +282,9 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         ));
         // The updates that did arrive are still recorded (their privacy was spent), unpaid.
         outcome.contributions = unpaid(cfg, &job.updates);
-        return Ok(Closed {
-            outcome,
-            new_global: None,
-            histories: Vec::new(),
-        });
+        return Ok(Stage::Abandoned(Box::new(outcome)));
     }
-    let views: Vec<WeightedUpdate<'_>> = job
-        .updates
-        .iter()
-        .zip(deltas)
-        .map(|(m, d)| WeightedUpdate {
-            examples: m.examples,
-            delta: d,
-            privacy: Some(&m.privacy),
-        })
-        .collect();
+    let views = weighted_views(job, deltas);
     // With validators: their consensus values the round, and the quality rule decides which
     // updates enter the aggregate (the kept ones, with the strategy's usual weights).
     let judged = judge(cfg, job.round, &job.updates, &job.vectors, standing)?;
@@ -254,18 +297,10 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
             job.updates.len()
         ));
         outcome.contributions = unpaid(cfg, &job.updates);
-        return Ok(Closed {
-            outcome,
-            new_global: None,
-            histories: Vec::new(),
-        });
+        return Ok(Stage::Abandoned(Box::new(outcome)));
     }
     let kept_views: Vec<WeightedUpdate<'_>> = kept.iter().map(|i| views[*i]).collect();
-    let keys: Vec<&str> = job
-        .updates
-        .iter()
-        .map(|m| cfg.participants[m.participant].public_key_hex.as_str())
-        .collect();
+    let keys = update_keys(cfg, job);
     // Every update of a completed round enters its hospital's history; the selection compares
     // the kept ones'.
     let (after, history) = if compares_histories(cfg, aggregator) {
@@ -298,7 +333,47 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         }
         None => None,
     };
-    let metrics = fedledger_model::evaluate(&cfg.model, &new_global, validation)?;
+    outcome.metrics = Some(fedledger_model::evaluate(
+        &cfg.model,
+        &new_global,
+        validation,
+    )?);
+    outcome.status = RoundStatus::Completed;
+    outcome.model_after = vector_sha256(&new_global);
+    outcome.history = history;
+    Ok(Stage::Aggregated(Box::new(Aggregated {
+        outcome,
+        new_global,
+        histories: after,
+        excluded,
+        judged,
+    })))
+}
+
+/// The second half of a close: value the aggregated round's updates, pay its pool and record
+/// each contribution.
+pub fn value_aggregated(
+    i: CloseInputs<'_>,
+    aggregated: Aggregated,
+) -> Result<RoundOutcome, CoordinatorError> {
+    let CloseInputs {
+        cfg,
+        validation,
+        job,
+        global,
+        deltas,
+        aggregator,
+        valuer,
+        ..
+    } = i;
+    let Aggregated {
+        mut outcome,
+        excluded,
+        judged,
+        ..
+    } = aggregated;
+    let views = weighted_views(job, deltas);
+    let keys = update_keys(cfg, job);
     let names: Vec<&str> = job
         .updates
         .iter()
@@ -341,9 +416,6 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         })
         .collect();
     contributions.sort_by(|a, b| a.public_key.cmp(&b.public_key));
-    outcome.status = RoundStatus::Completed;
-    outcome.model_after = vector_sha256(&new_global);
-    outcome.metrics = Some(metrics);
     outcome.reward_pool = valuation.reward_pool;
     outcome.valuation = Some(valuation.summary);
     outcome.contributions = contributions;
@@ -352,12 +424,28 @@ fn close_alone(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         vectors: j.vectors,
         standing: j.standing,
     });
-    outcome.history = history;
-    Ok(Closed {
-        outcome,
-        new_global: Some(new_global),
-        histories: after,
-    })
+    Ok(outcome)
+}
+
+/// The round's updates with their example counts and privacy, in the order of `job.updates`.
+fn weighted_views<'a>(job: &'a CloseJob, deltas: &[&'a [f32]]) -> Vec<WeightedUpdate<'a>> {
+    job.updates
+        .iter()
+        .zip(deltas)
+        .map(|(m, d)| WeightedUpdate {
+            examples: m.examples,
+            delta: d,
+            privacy: Some(&m.privacy),
+        })
+        .collect()
+}
+
+/// Each update's hospital key, in the order of `job.updates`.
+fn update_keys<'a>(cfg: &'a FederationConfig, job: &CloseJob) -> Vec<&'a str> {
+    job.updates
+        .iter()
+        .map(|m| cfg.participants[m.participant].public_key_hex.as_str())
+        .collect()
 }
 
 /// The state that follows a closed round: the next round opens at `now_ms` from the round's
