@@ -792,6 +792,9 @@ impl Engine {
         let span = info_span!("close", round = job.round);
         let _enter = span.enter();
         let started = Instant::now();
+        // What the uploads left free in the allocator's heaps goes back to the system before
+        // the close allocates its own (fedledger_memory::alloc).
+        fedledger_memory::trim();
         let cfg = self.config();
         let global = self.global();
         // Every update of the round was checked against its digest, as it arrived or at start.
@@ -887,6 +890,7 @@ impl Engine {
                 self.persist_vectors(&new_global, &histories)?;
                 writing = write.elapsed();
                 drop((new_global, histories));
+                fedledger_memory::trim();
                 value_aggregated(inputs, *aggregated)?
             }
         };
@@ -933,6 +937,7 @@ impl Engine {
         self.publish(&m);
         drop(m);
         log_close(&outcome, done);
+        fedledger_memory::trim();
         Ok(Step::Closed(Box::new(outcome)))
     }
 

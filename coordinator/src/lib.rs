@@ -298,9 +298,6 @@ pub async fn serve(
     cfg: FederationConfig,
     listener: Option<TcpListener>,
 ) -> Result<Running, CoordinatorError> {
-    // Parameter chunks come and go by the thousand, from many threads: each in a map of its
-    // own, so their memory leaves with them (fedledger_memory::alloc).
-    fedledger_memory::release_large_blocks();
     let listener = match listener {
         Some(l) => l,
         None => TcpListener::bind(cfg.listen)

@@ -10,8 +10,10 @@ mod generated {
 
 pub use generated::*;
 
-/// Values per parameter chunk: 256 Ki f32 = 1 MiB of payload, well under tonic's 4 MiB limit.
-pub const CHUNK_FLOATS: usize = 256 * 1024;
+/// Values per parameter chunk: 128 Ki f32 = 512 KiB of payload, well under tonic's 4 MiB limit.
+/// A chunk is what a coordinator holds per transfer in flight (a download's message being
+/// sent, an upload's being decoded): at a thousand sites, half a MiB each rather than one.
+pub const CHUNK_FLOATS: usize = 128 * 1024;
 
 /// Decode limit set on both ends: one chunk plus headroom for the header fields.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
