@@ -841,7 +841,8 @@ impl Engine {
             .clone();
         let aggregator = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
         // The hospitals' histories before the round, when the strategy compares them.
-        let histories = if crate::machine::close::compares_histories(&cfg, aggregator.as_ref()) {
+        let compares = crate::machine::close::compares_histories(&cfg, aggregator.as_ref());
+        let histories = if compares {
             let known = self
                 .histories
                 .lock()
@@ -863,6 +864,36 @@ impl Engine {
             .iter()
             .map(|h| h.as_ref().map(|(sha, v)| (sha.clone(), v.values())))
             .collect();
+        // Each history after the round, advanced, stored and mapped back one hospital at a
+        // time: a history is the model's size, and the close holds none of them in anonymous
+        // memory. Stored before the outcome names them; when the round is abandoned after all
+        // (the validators' quality rule kept no update), no record names them and the start-up
+        // sweep removes them, as it does after a crash.
+        let write = Instant::now();
+        let advanced: Vec<(String, StoredVector)> =
+            if !compares || job.updates.len() < cfg.quorum as usize {
+                Vec::new()
+            } else {
+                history_slices
+                    .iter()
+                    .zip(&slices)
+                    .map(|(before, delta)| {
+                        let after = crate::aggregate::history::advance(
+                            cfg.history,
+                            before.as_ref().map(|b| b.1),
+                            delta,
+                        );
+                        let sha = self.store.put_vector(&after)?;
+                        drop(after);
+                        Ok((sha.clone(), self.store.map_vector_written(&sha)?))
+                    })
+                    .collect::<Result<_, CoordinatorError>>()?
+            };
+        let mut writing = write.elapsed();
+        let advanced_slices: Vec<(String, &[f32])> = advanced
+            .iter()
+            .map(|(sha, v)| (sha.clone(), v.values()))
+            .collect();
         let inputs = CloseInputs {
             cfg: &cfg,
             validation: &self.validation,
@@ -875,9 +906,8 @@ impl Engine {
             earlier_rounds: &earlier_rounds,
             standing: &standing,
             histories: &history_slices,
+            advanced: compares.then_some(advanced_slices.as_slice()),
         };
-        // Time spent writing (not computing), left out of the close's recorded time.
-        let mut writing = std::time::Duration::ZERO;
         let mut outcome = match aggregate_round(inputs)? {
             Stage::Abandoned(outcome) => *outcome,
             Stage::Aggregated(mut aggregated) => {
@@ -888,7 +918,7 @@ impl Engine {
                 let (new_global, histories) = aggregated.take_vectors();
                 let write = Instant::now();
                 self.persist_vectors(&new_global, &histories)?;
-                writing = write.elapsed();
+                writing += write.elapsed();
                 drop((new_global, histories));
                 fedledger_memory::trim();
                 value_aggregated(inputs, *aggregated)?

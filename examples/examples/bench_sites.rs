@@ -20,6 +20,7 @@
 //! cargo run --release --example bench_sites -- --sites 10,100 --rounds 3
 //! cargo run --release --example bench_sites -- --sites 5 --rounds 2 --hidden 500000  # 16.5M
 //! cargo run --release --example bench_sites -- --updates zero       # identical zero updates
+//! cargo run --release --example bench_sites -- --sites 5 --rounds 3 --hidden 500000 --strategy multi-krum
 //! ```
 
 use std::{
@@ -64,6 +65,10 @@ struct Args {
     /// each round's opening and close times to this file, to see where the memory goes.
     #[arg(long)]
     memory_trace: Option<PathBuf>,
+    /// The aggregation strategy (`[aggregation] strategy`; multi-krum and bulyan assume one
+    /// attacker and compare the sites' update histories, as by default).
+    #[arg(long, default_value = "fedavg")]
+    strategy: String,
     /// Internal: run the coordinator of this configuration file (the child process).
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
@@ -109,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             args.agents_dir.as_deref(),
             args.hidden,
             args.memory_trace.as_deref(),
+            &args.strategy,
         ))
         .with_context(|| format!("{n} sites"))?;
     }
@@ -150,6 +156,7 @@ fn write_config(
     rounds: u64,
     keys_hex: &[String],
     hidden: Option<usize>,
+    strategy: &str,
 ) -> anyhow::Result<PathBuf> {
     let model = match hidden {
         Some(h) => format!("kind = \"mlp\"\nfeatures = 30\nclasses = 2\nhidden = [{h}]"),
@@ -170,6 +177,7 @@ fn write_config(
              [data]\nlabel_column = \"malignant\"\nvalidation = \"validation.csv\"\n\
              standardisation = \"reference\"\n\n\
              [rounds]\ntotal = {rounds}\nquorum = {n}\ndeadline_secs = 600\n\n\
+             [aggregation]\nstrategy = \"{strategy}\"\nbyzantine = 1\n\n\
              [training]\nlocal_epochs = 1\nbatch_size = 16\nlearning_rate = 0.1\n\
              clip_norm = 1.0\nnoise_multiplier = 1.0\ninit_seed = 1\n\n\
              [valuation]\nestimator = \"auto\"\nmax_evaluations = 0\nutility = \"neg_log_loss\"\n\
@@ -220,6 +228,7 @@ async fn sites(
     agents_dir: Option<&Path>,
     hidden: Option<usize>,
     memory_trace: Option<&Path>,
+    strategy: &str,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let agents = agents_dir.map(tempfile::tempdir_in).transpose()?;
@@ -229,7 +238,7 @@ async fn sites(
         ..
     } = zero_sites(dir.path(), n, 60)?;
     let keys_hex: Vec<String> = entries.into_iter().map(|e| e.public_key).collect();
-    let config = write_config(dir.path(), n, rounds, &keys_hex, hidden)?;
+    let config = write_config(dir.path(), n, rounds, &keys_hex, hidden, strategy)?;
     let mut child: Child = Command::new(std::env::current_exe()?)
         .arg("--serve")
         .arg(&config)

@@ -43,6 +43,11 @@ pub struct CloseInputs<'a> {
     /// `job.updates`, each hospital's history before the round with its digest (`None`: its
     /// first update). Otherwise empty.
     pub histories: &'a [Option<(String, &'a [f32])>],
+    /// The histories after the round with their digests, in the order of `job.updates`, when
+    /// the caller advanced and stored them itself ([`crate::aggregate::history::advance`] one
+    /// hospital at a time, so that no more than one is ever in anonymous memory); `None`: the
+    /// close advances them.
+    pub advanced: Option<&'a [(String, &'a [f32])]>,
 }
 
 /// A round's outcome and, when it completed, the new global parameters.
@@ -73,7 +78,20 @@ pub fn advance_histories(
         .zip(deltas)
         .map(|(b, d)| crate::aggregate::history::advance(weight, b.as_ref().map(|b| b.1), d))
         .collect();
-    let record = HistoryOutcome {
+    let digests: Vec<String> = after.iter().map(|a| vector_sha256(a)).collect();
+    let record = history_record(weight, keys, before, &digests);
+    (after, record)
+}
+
+/// The record of the hospitals' histories: before the round (`before[i]`, by digest; none
+/// for a first update) and after it (`after[i]`'s digest), keyed by `keys[i]`.
+pub fn history_record(
+    weight: f64,
+    keys: &[&str],
+    before: &[Option<(String, &[f32])>],
+    after: &[String],
+) -> HistoryOutcome {
+    HistoryOutcome {
         weight,
         before: keys
             .iter()
@@ -82,11 +100,10 @@ pub fn advance_histories(
             .collect(),
         after: keys
             .iter()
-            .zip(&after)
-            .map(|(k, a)| ((*k).to_owned(), vector_sha256(a)))
+            .zip(after)
+            .map(|(k, a)| ((*k).to_owned(), a.clone()))
             .collect(),
-    };
-    (after, record)
+    }
 }
 
 /// The record line of one accepted update.
@@ -226,6 +243,7 @@ pub fn aggregate_round(i: CloseInputs<'_>) -> Result<Stage, CoordinatorError> {
         earlier_rounds: _,
         standing,
         histories,
+        advanced,
     } = i;
     if deltas.len() != job.updates.len() {
         return Err(CoordinatorError::Internal(format!(
@@ -312,14 +330,36 @@ pub fn aggregate_round(i: CloseInputs<'_>) -> Result<Stage, CoordinatorError> {
                 deltas.len()
             )));
         }
-        let (after, record) = advance_histories(cfg.history, &keys, histories, deltas);
-        (after, Some(record))
+        match advanced {
+            Some(advanced) => {
+                if advanced.len() != deltas.len() {
+                    return Err(CoordinatorError::Internal(format!(
+                        "close of round {}: {} advanced histories for {} updates",
+                        job.round,
+                        advanced.len(),
+                        deltas.len()
+                    )));
+                }
+                let digests: Vec<String> = advanced.iter().map(|(sha, _)| sha.clone()).collect();
+                let record = history_record(cfg.history, &keys, histories, &digests);
+                (Vec::new(), Some(record))
+            }
+            None => {
+                let (after, record) = advance_histories(cfg.history, &keys, histories, deltas);
+                (after, Some(record))
+            }
+        }
     } else {
         (Vec::new(), None)
     };
-    let compared: Option<Vec<&[f32]>> = history
-        .is_some()
-        .then(|| kept.iter().map(|i| after[*i].as_slice()).collect());
+    let compared: Option<Vec<&[f32]>> = history.is_some().then(|| {
+        kept.iter()
+            .map(|&i| match advanced {
+                Some(advanced) => advanced[i].1,
+                None => after[i].as_slice(),
+            })
+            .collect()
+    });
     let aggregate = aggregator.aggregate_compared(global, &kept_views, compared.as_deref())?;
     // The strategy's exclusions, as indices into the round's updates.
     let excluded: Vec<usize> = aggregate.excluded.iter().map(|k| kept[*k]).collect();
