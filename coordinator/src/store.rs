@@ -9,9 +9,10 @@
 //! writer thread of its own creates a file under a temporary name, writes each chunk and starts
 //! the disk's writeback every [`WRITEBACK_BYTES`], so the fsync the acknowledgement waits for
 //! finds little left to do and the coordinator holds at most a few chunks of an upload in memory.
-//! An update of one chunk (a small model) creates no file until its commit, and none at all
-//! when the same bytes are stored already: a thousand small uploads cost no inode allocation
-//! on the async workers and no file created only to be removed. The file gets its content's
+//! An update of one chunk creates no file until its commit, and none at all when the same
+//! bytes are stored already; one of at most [`SMALL_BLOB_BYTES`] (a small model's) goes into
+//! sled instead of a file, made durable by the flush of the record that names it: a thousand
+//! small uploads cost no inode allocation and no file created only to be removed. The file gets its content's
 //! name only once every check passed ([`BlobWriter::commit`]); a refused or abandoned upload's
 //! file is removed, and one a crash interrupted at the next start. Concurrent commits share the
 //! folder's fsync, and concurrent records share sled's flush (group commit, [`GroupSync`]).
@@ -46,10 +47,19 @@ pub struct Store {
     utilities: sled::Tree,
     results: sled::Tree,
     blobs: PathBuf,
+    /// Blobs of at most [`SMALL_BLOB_BYTES`] uploaded in one chunk, by digest: in sled, made
+    /// durable by the flush of the record that names them.
+    small: sled::Tree,
     dir_sync: Arc<GroupSync>,
     /// Group commit of the records' flushes.
     flushes: GroupSync,
 }
+
+/// Largest upload kept in sled rather than in a file of its own ([`BlobWriter::commit`]): a
+/// small model's update (64 KiB: 16 Ki values). A thousand sites sending such updates each
+/// round made the coordinator spend about a second of CPU per round allocating, and later
+/// freeing, ext4 inodes; in sled they cost an insert and share the records' flush.
+pub const SMALL_BLOB_BYTES: usize = 64 * 1024;
 
 /// Bytes a streamed blob's writer lets accumulate before it asks the disk to write them back
 /// (`fdatasync` on the partial file), so the final fsync flushes at most this much.
@@ -143,6 +153,7 @@ pub struct BlobWriter {
     state: Writer,
     tmp: PathBuf,
     blobs: PathBuf,
+    small: sled::Tree,
     dir_sync: Arc<GroupSync>,
     written: u64,
 }
@@ -200,11 +211,12 @@ fn writer_thread(
 }
 
 impl BlobWriter {
-    fn start(blobs: &Path, dir_sync: Arc<GroupSync>) -> Self {
+    fn start(blobs: &Path, small: sled::Tree, dir_sync: Arc<GroupSync>) -> Self {
         Self {
             state: Writer::Held(None),
             tmp: temp_name(blobs, "upload"),
             blobs: blobs.to_owned(),
+            small,
             dir_sync,
             written: 0,
         }
@@ -286,8 +298,27 @@ impl BlobWriter {
 
     /// Every byte is in and `sha256` is their digest (checked by the caller): fsync the file,
     /// name it `blobs/<sha256>` and make the name durable (a folder fsync shared with
-    /// concurrent commits). Blocks on disk.
+    /// concurrent commits). Blocks on disk. An upload of one chunk of at most
+    /// [`SMALL_BLOB_BYTES`] goes into the store's sled instead, durable with the store's next
+    /// flush: the caller records the update next, and that record's flush covers it (sled
+    /// recovers a prefix of its writes, so no record survives a crash without its blob).
     pub fn commit(mut self, sha256: &str) -> Result<(), StoreError> {
+        if self.small.contains_key(sha256.as_bytes())? {
+            // The same bytes are stored already.
+            self.abandon();
+            return Ok(());
+        }
+        if let Writer::Held(held) = &mut self.state
+            && held.as_ref().is_none_or(|b| b.len() <= SMALL_BLOB_BYTES)
+        {
+            let bytes = held.take().unwrap_or_default();
+            self.small.insert(sha256.as_bytes(), bytes.as_ref())?;
+            // The same crash point as a file's: the blob is stored, nothing names it yet.
+            fail::fail_point!("coordinator::blob::after_fsync", |_| Err(
+                StoreError::Injected("coordinator::blob::after_fsync".into())
+            ));
+            return Ok(());
+        }
         let path = self.blobs.join(sha256);
         if path.exists() {
             // The same bytes are stored already (a copy, or the same zero update from many
@@ -378,6 +409,14 @@ fn round_key(round: u64, participant: usize) -> [u8; 16] {
     k
 }
 
+/// Whether a file name is a blob's: a SHA-256 in lower-case hex.
+fn is_digest(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_owned(),
@@ -421,6 +460,7 @@ impl Store {
             declines: db.open_tree("declines")?,
             utilities: db.open_tree("utilities")?,
             results: db.open_tree("results")?,
+            small: db.open_tree("small_blobs")?,
             db,
             blobs,
             dir_sync: Arc::default(),
@@ -444,7 +484,7 @@ impl Store {
 
     /// A blob streamed to disk as its bytes arrive (an upload), named by [`BlobWriter::commit`].
     pub fn blob_writer(&self) -> BlobWriter {
-        BlobWriter::start(&self.blobs, self.dir_sync.clone())
+        BlobWriter::start(&self.blobs, self.small.clone(), self.dir_sync.clone())
     }
 
     /// Store a flat vector; its key is the SHA-256 of its little-endian bytes.
@@ -453,8 +493,34 @@ impl Store {
         self.put_blob(&fedledger_memory::le_bytes(values))
     }
 
-    /// The bytes of `blobs/<sha256>`, as they are.
+    /// Whether a blob of this digest is stored (in sled or as a file).
+    pub fn has_blob(&self, sha256: &str) -> Result<bool, StoreError> {
+        Ok(self.small.contains_key(sha256.as_bytes())? || self.blobs.join(sha256).exists())
+    }
+
+    /// The digests of every stored blob (in sled and as files), sorted.
+    pub fn blob_digests(&self) -> Result<Vec<String>, StoreError> {
+        let mut all = std::collections::BTreeSet::new();
+        for kv in self.small.iter() {
+            let (k, _) = kv?;
+            all.insert(String::from_utf8_lossy(&k).into_owned());
+        }
+        for entry in fs::read_dir(&self.blobs).map_err(io_err(&self.blobs))? {
+            let path = entry.map_err(io_err(&self.blobs))?.path();
+            if let Some(name) = path.file_name().and_then(|n| n.to_str())
+                && is_digest(name)
+            {
+                all.insert(name.to_owned());
+            }
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    /// The bytes of the blob `sha256` (from sled, or `blobs/<sha256>`), as they are.
     fn read_blob_file(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        if let Some(b) = self.small.get(sha256.as_bytes())? {
+            return Ok(b.to_vec());
+        }
         let path = self.blobs.join(sha256);
         match fs::read(&path) {
             Ok(b) => Ok(b),
@@ -493,6 +559,15 @@ impl Store {
     /// memory map of its file (file-backed pages, not anonymous memory; see
     /// [`fedledger_memory`]), without hashing it again.
     pub fn map_vector_written(&self, sha256: &str) -> Result<StoredVector, StoreError> {
+        if let Some(b) = self.small.get(sha256.as_bytes())? {
+            // Small: read, not mapped.
+            return vector_from_bytes(&b)
+                .map(StoredVector::from_vec)
+                .ok_or_else(|| StoreError::Decode {
+                    key: sha256.to_owned(),
+                    reason: "length is not a multiple of 4".into(),
+                });
+        }
         let path = self.blobs.join(sha256);
         StoredVector::map(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => StoreError::MissingBlob(sha256.to_owned()),
@@ -530,6 +605,7 @@ impl Store {
 
     /// Delete a blob (retention). Missing blobs are fine.
     pub fn delete_blob(&self, sha256: &str) -> Result<(), StoreError> {
+        self.small.remove(sha256.as_bytes())?;
         let path = self.blobs.join(sha256);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -648,16 +724,24 @@ impl Store {
             keep.extend(o.contributions.into_iter().map(|c| c.update_sha256));
         }
         let mut removed = 0;
+        let mut small_removed = false;
+        for kv in self.small.iter() {
+            let (k, _) = kv?;
+            if !keep.contains(String::from_utf8_lossy(&k).as_ref()) {
+                self.small.remove(&k)?;
+                removed += 1;
+                small_removed = true;
+            }
+        }
+        if small_removed {
+            self.db.flush()?;
+        }
         for entry in fs::read_dir(&self.blobs).map_err(io_err(&self.blobs))? {
             let path = entry.map_err(io_err(&self.blobs))?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            let digest = name.len() == 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-            if digest && !keep.contains(name) {
+            if is_digest(name) && !keep.contains(name) {
                 fs::remove_file(&path).map_err(io_err(&path))?;
                 removed += 1;
             }
@@ -740,7 +824,7 @@ impl Store {
             .chain(old.contributions.iter().map(|c| c.update_sha256.clone()))
             .chain(old.history.iter().flat_map(|h| h.before.values().cloned()));
         for sha in candidates {
-            if !keep.contains(&sha) && self.blobs.join(&sha).exists() {
+            if !keep.contains(&sha) && self.has_blob(&sha)? {
                 self.delete_blob(&sha)?;
                 deleted += 1;
             }
@@ -822,8 +906,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let rt = runtime();
-        // Three blobs of many pieces (a writer thread each), one of a single piece (held and
-        // written by the commit).
+        // Three blobs of many pieces (a writer thread each), one of a single piece above
+        // SMALL_BLOB_BYTES (held and written to a file by the commit) and one below (held and
+        // put in sled by the commit: no file).
         let mut contents: Vec<Vec<u8>> = (0..3u8)
             .map(|i| {
                 (0..(WRITEBACK_BYTES as usize + 3 * 4096 + usize::from(i)))
@@ -831,6 +916,7 @@ mod tests {
                     .collect()
             })
             .collect();
+        contents.push(vec![7u8; SMALL_BLOB_BYTES + 4]);
         contents.push(vec![9u8; 4096]);
         let writers: Vec<(BlobWriter, String)> = contents
             .iter()
@@ -852,10 +938,61 @@ mod tests {
         });
         let mut expected: Vec<String> = contents.iter().map(|c| sha256_hex(c)).collect();
         expected.sort();
-        assert_eq!(blob_names(dir.path()), expected);
+        assert_eq!(store.blob_digests().unwrap(), expected);
+        let small = sha256_hex(&contents[4]);
+        let files: Vec<String> = expected.iter().filter(|s| **s != small).cloned().collect();
+        assert_eq!(blob_names(dir.path()), files);
         for c in &contents {
             assert_eq!(&store.get_blob(&sha256_hex(c)).unwrap(), c);
         }
+    }
+
+    /// A small upload lives in sled: it is read back and mapped like a file, a second commit
+    /// of the same bytes is a no-op, it survives a reopen once the store flushed, and deleting
+    /// it (retention) or sweeping it (no record names it) removes it.
+    #[test]
+    fn small_uploads_are_kept_in_sled_and_read_deleted_and_swept_like_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let values = [0.5f32, -1.25, 3.0];
+        let bytes = fedledger_model::digest::vector_to_bytes(&values);
+        let sha = sha256_hex(&bytes);
+        let rt = runtime();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for _ in 0..2 {
+                let mut w = store.blob_writer();
+                rt.block_on(w.write(bytes::Bytes::copy_from_slice(&bytes)))
+                    .unwrap();
+                w.commit(&sha).unwrap();
+            }
+            assert!(store.has_blob(&sha).unwrap());
+            assert_eq!(store.map_vector(&sha).unwrap().values(), &values[..]);
+            assert_eq!(store.get_vector(&sha).unwrap(), values.to_vec());
+            assert!(
+                blob_names(dir.path()).is_empty(),
+                "no file for a small upload"
+            );
+            store.flush_grouped().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.blob_digests().unwrap(), vec![sha.clone()]);
+        store.delete_blob(&sha).unwrap();
+        assert!(!store.has_blob(&sha).unwrap());
+        assert!(matches!(
+            store.get_blob(&sha),
+            Err(StoreError::MissingBlob(s)) if s == sha
+        ));
+        let mut w = store.blob_writer();
+        rt.block_on(w.write(bytes::Bytes::copy_from_slice(&bytes)))
+            .unwrap();
+        w.commit(&sha).unwrap();
+        assert_eq!(
+            store
+                .remove_unreferenced_blobs(&Default::default())
+                .unwrap(),
+            1
+        );
+        assert!(store.blob_digests().unwrap().is_empty());
     }
 
     /// A writer dropped before its commit (an upload broken off or refused) leaves no file; a

@@ -55,12 +55,15 @@ fn log_lines_with(needle: &str) -> Vec<String> {
         .collect()
 }
 
-/// Files in the store's blob folder.
-fn blobs(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("state/blobs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+/// What the store holds: every blob by digest (small ones are in sled, larger ones files),
+/// and every file in its blob folder, temporary ones included (`file:<name>`).
+fn blobs(running: &fedledger_coordinator::Running, dir: &std::path::Path) -> Vec<String> {
+    let mut names = running.coordinator.store().blob_digests().unwrap();
+    names.extend(
+        std::fs::read_dir(dir.join("state/blobs"))
+            .unwrap()
+            .map(|e| format!("file:{}", e.unwrap().file_name().to_string_lossy())),
+    );
     names.sort();
     names
 }
@@ -77,7 +80,7 @@ async fn a_stalled_upload_is_cut_after_its_message_timeout_and_leaves_nothing() 
     let s0 = register(&mut c, &k0).await;
     let (header, _) = task(&mut c, &s0).await;
     assert_eq!(header.state, pb::TaskState::Train as i32);
-    let blobs_before = blobs(dir.path());
+    let blobs_before = blobs(&running, dir.path());
 
     // The header arrives, then nothing: the upload is cut, its reservation released.
     let delta = [0.5f32, -0.25, 0.125, 1.0];
@@ -103,7 +106,7 @@ async fn a_stalled_upload_is_cut_after_its_message_timeout_and_leaves_nothing() 
     );
     drop(tx);
     assert_eq!(
-        blobs(dir.path()),
+        blobs(&running, dir.path()),
         blobs_before,
         "a cut upload stores nothing"
     );
@@ -218,7 +221,7 @@ async fn a_hundred_concurrent_uploads_by_one_participant_leave_at_most_one_blob(
     let mut c = client(&running).await;
     let s0 = register(&mut c, &k0).await;
     task(&mut c, &s0).await;
-    let before = blobs(dir.path());
+    let before = blobs(&running, dir.path());
     let mut channels = Vec::new();
     for _ in 0..4 {
         let mut ch = client(&running).await;
@@ -247,7 +250,7 @@ async fn a_hundred_concurrent_uploads_by_one_participant_leave_at_most_one_blob(
         }
     }
     assert_eq!(accepted, 1);
-    let after = blobs(dir.path());
+    let after = blobs(&running, dir.path());
     let new: Vec<_> = after.iter().filter(|b| !before.contains(b)).collect();
     assert_eq!(new.len(), 1, "new blobs: {new:?}");
     assert!(after.iter().all(|b| !b.ends_with(".tmp")), "{after:?}");
