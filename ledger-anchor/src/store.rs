@@ -184,6 +184,19 @@ struct Nodes<'a>(&'a sled::Tree);
 
 impl SubtreeSource for Nodes<'_> {
     fn perfect(&self, level: u32, index: u64) -> Result<Hash, LedgerError> {
+        if level == 0 {
+            // A leaf's hash is its entry's: stored only by logs written before appends stopped
+            // storing it (they cost as many inserts as the entries themselves).
+            if let Some(v) = self.0.get(node_key(0, index))? {
+                return v.as_ref().try_into().map_err(|_| {
+                    LedgerError::Corrupt(format!("leaf hash {index} is not 32 bytes"))
+                });
+            }
+            let entry = self.0.get(entry_key(index))?.ok_or_else(|| {
+                LedgerError::Corrupt(format!("missing entry {index} (for its leaf hash)"))
+            })?;
+            return Ok(merkle::leaf_hash(&entry));
+        }
         let v = self.0.get(node_key(level, index))?.ok_or_else(|| {
             LedgerError::Corrupt(format!(
                 "missing subtree hash at level {level} index {index}"
@@ -449,7 +462,8 @@ impl Log {
                 }
             }
         }
-        for (level, index, h) in &nodes {
+        // Perfect subtrees of two leaves and up: a leaf's hash is read back from its entry.
+        for (level, index, h) in nodes.iter().filter(|(level, _, _)| *level > 0) {
             batch.insert(&node_key(*level, *index), &h[..]);
         }
         batch.insert(SIZE_KEY, &next.size.to_be_bytes());
@@ -1125,6 +1139,33 @@ mod tests {
                     .unwrap()
             })
             .collect()
+    }
+
+    /// Appends store no leaf hashes (a leaf's hash is read back from its entry), and a log
+    /// written when they did, whose leaf hashes are stored, reads them as stored.
+    #[test]
+    fn leaf_hashes_are_read_from_entries_or_as_an_older_log_stored_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = signer("fed");
+        let recs = records("fed", 9);
+        let log = Log::open(dir.path(), "fed", s).unwrap();
+        let (_, cp) = log.append_and_checkpoint(&recs).unwrap();
+        let tree = merkle::MemoryTree::from_entries(&recs);
+        assert_eq!(cp.checkpoint.root, tree.root_at(9).unwrap());
+        assert_eq!(merkle::root(&log, 9).unwrap(), cp.checkpoint.root);
+        for (i, r) in recs.iter().enumerate() {
+            assert!(log.inner.log.get(node_key(0, i as u64)).unwrap().is_none());
+            assert_eq!(log.perfect(0, i as u64).unwrap(), merkle::leaf_hash(r));
+        }
+        assert!(log.inner.log.get(node_key(1, 0)).unwrap().is_some());
+        // As an older log holds it: the stored hash is what is read.
+        let stored = [7u8; 32];
+        log.inner.log.insert(node_key(0, 3), &stored[..]).unwrap();
+        assert_eq!(log.perfect(0, 3).unwrap(), stored);
+        assert!(matches!(
+            log.perfect(0, 9),
+            Err(LedgerError::OutOfRange { .. })
+        ));
     }
 
     #[test]
