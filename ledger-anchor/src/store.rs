@@ -34,6 +34,11 @@ fn entry_key(index: u64) -> [u8; 9] {
     k
 }
 
+/// The lowest level of perfect subtree hashes an append stores. The leaves' hashes (level 0)
+/// and their pairs' (level 1) are computed from one or two entries when read: storing them
+/// cost 1.5 sled inserts per entry, more than the entries themselves.
+const STORED_LEVEL: u32 = 2;
+
 fn node_key(level: u32, index: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
     k[0] = b'n';
@@ -184,18 +189,25 @@ struct Nodes<'a>(&'a sled::Tree);
 
 impl SubtreeSource for Nodes<'_> {
     fn perfect(&self, level: u32, index: u64) -> Result<Hash, LedgerError> {
-        if level == 0 {
-            // A leaf's hash is its entry's: stored only by logs written before appends stopped
-            // storing it (they cost as many inserts as the entries themselves).
-            if let Some(v) = self.0.get(node_key(0, index))? {
+        if level < STORED_LEVEL {
+            // Below the stored levels a hash is computed from the entries (logs written before
+            // appends stopped storing these levels hold them, and they are read as stored).
+            if let Some(v) = self.0.get(node_key(level, index))? {
                 return v.as_ref().try_into().map_err(|_| {
-                    LedgerError::Corrupt(format!("leaf hash {index} is not 32 bytes"))
+                    LedgerError::Corrupt(format!(
+                        "subtree hash at level {level} index {index} is not 32 bytes"
+                    ))
                 });
             }
-            let entry = self.0.get(entry_key(index))?.ok_or_else(|| {
-                LedgerError::Corrupt(format!("missing entry {index} (for its leaf hash)"))
-            })?;
-            return Ok(merkle::leaf_hash(&entry));
+            if level == 0 {
+                let entry = self.0.get(entry_key(index))?.ok_or_else(|| {
+                    LedgerError::Corrupt(format!("missing entry {index} (for its leaf hash)"))
+                })?;
+                return Ok(merkle::leaf_hash(&entry));
+            }
+            let left = self.perfect(level - 1, 2 * index)?;
+            let right = self.perfect(level - 1, 2 * index + 1)?;
+            return Ok(merkle::node_hash(&left, &right));
         }
         let v = self.0.get(node_key(level, index))?.ok_or_else(|| {
             LedgerError::Corrupt(format!(
@@ -462,8 +474,9 @@ impl Log {
                 }
             }
         }
-        // Perfect subtrees of two leaves and up: a leaf's hash is read back from its entry.
-        for (level, index, h) in nodes.iter().filter(|(level, _, _)| *level > 0) {
+        // Perfect subtrees of [`STORED_LEVEL`] and up: the levels below are computed from the
+        // entries when read.
+        for (level, index, h) in nodes.iter().filter(|(level, _, _)| *level >= STORED_LEVEL) {
             batch.insert(&node_key(*level, *index), &h[..]);
         }
         batch.insert(SIZE_KEY, &next.size.to_be_bytes());
@@ -1141,10 +1154,10 @@ mod tests {
             .collect()
     }
 
-    /// Appends store no leaf hashes (a leaf's hash is read back from its entry), and a log
+    /// Appends store no hashes of levels 0 and 1 (computed back from the entries), and a log
     /// written when they did, whose leaf hashes are stored, reads them as stored.
     #[test]
-    fn leaf_hashes_are_read_from_entries_or_as_an_older_log_stored_them() {
+    fn low_level_hashes_are_read_from_entries_or_as_an_older_log_stored_them() {
         let dir = tempfile::tempdir().unwrap();
         let s = signer("fed");
         let recs = records("fed", 9);
@@ -1157,7 +1170,15 @@ mod tests {
             assert!(log.inner.log.get(node_key(0, i as u64)).unwrap().is_none());
             assert_eq!(log.perfect(0, i as u64).unwrap(), merkle::leaf_hash(r));
         }
-        assert!(log.inner.log.get(node_key(1, 0)).unwrap().is_some());
+        for i in 0..4u64 {
+            assert!(log.inner.log.get(node_key(1, i)).unwrap().is_none());
+            assert_eq!(
+                log.perfect(1, i).unwrap(),
+                tree.perfect(1, i).unwrap(),
+                "level 1, index {i}"
+            );
+        }
+        assert!(log.inner.log.get(node_key(2, 0)).unwrap().is_some());
         // As an older log holds it: the stored hash is what is read.
         let stored = [7u8; 32];
         log.inner.log.insert(node_key(0, 3), &stored[..]).unwrap();
