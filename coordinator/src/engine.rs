@@ -38,6 +38,10 @@ use crate::{
     value::Valuer,
 };
 
+/// Largest model (in bytes) whose hospitals' histories a close advances in parallel (one per
+/// core in anonymous memory at once); larger ones are advanced one at a time.
+const PARALLEL_HISTORY_BYTES: usize = 8 << 20;
+
 /// Milliseconds since the Unix epoch (the engine's clock; the machine is handed it).
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -870,24 +874,34 @@ impl Engine {
         // (the validators' quality rule kept no update), no record names them and the start-up
         // sweep removes them, as it does after a crash.
         let write = Instant::now();
+        let advance = |(before, delta): (&Option<(String, &[f32])>, &&[f32])| {
+            let after = crate::aggregate::history::advance(
+                cfg.history,
+                before.as_ref().map(|b| b.1),
+                delta,
+            );
+            let sha = self.store.put_vector(&after)?;
+            drop(after);
+            Ok::<_, CoordinatorError>((sha.clone(), self.store.map_vector_written(&sha)?))
+        };
         let advanced: Vec<(String, StoredVector)> =
             if !compares || job.updates.len() < cfg.quorum as usize {
                 Vec::new()
+            } else if global.len() * 4 <= PARALLEL_HISTORY_BYTES {
+                // Small models: in parallel, so the blobs' fsyncs overlap and their folder fsyncs
+                // are shared (a round of many hospitals would otherwise wait for each in turn).
+                use rayon::prelude::*;
+                history_slices
+                    .par_iter()
+                    .zip(slices.par_iter())
+                    .map(advance)
+                    .collect::<Result<_, _>>()?
             } else {
                 history_slices
                     .iter()
                     .zip(&slices)
-                    .map(|(before, delta)| {
-                        let after = crate::aggregate::history::advance(
-                            cfg.history,
-                            before.as_ref().map(|b| b.1),
-                            delta,
-                        );
-                        let sha = self.store.put_vector(&after)?;
-                        drop(after);
-                        Ok((sha.clone(), self.store.map_vector_written(&sha)?))
-                    })
-                    .collect::<Result<_, CoordinatorError>>()?
+                    .map(advance)
+                    .collect::<Result<_, _>>()?
             };
         let mut writing = write.elapsed();
         let advanced_slices: Vec<(String, &[f32])> = advanced
