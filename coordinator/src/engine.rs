@@ -619,7 +619,16 @@ impl Engine {
         session: &[u8],
         header: UpdateHeader,
     ) -> Result<Upload, CoordinatorError> {
-        let ticket = self.machine().begin_upload(now_ms(), session, header)?;
+        // The signature is verified before the machine's lock is taken; the machine checks
+        // that what was verified is this header, by this session's participant.
+        let now = now_ms();
+        let key = self.machine().session_key(now, session);
+        let verified = key.ok().and_then(|k| {
+            crate::machine::VerifiedUpdate::check(&self.config().federation, &k, &header)
+        });
+        let ticket = self
+            .machine()
+            .begin_upload_verified(now, session, header, verified)?;
         self.seen(ticket.participant);
         Ok(Upload {
             assembler: Assembler::new(ticket.num_params, fedledger_proto::CHUNK_FLOATS),

@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use super::{
-    CloseJob, Job, Received, RoundMachine, UploadTicket,
+    CloseJob, Job, Received, RoundMachine, UploadTicket, VerifiedUpdate,
     close::{CloseInputs, close_round, next_state},
 };
 use crate::{
@@ -409,6 +409,43 @@ fn the_first_round_opens_at_quorum_once_its_state_is_durable() {
     assert_eq!(m.state().phase, Phase::Open);
     assert!(m.task(T0, &s0).unwrap().train);
     assert_eq!(m.next_wake(T0 + 6), Some(60_000));
+}
+
+/// A signature verified before the lock stands in for the machine's own verification only
+/// when it is this header's, by this session's participant; any other falls back to the
+/// machine's check, which refuses what does not verify.
+#[test]
+fn a_signature_verified_outside_the_lock_counts_only_for_its_own_header_and_key() {
+    let (mut m, s) = open(false);
+    let d = delta(0);
+    let key = |i: u8| -> [u8; 32] { key(i).public_key().as_ref().try_into().unwrap() };
+    assert_eq!(m.session_key(T0, &s[0]).unwrap(), key(0));
+    // h1's header, verified against h1's key, sent on h0's session: not h0's signature.
+    let h1 = header(1, 1, &d);
+    let theirs = VerifiedUpdate::check("machine-test", &key(1), &h1).expect("h1 signed it");
+    assert!(matches!(
+        m.begin_upload_verified(T0, &s[0], h1, Some(theirs.clone())),
+        Err(CoordinatorError::BadUpdateSignature { .. })
+    ));
+    // h0's header with a claim changed after it was verified: the message differs.
+    let mut changed = header(0, 1, &d);
+    let verified = VerifiedUpdate::check("machine-test", &key(0), &changed).unwrap();
+    changed.examples += 1;
+    assert!(matches!(
+        m.begin_upload_verified(T0, &s[0], changed, Some(verified.clone())),
+        Err(CoordinatorError::BadUpdateSignature { .. })
+    ));
+    assert!(m.in_flight.is_empty(), "a refusal leaves no reservation");
+    // A signature that does not verify gives no token at all.
+    let mut forged = header(0, 1, &d);
+    forged.signature[0] ^= 1;
+    assert!(VerifiedUpdate::check("machine-test", &key(0), &forged).is_none());
+    // Its own header, by its own key: accepted, as without the token.
+    let ticket = m
+        .begin_upload_verified(T0, &s[0], header(0, 1, &d), Some(verified))
+        .unwrap();
+    assert_eq!(ticket.participant, 0);
+    assert_eq!(ticket.claimed_sha256, vector_sha256(&d));
 }
 
 #[test]
