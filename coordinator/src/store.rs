@@ -12,10 +12,11 @@
 //! An update of one chunk creates no file until its commit, and none at all when the same
 //! bytes are stored already; one of at most [`SMALL_BLOB_BYTES`] (a small model's) goes into
 //! sled instead of a file, made durable by the flush of the record that names it: a thousand
-//! small uploads cost no inode allocation and no file created only to be removed. The file gets its content's
-//! name only once every check passed ([`BlobWriter::commit`]); a refused or abandoned upload's
-//! file is removed, and one a crash interrupted at the next start. Concurrent commits share the
-//! folder's fsync, and concurrent records share sled's flush (group commit, [`GroupSync`]).
+//! small uploads cost no inode allocation and no file created only to be removed. The file
+//! gets its content's name only once every check passed ([`BlobWriter::commit`]); a refused or
+//! abandoned upload's file is removed, and one a crash interrupted at the next start.
+//! Concurrent commits share the folder's fsync, and concurrent records share sled's flush
+//! (group commit, [`GroupSync`]).
 
 use std::{
     fs,

@@ -20,7 +20,7 @@
 //! cargo run --release --example bench_sites -- --sites 10,100 --rounds 3
 //! cargo run --release --example bench_sites -- --sites 5 --rounds 2 --hidden 500000  # 16.5M
 //! cargo run --release --example bench_sites -- --updates zero       # identical zero updates
-//! cargo run --release --example bench_sites -- --sites 5 --rounds 3 --hidden 500000 --strategy multi-krum
+//! cargo run --release --example bench_sites -- --sites 5 --hidden 500000 --strategy multi-krum
 //! ```
 
 use std::{
