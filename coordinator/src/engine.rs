@@ -283,7 +283,7 @@ impl Engine {
         // The open round's updates are checked against their digests once, here; every later
         // one is hashed as it arrives, so the close reads them all without hashing again.
         for u in &updates {
-            store.get_vector(&u.update_sha256)?;
+            store.map_vector(&u.update_sha256)?;
         }
         let vectors = if state.phase == Phase::Validating {
             store.utilities_for(state.round)?

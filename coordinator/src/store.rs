@@ -410,6 +410,26 @@ fn round_key(round: u64, participant: usize) -> [u8; 16] {
     k
 }
 
+/// The blob `sha256`'s bytes still hash to its name.
+fn check_digest(sha256: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let actual = sha256_hex(bytes);
+    if actual != sha256 {
+        return Err(StoreError::CorruptBlob {
+            sha256: sha256.to_owned(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// The values of the blob `sha256`'s little-endian bytes.
+fn decode_vector(sha256: &str, bytes: &[u8]) -> Result<Vec<f32>, StoreError> {
+    vector_from_bytes(bytes).ok_or_else(|| StoreError::Decode {
+        key: sha256.to_owned(),
+        reason: "length is not a multiple of 4".into(),
+    })
+}
+
 /// Whether a file name is a blob's: a SHA-256 in lower-case hex.
 fn is_digest(name: &str) -> bool {
     name.len() == 64
@@ -535,25 +555,8 @@ impl Store {
     /// Read a blob and check it still hashes to its name.
     pub fn get_blob(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
         let bytes = self.read_blob_file(sha256)?;
-        let actual = sha256_hex(&bytes);
-        if actual != sha256 {
-            return Err(StoreError::CorruptBlob {
-                sha256: sha256.to_owned(),
-                actual,
-            });
-        }
+        check_digest(sha256, &bytes)?;
         Ok(bytes)
-    }
-
-    /// Read a stored vector this process has already checked against its digest (an upload
-    /// hashed as it arrived, or read back with [`Self::get_vector`] at start), without hashing
-    /// it again.
-    pub fn get_vector_written(&self, sha256: &str) -> Result<Vec<f32>, StoreError> {
-        let bytes = self.read_blob_file(sha256)?;
-        vector_from_bytes(&bytes).ok_or_else(|| StoreError::Decode {
-            key: sha256.to_owned(),
-            reason: "length is not a multiple of 4".into(),
-        })
     }
 
     /// A stored vector this process has already checked against its digest, read through a
@@ -562,12 +565,7 @@ impl Store {
     pub fn map_vector_written(&self, sha256: &str) -> Result<StoredVector, StoreError> {
         if let Some(b) = self.small.get(sha256.as_bytes())? {
             // Small: read, not mapped.
-            return vector_from_bytes(&b)
-                .map(StoredVector::from_vec)
-                .ok_or_else(|| StoreError::Decode {
-                    key: sha256.to_owned(),
-                    reason: "length is not a multiple of 4".into(),
-                });
+            return decode_vector(sha256, &b).map(StoredVector::from_vec);
         }
         let path = self.blobs.join(sha256);
         StoredVector::map(&path).map_err(|e| match e.kind() {
@@ -583,23 +581,14 @@ impl Store {
     /// A stored vector by digest, through a memory map of its file, checked against its digest.
     pub fn map_vector(&self, sha256: &str) -> Result<StoredVector, StoreError> {
         let v = self.map_vector_written(sha256)?;
-        let actual = sha256_hex(&v.le_bytes(0, v.len()));
-        if actual != sha256 {
-            return Err(StoreError::CorruptBlob {
-                sha256: sha256.to_owned(),
-                actual,
-            });
-        }
+        check_digest(sha256, &v.le_bytes(0, v.len()))?;
         Ok(v)
     }
 
     /// Read a stored vector by digest.
     pub fn get_vector(&self, sha256: &str) -> Result<Vec<f32>, StoreError> {
         let bytes = self.get_blob(sha256)?;
-        let v = vector_from_bytes(&bytes).ok_or_else(|| StoreError::Decode {
-            key: sha256.to_owned(),
-            reason: "length is not a multiple of 4".into(),
-        })?;
+        let v = decode_vector(sha256, &bytes)?;
         debug_assert_eq!(vector_sha256(&v), sha256);
         Ok(v)
     }
