@@ -929,20 +929,19 @@ impl Engine {
             earlier_rounds: &earlier_rounds,
             standing: &standing,
             histories: &history_slices,
-            advanced: compares.then_some(advanced_slices.as_slice()),
+            advanced: &advanced_slices,
         };
         let mut outcome = match aggregate_round(inputs)? {
             Stage::Abandoned(outcome) => *outcome,
             Stage::Aggregated(mut aggregated) => {
-                // The new model and histories are made durable now, before the valuation,
-                // and dropped: the valuation's working models never share memory with them.
-                // Until the outcome below names them they are no one's (a crash leaves them
-                // to the start-up sweep).
-                let (new_global, histories) = aggregated.take_vectors();
+                // The new model is made durable now, before the valuation, and dropped: the
+                // valuation's working models never share memory with it. Until the outcome
+                // below names it it is no one's (a crash leaves it to the start-up sweep).
+                let new_global = aggregated.take_model();
                 let write = Instant::now();
-                self.persist_vectors(&new_global, &histories)?;
+                self.store.put_vector(&new_global)?;
                 writing += write.elapsed();
-                drop((new_global, histories));
+                drop(new_global);
                 fedledger_memory::trim();
                 value_aggregated(inputs, *aggregated)?
             }
@@ -955,7 +954,7 @@ impl Engine {
         let gov = self.governance();
         outcome.rules_sha256 = Some(gov.rules_for(job.round).sha256_hex());
         let next = next_state(&cfg, &outcome, now_ms());
-        // Effects in order: the model and history blobs (above), then the outcome and next
+        // Effects in order: the history and model blobs (above), then the outcome and next
         // state in sled, then the ledger.
         let new_global = (outcome.status == crate::types::RoundStatus::Completed)
             .then(|| self.store.map_vector_written(&outcome.model_after))
@@ -992,21 +991,6 @@ impl Engine {
         log_close(&outcome, done);
         fedledger_memory::trim();
         Ok(Step::Closed(Box::new(outcome)))
-    }
-
-    /// A completed round's new model and the hospitals' histories, durable (the histories in
-    /// parallel, so their folder fsyncs are shared by the store's group commit).
-    fn persist_vectors(
-        &self,
-        new_global: &[f32],
-        histories: &[Vec<f32>],
-    ) -> Result<(), CoordinatorError> {
-        use rayon::prelude::*;
-        self.store.put_vector(new_global)?;
-        histories
-            .par_iter()
-            .try_for_each(|h| self.store.put_vector(h).map(|_| ()))?;
-        Ok(())
     }
 
     fn prune(&self, round: u64) {

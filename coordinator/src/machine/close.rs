@@ -43,20 +43,17 @@ pub struct CloseInputs<'a> {
     /// `job.updates`, each hospital's history before the round with its digest (`None`: its
     /// first update). Otherwise empty.
     pub histories: &'a [Option<(String, &'a [f32])>],
-    /// The histories after the round with their digests, in the order of `job.updates`, when
-    /// the caller advanced and stored them itself ([`crate::aggregate::history::advance`] one
-    /// hospital at a time, so that no more than one is ever in anonymous memory); `None`: the
-    /// close advances them.
-    pub advanced: Option<&'a [(String, &'a [f32])]>,
+    /// When the strategy compares histories: in the order of `job.updates`, each hospital's
+    /// history after the round with its digest, advanced by the caller
+    /// ([`crate::aggregate::history::advance`]; the engine stores each before the outcome names
+    /// it, and holds none in anonymous memory). Otherwise empty.
+    pub advanced: &'a [(String, &'a [f32])],
 }
 
 /// A round's outcome and, when it completed, the new global parameters.
 pub struct Closed {
     pub outcome: RoundOutcome,
     pub new_global: Option<Vec<f32>>,
-    /// The hospitals' histories after the round, in the order of `job.updates`, when the
-    /// strategy compared histories (the engine stores them before the outcome names them).
-    pub histories: Vec<Vec<f32>>,
 }
 
 /// True when the round's selection compares the hospitals' update histories instead of the
@@ -158,14 +155,12 @@ pub fn close_round(i: CloseInputs<'_>) -> Result<Closed, CoordinatorError> {
         Stage::Abandoned(outcome) => Closed {
             outcome: *outcome,
             new_global: None,
-            histories: Vec::new(),
         },
         Stage::Aggregated(mut a) => {
-            let (new_global, histories) = a.take_vectors();
+            let new_global = a.take_model();
             Closed {
                 outcome: value_aggregated(i, *a)?,
                 new_global: Some(new_global),
-                histories,
             }
         }
     };
@@ -203,28 +198,22 @@ pub enum Stage {
 }
 
 /// A completed round's aggregate, before its valuation. The valuation reads only the round's
-/// starting model and updates, so the engine makes the new model and histories durable and
-/// drops them ([`Aggregated::take_vectors`]) before it values: the close never holds the new
-/// model and the valuation's working models at once.
+/// starting model and updates, so the engine makes the new model durable and drops it
+/// ([`Aggregated::take_model`]) before it values: the close never holds the new model and the
+/// valuation's working models at once.
 pub struct Aggregated {
     /// Completed, with the new model's digest and metrics; contributions still to come.
     outcome: RoundOutcome,
     new_global: Vec<f32>,
-    histories: Vec<Vec<f32>>,
     /// Updates the strategy left out, as indices into the round's updates.
     excluded: Vec<usize>,
     judged: Option<crate::value::Judgement>,
 }
 
 impl Aggregated {
-    /// The new global parameters and (when the strategy compared them) the hospitals'
-    /// histories after the round, in the order of the round's updates; the outcome names them
-    /// by digest. Empty once taken.
-    pub fn take_vectors(&mut self) -> (Vec<f32>, Vec<Vec<f32>>) {
-        (
-            std::mem::take(&mut self.new_global),
-            std::mem::take(&mut self.histories),
-        )
+    /// The new global parameters (the outcome names them by digest). Empty once taken.
+    pub fn take_model(&mut self) -> Vec<f32> {
+        std::mem::take(&mut self.new_global)
     }
 }
 
@@ -321,7 +310,7 @@ pub fn aggregate_round(i: CloseInputs<'_>) -> Result<Stage, CoordinatorError> {
     let keys = update_keys(cfg, job);
     // Every update of a completed round enters its hospital's history; the selection compares
     // the kept ones'.
-    let (after, history) = if compares_histories(cfg, aggregator) {
+    let history = if compares_histories(cfg, aggregator) {
         if histories.len() != deltas.len() {
             return Err(CoordinatorError::Internal(format!(
                 "close of round {}: {} histories for {} updates",
@@ -330,36 +319,22 @@ pub fn aggregate_round(i: CloseInputs<'_>) -> Result<Stage, CoordinatorError> {
                 deltas.len()
             )));
         }
-        match advanced {
-            Some(advanced) => {
-                if advanced.len() != deltas.len() {
-                    return Err(CoordinatorError::Internal(format!(
-                        "close of round {}: {} advanced histories for {} updates",
-                        job.round,
-                        advanced.len(),
-                        deltas.len()
-                    )));
-                }
-                let digests: Vec<String> = advanced.iter().map(|(sha, _)| sha.clone()).collect();
-                let record = history_record(cfg.history, &keys, histories, &digests);
-                (Vec::new(), Some(record))
-            }
-            None => {
-                let (after, record) = advance_histories(cfg.history, &keys, histories, deltas);
-                (after, Some(record))
-            }
+        if advanced.len() != deltas.len() {
+            return Err(CoordinatorError::Internal(format!(
+                "close of round {}: {} advanced histories for {} updates",
+                job.round,
+                advanced.len(),
+                deltas.len()
+            )));
         }
+        let digests: Vec<String> = advanced.iter().map(|(sha, _)| sha.clone()).collect();
+        Some(history_record(cfg.history, &keys, histories, &digests))
     } else {
-        (Vec::new(), None)
+        None
     };
-    let compared: Option<Vec<&[f32]>> = history.is_some().then(|| {
-        kept.iter()
-            .map(|&i| match advanced {
-                Some(advanced) => advanced[i].1,
-                None => after[i].as_slice(),
-            })
-            .collect()
-    });
+    let compared: Option<Vec<&[f32]>> = history
+        .is_some()
+        .then(|| kept.iter().map(|&i| advanced[i].1).collect());
     let aggregate = aggregator.aggregate_compared(global, &kept_views, compared.as_deref())?;
     // The strategy's exclusions, as indices into the round's updates.
     let excluded: Vec<usize> = aggregate.excluded.iter().map(|k| kept[*k]).collect();
@@ -384,7 +359,6 @@ pub fn aggregate_round(i: CloseInputs<'_>) -> Result<Stage, CoordinatorError> {
     Ok(Stage::Aggregated(Box::new(Aggregated {
         outcome,
         new_global,
-        histories: after,
         excluded,
         judged,
     })))

@@ -721,7 +721,7 @@ fn close(cfg: &FederationConfig, job: &CloseJob) -> super::close::Closed {
         earlier_rounds: &[],
         standing: &Default::default(),
         histories: &[],
-        advanced: None,
+        advanced: &[],
     })
     .unwrap()
 }
