@@ -191,7 +191,7 @@ impl Witness {
             ));
         }
         Ok(Self {
-            db: sled::open(dir)?,
+            db: crate::store::open_sled(dir)?,
             signer,
             log_key,
         })
