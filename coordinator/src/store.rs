@@ -474,7 +474,7 @@ impl Store {
     /// Open the metadata at `sled_dir` with blobs read from (and written to) `blobs`. Replay
     /// opens a copy of a state directory's metadata this way and only reads blobs in place.
     pub fn open_parts(sled_dir: &Path, blobs: PathBuf) -> Result<Self, StoreError> {
-        let db = fedledger_ledger::store::open_sled(sled_dir)?;
+        let db = fedledger_ledger::db::open_sled(sled_dir)?;
         Ok(Self {
             meta: db.open_tree("meta")?,
             updates: db.open_tree("updates")?,

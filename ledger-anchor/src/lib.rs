@@ -71,6 +71,7 @@
 //! [`records::update_signing_message`]; auditors run the `fedledger-ledger` command's `node`
 //! (replica and witness), `export` and `verify`.
 pub mod crash;
+pub mod db;
 pub mod error;
 pub mod export;
 pub mod http;

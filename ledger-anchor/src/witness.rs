@@ -191,7 +191,7 @@ impl Witness {
             ));
         }
         Ok(Self {
-            db: crate::store::open_sled(dir)?,
+            db: crate::db::open_sled(dir)?,
             signer,
             log_key,
         })

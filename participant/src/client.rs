@@ -389,7 +389,7 @@ impl Client {
             }) => h,
             _ => return Err(proto("stream did not start with a header".into())),
         };
-        let mut params = Vec::new();
+        let mut params: Vec<f32> = Vec::new();
         let state = pb::TaskState::try_from(header.state).unwrap_or(pb::TaskState::Unspecified);
         if state == pb::TaskState::Train
             && let Err(reason) = check_task_header(&header)
@@ -417,7 +417,9 @@ impl Client {
                         )))
                     }
                 })?;
-            params.reserve_exact(n);
+            // Backed by huge pages where the system allows them: filling 64 MB of fresh
+            // 4 KiB pages costs more than decoding into them.
+            params = fedledger_memory::vec_with_huge_pages(n);
             // Decoded into place chunk by chunk as they arrive, and hashed meanwhile on a
             // thread of its own (the chunks are shared, not copied; at most [`HASH_QUEUE`]
             // wait for it); the digest is compared once the last one is in.
@@ -454,11 +456,19 @@ impl Client {
                         if to_hasher.send(c.data.clone()).await.is_err() {
                             return Err(proto("the model's hashing stopped".into()));
                         }
+                        let at = params.len();
                         params.extend(
                             c.data
                                 .chunks_exact(4)
                                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
                         );
+                        // Checked while the chunk is still in cache, not in a pass of its own.
+                        if let Some(i) = params[at..].iter().position(|v| !v.is_finite()) {
+                            return Err(proto(format!(
+                                "global parameter {} is not finite",
+                                at + i
+                            )));
+                        }
                     }
                     _ => return Err(proto("unexpected message after the header".into())),
                 }
@@ -478,9 +488,6 @@ impl Client {
                     "global parameters hash to {sha}, header says {}",
                     header.model_sha256
                 )));
-            }
-            if let Some(i) = params.iter().position(|v| !v.is_finite()) {
-                return Err(proto(format!("global parameter {i} is not finite")));
             }
         }
         Ok(Task { header, params })

@@ -118,7 +118,7 @@ fn key(federation: &str, round: u64) -> Vec<u8> {
 
 impl LocalStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = fedledger_ledger::store::open_sled(&dir.join("participant.sled"))?;
+        let db = fedledger_ledger::db::open_sled(&dir.join("participant.sled"))?;
         Ok(Self {
             spends: db.open_tree("spends")?,
             rounds: db.open_tree("rounds")?,

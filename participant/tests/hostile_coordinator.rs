@@ -1,7 +1,8 @@
 //! A hostile or broken coordinator: tasks that declare an absurd model size, or hyper-parameters
 //! outside the participant's fixed bounds (a NaN learning rate or noise multiplier), are
 //! declined with the reason, judged from the task alone, before anything is allocated, read or
-//! trained, and nothing is spent.
+//! trained, and nothing is spent. A global model that does not hash to the digest its header
+//! claims, or holds a non-finite value, is refused by the client that pulls it.
 //!
 //! The real agent and trainer run against a fake coordinator on loopback that serves one such
 //! task, then says the federation is done once it has been answered.
@@ -63,6 +64,9 @@ struct Seen {
 
 struct Hostile {
     task: pb::TaskHeader,
+    /// The values sent after the header while the round is open (the honest ones unless a
+    /// test spoils them).
+    body: Vec<f32>,
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -81,7 +85,7 @@ impl Script for Hostile {
         } else {
             // Whatever the header claims, the body is the 4 honest values: a participant that
             // believed the header would have allocated before finding out.
-            (self.task.clone(), vector_to_bytes(&GLOBAL))
+            (self.task.clone(), vector_to_bytes(&self.body))
         };
         let messages = [
             pb::task_message::Msg::Header(header),
@@ -121,6 +125,7 @@ async fn declined(task: pb::TaskHeader) -> String {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let (url, server) = serve(Hostile {
         task,
+        body: GLOBAL.to_vec(),
         seen: seen.clone(),
     })
     .await;
@@ -209,4 +214,54 @@ async fn a_nan_noise_multiplier_is_declined_before_training() {
     });
     let reason = declined(t).await;
     assert!(reason.contains("noise_multiplier = NaN"), "{reason}");
+}
+
+/// What `Client::task` makes of a round whose header is `task` and whose parameters are
+/// `body`, from a coordinator that serves exactly that.
+async fn pulled(task: pb::TaskHeader, body: Vec<f32>) -> Result<Vec<f32>, String> {
+    let (url, server) = serve(Hostile {
+        task,
+        body,
+        seen: Arc::new(Mutex::new(Seen::default())),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("h0.key");
+    keys::generate_key_file(&key).unwrap();
+    let key = Arc::new(keys::load_key(&key).unwrap());
+    let mut client = fedledger_participant::client::Client::connect(&url, key)
+        .await
+        .unwrap();
+    let r = client
+        .task()
+        .await
+        .map(|t| t.params)
+        .map_err(|e| e.to_string());
+    server.abort();
+    r
+}
+
+#[tokio::test]
+async fn a_global_model_that_does_not_hash_to_its_header_is_refused() {
+    let honest = pulled(header(pb::TaskState::Train), GLOBAL.to_vec()).await;
+    assert_eq!(honest.unwrap(), GLOBAL);
+    let mut changed = GLOBAL.to_vec();
+    changed[3] = 0.5;
+    let err = pulled(header(pb::TaskState::Train), changed)
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains(&format!("header says {}", vector_sha256(&GLOBAL))),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_global_model_with_a_non_finite_value_is_refused_even_when_its_digest_matches() {
+    let mut poisoned = GLOBAL.to_vec();
+    poisoned[2] = f32::INFINITY;
+    let mut t = header(pb::TaskState::Train);
+    t.model_sha256 = vector_sha256(&poisoned);
+    let err = pulled(t, poisoned).await.unwrap_err();
+    assert!(err.contains("global parameter 2 is not finite"), "{err}");
 }
