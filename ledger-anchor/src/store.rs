@@ -1,10 +1,8 @@
 //! The sled-backed log: entries, perfect-subtree hashes, signed checkpoints and evidence.
 //!
-//! One sled tree holds entries in pages of [`PAGE`] (`p` + page index: the entries from
-//! `page x PAGE` on, each with its length), perfect subtree hashes (`n` + level + index) and the
-//! size (`m/size`); every append writes them in one atomic batch and flushes before it returns.
-//! Logs written before entries were paged, one sled value per entry (`e` + index), are paged
-//! when opened. Checkpoints live in their own tree keyed by size, each with the cosignatures
+//! One sled tree holds entries (`e` + index), perfect subtree hashes (`n` + level + index) and
+//! the size (`m/size`); every append writes them in one atomic batch and flushes before it
+//! returns. Checkpoints live in their own tree keyed by size, each with the cosignatures
 //! gathered so far; evidence of equivocation in a third.
 //!
 //! The size readers see ([`Log::size`]) is the size last made durable; it is read without
@@ -29,130 +27,11 @@ const SIZE_KEY: &[u8] = b"m/size";
 const ORIGIN_KEY: &[u8] = b"m/origin";
 const LOG_KEY_KEY: &[u8] = b"m/log_key";
 
-/// Entries per sled value. Sled's cost is mostly per value: measured here, 100,000 entries of
-/// 2 KB took 1.4–1.5 s to insert and flush one per value, 0.5–0.6 s sixteen per value. A page
-/// is rewritten whole when an append adds to it, so an append of a few entries rewrites at most
-/// fifteen others; reading one entry reads its page (32 KB for entries of 2 KB).
-pub const PAGE: u64 = 16;
-
-fn page_key(page: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = b'p';
-    k[1..].copy_from_slice(&page.to_be_bytes());
-    k
-}
-
-/// The key of an entry in a log written before entries were paged (read only to page them).
-fn old_entry_key(index: u64) -> [u8; 9] {
+fn entry_key(index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = b'e';
     k[1..].copy_from_slice(&index.to_be_bytes());
     k
-}
-
-/// Appends `entry` to a page's bytes: its length (4 bytes, little-endian), then the entry.
-fn page_push(page: &mut Vec<u8>, entry: &[u8]) {
-    // Entries are at most 65,535 bytes (`records::validate_entry`), so the length fits.
-    page.extend_from_slice(&(entry.len() as u32).to_le_bytes());
-    page.extend_from_slice(entry);
-}
-
-/// The entries of page `page` (its bytes `v`), in order; a page that does not parse is corrupt.
-fn page_entries(page: u64, v: &[u8]) -> Result<Vec<&[u8]>, LedgerError> {
-    let corrupt = || LedgerError::Corrupt(format!("entry page {page} does not parse"));
-    let mut out = Vec::with_capacity(PAGE as usize);
-    let mut rest = v;
-    while !rest.is_empty() {
-        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if len > tail.len() || out.len() as u64 == PAGE {
-            return Err(corrupt());
-        }
-        let (entry, tail) = tail.split_at(len);
-        out.push(entry);
-        rest = tail;
-    }
-    Ok(out)
-}
-
-/// Entry `index` read from the log's tree (`None` when its page does not hold it).
-fn read_entry(log: &sled::Tree, index: u64) -> Result<Option<Vec<u8>>, LedgerError> {
-    let page = index / PAGE;
-    let Some(v) = log.get(page_key(page))? else {
-        return Ok(None);
-    };
-    Ok(page_entries(page, &v)?
-        .get((index % PAGE) as usize)
-        .map(|e| e.to_vec()))
-}
-
-/// Entries `[start, end)` read from the log's tree, page by page.
-fn read_entries(log: &sled::Tree, start: u64, end: u64) -> Result<Vec<Vec<u8>>, LedgerError> {
-    let mut out = Vec::with_capacity((end - start) as usize);
-    if start < end {
-        let pages = page_key(start / PAGE)..=page_key((end - 1) / PAGE);
-        for kv in log.range(pages) {
-            let (k, v) = kv?;
-            let page =
-                u64::from_be_bytes(k[1..].try_into().map_err(|_| {
-                    LedgerError::Corrupt("an entry page's key is not 9 bytes".into())
-                })?);
-            let from = page * PAGE;
-            for (i, e) in page_entries(page, &v)?.into_iter().enumerate() {
-                let index = from + i as u64;
-                if (start..end).contains(&index) && index == start + out.len() as u64 {
-                    out.push(e.to_vec());
-                }
-            }
-        }
-    }
-    if out.len() as u64 != end - start {
-        return Err(LedgerError::Corrupt(format!(
-            "entries {start}..{end} incomplete"
-        )));
-    }
-    Ok(out)
-}
-
-/// Pages a log written one sled value per entry: each batch writes whole pages and removes
-/// their old keys atomically, so a crash in between leaves pages and old keys of different
-/// entries, and the next open goes on where this one stopped. Returns the entries paged.
-fn page_old_entries(log: &sled::Tree, size: u64) -> Result<u64, LedgerError> {
-    const PAGES_PER_BATCH: u64 = 256;
-    let Some(first) = log.scan_prefix(b"e").keys().next().transpose()? else {
-        return Ok(0);
-    };
-    let first = u64::from_be_bytes(
-        first[1..]
-            .try_into()
-            .map_err(|_| LedgerError::Corrupt("an old entry key is not 9 bytes".into()))?,
-    );
-    if !first.is_multiple_of(PAGE) {
-        return Err(LedgerError::Corrupt(format!(
-            "old entries start at {first}, inside a page"
-        )));
-    }
-    let mut moved = 0;
-    let mut page = first / PAGE;
-    while page * PAGE < size {
-        let mut batch = sled::Batch::default();
-        let end_page = (page + PAGES_PER_BATCH).min(size.div_ceil(PAGE));
-        for p in page..end_page {
-            let mut bytes = Vec::new();
-            for i in p * PAGE..((p + 1) * PAGE).min(size) {
-                let e = log
-                    .get(old_entry_key(i))?
-                    .ok_or_else(|| LedgerError::Corrupt(format!("missing entry {i}")))?;
-                page_push(&mut bytes, &e);
-                batch.remove(&old_entry_key(i));
-                moved += 1;
-            }
-            batch.insert(&page_key(p), bytes);
-        }
-        log.apply_batch(batch)?;
-        page = end_page;
-    }
-    Ok(moved)
 }
 
 /// The lowest level of perfect subtree hashes an append stores. The leaves' hashes (level 0)
@@ -299,7 +178,7 @@ impl SubtreeSource for Nodes<'_> {
                 });
             }
             if level == 0 {
-                let entry = read_entry(self.0, index)?.ok_or_else(|| {
+                let entry = self.0.get(entry_key(index))?.ok_or_else(|| {
                     LedgerError::Corrupt(format!("missing entry {index} (for its leaf hash)"))
                 })?;
                 return Ok(merkle::leaf_hash(&entry));
@@ -375,7 +254,7 @@ impl Log {
                 dir.display()
             )));
         }
-        let db = crate::db::open_log_sled(dir)?;
+        let db = crate::db::open_sled(dir)?;
         let key = db.open_tree("log")?.get(LOG_KEY_KEY)?.ok_or_else(|| {
             LedgerError::Corrupt(format!("{} is not a ledger store", dir.display()))
         })?;
@@ -390,7 +269,7 @@ impl Log {
         log_key: VerifierKey,
         signer: Option<NoteSigner>,
     ) -> Result<Self, LedgerError> {
-        Self::from_db(crate::db::open_log_sled(dir)?, log_key, signer)
+        Self::from_db(crate::db::open_sled(dir)?, log_key, signer)
     }
 
     fn from_db(
@@ -435,10 +314,6 @@ impl Log {
             ),
             None => 0,
         };
-        let paged = page_old_entries(&log, size)?;
-        if paged > 0 {
-            tracing::info!(entries = paged, "entries of an older log stored in pages");
-        }
         let nodes = Nodes(&log);
         let mut frontier = Vec::new();
         for level in 0..64u32 {
@@ -551,38 +426,10 @@ impl Log {
         let mut batch = sled::Batch::default();
         let count: usize = runs.iter().map(|r| r.entries.len()).sum();
         let mut nodes = Vec::with_capacity(count * 2 + 64);
-        // The last page, when entries already fill part of it, is rewritten with the new ones
-        // (only the entries the log counts: an append whose flush failed may have left more).
-        let mut page = if next.size.is_multiple_of(PAGE) {
-            Vec::new()
-        } else {
-            let p = next.size / PAGE;
-            let held = self
-                .inner
-                .log
-                .get(page_key(p))?
-                .ok_or_else(|| LedgerError::Corrupt(format!("missing entry page {p}")))?;
-            let count = (next.size % PAGE) as usize;
-            let entries = page_entries(p, &held)?;
-            if entries.len() < count {
-                return Err(LedgerError::Corrupt(format!(
-                    "entry page {p} holds {} entries, the log counts {count}",
-                    entries.len()
-                )));
-            }
-            let mut page = Vec::with_capacity(held.len());
-            for e in &entries[..count] {
-                page_push(&mut page, e);
-            }
-            page
-        };
         for run in runs {
             for (e, leaf) in run.entries.iter().zip(run.leaves) {
-                page_push(&mut page, e);
+                batch.insert(&entry_key(next.size), *e);
                 next.push(*leaf, &mut nodes);
-                if next.size.is_multiple_of(PAGE) {
-                    batch.insert(&page_key(next.size / PAGE - 1), std::mem::take(&mut page));
-                }
             }
             if let Some(cp) = cp {
                 let ok = if cp.checkpoint.size == next.size {
@@ -604,9 +451,6 @@ impl Log {
                     )));
                 }
             }
-        }
-        if !page.is_empty() {
-            batch.insert(&page_key(next.size / PAGE), page);
         }
         // Perfect subtrees of [`STORED_LEVEL`] and up: the levels below are computed from the
         // entries when read.
@@ -726,7 +570,7 @@ impl Log {
         // with its entries' batch keeps the cosignatures of witnesses those entries add.
         loop {
             let i = t.next_index();
-            let Ok(Some(bytes)) = read_entry(&self.inner.log, i) else {
+            let Ok(Some(bytes)) = self.inner.log.get(entry_key(i)) else {
                 break;
             };
             t.read(&self.inner.origin, &bytes);
@@ -908,7 +752,10 @@ impl Log {
         if index >= size {
             return Err(LedgerError::OutOfRange { index, size });
         }
-        read_entry(&self.inner.log, index)?
+        self.inner
+            .log
+            .get(entry_key(index))?
+            .map(|v| v.to_vec())
             .ok_or_else(|| LedgerError::Corrupt(format!("missing entry {index}")))
     }
 
@@ -918,7 +765,16 @@ impl Log {
         if start > end || end > size {
             return Err(LedgerError::OutOfRange { index: end, size });
         }
-        read_entries(&self.inner.log, start, end)
+        let mut out = Vec::with_capacity((end - start) as usize);
+        for kv in self.inner.log.range(entry_key(start)..entry_key(end)) {
+            out.push(kv?.1.to_vec());
+        }
+        if out.len() as u64 != end - start {
+            return Err(LedgerError::Corrupt(format!(
+                "entries {start}..{end} incomplete"
+            )));
+        }
+        Ok(out)
     }
 
     /// Root hash of the first `size` entries.
@@ -1021,10 +877,14 @@ impl Log {
         let overlap = usize::try_from(st.size - first)
             .unwrap_or(usize::MAX)
             .min(entries.len());
-        let held = read_entries(&self.inner.log, first, first + overlap as u64)?;
-        for (i, (e, held)) in entries[..overlap].iter().zip(&held).enumerate() {
+        for (i, e) in entries[..overlap].iter().enumerate() {
             let idx = first + i as u64;
-            if held != e {
+            let held = self
+                .inner
+                .log
+                .get(entry_key(idx))?
+                .ok_or_else(|| LedgerError::Corrupt(format!("missing entry {idx}")))?;
+            if held.as_ref() != e.as_slice() {
                 return Err(LedgerError::ProofInvalid(format!(
                     "entry {idx} differs from the one held"
                 )));
@@ -1246,91 +1106,6 @@ mod tests {
         assert_eq!(log.entry(5).unwrap(), recs[5]);
         assert_eq!(log.entries(3, 9).unwrap(), recs[3..9].to_vec());
         assert!(Log::open(dir.path(), "other", signer("other")).is_err());
-    }
-
-    fn keys_with_prefix(log: &Log, prefix: &[u8]) -> usize {
-        log.inner.log.scan_prefix(prefix).count()
-    }
-
-    #[test]
-    fn entries_are_stored_in_pages_and_read_back_across_their_boundaries() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = signer("fed");
-        let recs = records("fed", 69);
-        let tree = merkle::MemoryTree::from_entries(&recs);
-        let mut at = 0;
-        for (i, n) in [1usize, 15, 1, 17, 33, 2].into_iter().enumerate() {
-            // Reopened between appends: a partial last page is picked up from the store.
-            let log = Log::open(dir.path(), "fed", s.clone()).unwrap();
-            assert_eq!(log.size(), at as u64, "append {i}");
-            log.append_batch(&recs[at..at + n]).unwrap();
-            at += n;
-            assert_eq!(log.root(), tree.root_at(at as u64).unwrap());
-        }
-        let log = Log::open(dir.path(), "fed", s).unwrap();
-        assert_eq!(
-            keys_with_prefix(&log, b"p"),
-            69usize.div_ceil(PAGE as usize)
-        );
-        assert_eq!(keys_with_prefix(&log, b"e"), 0);
-        for a in 0..=69u64 {
-            for b in a..=69u64 {
-                assert_eq!(
-                    log.entries(a, b).unwrap(),
-                    recs[a as usize..b as usize].to_vec(),
-                    "entries {a}..{b}"
-                );
-            }
-            if a < 69 {
-                assert_eq!(log.entry(a).unwrap(), recs[a as usize]);
-                assert_eq!(
-                    log.perfect(0, a).unwrap(),
-                    merkle::leaf_hash(&recs[a as usize])
-                );
-            }
-        }
-        assert!(matches!(
-            log.entries(3, 70),
-            Err(LedgerError::OutOfRange { .. })
-        ));
-        assert!(matches!(log.entry(69), Err(LedgerError::OutOfRange { .. })));
-        // A page that does not parse is reported as corrupt, not read past.
-        log.inner.log.insert(page_key(1), &[9u8, 0, 0][..]).unwrap();
-        assert!(matches!(log.entry(17), Err(LedgerError::Corrupt(_))));
-    }
-
-    /// A log written one sled value per entry (`e` + index) is paged when opened, also when an
-    /// earlier open was interrupted after paging part of it.
-    #[test]
-    fn an_older_log_with_one_value_per_entry_is_paged_when_opened() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = signer("fed");
-        let recs = records("fed", 45);
-        let tree = merkle::MemoryTree::from_entries(&recs);
-        {
-            let log = Log::open(dir.path(), "fed", s.clone()).unwrap();
-            log.append_and_checkpoint(&recs[..40]).unwrap();
-            // As an older log holds entries from 16 on (the first page paged already, as if
-            // the process died while paging).
-            for p in 1..40u64.div_ceil(PAGE) {
-                log.inner.log.remove(page_key(p)).unwrap();
-            }
-            for (i, r) in recs[..40].iter().enumerate().skip(PAGE as usize) {
-                log.inner
-                    .log
-                    .insert(old_entry_key(i as u64), r.as_slice())
-                    .unwrap();
-            }
-            log.inner.db.flush().unwrap();
-        }
-        let log = Log::open(dir.path(), "fed", s).unwrap();
-        assert_eq!(keys_with_prefix(&log, b"e"), 0);
-        assert_eq!(keys_with_prefix(&log, b"p"), 3);
-        assert_eq!((log.size(), log.root()), (40, tree.root_at(40).unwrap()));
-        assert_eq!(log.entries(0, 40).unwrap(), recs[..40].to_vec());
-        log.append_batch(&recs[40..]).unwrap();
-        assert_eq!(log.root(), tree.root_at(45).unwrap());
-        assert_eq!(log.entries(30, 45).unwrap(), recs[30..].to_vec());
     }
 
     /// A replica's chunks of `recs[start..end]`, checked, each with its consistency proof to
