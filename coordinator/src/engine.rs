@@ -33,7 +33,7 @@ use crate::{
     },
     refusal::Refusals,
     store::Store,
-    transfer::Assembler,
+    transfer::{Assembler, StreamHasher},
     types::{PersistedState, Phase, Progress, Receipt, RoundOutcome, UpdateHeader},
     value::Valuer,
 };
@@ -632,6 +632,7 @@ impl Engine {
         self.seen(ticket.participant);
         Ok(Upload {
             assembler: Assembler::new(ticket.num_params, fedledger_proto::CHUNK_FLOATS),
+            hasher: StreamHasher::default(),
             blob: Some(self.store.blob_writer()),
             engine: self.clone(),
             ticket,
@@ -1105,6 +1106,7 @@ pub struct Upload {
     engine: Arc<Engine>,
     ticket: UploadTicket,
     assembler: Assembler,
+    hasher: StreamHasher,
     blob: Option<crate::store::BlobWriter>,
     reserved: bool,
 }
@@ -1114,6 +1116,7 @@ impl Upload {
     /// for the update's file (waiting while the file's writer is behind).
     pub async fn push(&mut self, offset: u64, bytes: bytes::Bytes) -> Result<(), CoordinatorError> {
         self.assembler.push(offset, &bytes)?;
+        self.hasher.push(bytes.clone()).await?;
         match &mut self.blob {
             Some(b) => Ok(b.write(bytes).await?),
             None => Err(CoordinatorError::Internal(
@@ -1134,18 +1137,17 @@ impl Upload {
     /// update (flush), then acknowledge. Blocks on disk.
     pub fn finish(mut self) -> Result<Receipt, CoordinatorError> {
         let assembler = std::mem::replace(&mut self.assembler, Assembler::new(0, 1));
+        let hasher = std::mem::take(&mut self.hasher);
         let blob = self
             .blob
             .take()
             .ok_or_else(|| CoordinatorError::Internal("an upload finished twice".into()))?;
         let engine = self.engine.clone();
-        let checked = assembler.finish().and_then(|values| {
+        let checked = assembler.finish().and_then(|norm| {
+            let sha256 = hasher.finish()?;
             // From here on the machine owns the reservation (a refusal drops it there).
             self.reserved = false;
-            let received = Received {
-                sha256: values.sha256,
-                norm: values.norm,
-            };
+            let received = Received { sha256, norm };
             engine
                 .machine()
                 .finish_upload(now_ms(), &self.ticket, &received)

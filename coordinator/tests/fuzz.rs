@@ -9,7 +9,11 @@
 
 mod common;
 
-use fedledger_coordinator::{ConfigFile, error::CoordinatorError, transfer::Assembler};
+use fedledger_coordinator::{
+    ConfigFile,
+    error::CoordinatorError,
+    transfer::{Assembler, StreamHasher},
+};
 use proptest::prelude::*;
 
 /// A chunk stream: mostly well-placed chunks of mixed bytes, with wrong offsets, odd lengths
@@ -30,6 +34,12 @@ fn chunks() -> impl Strategy<Value = Vec<(Option<u64>, Vec<u8>)>> {
 
 fn assemble(expected: u64, max_chunk: usize, chunks: &[(Option<u64>, Vec<u8>)]) {
     let mut a = Assembler::new(expected, max_chunk);
+    // The digest of what is accepted, as the upload computes it (a thread from the second
+    // chunk on).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut hasher = StreamHasher::default();
     let mut have = 0u64;
     // What the upload would have streamed to its file.
     let mut accepted = Vec::new();
@@ -44,6 +54,8 @@ fn assemble(expected: u64, max_chunk: usize, chunks: &[(Option<u64>, Vec<u8>)]) 
                 have += bytes.len() as u64 / 4;
                 assert!(have <= expected);
                 accepted.extend_from_slice(bytes);
+                rt.block_on(hasher.push(bytes::Bytes::copy_from_slice(bytes)))
+                    .unwrap();
             }
             Err(e) => {
                 assert!(
@@ -62,18 +74,21 @@ fn assemble(expected: u64, max_chunk: usize, chunks: &[(Option<u64>, Vec<u8>)]) 
         }
     }
     match a.finish() {
-        Ok(r) => {
+        Ok(norm_got) => {
             assert_eq!(have, expected);
             let values = fedledger_model::digest::vector_from_bytes(&accepted).unwrap();
             assert_eq!(values.len() as u64, expected);
             assert!(values.iter().all(|v| v.is_finite()));
-            assert_eq!(r.sha256, fedledger_model::digest::vector_sha256(&values));
+            assert_eq!(
+                hasher.finish().unwrap(),
+                fedledger_model::digest::vector_sha256(&values)
+            );
             let norm = values
                 .iter()
                 .map(|v| f64::from(*v).powi(2))
                 .sum::<f64>()
                 .sqrt();
-            assert!((r.norm - norm).abs() <= 1e-9 * norm.max(1.0));
+            assert!((norm_got - norm).abs() <= 1e-9 * norm.max(1.0));
         }
         Err(e) => assert!(matches!(e, CoordinatorError::Truncated { .. }), "{e}"),
     }
