@@ -11,7 +11,7 @@ use crate::error::CoordinatorError;
 
 /// Chunks waiting for a [`StreamHasher`]'s thread: what an upload holds beyond the chunk being
 /// received and those queued for its file.
-pub const HASH_QUEUE: usize = 4;
+pub const HASH_QUEUE: usize = 2;
 
 /// The SHA-256 of a vector's chunks, computed as they pass: the first chunk where it arrives,
 /// and from the second on, on a thread of the vector's own (a small model's update, one chunk,
