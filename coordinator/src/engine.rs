@@ -632,7 +632,7 @@ impl Engine {
         self.seen(ticket.participant);
         Ok(Upload {
             assembler: Assembler::new(ticket.num_params, fedledger_proto::CHUNK_FLOATS),
-            hasher: StreamHasher::default(),
+            hasher: StreamHasher::for_bytes(ticket.num_params.saturating_mul(4)),
             blob: Some(self.store.blob_writer()),
             engine: self.clone(),
             ticket,
