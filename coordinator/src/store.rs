@@ -714,29 +714,14 @@ impl Store {
             keep.extend(o.contributions.into_iter().map(|c| c.update_sha256));
         }
         let mut removed = 0;
-        let mut small_removed = false;
-        for kv in self.small.iter() {
-            let (k, _) = kv?;
-            if !keep.contains(String::from_utf8_lossy(&k).as_ref()) {
-                self.small.remove(&k)?;
-                removed += 1;
-                small_removed = true;
-            }
-        }
-        if small_removed {
-            self.db.flush()?;
-        }
-        for entry in fs::read_dir(&self.blobs).map_err(io_err(&self.blobs))? {
-            let path = entry.map_err(io_err(&self.blobs))?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if is_digest(name) && !keep.contains(name) {
-                fs::remove_file(&path).map_err(io_err(&path))?;
+        for sha in self.blob_digests()? {
+            if !keep.contains(&sha) {
+                self.delete_blob(&sha)?;
                 removed += 1;
             }
         }
         if removed > 0 {
+            self.db.flush()?;
             self.dir_sync.sync_dir(&self.blobs)?;
         }
         Ok(removed)

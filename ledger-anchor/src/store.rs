@@ -167,36 +167,29 @@ struct Nodes<'a>(&'a sled::Tree);
 
 impl SubtreeSource for Nodes<'_> {
     fn perfect(&self, level: u32, index: u64) -> Result<Hash, LedgerError> {
-        if level < STORED_LEVEL {
+        match self.0.get(node_key(level, index))? {
+            Some(v) => v.as_ref().try_into().map_err(|_| {
+                LedgerError::Corrupt(format!(
+                    "subtree hash at level {level} index {index} is not 32 bytes"
+                ))
+            }),
             // Below the stored levels a hash is computed from the entries (logs written before
             // appends stopped storing these levels hold them, and they are read as stored).
-            if let Some(v) = self.0.get(node_key(level, index))? {
-                return v.as_ref().try_into().map_err(|_| {
-                    LedgerError::Corrupt(format!(
-                        "subtree hash at level {level} index {index} is not 32 bytes"
-                    ))
-                });
-            }
-            if level == 0 {
+            None if level == 0 => {
                 let entry = self.0.get(entry_key(index))?.ok_or_else(|| {
                     LedgerError::Corrupt(format!("missing entry {index} (for its leaf hash)"))
                 })?;
-                return Ok(merkle::leaf_hash(&entry));
+                Ok(merkle::leaf_hash(&entry))
             }
-            let left = self.perfect(level - 1, 2 * index)?;
-            let right = self.perfect(level - 1, 2 * index + 1)?;
-            return Ok(merkle::node_hash(&left, &right));
-        }
-        let v = self.0.get(node_key(level, index))?.ok_or_else(|| {
-            LedgerError::Corrupt(format!(
+            None if level < STORED_LEVEL => {
+                let left = self.perfect(level - 1, 2 * index)?;
+                let right = self.perfect(level - 1, 2 * index + 1)?;
+                Ok(merkle::node_hash(&left, &right))
+            }
+            None => Err(LedgerError::Corrupt(format!(
                 "missing subtree hash at level {level} index {index}"
-            ))
-        })?;
-        v.as_ref().try_into().map_err(|_| {
-            LedgerError::Corrupt(format!(
-                "subtree hash at level {level} index {index} is not 32 bytes"
-            ))
-        })
+            ))),
+        }
     }
 }
 

@@ -63,10 +63,7 @@ fn advise_huge_pages(start: *mut u8, len: usize) -> bool {
         #[allow(unsafe_code)]
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let skip = start.align_offset(page);
-        if skip >= len {
-            return false;
-        }
-        let whole = (len - skip) / page * page;
+        let whole = len.saturating_sub(skip) / page * page;
         if whole == 0 {
             return false;
         }
