@@ -1135,7 +1135,7 @@ impl Governance {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Record, v2::tests as v2t, validate_entry};
+    use super::super::{Record, v2::tests as v2t};
     use super::*;
     use ring::signature::{Ed25519KeyPair, KeyPair};
 
@@ -1206,7 +1206,7 @@ mod tests {
         let entry = GovernanceEntry::new(p.clone(), vec![sign(&govs[2], &p), sign(&govs[0], &p)]);
         let bytes = encode_canonical(&entry).unwrap();
         assert_eq!(
-            validate_entry(4, v2t::ORIGIN, &bytes).unwrap(),
+            crate::records::validated_fast(v2t::ORIGIN, 4, &bytes),
             Record::Governance(Box::new(entry.clone()))
         );
         gov.admit(9, &bytes, &entry).unwrap();

@@ -511,13 +511,32 @@ pub fn genesis_witnesses(genesis: &Record) -> Option<&WitnessesRecord> {
     }
 }
 
-fn typed<T: serde::de::DeserializeOwned>(cx: &Ctx, value: Value) -> Result<T, LedgerError> {
-    serde_json::from_value(value).map_err(|e| cx.err(serde_field(&e.to_string()), e.to_string()))
+/// Where the typed form of an entry is read from: its canonical text, or (on the reference
+/// path) the value parsed from it.
+enum Source<'a> {
+    Canonical(&'a str),
+    Parsed(Value),
+}
+
+impl Source<'_> {
+    fn typed<T: serde::de::DeserializeOwned>(self, cx: &Ctx) -> Result<T, LedgerError> {
+        match self {
+            Source::Canonical(s) => serde_json::from_str(s),
+            Source::Parsed(v) => serde_json::from_value(v),
+        }
+        .map_err(|e| cx.err(serde_field(&e.to_string()), e.to_string()))
+    }
 }
 
 /// Validates entry `index` of the log `origin`: size, canonical JSON, a known `type` for that
 /// index, and every field of its schema. Returns the typed record. (Checks that need more than
 /// one entry, such as enrolment, round order and signatures, are [`crate::verify`]'s.)
+///
+/// An entry goes the fast way first: one pass checks that its bytes are canonical
+/// ([`crate::canonical::scan`]) and the typed record is read straight from them. Anything that
+/// way does not accept is decided again by the reference path (parse to a `Value`, re-encode,
+/// compare), which names what is wrong; so the fast way changes no verdict and no error, only
+/// what an accepted entry costs (a replica checks every entry it catches up).
 pub fn validate_entry(index: u64, origin: &str, bytes: &[u8]) -> Result<Record, LedgerError> {
     let cx = Ctx { index };
     if bytes.len() > MAX_ENTRY_BYTES {
@@ -529,6 +548,22 @@ pub fn validate_entry(index: u64, origin: &str, bytes: &[u8]) -> Result<Record, 
             ),
         ));
     }
+    if let Some(record) = validate_canonical(&cx, origin, bytes) {
+        // The crate's own tests hold every entry they validate to both paths.
+        #[cfg(test)]
+        assert_eq!(
+            validate_reference(&cx, origin, bytes).as_ref().ok(),
+            Some(&record),
+            "the fast way accepted what the reference path does not"
+        );
+        return Ok(record);
+    }
+    validate_reference(&cx, origin, bytes)
+}
+
+/// The reference path of [`validate_entry`]: parse to a `Value`, re-encode canonically,
+/// compare, then read the typed record from the value.
+fn validate_reference(cx: &Ctx, origin: &str, bytes: &[u8]) -> Result<Record, LedgerError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| cx.err("$", format!("not JSON: {e}")))?;
     let mut canon = Vec::with_capacity(bytes.len());
@@ -547,12 +582,64 @@ pub fn validate_entry(index: u64, origin: &str, bytes: &[u8]) -> Result<Record, 
     let obj = value
         .as_object()
         .ok_or_else(|| cx.err("$", "must be a JSON object"))?;
-    let version = match obj.get("v").map(Value::as_u64) {
+    let (version, ty) = check_header(
+        cx,
+        origin,
+        obj.get("v").map(Value::as_u64),
+        obj.get("federation").and_then(Value::as_str),
+        obj.get("type").and_then(Value::as_str),
+    )?;
+    let ty = ty.to_owned();
+    typed_record(cx, version, &ty, Source::Parsed(value))
+}
+
+/// For the crate's tests: [`validate_entry`] of a valid entry, asserting that the fast way
+/// took it (an entry it refuses is only slower, so nothing else would notice).
+#[cfg(test)]
+pub(crate) fn validated_fast(origin: &str, index: u64, bytes: &[u8]) -> Record {
+    let fast = validate_canonical(&Ctx { index }, origin, bytes);
+    let record = validate_entry(index, origin, bytes).unwrap();
+    assert_eq!(
+        fast.as_ref(),
+        Some(&record),
+        "the fast way refused a valid entry"
+    );
+    record
+}
+
+/// The fast way of [`validate_entry`]: the record when `bytes` are canonical and it holds,
+/// `None` otherwise (for the reference path to name the fault).
+fn validate_canonical(cx: &Ctx, origin: &str, bytes: &[u8]) -> Option<Record> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let top = crate::canonical::scan(text)?;
+    // Strings with escapes take the reference path: a version, origin or type never has them.
+    fn plain(raw: &str) -> Option<&str> {
+        raw.strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .filter(|r| !r.contains('\\'))
+    }
+    let version = top.v.map(|raw| raw.parse::<u64>().ok());
+    let federation = top.federation.map(plain)?;
+    let ty = top.ty.map(plain)?;
+    let (version, ty) = check_header(cx, origin, version, federation, ty).ok()?;
+    typed_record(cx, version, ty, Source::Canonical(text)).ok()
+}
+
+/// The checks every entry's `v`, `federation` and `type` pass before its schema is chosen
+/// (`None`: absent or not of the right JSON type). Returns the version and the type.
+fn check_header<'t>(
+    cx: &Ctx,
+    origin: &str,
+    version: Option<Option<u64>>,
+    federation: Option<&str>,
+    ty: Option<&'t str>,
+) -> Result<(u64, &'t str), LedgerError> {
+    let version = match version {
         Some(Some(v)) if v == v1::RECORD_VERSION || v == RECORD_VERSION => v,
         Some(_) => return Err(cx.err("v", "must be 1 or 2")),
         None => return Err(cx.err("v", "missing")),
     };
-    match obj.get("federation").and_then(Value::as_str) {
+    match federation {
         Some(f) if f == origin => {}
         Some(f) => {
             return Err(cx.err(
@@ -562,13 +649,9 @@ pub fn validate_entry(index: u64, origin: &str, bytes: &[u8]) -> Result<Record, 
         }
         None => return Err(cx.err("federation", "missing or not a string")),
     }
-    let ty = obj
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| cx.err("type", "missing or not a string"))?
-        .to_owned();
+    let ty = ty.ok_or_else(|| cx.err("type", "missing or not a string"))?;
     let is_federation = ty == FEDERATION_TYPE || ty == v1::FEDERATION_TYPE;
-    if index == 0 && !is_federation {
+    if cx.index == 0 && !is_federation {
         return Err(cx.err(
             "type",
             format!(
@@ -577,58 +660,68 @@ pub fn validate_entry(index: u64, origin: &str, bytes: &[u8]) -> Result<Record, 
             ),
         ));
     }
-    if index > 0 && is_federation {
+    if cx.index > 0 && is_federation {
         return Err(cx.err("type", "only entry 0 may be a federation record"));
     }
-    match (version, ty.as_str()) {
+    Ok((version, ty))
+}
+
+/// Reads the record of `version` and `ty` from `source` and checks its fields.
+fn typed_record(
+    cx: &Ctx,
+    version: u64,
+    ty: &str,
+    source: Source<'_>,
+) -> Result<Record, LedgerError> {
+    match (version, ty) {
         (1, v1::FEDERATION_TYPE) => {
-            let r: v1::FederationRecord = typed(&cx, value)?;
-            v1::check_federation(&cx, &r)?;
+            let r: v1::FederationRecord = source.typed(cx)?;
+            v1::check_federation(cx, &r)?;
             Ok(Record::V1Federation(Box::new(r)))
         }
         (1, v1::ROUND_TYPE) => {
-            let r: v1::RoundRecord = typed(&cx, value)?;
-            v1::check_round(&cx, &r)?;
+            let r: v1::RoundRecord = source.typed(cx)?;
+            v1::check_round(cx, &r)?;
             Ok(Record::V1Round(Box::new(r)))
         }
         (2, FEDERATION_TYPE) => {
-            let r: FederationEntry = typed(&cx, value)?;
-            r.check(&cx)?;
+            let r: FederationEntry = source.typed(cx)?;
+            r.check(cx)?;
             Ok(Record::Federation(Box::new(r)))
         }
         (2, ENROLMENT_TYPE) => {
-            let r: EnrolmentEntry = typed(&cx, value)?;
-            r.check(&cx)?;
+            let r: EnrolmentEntry = source.typed(cx)?;
+            r.check(cx)?;
             Ok(Record::Enrolment(Box::new(r)))
         }
         (2, CONTRIBUTION_TYPE) => {
-            let r: ContributionEntry = typed(&cx, value)?;
-            r.check(&cx)?;
+            let r: ContributionEntry = source.typed(cx)?;
+            r.check(cx)?;
             Ok(Record::Contribution(Box::new(r)))
         }
         (2, DECLINE_TYPE) => {
-            let r: DeclineEntry = typed(&cx, value)?;
-            r.check(&cx)?;
+            let r: DeclineEntry = source.typed(cx)?;
+            r.check(cx)?;
             Ok(Record::Decline(Box::new(r)))
         }
         (2, ROUND_TYPE) => {
-            let r: RoundSummary = typed(&cx, value)?;
-            r.check(&cx)?;
+            let r: RoundSummary = source.typed(cx)?;
+            r.check(cx)?;
             Ok(Record::Round(Box::new(r)))
         }
         (2, SETTLEMENT_TYPE) => {
-            let r: SettlementEntry = typed(&cx, value)?;
-            r.check(&cx)?;
+            let r: SettlementEntry = source.typed(cx)?;
+            r.check(cx)?;
             Ok(Record::Settlement(Box::new(r)))
         }
         (2, UTILITIES_TYPE) => {
-            let r: UtilitiesEntry = typed(&cx, value)?;
-            r.check(&cx)?;
+            let r: UtilitiesEntry = source.typed(cx)?;
+            r.check(cx)?;
             Ok(Record::Utilities(Box::new(r)))
         }
         (2, GOVERNANCE_TYPE) => {
-            let r: GovernanceEntry = typed(&cx, value)?;
-            r.check(&cx)?;
+            let r: GovernanceEntry = source.typed(cx)?;
+            r.check(cx)?;
             Ok(Record::Governance(Box::new(r)))
         }
         (v, other) => Err(cx.err(

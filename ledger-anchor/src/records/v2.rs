@@ -832,7 +832,7 @@ pub(crate) mod tests {
             ],
         );
         assert_eq!(
-            validate_entry(9, ORIGIN, &encode_canonical(&st).unwrap()).unwrap(),
+            super::super::validated_fast(ORIGIN, 9, &encode_canonical(&st).unwrap()),
             Record::Settlement(Box::new(st.clone()))
         );
         let f = |g: fn(&mut SettlementEntry)| {
@@ -909,17 +909,17 @@ pub(crate) mod tests {
     fn every_entry_type_round_trips_through_the_validator() {
         let f = federation(2);
         assert_eq!(
-            validate_entry(0, ORIGIN, &encode_canonical(&f).unwrap()).unwrap(),
+            super::super::validated_fast(ORIGIN, 0, &encode_canonical(&f).unwrap()),
             Record::Federation(Box::new(f))
         );
         let e = enrolment(&"aa".repeat(32), "hospital-a");
         assert_eq!(
-            validate_entry(1, ORIGIN, &encode_canonical(&e).unwrap()).unwrap(),
+            super::super::validated_fast(ORIGIN, 1, &encode_canonical(&e).unwrap()),
             Record::Enrolment(Box::new(e))
         );
         let c = contribution(1, &"aa".repeat(32), 1000);
         assert_eq!(
-            validate_entry(3, ORIGIN, &encode_canonical(&c).unwrap()).unwrap(),
+            super::super::validated_fast(ORIGIN, 3, &encode_canonical(&c).unwrap()),
             Record::Contribution(Box::new(c))
         );
         let d = DeclineEntry {
@@ -933,13 +933,13 @@ pub(crate) mod tests {
             signature: crate::note::b64_encode(&[9u8; 64]),
         };
         assert_eq!(
-            validate_entry(4, ORIGIN, &encode_canonical(&d).unwrap()).unwrap(),
+            super::super::validated_fast(ORIGIN, 4, &encode_canonical(&d).unwrap()),
             Record::Decline(Box::new(d))
         );
         let mut s = summary(1, 3, 2);
         s.server_dp = Some(ServerDpRecord::new("0.5", 1.0, 3.2, 1e-5));
         assert_eq!(
-            validate_entry(5, ORIGIN, &encode_canonical(&s).unwrap()).unwrap(),
+            super::super::validated_fast(ORIGIN, 5, &encode_canonical(&s).unwrap()),
             Record::Round(Box::new(s))
         );
     }
