@@ -62,9 +62,10 @@ pub struct Store {
 /// freeing, ext4 inodes; in sled they cost an insert and share the records' flush.
 pub const SMALL_BLOB_BYTES: usize = 64 * 1024;
 
-/// Bytes a streamed blob's writer lets accumulate before it asks the disk to write them back
-/// (`fdatasync` on the partial file), so the final fsync flushes at most this much.
-pub const WRITEBACK_BYTES: u64 = 16 << 20;
+/// Bytes a streamed blob's writer lets accumulate before it asks the disk to start writing
+/// them back ([`fedledger_memory::start_writeback`], which does not wait), so the disk writes
+/// an upload while it arrives and the final fsync finds at most about this much still dirty.
+pub const WRITEBACK_BYTES: u64 = 4 << 20;
 
 /// Chunks an upload's writer thread may have queued: bounds the memory of one upload in
 /// flight to this many chunks whatever the disk's speed (the receiver waits for room).
@@ -169,8 +170,8 @@ enum Writer {
     },
 }
 
-/// The writer thread: creates the file at `path`, writes what it is handed, starts writeback
-/// every [`WRITEBACK_BYTES`], fsyncs on `Finish`; on an error, or when the queue closes without
+/// The writer thread: creates the file at `path`, writes what it is handed, starts (without
+/// waiting for) the writeback of every [`WRITEBACK_BYTES`], fsyncs on `Finish`; on an error, or when the queue closes without
 /// `Finish`, removes the file.
 fn writer_thread(
     path: PathBuf,
@@ -178,15 +179,17 @@ fn writer_thread(
 ) -> Result<(), StoreError> {
     let result = (|| {
         let mut file = fs::File::create(&path).map_err(io_err(&path))?;
-        let mut unsynced = 0u64;
+        // Bytes written, and how many of them the disk was asked to write back.
+        let (mut written, mut started) = (0u64, 0u64);
         while let Some(piece) = rx.blocking_recv() {
             match piece {
                 Piece::Bytes(b) => {
                     file.write_all(&b).map_err(io_err(&path))?;
-                    unsynced += b.len() as u64;
-                    if unsynced >= WRITEBACK_BYTES {
-                        file.sync_data().map_err(io_err(&path))?;
-                        unsynced = 0;
+                    written += b.len() as u64;
+                    if written - started >= WRITEBACK_BYTES {
+                        fedledger_memory::start_writeback(&file, started, written - started)
+                            .map_err(io_err(&path))?;
+                        started = written;
                     }
                 }
                 Piece::Finish => {

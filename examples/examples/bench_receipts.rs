@@ -15,6 +15,7 @@
 //! cargo run --release --example bench_receipts -- receipts # the receipt figures only
 //! ```
 
+use fedledger_examples::bench::median;
 use std::{
     collections::BTreeMap,
     time::{Duration, Instant},
@@ -28,11 +29,6 @@ use fedledger_coordinator::{ConfigFile, Identity};
 use fedledger_examples::bench::{ZeroSites, spawn_zero_agent, zero_sites};
 use fedledger_ledger::{Log, http, note::NoteSigner, tiles};
 use fedledger_model::{ModelKind, ModelSpec};
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(0.0, f64::max)

@@ -23,6 +23,7 @@
 //! cargo run --release --example bench_sites -- --sites 5 --hidden 500000 --strategy multi-krum
 //! ```
 
+use fedledger_examples::bench::{cpu_secs, median};
 use std::{
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
@@ -203,22 +204,6 @@ fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// User + system CPU seconds of `pid`.
-fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = &s[s.rfind(')').context("stat format")? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    // The clock tick is 100 Hz on Linux (USER_HZ).
-    Ok(ticks as f64 / 100.0)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 async fn sites(

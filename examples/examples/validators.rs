@@ -23,6 +23,7 @@
 //! cargo run --release --example validators -- strategic     # one part
 //! ```
 
+use fedledger_examples::bench::median;
 use std::{collections::BTreeMap, path::PathBuf};
 
 use anyhow::Context;
@@ -277,11 +278,6 @@ fn round_times(outcomes: &[RoundOutcome]) -> Vec<f64> {
         .iter()
         .map(|o| o.closed_at_ms.saturating_sub(o.opened_at_ms) as f64)
         .collect()
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Per validator (by name), how many rounds it was flagged in and what it was paid, over the

@@ -123,3 +123,21 @@ pub fn spawn_distinct_agent(
         Box::new(DistinctSource { rows: 50, site }),
     ))
 }
+
+/// The median of `v` (the upper one of an even count), sorting `v`.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// User + system CPU seconds of process `pid` so far (Linux, `/proc/<pid>/stat`).
+pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    use anyhow::Context;
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &s[s.rfind(')').context("stat format")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+    // The clock tick is 100 Hz on Linux (USER_HZ).
+    Ok(ticks as f64 / 100.0)
+}
