@@ -633,7 +633,7 @@ impl Engine {
         Ok(Upload {
             assembler: Assembler::new(ticket.num_params, fedledger_proto::CHUNK_FLOATS),
             hasher: StreamHasher::for_bytes(ticket.num_params.saturating_mul(4)),
-            blob: Some(self.store.blob_writer()),
+            blob: Some(self.store.blob_writer(ticket.num_params.saturating_mul(4))),
             engine: self.clone(),
             ticket,
             reserved: true,

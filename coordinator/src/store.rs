@@ -6,9 +6,10 @@
 //! round's state in one sled transaction.
 //!
 //! An upload is streamed to its file as it arrives ([`BlobWriter`]): from its second chunk on, a
-//! writer thread of its own creates a file under a temporary name, writes each chunk and starts
-//! the disk's writeback every [`WRITEBACK_BYTES`], so the fsync the acknowledgement waits for
-//! finds little left to do and the coordinator holds at most a few chunks of an upload in memory.
+//! writer thread of its own creates a file under a temporary name and writes each chunk: past
+//! the page cache for uploads of at least [`DIRECT_MIN_BYTES`], through it with the disk's
+//! writeback started every 2 MiB otherwise, so the fsync the acknowledgement waits for finds
+//! little left to do and the coordinator holds at most a few chunks of an upload in memory.
 //! An update of one chunk creates no file until its commit, and none at all when the same
 //! bytes are stored already; one of at most [`SMALL_BLOB_BYTES`] (a small model's) goes into
 //! sled instead of a file, made durable by the flush of the record that names it: a thousand
@@ -62,10 +63,12 @@ pub struct Store {
 /// freeing, ext4 inodes; in sled they cost an insert and share the records' flush.
 pub const SMALL_BLOB_BYTES: usize = 64 * 1024;
 
-/// Bytes a streamed blob's writer lets accumulate before it asks the disk to start writing
-/// them back ([`fedledger_memory::start_writeback`], which does not wait), so the disk writes
-/// an upload while it arrives and the final fsync finds at most about this much still dirty.
-pub const WRITEBACK_BYTES: u64 = 4 << 20;
+/// Uploads of at least this many bytes are written past the page cache
+/// ([`fedledger_memory::DirectFile`]): copying 64 MB into the page cache cost about as much
+/// CPU as receiving and hashing it. Smaller ones go through the page cache (with writeback
+/// started every 2 MiB): a direct writer holds a 2 MiB aligned buffer, which a hundred sites
+/// uploading 4 MiB updates at once would multiply.
+pub const DIRECT_MIN_BYTES: u64 = 16 << 20;
 
 /// Chunks an upload's writer thread may have queued: bounds the memory of one upload in
 /// flight to this many chunks whatever the disk's speed (the receiver waits for room).
@@ -158,6 +161,9 @@ pub struct BlobWriter {
     small: sled::Tree,
     dir_sync: Arc<GroupSync>,
     written: u64,
+    /// Whether the file is written past the page cache (the upload declared at least
+    /// [`DIRECT_MIN_BYTES`]).
+    direct: bool,
 }
 
 enum Writer {
@@ -170,30 +176,22 @@ enum Writer {
     },
 }
 
-/// The writer thread: creates the file at `path`, writes what it is handed, starts (without
-/// waiting for) the writeback of every [`WRITEBACK_BYTES`], fsyncs on `Finish`; on an error, or when the queue closes without
-/// `Finish`, removes the file.
+/// The writer thread: creates the file at `path` (written past the page cache if `direct`),
+/// writes what it is handed, fsyncs on `Finish`; on an error, or when the queue closes
+/// without `Finish`, removes the file.
 fn writer_thread(
     path: PathBuf,
+    direct: bool,
     mut rx: tokio::sync::mpsc::Receiver<Piece>,
 ) -> Result<(), StoreError> {
     let result = (|| {
-        let mut file = fs::File::create(&path).map_err(io_err(&path))?;
-        // Bytes written, and how many of them the disk was asked to write back.
-        let (mut written, mut started) = (0u64, 0u64);
+        let mut file =
+            fedledger_memory::DirectFile::create(&path, direct).map_err(io_err(&path))?;
         while let Some(piece) = rx.blocking_recv() {
             match piece {
-                Piece::Bytes(b) => {
-                    file.write_all(&b).map_err(io_err(&path))?;
-                    written += b.len() as u64;
-                    if written - started >= WRITEBACK_BYTES {
-                        fedledger_memory::start_writeback(&file, started, written - started)
-                            .map_err(io_err(&path))?;
-                        started = written;
-                    }
-                }
+                Piece::Bytes(b) => file.write(&b).map_err(io_err(&path))?,
                 Piece::Finish => {
-                    file.sync_all().map_err(io_err(&path))?;
+                    file.finish().map_err(io_err(&path))?;
                     return Ok(true);
                 }
             }
@@ -215,8 +213,9 @@ fn writer_thread(
 }
 
 impl BlobWriter {
-    fn start(blobs: &Path, small: sled::Tree, dir_sync: Arc<GroupSync>) -> Self {
+    fn start(blobs: &Path, small: sled::Tree, dir_sync: Arc<GroupSync>, expected: u64) -> Self {
         Self {
+            direct: expected >= DIRECT_MIN_BYTES,
             state: Writer::Held(None),
             tmp: temp_name(blobs, "upload"),
             blobs: blobs.to_owned(),
@@ -244,11 +243,11 @@ impl BlobWriter {
                 }
                 Some(first) => {
                     let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(WRITER_QUEUE);
-                    let path = self.tmp.clone();
+                    let (path, direct) = (self.tmp.clone(), self.direct);
                     let worker = std::thread::Builder::new()
                         .name("blob-writer".into())
                         .stack_size(256 << 10)
-                        .spawn(move || writer_thread(path, rx))
+                        .spawn(move || writer_thread(path, direct, rx))
                         .map_err(io_err(&self.blobs))?;
                     // The queue is empty: the first chunk goes in without waiting.
                     let _ = tx.try_send(Piece::Bytes(first));
@@ -506,9 +505,15 @@ impl Store {
         Ok(sha)
     }
 
-    /// A blob streamed to disk as its bytes arrive (an upload), named by [`BlobWriter::commit`].
-    pub fn blob_writer(&self) -> BlobWriter {
-        BlobWriter::start(&self.blobs, self.small.clone(), self.dir_sync.clone())
+    /// A blob streamed to disk as its bytes arrive (an upload of `expected` bytes, as its
+    /// header declares), named by [`BlobWriter::commit`].
+    pub fn blob_writer(&self, expected: u64) -> BlobWriter {
+        BlobWriter::start(
+            &self.blobs,
+            self.small.clone(),
+            self.dir_sync.clone(),
+            expected,
+        )
     }
 
     /// Store a flat vector; its key is the SHA-256 of its little-endian bytes.
@@ -884,12 +889,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let rt = runtime();
-        // Three blobs of many pieces (a writer thread each), one of a single piece above
-        // SMALL_BLOB_BYTES (held and written to a file by the commit) and one below (held and
-        // put in sled by the commit: no file).
+        // Three blobs of many pieces (a writer thread each: the first and last declared large
+        // enough to be written past the page cache, the second not), one of a single piece
+        // above SMALL_BLOB_BYTES (held and written to a file by the commit) and one below
+        // (held and put in sled by the commit: no file).
         let mut contents: Vec<Vec<u8>> = (0..3u8)
             .map(|i| {
-                (0..(WRITEBACK_BYTES as usize + 3 * 4096 + usize::from(i)))
+                (0..((4 << 20) + 3 * 4096 + usize::from(i)))
                     .map(|j| (j as u8) ^ i)
                     .collect()
             })
@@ -898,8 +904,14 @@ mod tests {
         contents.push(vec![9u8; 4096]);
         let writers: Vec<(BlobWriter, String)> = contents
             .iter()
-            .map(|c| {
-                let mut w = store.blob_writer();
+            .enumerate()
+            .map(|(i, c)| {
+                let declared = if i == 1 {
+                    c.len() as u64
+                } else {
+                    DIRECT_MIN_BYTES
+                };
+                let mut w = store.blob_writer(declared);
                 rt.block_on(async {
                     for piece in c.chunks(1 << 20) {
                         w.write(bytes::Bytes::copy_from_slice(piece)).await.unwrap();
@@ -938,7 +950,7 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             for _ in 0..2 {
-                let mut w = store.blob_writer();
+                let mut w = store.blob_writer(bytes.len() as u64);
                 rt.block_on(w.write(bytes::Bytes::copy_from_slice(&bytes)))
                     .unwrap();
                 w.commit(&sha).unwrap();
@@ -960,7 +972,7 @@ mod tests {
             store.get_blob(&sha),
             Err(StoreError::MissingBlob(s)) if s == sha
         ));
-        let mut w = store.blob_writer();
+        let mut w = store.blob_writer(bytes.len() as u64);
         rt.block_on(w.write(bytes::Bytes::copy_from_slice(&bytes)))
             .unwrap();
         w.commit(&sha).unwrap();
@@ -988,7 +1000,7 @@ mod tests {
             }
             blob_names(dir.path())
         };
-        let mut w = store.blob_writer();
+        let mut w = store.blob_writer(4);
         rt.block_on(w.write(bytes::Bytes::from_static(&[1, 2, 3, 4])))
             .unwrap();
         assert!(
@@ -996,7 +1008,8 @@ mod tests {
             "a held chunk has no file"
         );
         w.abandon();
-        let mut w = store.blob_writer();
+        // Declared large: written past the page cache, removed all the same.
+        let mut w = store.blob_writer(DIRECT_MIN_BYTES);
         for chunk in [[1, 2, 3, 4], [5, 6, 7, 8]] {
             rt.block_on(w.write(bytes::Bytes::copy_from_slice(&chunk)))
                 .unwrap();
@@ -1006,7 +1019,7 @@ mod tests {
         assert!(blob_names(dir.path()).is_empty());
         // Dropped (a stream broken off in an async handler): its writer removes the file on
         // its own thread, soon.
-        let mut w = store.blob_writer();
+        let mut w = store.blob_writer(8);
         for chunk in [[5, 6, 7, 8], [9, 10, 11, 12]] {
             rt.block_on(w.write(bytes::Bytes::copy_from_slice(&chunk)))
                 .unwrap();
