@@ -112,12 +112,9 @@ impl DirectFile {
 
     /// Append `bytes`.
     pub fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        if !self.direct {
-            return self.write_buffered(bytes);
-        }
         while !bytes.is_empty() {
             if !self.direct {
-                // Direct I/O was refused at the last block.
+                // Asked for, or direct I/O refused (possibly at the last block).
                 return self.write_buffered(bytes);
             }
             let n = (DIRECT_BLOCK - self.filled).min(bytes.len());
