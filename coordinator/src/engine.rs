@@ -542,9 +542,20 @@ impl Engine {
         challenge: &[u8],
         signature: &[u8],
     ) -> Result<crate::machine::Registered, CoordinatorError> {
-        let r = self
-            .machine()
-            .register(now_ms(), key_hex, challenge, signature)?;
+        // Verified before the machine's lock is taken (see `Verified`).
+        let pre = crate::machine::Verified::registration(
+            &self.config().federation,
+            key_hex,
+            challenge,
+            signature,
+        );
+        let r = self.machine().register_verified(
+            now_ms(),
+            key_hex,
+            challenge,
+            signature,
+            pre.as_ref(),
+        )?;
         info!(participant = %r.name, "registered");
         self.wake.notify_one();
         Ok(r)
@@ -623,12 +634,12 @@ impl Engine {
         // that what was verified is this header, by this session's participant.
         let now = now_ms();
         let key = self.machine().session_key(now, session);
-        let verified = key.ok().and_then(|k| {
-            crate::machine::VerifiedUpdate::check(&self.config().federation, &k, &header)
-        });
+        let pre = key
+            .ok()
+            .and_then(|k| crate::machine::Verified::update(&self.config().federation, &k, &header));
         let ticket = self
             .machine()
-            .begin_upload_verified(now, session, header, verified)?;
+            .begin_upload_verified(now, session, header, pre)?;
         self.seen(ticket.participant);
         Ok(Upload {
             assembler: Assembler::new(ticket.num_params, fedledger_proto::CHUNK_FLOATS),
@@ -680,13 +691,27 @@ impl Engine {
         utilities: Vec<i64>,
         signature: &[u8],
     ) -> Result<(String, u32, u32), CoordinatorError> {
-        let meta = self.machine().begin_utilities(
-            now_ms(),
+        // Verified before the machine's lock is taken (see `Verified`).
+        let now = now_ms();
+        let key = self.machine().validator_key(now, session);
+        let pre = key.ok().and_then(|k| {
+            let digest = fedledger_ledger::records::utility_vector_sha256(&utilities);
+            let msg = fedledger_ledger::records::utilities_signing_message(
+                &self.config().federation,
+                round,
+                coalitions_sha256,
+                &digest,
+            );
+            crate::machine::Verified::check(&k, msg, signature)
+        });
+        let meta = self.machine().begin_utilities_verified(
+            now,
             session,
             round,
             coalitions_sha256,
             utilities,
             signature,
+            pre.as_ref(),
         )?;
         if let Err(e) = self.store.record_utilities(&meta) {
             self.machine().release_validator(&meta.validator);
@@ -708,9 +733,25 @@ impl Engine {
         reason: &str,
         signature: &[u8],
     ) -> Result<(), CoordinatorError> {
-        let meta = self
-            .machine()
-            .decline(now_ms(), session, round, reason, signature)?;
+        // Verified before the machine's lock is taken (see `Verified`).
+        let now = now_ms();
+        let key = self.machine().session_key(now, session);
+        let pre = key.ok().and_then(|k| {
+            let msg = fedledger_ledger::records::decline_signing_message(
+                &self.config().federation,
+                round,
+                reason,
+            );
+            crate::machine::Verified::check(&k, msg, signature)
+        });
+        let meta = self.machine().decline_verified(
+            now,
+            session,
+            round,
+            reason,
+            signature,
+            pre.as_ref(),
+        )?;
         self.seen(meta.participant);
         if let Err(e) = self.store.record_decline(&meta) {
             self.machine().release(meta.participant);

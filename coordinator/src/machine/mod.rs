@@ -247,28 +247,53 @@ fn update_message(federation: &str, header: &UpdateHeader) -> String {
     )
 }
 
-/// An update header's signature, verified against a key before the machine's lock is taken
-/// (an Ed25519 verification is tens of microseconds: a thousand of them each round need not
-/// queue behind one another). Only [`VerifiedUpdate::check`] makes one, and
-/// [`RoundMachine::begin_upload_verified`] takes it in place of its own verification only when
-/// it names the session's key, the header's signature and the message the header signs.
+/// A signature verified before the machine's lock is taken (an Ed25519 verification is tens
+/// of microseconds: a thousand registrations, updates or declines each round need not queue
+/// behind one another, nor behind a flood of forged ones). Only [`Verified::check`] makes one,
+/// so it always stands for a signature that verifies; the machine takes it in place of its own
+/// verification only when it names the very key, message and signature it would check
+/// ([`verified`]), and verifies itself otherwise.
 #[derive(Clone, Debug)]
-pub struct VerifiedUpdate {
+pub struct Verified {
     key: [u8; 32],
     message: String,
     signature: Vec<u8>,
 }
 
-impl VerifiedUpdate {
-    /// `header`'s signature checked against `key`; `None` when it does not verify.
-    pub fn check(federation: &str, key: &[u8; 32], header: &UpdateHeader) -> Option<Self> {
-        let message = update_message(federation, header);
-        verify(key, message.as_bytes(), &header.signature).then(|| Self {
+impl Verified {
+    /// `signature` by `key` over `message`; `None` when it does not verify.
+    pub fn check(key: &[u8; 32], message: String, signature: &[u8]) -> Option<Self> {
+        verify(key, message.as_bytes(), signature).then(|| Self {
             key: *key,
             message,
-            signature: header.signature.clone(),
+            signature: signature.to_vec(),
         })
     }
+
+    /// An update header's signature checked against `key`.
+    pub fn update(federation: &str, key: &[u8; 32], header: &UpdateHeader) -> Option<Self> {
+        Self::check(key, update_message(federation, header), &header.signature)
+    }
+
+    /// A registration's signature over `challenge` by the key `key_hex` names; `None` when the
+    /// key is not 32 bytes of hex or the signature does not verify.
+    pub fn registration(
+        federation: &str,
+        key_hex: &str,
+        challenge: &[u8],
+        signature: &[u8],
+    ) -> Option<Self> {
+        let key: [u8; 32] = hex::decode(key_hex).ok()?.try_into().ok()?;
+        let message = fedledger_proto::register_message(federation, challenge);
+        Self::check(&key, message, signature)
+    }
+}
+
+/// Whether `signature` by `key` over `message` verifies: `pre` when it is that very
+/// verification, made outside the lock; checked here otherwise.
+fn verified(pre: Option<&Verified>, key: &[u8; 32], message: &str, signature: &[u8]) -> bool {
+    pre.is_some_and(|v| v.key == *key && v.message == message && v.signature == signature)
+        || verify(key, message.as_bytes(), signature)
 }
 
 impl RoundMachine {
@@ -524,6 +549,19 @@ impl RoundMachine {
         challenge: &[u8],
         signature: &[u8],
     ) -> Result<Registered, CoordinatorError> {
+        self.register_verified(now_ms, key_hex, challenge, signature, None)
+    }
+
+    /// As [`Self::register`], with the signature possibly verified already
+    /// ([`Verified::registration`]).
+    pub fn register_verified(
+        &mut self,
+        now_ms: u64,
+        key_hex: &str,
+        challenge: &[u8],
+        signature: &[u8],
+        pre: Option<&Verified>,
+    ) -> Result<Registered, CoordinatorError> {
         let (contributor, enrolled) = self.who(key_hex)?;
         let (key, key_hex, name) = (
             enrolled.public_key,
@@ -532,7 +570,7 @@ impl RoundMachine {
         );
         let tag = self.check_challenge(now_ms, &key, challenge)?;
         let msg = fedledger_proto::register_message(&self.cfg.federation, challenge);
-        if !verify(&key, msg.as_bytes(), signature) {
+        if !verified(pre, &key, &msg, signature) {
             return Err(CoordinatorError::BadRegistrationSignature { key: key_hex });
         }
         while let Some(&(exp, old)) = self.challenge_expiries.first()
@@ -673,14 +711,14 @@ impl RoundMachine {
     }
 
     /// As [`Self::begin_upload`], with the header's signature possibly verified already
-    /// ([`VerifiedUpdate`]): used when it names the session's key, this header's signature and
-    /// the message this header signs; otherwise the signature is verified here.
+    /// ([`Verified::update`]): used when it names the session's key, this header's signature
+    /// and the message this header signs; otherwise the signature is verified here.
     pub fn begin_upload_verified(
         &mut self,
         now_ms: u64,
         session: &[u8],
         header: UpdateHeader,
-        verified: Option<VerifiedUpdate>,
+        pre: Option<Verified>,
     ) -> Result<UploadTicket, CoordinatorError> {
         let idx = self.session(now_ms, session)?;
         self.check_open_round("update", idx, header.round)?;
@@ -734,10 +772,7 @@ impl RoundMachine {
         }
         let msg = update_message(&self.cfg.federation, &header);
         let who = self.participant(idx);
-        let checked = verified.is_some_and(|v| {
-            v.key == who.public_key && v.message == msg && v.signature == header.signature
-        });
-        if !checked && !verify(&who.public_key, msg.as_bytes(), &header.signature) {
+        if !verified(pre.as_ref(), &who.public_key, &msg, &header.signature) {
             return Err(CoordinatorError::BadUpdateSignature {
                 name: who.name.clone(),
                 round: header.round,
@@ -854,6 +889,20 @@ impl RoundMachine {
         reason: &str,
         signature: &[u8],
     ) -> Result<DeclineMeta, CoordinatorError> {
+        self.decline_verified(now_ms, session, round, reason, signature, None)
+    }
+
+    /// As [`Self::decline`], with the signature possibly verified already (against the key of
+    /// [`Self::session_key`], over [`fedledger_ledger::records::decline_signing_message`]).
+    pub fn decline_verified(
+        &mut self,
+        now_ms: u64,
+        session: &[u8],
+        round: u64,
+        reason: &str,
+        signature: &[u8],
+        pre: Option<&Verified>,
+    ) -> Result<DeclineMeta, CoordinatorError> {
         if reason.is_empty() || reason.len() > 1024 || reason.chars().any(|c| c == '\n') {
             return Err(CoordinatorError::InvalidField {
                 field: "reason",
@@ -866,7 +915,7 @@ impl RoundMachine {
         let who = self.participant(idx);
         let msg =
             fedledger_ledger::records::decline_signing_message(&self.cfg.federation, round, reason);
-        if !verify(&who.public_key, msg.as_bytes(), signature) {
+        if !verified(pre, &who.public_key, &msg, signature) {
             return Err(CoordinatorError::BadDeclineSignature {
                 name: who.name.clone(),
                 round,
@@ -970,6 +1019,39 @@ impl RoundMachine {
         utilities: Vec<i64>,
         signature: &[u8],
     ) -> Result<UtilitiesMeta, CoordinatorError> {
+        self.begin_utilities_verified(
+            now_ms,
+            session,
+            round,
+            coalitions_sha256,
+            utilities,
+            signature,
+            None,
+        )
+    }
+
+    /// The key of the validator behind `session` (to verify its vector outside the lock).
+    pub fn validator_key(&self, now_ms: u64, session: &[u8]) -> Result<[u8; 32], CoordinatorError> {
+        let key = self.validator_session(now_ms, session)?;
+        self.validator(&key)
+            .map(|v| v.public_key)
+            .ok_or(CoordinatorError::NoSession)
+    }
+
+    /// As [`Self::begin_utilities`], with the signature possibly verified already (against
+    /// [`Self::validator_key`], over
+    /// [`fedledger_ledger::records::utilities_signing_message`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn begin_utilities_verified(
+        &mut self,
+        now_ms: u64,
+        session: &[u8],
+        round: u64,
+        coalitions_sha256: &str,
+        utilities: Vec<i64>,
+        signature: &[u8],
+        pre: Option<&Verified>,
+    ) -> Result<UtilitiesMeta, CoordinatorError> {
         let key = self.validator_session(now_ms, session)?;
         let game = match (&self.game, self.state.phase) {
             (Some(g), Phase::Validating) if !self.closing_validation() => g,
@@ -1026,7 +1108,7 @@ impl RoundMachine {
             coalitions_sha256,
             &digest,
         );
-        if !verify(&v.public_key, msg.as_bytes(), signature) {
+        if !verified(pre, &v.public_key, &msg, signature) {
             return Err(CoordinatorError::InvalidField {
                 field: "signature",
                 reason: format!(

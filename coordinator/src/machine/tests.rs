@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use super::{
-    CloseJob, Job, Received, RoundMachine, UploadTicket, VerifiedUpdate,
+    CloseJob, Job, Received, RoundMachine, UploadTicket, Verified,
     close::{CloseInputs, close_round, next_state},
 };
 use crate::{
@@ -422,14 +422,14 @@ fn a_signature_verified_outside_the_lock_counts_only_for_its_own_header_and_key(
     assert_eq!(m.session_key(T0, &s[0]).unwrap(), key(0));
     // h1's header, verified against h1's key, sent on h0's session: not h0's signature.
     let h1 = header(1, 1, &d);
-    let theirs = VerifiedUpdate::check("machine-test", &key(1), &h1).expect("h1 signed it");
+    let theirs = Verified::update("machine-test", &key(1), &h1).expect("h1 signed it");
     assert!(matches!(
         m.begin_upload_verified(T0, &s[0], h1, Some(theirs.clone())),
         Err(CoordinatorError::BadUpdateSignature { .. })
     ));
     // h0's header with a claim changed after it was verified: the message differs.
     let mut changed = header(0, 1, &d);
-    let verified = VerifiedUpdate::check("machine-test", &key(0), &changed).unwrap();
+    let verified = Verified::update("machine-test", &key(0), &changed).unwrap();
     changed.examples += 1;
     assert!(matches!(
         m.begin_upload_verified(T0, &s[0], changed, Some(verified.clone())),
@@ -439,13 +439,72 @@ fn a_signature_verified_outside_the_lock_counts_only_for_its_own_header_and_key(
     // A signature that does not verify gives no token at all.
     let mut forged = header(0, 1, &d);
     forged.signature[0] ^= 1;
-    assert!(VerifiedUpdate::check("machine-test", &key(0), &forged).is_none());
+    assert!(Verified::update("machine-test", &key(0), &forged).is_none());
     // Its own header, by its own key: accepted, as without the token.
     let ticket = m
         .begin_upload_verified(T0, &s[0], header(0, 1, &d), Some(verified))
         .unwrap();
     assert_eq!(ticket.participant, 0);
     assert_eq!(ticket.claimed_sha256, vector_sha256(&d));
+}
+
+/// Registrations and declines verified outside the lock: a token counts only for the very key,
+/// message and signature it was made for; any other request is verified by the machine, which
+/// refuses what does not verify.
+#[test]
+fn registrations_and_declines_verified_outside_the_lock_count_only_for_themselves() {
+    let mut m = fresh();
+    let (k0, k1) = (key(0), key(1));
+    let sign = |k: &Ed25519KeyPair, ch: &[u8]| {
+        k.sign(fedledger_proto::register_message("machine-test", ch).as_bytes())
+            .as_ref()
+            .to_vec()
+    };
+    let c0 = m.challenge(T0, &hex_of(&k0)).unwrap();
+    let c1 = m.challenge(T0, &hex_of(&k1)).unwrap();
+    let good1 = sign(&k1, &c1.challenge);
+    let theirs =
+        Verified::registration("machine-test", &hex_of(&k1), &c1.challenge, &good1).unwrap();
+    // h1's verified registration offered with h0's request, whose own signature is h1's.
+    let bad = sign(&k1, &c0.challenge);
+    assert!(matches!(
+        m.register_verified(T0, &hex_of(&k0), &c0.challenge, &bad, Some(&theirs)),
+        Err(CoordinatorError::BadRegistrationSignature { .. })
+    ));
+    // Tokens are made only from signatures that verify, by keys that are 32 bytes of hex.
+    assert!(Verified::registration("machine-test", &hex_of(&k0), &c0.challenge, &bad).is_none());
+    assert!(Verified::registration("machine-test", "zz", &c1.challenge, &good1).is_none());
+    // Its own request: accepted.
+    m.register_verified(T0, &hex_of(&k1), &c1.challenge, &good1, Some(&theirs))
+        .unwrap();
+
+    let (mut m, s) = open(false);
+    let k = |i: u8| -> [u8; 32] { key(i).public_key().as_ref().try_into().unwrap() };
+    let sig = |i: u8, reason: &str| {
+        let msg = fedledger_ledger::records::decline_signing_message("machine-test", 1, reason);
+        key(i).sign(msg.as_bytes()).as_ref().to_vec()
+    };
+    let mk = |i: u8, reason: &str, sig: &[u8]| {
+        let msg = fedledger_ledger::records::decline_signing_message("machine-test", 1, reason);
+        Verified::check(&k(i), msg, sig)
+    };
+    // h1's verified decline offered on h0's session; then h0's, for another reason.
+    let h1 = mk(1, "busy", &sig(1, "busy")).unwrap();
+    assert!(matches!(
+        m.decline_verified(T0, &s[0], 1, "busy", &sig(1, "busy"), Some(&h1)),
+        Err(CoordinatorError::BadDeclineSignature { .. })
+    ));
+    let other = mk(0, "busy", &sig(0, "busy")).unwrap();
+    assert!(matches!(
+        m.decline_verified(T0, &s[0], 1, "budget", &sig(1, "budget"), Some(&other)),
+        Err(CoordinatorError::BadDeclineSignature { .. })
+    ));
+    assert!(m.in_flight.is_empty(), "a refusal leaves no reservation");
+    assert!(mk(0, "busy", &sig(1, "busy")).is_none());
+    let meta = m
+        .decline_verified(T0, &s[0], 1, "busy", &sig(0, "busy"), Some(&other))
+        .unwrap();
+    assert_eq!(meta.participant, 0);
 }
 
 #[test]
