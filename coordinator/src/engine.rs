@@ -542,8 +542,8 @@ impl Engine {
         challenge: &[u8],
         signature: &[u8],
     ) -> Result<crate::machine::Registered, CoordinatorError> {
-        // Verified before the machine's lock is taken (see `Verified`).
-        let pre = crate::machine::Verified::registration(
+        // Verified before the machine's lock is taken (see `Verification`).
+        let pre = crate::machine::Verification::registration(
             &self.config().federation,
             key_hex,
             challenge,
@@ -636,7 +636,7 @@ impl Engine {
         let key = self.machine().session_key(now, session);
         let pre = key
             .ok()
-            .and_then(|k| crate::machine::Verified::update(&self.config().federation, &k, &header));
+            .map(|k| crate::machine::Verification::update(&self.config().federation, &k, &header));
         let ticket = self
             .machine()
             .begin_upload_verified(now, session, header, pre)?;
@@ -691,10 +691,10 @@ impl Engine {
         utilities: Vec<i64>,
         signature: &[u8],
     ) -> Result<(String, u32, u32), CoordinatorError> {
-        // Verified before the machine's lock is taken (see `Verified`).
+        // Verified before the machine's lock is taken (see `Verification`).
         let now = now_ms();
         let key = self.machine().validator_key(now, session);
-        let pre = key.ok().and_then(|k| {
+        let pre = key.ok().map(|k| {
             let digest = fedledger_ledger::records::utility_vector_sha256(&utilities);
             let msg = fedledger_ledger::records::utilities_signing_message(
                 &self.config().federation,
@@ -702,7 +702,7 @@ impl Engine {
                 coalitions_sha256,
                 &digest,
             );
-            crate::machine::Verified::check(&k, msg, signature)
+            crate::machine::Verification::of(&k, msg, signature)
         });
         let meta = self.machine().begin_utilities_verified(
             now,
@@ -733,16 +733,16 @@ impl Engine {
         reason: &str,
         signature: &[u8],
     ) -> Result<(), CoordinatorError> {
-        // Verified before the machine's lock is taken (see `Verified`).
+        // Verified before the machine's lock is taken (see `Verification`).
         let now = now_ms();
         let key = self.machine().session_key(now, session);
-        let pre = key.ok().and_then(|k| {
+        let pre = key.ok().map(|k| {
             let msg = fedledger_ledger::records::decline_signing_message(
                 &self.config().federation,
                 round,
                 reason,
             );
-            crate::machine::Verified::check(&k, msg, signature)
+            crate::machine::Verification::of(&k, msg, signature)
         });
         let meta = self.machine().decline_verified(
             now,

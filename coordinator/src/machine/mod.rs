@@ -247,36 +247,43 @@ fn update_message(federation: &str, header: &UpdateHeader) -> String {
     )
 }
 
-/// A signature verified before the machine's lock is taken (an Ed25519 verification is tens
-/// of microseconds: a thousand registrations, updates or declines each round need not queue
-/// behind one another, nor behind a flood of forged ones). Only [`Verified::check`] makes one,
-/// so it always stands for a signature that verifies; the machine takes it in place of its own
-/// verification only when it names the very key, message and signature it would check
-/// ([`verified`]), and verifies itself otherwise.
+/// A signature verified before the machine's lock is taken, with its outcome (an Ed25519
+/// verification is tens of microseconds: a thousand registrations, updates or declines each
+/// round need not queue behind one another, nor behind a flood of forged ones). The machine
+/// takes its outcome, valid or not, in place of its own verification only when it names the
+/// very key, message and signature the machine would check ([`verified`]): verification is
+/// deterministic, so the outcome is the same; for any other request it verifies itself.
 #[derive(Clone, Debug)]
-pub struct Verified {
+pub struct Verification {
     key: [u8; 32],
     message: String,
     signature: Vec<u8>,
+    valid: bool,
 }
 
-impl Verified {
-    /// `signature` by `key` over `message`; `None` when it does not verify.
-    pub fn check(key: &[u8; 32], message: String, signature: &[u8]) -> Option<Self> {
-        verify(key, message.as_bytes(), signature).then(|| Self {
+impl Verification {
+    /// Verify `signature` by `key` over `message`.
+    pub fn of(key: &[u8; 32], message: String, signature: &[u8]) -> Self {
+        Self {
+            valid: verify(key, message.as_bytes(), signature),
             key: *key,
             message,
             signature: signature.to_vec(),
-        })
+        }
     }
 
-    /// An update header's signature checked against `key`.
-    pub fn update(federation: &str, key: &[u8; 32], header: &UpdateHeader) -> Option<Self> {
-        Self::check(key, update_message(federation, header), &header.signature)
+    /// Whether the signature verified.
+    pub fn is_valid(&self) -> bool {
+        self.valid
     }
 
-    /// A registration's signature over `challenge` by the key `key_hex` names; `None` when the
-    /// key is not 32 bytes of hex or the signature does not verify.
+    /// An update header's signature, by `key`.
+    pub fn update(federation: &str, key: &[u8; 32], header: &UpdateHeader) -> Self {
+        Self::of(key, update_message(federation, header), &header.signature)
+    }
+
+    /// A registration's signature over `challenge` by the key `key_hex` names; `None` when
+    /// `key_hex` is not 32 bytes of hex (the machine refuses such a key by name).
     pub fn registration(
         federation: &str,
         key_hex: &str,
@@ -285,15 +292,17 @@ impl Verified {
     ) -> Option<Self> {
         let key: [u8; 32] = hex::decode(key_hex).ok()?.try_into().ok()?;
         let message = fedledger_proto::register_message(federation, challenge);
-        Self::check(&key, message, signature)
+        Some(Self::of(&key, message, signature))
     }
 }
 
-/// Whether `signature` by `key` over `message` verifies: `pre` when it is that very
-/// verification, made outside the lock; checked here otherwise.
-fn verified(pre: Option<&Verified>, key: &[u8; 32], message: &str, signature: &[u8]) -> bool {
-    pre.is_some_and(|v| v.key == *key && v.message == message && v.signature == signature)
-        || verify(key, message.as_bytes(), signature)
+/// Whether `signature` by `key` over `message` verifies: the outcome of `pre` when it is that
+/// very verification, made outside the lock; verified here otherwise.
+fn verified(pre: Option<&Verification>, key: &[u8; 32], message: &str, signature: &[u8]) -> bool {
+    match pre {
+        Some(v) if v.key == *key && v.message == message && v.signature == signature => v.valid,
+        _ => verify(key, message.as_bytes(), signature),
+    }
 }
 
 impl RoundMachine {
@@ -553,14 +562,14 @@ impl RoundMachine {
     }
 
     /// As [`Self::register`], with the signature possibly verified already
-    /// ([`Verified::registration`]).
+    /// ([`Verification::registration`]).
     pub fn register_verified(
         &mut self,
         now_ms: u64,
         key_hex: &str,
         challenge: &[u8],
         signature: &[u8],
-        pre: Option<&Verified>,
+        pre: Option<&Verification>,
     ) -> Result<Registered, CoordinatorError> {
         let (contributor, enrolled) = self.who(key_hex)?;
         let (key, key_hex, name) = (
@@ -711,14 +720,14 @@ impl RoundMachine {
     }
 
     /// As [`Self::begin_upload`], with the header's signature possibly verified already
-    /// ([`Verified::update`]): used when it names the session's key, this header's signature
+    /// ([`Verification::update`]): used when it names the session's key, this header's signature
     /// and the message this header signs; otherwise the signature is verified here.
     pub fn begin_upload_verified(
         &mut self,
         now_ms: u64,
         session: &[u8],
         header: UpdateHeader,
-        pre: Option<Verified>,
+        pre: Option<Verification>,
     ) -> Result<UploadTicket, CoordinatorError> {
         let idx = self.session(now_ms, session)?;
         self.check_open_round("update", idx, header.round)?;
@@ -901,7 +910,7 @@ impl RoundMachine {
         round: u64,
         reason: &str,
         signature: &[u8],
-        pre: Option<&Verified>,
+        pre: Option<&Verification>,
     ) -> Result<DeclineMeta, CoordinatorError> {
         if reason.is_empty() || reason.len() > 1024 || reason.chars().any(|c| c == '\n') {
             return Err(CoordinatorError::InvalidField {
@@ -1050,7 +1059,7 @@ impl RoundMachine {
         coalitions_sha256: &str,
         utilities: Vec<i64>,
         signature: &[u8],
-        pre: Option<&Verified>,
+        pre: Option<&Verification>,
     ) -> Result<UtilitiesMeta, CoordinatorError> {
         let key = self.validator_session(now_ms, session)?;
         let game = match (&self.game, self.state.phase) {

@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use super::{
-    CloseJob, Job, Received, RoundMachine, UploadTicket, Verified,
+    CloseJob, Job, Received, RoundMachine, UploadTicket, Verification,
     close::{CloseInputs, close_round, next_state},
 };
 use crate::{
@@ -422,24 +422,37 @@ fn a_signature_verified_outside_the_lock_counts_only_for_its_own_header_and_key(
     assert_eq!(m.session_key(T0, &s[0]).unwrap(), key(0));
     // h1's header, verified against h1's key, sent on h0's session: not h0's signature.
     let h1 = header(1, 1, &d);
-    let theirs = Verified::update("machine-test", &key(1), &h1).expect("h1 signed it");
+    let theirs = Verification::update("machine-test", &key(1), &h1);
+    assert!(theirs.is_valid(), "h1 signed it");
     assert!(matches!(
         m.begin_upload_verified(T0, &s[0], h1, Some(theirs.clone())),
         Err(CoordinatorError::BadUpdateSignature { .. })
     ));
     // h0's header with a claim changed after it was verified: the message differs.
     let mut changed = header(0, 1, &d);
-    let verified = Verified::update("machine-test", &key(0), &changed).unwrap();
+    let verified = Verification::update("machine-test", &key(0), &changed);
     changed.examples += 1;
     assert!(matches!(
         m.begin_upload_verified(T0, &s[0], changed, Some(verified.clone())),
         Err(CoordinatorError::BadUpdateSignature { .. })
     ));
     assert!(m.in_flight.is_empty(), "a refusal leaves no reservation");
-    // A signature that does not verify gives no token at all.
+    // A forged signature's failed verification refuses it (without verifying again); a
+    // failed verification of another header does not refuse a good one.
     let mut forged = header(0, 1, &d);
     forged.signature[0] ^= 1;
-    assert!(Verified::update("machine-test", &key(0), &forged).is_none());
+    let failed = Verification::update("machine-test", &key(0), &forged);
+    assert!(!failed.is_valid());
+    assert!(matches!(
+        m.begin_upload_verified(T0, &s[0], forged, Some(failed.clone())),
+        Err(CoordinatorError::BadUpdateSignature { .. })
+    ));
+    assert!(m.in_flight.is_empty(), "a refusal leaves no reservation");
+    let ticket = m
+        .begin_upload_verified(T0, &s[0], header(0, 1, &d), Some(failed))
+        .unwrap();
+    assert_eq!(ticket.participant, 0);
+    m.release(0);
     // Its own header, by its own key: accepted, as without the token.
     let ticket = m
         .begin_upload_verified(T0, &s[0], header(0, 1, &d), Some(verified))
@@ -448,9 +461,9 @@ fn a_signature_verified_outside_the_lock_counts_only_for_its_own_header_and_key(
     assert_eq!(ticket.claimed_sha256, vector_sha256(&d));
 }
 
-/// Registrations and declines verified outside the lock: a token counts only for the very key,
-/// message and signature it was made for; any other request is verified by the machine, which
-/// refuses what does not verify.
+/// Registrations and declines verified outside the lock: a verification counts only for the
+/// very key, message and signature it was made for; any other request is verified by the
+/// machine, which refuses what does not verify.
 #[test]
 fn registrations_and_declines_verified_outside_the_lock_count_only_for_themselves() {
     let mut m = fresh();
@@ -464,18 +477,32 @@ fn registrations_and_declines_verified_outside_the_lock_count_only_for_themselve
     let c1 = m.challenge(T0, &hex_of(&k1)).unwrap();
     let good1 = sign(&k1, &c1.challenge);
     let theirs =
-        Verified::registration("machine-test", &hex_of(&k1), &c1.challenge, &good1).unwrap();
+        Verification::registration("machine-test", &hex_of(&k1), &c1.challenge, &good1).unwrap();
+    assert!(theirs.is_valid());
     // h1's verified registration offered with h0's request, whose own signature is h1's.
     let bad = sign(&k1, &c0.challenge);
     assert!(matches!(
         m.register_verified(T0, &hex_of(&k0), &c0.challenge, &bad, Some(&theirs)),
         Err(CoordinatorError::BadRegistrationSignature { .. })
     ));
-    // Tokens are made only from signatures that verify, by keys that are 32 bytes of hex.
-    assert!(Verified::registration("machine-test", &hex_of(&k0), &c0.challenge, &bad).is_none());
-    assert!(Verified::registration("machine-test", "zz", &c1.challenge, &good1).is_none());
-    // Its own request: accepted.
-    m.register_verified(T0, &hex_of(&k1), &c1.challenge, &good1, Some(&theirs))
+    let failed =
+        Verification::registration("machine-test", &hex_of(&k0), &c0.challenge, &bad).unwrap();
+    assert!(!failed.is_valid());
+    assert!(matches!(
+        m.register_verified(T0, &hex_of(&k0), &c0.challenge, &bad, Some(&failed)),
+        Err(CoordinatorError::BadRegistrationSignature { .. })
+    ));
+    // No verification for a key that is not 32 bytes of hex.
+    assert!(Verification::registration("machine-test", "zz", &c1.challenge, &good1).is_none());
+    // A failed verification of another request does not refuse a good one; its own does not
+    // stand in for anyone else's.
+    m.register_verified(T0, &hex_of(&k1), &c1.challenge, &good1, Some(&failed))
+        .unwrap();
+    let c1 = m.challenge(T0, &hex_of(&k1)).unwrap();
+    let good1 = sign(&k1, &c1.challenge);
+    let own =
+        Verification::registration("machine-test", &hex_of(&k1), &c1.challenge, &good1).unwrap();
+    m.register_verified(T0, &hex_of(&k1), &c1.challenge, &good1, Some(&own))
         .unwrap();
 
     let (mut m, s) = open(false);
@@ -484,25 +511,32 @@ fn registrations_and_declines_verified_outside_the_lock_count_only_for_themselve
         let msg = fedledger_ledger::records::decline_signing_message("machine-test", 1, reason);
         key(i).sign(msg.as_bytes()).as_ref().to_vec()
     };
-    let mk = |i: u8, reason: &str, sig: &[u8]| {
+    let of = |i: u8, reason: &str, sig: &[u8]| {
         let msg = fedledger_ledger::records::decline_signing_message("machine-test", 1, reason);
-        Verified::check(&k(i), msg, sig)
+        Verification::of(&k(i), msg, sig)
     };
     // h1's verified decline offered on h0's session; then h0's, for another reason.
-    let h1 = mk(1, "busy", &sig(1, "busy")).unwrap();
+    let h1 = of(1, "busy", &sig(1, "busy"));
+    assert!(h1.is_valid());
     assert!(matches!(
         m.decline_verified(T0, &s[0], 1, "busy", &sig(1, "busy"), Some(&h1)),
         Err(CoordinatorError::BadDeclineSignature { .. })
     ));
-    let other = mk(0, "busy", &sig(0, "busy")).unwrap();
+    let own = of(0, "busy", &sig(0, "busy"));
     assert!(matches!(
-        m.decline_verified(T0, &s[0], 1, "budget", &sig(1, "budget"), Some(&other)),
+        m.decline_verified(T0, &s[0], 1, "budget", &sig(1, "budget"), Some(&own)),
+        Err(CoordinatorError::BadDeclineSignature { .. })
+    ));
+    // A forged decline's failed verification refuses it.
+    let forged = of(0, "busy", &sig(1, "busy"));
+    assert!(!forged.is_valid());
+    assert!(matches!(
+        m.decline_verified(T0, &s[0], 1, "busy", &sig(1, "busy"), Some(&forged)),
         Err(CoordinatorError::BadDeclineSignature { .. })
     ));
     assert!(m.in_flight.is_empty(), "a refusal leaves no reservation");
-    assert!(mk(0, "busy", &sig(1, "busy")).is_none());
     let meta = m
-        .decline_verified(T0, &s[0], 1, "busy", &sig(0, "busy"), Some(&other))
+        .decline_verified(T0, &s[0], 1, "busy", &sig(0, "busy"), Some(&own))
         .unwrap();
     assert_eq!(meta.participant, 0);
 }
