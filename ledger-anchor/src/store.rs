@@ -77,13 +77,16 @@ impl State {
         acc.unwrap_or_else(merkle::empty_root)
     }
 
-    /// Adds one leaf; pushes every completed perfect subtree to `out`.
+    /// Adds one leaf; pushes every perfect subtree it completes at [`STORED_LEVEL`] and up to
+    /// `out` (the levels below are computed from the entries when read).
     fn push(&mut self, leaf: Hash, out: &mut Vec<(u32, u64, Hash)>) {
         let mut h = leaf;
         let mut level = 0u32;
         let mut index = self.size;
         loop {
-            out.push((level, index, h));
+            if level >= STORED_LEVEL {
+                out.push((level, index, h));
+            }
             let l = level as usize;
             if self.frontier.len() <= l {
                 self.frontier.push(None);
@@ -418,7 +421,8 @@ impl Log {
         };
         let mut batch = sled::Batch::default();
         let count: usize = runs.iter().map(|r| r.entries.len()).sum();
-        let mut nodes = Vec::with_capacity(count * 2 + 64);
+        // About one stored node per 2^STORED_LEVEL entries (a perfect binary tree's share).
+        let mut nodes = Vec::with_capacity(count / 2 + 64);
         for run in runs {
             for (e, leaf) in run.entries.iter().zip(run.leaves) {
                 batch.insert(&entry_key(next.size), *e);
@@ -445,9 +449,9 @@ impl Log {
                 }
             }
         }
-        // Perfect subtrees of [`STORED_LEVEL`] and up: the levels below are computed from the
-        // entries when read.
-        for (level, index, h) in nodes.iter().filter(|(level, _, _)| *level >= STORED_LEVEL) {
+        // Perfect subtrees of [`STORED_LEVEL`] and up (all `push` keeps): the levels below are
+        // computed from the entries when read.
+        for (level, index, h) in &nodes {
             batch.insert(&node_key(*level, *index), &h[..]);
         }
         batch.insert(SIZE_KEY, &next.size.to_be_bytes());
