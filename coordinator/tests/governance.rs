@@ -978,3 +978,110 @@ async fn governors_set_the_validators_rules_from_the_named_round() {
     let running = start_when_released(governed.validate().unwrap()).await;
     running.shutdown().await.unwrap();
 }
+
+/// Multi-Krum over histories, switched off by governance for round 2 and on again for round
+/// 3: round 3 resumes each hospital's history from round 1 (no history advances in a round
+/// that compares none), and replay, under the rules in force for each round, agrees with the
+/// coordinator on all three; the ledger verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selecting_strategy_switched_off_and_on_resumes_the_histories_it_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let hospitals = [keypair(), keypair(), keypair()];
+    let governors = [keypair(), keypair(), keypair()];
+    let refs: Vec<&Ed25519KeyPair> = hospitals.iter().collect();
+    let gov_refs: Vec<&Ed25519KeyPair> = governors.iter().collect();
+    let mut f = file(dir.path(), &refs, &gov_refs);
+    f.aggregation.strategy = fedledger_coordinator::config::StrategyKind::MultiKrum;
+    f.aggregation.byzantine = 0;
+    let cfg = f.validate().unwrap();
+    assert!(cfg.history > 0.0, "histories are compared");
+    let fed = cfg.federation.clone();
+    let base = cfg.clone();
+    let running = start(cfg).await;
+    let mut c = client(&running).await;
+    let mut sessions = Vec::new();
+    for h in &hospitals {
+        sessions.push(register(&mut c, h).await);
+    }
+    let delta = |round: u64, i: usize| -> Vec<f32> {
+        (0..4)
+            .map(|j| 0.01 * (i as f32 + 1.0) * (j as f32 + round as f32))
+            .collect()
+    };
+    for (round, next) in [(1u64, Some("fedavg")), (2, Some("multi-krum")), (3, None)] {
+        // The round opens once the one before it closed.
+        let mut waited = 0;
+        loop {
+            let (t, _) = task(&mut c, &sessions[0]).await;
+            if (t.state, t.round) == (pb::TaskState::Train as i32, round) {
+                break;
+            }
+            assert!(waited < 500, "round {round} did not open: {t:?}");
+            waited += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if let Some(strategy) = next {
+            let head = list(&mut c).await.head;
+            let p = proposal(
+                &fed,
+                head,
+                round + 1,
+                vec![Change::Aggregation {
+                    strategy: strategy.into(),
+                }],
+            );
+            let sigs = vec![sign(&governors[0], &p), sign(&governors[2], &p)];
+            submit_proposal(&mut c, &p, sigs).await.unwrap();
+        }
+        for (i, (h, s)) in hospitals.iter().zip(&sessions).enumerate() {
+            submit(
+                &mut c,
+                update_messages(&fed, h, s, round, 5, &delta(round, i)),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let mut waited = 0;
+    while running.coordinator.outcome(3).is_err() && waited < 1000 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    let outcomes: Vec<_> = (1..=3)
+        .map(|r| running.coordinator.outcome(r).expect("round closed"))
+        .collect();
+    let names: Vec<&str> = outcomes.iter().map(|o| o.aggregator.as_str()).collect();
+    assert_eq!(names, ["multi-krum", "fedavg", "multi-krum"]);
+    let (h1, h3) = (
+        outcomes[0]
+            .history
+            .as_ref()
+            .expect("round 1 compared histories"),
+        outcomes[2]
+            .history
+            .as_ref()
+            .expect("round 3 compared histories"),
+    );
+    assert!(outcomes[1].history.is_none(), "fedavg compares none");
+    assert!(h1.before.is_empty(), "no history before the first round");
+    assert_eq!(
+        h3.before, h1.after,
+        "round 3 resumes the histories round 1 left"
+    );
+    assert_ne!(h3.after, h1.after);
+    let log = running.coordinator.ledger();
+    let entries = log.entries(0, log.size()).unwrap();
+    let report = fedledger_ledger::verify::verify_entries(&fed, &entries, None, None);
+    assert!(report.ok(), "{:?}", report.failures);
+    running.shutdown().await.unwrap();
+
+    use fedledger_coordinator::replay;
+    let snapshot = replay::Snapshot::open(&base.state_dir).unwrap();
+    for (round, strategy) in [(1, "multi-krum"), (2, "fedavg"), (3, "multi-krum")] {
+        let rules = replay::config_for_round(&base, &snapshot, round).unwrap();
+        assert_eq!(rules.strategy.as_str(), strategy);
+        let recorded = snapshot.store.outcome(round).unwrap().unwrap();
+        let report = replay::replay(&rules, &snapshot.store, &recorded).unwrap();
+        assert!(report.ok(), "round {round}: {:?}", report.differences);
+    }
+}
