@@ -641,10 +641,12 @@ impl Engine {
             .machine()
             .begin_upload_verified(now, session, header, pre)?;
         self.seen(ticket.participant);
+        // The size the model implies (the machine checked the header's against it).
+        let bytes = ticket.num_params.saturating_mul(4);
         Ok(Upload {
             assembler: Assembler::new(ticket.num_params, fedledger_proto::CHUNK_FLOATS),
-            hasher: StreamHasher::for_bytes(ticket.num_params.saturating_mul(4)),
-            blob: Some(self.store.blob_writer(ticket.num_params.saturating_mul(4))),
+            hasher: StreamHasher::for_bytes(bytes),
+            blob: Some(self.store.blob_writer(bytes)),
             engine: self.clone(),
             ticket,
             reserved: true,
@@ -695,14 +697,14 @@ impl Engine {
         let now = now_ms();
         let key = self.machine().validator_key(now, session);
         let pre = key.ok().map(|k| {
-            let digest = fedledger_ledger::records::utility_vector_sha256(&utilities);
-            let msg = fedledger_ledger::records::utilities_signing_message(
+            crate::machine::Verification::utilities(
                 &self.config().federation,
+                &k,
                 round,
                 coalitions_sha256,
-                &digest,
-            );
-            crate::machine::Verification::of(&k, msg, signature)
+                &utilities,
+                signature,
+            )
         });
         let meta = self.machine().begin_utilities_verified(
             now,
@@ -737,12 +739,13 @@ impl Engine {
         let now = now_ms();
         let key = self.machine().session_key(now, session);
         let pre = key.ok().map(|k| {
-            let msg = fedledger_ledger::records::decline_signing_message(
+            crate::machine::Verification::decline(
                 &self.config().federation,
+                &k,
                 round,
                 reason,
-            );
-            crate::machine::Verification::of(&k, msg, signature)
+                signature,
+            )
         });
         let meta = self.machine().decline_verified(
             now,

@@ -474,14 +474,7 @@ async fn a_removed_hospital_stops_and_governed_hyper_parameters_and_strategy_app
 
     // Replay recomputes each round under the rules in force for it: round 2 by the median.
     use fedledger_coordinator::replay;
-    let snapshot = replay::Snapshot::open(&base.state_dir).unwrap();
-    for (round, strategy) in [(1, "fedavg"), (2, "median")] {
-        let rules = replay::config_for_round(&base, &snapshot, round).unwrap();
-        assert_eq!(rules.strategy.as_str(), strategy);
-        let recorded = snapshot.store.outcome(round).unwrap().unwrap();
-        let report = replay::replay(&rules, &snapshot.store, &recorded).unwrap();
-        assert!(report.ok(), "round {round}: {:?}", report.differences);
-    }
+    let snapshot = replay_under_the_rules_in_force(&base, &[(1, "fedavg"), (2, "median")]);
     // An audit bundle records one set of settings: rounds under other rules are refused
     // together, each is fine alone.
     let e = replay::settings_for_rounds(&base, &snapshot, 1, 2).unwrap_err();
@@ -1075,13 +1068,26 @@ async fn a_selecting_strategy_switched_off_and_on_resumes_the_histories_it_left(
     assert!(report.ok(), "{:?}", report.failures);
     running.shutdown().await.unwrap();
 
+    replay_under_the_rules_in_force(
+        &base,
+        &[(1, "multi-krum"), (2, "fedavg"), (3, "multi-krum")],
+    );
+}
+
+/// Replays each of `rounds` from the stopped coordinator's state under the rules in force for
+/// it, which must name its strategy, and requires the recomputation to agree with the record.
+fn replay_under_the_rules_in_force(
+    base: &fedledger_coordinator::config::FederationConfig,
+    rounds: &[(u64, &str)],
+) -> fedledger_coordinator::replay::Snapshot {
     use fedledger_coordinator::replay;
     let snapshot = replay::Snapshot::open(&base.state_dir).unwrap();
-    for (round, strategy) in [(1, "multi-krum"), (2, "fedavg"), (3, "multi-krum")] {
-        let rules = replay::config_for_round(&base, &snapshot, round).unwrap();
+    for &(round, strategy) in rounds {
+        let rules = replay::config_for_round(base, &snapshot, round).unwrap();
         assert_eq!(rules.strategy.as_str(), strategy);
         let recorded = snapshot.store.outcome(round).unwrap().unwrap();
         let report = replay::replay(&rules, &snapshot.store, &recorded).unwrap();
         assert!(report.ok(), "round {round}: {:?}", report.differences);
     }
+    snapshot
 }

@@ -421,7 +421,7 @@ impl Log {
         };
         let mut batch = sled::Batch::default();
         let count: usize = runs.iter().map(|r| r.entries.len()).sum();
-        // About one stored node per 2^STORED_LEVEL entries (a perfect binary tree's share).
+        // About half a stored node per entry: one per 4 entries at level 2, per 8 at level 3...
         let mut nodes = Vec::with_capacity(count / 2 + 64);
         for run in runs {
             for (e, leaf) in run.entries.iter().zip(run.leaves) {

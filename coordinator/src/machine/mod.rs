@@ -247,6 +247,21 @@ fn update_message(federation: &str, header: &UpdateHeader) -> String {
     )
 }
 
+/// The message a validator's vector of `utilities` for `round`'s design signs.
+fn utilities_message(
+    federation: &str,
+    round: u64,
+    coalitions_sha256: &str,
+    utilities: &[i64],
+) -> String {
+    fedledger_ledger::records::utilities_signing_message(
+        federation,
+        round,
+        coalitions_sha256,
+        &fedledger_ledger::records::utility_vector_sha256(utilities),
+    )
+}
+
 /// A signature verified before the machine's lock is taken, with its outcome (an Ed25519
 /// verification is tens of microseconds: a thousand registrations, updates or declines each
 /// round need not queue behind one another, nor behind a flood of forged ones). The machine
@@ -280,6 +295,31 @@ impl Verification {
     /// An update header's signature, by `key`.
     pub fn update(federation: &str, key: &[u8; 32], header: &UpdateHeader) -> Self {
         Self::of(key, update_message(federation, header), &header.signature)
+    }
+
+    /// A decline's signature, by `key`.
+    pub fn decline(
+        federation: &str,
+        key: &[u8; 32],
+        round: u64,
+        reason: &str,
+        signature: &[u8],
+    ) -> Self {
+        let message = fedledger_ledger::records::decline_signing_message(federation, round, reason);
+        Self::of(key, message, signature)
+    }
+
+    /// A validator's signature over its vector of `utilities`, by `key`.
+    pub fn utilities(
+        federation: &str,
+        key: &[u8; 32],
+        round: u64,
+        coalitions_sha256: &str,
+        utilities: &[i64],
+        signature: &[u8],
+    ) -> Self {
+        let message = utilities_message(federation, round, coalitions_sha256, utilities);
+        Self::of(key, message, signature)
     }
 
     /// A registration's signature over `challenge` by the key `key_hex` names; `None` when
@@ -901,8 +941,8 @@ impl RoundMachine {
         self.decline_verified(now_ms, session, round, reason, signature, None)
     }
 
-    /// As [`Self::decline`], with the signature possibly verified already (against the key of
-    /// [`Self::session_key`], over [`fedledger_ledger::records::decline_signing_message`]).
+    /// As [`Self::decline`], with the signature possibly verified already
+    /// ([`Verification::decline`], against [`Self::session_key`]).
     pub fn decline_verified(
         &mut self,
         now_ms: u64,
@@ -1047,9 +1087,8 @@ impl RoundMachine {
             .ok_or(CoordinatorError::NoSession)
     }
 
-    /// As [`Self::begin_utilities`], with the signature possibly verified already (against
-    /// [`Self::validator_key`], over
-    /// [`fedledger_ledger::records::utilities_signing_message`]).
+    /// As [`Self::begin_utilities`], with the signature possibly verified already
+    /// ([`Verification::utilities`], against [`Self::validator_key`]).
     #[allow(clippy::too_many_arguments)]
     pub fn begin_utilities_verified(
         &mut self,
@@ -1110,13 +1149,7 @@ impl RoundMachine {
                 ),
             });
         }
-        let digest = fedledger_ledger::records::utility_vector_sha256(&utilities);
-        let msg = fedledger_ledger::records::utilities_signing_message(
-            &self.cfg.federation,
-            round,
-            coalitions_sha256,
-            &digest,
-        );
+        let msg = utilities_message(&self.cfg.federation, round, coalitions_sha256, &utilities);
         if !verified(pre, &v.public_key, &msg, signature) {
             return Err(CoordinatorError::InvalidField {
                 field: "signature",

@@ -512,8 +512,7 @@ fn registrations_and_declines_verified_outside_the_lock_count_only_for_themselve
         key(i).sign(msg.as_bytes()).as_ref().to_vec()
     };
     let of = |i: u8, reason: &str, sig: &[u8]| {
-        let msg = fedledger_ledger::records::decline_signing_message("machine-test", 1, reason);
-        Verification::of(&k(i), msg, sig)
+        Verification::decline("machine-test", &k(i), 1, reason, sig)
     };
     // h1's verified decline offered on h0's session; then h0's, for another reason.
     let h1 = of(1, "busy", &sig(1, "busy"));
