@@ -1,8 +1,9 @@
 //! The sled-backed log: entries, perfect-subtree hashes, signed checkpoints and evidence.
 //!
-//! One sled tree holds entries (`e` + index), perfect subtree hashes (`n` + level + index) and
-//! the size (`m/size`); every append writes them in one atomic batch and flushes before it
-//! returns. Checkpoints live in their own tree keyed by size, each with the cosignatures
+//! One sled tree holds entries in packs of [`PACK`] consecutive ones (`p` + pack index), perfect
+//! subtree hashes (`n` + level + index) and the size (`m/size`); every append writes them in
+//! one atomic batch and flushes before it returns. Stores written before entries were packed
+//! (one sled key per entry, `e` + index) are packed when opened, a pack per atomic batch. Checkpoints live in their own tree keyed by size, each with the cosignatures
 //! gathered so far; evidence of equivocation in a third.
 //!
 //! The size readers see ([`Log::size`]) is the size last made durable; it is read without
@@ -27,11 +28,126 @@ const SIZE_KEY: &[u8] = b"m/size";
 const ORIGIN_KEY: &[u8] = b"m/origin";
 const LOG_KEY_KEY: &[u8] = b"m/log_key";
 
-fn entry_key(index: u64) -> [u8; 9] {
+/// Consecutive entries stored under one sled key: the pack of entry `i` is `i / PACK`. Sled's
+/// cost is mostly per key (its log records, node rewrites and consolidations), so a catch-up
+/// stores 16 times fewer; an append rewrites at most `PACK - 1` entries of its last pack.
+pub(crate) const PACK: u64 = 16;
+
+fn pack_key(pack: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'p';
+    k[1..].copy_from_slice(&pack.to_be_bytes());
+    k
+}
+
+/// The key an entry had before entries were packed (read only to pack an older store).
+fn unpacked_key(index: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[0] = b'e';
     k[1..].copy_from_slice(&index.to_be_bytes());
     k
+}
+
+/// Appends `entry` to a pack's bytes: its length (2 bytes, big-endian), then the entry, as in
+/// a C2SP tlog-tiles entry bundle (entries are at most [`records::MAX_ENTRY_BYTES`]).
+fn pack_push(pack: &mut Vec<u8>, entry: &[u8]) -> Result<(), LedgerError> {
+    let len = u16::try_from(entry.len()).map_err(|_| {
+        LedgerError::Corrupt(format!("an entry of {} bytes cannot be stored", entry.len()))
+    })?;
+    pack.extend_from_slice(&len.to_be_bytes());
+    pack.extend_from_slice(entry);
+    Ok(())
+}
+
+/// The entries of pack `pack` in order; an entry that runs past the pack's end is reported as
+/// corruption.
+fn pack_entries(pack: u64, bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], LedgerError>> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let entry = rest
+            .split_first_chunk::<2>()
+            .and_then(|(len, tail)| tail.split_at_checked(u16::from_be_bytes(*len) as usize));
+        Some(match entry {
+            Some((entry, tail)) => {
+                rest = tail;
+                Ok(entry)
+            }
+            None => {
+                rest = &[];
+                Err(LedgerError::Corrupt(format!("pack {pack} is truncated")))
+            }
+        })
+    })
+}
+
+/// Entry `index` as stored in `tree`, or `None` when its pack does not hold it.
+fn stored_entry(tree: &sled::Tree, index: u64) -> Result<Option<Vec<u8>>, LedgerError> {
+    let pack = index / PACK;
+    let Some(bytes) = tree.get(pack_key(pack))? else {
+        return Ok(None);
+    };
+    pack_entries(pack, &bytes)
+        .nth((index % PACK) as usize)
+        .transpose()
+        .map(|e| e.map(<[u8]>::to_vec))
+}
+
+/// The first `count` entries of pack `pack` as stored (the part of the log's last pack an
+/// append keeps), checked to be exactly that many.
+fn stored_pack_prefix(tree: &sled::Tree, pack: u64, count: u64) -> Result<Vec<u8>, LedgerError> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let bytes = tree
+        .get(pack_key(pack))?
+        .ok_or_else(|| LedgerError::Corrupt(format!("missing pack {pack}")))?;
+    let mut held = 0u64;
+    for e in pack_entries(pack, &bytes) {
+        e?;
+        held += 1;
+    }
+    if held != count {
+        return Err(LedgerError::Corrupt(format!(
+            "pack {pack} holds {held} entries where the log's size implies {count}"
+        )));
+    }
+    Ok(bytes.to_vec())
+}
+
+/// Packs a store written with one key per entry: each pack's entries are written as one
+/// value and their old keys removed in one atomic batch, so a crash midway leaves every entry
+/// under exactly one of the two forms and the next open carries on.
+fn pack_unpacked(tree: &sled::Tree) -> Result<(), LedgerError> {
+    loop {
+        let first = match tree.scan_prefix(b"e").next() {
+            None => return Ok(()),
+            Some(kv) => {
+                let (k, _) = kv?;
+                let index: [u8; 8] = k[1..].try_into().map_err(|_| {
+                    LedgerError::Corrupt("an entry key that is not 9 bytes".into())
+                })?;
+                u64::from_be_bytes(index)
+            }
+        };
+        let pack = first / PACK;
+        if first % PACK != 0 || tree.contains_key(pack_key(pack))? {
+            return Err(LedgerError::Corrupt(format!(
+                "entry {first} is stored unpacked but its pack {pack} is not whole that way"
+            )));
+        }
+        let mut bytes = Vec::new();
+        let mut batch = sled::Batch::default();
+        for kv in tree.range(unpacked_key(first)..unpacked_key(first + PACK)) {
+            let (k, v) = kv?;
+            pack_push(&mut bytes, &v)?;
+            batch.remove(k);
+        }
+        batch.insert(&pack_key(pack), bytes);
+        tree.apply_batch(batch)?;
+    }
 }
 
 /// The lowest level of perfect subtree hashes an append stores. The leaves' hashes (level 0)
@@ -179,7 +295,7 @@ impl SubtreeSource for Nodes<'_> {
             // Below the stored levels a hash is computed from the entries (logs written before
             // appends stopped storing these levels hold them, and they are read as stored).
             None if level == 0 => {
-                let entry = self.0.get(entry_key(index))?.ok_or_else(|| {
+                let entry = stored_entry(self.0, index)?.ok_or_else(|| {
                     LedgerError::Corrupt(format!("missing entry {index} (for its leaf hash)"))
                 })?;
                 Ok(merkle::leaf_hash(&entry))
@@ -274,6 +390,7 @@ impl Log {
         signer: Option<NoteSigner>,
     ) -> Result<Self, LedgerError> {
         let log = db.open_tree("log")?;
+        pack_unpacked(&log)?;
         let checkpoints = db.open_tree("checkpoints")?;
         let evidence = db.open_tree("evidence")?;
         let origin = log_key.name.clone();
@@ -423,10 +540,15 @@ impl Log {
         let count: usize = runs.iter().map(|r| r.entries.len()).sum();
         // About half a stored node per entry: one per 4 entries at level 2, per 8 at level 3...
         let mut nodes = Vec::with_capacity(count / 2 + 64);
+        // The log's last pack is rewritten with the entries that follow it.
+        let mut pack = stored_pack_prefix(&self.inner.log, next.size / PACK, next.size % PACK)?;
         for run in runs {
             for (e, leaf) in run.entries.iter().zip(run.leaves) {
-                batch.insert(&entry_key(next.size), *e);
+                pack_push(&mut pack, e)?;
                 next.push(*leaf, &mut nodes);
+                if next.size % PACK == 0 {
+                    batch.insert(&pack_key(next.size / PACK - 1), std::mem::take(&mut pack));
+                }
             }
             if let Some(cp) = cp {
                 let ok = if cp.checkpoint.size == next.size {
@@ -451,6 +573,9 @@ impl Log {
         }
         // Perfect subtrees of [`STORED_LEVEL`] and up (all `push` keeps): the levels below are
         // computed from the entries when read.
+        if !pack.is_empty() {
+            batch.insert(&pack_key(next.size / PACK), pack);
+        }
         for (level, index, h) in &nodes {
             batch.insert(&node_key(*level, *index), &h[..]);
         }
@@ -567,7 +692,7 @@ impl Log {
         // with its entries' batch keeps the cosignatures of witnesses those entries add.
         loop {
             let i = t.next_index();
-            let Ok(Some(bytes)) = self.inner.log.get(entry_key(i)) else {
+            let Ok(Some(bytes)) = stored_entry(&self.inner.log, i) else {
                 break;
             };
             t.read(&self.inner.origin, &bytes);
@@ -749,10 +874,7 @@ impl Log {
         if index >= size {
             return Err(LedgerError::OutOfRange { index, size });
         }
-        self.inner
-            .log
-            .get(entry_key(index))?
-            .map(|v| v.to_vec())
+        stored_entry(&self.inner.log, index)?
             .ok_or_else(|| LedgerError::Corrupt(format!("missing entry {index}")))
     }
 
@@ -763,8 +885,20 @@ impl Log {
             return Err(LedgerError::OutOfRange { index: end, size });
         }
         let mut out = Vec::with_capacity((end - start) as usize);
-        for kv in self.inner.log.range(entry_key(start)..entry_key(end)) {
-            out.push(kv?.1.to_vec());
+        if start < end {
+            let (first, last) = (start / PACK, (end - 1) / PACK);
+            for kv in self.inner.log.range(pack_key(first)..=pack_key(last)) {
+                let (k, bytes) = kv?;
+                let pack = u64::from_be_bytes(k[1..].try_into().map_err(|_| {
+                    LedgerError::Corrupt("a pack key that is not 9 bytes".into())
+                })?);
+                for (i, e) in pack_entries(pack, &bytes).enumerate() {
+                    let index = pack * PACK + i as u64;
+                    if (start..end).contains(&index) {
+                        out.push(e?.to_vec());
+                    }
+                }
+            }
         }
         if out.len() as u64 != end - start {
             return Err(LedgerError::Corrupt(format!(
@@ -876,12 +1010,9 @@ impl Log {
             .min(entries.len());
         for (i, e) in entries[..overlap].iter().enumerate() {
             let idx = first + i as u64;
-            let held = self
-                .inner
-                .log
-                .get(entry_key(idx))?
+            let held = stored_entry(&self.inner.log, idx)?
                 .ok_or_else(|| LedgerError::Corrupt(format!("missing entry {idx}")))?;
-            if held.as_ref() != e.as_slice() {
+            if held != *e {
                 return Err(LedgerError::ProofInvalid(format!(
                     "entry {idx} differs from the one held"
                 )));
@@ -1103,6 +1234,79 @@ mod tests {
         assert_eq!(log.entry(5).unwrap(), recs[5]);
         assert_eq!(log.entries(3, 9).unwrap(), recs[3..9].to_vec());
         assert!(Log::open(dir.path(), "other", signer("other")).is_err());
+    }
+
+    fn keys_with_prefix(log: &Log, prefix: &[u8]) -> usize {
+        log.inner.log.scan_prefix(prefix).count()
+    }
+
+    /// Entries are stored [`PACK`] to a sled key: single appends rewrite the last pack, batches
+    /// fill several, and every read (one entry, a range across packs, the leaf hashes) gives
+    /// back what was appended. A store written one key per entry, or packed halfway when a
+    /// crash stopped it, is packed when opened and reads and grows the same.
+    #[test]
+    fn entries_are_packed_and_an_unpacked_store_is_packed_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = signer("fed");
+        let recs = records("fed", 53);
+        let tree = merkle::MemoryTree::from_entries(&recs);
+        let check = |log: &Log, n: usize| {
+            assert_eq!(log.size(), n as u64);
+            assert_eq!(log.root(), tree.root_at(n as u64).unwrap());
+            for (i, r) in recs[..n].iter().enumerate() {
+                assert_eq!(&log.entry(i as u64).unwrap(), r, "entry {i}");
+            }
+            for (a, b) in [(0, 0), (0, 1), (3, 16), (15, 17), (16, 32), (5, 47), (0, n)] {
+                let b = b.min(n);
+                let a = a.min(b);
+                assert_eq!(
+                    log.entries(a as u64, b as u64).unwrap(),
+                    recs[a..b].to_vec(),
+                    "entries {a}..{b}"
+                );
+            }
+            assert!(matches!(
+                log.entry(n as u64),
+                Err(LedgerError::OutOfRange { .. })
+            ));
+        };
+        {
+            let log = Log::open(dir.path(), "fed", s.clone()).unwrap();
+            for r in &recs[..20] {
+                log.append(r).unwrap();
+            }
+            log.append_batch(&recs[20..50]).unwrap();
+            check(&log, 50);
+            assert_eq!(keys_with_prefix(&log, b"p"), 4, "50 entries in 4 packs");
+            assert_eq!(keys_with_prefix(&log, b"e"), 0);
+            // As a store written before packing holds them, from entry 16 on (the first pack
+            // packed already, as a crash after its batch would leave it).
+            let t = &log.inner.log;
+            for (i, r) in recs[16..50].iter().enumerate() {
+                t.insert(unpacked_key(16 + i as u64), r.as_slice()).unwrap();
+            }
+            for pack in 1..4 {
+                t.remove(pack_key(pack)).unwrap();
+            }
+            log.inner.db.flush().unwrap();
+        }
+        let log = Log::open(dir.path(), "fed", s.clone()).unwrap();
+        assert_eq!(keys_with_prefix(&log, b"e"), 0, "every entry packed");
+        assert_eq!(keys_with_prefix(&log, b"p"), 4);
+        check(&log, 50);
+        log.append_batch(&recs[50..]).unwrap();
+        check(&log, 53);
+        for i in 0..53 {
+            assert_eq!(log.perfect(0, i).unwrap(), merkle::leaf_hash(&recs[i as usize]));
+        }
+        // A damaged last pack is named, and nothing is appended after it.
+        let t = &log.inner.log;
+        let last = t.get(pack_key(3)).unwrap().unwrap();
+        t.insert(pack_key(3), &last[..last.len() - 1]).unwrap();
+        assert!(matches!(log.entry(52), Err(LedgerError::Corrupt(m)) if m.contains("pack 3")));
+        let more = records("fed", 54);
+        assert!(matches!(log.append(&more[53]), Err(LedgerError::Corrupt(_))));
+        assert_eq!(log.size(), 53);
     }
 
     /// A replica's chunks of `recs[start..end]`, checked, each with its consistency proof to
