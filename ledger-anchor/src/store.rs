@@ -52,7 +52,10 @@ fn unpacked_key(index: u64) -> [u8; 9] {
 /// a C2SP tlog-tiles entry bundle (entries are at most [`records::MAX_ENTRY_BYTES`]).
 fn pack_push(pack: &mut Vec<u8>, entry: &[u8]) -> Result<(), LedgerError> {
     let len = u16::try_from(entry.len()).map_err(|_| {
-        LedgerError::Corrupt(format!("an entry of {} bytes cannot be stored", entry.len()))
+        LedgerError::Corrupt(format!(
+            "an entry of {} bytes cannot be stored",
+            entry.len()
+        ))
     })?;
     pack.extend_from_slice(&len.to_be_bytes());
     pack.extend_from_slice(entry);
@@ -95,8 +98,9 @@ fn stored_entry(tree: &sled::Tree, index: u64) -> Result<Option<Vec<u8>>, Ledger
         .map(|e| e.map(<[u8]>::to_vec))
 }
 
-/// The first `count` entries of pack `pack` as stored (the part of the log's last pack an
-/// append keeps), checked to be exactly that many.
+/// The first `count` entries of pack `pack` as stored: the part of the log's last pack an
+/// append keeps. Entries after them (written by an append whose flush failed, never counted)
+/// are dropped, as that append's would have been overwritten; fewer than `count` is corruption.
 fn stored_pack_prefix(tree: &sled::Tree, pack: u64, count: u64) -> Result<Vec<u8>, LedgerError> {
     if count == 0 {
         return Ok(Vec::new());
@@ -104,9 +108,10 @@ fn stored_pack_prefix(tree: &sled::Tree, pack: u64, count: u64) -> Result<Vec<u8
     let bytes = tree
         .get(pack_key(pack))?
         .ok_or_else(|| LedgerError::Corrupt(format!("missing pack {pack}")))?;
+    let mut len = 0;
     let mut held = 0u64;
-    for e in pack_entries(pack, &bytes) {
-        e?;
+    for e in pack_entries(pack, &bytes).take(count as usize) {
+        len += 2 + e?.len();
         held += 1;
     }
     if held != count {
@@ -114,7 +119,7 @@ fn stored_pack_prefix(tree: &sled::Tree, pack: u64, count: u64) -> Result<Vec<u8
             "pack {pack} holds {held} entries where the log's size implies {count}"
         )));
     }
-    Ok(bytes.to_vec())
+    Ok(bytes[..len].to_vec())
 }
 
 /// Packs a store written with one key per entry: each pack's entries are written as one
@@ -126,9 +131,9 @@ fn pack_unpacked(tree: &sled::Tree) -> Result<(), LedgerError> {
             None => return Ok(()),
             Some(kv) => {
                 let (k, _) = kv?;
-                let index: [u8; 8] = k[1..].try_into().map_err(|_| {
-                    LedgerError::Corrupt("an entry key that is not 9 bytes".into())
-                })?;
+                let index: [u8; 8] = k[1..]
+                    .try_into()
+                    .map_err(|_| LedgerError::Corrupt("an entry key that is not 9 bytes".into()))?;
                 u64::from_be_bytes(index)
             }
         };
@@ -889,9 +894,10 @@ impl Log {
             let (first, last) = (start / PACK, (end - 1) / PACK);
             for kv in self.inner.log.range(pack_key(first)..=pack_key(last)) {
                 let (k, bytes) = kv?;
-                let pack = u64::from_be_bytes(k[1..].try_into().map_err(|_| {
-                    LedgerError::Corrupt("a pack key that is not 9 bytes".into())
-                })?);
+                let pack =
+                    u64::from_be_bytes(k[1..].try_into().map_err(|_| {
+                        LedgerError::Corrupt("a pack key that is not 9 bytes".into())
+                    })?);
                 for (i, e) in pack_entries(pack, &bytes).enumerate() {
                     let index = pack * PACK + i as u64;
                     if (start..end).contains(&index) {
@@ -1297,7 +1303,10 @@ mod tests {
         log.append_batch(&recs[50..]).unwrap();
         check(&log, 53);
         for i in 0..53 {
-            assert_eq!(log.perfect(0, i).unwrap(), merkle::leaf_hash(&recs[i as usize]));
+            assert_eq!(
+                log.perfect(0, i).unwrap(),
+                merkle::leaf_hash(&recs[i as usize])
+            );
         }
         // A damaged last pack is named, and nothing is appended after it.
         let t = &log.inner.log;
@@ -1305,7 +1314,10 @@ mod tests {
         t.insert(pack_key(3), &last[..last.len() - 1]).unwrap();
         assert!(matches!(log.entry(52), Err(LedgerError::Corrupt(m)) if m.contains("pack 3")));
         let more = records("fed", 54);
-        assert!(matches!(log.append(&more[53]), Err(LedgerError::Corrupt(_))));
+        assert!(matches!(
+            log.append(&more[53]),
+            Err(LedgerError::Corrupt(_))
+        ));
         assert_eq!(log.size(), 53);
     }
 
