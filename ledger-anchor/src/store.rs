@@ -138,7 +138,7 @@ fn pack_unpacked(tree: &sled::Tree) -> Result<(), LedgerError> {
             }
         };
         let pack = first / PACK;
-        if first % PACK != 0 || tree.contains_key(pack_key(pack))? {
+        if !first.is_multiple_of(PACK) || tree.contains_key(pack_key(pack))? {
             return Err(LedgerError::Corrupt(format!(
                 "entry {first} is stored unpacked but its pack {pack} is not whole that way"
             )));
@@ -551,7 +551,7 @@ impl Log {
             for (e, leaf) in run.entries.iter().zip(run.leaves) {
                 pack_push(&mut pack, e)?;
                 next.push(*leaf, &mut nodes);
-                if next.size % PACK == 0 {
+                if next.size.is_multiple_of(PACK) {
                     batch.insert(&pack_key(next.size / PACK - 1), std::mem::take(&mut pack));
                 }
             }
