@@ -155,10 +155,14 @@ fn pack_unpacked(tree: &sled::Tree) -> Result<(), LedgerError> {
     }
 }
 
-/// The lowest level of perfect subtree hashes an append stores. The leaves' hashes (level 0)
-/// and their pairs' (level 1) are computed from one or two entries when read: storing them
-/// cost 1.5 sled inserts per entry, more than the entries themselves.
-const STORED_LEVEL: u32 = 2;
+/// The lowest level of perfect subtree hashes an append stores: one per pack, and about one
+/// sled key per 8 entries in all. The levels below (leaves, pairs, fours, eights) are computed
+/// from the entries of one pack when read; storing them cost more sled inserts than the
+/// entries themselves.
+const STORED_LEVEL: u32 = 4;
+
+// A subtree below the stored levels lies within one pack.
+const _: () = assert!(PACK == 1 << STORED_LEVEL);
 
 fn node_key(level: u32, index: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
@@ -297,18 +301,35 @@ impl SubtreeSource for Nodes<'_> {
                     "subtree hash at level {level} index {index} is not 32 bytes"
                 ))
             }),
-            // Below the stored levels a hash is computed from the entries (logs written before
-            // appends stopped storing these levels hold them, and they are read as stored).
-            None if level == 0 => {
-                let entry = stored_entry(self.0, index)?.ok_or_else(|| {
-                    LedgerError::Corrupt(format!("missing entry {index} (for its leaf hash)"))
-                })?;
-                Ok(merkle::leaf_hash(&entry))
-            }
+            // Below the stored levels a hash is computed from the entries of the one pack that
+            // holds them (logs written when appends stored these levels hold them, and they are
+            // read as stored).
             None if level < STORED_LEVEL => {
-                let left = self.perfect(level - 1, 2 * index)?;
-                let right = self.perfect(level - 1, 2 * index + 1)?;
-                Ok(merkle::node_hash(&left, &right))
+                let (first, count) = (index << level, 1usize << level);
+                let pack = first / PACK;
+                let missing = || {
+                    LedgerError::Corrupt(format!(
+                        "missing entries {first}..{} (for the subtree hash at level {level} \
+                         index {index})",
+                        first + count as u64
+                    ))
+                };
+                let bytes = self.0.get(pack_key(pack))?.ok_or_else(missing)?;
+                let mut hashes = pack_entries(pack, &bytes)
+                    .skip((first % PACK) as usize)
+                    .take(count)
+                    .map(|e| e.map(merkle::leaf_hash))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if hashes.len() != count {
+                    return Err(missing());
+                }
+                while hashes.len() > 1 {
+                    hashes = hashes
+                        .chunks_exact(2)
+                        .map(|pair| merkle::node_hash(&pair[0], &pair[1]))
+                        .collect();
+                }
+                Ok(hashes[0])
             }
             None => Err(LedgerError::Corrupt(format!(
                 "missing subtree hash at level {level} index {index}"
@@ -543,8 +564,8 @@ impl Log {
         };
         let mut batch = sled::Batch::default();
         let count: usize = runs.iter().map(|r| r.entries.len()).sum();
-        // About half a stored node per entry: one per 4 entries at level 2, per 8 at level 3...
-        let mut nodes = Vec::with_capacity(count / 2 + 64);
+        // About an eighth of a stored node per entry: one per 16 entries at level 4, per 32 at 5...
+        let mut nodes = Vec::with_capacity(count / 8 + 64);
         // The log's last pack is rewritten with the entries that follow it.
         let mut pack = stored_pack_prefix(&self.inner.log, next.size / PACK, next.size % PACK)?;
         for run in runs {
@@ -1345,37 +1366,49 @@ mod tests {
             .collect()
     }
 
-    /// Appends store no hashes of levels 0 and 1 (computed back from the entries), and a log
-    /// written when they did, whose leaf hashes are stored, reads them as stored.
+    /// Appends store no hashes of levels 0 to 3 (computed back from one pack's entries), and a
+    /// log written when they did, whose hashes are stored, reads them as stored.
     #[test]
     fn low_level_hashes_are_read_from_entries_or_as_an_older_log_stored_them() {
         let dir = tempfile::tempdir().unwrap();
         let s = signer("fed");
-        let recs = records("fed", 9);
+        let recs = records("fed", 37);
         let log = Log::open(dir.path(), "fed", s).unwrap();
         let (_, cp) = log.append_and_checkpoint(&recs).unwrap();
         let tree = merkle::MemoryTree::from_entries(&recs);
-        assert_eq!(cp.checkpoint.root, tree.root_at(9).unwrap());
-        assert_eq!(merkle::root(&log, 9).unwrap(), cp.checkpoint.root);
-        for (i, r) in recs.iter().enumerate() {
-            assert!(log.inner.log.get(node_key(0, i as u64)).unwrap().is_none());
-            assert_eq!(log.perfect(0, i as u64).unwrap(), merkle::leaf_hash(r));
+        assert_eq!(cp.checkpoint.root, tree.root_at(37).unwrap());
+        assert_eq!(merkle::root(&log, 37).unwrap(), cp.checkpoint.root);
+        for level in 0..STORED_LEVEL {
+            for i in 0..(37u64 >> level) {
+                assert!(log.inner.log.get(node_key(level, i)).unwrap().is_none());
+                assert_eq!(
+                    log.perfect(level, i).unwrap(),
+                    tree.perfect(level, i).unwrap(),
+                    "level {level}, index {i}"
+                );
+            }
         }
-        for i in 0..4u64 {
-            assert!(log.inner.log.get(node_key(1, i)).unwrap().is_none());
+        for i in 0..2u64 {
+            assert!(log.inner.log.get(node_key(4, i)).unwrap().is_some());
+        }
+        for (n, i) in [(4u64, 7u64), (32, 36), (36, 0)] {
             assert_eq!(
-                log.perfect(1, i).unwrap(),
-                tree.perfect(1, i).unwrap(),
-                "level 1, index {i}"
+                log.inclusion_proof(i, n.max(i + 1)).unwrap(),
+                merkle::inclusion_proof(&tree, i, n.max(i + 1)).unwrap()
             );
         }
-        assert!(log.inner.log.get(node_key(2, 0)).unwrap().is_some());
-        // As an older log holds it: the stored hash is what is read.
+        // As an older log holds them: the stored hash is what is read.
         let stored = [7u8; 32];
         log.inner.log.insert(node_key(0, 3), &stored[..]).unwrap();
+        log.inner.log.insert(node_key(2, 5), &stored[..]).unwrap();
         assert_eq!(log.perfect(0, 3).unwrap(), stored);
+        assert_eq!(log.perfect(2, 5).unwrap(), stored);
         assert!(matches!(
-            log.perfect(0, 9),
+            log.perfect(0, 37),
+            Err(LedgerError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            log.perfect(3, 4),
             Err(LedgerError::OutOfRange { .. })
         ));
     }
