@@ -298,14 +298,16 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
     let mut down = Vec::new();
     let mut durable = Vec::new();
     let scratch = dir.path().join("state").join("blobs");
+    let (mut up_cpu, mut down_cpu, mut raw_cpu) = (Vec::new(), Vec::new(), Vec::new());
     for c in clients.iter_mut() {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_secs(std::process::id())?);
         let task = c.task().await?;
         down.push(t.elapsed().as_secs_f64());
+        down_cpu.push(cpu_secs(std::process::id())? - cpu);
         anyhow::ensure!(task.params.len() == params);
         // The last upload completes the round; keep it out of the timing so closing (which
         // aggregates and values) does not count as transport.
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_secs(std::process::id())?);
         c.submit_digested(
             task.header.round,
             100,
@@ -315,10 +317,13 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
         )
         .await?;
         grpc.push(t.elapsed().as_secs_f64());
+        up_cpu.push(cpu_secs(std::process::id())? - cpu);
+        let cpu = cpu_secs(std::process::id())?;
         raw.push(match tls {
             Some(certs) => raw_tls_copy(bytes.clone(), certs).await?,
             None => raw_tcp_copy(bytes.clone()).await?,
         });
+        raw_cpu.push(cpu_secs(std::process::id())? - cpu);
         // The baseline the acknowledgement is held to: the same bytes written and fsynced to
         // a new file in the same folder (same disk), nothing else.
         durable.push(durable_writes(&scratch, &bytes, 1).await?);
@@ -332,11 +337,13 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
         None => ("plaintext", "raw TCP copy"),
     };
     println!(
-        "upload 16M params {how} ({mb:.1} MB), median of {SAMPLES}: gRPC submit {:.1} ms = {:.0} MB/s; {raw_how} {:.1} ms = {:.0} MB/s; ratio gRPC/raw throughput {:.2}",
+        "upload 16M params {how} ({mb:.1} MB), median of {SAMPLES}: gRPC submit {:.1} ms = {:.0} MB/s (CPU time of coordinator and client {:.0} ms); {raw_how} {:.1} ms = {:.0} MB/s (CPU time {:.0} ms); ratio gRPC/raw throughput {:.2}",
         g * 1e3,
         mb / g,
+        median(&mut up_cpu) * 1e3,
         r * 1e3,
         mb / r,
+        median(&mut raw_cpu) * 1e3,
         r / g
     );
     println!(
@@ -345,9 +352,10 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
         (g * 1e3 + hash_ms) / write_ms
     );
     println!(
-        "download 16M params {how} (task pull, digest checked), median: {:.1} ms = {:.0} MB/s; ratio download/raw throughput {:.2}",
+        "download 16M params {how} (task pull, digest checked), median: {:.1} ms = {:.0} MB/s (CPU time of coordinator and client {:.0} ms); ratio download/raw throughput {:.2}",
         d * 1e3,
         mb / d,
+        median(&mut down_cpu) * 1e3,
         r / d
     );
     Ok(())
