@@ -377,12 +377,13 @@ fn name_durably(
     blobs: &Path,
     dir_sync: &GroupSync,
 ) -> Result<(), StoreError> {
-    let named = (|| {
+    let rename = || {
         fail::fail_point!("coordinator::blob::after_fsync", |_| Err(
             StoreError::Injected("coordinator::blob::after_fsync".into())
         ));
         fs::rename(tmp, path).map_err(io_err(path))
-    })();
+    };
+    let named = rename();
     if named.is_err() {
         let _ = fs::remove_file(tmp);
     }
