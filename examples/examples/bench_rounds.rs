@@ -285,21 +285,30 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
     for p in &key_paths {
         clients.push(Client::connect_with(&link, Arc::new(keys::load_key(p)?)).await?);
     }
-    let delta: Vec<f32> = (0..params).map(|i| ((i % 1000) as f32) * 1e-4).collect();
-    let bytes = Arc::new(fedledger_model::digest::vector_to_bytes(&delta));
+    // Each site's update differs (as hospitals' do): the same bytes twice would be stored once,
+    // and the second upload would time the coordinator's deduplication, not a durable write.
+    let delta_of = |site: usize| -> Vec<f32> {
+        (0..params)
+            .map(|i| (((i + site * 7) % 1000) as f32) * 1e-4)
+            .collect()
+    };
+    let bytes = Arc::new(fedledger_model::digest::vector_to_bytes(&delta_of(0)));
     let mb = bytes.len() as f64 / 1e6;
-    // The agent hashes an update when it records it, durably and before sending (privacy
-    // first), then sends it with that digest: the upload is timed from there, as it is sent.
-    let t = Instant::now();
-    let sha = fedledger_model::digest::vector_sha256(&delta);
-    let hash_ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut hashes = Vec::new();
     let mut grpc = Vec::new();
     let mut raw = Vec::new();
     let mut down = Vec::new();
     let mut durable = Vec::new();
     let scratch = dir.path().join("state").join("blobs");
     let (mut up_cpu, mut down_cpu, mut raw_cpu) = (Vec::new(), Vec::new(), Vec::new());
-    for c in clients.iter_mut() {
+    for (site, c) in clients.iter_mut().enumerate() {
+        let delta = delta_of(site);
+        // The agent hashes an update when it records it, durably and before sending (privacy
+        // first), then sends it with that digest: the upload is timed from there, as it is
+        // sent.
+        let t = Instant::now();
+        let sha = fedledger_model::digest::vector_sha256(&delta);
+        hashes.push(t.elapsed().as_secs_f64());
         let (t, cpu) = (Instant::now(), cpu_secs(std::process::id())?);
         let task = c.task().await?;
         down.push(t.elapsed().as_secs_f64());
@@ -308,14 +317,8 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
         // The last upload completes the round; keep it out of the timing so closing (which
         // aggregates and values) does not count as transport.
         let (t, cpu) = (Instant::now(), cpu_secs(std::process::id())?);
-        c.submit_digested(
-            task.header.round,
-            100,
-            &delta,
-            sha.clone(),
-            &PrivacyObject::none(),
-        )
-        .await?;
+        c.submit_digested(task.header.round, 100, &delta, sha, &PrivacyObject::none())
+            .await?;
         grpc.push(t.elapsed().as_secs_f64());
         up_cpu.push(cpu_secs(std::process::id())? - cpu);
         let cpu = cpu_secs(std::process::id())?;
@@ -331,6 +334,7 @@ async fn upload(tls: Option<&Path>) -> anyhow::Result<()> {
     running.wait_done().await;
     running.shutdown().await?;
     let write_ms = median(&mut durable) * 1e3;
+    let hash_ms = median(&mut hashes) * 1e3;
     let (g, r, d) = (median(&mut grpc), median(&mut raw), median(&mut down));
     let (how, raw_how) = match tls {
         Some(_) => ("over TLS", "raw rustls copy"),
