@@ -3,8 +3,9 @@
 //! One sled tree holds entries in packs of [`PACK`] consecutive ones (`p` + pack index), perfect
 //! subtree hashes (`n` + level + index) and the size (`m/size`); every append writes them in
 //! one atomic batch and flushes before it returns. Stores written before entries were packed
-//! (one sled key per entry, `e` + index) are packed when opened, a pack per atomic batch. Checkpoints live in their own tree keyed by size, each with the cosignatures
-//! gathered so far; evidence of equivocation in a third.
+//! (one sled key per entry, `e` + index) are packed when opened, a pack per atomic batch.
+//! Checkpoints live in their own tree keyed by size, each with the cosignatures gathered so
+//! far; evidence of equivocation in a third.
 //!
 //! The size readers see ([`Log::size`]) is the size last made durable; it is read without
 //! waiting for an append in progress, so readers never queue behind a slow flush.
@@ -597,11 +598,11 @@ impl Log {
                 }
             }
         }
-        // Perfect subtrees of [`STORED_LEVEL`] and up (all `push` keeps): the levels below are
-        // computed from the entries when read.
         if !pack.is_empty() {
             batch.insert(&pack_key(next.size / PACK), pack);
         }
+        // Perfect subtrees of [`STORED_LEVEL`] and up (all `push` keeps): the levels below are
+        // computed from the entries when read.
         for (level, index, h) in &nodes {
             batch.insert(&node_key(*level, *index), &h[..]);
         }
