@@ -298,6 +298,8 @@ pub async fn serve(
     cfg: FederationConfig,
     listener: Option<TcpListener>,
 ) -> Result<Running, CoordinatorError> {
+    // Chunks flow through many threads; each heap glibc adds keeps what it frees.
+    fedledger_memory::limit_heaps_to_cores();
     let listener = match listener {
         Some(l) => l,
         None => TcpListener::bind(cfg.listen)

@@ -13,6 +13,33 @@
 //! heaps' speed while chunks flow and gives their free memory back at the points where a round
 //! changes what it holds ([`trim`]: the close's start, before the valuation, and its end).
 
+/// Limit the C allocator to one heap (arena) per core of this machine (glibc's `M_ARENA_MAX`;
+/// its default is eight per core), for the whole process, from this call on.
+///
+/// Each thread that allocates takes a heap of its own while fewer than the limit exist, and
+/// each heap keeps what it frees until [`trim`]. A coordinator's uploads run on the runtime's
+/// workers, a writer thread each and the blocking pool: with a hundred 4 MiB uploads at once,
+/// measured with `bench_sites --sites 100 --hidden 32000`, the peak anonymous memory of the
+/// round was 82.6-113.5 MiB with glibc's default and 91.0 MiB with two heaps (this machine's
+/// two cores); what one heap frees, the next allocation on any thread can reuse. Returns
+/// whether the limit was set (not on other C libraries).
+pub fn limit_heaps_to_cores() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let cores = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `mallopt` sets one of the allocator's own parameters (any thread, any time);
+        // it reads and writes no memory of ours.
+        #[allow(unsafe_code)]
+        let set = unsafe { libc::mallopt(libc::M_ARENA_MAX, cores) };
+        set == 1
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// Return the free memory of every heap to the system (`malloc_trim(0)`, which also releases
 /// free pages in the middle of a heap). A few milliseconds; does nothing on other C libraries.
 /// Returns whether any memory was released.

@@ -5,12 +5,12 @@
 //!
 //! The rest of the workspace forbids `unsafe` code. This crate denies it too, but for a few
 //! calls, each allowed where it is made and argued there: mapping a blob file, `malloc_trim`,
-//! `sysconf`, `madvise` and `sync_file_range`.
+//! `mallopt`, `sysconf`, `madvise` and `sync_file_range`.
 
 pub mod alloc;
 pub mod stored;
 pub mod writeback;
 
-pub use alloc::{trim, vec_with_huge_pages};
+pub use alloc::{limit_heaps_to_cores, trim, vec_with_huge_pages};
 pub use stored::{StoredVector, le_bytes};
 pub use writeback::{DirectFile, start_writeback};
