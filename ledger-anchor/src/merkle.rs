@@ -45,6 +45,19 @@ pub fn node_hash(left: &[u8], right: &[u8]) -> Hash {
     sha256(&[&[1u8], left, right])
 }
 
+/// The root of a perfect subtree from the hashes of its lowest layer, whose count is a power
+/// of two (one hash is its own root; an empty layer has none).
+pub fn perfect_root(mut layer: Vec<Hash>) -> Option<Hash> {
+    debug_assert!(layer.len() <= 1 || layer.len().is_power_of_two());
+    while layer.len() > 1 {
+        layer = layer
+            .chunks_exact(2)
+            .map(|pair| node_hash(&pair[0], &pair[1]))
+            .collect();
+    }
+    layer.pop()
+}
+
 /// Largest power of two strictly smaller than `n` (n >= 2).
 fn split_point(n: u64) -> u64 {
     debug_assert!(n >= 2);
@@ -396,6 +409,19 @@ pub fn reference_root(leaves: &[Hash]) -> Hash {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_perfect_layer_reduces_to_the_reference_root() {
+        assert_eq!(perfect_root(Vec::new()), None);
+        for n in [1u64, 2, 4, 8, 16] {
+            let (_, leaves) = tree(n);
+            assert_eq!(
+                perfect_root(leaves.clone()),
+                Some(reference_root(&leaves)),
+                "{n} leaves"
+            );
+        }
+    }
 
     fn tree(n: u64) -> (MemoryTree, Vec<Hash>) {
         let entries: Vec<Vec<u8>> = (0..n).map(|i| format!("entry {i}").into_bytes()).collect();

@@ -316,21 +316,15 @@ impl SubtreeSource for Nodes<'_> {
                     ))
                 };
                 let bytes = self.0.get(pack_key(pack))?.ok_or_else(missing)?;
-                let mut hashes = pack_entries(pack, &bytes)
+                let leaves = pack_entries(pack, &bytes)
                     .skip((first % PACK) as usize)
                     .take(count)
                     .map(|e| e.map(merkle::leaf_hash))
                     .collect::<Result<Vec<_>, _>>()?;
-                if hashes.len() != count {
+                if leaves.len() != count {
                     return Err(missing());
                 }
-                while hashes.len() > 1 {
-                    hashes = hashes
-                        .chunks_exact(2)
-                        .map(|pair| merkle::node_hash(&pair[0], &pair[1]))
-                        .collect();
-                }
-                Ok(hashes[0])
+                merkle::perfect_root(leaves).ok_or_else(missing)
             }
             None => Err(LedgerError::Corrupt(format!(
                 "missing subtree hash at level {level} index {index}"

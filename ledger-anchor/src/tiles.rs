@@ -534,14 +534,11 @@ impl SubtreeSource for TileCache {
                 "subtree at level {level} index {index} lies beyond the tile's width"
             ))
         })?;
-        let mut layer: Vec<Hash> = slice.to_vec();
-        while layer.len() > 1 {
-            layer = layer
-                .chunks_exact(2)
-                .map(|p| merkle::node_hash(&p[0], &p[1]))
-                .collect();
-        }
-        Ok(layer[0])
+        merkle::perfect_root(slice.to_vec()).ok_or_else(|| {
+            LedgerError::Corrupt(format!(
+                "subtree at level {level} index {index} has no hashes in its tile"
+            ))
+        })
     }
 }
 

@@ -20,9 +20,10 @@
 /// each heap keeps what it frees until [`trim`]. A coordinator's uploads run on the runtime's
 /// workers, a writer thread each and the blocking pool: with a hundred 4 MiB uploads at once,
 /// measured with `bench_sites --sites 100 --hidden 32000`, the peak anonymous memory of the
-/// round was 82.6-113.5 MiB with glibc's default and 91.0 MiB with two heaps (this machine's
-/// two cores); what one heap frees, the next allocation on any thread can reuse. Returns
-/// whether the limit was set (not on other C libraries).
+/// round was 82.6, 113.5 and 123.8 MiB in three runs with glibc's default and 91.0, 91.8 and
+/// 110.0 MiB with two heaps (this machine's two cores), the closes' 77-79 MiB and 59-64 MiB;
+/// what one heap frees, the next allocation on any thread can reuse. Returns whether the limit
+/// was set (not on other C libraries).
 pub fn limit_heaps_to_cores() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
