@@ -710,13 +710,24 @@ impl Log {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         // Up to the last entry written, durable or still being flushed: a checkpoint stored
-        // with its entries' batch keeps the cosignatures of witnesses those entries add.
+        // with its entries' batch keeps the cosignatures of witnesses those entries add. Each
+        // pack is looked up once and its entries read in place.
         loop {
             let i = t.next_index();
-            let Ok(Some(bytes)) = stored_entry(&self.inner.log, i) else {
+            let pack = i / PACK;
+            let Ok(Some(bytes)) = self.inner.log.get(pack_key(pack)) else {
                 break;
             };
-            t.read(&self.inner.origin, &bytes);
+            for entry in pack_entries(pack, &bytes).skip((i % PACK) as usize) {
+                let Ok(entry) = entry else {
+                    return t;
+                };
+                t.read(&self.inner.origin, entry);
+            }
+            if t.next_index() == i || !t.next_index().is_multiple_of(PACK) {
+                // Nothing more is written (the last pack is partial).
+                break;
+            }
         }
         t
     }
