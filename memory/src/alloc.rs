@@ -1,5 +1,6 @@
-//! Giving the C allocator's free memory back to the system ([`trim`]), and large vectors
-//! backed by huge pages ([`vec_with_huge_pages`]).
+//! Giving the C allocator's free memory back to the system ([`trim`]) and keeping it to one
+//! heap per core ([`limit_heaps_to_cores`]), and large vectors backed by huge pages
+//! ([`vec_with_huge_pages`]).
 //!
 //! glibc's `malloc` serves a block of at least its mmap threshold with a map of its own,
 //! returned to the system on `free`. The threshold starts at 128 KiB, but rises to the size of
