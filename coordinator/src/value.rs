@@ -363,18 +363,19 @@ impl Valuer {
             validation.len(),
             fedledger_valuation::Utility::null_players(&game),
             |c| {
-                let params = game.parameters(c);
-                match fedledger_model::evaluate_rows(spec, &params, validation) {
-                    Ok(r) => match utility {
-                        UtilityKind::NegLogLoss => r.log_loss.iter().map(|l| -l).collect(),
-                        UtilityKind::Accuracy => r
-                            .correct
-                            .iter()
-                            .map(|&c| if c { 1.0 } else { 0.0 })
-                            .collect(),
-                    },
-                    Err(_) => Vec::new(),
-                }
+                game.with_parameters(c, |params| {
+                    match fedledger_model::evaluate_rows(spec, params, validation) {
+                        Ok(r) => match utility {
+                            UtilityKind::NegLogLoss => r.log_loss.iter().map(|l| -l).collect(),
+                            UtilityKind::Accuracy => r
+                                .correct
+                                .iter()
+                                .map(|&c| if c { 1.0 } else { 0.0 })
+                                .collect(),
+                        },
+                        Err(_) => Vec::new(),
+                    }
+                })
             },
         );
         let estimator = self.estimator(updates.len())?;

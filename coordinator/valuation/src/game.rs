@@ -1,6 +1,6 @@
 //! The cooperative game of a round: utility of a coalition of updates.
 
-use std::cell::RefCell;
+use std::sync::{Mutex, PoisonError};
 
 use super::{Coalition, MAX_PLAYERS, ValuationError};
 
@@ -24,7 +24,8 @@ pub trait Utility: Sync {
 /// `a_i = n_i / n_all` over all participants of the round (no renormalisation inside `S`).
 ///
 /// The combination is accumulated in `f64` in ascending player order, then rounded once to `f32`
-/// for the score, in a per-thread scratch buffer reused across calls. Players whose update is all
+/// for the score, in scratch buffers the game reuses across calls (as many as calls ran at
+/// once, freed with the game). Players whose update is all
 /// zeros, or whose weight is zero, are skipped, so they are null players whose value is exactly 0.
 pub struct LinearCombinationGame<'a, F> {
     /// Borrowed, never copied: a round's updates may be large (the game adds no copy of them).
@@ -35,22 +36,21 @@ pub struct LinearCombinationGame<'a, F> {
     players: usize,
     null: Coalition,
     score: F,
+    /// Scratch buffers not in use: one per call that ran at the same time as others, not one
+    /// per call (a 16M-parameter model's combination is 64 MB to allocate, fault in and free).
+    spare: Mutex<Vec<Scratch>>,
 }
 
 /// Coordinates combined at a time: the `f64` accumulator holds one block, not a model (each
 /// coordinate is still summed in ascending player order, so the bits do not depend on it).
 const BLOCK: usize = 16 * 1024;
 
-/// Per-thread scratch: the `f64` accumulator of one block and the `f32` parameters handed to the
-/// score.
+/// One call's scratch: the `f64` accumulator of one block and the `f32` parameters handed to
+/// the score.
 #[derive(Default)]
 struct Scratch {
     acc: Vec<f64>,
     params: Vec<f32>,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 impl<'a, F> LinearCombinationGame<'a, F>
@@ -138,6 +138,7 @@ where
             players,
             null,
             score,
+            spare: Mutex::default(),
         })
     }
 
@@ -146,11 +147,23 @@ where
         &self.weights
     }
 
-    /// The parameters of coalition `coalition`'s model, `w + sum over i in S of a_i * u_i`.
+    /// The parameters of coalition `coalition`'s model, `w + sum over i in S of a_i * u_i`, in
+    /// a vector of their own ([`Self::with_parameters`] lends them instead).
     pub fn parameters(&self, coalition: Coalition) -> Vec<f32> {
-        let mut scratch = Scratch::default();
+        self.with_parameters(coalition, <[f32]>::to_vec)
+    }
+
+    /// `f` of the parameters of coalition `coalition`'s model, combined in a scratch buffer of
+    /// the game's: called for coalition after coalition, it allocates a buffer only for calls
+    /// that run at the same time (scores may use rayon themselves, and a thread that waits for
+    /// them may start another call), never one per coalition.
+    pub fn with_parameters<R>(&self, coalition: Coalition, f: impl FnOnce(&[f32]) -> R) -> R {
+        let spare = || self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut scratch = spare().pop().unwrap_or_default();
         self.combine(coalition, &mut scratch);
-        scratch.params
+        let value = f(&scratch.params);
+        spare().push(scratch);
+        value
     }
 
     fn combine(&self, coalition: Coalition, scratch: &mut Scratch) {
@@ -189,13 +202,7 @@ where
     }
 
     fn utility(&self, coalition: Coalition) -> f64 {
-        // Take the buffer out of the thread-local rather than holding a borrow across the score:
-        // a score that itself uses rayon may re-enter `utility` on this thread while it waits.
-        let mut scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-        self.combine(coalition, &mut scratch);
-        let value = (self.score)(&scratch.params);
-        SCRATCH.with(|s| *s.borrow_mut() = scratch);
-        value
+        self.with_parameters(coalition, &self.score)
     }
 
     fn null_players(&self) -> Coalition {
@@ -230,6 +237,33 @@ mod tests {
             game.utility(Coalition::EMPTY.with(2)),
             game.utility(Coalition::EMPTY)
         );
+    }
+
+    /// Coalition after coalition reuses one scratch buffer; a call made while another is in
+    /// progress (a score that re-enters, as rayon's work stealing does) gets a second one, and
+    /// both are kept for later calls.
+    #[test]
+    fn scratch_buffers_are_one_per_call_at_a_time() {
+        let base = [1.0f32, 2.0];
+        let (u0, u1) = ([1.0f32, 0.0], [0.0f32, 4.0]);
+        let game = LinearCombinationGame::new(&base, &[&u0[..], &u1], &[1, 1], |p: &[f32]| {
+            f64::from(p[0] + p[1])
+        })
+        .unwrap();
+        let spare = || game.spare.lock().unwrap().len();
+        let one = Coalition::EMPTY.with(0);
+        for c in [Coalition::EMPTY, one, one.with(1), Coalition::EMPTY.with(1)] {
+            game.utility(c);
+        }
+        assert_eq!(spare(), 1);
+        let nested = game.with_parameters(Coalition::EMPTY.with(0), |outer| {
+            let inner = game.with_parameters(Coalition::EMPTY.with(1), <[f32]>::to_vec);
+            (outer.to_vec(), inner)
+        });
+        assert_eq!(nested, (vec![1.5, 2.0], vec![1.0, 4.0]));
+        assert_eq!(spare(), 2);
+        assert_eq!(game.parameters(Coalition::full(2).unwrap()), vec![1.5, 4.0]);
+        assert_eq!(spare(), 2);
     }
 
     /// Combining block by block gives the bits of one pass over the whole vector (each
