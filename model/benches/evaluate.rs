@@ -52,6 +52,47 @@ fn bench(c: &mut Criterion) {
             black_box(acc)
         })
     });
+    // The valuation's other shapes: the digits MLP (64-[64]-10, ~360 validation rows) and a
+    // wide ones (30-[20000]-1, 640k parameters; 30-[500000]-1, 16.5M), whose every row read all the weights and whose
+    // hidden sums left the cache when evaluated one row at a time.
+    for (name, spec, rows, evals) in [
+        (
+            "evaluate_64x_mlp64_64_10_360rows",
+            ModelSpec::mlp(64, vec![64], 10),
+            360,
+            64,
+        ),
+        (
+            "evaluate_4x_mlp30_20000_1_143rows",
+            ModelSpec::mlp(30, vec![20_000], 2),
+            143,
+            4,
+        ),
+        (
+            "evaluate_1x_mlp30_500000_1_32rows",
+            ModelSpec::mlp(30, vec![500_000], 2),
+            32,
+            1,
+        ),
+    ] {
+        let data = Dataset {
+            feature_names: (0..spec.features).map(|j| format!("f{j}")).collect(),
+            label_column: "y".into(),
+            x: (0..rows * spec.features).map(|_| uniform()).collect(),
+            y: (0..rows).map(|i| (i % spec.classes) as u32).collect(),
+            classes: spec.classes,
+        };
+        let models: Vec<Vec<f32>> = (0..evals)
+            .map(|_| (0..spec.num_params()).map(|_| uniform() * 0.1).collect())
+            .collect();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                for p in &models {
+                    black_box(evaluate(&spec, p, black_box(&data)).unwrap());
+                }
+            })
+        });
+    }
     group.finish();
 }
 

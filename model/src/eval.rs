@@ -28,42 +28,7 @@ pub(crate) fn logits(
 ) -> Result<Vec<f64>, ModelError> {
     spec.check_params(params)?;
     data.check_fits(spec.features, spec.classes)?;
-    let dims = spec.layer_dims();
-    let widest = dims.iter().map(|&(i, o)| i.max(o)).max().unwrap_or(0);
-    let outputs = spec.outputs();
-    let mut out = Vec::with_capacity(data.len() * outputs);
-    let (mut h, mut z) = (Vec::with_capacity(widest), Vec::with_capacity(widest));
-    for r in 0..data.len() {
-        h.clear();
-        h.extend(data.row(r).iter().map(|&v| f64::from(v)));
-        let mut off = 0;
-        for (l, &(n_in, n_out)) in dims.iter().enumerate() {
-            let (w, b) = params[off..off + n_in * n_out + n_out].split_at(n_in * n_out);
-            off += n_in * n_out + n_out;
-            z.clear();
-            if n_out == 1 {
-                // one output: a dot product over the contiguous weight column
-                let dot: f64 = h.iter().zip(w).map(|(&hk, &wk)| hk * f64::from(wk)).sum();
-                z.push(f64::from(b[0]) + dot);
-            } else {
-                z.extend(b.iter().map(|&v| f64::from(v)));
-                for (k, &hk) in h.iter().enumerate() {
-                    if hk == 0.0 {
-                        continue;
-                    }
-                    for (zj, &wkj) in z.iter_mut().zip(&w[k * n_out..(k + 1) * n_out]) {
-                        *zj += hk * f64::from(wkj);
-                    }
-                }
-            }
-            if l + 1 < dims.len() {
-                z.iter_mut().for_each(|v| *v = v.max(0.0));
-            }
-            std::mem::swap(&mut h, &mut z);
-        }
-        out.extend_from_slice(&h);
-    }
-    Ok(out)
+    Ok(crate::forward::logits(spec, params, &data.x, data.len()))
 }
 
 /// `ln(1 + e^x)` without overflow.

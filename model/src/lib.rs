@@ -54,6 +54,7 @@ mod data;
 pub mod digest;
 mod error;
 mod eval;
+mod forward;
 mod net;
 mod spec;
 mod train;
