@@ -4,6 +4,9 @@
 //! values for eight hospitals of a logistic-regression round on breast cancer (goal < 50 ms), and
 //! `gtg` / `kernelshap` with their defaults for 50 hospitals (goal < 2 s).
 //!
+//! Scale: one coalition's combination and the abuse flags of a round of 100 updates of 1M
+//! parameters (`-- scale`).
+//!
 //! Accuracy (printed before the timings): `gtg`, `kernelshap` and `loo` against exact values on
 //! the eight-hospital breast-cancer scenario, three successive rounds, 30 estimator seeds, at 1/2
 //! and 1/4 of exact's evaluations: mean Spearman and mean relative L2 error; and, for 50
@@ -222,10 +225,72 @@ fn speed(c: &mut Criterion) {
     }
 }
 
+/// A hundred updates of a million parameters (400 MB, as a 100-hospital round of the
+/// `bench_sites` example holds them): one coalition's combination and the abuse flags' pairwise
+/// cosines, the two parts of a close that grow with hospitals x model size.
+fn scale(c: &mut Criterion) {
+    const N: usize = 100;
+    const DIM: usize = 1 << 20;
+    let wave = |k: usize| -> Vec<f32> {
+        let mut z = (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (0..DIM)
+            .map(|_| {
+                z ^= z << 13;
+                z ^= z >> 7;
+                z ^= z << 17;
+                ((z >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.002
+            })
+            .collect()
+    };
+    let base = wave(N);
+    let updates: Vec<Vec<f32>> = (0..N).map(wave).collect();
+    let refs: Vec<&[f32]> = updates.iter().map(Vec::as_slice).collect();
+    let game =
+        fedledger_valuation::LinearCombinationGame::new(&base, &refs, &[50; N], |p: &[f32]| {
+            f64::from(p[0])
+        })
+        .expect("game");
+    // Every other hospital: a coalition of fifty.
+    let half = (0..N).step_by(2).fold(Coalition::EMPTY, |c, i| c.with(i));
+    let mut group = c.benchmark_group("scale");
+    group.sample_size(10);
+    group.bench_function("combine/50 of 100 updates x 1M", |b| {
+        b.iter(|| black_box(game.utility(black_box(half))))
+    });
+    let names: Vec<String> = (0..N).map(|i| format!("h{i}")).collect();
+    let participations: Vec<fedledger_valuation::Participation<'_>> = names
+        .iter()
+        .zip(&refs)
+        .enumerate()
+        .map(|(i, (name, u))| fedledger_valuation::Participation {
+            name,
+            update: Some(u),
+            received: i as u64,
+        })
+        .collect();
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30));
+    group.bench_function("abuse/detect 100 updates x 1M", |b| {
+        b.iter(|| {
+            black_box(fedledger_valuation::detect(
+                black_box(&participations),
+                &fedledger_valuation::AbuseConfig::default(),
+            ))
+        })
+    });
+    group.finish();
+}
+
 fn main() {
-    accuracy_study();
-    fifty_study();
+    // The studies print figures, not timings: skipped when a filter names timings only.
+    let filtered = std::env::args().skip(1).any(|a| !a.starts_with('-'));
+    if !filtered {
+        accuracy_study();
+        fifty_study();
+    }
     let mut c = Criterion::default().configure_from_args();
     speed(&mut c);
+    scale(&mut c);
     c.final_summary();
 }

@@ -45,6 +45,9 @@ pub struct LinearCombinationGame<'a, F> {
 /// coordinate is still summed in ascending player order, so the bits do not depend on it).
 const BLOCK: usize = 16 * 1024;
 
+/// Members added in one sweep over a block.
+const MEMBERS_AT_ONCE: usize = 8;
+
 /// One call's scratch: the `f64` accumulator of one block and the `f32` parameters handed to
 /// the score.
 #[derive(Default)]
@@ -181,7 +184,27 @@ where
             scratch
                 .acc
                 .extend(self.base[start..end].iter().map(|&x| f64::from(x)));
-            for &i in &members {
+            // Eight members at a time: each coordinate's sum still adds them one by one in
+            // ascending order, but is loaded and stored once per eight.
+            let mut group = members.chunks_exact(MEMBERS_AT_ONCE);
+            for g in group.by_ref() {
+                let a: [f64; MEMBERS_AT_ONCE] = std::array::from_fn(|m| self.weights[g[m]]);
+                let u: [&[f32]; MEMBERS_AT_ONCE] =
+                    std::array::from_fn(|m| &self.updates[g[m]][start..end]);
+                for (k, acc) in scratch.acc.iter_mut().enumerate() {
+                    let mut s = *acc;
+                    s += a[0] * f64::from(u[0][k]);
+                    s += a[1] * f64::from(u[1][k]);
+                    s += a[2] * f64::from(u[2][k]);
+                    s += a[3] * f64::from(u[3][k]);
+                    s += a[4] * f64::from(u[4][k]);
+                    s += a[5] * f64::from(u[5][k]);
+                    s += a[6] * f64::from(u[6][k]);
+                    s += a[7] * f64::from(u[7][k]);
+                    *acc = s;
+                }
+            }
+            for &i in group.remainder() {
                 let a = self.weights[i];
                 for (acc, &x) in scratch.acc.iter_mut().zip(&self.updates[i][start..end]) {
                     *acc += a * f64::from(x);
@@ -266,8 +289,9 @@ mod tests {
         assert_eq!(spare(), 2);
     }
 
-    /// Combining block by block gives the bits of one pass over the whole vector (each
-    /// coordinate summed in ascending player order, in `f64`, rounded once).
+    /// Combining block by block, members eight at a time, gives the bits of one pass over the
+    /// whole vector adding one member at a time (each coordinate summed in ascending player
+    /// order, in `f64`, rounded once).
     #[test]
     fn blocks_give_the_bits_of_one_pass() {
         let dim = 2 * BLOCK + 5;
@@ -277,14 +301,16 @@ mod tests {
                 .collect()
         };
         let base = wave(0);
-        let updates = [wave(1), wave(2), wave(3)];
+        // Twelve players, eleven in the coalition: a group of eight added together, then three.
+        let updates: Vec<Vec<f32>> = (1..=12).map(wave).collect();
         let refs: Vec<&[f32]> = updates.iter().map(Vec::as_slice).collect();
-        let game = LinearCombinationGame::new(&base, &refs, &[3, 5, 11], |_: &[f32]| 0.0).unwrap();
-        let all = Coalition::full(3).unwrap().without(1);
+        let counts: Vec<u64> = (0..12).map(|i| 3 + 2 * i).collect();
+        let game = LinearCombinationGame::new(&base, &refs, &counts, |_: &[f32]| 0.0).unwrap();
+        let all = Coalition::full(12).unwrap().without(1);
         let mut expected = Vec::with_capacity(dim);
         for j in 0..dim {
             let mut acc = f64::from(base[j]);
-            for i in [0usize, 2] {
+            for i in (0..12).filter(|&i| i != 1) {
                 acc += game.weights()[i] * f64::from(updates[i][j]);
             }
             expected.push(acc as f32);
@@ -296,6 +322,69 @@ mod tests {
                 .all(|(a, b)| a.to_bits() == b.to_bits())
         );
         assert_eq!(got.len(), dim);
+    }
+
+    /// The order of the additions shows in the bits: a coordinate where one member adds 2^40
+    /// and a later one takes it away keeps what the members between them added only to 2^40's
+    /// precision. Members grouped eight at a time still add in ascending order.
+    #[test]
+    fn members_add_in_ascending_order() {
+        let (players, dim) = (11usize, 99usize);
+        let big = 2f32.powi(40);
+        let updates: Vec<Vec<f32>> = (0..players)
+            .map(|i| {
+                (0..dim)
+                    .map(|j| match (j + players - i) % players {
+                        0 => big,
+                        4 => -big,
+                        r => 0.1 + 0.013 * (r * j % 17) as f32,
+                    })
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[f32]> = updates.iter().map(Vec::as_slice).collect();
+        let base: Vec<f32> = (0..dim).map(|j| 0.25 + 0.0371 * j as f32).collect();
+        let game =
+            LinearCombinationGame::with_weights(&base, &refs, vec![1.0; players], |_: &[f32]| 0.0)
+                .unwrap();
+        let coalition = Coalition::full(players).unwrap();
+        let one_by_one: Vec<f32> = (0..dim)
+            .map(|j| {
+                let mut acc = f64::from(base[j]);
+                for u in &updates {
+                    acc += f64::from(u[j]);
+                }
+                acc as f32
+            })
+            .collect();
+        let exact: Vec<f32> = (0..dim)
+            .map(|j| {
+                let small: f64 = updates
+                    .iter()
+                    .map(|u| f64::from(u[j]))
+                    .filter(|v| v.abs() < 1.0)
+                    .sum();
+                (f64::from(base[j]) + small) as f32
+            })
+            .collect();
+        // The order is visible: adding one by one loses what exact arithmetic keeps, and two
+        // neighbours added the other way round give other bits.
+        assert_ne!(one_by_one, exact);
+        let swapped: Vec<f32> = (0..dim)
+            .map(|j| {
+                let mut acc = f64::from(base[j]);
+                for i in [1, 0].into_iter().chain(2..players) {
+                    acc += f64::from(updates[i][j]);
+                }
+                acc as f32
+            })
+            .collect();
+        assert_ne!(one_by_one, swapped);
+        let got = game.parameters(coalition);
+        assert_eq!(
+            got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            one_by_one.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
