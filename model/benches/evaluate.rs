@@ -52,9 +52,9 @@ fn bench(c: &mut Criterion) {
             black_box(acc)
         })
     });
-    // The valuation's other shapes: the digits MLP (64-[64]-10, ~360 validation rows) and a
-    // wide ones (30-[20000]-1, 640k parameters; 30-[500000]-1, 16.5M), whose every row read all the weights and whose
-    // hidden sums left the cache when evaluated one row at a time.
+    // The valuation's other shapes: the digits MLP (64-[64]-10, ~360 validation rows) and two
+    // wide ones (30-[20000]-1, 640k parameters; 30-[500000]-1, 16.5M), whose every row read all
+    // the weights and whose hidden sums left the cache when evaluated one row at a time.
     for (name, spec, rows, evals) in [
         (
             "evaluate_64x_mlp64_64_10_360rows",
