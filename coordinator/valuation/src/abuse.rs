@@ -205,7 +205,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// rayon's threads. Its cost is still quadratic: `n (n + 1) / 2` products of the model's size.
 struct Gram {
     n: usize,
-    /// Row-major `n x n`; only `j >= i` is filled.
+    /// The upper triangle row by row: row `i` holds pairs `(i, i)..(i, n - 1)`.
     dots: Vec<f64>,
 }
 
@@ -226,38 +226,45 @@ impl Gram {
         use rayon::prelude::*;
         let n = updates.len();
         let dim = updates.first().map_or(0, |u| u.len());
-        let mut dots = vec![0.0f64; n * n];
+        let mut dots = vec![0.0f64; n * (n + 1) / 2];
         for start in (0..dim).step_by(block) {
             let end = (start + block).min(dim);
-            dots.par_chunks_mut(n.max(1))
-                .enumerate()
-                .for_each(|(i, row)| {
-                    let a = &updates[i][start..end];
-                    let mut j = i;
-                    while j < n {
-                        let lanes = GRAM_LANES.min(n - j);
-                        let mut acc = [0.0f64; GRAM_LANES];
-                        acc[..lanes].copy_from_slice(&row[j..j + lanes]);
-                        if lanes == GRAM_LANES {
-                            let b: [&[f32]; GRAM_LANES] =
-                                std::array::from_fn(|l| &updates[j + l][start..end]);
-                            for (k, &x) in a.iter().enumerate() {
-                                let x = f64::from(x);
-                                for (s, b) in acc.iter_mut().zip(&b) {
-                                    *s += x * f64::from(b[k]);
-                                }
-                            }
-                        } else {
-                            for (s, b) in acc[..lanes].iter_mut().zip(&updates[j..j + lanes]) {
-                                for (&x, &y) in a.iter().zip(&b[start..end]) {
-                                    *s += f64::from(x) * f64::from(y);
-                                }
+            let mut rows = Vec::with_capacity(n);
+            let mut rest = dots.as_mut_slice();
+            for i in 0..n {
+                let (row, tail) = rest.split_at_mut(n - i);
+                rows.push(row);
+                rest = tail;
+            }
+            rows.into_par_iter().enumerate().for_each(|(i, row)| {
+                let a = &updates[i][start..end];
+                // `row[j - i]` is pair `(i, j)`.
+                let mut j = i;
+                while j < n {
+                    let lanes = GRAM_LANES.min(n - j);
+                    let sums = &mut row[j - i..j - i + lanes];
+                    let mut acc = [0.0f64; GRAM_LANES];
+                    acc[..lanes].copy_from_slice(sums);
+                    if lanes == GRAM_LANES {
+                        let b: [&[f32]; GRAM_LANES] =
+                            std::array::from_fn(|l| &updates[j + l][start..end]);
+                        for (k, &x) in a.iter().enumerate() {
+                            let x = f64::from(x);
+                            for (s, b) in acc.iter_mut().zip(&b) {
+                                *s += x * f64::from(b[k]);
                             }
                         }
-                        row[j..j + lanes].copy_from_slice(&acc[..lanes]);
-                        j += lanes;
+                    } else {
+                        for (s, b) in acc[..lanes].iter_mut().zip(&updates[j..j + lanes]) {
+                            for (&x, &y) in a.iter().zip(&b[start..end]) {
+                                *s += f64::from(x) * f64::from(y);
+                            }
+                        }
                     }
-                });
+                    sums.copy_from_slice(&acc[..lanes]);
+                    j += lanes;
+                }
+            });
         }
         Self { n, dots }
     }
@@ -265,7 +272,8 @@ impl Gram {
     /// The dot product of updates `i` and `j`.
     fn dot(&self, i: usize, j: usize) -> f64 {
         let (i, j) = (i.min(j), i.max(j));
-        self.dots[i * self.n + j]
+        // Rows 0..i hold n + (n - 1) + ... + (n - i + 1) pairs.
+        self.dots[i * self.n - i * i.saturating_sub(1) / 2 + (j - i)]
     }
 
     /// The cosine of updates `i` and `j`, bit for bit [`cosine`] of the two.
