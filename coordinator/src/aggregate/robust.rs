@@ -12,10 +12,10 @@
 //! Cost: the pairwise distances are `n (n - 1) / 2 x d` subtract-multiply-adds, quadratic in the
 //! number of updates; they are computed block by block of coordinates, so memory is read about
 //! once (the arithmetic, not memory, grows with `n^2`), in parallel over fixed groups of blocks
-//! summed in a fixed order, so results are bit-reproducible. Selection and averaging are linear. Neither composes with the DP-FedAvg
-//! wrapper: which updates are selected depends on every update, so one participant can change the
-//! output by more than the `C / m` the wrapper's noise is calibrated for (the configuration refuses
-//! the combination).
+//! summed in a fixed order, so results are bit-reproducible. Selection and averaging are linear.
+//! Neither composes with the DP-FedAvg wrapper: which updates are selected depends on every
+//! update, so one participant can change the output by more than the `C / m` the wrapper's noise
+//! is calibrated for (the configuration refuses the combination).
 
 use rayon::prelude::*;
 
