@@ -226,7 +226,7 @@ fn task_header(
         model_sha256,
         deadline_unix_ms,
         retry_after_ms: if state == pb::TaskState::Wait { 200 } else { 0 },
-        chunk_floats: fedledger_proto::CHUNK_FLOATS as u32,
+        chunk_floats: fedledger_proto::chunk_floats_for(num_params) as u32,
         total_rounds: cfg.rounds,
         detail,
         accountants: cfg.privacy_plan.accountant_names(),
@@ -411,10 +411,11 @@ impl pb::coordinator_server::Coordinator for Service {
         let out: TaskStream = if state == pb::TaskState::Wait {
             Box::pin(head)
         } else {
-            let chunks = (global.len()).div_ceil(fedledger_proto::CHUNK_FLOATS);
+            let chunk = fedledger_proto::chunk_floats_for(global.len() as u64);
+            let chunks = global.len().div_ceil(chunk);
             let body = stream::iter(0..chunks).map(move |i| {
-                let start = i * fedledger_proto::CHUNK_FLOATS;
-                let end = (start + fedledger_proto::CHUNK_FLOATS).min(global.len());
+                let start = i * chunk;
+                let end = (start + chunk).min(global.len());
                 Ok(pb::TaskMessage {
                     msg: Some(pb::task_message::Msg::Chunk(pb::ParamChunk {
                         offset: start as u64,
@@ -533,11 +534,12 @@ impl pb::coordinator_server::Coordinator for Service {
         let body = vectors.flat_map(|r| match r {
             Err(e) => stream::iter(vec![Err(e)]).boxed(),
             Ok((vector, values)) => {
-                let chunks = values.len().div_ceil(fedledger_proto::CHUNK_FLOATS);
+                let chunk = fedledger_proto::chunk_floats_for(values.len() as u64);
+                let chunks = values.len().div_ceil(chunk);
                 stream::iter(0..chunks)
                     .map(move |i| {
-                        let start = i * fedledger_proto::CHUNK_FLOATS;
-                        let end = (start + fedledger_proto::CHUNK_FLOATS).min(values.len());
+                        let start = i * chunk;
+                        let end = (start + chunk).min(values.len());
                         Ok(pb::CandidatesMessage {
                             msg: Some(pb::candidates_message::Msg::Chunk(pb::VectorChunk {
                                 vector,

@@ -547,10 +547,11 @@ impl Client {
             if tx.send(header).await.is_err() {
                 return;
             }
-            for (i, chunk) in delta.chunks(pb::CHUNK_FLOATS).enumerate() {
+            let size = pb::chunk_floats_for(delta.len() as u64);
+            for (i, chunk) in delta.chunks(size).enumerate() {
                 let msg = pb::UpdateMessage {
                     msg: Some(pb::update_message::Msg::Chunk(pb::ParamChunk {
-                        offset: (i * pb::CHUNK_FLOATS) as u64,
+                        offset: (i * size) as u64,
                         data: fedledger_model::digest::vector_to_bytes(chunk).into(),
                     })),
                 };

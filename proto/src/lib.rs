@@ -10,10 +10,24 @@ mod generated {
 
 pub use generated::*;
 
-/// Values per parameter chunk: 128 Ki f32 = 512 KiB of payload, well under tonic's 4 MiB limit.
-/// A chunk is what a coordinator holds per transfer in flight (a download's message being
-/// sent, an upload's being decoded): at a thousand sites, half a MiB each rather than one.
+/// Values per parameter chunk at most: 128 Ki f32 = 512 KiB of payload, well under tonic's
+/// 4 MiB limit. A chunk is what a coordinator holds per transfer in flight (a download's message
+/// being sent, an upload's being decoded); smaller models travel in smaller chunks
+/// ([`chunk_floats_for`]).
 pub const CHUNK_FLOATS: usize = 128 * 1024;
+
+/// Values per chunk of a small model's vectors at least (64 KiB of payload).
+pub const MIN_CHUNK_FLOATS: usize = 16 * 1024;
+
+/// Values per chunk of a vector of `values` f32: a sixteenth of the vector, within
+/// [`MIN_CHUNK_FLOATS`]..=[`CHUNK_FLOATS`]. Both ends send in chunks of this size (the task
+/// header's `chunk_floats` announces it), so what a transfer in flight holds at either end is
+/// about a sixteenth of a model of up to 8 MiB, not 512 KiB each: a hundred hospitals with a
+/// 4 MiB model upload in 256 KiB chunks. Chunks of up to [`CHUNK_FLOATS`] are still accepted.
+pub fn chunk_floats_for(values: u64) -> usize {
+    let sixteenth = usize::try_from(values.div_ceil(16)).unwrap_or(CHUNK_FLOATS);
+    sixteenth.clamp(MIN_CHUNK_FLOATS, CHUNK_FLOATS)
+}
 
 /// Decode limit set on both ends: one chunk plus headroom for the header fields.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
@@ -40,6 +54,16 @@ pub fn register_message(federation: &str, challenge: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_a_sixteenth_of_the_vector_within_bounds() {
+        assert_eq!(chunk_floats_for(0), MIN_CHUNK_FLOATS);
+        assert_eq!(chunk_floats_for(31), MIN_CHUNK_FLOATS);
+        assert_eq!(chunk_floats_for(1_056_002), 66_001);
+        assert_eq!(chunk_floats_for(16 * CHUNK_FLOATS as u64), CHUNK_FLOATS);
+        assert_eq!(chunk_floats_for(16_500_002), CHUNK_FLOATS);
+        assert_eq!(chunk_floats_for(u64::MAX), CHUNK_FLOATS);
+    }
 
     #[test]
     fn register_message_hex_encodes_challenge() {

@@ -177,15 +177,28 @@ pub async fn task(
         other => panic!("expected header, got {other:?}"),
     };
     let mut params = Vec::new();
+    let mut sizes = Vec::new();
     while let Some(m) = s.message().await.unwrap() {
         match m.msg.unwrap() {
             pb::task_message::Msg::Chunk(c) => {
                 assert_eq!(c.offset as usize, params.len());
                 assert!(c.data.len() <= pb::CHUNK_BYTES);
+                sizes.push(c.data.len() / 4);
                 params.extend(fedledger_model::digest::vector_from_bytes(&c.data).unwrap());
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+    if !params.is_empty() {
+        // The model travels in the chunks the header announces, a sixteenth of it within bounds.
+        let chunk = header.chunk_floats as usize;
+        assert_eq!(chunk, pb::chunk_floats_for(header.num_params));
+        let (last, full) = sizes.split_last().unwrap();
+        assert!(
+            full.iter().all(|&n| n == chunk),
+            "{sizes:?} in chunks of {chunk}"
+        );
+        assert!((1..=chunk).contains(last), "{sizes:?} in chunks of {chunk}");
     }
     (header, params)
 }
