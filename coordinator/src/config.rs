@@ -910,6 +910,13 @@ pub struct LimitsSection {
     /// A session (the token a registration returns) expires this many seconds after it was
     /// opened; the participant registers again to renew it.
     pub session_ttl_secs: u64,
+    /// HTTP/2 flow-control window of one call, in KiB: what a hospital may send ahead of what
+    /// the coordinator has read. It caps one upload at window / round-trip time (8 MiB over a
+    /// 30 ms link: about 270 MB/s) and bounds what unread data the coordinator holds: up to a
+    /// window per upload in flight. A consortium on short links can lower it to bound memory.
+    pub stream_window_kib: u32,
+    /// HTTP/2 flow-control window of a whole connection, in KiB (at least the stream window).
+    pub connection_window_kib: u32,
 }
 
 impl Default for LimitsSection {
@@ -925,6 +932,8 @@ impl Default for LimitsSection {
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 20,
             session_ttl_secs: 24 * 3600,
+            stream_window_kib: 8 * 1024,
+            connection_window_kib: 16 * 1024,
         }
     }
 }
@@ -957,6 +966,23 @@ impl LimitsSection {
                 self.max_connections_per_ip, self.max_connections
             ));
         }
+        // HTTP/2 windows: at least the protocol's initial 64 KiB, at most 2^31 - 1 bytes.
+        for (name, v) in [
+            ("stream_window_kib", self.stream_window_kib),
+            ("connection_window_kib", self.connection_window_kib),
+        ] {
+            if !(64..=MAX_WINDOW_KIB).contains(&v) {
+                return Err(format!(
+                    "limits.{name} must be between 64 and {MAX_WINDOW_KIB} (KiB), got {v}"
+                ));
+            }
+        }
+        if self.connection_window_kib < self.stream_window_kib {
+            return Err(format!(
+                "limits.connection_window_kib ({}) is below limits.stream_window_kib ({})",
+                self.connection_window_kib, self.stream_window_kib
+            ));
+        }
         // Durations are added to the clock in milliseconds: keep them far from overflow.
         let year = 366 * 24 * 3600;
         for (name, v) in [
@@ -987,7 +1013,13 @@ pub struct Limits {
     pub keepalive_interval: Option<Duration>,
     pub keepalive_timeout: Duration,
     pub session_ttl: Duration,
+    /// HTTP/2 flow-control windows, in bytes.
+    pub stream_window_bytes: u32,
+    pub connection_window_bytes: u32,
 }
+
+/// The largest HTTP/2 window, 2^31 - 1 bytes, in whole KiB.
+const MAX_WINDOW_KIB: u32 = (i32::MAX as u32) / 1024;
 
 impl Limits {
     /// The whole-request deadline of an upload of `num_params` values: the message timeout plus
@@ -1011,6 +1043,8 @@ impl From<&LimitsSection> for Limits {
                 .then(|| Duration::from_secs(l.keepalive_interval_secs)),
             keepalive_timeout: Duration::from_secs(l.keepalive_timeout_secs),
             session_ttl: Duration::from_secs(l.session_ttl_secs),
+            stream_window_bytes: l.stream_window_kib.saturating_mul(1024),
+            connection_window_bytes: l.connection_window_kib.saturating_mul(1024),
         }
     }
 }
@@ -1717,6 +1751,36 @@ mod tests {
         assert!(full.training.planning.is_some() && full.ledger.tiles_listen.is_some());
         assert!(full.ledger.node_key.is_some() && full.ledger.witness_quorum.is_some());
         assert!(full.validators.is_some() && full.validator_entries.len() == 1);
+    }
+
+    #[test]
+    fn http2_windows_are_within_the_protocol_and_the_connection_holds_a_call() {
+        let with = |stream, connection| LimitsSection {
+            stream_window_kib: stream,
+            connection_window_kib: connection,
+            ..LimitsSection::default()
+        };
+        assert!(with(8 * 1024, 16 * 1024).validate().is_ok());
+        assert!(with(64, 64).validate().is_ok());
+        let low = with(63, 1024).validate().unwrap_err();
+        assert!(
+            low.contains("limits.stream_window_kib must be between 64"),
+            "{low}"
+        );
+        let high = with(64, MAX_WINDOW_KIB + 1).validate().unwrap_err();
+        assert!(high.contains("limits.connection_window_kib"), "{high}");
+        let below = with(1024, 512).validate().unwrap_err();
+        assert!(
+            below.contains("is below limits.stream_window_kib"),
+            "{below}"
+        );
+        let limits = Limits::from(&with(512, 2048));
+        assert_eq!(
+            (limits.stream_window_bytes, limits.connection_window_bytes),
+            (512 * 1024, 2048 * 1024)
+        );
+        // The largest window in KiB is still a valid HTTP/2 window in bytes.
+        assert!(MAX_WINDOW_KIB * 1024 <= i32::MAX as u32);
     }
 
     #[test]

@@ -360,8 +360,8 @@ pub async fn serve(
     // allowed.
     let builder = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
-        .initial_stream_window_size(transport::STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(transport::CONNECTION_WINDOW_BYTES)
+        .initial_stream_window_size(limits.stream_window_bytes)
+        .initial_connection_window_size(limits.connection_window_bytes)
         .max_frame_size(transport::MAX_FRAME_BYTES)
         .http2_keepalive_interval(limits.keepalive_interval)
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))

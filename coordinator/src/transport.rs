@@ -37,16 +37,6 @@ use crate::{config::Limits, engine::Engine, refusal::Reason};
 /// around it. A message that declares more is refused before its bytes are buffered.
 pub const MAX_REQUEST_MESSAGE_BYTES: usize = fedledger_proto::CHUNK_BYTES + 64 * 1024;
 
-/// HTTP/2 flow-control window of one stream: what a peer may send ahead of what the server has
-/// read. Several chunks, so an upload's sender keeps the connection busy while the server
-/// checks, hashes and queues the chunk before (with one chunk's worth, sender and receiver
-/// took turns).
-pub const STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
-
-/// HTTP/2 flow-control window of a whole connection: what all its streams together may have
-/// sent ahead of what the server has read.
-pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
-
 /// Largest HTTP/2 frame the server accepts: a chunk travels in a frame or two rather than in
 /// sixty-four of hyper's default 16 KiB, each a wake-up and a write on both ends. A frame is
 /// only read within the flow-control window, so this adds nothing to what a peer can make the
@@ -56,10 +46,14 @@ pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 /// What buffered request data one connection can make the server hold at most, with the
 /// limits' streams per connection: each stream holds at most one message being decoded (its
 /// buffer may have up to twice the capacity), and the data not yet read is at most one stream
-/// window per stream and one connection window in all.
+/// window per stream and one connection window in all (`limits.stream_window_kib`,
+/// `limits.connection_window_kib`: by default 8 MiB, several chunks, so an upload's sender keeps
+/// the connection busy while the server checks, hashes and queues the chunk before, and
+/// 16 MiB).
 pub fn connection_memory_bound(limits: &Limits) -> u64 {
     let streams = u64::from(limits.max_streams_per_connection);
-    let unread = (streams * u64::from(STREAM_WINDOW_BYTES)).min(u64::from(CONNECTION_WINDOW_BYTES));
+    let unread = (streams * u64::from(limits.stream_window_bytes))
+        .min(u64::from(limits.connection_window_bytes));
     streams * 2 * MAX_REQUEST_MESSAGE_BYTES as u64 + unread
 }
 

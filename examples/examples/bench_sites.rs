@@ -21,6 +21,7 @@
 //! cargo run --release --example bench_sites -- --sites 5 --rounds 2 --hidden 500000  # 16.5M
 //! cargo run --release --example bench_sites -- --updates zero       # identical zero updates
 //! cargo run --release --example bench_sites -- --sites 5 --hidden 500000 --strategy multi-krum
+//! cargo run --release --example bench_sites -- --sites 100 --hidden 32000 --stream-window-kib 512
 //! ```
 
 use fedledger_examples::bench::{cpu_secs, median};
@@ -70,6 +71,12 @@ struct Args {
     /// attacker and compare the sites' update histories, as by default).
     #[arg(long, default_value = "fedavg")]
     strategy: String,
+    /// The coordinator's HTTP/2 window per call, in KiB (`[limits] stream_window_kib`; the
+    /// connection's is twice that). By default the coordinator's own (8 MiB): a window per
+    /// upload in flight is what unread data it may hold, so a lower one bounds its memory
+    /// during the upload fan-out at the cost of each upload's speed over long round trips.
+    #[arg(long)]
+    stream_window_kib: Option<u32>,
     /// Internal: run the coordinator of this configuration file (the child process).
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
@@ -108,16 +115,8 @@ fn main() -> anyhow::Result<()> {
          coordinator CPU (per round)  peak RssAnon"
     );
     for &n in &args.sites {
-        rt.block_on(sites(
-            n,
-            args.rounds,
-            args.updates,
-            args.agents_dir.as_deref(),
-            args.hidden,
-            args.memory_trace.as_deref(),
-            &args.strategy,
-        ))
-        .with_context(|| format!("{n} sites"))?;
+        rt.block_on(sites(n, &args))
+            .with_context(|| format!("{n} sites"))?;
     }
     Ok(())
 }
@@ -151,15 +150,15 @@ async fn serve(config: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_config(
-    dir: &Path,
-    n: usize,
-    rounds: u64,
-    keys_hex: &[String],
-    hidden: Option<usize>,
-    strategy: &str,
-) -> anyhow::Result<PathBuf> {
-    let model = match hidden {
+fn write_config(dir: &Path, n: usize, keys_hex: &[String], args: &Args) -> anyhow::Result<PathBuf> {
+    let (rounds, strategy) = (args.rounds, &args.strategy);
+    let windows = args.stream_window_kib.map_or(String::new(), |w| {
+        format!(
+            "stream_window_kib = {w}\nconnection_window_kib = {}\n",
+            2 * w
+        )
+    });
+    let model = match args.hidden {
         Some(h) => format!("kind = \"mlp\"\nfeatures = 30\nclasses = 2\nhidden = [{h}]"),
         None => "kind = \"logreg\"\nfeatures = 30\nclasses = 2".to_owned(),
     };
@@ -183,7 +182,7 @@ fn write_config(
              clip_norm = 1.0\nnoise_multiplier = 1.0\ninit_seed = 1\n\n\
              [valuation]\nestimator = \"auto\"\nmax_evaluations = 0\nutility = \"neg_log_loss\"\n\
              reward_pool_per_round = 1000000\nseed = 0\ncopy_cosine = 0.999\n\n\
-             [limits]\nmax_connections_per_ip = {}\nmax_connections = {}\n\n{enrolled}",
+             [limits]\nmax_connections_per_ip = {}\nmax_connections = {}\n{windows}\n{enrolled}",
             2 * n + 16,
             2 * n + 64
         ),
@@ -206,15 +205,9 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn sites(
-    n: usize,
-    rounds: u64,
-    updates: Updates,
-    agents_dir: Option<&Path>,
-    hidden: Option<usize>,
-    memory_trace: Option<&Path>,
-    strategy: &str,
-) -> anyhow::Result<()> {
+async fn sites(n: usize, args: &Args) -> anyhow::Result<()> {
+    let (rounds, updates, hidden) = (args.rounds, args.updates, args.hidden);
+    let (agents_dir, memory_trace) = (args.agents_dir.as_deref(), args.memory_trace.as_deref());
     let dir = tempfile::tempdir()?;
     let agents = agents_dir.map(tempfile::tempdir_in).transpose()?;
     let ZeroSites {
@@ -223,7 +216,7 @@ async fn sites(
         ..
     } = zero_sites(dir.path(), n, 60)?;
     let keys_hex: Vec<String> = entries.into_iter().map(|e| e.public_key).collect();
-    let config = write_config(dir.path(), n, rounds, &keys_hex, hidden, strategy)?;
+    let config = write_config(dir.path(), n, &keys_hex, args)?;
     let mut child: Child = Command::new(std::env::current_exe()?)
         .arg("--serve")
         .arg(&config)
