@@ -187,6 +187,15 @@ fn outcome_to_wire(o: &RoundOutcome) -> pb::RoundResult {
     }
 }
 
+/// The value ranges of a vector of `len` values in the chunks both ends send
+/// ([`pb::chunk_floats_for`]), for the downloads' streams.
+fn chunk_ranges(len: usize) -> impl Iterator<Item = std::ops::Range<usize>> + Send + 'static {
+    let chunk = pb::chunk_floats_for(len as u64);
+    (0..len)
+        .step_by(chunk)
+        .map(move |start| start..(start + chunk).min(len))
+}
+
 /// The header of a task: the round's rules (model, columns, training, privacy, schema and,
 /// with validators, the round's game, fixed before any upload).
 fn task_header(
@@ -411,16 +420,12 @@ impl pb::coordinator_server::Coordinator for Service {
         let out: TaskStream = if state == pb::TaskState::Wait {
             Box::pin(head)
         } else {
-            let chunk = fedledger_proto::chunk_floats_for(global.len() as u64);
-            let chunks = global.len().div_ceil(chunk);
-            let body = stream::iter(0..chunks).map(move |i| {
-                let start = i * chunk;
-                let end = (start + chunk).min(global.len());
+            let body = stream::iter(chunk_ranges(global.len())).map(move |r| {
                 Ok(pb::TaskMessage {
                     msg: Some(pb::task_message::Msg::Chunk(pb::ParamChunk {
-                        offset: start as u64,
+                        offset: r.start as u64,
                         // A slice of the model's map: no copy.
-                        data: global.le_bytes(start, end),
+                        data: global.le_bytes(r.start, r.end),
                     })),
                 })
             });
@@ -533,23 +538,17 @@ impl pb::coordinator_server::Coordinator for Service {
         });
         let body = vectors.flat_map(|r| match r {
             Err(e) => stream::iter(vec![Err(e)]).boxed(),
-            Ok((vector, values)) => {
-                let chunk = fedledger_proto::chunk_floats_for(values.len() as u64);
-                let chunks = values.len().div_ceil(chunk);
-                stream::iter(0..chunks)
-                    .map(move |i| {
-                        let start = i * chunk;
-                        let end = (start + chunk).min(values.len());
-                        Ok(pb::CandidatesMessage {
-                            msg: Some(pb::candidates_message::Msg::Chunk(pb::VectorChunk {
-                                vector,
-                                offset: start as u64,
-                                data: fedledger_model::digest::vector_to_bytes(&values[start..end]),
-                            })),
-                        })
+            Ok((vector, values)) => stream::iter(chunk_ranges(values.len()))
+                .map(move |r| {
+                    Ok(pb::CandidatesMessage {
+                        msg: Some(pb::candidates_message::Msg::Chunk(pb::VectorChunk {
+                            vector,
+                            offset: r.start as u64,
+                            data: fedledger_model::digest::vector_to_bytes(&values[r]),
+                        })),
                     })
-                    .boxed()
-            }
+                })
+                .boxed(),
         });
         Ok(Response::new(Box::pin(head.chain(body))))
     }

@@ -1,5 +1,6 @@
 //! The fedledger wire protocol (`fedledger.v1`): generated tonic/prost types, plus the constants
-//! both ends must agree on. No logic lives here.
+//! both ends must agree on and the one rule they share (the chunk size of a vector). No other
+//! logic lives here.
 //!
 //! The protocol is described in `proto/fedledger/v1/fedledger.proto`.
 

@@ -227,16 +227,17 @@ impl Gram {
         let n = updates.len();
         let dim = updates.first().map_or(0, |u| u.len());
         let mut dots = vec![0.0f64; n * (n + 1) / 2];
+        // Row `i` of the triangle, pairs `(i, i)..(i, n - 1)`, for each thread to fill.
+        let mut rows = Vec::with_capacity(n);
+        let mut rest = dots.as_mut_slice();
+        for i in 0..n {
+            let (row, tail) = rest.split_at_mut(n - i);
+            rows.push(row);
+            rest = tail;
+        }
         for start in (0..dim).step_by(block) {
             let end = (start + block).min(dim);
-            let mut rows = Vec::with_capacity(n);
-            let mut rest = dots.as_mut_slice();
-            for i in 0..n {
-                let (row, tail) = rest.split_at_mut(n - i);
-                rows.push(row);
-                rest = tail;
-            }
-            rows.into_par_iter().enumerate().for_each(|(i, row)| {
+            rows.par_iter_mut().enumerate().for_each(|(i, row)| {
                 let a = &updates[i][start..end];
                 // `row[j - i]` is pair `(i, j)`.
                 let mut j = i;
