@@ -913,9 +913,11 @@ pub struct LimitsSection {
     /// HTTP/2 flow-control window of one call, in KiB: what a hospital may send ahead of what
     /// the coordinator has read. It caps one upload at window / round-trip time (8 MiB over a
     /// 30 ms link: about 270 MB/s) and bounds what unread data the coordinator holds: up to a
-    /// window per upload in flight. A consortium on short links can lower it to bound memory.
+    /// window per upload in flight. 0 (the default): sized when the coordinator starts, from
+    /// the update's size and the enrolled sites ([`Limits::windows_for`]).
     pub stream_window_kib: u32,
     /// HTTP/2 flow-control window of a whole connection, in KiB (at least the stream window).
+    /// 0 (the default): twice the call's.
     pub connection_window_kib: u32,
 }
 
@@ -932,8 +934,8 @@ impl Default for LimitsSection {
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 20,
             session_ttl_secs: 24 * 3600,
-            stream_window_kib: 8 * 1024,
-            connection_window_kib: 16 * 1024,
+            stream_window_kib: 0,
+            connection_window_kib: 0,
         }
     }
 }
@@ -966,18 +968,23 @@ impl LimitsSection {
                 self.max_connections_per_ip, self.max_connections
             ));
         }
-        // HTTP/2 windows: at least the protocol's initial 64 KiB, at most 2^31 - 1 bytes.
+        // HTTP/2 windows: 0 (sized at start), or at least the protocol's initial 64 KiB and at
+        // most 2^31 - 1 bytes.
         for (name, v) in [
             ("stream_window_kib", self.stream_window_kib),
             ("connection_window_kib", self.connection_window_kib),
         ] {
-            if !(64..=MAX_WINDOW_KIB).contains(&v) {
+            if v != 0 && !(64..=MAX_WINDOW_KIB).contains(&v) {
                 return Err(format!(
-                    "limits.{name} must be between 64 and {MAX_WINDOW_KIB} (KiB), got {v}"
+                    "limits.{name} must be 0 (sized when the coordinator starts) or between 64 \
+                     and {MAX_WINDOW_KIB} (KiB), got {v}"
                 ));
             }
         }
-        if self.connection_window_kib < self.stream_window_kib {
+        if self.connection_window_kib != 0
+            && self.stream_window_kib != 0
+            && self.connection_window_kib < self.stream_window_kib
+        {
             return Err(format!(
                 "limits.connection_window_kib ({}) is below limits.stream_window_kib ({})",
                 self.connection_window_kib, self.stream_window_kib
@@ -1013,15 +1020,62 @@ pub struct Limits {
     pub keepalive_interval: Option<Duration>,
     pub keepalive_timeout: Duration,
     pub session_ttl: Duration,
-    /// HTTP/2 flow-control windows, in bytes.
-    pub stream_window_bytes: u32,
-    pub connection_window_bytes: u32,
+    /// HTTP/2 flow-control windows, in bytes; `None`: sized when the coordinator starts
+    /// ([`Self::windows_for`]).
+    pub stream_window_bytes: Option<u32>,
+    pub connection_window_bytes: Option<u32>,
+}
+
+/// The HTTP/2 flow-control windows a coordinator serves with, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Windows {
+    /// What one call (an upload) may send ahead of what the coordinator has read.
+    pub stream: u32,
+    /// What a whole connection may send ahead (at least `stream`).
+    pub connection: u32,
 }
 
 /// The largest HTTP/2 window, 2^31 - 1 bytes, in whole KiB.
 const MAX_WINDOW_KIB: u32 = (i32::MAX as u32) / 1024;
 
+/// The smallest call window the coordinator sizes for itself: the memory the README allows
+/// each site beyond the model's own copies.
+pub const AUTO_WINDOW_MIN_BYTES: u32 = 1 << 20;
+
+/// The largest call window the coordinator sizes for itself: 8 MiB keeps one upload over a
+/// 30 ms link at about 270 MB/s.
+pub const AUTO_WINDOW_MAX_BYTES: u32 = 8 << 20;
+
 impl Limits {
+    /// The windows to serve with, for updates of `update_bytes` from `sites` enrolled sites:
+    /// the configured ones, or (unset) a call window of twice the update shared among the
+    /// sites, between [`AUTO_WINDOW_MIN_BYTES`] and [`AUTO_WINDOW_MAX_BYTES`], and a connection
+    /// window of twice the call's.
+    ///
+    /// Why: the sites of a round upload at once, so the link to the coordinator carries their
+    /// windows together, and a window per site of 2 x model / sites still lets two models' worth
+    /// of bytes be in flight; while what the uploads can make the coordinator hold unread
+    /// (a window each) stays within twice the model plus 1 MiB per site. A single far site's
+    /// upload is slowed only when many sites share the link: 1 MiB over a 30 ms link is about
+    /// 35 MB/s.
+    pub fn windows_for(&self, update_bytes: u64, sites: usize) -> Windows {
+        let auto = (update_bytes.saturating_mul(2) / sites.max(1) as u64).clamp(
+            u64::from(AUTO_WINDOW_MIN_BYTES),
+            u64::from(AUTO_WINDOW_MAX_BYTES),
+        ) as u32;
+        let stream = match (self.stream_window_bytes, self.connection_window_bytes) {
+            (Some(s), _) => s,
+            (None, Some(c)) => auto.min(c),
+            (None, None) => auto,
+        };
+        Windows {
+            stream,
+            connection: self
+                .connection_window_bytes
+                .unwrap_or_else(|| stream.saturating_mul(2).min(MAX_WINDOW_KIB * 1024)),
+        }
+    }
+
     /// The whole-request deadline of an upload of `num_params` values: the message timeout plus
     /// the time the slowest accepted link takes to carry them.
     pub fn upload_deadline(&self, num_params: usize) -> Duration {
@@ -1043,8 +1097,10 @@ impl From<&LimitsSection> for Limits {
                 .then(|| Duration::from_secs(l.keepalive_interval_secs)),
             keepalive_timeout: Duration::from_secs(l.keepalive_timeout_secs),
             session_ttl: Duration::from_secs(l.session_ttl_secs),
-            stream_window_bytes: l.stream_window_kib.saturating_mul(1024),
-            connection_window_bytes: l.connection_window_kib.saturating_mul(1024),
+            stream_window_bytes: (l.stream_window_kib != 0)
+                .then(|| l.stream_window_kib.saturating_mul(1024)),
+            connection_window_bytes: (l.connection_window_kib != 0)
+                .then(|| l.connection_window_kib.saturating_mul(1024)),
         }
     }
 }
@@ -1762,9 +1818,12 @@ mod tests {
         };
         assert!(with(8 * 1024, 16 * 1024).validate().is_ok());
         assert!(with(64, 64).validate().is_ok());
+        // 0: sized at start, alone or beside a set window of either kind.
+        assert!(with(0, 0).validate().is_ok());
+        assert!(with(0, 64).validate().is_ok() && with(64, 0).validate().is_ok());
         let low = with(63, 1024).validate().unwrap_err();
         assert!(
-            low.contains("limits.stream_window_kib must be between 64"),
+            low.contains("limits.stream_window_kib must be 0 (sized when the coordinator starts) or between 64"),
             "{low}"
         );
         let high = with(64, MAX_WINDOW_KIB + 1).validate().unwrap_err();
@@ -1776,11 +1835,70 @@ mod tests {
         );
         let limits = Limits::from(&with(512, 2048));
         assert_eq!(
-            (limits.stream_window_bytes, limits.connection_window_bytes),
-            (512 * 1024, 2048 * 1024)
+            limits.windows_for(64 << 20, 5),
+            Windows {
+                stream: 512 * 1024,
+                connection: 2048 * 1024
+            }
         );
         // The largest window in KiB is still a valid HTTP/2 window in bytes.
         assert!(MAX_WINDOW_KIB * 1024 <= i32::MAX as u32);
+    }
+
+    #[test]
+    fn unset_windows_share_twice_the_update_among_the_sites_within_1_and_8_mib() {
+        const MIB: u32 = 1 << 20;
+        let auto = Limits::default();
+        let w = |update_mib: u64, sites| auto.windows_for(update_mib << 20, sites);
+        // Five sites of a 64 MiB model: 25.6 MiB each, capped at 8 MiB.
+        assert_eq!(
+            w(64, 5),
+            Windows {
+                stream: 8 * MIB,
+                connection: 16 * MIB
+            }
+        );
+        // Four sites of a 6 MiB model: 3 MiB each.
+        assert_eq!(w(6, 4).stream, 3 * MIB);
+        assert_eq!(w(6, 4).connection, 6 * MIB);
+        // A hundred sites of a 4 MiB model: 80 KiB each, raised to the 1 MiB floor; a tiny
+        // model and no sites at all take the floor too.
+        assert_eq!(w(4, 100).stream, MIB);
+        assert_eq!(auto.windows_for(4 << 10, 1000).stream, MIB);
+        assert_eq!(w(4, 0).stream, 8 * MIB);
+        // What the uploads can hold unread, a window each, stays within twice the model plus
+        // 1 MiB per site.
+        for (update_mib, sites) in [(1, 1), (4, 100), (16, 7), (64, 5), (64, 100), (256, 33)] {
+            let unread = u64::from(w(update_mib, sites).stream) * sites as u64;
+            assert!(
+                unread <= 2 * (update_mib << 20) + sites as u64 * u64::from(MIB),
+                "{update_mib} MiB x {sites}: {unread}"
+            );
+        }
+        // A set connection window bounds the sized call window; a set call window is kept and
+        // the connection's is twice it.
+        let conn = Limits::from(&LimitsSection {
+            connection_window_kib: 2048,
+            ..LimitsSection::default()
+        });
+        assert_eq!(
+            conn.windows_for(64 << 20, 5),
+            Windows {
+                stream: 2 * MIB,
+                connection: 2 * MIB
+            }
+        );
+        let call = Limits::from(&LimitsSection {
+            stream_window_kib: 512,
+            ..LimitsSection::default()
+        });
+        assert_eq!(
+            call.windows_for(4 << 20, 100),
+            Windows {
+                stream: MIB / 2,
+                connection: MIB
+            }
+        );
     }
 
     #[test]

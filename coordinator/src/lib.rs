@@ -186,6 +186,8 @@ pub struct Running {
     pub tls: bool,
     /// The admin endpoint (`/metrics`, `/status`), when it runs.
     pub admin: Option<admin::Admin>,
+    /// The HTTP/2 flow-control windows it serves with (`[limits]`, or sized at start).
+    pub windows: config::Windows,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     driver: JoinHandle<()>,
@@ -358,10 +360,14 @@ pub async fn serve(
     // `transport::connection_memory_bound` (streams x 2 x message limit, plus what is not read
     // yet: a stream window per stream and one connection window in all), times the connections
     // allowed.
+    let windows = limits.windows_for(
+        (cfg.model.num_params() as u64).saturating_mul(4),
+        coordinator.config().participants.len(),
+    );
     let builder = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
-        .initial_stream_window_size(limits.stream_window_bytes)
-        .initial_connection_window_size(limits.connection_window_bytes)
+        .initial_stream_window_size(windows.stream)
+        .initial_connection_window_size(windows.connection)
         .max_frame_size(transport::MAX_FRAME_BYTES)
         .http2_keepalive_interval(limits.keepalive_interval)
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
@@ -474,6 +480,8 @@ pub async fn serve(
         tiles = tiles.as_ref().map(|t| t.url()).as_deref().unwrap_or("-"),
         tls = certificate.is_some(),
         admin = admin.as_ref().map(|a| a.addr.to_string()).as_deref().unwrap_or("-"),
+        stream_window_kib = windows.stream / 1024,
+        connection_window_kib = windows.connection / 1024,
         "coordinator listening"
     );
     Ok(Running {
@@ -484,6 +492,7 @@ pub async fn serve(
         identity,
         tls: certificate.is_some(),
         admin,
+        windows,
         shutdown,
         server,
         driver,

@@ -31,7 +31,11 @@ use tonic::{
     transport::server::{Connected, TcpConnectInfo},
 };
 
-use crate::{config::Limits, engine::Engine, refusal::Reason};
+use crate::{
+    config::{Limits, Windows},
+    engine::Engine,
+    refusal::Reason,
+};
 
 /// Largest request message the server decodes: one parameter chunk plus room for the fields
 /// around it. A message that declares more is refused before its bytes are buffered.
@@ -44,16 +48,13 @@ pub const MAX_REQUEST_MESSAGE_BYTES: usize = fedledger_proto::CHUNK_BYTES + 64 *
 pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 
 /// What buffered request data one connection can make the server hold at most, with the
-/// limits' streams per connection: each stream holds at most one message being decoded (its
-/// buffer may have up to twice the capacity), and the data not yet read is at most one stream
-/// window per stream and one connection window in all (`limits.stream_window_kib`,
-/// `limits.connection_window_kib`: by default 8 MiB, several chunks, so an upload's sender keeps
-/// the connection busy while the server checks, hashes and queues the chunk before, and
-/// 16 MiB).
-pub fn connection_memory_bound(limits: &Limits) -> u64 {
+/// limits' streams per connection and the `windows` served with ([`Limits::windows_for`]):
+/// each stream holds at most one message being decoded (its buffer may have up to twice the
+/// capacity), and the data not yet read is at most one stream window per stream and one
+/// connection window in all.
+pub fn connection_memory_bound(limits: &Limits, windows: Windows) -> u64 {
     let streams = u64::from(limits.max_streams_per_connection);
-    let unread = (streams * u64::from(limits.stream_window_bytes))
-        .min(u64::from(limits.connection_window_bytes));
+    let unread = (streams * u64::from(windows.stream)).min(u64::from(windows.connection));
     streams * 2 * MAX_REQUEST_MESSAGE_BYTES as u64 + unread
 }
 

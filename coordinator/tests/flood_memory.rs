@@ -3,9 +3,9 @@
 //! `limits.max_streams_per_connection` streams at once, decodes no message larger than
 //! `MAX_REQUEST_MESSAGE_BYTES`, and reads at most one stream window ahead (and one connection
 //! window in all), so the memory the flood adds stays under
-//! `transport::connection_memory_bound(limits)` = streams x 2 x message limit + the smaller of
-//! streams x stream window and the connection window (plus a fixed allowance for the
-//! allocator).
+//! `transport::connection_memory_bound(limits, windows)` = streams x 2 x message limit + the
+//! smaller of streams x stream window and the connection window, with the windows the server
+//! runs with (plus a fixed allowance for the allocator).
 //!
 //! Resident memory is read from /proc/self/status, so this file holds one test (its own
 //! process).
@@ -121,7 +121,7 @@ async fn a_hundred_half_sent_messages_on_one_connection_hold_bounded_memory() {
     }
     let after = settled_rss().await;
     let grown = after.saturating_sub(before);
-    let bound = connection_memory_bound(&limits) + ALLOWANCE;
+    let bound = connection_memory_bound(&limits, running.windows) + ALLOWANCE;
     eprintln!(
         "flood: {opened} streams sent on one connection ({} allowed at once); RSS {:.1} MiB -> \
          {:.1} MiB, grown {:.1} MiB; bound {} x 2 x {:.2} MiB + unread {:.0} MiB + {:.0} MiB = \
@@ -132,7 +132,7 @@ async fn a_hundred_half_sent_messages_on_one_connection_hold_bounded_memory() {
         grown as f64 / MIB,
         limits.max_streams_per_connection,
         MAX_REQUEST_MESSAGE_BYTES as f64 / MIB,
-        (connection_memory_bound(&limits)
+        (connection_memory_bound(&limits, running.windows)
             - 2 * u64::from(limits.max_streams_per_connection) * MAX_REQUEST_MESSAGE_BYTES as u64)
             as f64
             / MIB,

@@ -72,9 +72,10 @@ struct Args {
     #[arg(long, default_value = "fedavg")]
     strategy: String,
     /// The coordinator's HTTP/2 window per call, in KiB (`[limits] stream_window_kib`; the
-    /// connection's is twice that). By default the coordinator's own (8 MiB): a window per
-    /// upload in flight is what unread data it may hold, so a lower one bounds its memory
-    /// during the upload fan-out at the cost of each upload's speed over long round trips.
+    /// connection's is twice that). By default the coordinator sizes them itself (twice the
+    /// update shared among the sites, 1 to 8 MiB): a window per upload in flight is what unread
+    /// data it may hold, so a lower one bounds its memory during the upload fan-out at the
+    /// cost of each upload's speed over long round trips.
     #[arg(long)]
     stream_window_kib: Option<u32>,
     /// Internal: run the coordinator of this configuration file (the child process).
