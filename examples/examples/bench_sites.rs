@@ -153,12 +153,10 @@ async fn serve(config: &Path) -> anyhow::Result<()> {
 
 fn write_config(dir: &Path, n: usize, keys_hex: &[String], args: &Args) -> anyhow::Result<PathBuf> {
     let (rounds, strategy) = (args.rounds, &args.strategy);
-    let windows = args.stream_window_kib.map_or(String::new(), |w| {
-        format!(
-            "stream_window_kib = {w}\nconnection_window_kib = {}\n",
-            2 * w
-        )
-    });
+    // The connection's window is left unset: the coordinator makes it twice the call's.
+    let windows = args
+        .stream_window_kib
+        .map_or(String::new(), |w| format!("stream_window_kib = {w}\n"));
     let model = match args.hidden {
         Some(h) => format!("kind = \"mlp\"\nfeatures = 30\nclasses = 2\nhidden = [{h}]"),
         None => "kind = \"logreg\"\nfeatures = 30\nclasses = 2".to_owned(),
