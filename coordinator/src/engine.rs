@@ -33,7 +33,7 @@ use crate::{
     },
     refusal::Refusals,
     store::Store,
-    transfer::{Assembler, StreamHasher},
+    transfer::{Assembler, upload_hasher},
     types::{PersistedState, Phase, Progress, Receipt, RoundOutcome, UpdateHeader},
     value::Valuer,
 };
@@ -645,7 +645,7 @@ impl Engine {
         let bytes = ticket.num_params.saturating_mul(4);
         Ok(Upload {
             assembler: Assembler::new(ticket.num_params, fedledger_proto::CHUNK_FLOATS),
-            hasher: StreamHasher::for_bytes(bytes),
+            hasher: upload_hasher(bytes),
             blob: Some(self.store.blob_writer(bytes)),
             engine: self.clone(),
             ticket,
@@ -1150,7 +1150,7 @@ pub struct Upload {
     engine: Arc<Engine>,
     ticket: UploadTicket,
     assembler: Assembler,
-    hasher: StreamHasher,
+    hasher: fedledger_model::digest::StreamHasher,
     blob: Option<crate::store::BlobWriter>,
     reserved: bool,
 }

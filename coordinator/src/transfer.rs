@@ -1,127 +1,27 @@
 //! The checks of a chunked vector arriving from the wire, made chunk by chunk before the whole
 //! vector has arrived: chunk size, order, total length, finiteness and the norm
-//! ([`Assembler`]); the digest is computed as the chunks pass too ([`StreamHasher`]), on a
-//! thread of its own for a large vector of several chunks, so a vector is never hashed twice and
-//! never held whole (the chunks go on to the update's file as they pass).
-
-use bytes::Bytes;
-use fedledger_model::digest::VectorHasher;
+//! ([`Assembler`]); the digest is computed as the chunks pass too ([`upload_hasher`], the
+//! [`StreamHasher`] both ends of a transfer share), on a thread of its own for a large vector of
+//! several chunks, so a vector is never hashed twice and never held whole (the chunks go on to
+//! the update's file as they pass).
 
 use crate::error::CoordinatorError;
+use fedledger_model::digest::{HashingError, StreamHasher};
 
-/// Chunks waiting for a [`StreamHasher`]'s thread: what an upload holds beyond the chunk being
-/// received and those queued for its file.
+/// Chunks waiting for an upload's [`StreamHasher`] thread: what an upload holds beyond the chunk
+/// being received and those queued for its file.
 pub const HASH_QUEUE: usize = 2;
 
-/// Vectors smaller than this are hashed where their chunks arrive ([`StreamHasher::for_bytes`]):
-/// hashing 16 MiB takes about 10 ms, and a hundred sites uploading 4 MiB updates at once
-/// measured a higher memory peak with a thread each (chunks wait for it after the file has
-/// them) than without.
-pub const THREAD_HASH_MIN_BYTES: u64 = 16 << 20;
-
-/// The SHA-256 of a vector's chunks, computed as they pass: the first chunk where it arrives,
-/// and from the second on, on a thread of the vector's own (a small model's update, one chunk,
-/// costs no thread; [`Self::for_bytes`] keeps vectors under [`THREAD_HASH_MIN_BYTES`] off
-/// threads altogether). Hashing 64 MB takes about 40 ms here; on the receiving task it held up
-/// the receiving, on its own thread it runs beside the receiving and the file's writing
-/// (measured: a single 64 MB upload 91.7-101.3 ms before, 77.0-88.2 ms after).
-pub struct StreamHasher {
-    state: Hashing,
+/// The hasher of an upload of `bytes`: hashed where its chunks arrive below
+/// [`fedledger_model::digest::THREAD_HASH_MIN_BYTES`], else from the second chunk on by a
+/// thread with [`HASH_QUEUE`] chunks queued at most.
+pub fn upload_hasher(bytes: u64) -> StreamHasher {
+    StreamHasher::for_bytes(bytes, HASH_QUEUE)
 }
 
-enum Hashing {
-    /// No thread yet: the hasher, whether the first chunk has come, and whether every chunk
-    /// is hashed here.
-    Here {
-        hasher: VectorHasher,
-        first: bool,
-        stay: bool,
-    },
-    /// The thread and its queue.
-    Thread {
-        tx: tokio::sync::mpsc::Sender<Bytes>,
-        worker: std::thread::JoinHandle<VectorHasher>,
-    },
-}
-
-impl Default for StreamHasher {
-    /// A hasher that takes a thread from the second chunk on, whatever the vector's size.
-    fn default() -> Self {
-        Self {
-            state: Hashing::Here {
-                hasher: VectorHasher::default(),
-                first: false,
-                stay: false,
-            },
-        }
-    }
-}
-
-impl StreamHasher {
-    /// The hasher of a vector of `bytes`: one below [`THREAD_HASH_MIN_BYTES`] is hashed where
-    /// its chunks arrive.
-    pub fn for_bytes(bytes: u64) -> Self {
-        Self {
-            state: Hashing::Here {
-                hasher: VectorHasher::default(),
-                first: false,
-                stay: bytes < THREAD_HASH_MIN_BYTES,
-            },
-        }
-    }
-
-    /// Hash `bytes` next (a shared chunk: not copied). Waits while the thread has
-    /// [`HASH_QUEUE`] chunks queued.
-    pub async fn push(&mut self, bytes: Bytes) -> Result<(), CoordinatorError> {
-        if let Hashing::Here {
-            hasher,
-            first,
-            stay,
-        } = &mut self.state
-        {
-            if !*first || *stay {
-                hasher.update_bytes(&bytes);
-                *first = true;
-                return Ok(());
-            }
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
-            let mut moved = std::mem::take(hasher);
-            let worker = std::thread::Builder::new()
-                .name("upload-hasher".into())
-                .stack_size(256 << 10)
-                .spawn(move || {
-                    while let Some(b) = rx.blocking_recv() {
-                        moved.update_bytes(&b);
-                    }
-                    moved
-                })
-                .map_err(|e| {
-                    CoordinatorError::Internal(format!("start an upload's hashing thread: {e}"))
-                })?;
-            self.state = Hashing::Thread { tx, worker };
-        }
-        let Hashing::Thread { tx, .. } = &self.state else {
-            return Err(CoordinatorError::Internal(
-                "an upload's hashing thread did not start".into(),
-            ));
-        };
-        tx.send(bytes)
-            .await
-            .map_err(|_| CoordinatorError::Internal("an upload's hashing thread stopped".into()))
-    }
-
-    /// The digest (lowercase hex) of everything pushed. Blocks until the thread has hashed
-    /// what is queued.
-    pub fn finish(self) -> Result<String, CoordinatorError> {
-        match self.state {
-            Hashing::Here { hasher, .. } => Ok(hasher.finish_hex()),
-            Hashing::Thread { tx, worker } => {
-                drop(tx);
-                worker.join().map(VectorHasher::finish_hex).map_err(|_| {
-                    CoordinatorError::Internal("an upload's hashing thread panicked".into())
-                })
-            }
-        }
+impl From<HashingError> for CoordinatorError {
+    fn from(e: HashingError) -> Self {
+        CoordinatorError::Internal(e.to_string())
     }
 }
 
@@ -248,39 +148,26 @@ mod tests {
         assert!((a.finish().unwrap() - 285f64.sqrt()).abs() < 1e-9);
     }
 
-    /// One chunk (hashed where it arrives), several (on a thread) and none hash to the
-    /// vector's digest.
+    /// An upload's hasher keeps a small update where its chunks arrive and gives a large one a
+    /// thread from its second chunk on, and both hash to the vector's digest.
     #[tokio::test]
-    async fn chunks_hash_to_the_vectors_digest_here_or_on_a_thread() {
+    async fn uploads_hash_small_vectors_here_and_large_ones_on_a_thread() {
         let v: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
-        for chunk in [1000, 300, 7, 1] {
-            let mut h = StreamHasher::default();
-            for c in v.chunks(chunk) {
-                h.push(Bytes::from(bytes(c))).await.unwrap();
+        for (bytes_claimed, threaded) in [
+            (4000, false),
+            (fedledger_model::digest::THREAD_HASH_MIN_BYTES, true),
+        ] {
+            let mut h = upload_hasher(bytes_claimed);
+            for c in v.chunks(7) {
+                h.push(bytes::Bytes::from(bytes(c))).await.unwrap();
             }
-            let threaded = matches!(h.state, Hashing::Thread { .. });
-            assert_eq!(threaded, chunk < 1000, "chunk {chunk}");
+            assert_eq!(h.on_thread(), threaded);
             let sha = tokio::task::spawn_blocking(move || h.finish())
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!(sha, vector_sha256(&v), "chunk {chunk}");
+            assert_eq!(sha, vector_sha256(&v));
         }
-        assert_eq!(
-            StreamHasher::default().finish().unwrap(),
-            vector_sha256(&[])
-        );
-        // A vector below the threshold stays on the receiving task, chunk after chunk.
-        let mut h = StreamHasher::for_bytes(4000);
-        for c in v.chunks(7) {
-            h.push(Bytes::from(bytes(c))).await.unwrap();
-        }
-        assert!(matches!(h.state, Hashing::Here { .. }));
-        assert_eq!(h.finish().unwrap(), vector_sha256(&v));
-        assert!(matches!(
-            StreamHasher::for_bytes(THREAD_HASH_MIN_BYTES).state,
-            Hashing::Here { stay: false, .. }
-        ));
     }
 
     /// The lanes add up to the plain sum, and a non-finite value anywhere (in a block of eight

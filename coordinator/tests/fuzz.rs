@@ -12,7 +12,7 @@ mod common;
 use fedledger_coordinator::{
     ConfigFile,
     error::CoordinatorError,
-    transfer::{Assembler, StreamHasher},
+    transfer::{Assembler, upload_hasher},
 };
 use proptest::prelude::*;
 
@@ -39,7 +39,7 @@ fn assemble(expected: u64, max_chunk: usize, chunks: &[(Option<u64>, Vec<u8>)]) 
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let mut hasher = StreamHasher::default();
+    let mut hasher = upload_hasher(fedledger_model::digest::THREAD_HASH_MIN_BYTES);
     let mut have = 0u64;
     // What the upload would have streamed to its file.
     let mut accepted = Vec::new();

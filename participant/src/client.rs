@@ -420,18 +420,11 @@ impl Client {
             // Backed by huge pages where the system allows them: filling 64 MB of fresh
             // 4 KiB pages costs more than decoding into them.
             params = fedledger_memory::vec_with_huge_pages(n);
-            // Decoded into place chunk by chunk as they arrive, and hashed meanwhile on a
-            // thread of its own (the chunks are shared, not copied; at most [`HASH_QUEUE`]
-            // wait for it); the digest is compared once the last one is in.
-            let (to_hasher, mut chunks) =
-                tokio::sync::mpsc::channel::<tonic::codegen::Bytes>(HASH_QUEUE);
-            let hashing = tokio::task::spawn_blocking(move || {
-                let mut hasher = fedledger_model::digest::VectorHasher::default();
-                while let Some(data) = chunks.blocking_recv() {
-                    hasher.update_bytes(&data);
-                }
-                hasher.finish_hex()
-            });
+            // Decoded into place chunk by chunk as they arrive, and hashed meanwhile (on a
+            // thread of its own for a large model: the chunks are shared, not copied; at most
+            // [`HASH_QUEUE`] wait for it); the digest is compared once the last one is in.
+            let mut hasher =
+                fedledger_model::digest::StreamHasher::for_bytes((n as u64) * 4, HASH_QUEUE);
             while let Some(msg) = stream
                 .message()
                 .await
@@ -453,9 +446,10 @@ impl Client {
                                 params.len()
                             )));
                         }
-                        if to_hasher.send(c.data.clone()).await.is_err() {
-                            return Err(proto("the model's hashing stopped".into()));
-                        }
+                        hasher
+                            .push(c.data.clone())
+                            .await
+                            .map_err(|e| proto(format!("hashing the model: {e}")))?;
                         let at = params.len();
                         params.extend(
                             c.data
@@ -479,10 +473,10 @@ impl Client {
                     params.len()
                 )));
             }
-            drop(to_hasher);
-            let sha = hashing
+            let sha = tokio::task::spawn_blocking(move || hasher.finish())
                 .await
-                .map_err(|e| proto(format!("hashing the model failed: {e}")))?;
+                .map_err(|e| proto(format!("hashing the model: {e}")))?
+                .map_err(|e| proto(format!("hashing the model: {e}")))?;
             if sha != header.model_sha256 {
                 return Err(proto(format!(
                     "global parameters hash to {sha}, header says {}",
