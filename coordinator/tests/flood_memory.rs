@@ -121,7 +121,10 @@ async fn a_hundred_half_sent_messages_on_one_connection_hold_bounded_memory() {
     }
     let after = settled_rss().await;
     let grown = after.saturating_sub(before);
-    let bound = connection_memory_bound(&limits, running.windows) + ALLOWANCE;
+    let connection = connection_memory_bound(&limits, running.windows);
+    let messages =
+        2 * u64::from(limits.max_streams_per_connection) * MAX_REQUEST_MESSAGE_BYTES as u64;
+    let bound = connection + ALLOWANCE;
     eprintln!(
         "flood: {opened} streams sent on one connection ({} allowed at once); RSS {:.1} MiB -> \
          {:.1} MiB, grown {:.1} MiB; bound {} x 2 x {:.2} MiB + unread {:.0} MiB + {:.0} MiB = \
@@ -132,10 +135,7 @@ async fn a_hundred_half_sent_messages_on_one_connection_hold_bounded_memory() {
         grown as f64 / MIB,
         limits.max_streams_per_connection,
         MAX_REQUEST_MESSAGE_BYTES as f64 / MIB,
-        (connection_memory_bound(&limits, running.windows)
-            - 2 * u64::from(limits.max_streams_per_connection) * MAX_REQUEST_MESSAGE_BYTES as u64)
-            as f64
-            / MIB,
+        (connection - messages) as f64 / MIB,
         ALLOWANCE as f64 / MIB,
         bound as f64 / MIB,
     );

@@ -473,10 +473,16 @@ impl Client {
                     params.len()
                 )));
             }
-            let sha = tokio::task::spawn_blocking(move || hasher.finish())
-                .await
-                .map_err(|e| proto(format!("hashing the model: {e}")))?
-                .map_err(|e| proto(format!("hashing the model: {e}")))?;
+            // Waiting for a thread's last chunks blocks: on the blocking pool. A small model
+            // was hashed here and its digest is ready.
+            let sha = if hasher.on_thread() {
+                tokio::task::spawn_blocking(move || hasher.finish())
+                    .await
+                    .map_err(|e| proto(format!("hashing the model: {e}")))?
+            } else {
+                hasher.finish()
+            }
+            .map_err(|e| proto(format!("hashing the model: {e}")))?;
             if sha != header.model_sha256 {
                 return Err(proto(format!(
                     "global parameters hash to {sha}, header says {}",
