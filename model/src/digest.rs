@@ -87,14 +87,7 @@ impl Default for StreamHasher {
     /// A hasher that takes a thread from the second chunk on, whatever the vector's size,
     /// with two chunks queued at most.
     fn default() -> Self {
-        Self {
-            state: Hashing::Here {
-                hasher: VectorHasher::default(),
-                first: false,
-                stay: false,
-            },
-            queue: 2,
-        }
+        Self::for_bytes(THREAD_HASH_MIN_BYTES, 2)
     }
 }
 
